@@ -1,0 +1,59 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+// Layers look only down: FerryFUSE (wire) <- FerryCore (server + driver protocol)
+// <- drivers (FerryPOSIX) and transports (FerryDevFUSE) <- the `ferry` executable.
+let package = Package(
+    name: "Ferry",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "ferry", targets: ["ferry"]),
+        .executable(name: "ferry-conformance", targets: ["ferry-conformance"]),
+        .plugin(name: "Conformance", targets: ["Conformance"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        // C shims: what Swift cannot express (raw syscalls, variadics, glibc-only entry points).
+        .target(name: "CFerry"),
+        // <linux/fuse.h>, imported only by tests to check our wire structs against the kernel's.
+        .target(name: "CLinuxFUSE"),
+
+        .target(name: "FerryFUSE"),
+        .target(name: "FerryCore", dependencies: [
+            "FerryFUSE", "CFerry",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "FerryPOSIX", dependencies: ["FerryCore", "CFerry"]),
+        .target(name: "FerryDevFUSE", dependencies: [
+            "FerryCore", "FerryFUSE", "CFerry",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "ferry", dependencies: [
+            "FerryCore", "FerryPOSIX", "FerryDevFUSE",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // The POSIX conformance checks, in C so the same program runs on the host and,
+        // statically linked, inside a test guest.
+        .executableTarget(name: "ferry-conformance"),
+
+        .plugin(
+            name: "Conformance",
+            capability: .command(
+                intent: .custom(verb: "conformance", description: "Mount a source with ferry and run the POSIX conformance checks on it"),
+                permissions: []
+            ),
+            dependencies: []
+        ),
+
+        .target(name: "CMallocCounter", path: "Tests/CMallocCounter"),
+        .testTarget(name: "FerryFUSETests", dependencies: ["FerryFUSE", "CLinuxFUSE"]),
+        .testTarget(name: "FerryCoreTests", dependencies: ["FerryCore", "FerryFUSE", "FerryPOSIX", "CMallocCounter"]),
+        .testTarget(name: "FerryPOSIXTests", dependencies: ["FerryPOSIX", "FerryCore", "CFerry"]),
+        .testTarget(name: "ConformanceTests", dependencies: []),
+    ],
+    swiftLanguageModes: [.v5]
+)

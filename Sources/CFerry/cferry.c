@@ -1,0 +1,64 @@
+#include "cferry.h"
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <linux/openat2.h>
+
+int ferry_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode, uint64_t resolve) {
+    struct open_how how = { .flags = flags, .mode = mode, .resolve = resolve };
+    return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+}
+
+int ferry_thread_setgroups(size_t count, const uint32_t *groups) {
+    return (int)syscall(SYS_setgroups, count, groups);
+}
+
+int ferry_thread_setfsuid(uint32_t uid) { return (int)syscall(SYS_setfsuid, uid); }
+int ferry_thread_setfsgid(uint32_t gid) { return (int)syscall(SYS_setfsgid, gid); }
+
+int ferry_name_to_handle(int dirfd, const char *name, int flags,
+                         unsigned char *out, unsigned int *len, int *type, int *mount_id) {
+    // struct file_handle ends in a flexible array; build it on the stack at full size.
+    union { struct file_handle fh; unsigned char raw[sizeof(struct file_handle) + MAX_HANDLE_SZ]; } u;
+    if (*len > MAX_HANDLE_SZ) *len = MAX_HANDLE_SZ;
+    u.fh.handle_bytes = *len;
+    if (name_to_handle_at(dirfd, name, &u.fh, mount_id, flags) != 0) return -1;
+    memcpy(out, u.fh.f_handle, u.fh.handle_bytes);
+    *len = u.fh.handle_bytes;
+    *type = u.fh.handle_type;
+    return 0;
+}
+
+int ferry_open_by_handle(int mount_fd, const unsigned char *bytes, unsigned int len, int type, int flags) {
+    union { struct file_handle fh; unsigned char raw[sizeof(struct file_handle) + MAX_HANDLE_SZ]; } u;
+    if (len > MAX_HANDLE_SZ) { errno = EINVAL; return -1; }
+    u.fh.handle_bytes = len;
+    u.fh.handle_type = type;
+    memcpy(u.fh.f_handle, bytes, len);
+    return open_by_handle_at(mount_fd, &u.fh, flags);
+}
+
+int ferry_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags) {
+    return (int)syscall(SYS_renameat2, olddirfd, oldpath, newdirfd, newpath, flags);
+}
+
+ssize_t ferry_copy_file_range(int fd_in, int64_t *off_in, int fd_out, int64_t *off_out, size_t len, unsigned int flags) {
+    return copy_file_range(fd_in, (off64_t *)off_in, fd_out, (off64_t *)off_out, len, flags);
+}
+
+int ferry_fallocate(int fd, int mode, int64_t offset, int64_t len) { return fallocate(fd, mode, offset, len); }
+int ferry_syncfs(int fd) { return syncfs(fd); }
+ssize_t ferry_getdents64(int fd, void *buf, size_t count) { return getdents64(fd, buf, count); }
+int ferry_fcntl_int(int fd, int cmd, int arg) { return fcntl(fd, cmd, arg); }
+int ferry_fcntl_lock(int fd, int cmd, struct flock *lock) { return fcntl(fd, cmd, lock); }
+int ferry_ioctl_ptr(int fd, unsigned long request, void *arg) { return ioctl(fd, request, arg); }
+int ferry_open(const char *path, int flags, uint32_t mode) { return open(path, flags, (mode_t)mode); }
+int ferry_openat(int dirfd, const char *path, int flags, uint32_t mode) { return openat(dirfd, path, flags, (mode_t)mode); }
+int ferry_statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *out) {
+    return statx(dirfd, path, flags, mask, out);
+}
+int ferry_umount2(const char *target, int flags) { return umount2(target, flags); }
+pid_t ferry_gettid(void) { return (pid_t)syscall(SYS_gettid); }

@@ -1,0 +1,78 @@
+// Thin C shims for what Swift cannot call directly: raw syscalls that glibc wraps
+// process-wide (setgroups), variadic functions, and structs with flexible arrays.
+// Every function returns -1 and sets errno on failure, like the call it wraps.
+#pragma once
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <stdint.h>
+#include <stddef.h>
+#include <sys/types.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <sys/statvfs.h>
+#include <sys/xattr.h>
+#include <sys/file.h>
+#include <fcntl.h>
+#include <dirent.h>
+#include <unistd.h>
+#include <signal.h>
+#include <pthread.h>
+
+/// openat2(2) with RESOLVE_* flags; glibc 2.36 has no wrapper.
+int ferry_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode, uint64_t resolve);
+
+/// Per-thread credentials. glibc's setgroups/setresuid change every thread of the
+/// process; the raw syscalls change only the calling thread, which is what a worker
+/// serving one caller at a time needs.
+int ferry_thread_setgroups(size_t count, const uint32_t *groups);
+int ferry_thread_setfsuid(uint32_t uid);   // returns the previous fsuid
+int ferry_thread_setfsgid(uint32_t gid);   // returns the previous fsgid
+
+/// name_to_handle_at(2) into a caller buffer of `*len` bytes (at most 128).
+/// On success *len, *type and *mount_id are set.
+int ferry_name_to_handle(int dirfd, const char *name, int flags,
+                         unsigned char *out, unsigned int *len, int *type, int *mount_id);
+/// open_by_handle_at(2) from the bytes ferry_name_to_handle produced.
+int ferry_open_by_handle(int mount_fd, const unsigned char *bytes, unsigned int len, int type, int flags);
+
+int ferry_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags);
+ssize_t ferry_copy_file_range(int fd_in, int64_t *off_in, int fd_out, int64_t *off_out, size_t len, unsigned int flags);
+int ferry_fallocate(int fd, int mode, int64_t offset, int64_t len);
+int ferry_syncfs(int fd);
+ssize_t ferry_getdents64(int fd, void *buf, size_t count);
+int ferry_fcntl_int(int fd, int cmd, int arg);
+int ferry_fcntl_lock(int fd, int cmd, struct flock *lock);
+int ferry_ioctl_ptr(int fd, unsigned long request, void *arg);
+int ferry_open(const char *path, int flags, uint32_t mode);
+int ferry_openat(int dirfd, const char *path, int flags, uint32_t mode);
+int ferry_statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *out);
+int ferry_umount2(const char *target, int flags);
+pid_t ferry_gettid(void);
+
+/// Constants that are macros or enums Swift may not import cleanly.
+enum {
+    FERRY_RENAME_NOREPLACE = 1,
+    FERRY_RENAME_EXCHANGE = 2,
+    FERRY_RENAME_WHITEOUT = 4,
+    FERRY_AT_EMPTY_PATH = 0x1000,
+    FERRY_AT_SYMLINK_NOFOLLOW = 0x100,
+    FERRY_AT_REMOVEDIR = 0x200,
+    FERRY_AT_SYMLINK_FOLLOW = 0x400,
+    FERRY_O_PATH = 010000000,
+    FERRY_O_TMPFILE = 020200000,
+    FERRY_RESOLVE_NO_XDEV = 0x01,
+    FERRY_RESOLVE_NO_MAGICLINKS = 0x02,
+    FERRY_RESOLVE_NO_SYMLINKS = 0x04,
+    FERRY_RESOLVE_BENEATH = 0x08,
+    FERRY_RESOLVE_IN_ROOT = 0x10,
+    FERRY_FALLOC_FL_KEEP_SIZE = 0x01,
+    FERRY_FALLOC_FL_PUNCH_HOLE = 0x02,
+    FERRY_FALLOC_FL_ZERO_RANGE = 0x10,
+    FERRY_SEEK_DATA = 3,
+    FERRY_SEEK_HOLE = 4,
+    FERRY_F_OFD_GETLK = 36,
+    FERRY_F_OFD_SETLK = 37,
+    FERRY_F_OFD_SETLKW = 38,
+    FERRY_MAX_HANDLE_SZ = 128,
+};

@@ -1,0 +1,1 @@
+// Header-only module: <linux/fuse.h> for layout tests.

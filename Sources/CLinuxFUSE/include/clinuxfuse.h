@@ -1,0 +1,3 @@
+#pragma once
+#include <stdint.h>
+#include <linux/fuse.h>

@@ -1,0 +1,1 @@
+// Server core: see Driver.swift and Server.swift.
