@@ -1,1 +1,0 @@
-// Server core: see Driver.swift and Server.swift.
