@@ -178,7 +178,8 @@ public struct FileSystemStatistics: Sendable, Equatable {
 
 /// One directory entry as a driver reports it during READDIR.
 public struct DirectoryEntry {
-    /// The name's bytes (no NUL needed). A view valid only during the callback.
+    /// The name's bytes. A NUL byte must follow them in memory (getdents64 gives that
+    /// for free) so READDIRPLUS can look the name up. A view valid only during the callback.
     public var name: UnsafeRawBufferPointer
     public var inode: UInt64
     /// The `DT_*` type, or `DT_UNKNOWN`.

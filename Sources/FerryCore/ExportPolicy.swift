@@ -1,0 +1,69 @@
+/// How long the kernel may cache what it learns, as virtiofsd's `--cache` means it.
+public enum CachePolicy: String, Sendable, CaseIterable {
+    /// No caching: entries and attributes expire at once, file data bypasses the page cache.
+    case never
+    /// Entries and attributes are trusted for a long time; file data is not cached.
+    case metadata
+    /// Short timeouts (1 s); the page cache is dropped when a file is reopened.
+    case auto
+    /// Everything is cached for a long time and kept across opens: only for exports
+    /// nobody changes behind the guest's back.
+    case always
+
+    /// Entry and attribute timeout in seconds.
+    public var timeout: UInt64 {
+        switch self {
+        case .never: return 0
+        case .auto: return 1
+        case .metadata, .always: return 86_400
+        }
+    }
+
+    /// FOPEN_* bits for OPEN and CREATE replies.
+    var openReplyFlags: UInt32 {
+        switch self {
+        case .never, .metadata: return 1 << 0        // FOPEN_DIRECT_IO
+        case .auto: return 0
+        case .always: return 1 << 1                  // FOPEN_KEEP_CACHE
+        }
+    }
+
+    /// FOPEN_* bits for OPENDIR replies.
+    var opendirReplyFlags: UInt32 {
+        self == .always ? (1 << 3) : 0               // FOPEN_CACHE_DIR
+    }
+}
+
+/// What an export allows and how it is served: the server core applies this for every
+/// driver, so a backend never has to.
+public struct ExportPolicy: Sendable {
+    public var cache: CachePolicy
+    /// Extended attributes are off unless asked for, as in virtiofsd: ENOSYS otherwise.
+    public var xattr: Bool
+    /// Negotiate FUSE_POSIX_ACL (implies xattr).
+    public var posixACL: Bool
+    /// Allow MKNOD of character and block devices.
+    public var allowDevices: Bool
+    /// Refuse every change with EROFS.
+    public var readOnly: Bool
+    /// Negotiate the kernel's writeback cache.
+    public var writeback: Bool
+    /// Announce submounts to the guest (FUSE_SUBMOUNTS).
+    public var announceSubmounts: Bool
+    /// Most nodes the kernel may hold at once; further LOOKUPs get ENFILE.
+    public var maxNodes: Int
+    /// Most open files and directories at once; further OPENs get ENFILE.
+    public var maxOpenHandles: Int
+    /// Largest WRITE (and READ) payload negotiated with the kernel.
+    public var maxWrite: UInt32
+
+    public init(cache: CachePolicy = .auto, xattr: Bool = false, posixACL: Bool = false,
+                allowDevices: Bool = false, readOnly: Bool = false, writeback: Bool = false,
+                announceSubmounts: Bool = false, maxNodes: Int = 1_000_000, maxOpenHandles: Int = 65_536,
+                maxWrite: UInt32 = 1 << 20) {
+        self.cache = cache; self.xattr = xattr || posixACL; self.posixACL = posixACL
+        self.allowDevices = allowDevices; self.readOnly = readOnly; self.writeback = writeback
+        self.announceSubmounts = announceSubmounts; self.maxNodes = maxNodes
+        self.maxOpenHandles = maxOpenHandles; self.maxWrite = maxWrite
+    }
+}

@@ -1,0 +1,125 @@
+import Synchronization
+
+/// The kernel's view of an export's nodes: node id ↔ driver inode, with the lookup
+/// count that FORGET pays back. One table per export, so many exports share a daemon
+/// without sharing ids.
+///
+/// Node id `n` is slot `n - 1`; node id 1 is the root and is never forgotten. A slot
+/// freed by FORGET is reused with a new generation, which goes to the kernel in every
+/// entry so a reused id is never mistaken for the old file.
+final class NodeTable<Key: Hashable & Sendable, Inode: AnyObject & Sendable>: @unchecked Sendable {
+    private struct Slot {
+        var inode: Inode?
+        var key: Key?
+        var lookups: UInt64
+        var generation: UInt64
+    }
+
+    private struct State {
+        var slots: [Slot] = []
+        var free: [Int] = []
+        var byKey: [Key: Int] = [:]
+    }
+
+    private let state = Mutex(State())
+    let limit: Int
+
+    init(limit: Int) { self.limit = limit }
+
+    /// Installs the root as node id 1.
+    func setRoot(key: Key, inode: Inode) {
+        state.withLock { s in
+            precondition(s.slots.isEmpty, "root installed twice")
+            s.slots.append(Slot(inode: inode, key: key, lookups: 1, generation: 0))
+            s.byKey[key] = 0
+        }
+    }
+
+    /// The inode behind `nodeID`, retained for the caller, or nil for an id the kernel
+    /// was never given (or has forgotten).
+    func inode(_ nodeID: UInt64) -> Inode? {
+        guard nodeID >= 1, nodeID <= UInt64(Int.max) else { return nil }
+        let index = Int(nodeID - 1)
+        return state.withLock { s in index < s.slots.count ? s.slots[index].inode : nil }
+    }
+
+    /// Records one more kernel reference to the node `key` names, creating it from
+    /// `inode` if it is new. Returns (node id, generation). Throws ENFILE at the limit.
+    /// A duplicate `inode` is released by the caller's scope, outside the lock.
+    func intern(key: Key, inode: Inode) throws(Errno) -> (nodeID: UInt64, generation: UInt64) {
+        let result: Result<(UInt64, UInt64), Errno> = state.withLock { s in
+            if let index = s.byKey[key] {
+                s.slots[index].lookups += 1
+                return .success((UInt64(index) + 1, s.slots[index].generation))
+            }
+            if s.byKey.count >= limit { return .failure(.tooManyOpenFiles) }
+            let index: Int
+            if let reused = s.free.popLast() {
+                index = reused
+                s.slots[index].inode = inode
+                s.slots[index].key = key
+                s.slots[index].lookups = 1
+                s.slots[index].generation += 1
+            } else {
+                index = s.slots.count
+                s.slots.append(Slot(inode: inode, key: key, lookups: 1, generation: 0))
+            }
+            s.byKey[key] = index
+            return .success((UInt64(index) + 1, s.slots[index].generation))
+        }
+        return try result.get()
+    }
+
+    /// Pays back `count` lookups. A node whose count reaches zero is dropped; its inode is
+    /// released once no request still holds it. Over-forgetting is clamped, never trusted.
+    /// Returns false for an unknown id.
+    @discardableResult
+    func forget(_ nodeID: UInt64, count: UInt64) -> Bool {
+        guard nodeID > 1, nodeID <= UInt64(Int.max) else { return false }
+        let index = Int(nodeID - 1)
+        // Moved out so the driver's deinit (closing fds) runs after the lock is released.
+        let dropped: Inode? = state.withLock { s in
+            guard index < s.slots.count, s.slots[index].inode != nil else { return nil }
+            let left = s.slots[index].lookups - min(count, s.slots[index].lookups)
+            s.slots[index].lookups = left
+            guard left == 0 else { return nil }
+            let inode = s.slots[index].inode
+            if let key = s.slots[index].key { s.byKey[key] = nil }
+            s.slots[index].inode = nil
+            s.slots[index].key = nil
+            s.free.append(index)
+            return inode
+        }
+        _ = dropped
+        return true
+    }
+
+    /// Drops every node but the root (DESTROY, device reset).
+    func reset() {
+        let dropped: [Inode] = state.withLock { s in
+            var out: [Inode] = []
+            for i in s.slots.indices.dropFirst() {
+                if let inode = s.slots[i].inode { out.append(inode) }
+            }
+            if !s.slots.isEmpty {
+                s.slots.removeSubrange(1...)
+                if let rootKey = s.slots[0].key { s.byKey = [rootKey: 0] }
+            }
+            s.free.removeAll()
+            return out
+        }
+        _ = dropped
+    }
+
+    /// Nodes currently known to the kernel, the root included.
+    var count: Int { state.withLock { $0.byKey.count } }
+
+    /// The lookup count of `nodeID`, for tests and statistics.
+    func lookupCount(_ nodeID: UInt64) -> UInt64? {
+        guard nodeID >= 1 else { return nil }
+        let index = Int(nodeID - 1)
+        return state.withLock { s in
+            index < s.slots.count && s.slots[index].inode != nil ? s.slots[index].lookups : nil
+        }
+    }
+}

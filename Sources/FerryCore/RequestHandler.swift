@@ -1,0 +1,46 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The memory a transport lends the server for one reply. Each transport thread owns
+/// one and reuses it for every request, so replying allocates nothing.
+public struct ReplyArea {
+    /// Where the reply header and every small reply is built. Must hold at least
+    /// `FUSEServerLimits.minimumScratch` bytes; READDIR replies are capped to what fits.
+    public var scratch: UnsafeMutableRawBufferPointer
+    /// Where READ data goes: the caller's own buffers (a guest's descriptors), or a part
+    /// of the transport's buffer right after the 16-byte header. The server may shorten
+    /// the last vector to the requested size.
+    public var readVectors: IOVectors
+
+    public init(scratch: UnsafeMutableRawBufferPointer, readVectors: IOVectors) {
+        self.scratch = scratch; self.readVectors = readVectors
+    }
+}
+
+/// What the transport sends back after `handle` returns.
+public enum ReplyDisposition: Equatable, Sendable {
+    /// No reply (FORGET, BATCH_FORGET, INTERRUPT, or a request too broken to answer).
+    case none
+    /// `scratch[0..<length]` is the whole reply, header included.
+    case inline(length: Int)
+    /// `scratch[0..<16]` is the header and `dataLength` bytes of READ data are already in
+    /// `readVectors`.
+    case data(dataLength: Int)
+}
+
+/// Sizes a transport must honour.
+public enum FUSEServerLimits {
+    /// Smallest scratch area: header + the largest fixed reply + one page of directory data.
+    public static let minimumScratch = 16 + 4096 + 256
+}
+
+/// The server as a transport sees it: bytes in, reply out, one request at a time per
+/// calling thread, any number of threads at once.
+public protocol FUSERequestHandler: AnyObject, Sendable {
+    /// `request` is one whole request exactly as received (header included).
+    func handle(request: UnsafeRawBufferPointer, reply: inout ReplyArea) -> ReplyDisposition
+    /// The connection went away without DESTROY (guest reset, unmount): forget every node
+    /// and handle so the next INIT starts clean.
+    func connectionLost()
+}

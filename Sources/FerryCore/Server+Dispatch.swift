@@ -1,0 +1,380 @@
+import FerryFUSE
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// FATTR_* bits of fuse_setattr_in.valid.
+private enum SetattrBit {
+    static let mode: UInt32 = 1 << 0, uid: UInt32 = 1 << 1, gid: UInt32 = 1 << 2, size: UInt32 = 1 << 3
+    static let atime: UInt32 = 1 << 4, mtime: UInt32 = 1 << 5, fh: UInt32 = 1 << 6
+    static let atimeNow: UInt32 = 1 << 7, mtimeNow: UInt32 = 1 << 8, killSuidGid: UInt32 = 1 << 11
+}
+
+extension FUSEServer {
+    func dispatch(_ request: FUSERequest, header h: FUSEInHeader, caller: Credentials,
+                  reply: inout ReplyArea) throws(Errno) -> ReplyDisposition {
+        let unique = h.unique
+        switch request {
+        case .initialize:
+            // A second INIT on a live session is a protocol violation.
+            throw .protocolError
+
+        case .destroy:
+            files.removeAll()
+            directories.removeAll()
+            nodes.reset()
+            return emptyReply(unique, reply)
+
+        case .lookup(let rawName):
+            let parent = try inode(h.nodeID)
+            return try entryReply(try driver.lookup(parent, try name(rawName), caller), unique, reply)
+
+        case .forget(let count):
+            nodes.forget(h.nodeID, count: count)
+            return .none
+
+        case .batchForget(let list):
+            for i in 0..<list.count {
+                let (nodeID, count) = list[i]
+                nodes.forget(nodeID, count: count)
+            }
+            return .none
+
+        case .getattr(let g):
+            let node = try inode(h.nodeID)
+            let open = g.getattrFlags & 1 != 0 ? files.get(g.fh) : nil   // FUSE_GETATTR_FH
+            return attrReply(try driver.getattr(node, open, caller), unique, reply)
+
+        case .setattr(let s):
+            try writable()
+            let node = try inode(h.nodeID)
+            let open = s.valid & SetattrBit.fh != 0 ? files.get(s.fh) : nil
+            return attrReply(try driver.setattr(node, open, changes(s), caller), unique, reply)
+
+        case .readlink:
+            let node = try inode(h.nodeID)
+            let room = min(reply.scratch.count - FUSEOutHeader.size, Int(PATH_MAX))
+            let target = UnsafeMutableRawBufferPointer(rebasing: reply.scratch[FUSEOutHeader.size..<(FUSEOutHeader.size + room)])
+            let n = try driver.readlink(node, into: target, caller)
+            FUSEReply.writeHeader(to: reply.scratch.baseAddress!, length: FUSEOutHeader.size + n, error: 0, unique: unique)
+            return .inline(length: FUSEOutHeader.size + n)
+
+        case .symlink(let rawName, let target):
+            try writable()
+            if target.isEmpty { throw .noEntry }
+            if target.count >= Int(PATH_MAX) { throw .nameTooLong }
+            let parent = try inode(h.nodeID)
+            return try entryReply(try driver.symlink(parent, try name(rawName), target: target, caller), unique, reply)
+
+        case .mknod(let m, let rawName):
+            try writable()
+            let type = m.mode & UInt32(S_IFMT)
+            switch type {
+            case UInt32(S_IFREG), UInt32(S_IFIFO), UInt32(S_IFSOCK): break
+            case UInt32(S_IFCHR), UInt32(S_IFBLK): if !policy.allowDevices { throw .notPermitted }
+            default: throw .invalid
+            }
+            let parent = try inode(h.nodeID)
+            return try entryReply(try driver.mknod(parent, try name(rawName), mode: m.mode, rdev: m.rdev, caller), unique, reply)
+
+        case .mkdir(let m, let rawName):
+            try writable()
+            let parent = try inode(h.nodeID)
+            let mode = (m.mode & 0o7777) | UInt32(S_IFDIR)
+            return try entryReply(try driver.mkdir(parent, try name(rawName), mode: mode, caller), unique, reply)
+
+        case .unlink(let rawName):
+            try writable()
+            try driver.unlink(try inode(h.nodeID), try name(rawName), caller)
+            return emptyReply(unique, reply)
+
+        case .rmdir(let rawName):
+            try writable()
+            try driver.rmdir(try inode(h.nodeID), try name(rawName), caller)
+            return emptyReply(unique, reply)
+
+        case .rename(let newDirectory, let flags, let oldName, let newName):
+            try writable()
+            let known: UInt32 = 1 | 2 | 4                   // NOREPLACE, EXCHANGE, WHITEOUT
+            if flags & ~known != 0 || (flags & 1 != 0 && flags & 2 != 0) { throw .invalid }
+            let from = try inode(h.nodeID), to = try inode(newDirectory)
+            try driver.rename(from, try name(oldName), to: to, try name(newName), flags: flags, caller)
+            return emptyReply(unique, reply)
+
+        case .link(let oldNodeID, let newName):
+            try writable()
+            let target = try inode(oldNodeID), parent = try inode(h.nodeID)
+            return try entryReply(try driver.link(target, to: parent, try name(newName), caller), unique, reply)
+
+        case .open(let o):
+            let flags = driverOpenFlags(o.flags)
+            if policy.readOnly && (flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0) { throw .readOnly }
+            let opened = try driver.open(try inode(h.nodeID), flags: flags, killSuidGid: o.openFlags & 1 != 0, caller)
+            return try openReply(opened, unique, reply)
+
+        case .create(let c, let rawName):
+            try writable()
+            let parent = try inode(h.nodeID)
+            let mode = (c.mode & 0o7777) | UInt32(S_IFREG)
+            let (entry, opened) = try driver.create(parent, try name(rawName), mode: mode, flags: driverOpenFlags(c.flags), caller)
+            return try createReply(entry, opened, unique, reply)
+
+        case .tmpfile(let c):
+            try writable()
+            let parent = try inode(h.nodeID)
+            let mode = (c.mode & 0o7777) | UInt32(S_IFREG)
+            let (entry, opened) = try driver.tmpfile(parent, mode: mode, flags: driverOpenFlags(c.flags), caller)
+            return try createReply(entry, opened, unique, reply)
+
+        case .read(let r):
+            return try read(r, unique: unique, caller: caller, reply: &reply)
+
+        case .write(let w, let data):
+            try writable()
+            let open = try file(w.fh)
+            var vector = iovec(iov_base: UnsafeMutableRawPointer(mutating: data.baseAddress), iov_len: data.count)
+            let written = try withUnsafeMutablePointer(to: &vector) { (p: UnsafeMutablePointer<iovec>) throws(Errno) -> Int in
+                try driver.write(open, offset: w.offset, from: IOVectors(base: p, count: 1),
+                                 killSuidGid: w.writeFlags & 4 != 0, caller)   // FUSE_WRITE_KILL_SUIDGID
+            }
+            return encode(FUSEWriteOut(size: UInt32(written)), unique, reply)
+
+        case .flush(let f):
+            try driver.flush(try file(f.fh), lockOwner: f.lockOwner, caller)
+            return emptyReply(unique, reply)
+
+        case .release(let r):
+            if let open = files.remove(r.fh) {
+                driver.release(open, flags: Int32(bitPattern: r.flags), caller)
+            }
+            return emptyReply(unique, reply)
+
+        case .fsync(let f):
+            try driver.fsync(try file(f.fh), dataOnly: f.fsyncFlags & 1 != 0, caller)
+            return emptyReply(unique, reply)
+
+        case .opendir(let o):
+            let node = try inode(h.nodeID)
+            let directory = try driver.opendir(node, flags: Int32(bitPattern: o.flags), caller)
+            let fh = try directories.insert(OpenDirectory(directory: directory, inode: node))
+            return encode(FUSEOpenOut(fh: fh, openFlags: policy.cache.opendirReplyFlags), unique, reply)
+
+        case .readdir(let r):
+            return try readdir(r, plus: false, unique: unique, caller: caller, reply: reply)
+
+        case .readdirplus(let r):
+            return try readdir(r, plus: true, unique: unique, caller: caller, reply: reply)
+
+        case .releasedir(let r):
+            if let open = directories.remove(r.fh) { driver.releasedir(open.directory) }
+            return emptyReply(unique, reply)
+
+        case .fsyncdir(let f):
+            guard let open = directories.get(f.fh) else { throw .badHandle }
+            try driver.fsyncdir(open.directory, dataOnly: f.fsyncFlags & 1 != 0, caller)
+            return emptyReply(unique, reply)
+
+        case .statfs:
+            let s = try driver.statfs(try inode(h.nodeID), caller)
+            var out = FUSEStatfsOut()
+            out.blocks = s.blocks; out.bfree = s.freeBlocks; out.bavail = s.availableBlocks
+            out.files = s.files; out.ffree = s.freeFiles
+            out.bsize = s.blockSize; out.frsize = s.fragmentSize; out.namelen = s.maximumNameLength
+            return encode(out, unique, reply)
+
+        case .setxattr(let s, let rawName, let value):
+            guard policy.xattr else { throw .notImplemented }
+            try writable()
+            let attribute = try AttributeName.validated(rawName).get()
+            try driver.setxattr(try inode(h.nodeID), name: attribute, value: value, flags: Int32(bitPattern: s.flags), caller)
+            return emptyReply(unique, reply)
+
+        case .getxattr(let size, let rawName):
+            guard policy.xattr else { throw .notImplemented }
+            let attribute = try AttributeName.validated(rawName).get()
+            let node = try inode(h.nodeID)
+            return try sizedReply(size, unique, reply) { (buffer) throws(Errno) -> Int in
+                try driver.getxattr(node, name: attribute, into: buffer, caller)
+            }
+
+        case .listxattr(let size):
+            guard policy.xattr else { throw .notImplemented }
+            let node = try inode(h.nodeID)
+            return try sizedReply(size, unique, reply) { (buffer) throws(Errno) -> Int in
+                try driver.listxattr(node, into: buffer, caller)
+            }
+
+        case .removexattr(let rawName):
+            guard policy.xattr else { throw .notImplemented }
+            try writable()
+            let attribute = try AttributeName.validated(rawName).get()
+            try driver.removexattr(try inode(h.nodeID), name: attribute, caller)
+            return emptyReply(unique, reply)
+
+        case .access(let mask):
+            if policy.readOnly && Int32(bitPattern: mask) & W_OK != 0 { throw .readOnly }
+            try driver.access(try inode(h.nodeID), mask: Int32(bitPattern: mask), caller)
+            return emptyReply(unique, reply)
+
+        case .getlk(let l):
+            let found = try driver.getlk(try file(l.fh), owner: l.owner, recordLock(l.lock), caller)
+            let lock = FUSEFileLock(start: found.start, end: found.end, type: UInt32(bitPattern: found.type), pid: found.pid)
+            return encode(FUSELockOut(lock: lock), unique, reply)
+
+        case .setlk(let l), .setlkw(let l):
+            if l.lockFlags & 1 != 0 { throw .notImplemented }          // FUSE_LK_FLOCK: BSD locks stay in the kernel
+            var wait = false
+            if case .setlkw = request { wait = true }
+            try driver.setlk(try file(l.fh), owner: l.owner, recordLock(l.lock), wait: wait, caller)
+            return emptyReply(unique, reply)
+
+        case .interrupt, .notifyReply:
+            // Requests run to completion on their thread; there is nothing to interrupt.
+            return .none
+
+        case .bmap, .ioctl, .poll, .setupMapping, .removeMapping:
+            throw .notImplemented
+
+        case .fallocate(let f):
+            try writable()
+            try driver.fallocate(try file(f.fh), mode: Int32(bitPattern: f.mode), offset: f.offset, length: f.length, caller)
+            return emptyReply(unique, reply)
+
+        case .lseek(let l):
+            let offset = try driver.lseek(try file(l.fh), offset: l.offset, whence: Int32(bitPattern: l.whence), caller)
+            return encode(FUSELseekOut(offset: offset), unique, reply)
+
+        case .copyFileRange(let c):
+            try writable()
+            let source = try file(c.fhIn), destination = try file(c.fhOut)
+            let n = try driver.copyFileRange(from: source, at: c.offsetIn, to: destination, at: c.offsetOut,
+                                             length: c.length, flags: c.flags, caller)
+            return encode(FUSEWriteOut(size: UInt32(clamping: n)), unique, reply)
+
+        case .syncfs:
+            try driver.syncfs(try inode(h.nodeID), caller)
+            return emptyReply(unique, reply)
+
+        case .unknown(let opcode):
+            logger.debug("unknown opcode", metadata: ["opcode": "\(opcode)"])
+            throw .notImplemented
+        }
+    }
+
+    private func changes(_ s: FUSESetattrIn) -> AttributeChanges {
+        var c = AttributeChanges()
+        if s.valid & SetattrBit.mode != 0 { c.mode = s.mode & 0o7777 }
+        if s.valid & SetattrBit.uid != 0 { c.uid = s.uid }
+        if s.valid & SetattrBit.gid != 0 { c.gid = s.gid }
+        if s.valid & SetattrBit.size != 0 { c.size = s.size }
+        if s.valid & SetattrBit.atimeNow != 0 {
+            c.accessTime = .now
+        } else if s.valid & SetattrBit.atime != 0 {
+            c.accessTime = .set(Timestamp(seconds: Int64(bitPattern: s.atime), nanoseconds: s.atimensec))
+        }
+        if s.valid & SetattrBit.mtimeNow != 0 {
+            c.modificationTime = .now
+        } else if s.valid & SetattrBit.mtime != 0 {
+            c.modificationTime = .set(Timestamp(seconds: Int64(bitPattern: s.mtime), nanoseconds: s.mtimensec))
+        }
+        c.killSuidGid = s.valid & SetattrBit.killSuidGid != 0
+        return c
+    }
+
+    private func recordLock(_ l: FUSEFileLock) -> RecordLock {
+        RecordLock(start: l.start, end: l.end, type: Int32(bitPattern: l.type), pid: l.pid)
+    }
+
+    private func openReply(_ opened: OpenedFile<Driver.File>, _ unique: UInt64, _ reply: ReplyArea) throws(Errno) -> ReplyDisposition {
+        let fh = try files.insert(opened.file)
+        return encode(FUSEOpenOut(fh: fh, openFlags: opened.replyFlags | policy.cache.openReplyFlags), unique, reply)
+    }
+
+    /// CREATE and TMPFILE answer with an entry followed by an open reply.
+    private func createReply(_ entry: Driver.Entry, _ opened: OpenedFile<Driver.File>, _ unique: UInt64,
+                             _ reply: ReplyArea) throws(Errno) -> ReplyDisposition {
+        let fh = try files.insert(opened.file)
+        let entryOut: FUSEEntryOut
+        do {
+            entryOut = try self.entryOut(entry)
+        } catch {
+            _ = files.remove(fh)
+            throw error
+        }
+        let open = FUSEOpenOut(fh: fh, openFlags: opened.replyFlags | policy.cache.openReplyFlags)
+        let base = reply.scratch.baseAddress!
+        entryOut.encode(to: base + FUSEOutHeader.size)
+        open.encode(to: base + FUSEOutHeader.size + FUSEEntryOut.size)
+        let length = FUSEOutHeader.size + FUSEEntryOut.size + FUSEOpenOut.size
+        FUSEReply.writeHeader(to: base, length: length, error: 0, unique: unique)
+        return .inline(length: length)
+    }
+
+    /// GETXATTR / LISTXATTR: size 0 asks how big the answer is; otherwise the value itself.
+    private func sizedReply(_ size: UInt32, _ unique: UInt64, _ reply: ReplyArea,
+                            _ fill: (UnsafeMutableRawBufferPointer) throws(Errno) -> Int) throws(Errno) -> ReplyDisposition {
+        if size == 0 {
+            let needed = try fill(UnsafeMutableRawBufferPointer(start: nil, count: 0))
+            return encode(FUSEGetxattrOut(size: UInt32(clamping: needed)), unique, reply)
+        }
+        let room = min(Int(size), reply.scratch.count - FUSEOutHeader.size)
+        let buffer = UnsafeMutableRawBufferPointer(rebasing: reply.scratch[FUSEOutHeader.size..<(FUSEOutHeader.size + room)])
+        let n = try fill(buffer)
+        FUSEReply.writeHeader(to: reply.scratch.baseAddress!, length: FUSEOutHeader.size + n, error: 0, unique: unique)
+        return .inline(length: FUSEOutHeader.size + n)
+    }
+
+    private func read(_ r: FUSEReadIn, unique: UInt64, caller: Credentials, reply: inout ReplyArea) throws(Errno) -> ReplyDisposition {
+        let open = try file(r.fh)
+        // Cut the caller's vectors down to the requested size: the kernel's buffers may be larger.
+        var remaining = Int(r.size)
+        var used = 0
+        let vectors = reply.readVectors
+        while used < vectors.count && remaining > 0 {
+            let length = min(vectors.base[used].iov_len, remaining)
+            vectors.base[used].iov_len = length
+            remaining -= length
+            used += 1
+        }
+        let n = used == 0 ? 0 : try driver.read(open, offset: r.offset, into: IOVectors(base: vectors.base, count: used), caller)
+        FUSEReply.writeHeader(to: reply.scratch.baseAddress!, length: FUSEOutHeader.size + n, error: 0, unique: unique)
+        return .data(dataLength: n)
+    }
+
+    private func readdir(_ r: FUSEReadIn, plus: Bool, unique: UInt64, caller: Credentials, reply: ReplyArea) throws(Errno) -> ReplyDisposition {
+        guard let open = directories.get(r.fh) else { throw .badHandle }
+        let room = min(Int(r.size), reply.scratch.count - FUSEOutHeader.size)
+        var writer = FUSEDirentWriter(buffer: UnsafeMutableRawBufferPointer(rebasing: reply.scratch[FUSEOutHeader.size...]), limit: room)
+        var stopError: Errno?
+        do {
+            try driver.readdir(open.directory, at: r.offset, caller) { entry in
+                if !plus {
+                    return writer.append(ino: entry.inode, offset: entry.nextOffset, type: entry.type, name: entry.name)
+                }
+                if entry.isDotOrDotDot {
+                    // The kernel takes node id 0 as "no entry to cache" for these.
+                    var out = FUSEEntryOut()
+                    out.attr.ino = entry.inode
+                    out.attr.mode = entry.type << 12
+                    return writer.appendPlus(entry: out, offset: entry.nextOffset, type: entry.type, name: entry.name)
+                }
+                // Check room first: a looked-up entry that is not sent would leak a lookup count.
+                guard writer.length + FUSEDirentWriter.direntPlusSize(nameLength: entry.name.count) <= room else { return false }
+                guard case .success(let name) = FileName.validated(entry.name) else { return true }
+                let out: FUSEEntryOut
+                do {
+                    out = try entryOut(try driver.lookup(open.inode, name, caller))
+                } catch {
+                    if error == .tooManyOpenFiles { stopError = error; return false }
+                    return true   // gone since the directory was read: skip it
+                }
+                return writer.appendPlus(entry: out, offset: entry.nextOffset, type: entry.type, name: entry.name)
+            }
+        } catch {
+            if writer.isEmpty { throw error }
+        }
+        if writer.isEmpty, let stopError { throw stopError }
+        FUSEReply.writeHeader(to: reply.scratch.baseAddress!, length: FUSEOutHeader.size + writer.length, error: 0, unique: unique)
+        return .inline(length: FUSEOutHeader.size + writer.length)
+    }
+}

@@ -1,0 +1,237 @@
+import FerryFUSE
+import Logging
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The server core for one export: decodes each FUSE request, checks it, hands it to
+/// the export's driver in Swift terms and encodes the reply.
+///
+/// Everything every backend would otherwise repeat lives here: INIT negotiation, node
+/// ids and lookup counts, open-file handle numbers, validation of guest names, the
+/// caller's credentials, the export's cache policy, read-only and device policy.
+///
+/// Generic over the driver so the request path is specialised (no existential calls);
+/// a transport sees it only as a `FUSERequestHandler`.
+public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, @unchecked Sendable {
+    public let driver: Driver
+    public let policy: ExportPolicy
+    let logger: Logger
+
+    let nodes: NodeTable<Driver.InodeKey, Driver.Inode>
+    let files: HandleTable<Driver.File>
+    let directories: HandleTable<OpenDirectory>
+
+    /// An open directory keeps its inode, which READDIRPLUS looks names up in.
+    struct OpenDirectory {
+        let directory: Driver.Directory
+        let inode: Driver.Inode
+    }
+
+    /// What INIT agreed. Read on every request, written by INIT, DESTROY and resets.
+    struct Session {
+        var initialized = false
+        var agreed = FUSEInitFlags()
+        var decodeOptions = FUSEDecodeOptions()
+        var minor: UInt32 = 0
+    }
+    private let session = Mutex(Session())
+
+    public init(driver: Driver, policy: ExportPolicy = ExportPolicy(), logger: Logger) throws(Errno) {
+        self.driver = driver
+        self.policy = policy
+        self.logger = logger
+        self.nodes = NodeTable(limit: policy.maxNodes)
+        self.files = HandleTable(limit: policy.maxOpenHandles)
+        self.directories = HandleTable(limit: policy.maxOpenHandles)
+        let root = try driver.root()
+        nodes.setRoot(key: root.key, inode: root.inode)
+    }
+
+    /// Nodes the kernel currently holds (root included), for statistics and tests.
+    public var nodeCount: Int { nodes.count }
+    /// Open files and directories.
+    public var openHandleCount: Int { files.count + directories.count }
+    /// The lookup count the kernel owes on `nodeID`, or nil for an unknown node.
+    public func lookupCount(of nodeID: UInt64) -> UInt64? { nodes.lookupCount(nodeID) }
+
+    public func connectionLost() {
+        files.removeAll()
+        directories.removeAll()
+        nodes.reset()
+        session.withLock { $0 = Session() }
+    }
+
+    /// Stops serving for good: drops every node and handle and tells the driver.
+    public func shutdown() {
+        connectionLost()
+        driver.destroy()
+    }
+
+    public func handle(request bytes: UnsafeRawBufferPointer, reply: inout ReplyArea) -> ReplyDisposition {
+        let current = session.withLock { $0 }
+        let decoded: FUSEDecodedRequest
+        do {
+            decoded = try FUSEDecoder.decode(bytes, options: current.decodeOptions)
+        } catch {
+            return refuseMalformed(bytes, error, reply: reply)
+        }
+        let header = decoded.header
+        guard current.initialized else {
+            if case .initialize(let initIn) = decoded.request {
+                return initialize(initIn, unique: header.unique, reply: reply)
+            }
+            return errorReply(.io, header.unique, reply)
+        }
+        var caller = Credentials(uid: header.uid, gid: header.gid, pid: header.pid)
+        if let groups = FUSEExtensions.supplementaryGroups(decoded.extensions), groups.count >= 4 {
+            // Sound: the decoder bounded `groups` to whole UInt32s inside the request buffer,
+            // and FUSE lays the extension area out on 8-byte boundaries.
+            caller.groups = UnsafeBufferPointer(start: groups.baseAddress!.assumingMemoryBound(to: UInt32.self),
+                                                count: groups.count / 4)
+        }
+        do {
+            return try dispatch(decoded.request, header: header, caller: caller, reply: &reply)
+        } catch {
+            return errorReply(error, header.unique, reply)
+        }
+    }
+
+    /// A request that did not decode: answer EINVAL when it has a header (and wants a
+    /// reply), drop it otherwise. Never trusted further.
+    private func refuseMalformed(_ bytes: UnsafeRawBufferPointer, _ error: FUSEDecodeError, reply: ReplyArea) -> ReplyDisposition {
+        guard let header = try? FUSEDecoder.decodeHeader(bytes) else {
+            logger.warning("dropped a request without a readable header", metadata: ["reason": "\(error)"])
+            return .none
+        }
+        logger.warning("malformed request refused", metadata: [
+            "opcode": "\(header.opcode)", "unique": "\(header.unique)", "reason": "\(error)",
+        ])
+        switch FUSEOpcode(rawValue: header.opcode) {
+        case .forget?, .batchForget?, .interrupt?, .notifyReply?: return .none
+        default: return errorReply(.invalid, header.unique, reply)
+        }
+    }
+
+    private func initialize(_ initIn: FUSEInitIn, unique: UInt64, reply: ReplyArea) -> ReplyDisposition {
+        var wanted: FUSEInitFlags = [
+            .asyncRead, .atomicOTrunc, .bigWrites, .autoInvalData, .doReaddirplus, .readdirplusAuto,
+            .asyncDio, .parallelDirops, .handleKillprivV2, .maxPages, .cacheSymlinks, .setxattrExt, .initExt,
+        ]
+        if policy.posixACL { wanted.insert(.posixACL) }
+        if policy.writeback { wanted.insert(.writebackCache) }
+        if policy.announceSubmounts { wanted.insert(.submounts) }
+        let config = FUSEInitConfig(wanted: wanted, maxWrite: policy.maxWrite)
+        switch FUSEInitNegotiation.negotiate(initIn, config: config) {
+        case .accepted(let out, let agreed, let minor):
+            session.withLock {
+                $0 = Session(initialized: true, agreed: agreed,
+                             decodeOptions: FUSEDecodeOptions(agreed: agreed), minor: minor)
+            }
+            logger.info("session started", metadata: [
+                "kernel": "\(initIn.major).\(initIn.minor)", "minor": "\(minor)",
+                "maxWrite": "\(out.maxWrite)", "flags": "0x\(String(agreed.rawValue, radix: 16))",
+            ])
+            return .inline(length: FUSEReply.encode(out, unique: unique, into: reply.scratch))
+        case .retryWithVersion(let out):
+            return .inline(length: FUSEReply.encode(out, unique: unique, into: reply.scratch))
+        case .refused(let errno):
+            logger.error("kernel FUSE version refused", metadata: ["kernel": "\(initIn.major).\(initIn.minor)"])
+            return errorReply(Errno(errno), unique, reply)
+        }
+    }
+
+    // MARK: Reply helpers
+
+    func errorReply(_ error: Errno, _ unique: UInt64, _ reply: ReplyArea) -> ReplyDisposition {
+        .inline(length: FUSEReply.error(error.rawValue, unique: unique, into: reply.scratch))
+    }
+
+    func emptyReply(_ unique: UInt64, _ reply: ReplyArea) -> ReplyDisposition {
+        FUSEReply.writeHeader(to: reply.scratch.baseAddress!, length: FUSEOutHeader.size, error: 0, unique: unique)
+        return .inline(length: FUSEOutHeader.size)
+    }
+
+    func encode<T: FUSEEncodable>(_ value: T, _ unique: UInt64, _ reply: ReplyArea) -> ReplyDisposition {
+        .inline(length: FUSEReply.encode(value, unique: unique, into: reply.scratch))
+    }
+
+    /// The inode behind a node id the kernel sent; EBADF for ids it was never given.
+    @inline(__always)
+    func inode(_ nodeID: UInt64) throws(Errno) -> Driver.Inode {
+        guard let inode = nodes.inode(nodeID) else { throw .badHandle }
+        return inode
+    }
+
+    @inline(__always)
+    func file(_ fh: UInt64) throws(Errno) -> Driver.File {
+        guard let file = files.get(fh) else { throw .badHandle }
+        return file
+    }
+
+    @inline(__always)
+    func name(_ bytes: UnsafeRawBufferPointer) throws(Errno) -> FileName {
+        try FileName.validated(bytes).get()
+    }
+
+    @inline(__always)
+    func writable() throws(Errno) {
+        if policy.readOnly { throw .readOnly }
+    }
+
+    /// Gives the kernel one more reference to the entry's node and builds its entry.
+    func entryOut(_ entry: Driver.Entry) throws(Errno) -> FUSEEntryOut {
+        let (nodeID, generation) = try nodes.intern(key: entry.key, inode: entry.inode)
+        var out = FUSEEntryOut()
+        out.nodeID = nodeID
+        out.generation = generation
+        out.entryValid = policy.cache.timeout
+        out.attrValid = policy.cache.timeout
+        out.attr = fuseAttr(entry.attributes)
+        return out
+    }
+
+    func entryReply(_ entry: Driver.Entry, _ unique: UInt64, _ reply: ReplyArea) throws(Errno) -> ReplyDisposition {
+        encode(try entryOut(entry), unique, reply)
+    }
+
+    func attrReply(_ attributes: Attributes, _ unique: UInt64, _ reply: ReplyArea) -> ReplyDisposition {
+        var out = FUSEAttrOut()
+        out.attrValid = policy.cache.timeout
+        out.attr = fuseAttr(attributes)
+        return encode(out, unique, reply)
+    }
+
+    func fuseAttr(_ a: Attributes) -> FUSEAttr {
+        var out = FUSEAttr()
+        out.ino = a.inode
+        out.size = a.size
+        out.blocks = a.blocks
+        out.atime = UInt64(bitPattern: a.accessTime.seconds)
+        out.atimensec = a.accessTime.nanoseconds
+        out.mtime = UInt64(bitPattern: a.modificationTime.seconds)
+        out.mtimensec = a.modificationTime.nanoseconds
+        out.ctime = UInt64(bitPattern: a.changeTime.seconds)
+        out.ctimensec = a.changeTime.nanoseconds
+        out.mode = a.mode
+        out.nlink = a.linkCount
+        out.uid = a.uid
+        out.gid = a.gid
+        out.rdev = a.rdev
+        out.blksize = a.blockSize
+        return out
+    }
+
+    /// Open flags as the driver should see them: creation bits are the server's business,
+    /// and with the writeback cache the kernel may read through a write-only open and
+    /// handles O_APPEND itself.
+    func driverOpenFlags(_ raw: UInt32) -> Int32 {
+        var flags = Int32(bitPattern: raw) & ~(O_CREAT | O_EXCL | O_NOCTTY)
+        if policy.writeback {
+            if flags & O_ACCMODE == O_WRONLY { flags = (flags & ~O_ACCMODE) | O_RDWR }
+            flags &= ~O_APPEND
+        }
+        return flags
+    }
+}

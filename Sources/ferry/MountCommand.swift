@@ -1,0 +1,91 @@
+import ArgumentParser
+import FerryCore
+import FerryDevFUSE
+import FerryPOSIX
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `ferry mount SOURCE MOUNTPOINT`: serve an export on the host through /dev/fuse.
+struct MountCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mount",
+        abstract: "Mount a source on a host directory through /dev/fuse (runs in the foreground).",
+        discussion: "Unmounts cleanly on SIGINT or SIGTERM. Needs root."
+    )
+
+    @Argument(help: "What to serve: a directory.")
+    var source: String
+
+    @Argument(help: "Where to mount it.")
+    var mountPoint: String
+
+    @Option(help: "Worker threads reading /dev/fuse.")
+    var threads: Int = 4
+
+    @OptionGroup var export: ExportOptions
+
+    @Option(help: "Log level: error, warn, info, debug, trace.")
+    var logLevel: LogLevelOption = .info
+
+    func validate() throws {
+        guard (1...256).contains(threads) else { throw ValidationError("--threads must be between 1 and 256") }
+        guard export.maxInodes >= 16 else { throw ValidationError("--max-inodes must be at least 16") }
+    }
+
+    func run() throws {
+        let level = logLevel.level
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        var logger = Logger(label: "ferry.mount")
+        logger[metadataKey: "export"] = "\(mountPoint)"
+
+        let parsed = try Source(parsing: source)
+        // The driver creates files with exactly the mode the client asked for; the client's
+        // kernel has already applied its umask.
+        umask(0)
+        // Only the main thread takes these signals; workers are started after this.
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        for s in [SIGINT, SIGTERM, SIGUSR1] { sigaddset(&signals, s) }
+        pthread_sigmask(SIG_BLOCK, &signals, nil)
+
+        let policy = export.policy
+        let server: FUSEServer<POSIXDriver>
+        do {
+            guard case .directory(let path) = parsed else { throw ValidationError("unsupported source") }
+            let driver = try POSIXDriver(root: path, options: export.posixOptions)
+            server = try FUSEServer(driver: driver, policy: policy, logger: logger)
+        } catch let error as Errno {
+            throw ValidationError("cannot serve \(parsed): \(error)")
+        }
+
+        let device: DeviceMount
+        do {
+            device = try DeviceMount(mountPoint: mountPoint, fsName: "ferry:\(parsed)", maxRead: policy.maxWrite)
+        } catch {
+            logger.error("\(error.description)")
+            throw ExitCode(2)
+        }
+        let mainThread = pthread_self()
+        let session = DeviceSession(device: device, handler: server, maxWrite: policy.maxWrite, logger: logger) {
+            pthread_kill(mainThread, SIGUSR1)
+        }
+        session.start(threads: threads)
+        logger.info("mounted", metadata: ["source": "\(parsed)", "threads": "\(threads)", "cache": "\(policy.cache)"])
+
+        var received: Int32 = 0
+        sigwait(&signals, &received)
+        if received != SIGUSR1 {
+            logger.info("unmounting", metadata: ["signal": "\(received)"])
+        }
+        device.unmount()
+        session.join()
+        server.shutdown()
+        logger.info("unmounted")
+    }
+}
