@@ -1,4 +1,11 @@
+#define _GNU_SOURCE
 #include "cferry.h"
+#include <fcntl.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#include <dirent.h>
+#include <sys/file.h>
+#include <sys/uio.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,12 +60,12 @@ int ferry_fallocate(int fd, int mode, int64_t offset, int64_t len) { return fall
 int ferry_syncfs(int fd) { return syncfs(fd); }
 ssize_t ferry_getdents64(int fd, void *buf, size_t count) { return getdents64(fd, buf, count); }
 int ferry_fcntl_int(int fd, int cmd, int arg) { return fcntl(fd, cmd, arg); }
-int ferry_fcntl_lock(int fd, int cmd, struct flock *lock) { return fcntl(fd, cmd, lock); }
+int ferry_fcntl_lock(int fd, int cmd, void *lock) { return fcntl(fd, cmd, lock); }
 int ferry_ioctl_ptr(int fd, unsigned long request, void *arg) { return ioctl(fd, request, arg); }
 int ferry_open(const char *path, int flags, uint32_t mode) { return open(path, flags, (mode_t)mode); }
 int ferry_openat(int dirfd, const char *path, int flags, uint32_t mode) { return openat(dirfd, path, flags, (mode_t)mode); }
-int ferry_statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *out) {
-    return statx(dirfd, path, flags, mask, out);
+int ferry_statx(int dirfd, const char *path, int flags, unsigned int mask, void *out) {
+    return statx(dirfd, path, flags, mask, (struct statx *)out);
 }
 int ferry_umount2(const char *target, int flags) { return umount2(target, flags); }
 pid_t ferry_gettid(void) { return (pid_t)syscall(SYS_gettid); }

@@ -62,6 +62,11 @@ public protocol FileSystemDriver: AnyObject, Sendable {
     func root() throws(Errno) -> Entry
 
     func lookup(_ parent: Inode, _ name: FileName, _ caller: Credentials) throws(Errno) -> Entry
+    /// LOOKUP with a way to reuse a node the core already holds: `existing(key)` gives that
+    /// node's inode if the kernel knows it, so a driver can skip making a new `Inode` for a
+    /// name looked up again (the steady state: the kernel revalidates names all the time).
+    /// The default ignores the hint and calls `lookup(_:_:_:)`.
+    func lookup(_ parent: Inode, _ name: FileName, _ caller: Credentials, existing: (InodeKey) -> Inode?) throws(Errno) -> Entry
     func getattr(_ inode: Inode, _ file: File?, _ caller: Credentials) throws(Errno) -> Attributes
     func setattr(_ inode: Inode, _ file: File?, _ changes: AttributeChanges, _ caller: Credentials) throws(Errno) -> Attributes
     /// Writes the link target into `buffer` (at most `buffer.count` bytes); returns its length.
@@ -121,6 +126,9 @@ public protocol FileSystemDriver: AnyObject, Sendable {
 
 extension FileSystemDriver {
     public func lookup(_ parent: Inode, _ name: FileName, _ caller: Credentials) throws(Errno) -> Entry { throw .notImplemented }
+    public func lookup(_ parent: Inode, _ name: FileName, _ caller: Credentials, existing: (InodeKey) -> Inode?) throws(Errno) -> Entry {
+        try lookup(parent, name, caller)
+    }
     public func getattr(_ inode: Inode, _ file: File?, _ caller: Credentials) throws(Errno) -> Attributes { throw .notImplemented }
     public func setattr(_ inode: Inode, _ file: File?, _ changes: AttributeChanges, _ caller: Credentials) throws(Errno) -> Attributes { throw .notImplemented }
     public func readlink(_ inode: Inode, into buffer: UnsafeMutableRawBufferPointer, _ caller: Credentials) throws(Errno) -> Int { throw .notImplemented }

@@ -43,6 +43,11 @@ final class NodeTable<Key: Hashable & Sendable, Inode: AnyObject & Sendable>: @u
         return state.withLock { s in index < s.slots.count ? s.slots[index].inode : nil }
     }
 
+    /// The inode of a node the kernel already holds under `key`, if any.
+    func existing(_ key: Key) -> Inode? {
+        state.withLock { s in s.byKey[key].flatMap { s.slots[$0].inode } }
+    }
+
     /// Records one more kernel reference to the node `key` names, creating it from
     /// `inode` if it is new. Returns (node id, generation). Throws ENFILE at the limit.
     /// A duplicate `inode` is released by the caller's scope, outside the lock.

@@ -27,7 +27,8 @@ extension FUSEServer {
 
         case .lookup(let rawName):
             let parent = try inode(h.nodeID)
-            return try entryReply(try driver.lookup(parent, try name(rawName), caller), unique, reply)
+            let entry = try driver.lookup(parent, try name(rawName), caller, existing: nodes.existing)
+            return try entryReply(entry, unique, reply)
 
         case .forget(let count):
             nodes.forget(h.nodeID, count: count)
@@ -346,7 +347,7 @@ extension FUSEServer {
         let room = min(Int(r.size), reply.scratch.count - FUSEOutHeader.size)
         var writer = FUSEDirentWriter(buffer: UnsafeMutableRawBufferPointer(rebasing: reply.scratch[FUSEOutHeader.size...]), limit: room)
         var stopError: Errno?
-        do {
+        do throws(Errno) {
             try driver.readdir(open.directory, at: r.offset, caller) { entry in
                 if !plus {
                     return writer.append(ino: entry.inode, offset: entry.nextOffset, type: entry.type, name: entry.name)
@@ -362,8 +363,8 @@ extension FUSEServer {
                 guard writer.length + FUSEDirentWriter.direntPlusSize(nameLength: entry.name.count) <= room else { return false }
                 guard case .success(let name) = FileName.validated(entry.name) else { return true }
                 let out: FUSEEntryOut
-                do {
-                    out = try entryOut(try driver.lookup(open.inode, name, caller))
+                do throws(Errno) {
+                    out = try entryOut(try driver.lookup(open.inode, name, caller, existing: nodes.existing))
                 } catch {
                     if error == .tooManyOpenFiles { stopError = error; return false }
                     return true   // gone since the directory was read: skip it

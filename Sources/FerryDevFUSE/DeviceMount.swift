@@ -62,7 +62,11 @@ public final class DeviceMount: @unchecked Sendable {
         var capacity = 0
         defer { free(line) }
         var found: UInt32? = nil
-        let resolved = realpath(mountPoint, nil).map { defer { free($0) }; return String(cString: $0) } ?? mountPoint
+        var resolved = mountPoint
+        if let real = realpath(mountPoint, nil) {
+            resolved = String(cString: real)
+            free(real)
+        }
         while getline(&line, &capacity, file) > 0 {
             let fields = String(cString: line!).split(separator: " ")
             guard fields.count > 4, unescape(fields[4]) == resolved else { continue }

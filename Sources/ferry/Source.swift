@@ -14,7 +14,7 @@ enum Source: CustomStringConvertible {
         if text.hasPrefix("rados://") {
             throw ValidationError("\(text): RADOS sources are not supported by this build yet")
         }
-        if let scheme = text.range(of: "://") {
+        if let scheme = text.firstRange(of: "://") {
             throw ValidationError("\(text): unknown source kind '\(text[..<scheme.lowerBound])' (expected a directory)")
         }
         var st = stat()

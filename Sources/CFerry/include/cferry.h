@@ -2,22 +2,11 @@
 // process-wide (setgroups), variadic functions, and structs with flexible arrays.
 // Every function returns -1 and sets errno on failure, like the call it wraps.
 #pragma once
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE
-#endif
+// Only integer-typed includes here: system headers belong to the Glibc module, and
+// pulling them into this module (with other feature macros) makes their types clash.
 #include <stdint.h>
 #include <stddef.h>
 #include <sys/types.h>
-#include <sys/stat.h>
-#include <sys/uio.h>
-#include <sys/statvfs.h>
-#include <sys/xattr.h>
-#include <sys/file.h>
-#include <fcntl.h>
-#include <dirent.h>
-#include <unistd.h>
-#include <signal.h>
-#include <pthread.h>
 
 /// openat2(2) with RESOLVE_* flags; glibc 2.36 has no wrapper.
 int ferry_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode, uint64_t resolve);
@@ -42,11 +31,13 @@ int ferry_fallocate(int fd, int mode, int64_t offset, int64_t len);
 int ferry_syncfs(int fd);
 ssize_t ferry_getdents64(int fd, void *buf, size_t count);
 int ferry_fcntl_int(int fd, int cmd, int arg);
-int ferry_fcntl_lock(int fd, int cmd, struct flock *lock);
+/// `lock` points to a `struct flock`.
+int ferry_fcntl_lock(int fd, int cmd, void *lock);
 int ferry_ioctl_ptr(int fd, unsigned long request, void *arg);
 int ferry_open(const char *path, int flags, uint32_t mode);
 int ferry_openat(int dirfd, const char *path, int flags, uint32_t mode);
-int ferry_statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *out);
+/// `out` points to a `struct statx`.
+int ferry_statx(int dirfd, const char *path, int flags, unsigned int mask, void *out);
 int ferry_umount2(const char *target, int flags);
 pid_t ferry_gettid(void);
 
