@@ -115,7 +115,8 @@ public enum FUSEInitNegotiation {
         // The kernel raises max_write below one page anyway; keep our reply honest.
         let maxWrite = max(config.maxWrite, pageSize)
         if agreed.contains(.maxPages) {
-            let pages = min((maxWrite + pageSize - 1) / pageSize, maxPagesLimit)
+            // Rounding up without `maxWrite + pageSize - 1`, which overflows near UInt32.max.
+            let pages = min(maxWrite / pageSize + (maxWrite % pageSize == 0 ? 0 : 1), maxPagesLimit)
             reply.maxPages = UInt16(pages)
             reply.maxWrite = min(maxWrite, pages * pageSize)
         } else {

@@ -109,7 +109,7 @@ import Testing
         }
     }
 
-    private func readArgs(_ w: inout Wire) {
+    private func readArgs(_ w: Wire) {
         w.u64(0xF1); w.u64(0x1000); w.u32(4096); w.u32(2); w.u64(0xAB); w.u32(0o2); w.u32(0)
     }
     private let expectedRead = FUSEReadIn(fh: 0xF1, offset: 0x1000, size: 4096, readFlags: 2, lockOwner: 0xAB, flags: 0o2)
@@ -149,7 +149,7 @@ import Testing
     }
 
     @Test func releaseAndReleasedirDecode() throws {
-        let fill: (inout Wire) -> Void = { w in w.u64(9); w.u32(0o2); w.u32(3); w.u64(0x77) }
+        let fill: (Wire) -> Void = { w in w.u64(9); w.u32(0o2); w.u32(3); w.u64(0x77) }
         let expected = FUSEReleaseIn(fh: 9, flags: 0o2, releaseFlags: 3, lockOwner: 0x77)
         try withDecoded(request(.release, fill)) { d in
             guard case let .release(r) = d.request else { return unexpected(d.request) }
@@ -162,7 +162,7 @@ import Testing
     }
 
     @Test func fsyncAndFsyncdirDecode() throws {
-        let fill: (inout Wire) -> Void = { w in w.u64(12); w.u32(1); w.u32(0) }
+        let fill: (Wire) -> Void = { w in w.u64(12); w.u32(1); w.u32(0) }
         try withDecoded(request(.fsync, fill)) { d in
             guard case let .fsync(f) = d.request else { return unexpected(d.request) }
             #expect(f == FUSEFsyncIn(fh: 12, fsyncFlags: 1))
@@ -185,7 +185,7 @@ import Testing
     }
 
     @Test func lockRequestsDecode() throws {
-        let fill: (inout Wire) -> Void = { w in
+        let fill: (Wire) -> Void = { w in
             w.u64(5); w.u64(0x0123); w.u64(100); w.u64(200); w.u32(1); w.u32(4321); w.u32(1); w.u32(0)
         }
         let expected = FUSELockIn(fh: 5, owner: 0x0123, lock: FUSEFileLock(start: 100, end: 200, type: 1, pid: 4321), lockFlags: 1)

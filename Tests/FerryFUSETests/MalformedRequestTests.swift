@@ -8,7 +8,7 @@ import Testing
     func shortBufferIsTruncatedHeader(count: Int) {
         let bytes = Array(request(.lookup) { $0.cstr("x") }.prefix(count))
         #expect(decodeError(bytes) == .truncatedHeader(available: count))
-        bytes.withUnsafeBytes { raw in
+        _ = bytes.withUnsafeBytes { raw in
             #expect(throws: FUSEDecodeError.truncatedHeader(available: count)) { try FUSEDecoder.decodeHeader(raw) }
         }
     }
@@ -134,7 +134,7 @@ import Testing
             Wire.build { w in w.u32(12); w.u32(32); w.u32(0); w.u32(0) },  // not a multiple of 8
             Wire.build { w in w.u32(24); w.u32(32); w.u64(0) },            // runs past the area
             Wire.build { w in w.u32(8); w.u32(32); w.u32(UInt32.max); w.u32(0) }, // second record too big
-            Wire.build { w in w.u32(16); w.u32(32); w.u64(1); w.u32(16); w.u32(1) }, // trailing partial... (see below)
+            Wire.build { w in w.u32(16); w.u32(32); w.u64(1); w.u32(16); w.u32(1) }, // checked separately below
         ]
         for ext in records.dropLast() {
             let bytes = request(FUSEOpcode.getattr.rawValue, args: [UInt8](repeating: 0, count: 16), extensions: ext)

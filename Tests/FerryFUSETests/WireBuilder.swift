@@ -2,21 +2,21 @@ import FerryFUSE
 import Testing
 
 /// Assembles little-endian request bytes by hand, so golden tests do not depend on the
-/// code under test to lay anything out.
-struct Wire {
+/// code under test to lay anything out. A class so fill closures work inside `#expect`.
+final class Wire {
     var bytes: [UInt8] = []
 
-    mutating func u16(_ v: UInt16) { withUnsafeBytes(of: v.littleEndian) { bytes += $0 } }
-    mutating func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { bytes += $0 } }
-    mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { bytes += $0 } }
-    mutating func zeros(_ n: Int) { bytes += [UInt8](repeating: 0, count: n) }
+    func u16(_ v: UInt16) { withUnsafeBytes(of: v.littleEndian) { bytes += $0 } }
+    func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { bytes += $0 } }
+    func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { bytes += $0 } }
+    func zeros(_ n: Int) { bytes += [UInt8](repeating: 0, count: n) }
     /// A name with its NUL terminator.
-    mutating func cstr(_ s: String) { bytes += Array(s.utf8); bytes.append(0) }
-    mutating func raw(_ b: [UInt8]) { bytes += b }
+    func cstr(_ s: String) { bytes += Array(s.utf8); bytes.append(0) }
+    func raw(_ b: [UInt8]) { bytes += b }
 
-    static func build(_ fill: (inout Wire) -> Void) -> [UInt8] {
-        var w = Wire()
-        fill(&w)
+    static func build(_ fill: (Wire) -> Void) -> [UInt8] {
+        let w = Wire()
+        fill(w)
         return w.bytes
     }
 }
@@ -33,7 +33,7 @@ enum Sample {
 /// header's length field, `extensionUnits` its total_extlen.
 func request(_ opcode: UInt32, args: [UInt8] = [], extensions: [UInt8] = [],
              length: UInt32? = nil, extensionUnits: UInt16? = nil) -> [UInt8] {
-    var w = Wire()
+    let w = Wire()
     w.u32(length ?? UInt32(40 + args.count + extensions.count))
     w.u32(opcode)
     w.u64(Sample.unique)
@@ -48,7 +48,7 @@ func request(_ opcode: UInt32, args: [UInt8] = [], extensions: [UInt8] = [],
     return w.bytes
 }
 
-func request(_ opcode: FUSEOpcode, extensions: [UInt8] = [], _ fill: (inout Wire) -> Void = { _ in }) -> [UInt8] {
+func request(_ opcode: FUSEOpcode, extensions: [UInt8] = [], _ fill: (Wire) -> Void = { _ in }) -> [UInt8] {
     request(opcode.rawValue, args: Wire.build(fill), extensions: extensions)
 }
 
