@@ -16,7 +16,7 @@ public struct FUSEInitIn: Sendable, Equatable {
 
 /// A view over BATCH_FORGET's `fuse_forget_one` array (16 bytes each), bounds-checked
 /// against the request length when decoded.
-public struct FUSEForgetList: Sendable {
+public struct FUSEForgetList: @unchecked Sendable {
     public let count: Int
     public let bytes: UnsafeRawBufferPointer
     public init(count: Int, bytes: UnsafeRawBufferPointer) { self.count = count; self.bytes = bytes }
