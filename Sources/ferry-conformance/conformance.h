@@ -50,7 +50,7 @@ void report(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* `expr` must succeed (return >= 0); errno is captured before anything can clobber it. */
 #define MUST(expr) do { \
     if ((long)(expr) < 0) { int e_ = errno; \
-        FAIL("%s: expected success, got %s", #expr, strerror(e_)); } \
+        FAIL("%s: expected success, got %s (%s)", #expr, errno_name(e_), strerror(e_)); } \
 } while (0)
 
 /* `expr` must fail with exactly `err`. */

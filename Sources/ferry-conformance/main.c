@@ -150,6 +150,16 @@ int main(int argc, char **argv)
     unsigned timeout = 60;
 
     setvbuf(stdout, NULL, _IOLBF, 0);
+    /*
+     * Launchers (test runners, plugin hosts) may hand us a blocked signal mask or ignored
+     * signals; the per-check alarm and the checks' own children need the defaults.
+     */
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    signal(SIGALRM, SIG_DFL);
+    signal(SIGPIPE, SIG_DFL);
+    signal(SIGCHLD, SIG_DFL);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--list") == 0) {

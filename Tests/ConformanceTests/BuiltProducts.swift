@@ -27,7 +27,12 @@ enum BuiltProducts {
         return dirs
     }
 
+    /// FERRY_CONFORMANCE_FERRY=/path/to/ferry tests another build (a release build, or a
+    /// stand-in while `ferry mount` is unfinished) without rebuilding this package.
     static func path(of product: String) -> String? {
+        if product == "ferry", let override = ProcessInfo.processInfo.environment["FERRY_CONFORMANCE_FERRY"] {
+            return override
+        }
         for dir in searchDirectories {
             let candidate = dir.appendingPathComponent(product).path
             if FileManager.default.isExecutableFile(atPath: candidate) {
@@ -69,7 +74,7 @@ func runToCompletion(_ executable: String, _ arguments: [String]) throws -> Proc
     let pipe = Pipe()
     process.standardOutput = pipe
     process.standardError = pipe
-    try process.run()
+    try runWithDefaultSignalMask(process)
     // Read before waiting: a full pipe would otherwise block the child forever.
     let data = pipe.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
@@ -87,4 +92,17 @@ func makeTemporaryDirectory(_ prefix: String) throws -> String {
         throw HarnessError("mkdtemp: \(String(cString: strerror(errno)))")
     }
     return String(cString: made)
+}
+
+/// Starts `process` with no signals blocked, as a shell would. The test runner's threads block
+/// most signals and spawned children inherit that mask, which would hide SIGTERM from ferry
+/// and SIGALRM (the per-check timeout) from ferry-conformance.
+func runWithDefaultSignalMask(_ process: Process) throws {
+    var empty = sigset_t(), saved = sigset_t()
+    sigemptyset(&empty)
+    // Foundation spawns the child synchronously from this thread, so this thread's mask is
+    // the one it inherits; restore ours right after.
+    pthread_sigmask(SIG_SETMASK, &empty, &saved)
+    defer { pthread_sigmask(SIG_SETMASK, &saved, nil) }
+    try process.run()
 }

@@ -60,7 +60,7 @@ final class FerryMount {
         let logHandle = FileHandle(forWritingAtPath: logPath)
         process.standardOutput = logHandle
         process.standardError = logHandle
-        try process.run()
+        try runWithDefaultSignalMask(process)
 
         let deadline = Date().addingTimeInterval(timeout)
         while !isFUSEMount(mountpoint) {
