@@ -1,12 +1,13 @@
 // swift package conformance — mount a source with `ferry mount` and run the POSIX checks on it.
 //
 //   swift package conformance [--source SRC] [--check NAME]... [--skip NAME]...
-//                             [--configuration debug|release]
+//                             [--configuration debug|release] [--ferry PATH]
 //
 // Builds the `ferry` and `ferry-conformance` products, mounts SRC (default: a fresh empty
 // temporary directory) on a temporary mount point with `ferry mount --xattr SRC MNT`, runs
 // `ferry-conformance --dir MNT` with the given --check/--skip selection, prints its report,
 // then SIGTERMs ferry (which unmounts) and fails if any check failed or ferry misbehaved.
+// --ferry PATH mounts with another ferry executable instead of the one just built.
 // SRC is passed to ferry verbatim, so later backends (nfs://…, rados://…) work unchanged.
 // Needs root and /dev/fuse, like any FUSE mount without fusermount's setuid helper.
 // Use `--disable-sandbox` on macOS; Linux runs plugins unsandboxed.
@@ -26,11 +27,13 @@ struct ConformancePlugin: CommandPlugin {
         let checks = extractor.extractOption(named: "check")
         let skips = extractor.extractOption(named: "skip")
         let configuration = extractor.extractOption(named: "configuration").last ?? "debug"
+        let ferryOverride = extractor.extractOption(named: "ferry").last
         guard extractor.remainingArguments.isEmpty else {
             throw PluginFailure("unexpected arguments: \(extractor.remainingArguments.joined(separator: " "))")
         }
 
-        let ferry = try build("ferry", configuration: configuration)
+        let ferry = try ferryOverride.map { URL(fileURLWithPath: $0) }
+            ?? build("ferry", configuration: configuration)
         let conformance = try build("ferry-conformance", configuration: configuration)
 
         let temporary = FileManager.default.temporaryDirectory
@@ -56,7 +59,7 @@ struct ConformancePlugin: CommandPlugin {
         let server = Process()
         server.executableURL = ferry
         server.arguments = ["mount", "--xattr", mountedSource, mountpoint]
-        try server.run()
+        try runWithDefaultSignalMask(server)
         defer { stop(server, mountpoint: mountpoint) }
         try waitForFUSEMount(mountpoint, server: server, timeout: 20)
 
@@ -65,7 +68,7 @@ struct ConformancePlugin: CommandPlugin {
         let runner = Process()
         runner.executableURL = conformance
         runner.arguments = ["--dir", mountpoint] + selection
-        try runner.run()
+        try runWithDefaultSignalMask(runner)
         runner.waitUntilExit()
 
         print("== stopping ferry (SIGTERM)")
@@ -143,6 +146,17 @@ struct ConformancePlugin: CommandPlugin {
             umount2(mountpoint, Int32(MNT_DETACH))
         }
     }
+}
+
+/// Starts `process` with no signals blocked, as a shell would: a host that blocks SIGTERM in
+/// its threads would otherwise pass that mask on and ferry could never be stopped.
+private func runWithDefaultSignalMask(_ process: Process) throws {
+    var empty = sigset_t(), saved = sigset_t()
+    sigemptyset(&empty)
+    // Foundation spawns synchronously from this thread, so the child inherits this mask.
+    pthread_sigmask(SIG_SETMASK, &empty, &saved)
+    defer { pthread_sigmask(SIG_SETMASK, &saved, nil) }
+    try process.run()
 }
 
 struct PluginFailure: Error, CustomStringConvertible {
