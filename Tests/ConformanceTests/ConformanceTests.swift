@@ -1,0 +1,71 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// The check names `ferry-conformance --list` prints, or one sentinel that fails loudly when the
+/// program is not built (an empty argument list would silently run nothing).
+let conformanceCheckNames: [String] = {
+    guard let program = BuiltProducts.path(of: "ferry-conformance"),
+          let listed = try? runToCompletion(program, ["--list"]), listed.succeeded
+    else { return [missingProgramSentinel] }
+    return listed.output.split(separator: "\n").map(String.init)
+}()
+
+let missingProgramSentinel = "<ferry-conformance not built>"
+
+/// Checks that need root on the host (chown, setuid children); skipped for a non-root baseline.
+let rootOnlyChecks = ["chmod_chown", "other_uid_refused", "setgid_directory", "write_clears_setuid"]
+
+func runConformance(in directory: String, _ selection: [String]) throws -> ProcessOutput {
+    let program = try BuiltProducts.require("ferry-conformance")
+    return try runToCompletion(program, ["--dir", directory] + selection)
+}
+
+@Suite("POSIX conformance through ferry mount", .serialized,
+       .enabled(if: canMountFUSE, "needs /dev/fuse and root to mount ferry"))
+struct ConformanceThroughFerryMount {
+    @Test("Check passes through a live ferry mount", .timeLimit(.minutes(3)),
+          arguments: conformanceCheckNames)
+    func check(_ name: String) throws {
+        try #require(name != missingProgramSentinel, "ferry-conformance is not built")
+        let mount = try SharedMount.get()
+        let result = try runConformance(in: mount.mountpoint, ["--check", name])
+        #expect(result.succeeded,
+                "\(name) through ferry (source \(mount.source)):\n\(result.output)")
+        if result.output.hasPrefix("skip ") {
+            print("note: \(result.output.split(separator: "\n").first ?? "")")
+        }
+    }
+}
+
+@Test("Every check passes on a native directory (proves the checks themselves)",
+      .timeLimit(.minutes(5)))
+func nativeDirectoryBaseline() throws {
+    let dir = try makeTemporaryDirectory("ferry-conformance-native")
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let skips = geteuid() == 0 ? [] : rootOnlyChecks.flatMap { ["--skip", $0] }
+    let result = try runConformance(in: dir, skips)
+    #expect(result.succeeded, "native baseline in \(dir):\n\(result.output)")
+    #expect(result.output.contains(" passed, 0 failed"), "no summary line:\n\(result.output)")
+}
+
+@Test("SIGTERM unmounts and ferry exits 0", .timeLimit(.minutes(1)),
+      .enabled(if: canMountFUSE, "needs /dev/fuse and root to mount ferry"))
+func sigtermUnmountsCleanly() throws {
+    let mount = try FerryMount()
+    defer { mount.stop() }
+    #expect(FileManager.default.createFile(atPath: mount.mountpoint + "/alive", contents: Data("x".utf8)))
+    let exited = mount.terminate(timeout: 20)
+    try #require(exited, "ferry still running 20 s after SIGTERM; log:\n\(mount.log)")
+    let how = mount.process.terminationReason == .exit ? "status" : "signal"
+    #expect(mount.process.terminationReason == .exit && mount.process.terminationStatus == 0,
+            "ferry ended with \(how) \(mount.process.terminationStatus); log:\n\(mount.log)")
+    #expect(!isFUSEMount(mount.mountpoint), "\(mount.mountpoint) is still a FUSE mount after SIGTERM")
+    #expect(FileManager.default.fileExists(atPath: mount.source + "/alive"),
+            "a file written through the mount is missing from the source")
+}

@@ -1,0 +1,148 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// FUSE_SUPER_MAGIC: what statfs reports for any FUSE mount.
+let fuseSuperMagic = 0x6573_5546
+
+/// glibc's statfs(2) wrapper, looked up at run time: the Glibc module does not export
+/// <sys/vfs.h>, and this test target may not add a C shim of its own.
+private let statfsFunction: (@convention(c) (UnsafePointer<CChar>, UnsafeMutableRawPointer) -> Int32)? = {
+    // A nil handle is glibc's RTLD_DEFAULT: search the libraries already loaded.
+    guard let symbol = dlsym(nil, "statfs") else { return nil }
+    return unsafeBitCast(symbol, to: (@convention(c) (UnsafePointer<CChar>, UnsafeMutableRawPointer) -> Int32).self)
+}()
+
+/// True when `path` is currently the root of a FUSE mount that answers.
+func isFUSEMount(_ path: String) -> Bool {
+    guard let statfsFunction else { return false }
+    // struct statfs is 120 bytes on 64-bit Linux with f_type, a long, first; 512 bytes and
+    // 8-byte alignment leave ample room, so the call never writes outside the buffer.
+    let buffer = UnsafeMutableRawPointer.allocate(byteCount: 512, alignment: 8)
+    defer { buffer.deallocate() }
+    guard statfsFunction(path, buffer) == 0 else { return false }
+    return buffer.load(as: Int.self) == fuseSuperMagic
+}
+
+/// Whether this machine can run FUSE tests at all.
+let canMountFUSE = FileManager.default.fileExists(atPath: "/dev/fuse") && geteuid() == 0
+
+/// One running `ferry mount SOURCE MOUNTPOINT` child process.
+final class FerryMount {
+    let source: String
+    let mountpoint: String
+    let process: Process
+    let logPath: String
+    private let ownsSource: Bool
+
+    /// Starts ferry and returns once the mountpoint is a FUSE mount, or throws with ferry's log.
+    init(source requested: String? = nil, extraArguments: [String] = ["--xattr"],
+         timeout: TimeInterval = 20) throws {
+        let ferry = try BuiltProducts.require("ferry")
+        if let requested {
+            source = requested
+            ownsSource = false
+        } else {
+            source = try makeTemporaryDirectory("ferry-conformance-src")
+            ownsSource = true
+        }
+        mountpoint = try makeTemporaryDirectory("ferry-conformance-mnt")
+        logPath = mountpoint + ".log"
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: ferry)
+        process.arguments = ["mount"] + extraArguments + [source, mountpoint]
+        let logHandle = FileHandle(forWritingAtPath: logPath)
+        process.standardOutput = logHandle
+        process.standardError = logHandle
+        try runWithDefaultSignalMask(process)
+
+        let deadline = Date().addingTimeInterval(timeout)
+        while !isFUSEMount(mountpoint) {
+            if !process.isRunning {
+                let status = process.terminationStatus
+                let output = log
+                cleanUpDirectories()
+                throw HarnessError("ferry \(process.arguments!.joined(separator: " ")) exited with "
+                    + "status \(status) before the mount appeared; its log:\n\(output)")
+            }
+            if Date() > deadline {
+                let output = log
+                stop()
+                throw HarnessError("\(mountpoint) did not become a FUSE mount within "
+                    + "\(Int(timeout)) s; ferry's log:\n\(output)")
+            }
+            usleep(50_000)
+        }
+    }
+
+    /// Everything ferry wrote to stdout and stderr so far.
+    var log: String {
+        (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "(no log)"
+    }
+
+    /// SIGTERMs ferry and waits up to `timeout` seconds; returns whether it exited by itself.
+    @discardableResult
+    func terminate(timeout: TimeInterval = 20) -> Bool {
+        guard process.isRunning else { return true }
+        kill(process.processIdentifier, SIGTERM)
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline {
+            usleep(20_000)
+        }
+        return !process.isRunning
+    }
+
+    /// Best-effort teardown that never leaves a dead mount behind, even if ferry hung or crashed.
+    func stop() {
+        if !terminate() {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+        if isFUSEMount(mountpoint) || errno == ENOTCONN {
+            umount2(mountpoint, Int32(MNT_DETACH))
+        }
+        cleanUpDirectories()
+    }
+
+    private func cleanUpDirectories() {
+        rmdir(mountpoint)
+        unlink(logPath)
+        if ownsSource {
+            try? FileManager.default.removeItem(atPath: source)
+        }
+    }
+}
+
+/// The mount every conformance check shares, started on first use and stopped at exit.
+enum SharedMount {
+    private static let lock = NSLock()
+    private static var started: Result<FerryMount, Error>?
+
+    static func get() throws -> FerryMount {
+        lock.lock()
+        defer { lock.unlock() }
+        if let started {
+            return try started.get()
+        }
+        let result = Result {
+            try FerryMount(source: ProcessInfo.processInfo.environment["FERRY_CONFORMANCE_SOURCE"])
+        }
+        started = result
+        if case .success = result {
+            atexit { SharedMount.stopAtExit() }
+        }
+        return try result.get()
+    }
+
+    private static func stopAtExit() {
+        if case .success(let mount) = started {
+            mount.stop()
+        }
+    }
+}
