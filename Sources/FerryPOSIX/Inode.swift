@@ -1,0 +1,107 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CFerry
+import FerryCore
+import Synchronization
+
+/// The identity of a host file: device, inode number and mount id. Two lookups of the
+/// same file give equal keys.
+public struct InodeKey: Hashable, Sendable {
+    public var device: UInt64
+    public var inode: UInt64
+    public var mountID: Int32
+    public init(device: UInt64, inode: UInt64, mountID: Int32) {
+        self.device = device; self.inode = inode; self.mountID = mountID
+    }
+}
+
+/// A kernel file handle (`name_to_handle_at`), stored inline: no heap allocation.
+struct KernelFileHandle {
+    typealias Storage = (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
+                         UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64)
+    var storage: Storage = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)  // 128 bytes = MAX_HANDLE_SZ
+    var length: UInt32 = 0
+    var type: Int32 = 0
+}
+
+/// How many O_PATH descriptors the driver caches on inodes that have a file handle.
+/// Inodes without a cached fd open one from their handle per operation.
+final class DescriptorBudget: Sendable {
+    let limit: Int
+    let used = Atomic<Int>(0)
+    init(limit: Int) { self.limit = max(0, limit) }
+
+    @inline(__always)
+    func tryAcquire() -> Bool {
+        var current = used.load(ordering: .relaxed)
+        while current < limit {
+            let (exchanged, original) = used.compareExchange(expected: current, desired: current + 1, ordering: .relaxed)
+            if exchanged { return true }
+            current = original
+        }
+        return false
+    }
+
+    @inline(__always)
+    func release() { used.wrappingSubtract(1, ordering: .relaxed) }
+}
+
+/// A node of the export. Holds its identity and file type, and either a kernel file handle
+/// (plus, within the driver's budget, a cached O_PATH fd) or a permanent O_PATH fd.
+///
+/// The cached fd is installed once (compare-and-swap) and closed only in `deinit`: the core
+/// holds a strong reference to the inode for the duration of every request, so no request
+/// can ever use a closed descriptor.
+public final class Inode: Sendable {
+    public let key: InodeKey
+    /// `S_IFMT` bits; a file's type never changes.
+    public let fileType: UInt32
+    /// An O_PATH fd held for the inode's whole life (root, files on another mount,
+    /// file systems without handles, `.never` mode); -1 when the inode uses a handle.
+    let pinnedFD: Int32
+    let handle: KernelFileHandle
+    /// A cached O_PATH fd counted against `budget`; -1 when none.
+    let cachedFD: Atomic<Int32>
+    let budget: DescriptorBudget?
+
+    init(key: InodeKey, fileType: UInt32, pinnedFD: Int32) {
+        self.key = key; self.fileType = fileType; self.pinnedFD = pinnedFD
+        self.handle = KernelFileHandle(); self.cachedFD = Atomic(-1); self.budget = nil
+    }
+
+    init(key: InodeKey, fileType: UInt32, handle: KernelFileHandle, cachedFD: Int32, budget: DescriptorBudget) {
+        self.key = key; self.fileType = fileType; self.pinnedFD = -1
+        self.handle = handle; self.cachedFD = Atomic(cachedFD); self.budget = budget
+    }
+
+    var usesHandle: Bool { pinnedFD < 0 }
+    var isDirectory: Bool { fileType == typeDirectory }
+    var isRegularFile: Bool { fileType == typeRegular }
+    var isSymlink: Bool { fileType == typeSymlink }
+
+    deinit {
+        if pinnedFD >= 0 { close(pinnedFD) }
+        let cached = cachedFD.load(ordering: .acquiring)
+        if cached >= 0 {
+            close(cached)
+            budget?.release()
+        }
+    }
+}
+
+/// A file opened for I/O (OPEN / CREATE / TMPFILE). Closed when the core drops it.
+public final class File: Sendable {
+    public let fd: Int32
+    init(fd: Int32) { self.fd = fd }
+    deinit { close(fd) }
+}
+
+/// A directory opened for reading (OPENDIR). The lock keeps two READDIRs on the same
+/// handle from interleaving the descriptor's position.
+public final class Directory: Sendable {
+    public let fd: Int32
+    let lock = Mutex<Void>(())
+    init(fd: Int32) { self.fd = fd }
+    deinit { close(fd) }
+}

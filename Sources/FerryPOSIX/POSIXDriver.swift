@@ -1,0 +1,795 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CFerry
+import FerryCore
+
+/// Whether inodes are remembered by kernel file handle (no fd per inode) or by an O_PATH fd.
+public enum FileHandleMode: Sendable {
+    /// Always hold an O_PATH fd per known inode.
+    case never
+    /// Use file handles when the export's file system supports them, else fds.
+    case prefer
+    /// Refuse to start (or to look up a node) when file handles cannot be used.
+    case mandatory
+}
+
+public struct POSIXOptions: Sendable {
+    public var fileHandles: FileHandleMode
+    /// How many O_PATH descriptors may be cached on handle-backed inodes, overall.
+    public var maxCachedDescriptors: Int
+    public var readOnly: Bool
+    public init(fileHandles: FileHandleMode = .prefer, maxCachedDescriptors: Int = 1024, readOnly: Bool = false) {
+        self.fileHandles = fileHandles; self.maxCachedDescriptors = maxCachedDescriptors; self.readOnly = readOnly
+    }
+}
+
+/// Serves a host directory. Every name is resolved one component at a time relative to
+/// its parent's O_PATH descriptor with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+/// RESOLVE_NO_MAGICLINKS)`; files are reopened for I/O through `/proc/self/fd/N` only after
+/// checking their type; every operation runs with the caller's fsuid/fsgid/groups.
+public final class POSIXDriver: FileSystemDriver {
+    public typealias Inode = FerryPOSIX.Inode
+    public typealias InodeKey = FerryPOSIX.InodeKey
+    public typealias File = FerryPOSIX.File
+    public typealias Directory = FerryPOSIX.Directory
+
+    public let options: POSIXOptions
+    let rootInode: Inode
+    /// O_PATH on `/proc/self/fd`: reopening inodes goes through `openat(procFD, "N")`.
+    let procFD: Int32
+    /// The export root opened O_RDONLY: `open_by_handle_at`'s mount fd and `syncfs`'s fd.
+    let mountFD: Int32
+    let rootMountID: Int32
+    /// The handle mode actually in force (`.prefer` degrades to `.never` when unsupported).
+    public let effectiveHandleMode: FileHandleMode
+    let budget: DescriptorBudget
+
+    public init(root: String, options: POSIXOptions = .init()) throws(Errno) {
+        let rootFD = ferry_open(root, O_PATH | O_DIRECTORY | O_CLOEXEC, 0)
+        if rootFD < 0 { throw Errno.current }
+        let procFD = ferry_open("/proc/self/fd", oPath | O_DIRECTORY | O_CLOEXEC, 0)
+        if procFD < 0 { let e = Errno.current; close(rootFD); throw e }
+        // Reopen the very directory we hold (not the path again) for the mount fd.
+        let mountFD: Int32 = (try? withDescriptorName(rootFD) { name throws(Errno) in
+            ferry_openat(procFD, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0)
+        }) ?? -1
+        if mountFD < 0 { let e = Errno.current; close(rootFD); close(procFD); throw e }
+
+        var stx = statx()
+        if !statxFD(rootFD, &stx) {
+            let e = Errno.current; close(rootFD); close(procFD); close(mountFD); throw e
+        }
+        var mode = options.fileHandles
+        var mountID = stx.mountID
+        if mode != .never {
+            var bytes = KernelFileHandle()
+            var length: UInt32 = UInt32(FERRY_MAX_HANDLE_SZ), type: Int32 = 0, handleMount: Int32 = 0
+            var rc = withUnsafeMutableBytes(of: &bytes.storage) {
+                ferry_name_to_handle(rootFD, "", Int32(FERRY_AT_EMPTY_PATH),
+                                     $0.baseAddress!.assumingMemoryBound(to: UInt8.self), &length, &type, &handleMount)
+            }
+            if rc == 0 {
+                // Probe open_by_handle_at: it needs CAP_DAC_READ_SEARCH.
+                rc = withUnsafeBytes(of: &bytes.storage) {
+                    ferry_open_by_handle(mountFD, $0.baseAddress!.assumingMemoryBound(to: UInt8.self), length, type, oPath | O_CLOEXEC)
+                }
+                if rc >= 0 { close(rc); rc = 0; mountID = handleMount }
+            }
+            if rc != 0 {
+                if mode == .mandatory {
+                    let e = Errno.current; close(rootFD); close(procFD); close(mountFD); throw e
+                }
+                mode = .never
+            }
+        }
+        // The guest's umask is applied by us (`Credentials.umask`); the daemon's own must not.
+        umask(0)
+
+        self.options = options
+        self.procFD = procFD
+        self.mountFD = mountFD
+        self.rootMountID = mountID
+        self.effectiveHandleMode = mode
+        self.budget = DescriptorBudget(limit: options.maxCachedDescriptors)
+        self.rootInode = Inode(key: InodeKey(device: stx.device, inode: stx.stx_ino, mountID: mountID),
+                               fileType: stx.fileType, pinnedFD: rootFD)
+        if rootInode.fileType != typeDirectory { throw .notDirectory }  // O_DIRECTORY makes this unreachable
+    }
+
+    deinit {
+        close(procFD)
+        close(mountFD)
+    }
+
+    /// Resets the calling thread to the daemon's own fs credentials (fsuid 0, fsgid 0, no
+    /// supplementary groups). For threads that do host work after serving a caller (tests).
+    public static func resetThreadCredentials() {
+        ThreadCredentialState.current.become(uid: 0, gid: 0, groups: .init(start: nil, count: 0))
+    }
+
+    /// Number of O_PATH descriptors currently cached on handle-backed inodes.
+    public var cachedDescriptorCount: Int { budget.used.load(ordering: .relaxed) }
+
+    // MARK: - Plumbing
+
+    @inline(__always)
+    func become(_ caller: Credentials) {
+        ThreadCredentialState.current.become(uid: caller.uid, gid: caller.gid, groups: caller.groups)
+    }
+
+    @inline(__always)
+    func checkWritable() throws(Errno) {
+        if options.readOnly { throw .readOnly }
+    }
+
+    /// Runs `body` with an O_PATH fd on `inode`: its pinned fd, its cached fd, or one opened
+    /// from its file handle (cached if the budget allows, else closed afterwards).
+    @inline(__always)
+    func withPathFD<R>(_ inode: Inode, _ body: (Int32) throws(Errno) -> R) throws(Errno) -> R {
+        if inode.pinnedFD >= 0 { return try body(inode.pinnedFD) }
+        let cached = inode.cachedFD.load(ordering: .acquiring)
+        if cached >= 0 { return try body(cached) }
+        return try withHandleFD(inode, body)
+    }
+
+    private func withHandleFD<R>(_ inode: Inode, _ body: (Int32) throws(Errno) -> R) throws(Errno) -> R {
+        let fd = try ThreadCredentialState.current.asDaemon { () throws(Errno) -> Int32 in
+            let handle = inode.handle
+            let fd = withUnsafeBytes(of: handle.storage) {
+                ferry_open_by_handle(mountFD, $0.baseAddress!.assumingMemoryBound(to: UInt8.self),
+                                     handle.length, handle.type, oPath | O_CLOEXEC)
+            }
+            if fd < 0 { throw ownFailure("open_by_handle_at") }
+            return fd
+        }
+        if budget.tryAcquire() {
+            let (exchanged, original) = inode.cachedFD.compareExchange(expected: -1, desired: fd, ordering: .acquiringAndReleasing)
+            if exchanged { return try body(fd) }
+            // Another request cached one first: use theirs.
+            close(fd)
+            budget.release()
+            return try body(original)
+        }
+        defer { close(fd) }
+        return try body(fd)
+    }
+
+    /// Opens `name` in the directory `parentFD` as an O_PATH fd without following any symlink.
+    @inline(__always)
+    func openChild(_ parentFD: Int32, _ name: FileName) throws(Errno) -> Int32 {
+        var attempts = 0
+        while true {
+            let fd = ferry_openat2(parentFD, name.cString, UInt64(oPath | O_NOFOLLOW | O_CLOEXEC), 0, openat2Resolve)
+            if fd >= 0 { return fd }
+            // openat2 answers EAGAIN when a concurrent rename might have raced RESOLVE_BENEATH.
+            if errno == EAGAIN && attempts < 8 { attempts += 1; continue }
+            throw ownFailure("openat2")
+        }
+    }
+
+    /// Reopens an O_PATH fd through /proc/self/fd with `flags`, with the current thread's
+    /// credentials (so the host checks the caller's permissions). The caller checks the type.
+    @inline(__always)
+    func reopen(_ pathFD: Int32, flags: Int32, mode: UInt32 = 0) throws(Errno) -> Int32 {
+        try withDescriptorName(pathFD) { name throws(Errno) -> Int32 in
+            let fd = ferry_openat(procFD, name, flags, mode)
+            if fd < 0 { throw ownFailure("openat(/proc/self/fd)") }
+            return fd
+        }
+    }
+
+    /// An entry for the node `fd` (an O_PATH fd, consumed: it becomes the inode's pinned or
+    /// cached fd, or is closed).
+    func makeEntry(pathFD fd: Int32, pin: Bool = false) throws(Errno) -> Entry {
+        var stx = statx()
+        if !statxFD(fd, &stx) { let e = ownFailure("statx"); close(fd); throw e }
+        let attributes = Attributes(stx)
+        var mountID = stx.mountID
+        if effectiveHandleMode != .never && !pin {
+            var handle = KernelFileHandle()
+            var length = UInt32(FERRY_MAX_HANDLE_SZ), type: Int32 = 0, handleMount: Int32 = 0
+            let rc = withUnsafeMutableBytes(of: &handle.storage) {
+                ferry_name_to_handle(fd, "", Int32(FERRY_AT_EMPTY_PATH),
+                                     $0.baseAddress!.assumingMemoryBound(to: UInt8.self), &length, &type, &handleMount)
+            }
+            if rc == 0 && handleMount == rootMountID {
+                handle.length = length; handle.type = type
+                let key = InodeKey(device: stx.device, inode: stx.stx_ino, mountID: handleMount)
+                var cached: Int32 = -1
+                if budget.tryAcquire() { cached = fd } else { close(fd) }
+                let inode = Inode(key: key, fileType: stx.fileType, handle: handle, cachedFD: cached, budget: budget)
+                return Entry(key: key, inode: inode, attributes: attributes)
+            }
+            if effectiveHandleMode == .mandatory {
+                let e = rc == 0 ? Errno(EXDEV) : ownFailure("name_to_handle_at")
+                close(fd)
+                throw e
+            }
+            if rc == 0 { mountID = handleMount }
+        }
+        let key = InodeKey(device: stx.device, inode: stx.stx_ino, mountID: mountID)
+        return Entry(key: key, inode: Inode(key: key, fileType: stx.fileType, pinnedFD: fd), attributes: attributes)
+    }
+
+    /// An entry for the node an I/O fd refers to.
+    func makeEntry(ioFD: Int32, pin: Bool = false) throws(Errno) -> Entry {
+        let pathFD = try reopen(ioFD, flags: oPath | O_CLOEXEC)
+        return try makeEntry(pathFD: pathFD, pin: pin)
+    }
+
+    @inline(__always)
+    func attributes(ofFD fd: Int32) throws(Errno) -> Attributes {
+        var stx = statx()
+        if !statxFD(fd, &stx) { throw ownFailure("statx") }
+        return Attributes(stx)
+    }
+
+    /// Refuses to reopen anything but a regular file (CVE-2020-35517: never open a host
+    /// fifo, socket or device on a guest's behalf).
+    @inline(__always)
+    func checkRegularFile(_ inode: Inode) throws(Errno) {
+        switch inode.fileType {
+        case typeRegular: return
+        case typeDirectory: throw .isDirectory
+        case typeSymlink: throw .loop
+        default: throw .noDevice
+        }
+    }
+
+    /// open(2) flags a guest may pass on: no creation, no following, no controlling tty,
+    /// no O_PATH/O_TMPFILE; always close-on-exec.
+    @inline(__always)
+    func sanitizedOpenFlags(_ flags: Int32) -> Int32 {
+        (flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_NOFOLLOW | oPath | oTmpfileBit)) | O_CLOEXEC
+    }
+
+    @inline(__always)
+    func wantsWrite(_ flags: Int32) -> Bool {
+        (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC) != 0
+    }
+
+    @inline(__always)
+    func creationMode(_ mode: UInt32, _ caller: Credentials) -> UInt32 {
+        mode & 0o7777 & ~caller.umask
+    }
+
+    /// Clears setuid, and setgid when group-executable, on an open file (as a write by an
+    /// unprivileged caller would). Best effort: the write itself already succeeded.
+    func killSetIDBits(ioFD fd: Int32) {
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { return }
+        let mode = UInt32(st.st_mode)
+        var newMode = mode & 0o7777
+        if mode & modeSetUID != 0 { newMode &= ~modeSetUID }
+        if mode & modeSetGID != 0 && mode & modeGroupExecute != 0 { newMode &= ~modeSetGID }
+        if newMode != mode & 0o7777 {
+            _ = try? ThreadCredentialState.current.asDaemon { () throws(Errno) in _ = fchmod(fd, mode_t(newMode)) }
+        }
+    }
+
+    // MARK: - Nodes
+
+    public func root() throws(Errno) -> Entry {
+        Entry(key: rootInode.key, inode: rootInode, attributes: try attributes(ofFD: rootInode.pinnedFD))
+    }
+
+    public func lookup(_ parent: Inode, _ name: FileName, _ caller: Credentials) throws(Errno) -> Entry {
+        become(caller)
+        guard parent.isDirectory else { throw .notDirectory }
+        let fd = try withPathFD(parent) { parentFD throws(Errno) in try openChild(parentFD, name) }
+        return try makeEntry(pathFD: fd)
+    }
+
+    public func getattr(_ inode: Inode, _ file: File?, _ caller: Credentials) throws(Errno) -> Attributes {
+        become(caller)
+        if let file { return try attributes(ofFD: file.fd) }
+        return try withPathFD(inode) { fd throws(Errno) in try attributes(ofFD: fd) }
+    }
+
+    public func setattr(_ inode: Inode, _ file: File?, _ changes: AttributeChanges, _ caller: Credentials) throws(Errno) -> Attributes {
+        become(caller)
+        try checkWritable()
+        return try withPathFD(inode) { pathFD throws(Errno) -> Attributes in
+            if let mode = changes.mode {
+                let bits = mode_t(mode & 0o7777)
+                if let file {
+                    if fchmod(file.fd, bits) != 0 { throw ownFailure("fchmod") }
+                } else {
+                    // chmod on an O_PATH fd is refused; go through the magic link (which
+                    // lands on the inode itself). Linux cannot chmod a symlink.
+                    if inode.isSymlink { throw .notSupported }
+                    try withDescriptorName(pathFD) { name throws(Errno) in
+                        if fchmodat(procFD, name, bits, 0) != 0 { throw ownFailure("fchmodat") }
+                    }
+                }
+            }
+            if changes.uid != nil || changes.gid != nil {
+                let uid = changes.uid ?? UInt32.max, gid = changes.gid ?? UInt32.max
+                if fchownat(pathFD, "", uid, gid, emptyPathNoFollow) != 0 { throw ownFailure("fchownat") }
+            }
+            if let size = changes.size {
+                guard size <= UInt64(Int64.max) else { throw .invalid }
+                if let file {
+                    // EBADF/EINVAL here are the guest's (handle not open for writing).
+                    if ftruncate(file.fd, off_t(size)) != 0 { throw Errno.current }
+                } else {
+                    if inode.isDirectory { throw .isDirectory }
+                    guard inode.isRegularFile else { throw .invalid }
+                    let fd = try reopen(pathFD, flags: O_WRONLY | O_CLOEXEC)
+                    defer { close(fd) }
+                    if ftruncate(fd, off_t(size)) != 0 { throw ownFailure("ftruncate") }
+                }
+            }
+            if changes.accessTime != nil || changes.modificationTime != nil {
+                try withUnsafeTemporaryAllocation(of: timespec.self, capacity: 2) { times throws(Errno) in
+                    times[0] = Self.timespecFor(changes.accessTime)
+                    times[1] = Self.timespecFor(changes.modificationTime)
+                    if let file {
+                        if futimens(file.fd, times.baseAddress) != 0 { throw ownFailure("futimens") }
+                    } else {
+                        try withDescriptorName(pathFD) { name throws(Errno) in
+                            if utimensat(procFD, name, times.baseAddress, 0) != 0 { throw ownFailure("utimensat") }
+                        }
+                    }
+                }
+            }
+            if changes.killSuidGid && changes.mode == nil && inode.isRegularFile {
+                var stx = statx()
+                if statxFD(pathFD, &stx) {
+                    let mode = UInt32(stx.stx_mode)
+                    var newMode = mode & 0o7777
+                    if mode & modeSetUID != 0 { newMode &= ~modeSetUID }
+                    if mode & modeSetGID != 0 && mode & modeGroupExecute != 0 { newMode &= ~modeSetGID }
+                    if newMode != mode & 0o7777 {
+                        try ThreadCredentialState.current.asDaemon { () throws(Errno) in
+                            try withDescriptorName(pathFD) { name throws(Errno) in
+                                if fchmodat(procFD, name, mode_t(newMode), 0) != 0 { throw ownFailure("fchmodat") }
+                            }
+                        }
+                    }
+                }
+            }
+            if let file { return try attributes(ofFD: file.fd) }
+            return try attributes(ofFD: pathFD)
+        }
+    }
+
+    static func timespecFor(_ change: AttributeChanges.TimeChange?) -> timespec {
+        switch change {
+        case nil: return timespec(tv_sec: 0, tv_nsec: utimeOmit)
+        case .now: return timespec(tv_sec: 0, tv_nsec: utimeNow)
+        case .set(let t): return timespec(tv_sec: Int(t.seconds), tv_nsec: Int(min(t.nanoseconds, 999_999_999)))
+        }
+    }
+
+    public func readlink(_ inode: Inode, into buffer: UnsafeMutableRawBufferPointer, _ caller: Credentials) throws(Errno) -> Int {
+        become(caller)
+        guard inode.isSymlink else { throw .invalid }
+        guard let base = buffer.baseAddress, buffer.count > 0 else { throw .range }
+        return try withPathFD(inode) { fd throws(Errno) -> Int in
+            let n = readlinkat(fd, "", base.assumingMemoryBound(to: CChar.self), buffer.count)
+            if n < 0 { throw ownFailure("readlinkat") }
+            return n
+        }
+    }
+
+    /// Creates a node with `make(parentFD)` and looks it up.
+    @inline(__always)
+    func createNode(_ parent: Inode, _ name: FileName, _ caller: Credentials,
+                    _ make: (Int32) -> Int32) throws(Errno) -> Entry {
+        become(caller)
+        try checkWritable()
+        guard parent.isDirectory else { throw .notDirectory }
+        let fd = try withPathFD(parent) { parentFD throws(Errno) -> Int32 in
+            if make(parentFD) != 0 { throw ownFailure("create node") }
+            return try openChild(parentFD, name)
+        }
+        return try makeEntry(pathFD: fd)
+    }
+
+    public func symlink(_ parent: Inode, _ name: FileName, target: UnsafeRawBufferPointer, _ caller: Credentials) throws(Errno) -> Entry {
+        guard let base = target.baseAddress, !target.isEmpty else { throw .noEntry }
+        return try createNode(parent, name, caller) { parentFD in
+            symlinkat(base.assumingMemoryBound(to: CChar.self), parentFD, name.cString)
+        }
+    }
+
+    public func mknod(_ parent: Inode, _ name: FileName, mode: UInt32, rdev: UInt32, _ caller: Credentials) throws(Errno) -> Entry {
+        let type = mode & typeMask
+        let bits = creationMode(mode, caller)
+        return try createNode(parent, name, caller) { parentFD in
+            mknodat(parentFD, name.cString, mode_t(type | bits), dev_t(rdev))
+        }
+    }
+
+    public func mkdir(_ parent: Inode, _ name: FileName, mode: UInt32, _ caller: Credentials) throws(Errno) -> Entry {
+        let bits = creationMode(mode, caller)
+        return try createNode(parent, name, caller) { parentFD in
+            mkdirat(parentFD, name.cString, mode_t(bits))
+        }
+    }
+
+    public func unlink(_ parent: Inode, _ name: FileName, _ caller: Credentials) throws(Errno) {
+        become(caller)
+        try checkWritable()
+        guard parent.isDirectory else { throw .notDirectory }
+        try withPathFD(parent) { fd throws(Errno) in
+            if unlinkat(fd, name.cString, 0) != 0 { throw ownFailure("unlinkat") }
+        }
+    }
+
+    public func rmdir(_ parent: Inode, _ name: FileName, _ caller: Credentials) throws(Errno) {
+        become(caller)
+        try checkWritable()
+        guard parent.isDirectory else { throw .notDirectory }
+        try withPathFD(parent) { fd throws(Errno) in
+            if unlinkat(fd, name.cString, Int32(FERRY_AT_REMOVEDIR)) != 0 { throw ownFailure("unlinkat") }
+        }
+    }
+
+    public func rename(_ parent: Inode, _ name: FileName, to newParent: Inode, _ newName: FileName,
+                       flags: UInt32, _ caller: Credentials) throws(Errno) {
+        become(caller)
+        try checkWritable()
+        guard parent.isDirectory, newParent.isDirectory else { throw .notDirectory }
+        let known = UInt32(FERRY_RENAME_NOREPLACE | FERRY_RENAME_EXCHANGE | FERRY_RENAME_WHITEOUT)
+        guard flags & ~known == 0 else { throw .invalid }
+        try withPathFD(parent) { oldFD throws(Errno) in
+            try withPathFD(newParent) { newFD throws(Errno) in
+                if ferry_renameat2(oldFD, name.cString, newFD, newName.cString, flags) != 0 {
+                    throw ownFailure("renameat2")
+                }
+            }
+        }
+    }
+
+    public func link(_ inode: Inode, to newParent: Inode, _ newName: FileName, _ caller: Credentials) throws(Errno) -> Entry {
+        become(caller)
+        try checkWritable()
+        guard newParent.isDirectory else { throw .notDirectory }
+        if inode.isDirectory { throw .notPermitted }
+        return try withPathFD(inode) { fd throws(Errno) -> Entry in
+            try withPathFD(newParent) { parentFD throws(Errno) in
+                // AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH, which only a root caller keeps;
+                // otherwise link through the magic link, which needs no capability.
+                if caller.uid == 0 && linkat(fd, "", parentFD, newName.cString, Int32(FERRY_AT_EMPTY_PATH)) == 0 { return }
+                try withDescriptorName(fd) { name throws(Errno) in
+                    if linkat(procFD, name, parentFD, newName.cString, Int32(FERRY_AT_SYMLINK_FOLLOW)) != 0 {
+                        throw ownFailure("linkat")
+                    }
+                }
+            }
+            // Same node: hand back the inode itself, with fresh attributes (link count).
+            return Entry(key: inode.key, inode: inode, attributes: try attributes(ofFD: fd))
+        }
+    }
+
+    // MARK: - Files
+
+    public func open(_ inode: Inode, flags: Int32, killSuidGid: Bool, _ caller: Credentials) throws(Errno) -> OpenedFile<File> {
+        become(caller)
+        try checkRegularFile(inode)
+        if wantsWrite(flags) { try checkWritable() }
+        let openFlags = sanitizedOpenFlags(flags)
+        let fd = try withPathFD(inode) { pathFD throws(Errno) in try reopen(pathFD, flags: openFlags) }
+        if killSuidGid && flags & O_TRUNC != 0 { killSetIDBits(ioFD: fd) }
+        return OpenedFile(file: File(fd: fd))
+    }
+
+    public func create(_ parent: Inode, _ name: FileName, mode: UInt32, flags: Int32,
+                       _ caller: Credentials) throws(Errno) -> (Entry, OpenedFile<File>) {
+        become(caller)
+        try checkWritable()
+        guard parent.isDirectory else { throw .notDirectory }
+        let openFlags = sanitizedOpenFlags(flags)
+        let bits = creationMode(mode, caller)
+        return try withPathFD(parent) { parentFD throws(Errno) -> (Entry, OpenedFile<File>) in
+            // Always O_EXCL: O_CREAT on an existing name would open whatever is there (a fifo
+            // would block us, a device would be opened). O_NOFOLLOW + RESOLVE_NO_SYMLINKS:
+            // never create through a symlink.
+            let fd = ferry_openat2(parentFD, name.cString,
+                                   UInt64(bitPattern: Int64(openFlags | O_CREAT | O_EXCL | O_NOFOLLOW)),
+                                   UInt64(bits), openat2Resolve)
+            if fd >= 0 {
+                let file = File(fd: fd)
+                return (try makeEntry(ioFD: fd), OpenedFile(file: file))
+            }
+            if errno != EEXIST || flags & O_EXCL != 0 { throw ownFailure("openat2(O_CREAT)") }
+            // It exists and the caller did not ask for exclusivity: open it like OPEN does,
+            // after checking what it is.
+            let pathFD = try openChild(parentFD, name)
+            let entry = try makeEntry(pathFD: pathFD, pin: false)
+            try checkRegularFile(entry.inode)
+            let ioFD = try withPathFD(entry.inode) { fd throws(Errno) in try reopen(fd, flags: openFlags) }
+            return (entry, OpenedFile(file: File(fd: ioFD)))
+        }
+    }
+
+    public func read(_ file: File, offset: UInt64, into buffers: IOVectors, _ caller: Credentials) throws(Errno) -> Int {
+        guard offset <= UInt64(Int64.max) else { throw .invalid }
+        var n: Int
+        repeat {
+            n = preadv(file.fd, buffers.base, Int32(buffers.count), off_t(offset))
+        } while n < 0 && errno == EINTR
+        // EBADF: the guest read a handle not opened for reading.
+        if n < 0 { throw Errno.current }
+        if n == 0 { return 0 }
+        let wanted = buffers.totalLength
+        if n == wanted { return n }
+        // Short read: keep reading into the rest until EOF (rare: racing writers, some fs).
+        var done = n
+        var skip = n
+        for i in 0..<buffers.count {
+            let length = buffers.base[i].iov_len
+            if skip >= length { skip -= length; continue }
+            var pointer = buffers.base[i].iov_base! + skip
+            var remaining = length - skip
+            skip = 0
+            while remaining > 0 {
+                let r = pread(file.fd, pointer, remaining, off_t(offset) + off_t(done))
+                if r < 0 { if errno == EINTR { continue }; return done }
+                if r == 0 { return done }
+                done += r; pointer += r; remaining -= r
+            }
+        }
+        return done
+    }
+
+    public func write(_ file: File, offset: UInt64, from buffers: IOVectors, killSuidGid: Bool, _ caller: Credentials) throws(Errno) -> Int {
+        guard offset <= UInt64(Int64.max) else { throw .invalid }
+        become(caller)
+        var n: Int
+        repeat {
+            n = pwritev(file.fd, buffers.base, Int32(buffers.count), off_t(offset))
+        } while n < 0 && errno == EINTR
+        if n < 0 { throw Errno.current }
+        if killSuidGid && n > 0 { killSetIDBits(ioFD: file.fd) }
+        return n
+    }
+
+    public func flush(_ file: File, lockOwner: UInt64, _ caller: Credentials) throws(Errno) {
+        // close() of a duplicate gives the close-time semantics (errors, lock release) the
+        // guest's close expects, while the handle itself stays open until RELEASE.
+        let duplicate = dup(file.fd)
+        if duplicate < 0 { throw ownFailure("dup") }
+        if close(duplicate) != 0 && errno != EINTR { throw Errno.current }
+    }
+
+    public func release(_ file: File, flags: Int32, _ caller: Credentials) {}
+
+    public func fsync(_ file: File, dataOnly: Bool, _ caller: Credentials) throws(Errno) {
+        if (dataOnly ? fdatasync(file.fd) : Glibc.fsync(file.fd)) != 0 { throw ownFailure("fsync") }
+    }
+
+    // MARK: - Directories
+
+    public func opendir(_ inode: Inode, flags: Int32, _ caller: Credentials) throws(Errno) -> Directory {
+        become(caller)
+        guard inode.isDirectory else { throw .notDirectory }
+        let fd = try withPathFD(inode) { pathFD throws(Errno) in
+            try reopen(pathFD, flags: O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        }
+        return Directory(fd: fd)
+    }
+
+    static let direntBufferSize = 8192
+
+    public func readdir(_ directory: Directory, at offset: UInt64, _ caller: Credentials,
+                        _ emit: (DirectoryEntry) -> Bool) throws(Errno) {
+        let start = off_t(Int64(bitPattern: offset))
+        try directory.lock.withLock { _ throws(Errno) in
+            // Offsets are the file system's own d_off cookies: seek to the one after the last
+            // entry the guest consumed (0 = rewind).
+            if Glibc.lseek(directory.fd, start, SEEK_SET) < 0 { throw ownFailure("lseek(dir)") }
+            try withUnsafeTemporaryAllocation(byteCount: Self.direntBufferSize, alignment: 8) { buffer throws(Errno) in
+                let base = buffer.baseAddress!
+                while true {
+                    let n = ferry_getdents64(directory.fd, base, buffer.count)
+                    if n < 0 { throw ownFailure("getdents64") }
+                    if n == 0 { return }
+                    var position = 0
+                    while position < n {
+                        let record = base + position
+                        let ino = record.loadUnaligned(as: UInt64.self)
+                        let next = record.loadUnaligned(fromByteOffset: 8, as: Int64.self)
+                        let length = Int(record.loadUnaligned(fromByteOffset: 16, as: UInt16.self))
+                        let type = record.load(fromByteOffset: 18, as: UInt8.self)
+                        let namePointer = (record + 19).assumingMemoryBound(to: CChar.self)
+                        let nameLength = strnlen(namePointer, length - 19)
+                        let entry = DirectoryEntry(name: UnsafeRawBufferPointer(start: record + 19, count: nameLength),
+                                                   inode: ino, type: UInt32(type), nextOffset: UInt64(bitPattern: next))
+                        if !emit(entry) { return }
+                        position += length
+                    }
+                }
+            }
+        }
+    }
+
+    public func releasedir(_ directory: Directory) {}
+
+    public func fsyncdir(_ directory: Directory, dataOnly: Bool, _ caller: Credentials) throws(Errno) {
+        if (dataOnly ? fdatasync(directory.fd) : Glibc.fsync(directory.fd)) != 0 { throw ownFailure("fsync(dir)") }
+    }
+
+    // MARK: - File system
+
+    public func statfs(_ inode: Inode, _ caller: Credentials) throws(Errno) -> FileSystemStatistics {
+        become(caller)
+        return try withPathFD(inode) { fd throws(Errno) -> FileSystemStatistics in
+            var st = statvfs()
+            if fstatvfs(fd, &st) != 0 { throw ownFailure("fstatvfs") }
+            return FileSystemStatistics(blocks: UInt64(st.f_blocks), freeBlocks: UInt64(st.f_bfree),
+                                        availableBlocks: UInt64(st.f_bavail), files: UInt64(st.f_files),
+                                        freeFiles: UInt64(st.f_ffree), blockSize: UInt32(truncatingIfNeeded: st.f_bsize),
+                                        fragmentSize: UInt32(truncatingIfNeeded: st.f_frsize),
+                                        maximumNameLength: UInt32(truncatingIfNeeded: st.f_namemax))
+        }
+    }
+
+    public func syncfs(_ inode: Inode, _ caller: Credentials) throws(Errno) {
+        become(caller)
+        if inode.key.mountID == rootMountID || !(inode.isDirectory || inode.isRegularFile) {
+            if ferry_syncfs(mountFD) != 0 { throw ownFailure("syncfs") }
+            return
+        }
+        // syncfs refuses O_PATH fds: open the (type-checked) node read-only as the daemon.
+        try withPathFD(inode) { pathFD throws(Errno) in
+            let fd = try ThreadCredentialState.current.asDaemon { () throws(Errno) in
+                try reopen(pathFD, flags: O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+            }
+            defer { close(fd) }
+            if ferry_syncfs(fd) != 0 { throw ownFailure("syncfs") }
+        }
+    }
+
+    public func destroy() {}
+
+    // MARK: - Extended attributes
+
+    /// xattrs only on regular files and directories (like virtiofsd): reaching a special
+    /// file's or symlink's xattrs would need a path or an open we refuse to make.
+    @inline(__always)
+    func withXattrPath<R>(_ inode: Inode, _ body: (UnsafePointer<CChar>) throws(Errno) -> R) throws(Errno) -> R {
+        guard inode.isRegularFile || inode.isDirectory else { throw .notSupported }
+        return try withPathFD(inode) { fd throws(Errno) -> R in
+            try withDescriptorName(fd, absolute: true, body)
+        }
+    }
+
+    /// trusted.* and security.* are guarded by CAP_SYS_ADMIN / CAP_SETFCAP, which the daemon
+    /// keeps whatever its fsuid: only a root caller may change them.
+    @inline(__always)
+    func checkPrivilegedXattr(_ name: AttributeName, _ caller: Credentials) throws(Errno) {
+        if caller.uid != 0 && (hasPrefix(name.bytes, "trusted.") || hasPrefix(name.bytes, "security.")) {
+            throw .notPermitted
+        }
+    }
+
+    public func setxattr(_ inode: Inode, name: AttributeName, value: UnsafeRawBufferPointer, flags: Int32,
+                         _ caller: Credentials) throws(Errno) {
+        become(caller)
+        try checkWritable()
+        try checkPrivilegedXattr(name, caller)
+        try withXattrPath(inode) { path throws(Errno) in
+            if CFerry.setxattr(path, name.cString, value.baseAddress, value.count, flags) != 0 { throw ownFailure("setxattr") }
+        }
+    }
+
+    public func getxattr(_ inode: Inode, name: AttributeName, into buffer: UnsafeMutableRawBufferPointer,
+                         _ caller: Credentials) throws(Errno) -> Int {
+        become(caller)
+        return try withXattrPath(inode) { path throws(Errno) -> Int in
+            let n = CFerry.getxattr(path, name.cString, buffer.baseAddress, buffer.count)
+            if n < 0 { throw ownFailure("getxattr") }
+            return n
+        }
+    }
+
+    public func listxattr(_ inode: Inode, into buffer: UnsafeMutableRawBufferPointer, _ caller: Credentials) throws(Errno) -> Int {
+        become(caller)
+        return try withXattrPath(inode) { path throws(Errno) -> Int in
+            let n = CFerry.listxattr(path, buffer.baseAddress?.assumingMemoryBound(to: CChar.self), buffer.count)
+            if n < 0 { throw ownFailure("listxattr") }
+            return n
+        }
+    }
+
+    public func removexattr(_ inode: Inode, name: AttributeName, _ caller: Credentials) throws(Errno) {
+        become(caller)
+        try checkWritable()
+        try checkPrivilegedXattr(name, caller)
+        try withXattrPath(inode) { path throws(Errno) in
+            if CFerry.removexattr(path, name.cString) != 0 { throw ownFailure("removexattr") }
+        }
+    }
+
+    // MARK: - Access, locks, ranges
+
+    public func access(_ inode: Inode, mask: Int32, _ caller: Credentials) throws(Errno) {
+        become(caller)
+        if options.readOnly && mask & W_OK != 0 && !inode.isSymlink { throw .readOnly }
+        try withPathFD(inode) { fd throws(Errno) in
+            try withDescriptorName(fd) { name throws(Errno) in
+                // AT_EACCESS: check with the thread's fs credentials (the caller's), not the
+                // real uid.
+                if faccessat(procFD, name, mask, AT_EACCESS) != 0 { throw ownFailure("faccessat") }
+            }
+        }
+    }
+
+    static func flockFor(_ lock: RecordLock) throws(Errno) -> flock {
+        guard lock.start <= UInt64(Int64.max), lock.end >= lock.start else { throw .invalid }
+        var fl = flock()
+        fl.l_type = Int16(truncatingIfNeeded: lock.type)
+        fl.l_whence = Int16(SEEK_SET)
+        fl.l_start = off_t(lock.start)
+        if lock.end == UInt64.max || lock.end - lock.start >= UInt64(Int64.max) {
+            fl.l_len = 0
+        } else {
+            fl.l_len = off_t(lock.end - lock.start + 1)
+        }
+        fl.l_pid = 0  // OFD locks require 0
+        return fl
+    }
+
+    public func getlk(_ file: File, owner: UInt64, _ lock: RecordLock, _ caller: Credentials) throws(Errno) -> RecordLock {
+        var fl = try Self.flockFor(lock)
+        if ferry_fcntl_lock(file.fd, Int32(FERRY_F_OFD_GETLK), &fl) != 0 { throw Errno.current }
+        if Int32(fl.l_type) == F_UNLCK { return RecordLock(start: lock.start, end: lock.end, type: F_UNLCK, pid: 0) }
+        let start = UInt64(fl.l_start)
+        let end = fl.l_len == 0 ? UInt64.max : start + UInt64(fl.l_len) - 1
+        // OFD locks have no owning process: the kernel reports pid -1; we report 0.
+        return RecordLock(start: start, end: end, type: Int32(fl.l_type), pid: 0)
+    }
+
+    public func setlk(_ file: File, owner: UInt64, _ lock: RecordLock, wait: Bool, _ caller: Credentials) throws(Errno) {
+        var fl = try Self.flockFor(lock)
+        let command = Int32(wait ? FERRY_F_OFD_SETLKW : FERRY_F_OFD_SETLK)
+        // EBADF: a write lock on a handle not open for writing — the guest's error.
+        if ferry_fcntl_lock(file.fd, command, &fl) != 0 { throw Errno.current }
+    }
+
+    public func fallocate(_ file: File, mode: Int32, offset: UInt64, length: UInt64, _ caller: Credentials) throws(Errno) {
+        guard offset <= UInt64(Int64.max), length <= UInt64(Int64.max) else { throw .invalid }
+        become(caller)
+        if ferry_fallocate(file.fd, mode, Int64(offset), Int64(length)) != 0 { throw Errno.current }
+    }
+
+    public func lseek(_ file: File, offset: UInt64, whence: Int32, _ caller: Credentials) throws(Errno) -> UInt64 {
+        guard whence == Int32(FERRY_SEEK_DATA) || whence == Int32(FERRY_SEEK_HOLE) else { throw .invalid }
+        guard offset <= UInt64(Int64.max) else { throw .noDevice }
+        let result = Glibc.lseek(file.fd, off_t(offset), whence)
+        if result < 0 { throw ownFailure("lseek") }  // ENXIO: beyond EOF / no more data
+        return UInt64(result)
+    }
+
+    public func copyFileRange(from source: File, at sourceOffset: UInt64, to destination: File, at destinationOffset: UInt64,
+                              length: UInt64, flags: UInt64, _ caller: Credentials) throws(Errno) -> Int {
+        guard sourceOffset <= UInt64(Int64.max), destinationOffset <= UInt64(Int64.max),
+              flags <= UInt64(UInt32.max) else { throw .invalid }
+        become(caller)
+        var inOffset = Int64(sourceOffset), outOffset = Int64(destinationOffset)
+        let n = ferry_copy_file_range(source.fd, &inOffset, destination.fd, &outOffset,
+                                      Int(min(length, UInt64(Int.max))), UInt32(flags))
+        if n < 0 { throw Errno.current }
+        return n
+    }
+
+    public func tmpfile(_ parent: Inode, mode: UInt32, flags: Int32, _ caller: Credentials) throws(Errno) -> (Entry, OpenedFile<File>) {
+        become(caller)
+        try checkWritable()
+        guard parent.isDirectory else { throw .notDirectory }
+        var openFlags = sanitizedOpenFlags(flags) & ~O_DIRECTORY
+        if flags & O_EXCL != 0 { openFlags |= O_EXCL }  // O_TMPFILE|O_EXCL: never linkable
+        if openFlags & O_ACCMODE == O_RDONLY { openFlags = (openFlags & ~O_ACCMODE) | O_RDWR }
+        let bits = creationMode(mode, caller)
+        let fd = try withPathFD(parent) { pathFD throws(Errno) in
+            try reopen(pathFD, flags: oTmpfile | openFlags, mode: bits)
+        }
+        let file = File(fd: fd)
+        // Pinned: an unlinked inode may not be reachable by file handle.
+        return (try makeEntry(ioFD: fd, pin: true), OpenedFile(file: file))
+    }
+}

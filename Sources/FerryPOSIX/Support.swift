@@ -1,0 +1,114 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CFerry
+import FerryCore
+
+/// The errno of a call on one of our own descriptors. EBADF/EFAULT there mean a bug in the
+/// driver (a closed or wrong fd, a bad pointer), never a guest error: stop loudly.
+@inline(__always)
+func ownFailure(_ call: StaticString) -> Errno {
+    let e = errno
+    if e == EBADF || e == EFAULT {
+        preconditionFailure("FerryPOSIX: \(call) failed with errno \(e): driver bug")
+    }
+    return Errno(e)
+}
+
+let statxMask: UInt32 = 0x17ff  // STATX_BASIC_STATS | STATX_MNT_ID
+let emptyPathNoFollow: Int32 = 0x1100  // AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW
+let utimeNow: Int = 0x3fff_ffff  // UTIME_NOW
+let utimeOmit: Int = 0x3fff_fffe  // UTIME_OMIT
+let openat2Resolve: UInt64 = 0x0e  // RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS
+let oPath: Int32 = 0o10000000  // O_PATH
+let oTmpfile: Int32 = 0o20200000  // O_TMPFILE
+/// `__O_TMPFILE` without O_DIRECTORY.
+let oTmpfileBit: Int32 = 0o20000000
+
+/// Stats an fd (O_PATH or open) without following anything.
+@inline(__always)
+func statxFD(_ fd: Int32, _ out: inout statx) -> Bool {
+    ferry_statx(fd, "", emptyPathNoFollow, statxMask, &out) == 0
+}
+
+extension statx {
+    /// STATX_MNT_ID lives in the first padding word of glibc's (older) struct statx.
+    var mountID: Int32 {
+        if (stx_mask & 0x1000) == 0 { return 0 }
+        let offset = 144  // after stx_dev_minor; struct statx is 256 bytes, fixed by the kernel ABI
+        return withUnsafeBytes(of: self) { Int32(truncatingIfNeeded: $0.load(fromByteOffset: offset, as: UInt64.self)) }
+    }
+    var device: UInt64 { UInt64(stx_dev_major) << 32 | UInt64(stx_dev_minor) }
+    var fileType: UInt32 { UInt32(stx_mode) & typeMask }
+}
+
+@inline(__always)
+private func timestamp(_ t: statx_timestamp) -> Timestamp {
+    Timestamp(seconds: t.tv_sec, nanoseconds: t.tv_nsec)
+}
+
+/// The kernel's `new_encode_dev`, which is what FUSE carries in 32 bits.
+@inline(__always)
+func encodeDevice(major: UInt32, minor: UInt32) -> UInt32 {
+    (minor & 0xff) | (major << 8) | ((minor & ~0xff) << 12)
+}
+
+extension Attributes {
+    init(_ s: statx) {
+        self.init(inode: s.stx_ino, size: s.stx_size, blocks: s.stx_blocks,
+                  accessTime: timestamp(s.stx_atime), modificationTime: timestamp(s.stx_mtime),
+                  changeTime: timestamp(s.stx_ctime), mode: UInt32(s.stx_mode), linkCount: s.stx_nlink,
+                  uid: s.stx_uid, gid: s.stx_gid,
+                  rdev: encodeDevice(major: s.stx_rdev_major, minor: s.stx_rdev_minor),
+                  blockSize: s.stx_blksize)
+    }
+}
+
+private let procPrefix: StaticString = "/proc/self/fd/"
+
+/// Formats `fd` as a NUL-terminated decimal name ("17"), or with `absolute` as
+/// "/proc/self/fd/17", in a stack buffer.
+@inline(__always)
+func withDescriptorName<R>(_ fd: Int32, absolute: Bool = false,
+                           _ body: (UnsafePointer<CChar>) throws(Errno) -> R) throws(Errno) -> R {
+    precondition(fd >= 0, "FerryPOSIX: negative descriptor")
+    return try withUnsafeTemporaryAllocation(of: CChar.self, capacity: 32) { buffer throws(Errno) -> R in
+        var i = 0
+        if absolute {
+            let prefix = procPrefix.utf8Start
+            for j in 0..<procPrefix.utf8CodeUnitCount {
+                buffer[i] = CChar(bitPattern: prefix[j]); i += 1
+            }
+        }
+        let start = i
+        var value = UInt32(fd)
+        repeat {
+            buffer[i] = CChar(UInt8(ascii: "0") + UInt8(value % 10)); i += 1
+            value /= 10
+        } while value != 0
+        // Digits came out least significant first.
+        var lo = start, hi = i - 1
+        while lo < hi { buffer.swapAt(lo, hi); lo += 1; hi -= 1 }
+        buffer[i] = 0
+        return try body(UnsafePointer(buffer.baseAddress!))
+    }
+}
+
+/// True when the NUL-less name bytes start with `prefix`.
+@inline(__always)
+func hasPrefix(_ bytes: UnsafeRawBufferPointer, _ prefix: StaticString) -> Bool {
+    let n = prefix.utf8CodeUnitCount
+    if bytes.count < n { return false }
+    let p = prefix.utf8Start
+    for i in 0..<n where bytes[i] != p[i] { return false }
+    return true
+}
+
+// File type and mode bits as UInt32 (Glibc and CFerry both import the macros, ambiguously).
+let typeMask: UInt32 = 0o170000     // S_IFMT
+let typeDirectory: UInt32 = 0o040000
+let typeRegular: UInt32 = 0o100000
+let typeSymlink: UInt32 = 0o120000
+let modeSetUID: UInt32 = 0o4000
+let modeSetGID: UInt32 = 0o2000
+let modeGroupExecute: UInt32 = 0o0010
