@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <sys/file.h>
 #include <sys/uio.h>
+#include <sys/xattr.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,3 +70,12 @@ int ferry_statx(int dirfd, const char *path, int flags, unsigned int mask, void 
 }
 int ferry_umount2(const char *target, int flags) { return umount2(target, flags); }
 pid_t ferry_gettid(void) { return (pid_t)syscall(SYS_gettid); }
+
+int ferry_setxattr(const char *path, const char *name, const void *value, size_t size, int flags) {
+    return setxattr(path, name, value, size, flags);
+}
+ssize_t ferry_getxattr(const char *path, const char *name, void *value, size_t size) {
+    return getxattr(path, name, value, size);
+}
+ssize_t ferry_listxattr(const char *path, char *list, size_t size) { return listxattr(path, list, size); }
+int ferry_removexattr(const char *path, const char *name) { return removexattr(path, name); }

@@ -27,7 +27,7 @@ extension FUSEServer {
 
         case .lookup(let rawName):
             let parent = try inode(h.nodeID)
-            let entry = try driver.lookup(parent, try name(rawName), caller, existing: nodes.existing)
+            let entry = try driver.lookup(parent, try name(rawName), caller, existing: { self.nodes.existing($0) })
             return try entryReply(entry, unique, reply)
 
         case .forget(let count):
@@ -364,7 +364,7 @@ extension FUSEServer {
                 guard case .success(let name) = FileName.validated(entry.name) else { return true }
                 let out: FUSEEntryOut
                 do throws(Errno) {
-                    out = try entryOut(try driver.lookup(open.inode, name, caller, existing: nodes.existing))
+                    out = try entryOut(try driver.lookup(open.inode, name, caller, existing: { self.nodes.existing($0) }))
                 } catch {
                     if error == .tooManyOpenFiles { stopError = error; return false }
                     return true   // gone since the directory was read: skip it

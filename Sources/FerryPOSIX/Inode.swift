@@ -99,9 +99,19 @@ public final class File: Sendable {
 
 /// A directory opened for reading (OPENDIR). The lock keeps two READDIRs on the same
 /// handle from interleaving the descriptor's position.
-public final class Directory: Sendable {
+public final class Directory: @unchecked Sendable {
     public let fd: Int32
+    /// Serialises READDIR on this handle: the fd's position and `buffer` are shared.
     let lock = Mutex<Void>(())
-    init(fd: Int32) { self.fd = fd }
-    deinit { close(fd) }
+    /// getdents64 lands here. Owned by the handle (and used only under `lock`) so listing a
+    /// directory allocates once per OPENDIR, not once per READDIR.
+    let buffer: UnsafeMutableRawBufferPointer
+    init(fd: Int32, bufferSize: Int) {
+        self.fd = fd
+        self.buffer = .allocate(byteCount: bufferSize, alignment: 8)
+    }
+    deinit {
+        close(fd)
+        buffer.deallocate()
+    }
 }

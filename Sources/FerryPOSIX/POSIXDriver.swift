@@ -46,7 +46,7 @@ public final class POSIXDriver: FileSystemDriver {
     let budget: DescriptorBudget
 
     public init(root: String, options: POSIXOptions = .init()) throws(Errno) {
-        let rootFD = ferry_open(root, O_PATH | O_DIRECTORY | O_CLOEXEC, 0)
+        let rootFD = ferry_open(root, oPath | O_DIRECTORY | O_CLOEXEC, 0)
         if rootFD < 0 { throw Errno.current }
         let procFD = ferry_open("/proc/self/fd", oPath | O_DIRECTORY | O_CLOEXEC, 0)
         if procFD < 0 { let e = Errno.current; close(rootFD); throw e }
@@ -66,7 +66,7 @@ public final class POSIXDriver: FileSystemDriver {
             var bytes = KernelFileHandle()
             var length: UInt32 = UInt32(FERRY_MAX_HANDLE_SZ), type: Int32 = 0, handleMount: Int32 = 0
             var rc = withUnsafeMutableBytes(of: &bytes.storage) {
-                ferry_name_to_handle(rootFD, "", Int32(FERRY_AT_EMPTY_PATH),
+                ferry_name_to_handle(rootFD, emptyPath, Int32(FERRY_AT_EMPTY_PATH),
                                      $0.baseAddress!.assumingMemoryBound(to: UInt8.self), &length, &type, &handleMount)
             }
             if rc == 0 {
@@ -190,7 +190,7 @@ public final class POSIXDriver: FileSystemDriver {
             var handle = KernelFileHandle()
             var length = UInt32(FERRY_MAX_HANDLE_SZ), type: Int32 = 0, handleMount: Int32 = 0
             let rc = withUnsafeMutableBytes(of: &handle.storage) {
-                ferry_name_to_handle(fd, "", Int32(FERRY_AT_EMPTY_PATH),
+                ferry_name_to_handle(fd, emptyPath, Int32(FERRY_AT_EMPTY_PATH),
                                      $0.baseAddress!.assumingMemoryBound(to: UInt8.self), &length, &type, &handleMount)
             }
             if rc == 0 && handleMount == rootMountID {
@@ -275,9 +275,25 @@ public final class POSIXDriver: FileSystemDriver {
     }
 
     public func lookup(_ parent: Inode, _ name: FileName, _ caller: Credentials) throws(Errno) -> Entry {
+        try lookup(parent, name, caller, existing: { _ in nil })
+    }
+
+    /// A name the kernel looks up again (it revalidates all the time) finds its node
+    /// already held by the core: reuse that inode instead of making a new one, so the
+    /// steady state allocates nothing.
+    public func lookup(_ parent: Inode, _ name: FileName, _ caller: Credentials,
+                       existing: (InodeKey) -> Inode?) throws(Errno) -> Entry {
         become(caller)
         guard parent.isDirectory else { throw .notDirectory }
         let fd = try withPathFD(parent) { parentFD throws(Errno) in try openChild(parentFD, name) }
+        var stx = statx()
+        if !statxFD(fd, &stx) { let e = ownFailure("statx"); close(fd); throw e }
+        // The same identity makeEntry gives a node: name_to_handle_at's mount id is statx's.
+        let key = InodeKey(device: stx.device, inode: stx.stx_ino, mountID: stx.mountID)
+        if let known = existing(key) {
+            close(fd)
+            return Entry(key: key, inode: known, attributes: Attributes(stx))
+        }
         return try makeEntry(pathFD: fd)
     }
 
@@ -306,7 +322,7 @@ public final class POSIXDriver: FileSystemDriver {
             }
             if changes.uid != nil || changes.gid != nil {
                 let uid = changes.uid ?? UInt32.max, gid = changes.gid ?? UInt32.max
-                if fchownat(pathFD, "", uid, gid, emptyPathNoFollow) != 0 { throw ownFailure("fchownat") }
+                if fchownat(pathFD, emptyPath, uid, gid, emptyPathNoFollow) != 0 { throw ownFailure("fchownat") }
             }
             if let size = changes.size {
                 guard size <= UInt64(Int64.max) else { throw .invalid }
@@ -368,7 +384,7 @@ public final class POSIXDriver: FileSystemDriver {
         guard inode.isSymlink else { throw .invalid }
         guard let base = buffer.baseAddress, buffer.count > 0 else { throw .range }
         return try withPathFD(inode) { fd throws(Errno) -> Int in
-            let n = readlinkat(fd, "", base.assumingMemoryBound(to: CChar.self), buffer.count)
+            let n = readlinkat(fd, emptyPath, base.assumingMemoryBound(to: CChar.self), buffer.count)
             if n < 0 { throw ownFailure("readlinkat") }
             return n
         }
@@ -453,7 +469,7 @@ public final class POSIXDriver: FileSystemDriver {
             try withPathFD(newParent) { parentFD throws(Errno) in
                 // AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH, which only a root caller keeps;
                 // otherwise link through the magic link, which needs no capability.
-                if caller.uid == 0 && linkat(fd, "", parentFD, newName.cString, Int32(FERRY_AT_EMPTY_PATH)) == 0 { return }
+                if caller.uid == 0 && linkat(fd, emptyPath, parentFD, newName.cString, Int32(FERRY_AT_EMPTY_PATH)) == 0 { return }
                 try withDescriptorName(fd) { name throws(Errno) in
                     if linkat(procFD, name, parentFD, newName.cString, Int32(FERRY_AT_SYMLINK_FOLLOW)) != 0 {
                         throw ownFailure("linkat")
@@ -570,7 +586,7 @@ public final class POSIXDriver: FileSystemDriver {
         let fd = try withPathFD(inode) { pathFD throws(Errno) in
             try reopen(pathFD, flags: O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         }
-        return Directory(fd: fd)
+        return Directory(fd: fd, bufferSize: Self.direntBufferSize)
     }
 
     static let direntBufferSize = 8192
@@ -582,7 +598,8 @@ public final class POSIXDriver: FileSystemDriver {
             // Offsets are the file system's own d_off cookies: seek to the one after the last
             // entry the guest consumed (0 = rewind).
             if Glibc.lseek(directory.fd, start, SEEK_SET) < 0 { throw ownFailure("lseek(dir)") }
-            try withUnsafeTemporaryAllocation(byteCount: Self.direntBufferSize, alignment: 8) { buffer throws(Errno) in
+            do {
+                let buffer = directory.buffer
                 let base = buffer.baseAddress!
                 while true {
                     let n = ferry_getdents64(directory.fd, base, buffer.count)
@@ -673,7 +690,7 @@ public final class POSIXDriver: FileSystemDriver {
         try checkWritable()
         try checkPrivilegedXattr(name, caller)
         try withXattrPath(inode) { path throws(Errno) in
-            if CFerry.setxattr(path, name.cString, value.baseAddress, value.count, flags) != 0 { throw ownFailure("setxattr") }
+            if ferry_setxattr(path, name.cString, value.baseAddress, value.count, flags) != 0 { throw ownFailure("setxattr") }
         }
     }
 
@@ -681,7 +698,7 @@ public final class POSIXDriver: FileSystemDriver {
                          _ caller: Credentials) throws(Errno) -> Int {
         become(caller)
         return try withXattrPath(inode) { path throws(Errno) -> Int in
-            let n = CFerry.getxattr(path, name.cString, buffer.baseAddress, buffer.count)
+            let n = ferry_getxattr(path, name.cString, buffer.baseAddress, buffer.count)
             if n < 0 { throw ownFailure("getxattr") }
             return n
         }
@@ -690,7 +707,7 @@ public final class POSIXDriver: FileSystemDriver {
     public func listxattr(_ inode: Inode, into buffer: UnsafeMutableRawBufferPointer, _ caller: Credentials) throws(Errno) -> Int {
         become(caller)
         return try withXattrPath(inode) { path throws(Errno) -> Int in
-            let n = CFerry.listxattr(path, buffer.baseAddress?.assumingMemoryBound(to: CChar.self), buffer.count)
+            let n = ferry_listxattr(path, buffer.baseAddress?.assumingMemoryBound(to: CChar.self), buffer.count)
             if n < 0 { throw ownFailure("listxattr") }
             return n
         }
@@ -701,7 +718,7 @@ public final class POSIXDriver: FileSystemDriver {
         try checkWritable()
         try checkPrivilegedXattr(name, caller)
         try withXattrPath(inode) { path throws(Errno) in
-            if CFerry.removexattr(path, name.cString) != 0 { throw ownFailure("removexattr") }
+            if ferry_removexattr(path, name.cString) != 0 { throw ownFailure("removexattr") }
         }
     }
 

@@ -25,10 +25,18 @@ let oTmpfile: Int32 = 0o20200000  // O_TMPFILE
 /// `__O_TMPFILE` without O_DIRECTORY.
 let oTmpfileBit: Int32 = 0o20000000
 
+/// The empty path for `*at(fd, "", AT_EMPTY_PATH)` calls. Passing a Swift `""` to a C
+/// string parameter copies it into a temporary heap buffer on every call; this is made once.
+let emptyPath: UnsafePointer<CChar> = {
+    let p = UnsafeMutablePointer<CChar>.allocate(capacity: 1)
+    p.pointee = 0
+    return UnsafePointer(p)
+}()
+
 /// Stats an fd (O_PATH or open) without following anything.
 @inline(__always)
 func statxFD(_ fd: Int32, _ out: inout statx) -> Bool {
-    ferry_statx(fd, "", emptyPathNoFollow, statxMask, &out) == 0
+    ferry_statx(fd, emptyPath, emptyPathNoFollow, statxMask, &out) == 0
 }
 
 extension statx {

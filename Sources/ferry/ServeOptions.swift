@@ -9,7 +9,7 @@ extension CachePolicy: ExpressibleByArgument {}
 enum InodeFileHandles: String, ExpressibleByArgument, CaseIterable {
     case never, prefer, mandatory
 
-    var mode: POSIXOptions.FileHandleMode {
+    var mode: FileHandleMode {
         switch self {
         case .never: return .never
         case .prefer: return .prefer

@@ -12,9 +12,9 @@ final class MemoryDriver: FileSystemDriver, @unchecked Sendable {
         let number: UInt64
         let mode: UInt32
         var children: [String: Node] = [:]
-        let released: Atomic<Int>
-        init(number: UInt64, mode: UInt32, released: Atomic<Int>) { self.number = number; self.mode = mode; self.released = released }
-        deinit { released.add(1, ordering: .relaxed) }
+        let released: ReleaseCounter
+        init(number: UInt64, mode: UInt32, released: ReleaseCounter) { self.number = number; self.mode = mode; self.released = released }
+        deinit { released.count.add(1, ordering: .relaxed) }
     }
     final class Handle: @unchecked Sendable { let node: Node; init(_ node: Node) { self.node = node } }
 
@@ -23,15 +23,17 @@ final class MemoryDriver: FileSystemDriver, @unchecked Sendable {
     typealias File = Handle
     typealias Directory = Handle
 
-    /// Inodes whose last reference went away.
-    let releasedInodes = Atomic<Int>(0)
+    final class ReleaseCounter: @unchecked Sendable { let count = Atomic<Int>(0) }
+    /// Counts inodes whose last reference went away.
+    let released = ReleaseCounter()
+    var releasedInodes: Int { released.count.load(ordering: .relaxed) }
     private let lock = Mutex(())
     private var nextNumber: UInt64 = 2
     private(set) var rootNode: Node!
     /// Every (operation, uid, gid, pid) the driver saw.
     private(set) var calls: [(String, UInt32, UInt32, UInt32)] = []
 
-    init() { rootNode = Node(number: 1, mode: UInt32(S_IFDIR) | 0o755, released: releasedInodes) }
+    init() { rootNode = Node(number: 1, mode: UInt32(S_IFDIR) | 0o755, released: released) }
 
     private func record(_ op: String, _ c: Credentials) { lock.withLock { _ in calls.append((op, c.uid, c.gid, c.pid)) } }
     func attributes(_ n: Node) -> Attributes { Attributes(inode: n.number, mode: n.mode, linkCount: 1) }
@@ -52,7 +54,7 @@ final class MemoryDriver: FileSystemDriver, @unchecked Sendable {
     private func make(_ parent: Node, _ name: FileName, mode: UInt32) throws(Errno) -> Node {
         let result: Result<Node, Errno> = lock.withLock { _ in
             if parent.children[name.string] != nil { return .failure(.exists) }
-            let node = Node(number: nextNumber, mode: mode, released: releasedInodes)
+            let node = Node(number: nextNumber, mode: mode, released: released)
             nextNumber += 1
             parent.children[name.string] = node
             return .success(node)

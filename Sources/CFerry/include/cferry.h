@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <stddef.h>
 #include <sys/types.h>
+// struct statx and struct statx_timestamp: glibc declares them only under _GNU_SOURCE.
+#include <linux/stat.h>
 
 /// openat2(2) with RESOLVE_* flags; glibc 2.36 has no wrapper.
 int ferry_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode, uint64_t resolve);
@@ -38,6 +40,11 @@ int ferry_open(const char *path, int flags, uint32_t mode);
 int ferry_openat(int dirfd, const char *path, int flags, uint32_t mode);
 /// `out` points to a `struct statx`.
 int ferry_statx(int dirfd, const char *path, int flags, unsigned int mask, void *out);
+/// Extended attributes by path (glibc's <sys/xattr.h> is not in Swift's Glibc module).
+int ferry_setxattr(const char *path, const char *name, const void *value, size_t size, int flags);
+ssize_t ferry_getxattr(const char *path, const char *name, void *value, size_t size);
+ssize_t ferry_listxattr(const char *path, char *list, size_t size);
+int ferry_removexattr(const char *path, const char *name);
 int ferry_umount2(const char *target, int flags);
 pid_t ferry_gettid(void);
 
