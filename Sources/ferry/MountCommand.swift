@@ -57,11 +57,11 @@ struct MountCommand: ParsableCommand {
         let policy = export.policy
         let server: FUSEServer<POSIXDriver>
         do {
-            guard case .directory(let path) = parsed else { throw ValidationError("unsupported source") }
+            guard case .directory(let path) = parsed else { throw CLIError("unsupported source \(parsed)") }
             let driver = try POSIXDriver(root: path, options: export.posixOptions)
             server = try FUSEServer(driver: driver, policy: policy, logger: logger)
         } catch let error as Errno {
-            throw ValidationError("cannot serve \(parsed): \(error)")
+            throw CLIError("cannot serve \(parsed): \(error)")
         }
 
         let device: DeviceMount

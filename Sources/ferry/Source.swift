@@ -9,19 +9,19 @@ enum Source: CustomStringConvertible {
 
     init(parsing text: String) throws {
         if text.hasPrefix("nfs://") {
-            throw ValidationError("\(text): NFS sources are not supported by this build yet")
+            throw CLIError("\(text): NFS sources are not supported by this build yet")
         }
         if text.hasPrefix("rados://") {
-            throw ValidationError("\(text): RADOS sources are not supported by this build yet")
+            throw CLIError("\(text): RADOS sources are not supported by this build yet")
         }
         if let scheme = text.firstRange(of: "://") {
-            throw ValidationError("\(text): unknown source kind '\(text[..<scheme.lowerBound])' (expected a directory)")
+            throw CLIError("\(text): unknown source kind '\(text[..<scheme.lowerBound])' (expected a directory)")
         }
         var st = stat()
         guard stat(text, &st) == 0 else {
-            throw ValidationError("source \(text): \(String(cString: strerror(errno)))")
+            throw CLIError("source \(text): \(String(cString: strerror(errno)))")
         }
-        guard st.st_mode & S_IFMT == S_IFDIR else { throw ValidationError("source \(text) is not a directory") }
+        guard st.st_mode & S_IFMT == S_IFDIR else { throw CLIError("source \(text) is not a directory") }
         self = .directory(text)
     }
 
@@ -30,4 +30,11 @@ enum Source: CustomStringConvertible {
         case .directory(let path): return path
         }
     }
+}
+
+/// A problem with what the operator asked for, reported as `Error: message` without a
+/// usage dump (that is for malformed command lines).
+struct CLIError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }
