@@ -22,6 +22,8 @@ let package = Package(
         .target(name: "CLinuxFUSE"),
 
         .target(name: "FerryFUSE"),
+        // vhost-user messages and split virtqueue layout: wire formats, no I/O.
+        .target(name: "FerryVirtio"),
         .target(name: "FerryCore", dependencies: [
             "FerryFUSE", "CFerry",
             .product(name: "Logging", package: "swift-log"),
@@ -51,6 +53,7 @@ let package = Package(
 
         .target(name: "CMallocCounter", path: "Tests/CMallocCounter"),
         .testTarget(name: "FerryFUSETests", dependencies: ["FerryFUSE", "CLinuxFUSE"]),
+        .testTarget(name: "FerryVirtioTests", dependencies: ["FerryVirtio"]),
         .testTarget(name: "FerryCoreTests", dependencies: ["FerryCore", "FerryFUSE", "FerryPOSIX", "CMallocCounter"]),
         .testTarget(name: "FerryPOSIXTests", dependencies: ["FerryPOSIX", "FerryCore", "CFerry"]),
         .testTarget(name: "ConformanceTests", dependencies: []),

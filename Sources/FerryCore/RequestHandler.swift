@@ -40,6 +40,9 @@ public enum FUSEServerLimits {
 public protocol FUSERequestHandler: AnyObject, Sendable {
     /// `request` is one whole request exactly as received (header included).
     func handle(request: UnsafeRawBufferPointer, reply: inout ReplyArea) -> ReplyDisposition
+    /// A WRITE whose data stays in the caller's buffers: `request` is the header and
+    /// `fuse_write_in` only, `payload` the data, which the driver writes from directly.
+    func handle(request: UnsafeRawBufferPointer, payload: IOVectors, reply: inout ReplyArea) -> ReplyDisposition
     /// The connection went away without DESTROY (guest reset, unmount): forget every node
     /// and handle so the next INIT starts clean.
     func connectionLost()

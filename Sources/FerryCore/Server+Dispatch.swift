@@ -11,7 +11,7 @@ private enum SetattrBit {
 }
 
 extension FUSEServer {
-    func dispatch(_ request: FUSERequest, header h: FUSEInHeader, caller: Credentials,
+    func dispatch(_ request: FUSERequest, header h: FUSEInHeader, caller: Credentials, payload: IOVectors?,
                   reply: inout ReplyArea) throws(Errno) -> ReplyDisposition {
         let unique = h.unique
         switch request {
@@ -133,10 +133,14 @@ extension FUSEServer {
         case .write(let w, let data):
             try writable()
             let open = try file(w.fh)
+            let killSuidGid = w.writeFlags & 4 != 0                      // FUSE_WRITE_KILL_SUIDGID
+            if let payload {
+                let written = try driver.write(open, offset: w.offset, from: payload, killSuidGid: killSuidGid, caller)
+                return encode(FUSEWriteOut(size: UInt32(written)), unique, reply)
+            }
             var vector = iovec(iov_base: UnsafeMutableRawPointer(mutating: data.baseAddress), iov_len: data.count)
             let written = try withUnsafeMutablePointer(to: &vector) { (p: UnsafeMutablePointer<iovec>) throws(Errno) -> Int in
-                try driver.write(open, offset: w.offset, from: IOVectors(base: p, count: 1),
-                                 killSuidGid: w.writeFlags & 4 != 0, caller)   // FUSE_WRITE_KILL_SUIDGID
+                try driver.write(open, offset: w.offset, from: IOVectors(base: p, count: 1), killSuidGid: killSuidGid, caller)
             }
             return encode(FUSEWriteOut(size: UInt32(written)), unique, reply)
 

@@ -70,10 +70,19 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, @un
     }
 
     public func handle(request bytes: UnsafeRawBufferPointer, reply: inout ReplyArea) -> ReplyDisposition {
+        handle(bytes, payload: nil, reply: &reply)
+    }
+
+    public func handle(request bytes: UnsafeRawBufferPointer, payload: IOVectors, reply: inout ReplyArea) -> ReplyDisposition {
+        handle(bytes, payload: payload, reply: &reply)
+    }
+
+    private func handle(_ bytes: UnsafeRawBufferPointer, payload: IOVectors?, reply: inout ReplyArea) -> ReplyDisposition {
         let current = session.withLock { $0 }
         let decoded: FUSEDecodedRequest
         do {
-            decoded = try FUSEDecoder.decode(bytes, options: current.decodeOptions)
+            decoded = try FUSEDecoder.decode(bytes, externalPayloadLength: payload?.totalLength ?? 0,
+                                             options: current.decodeOptions)
         } catch {
             return refuseMalformed(bytes, error, reply: reply)
         }
@@ -92,7 +101,7 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, @un
                                                 count: groups.count / 4)
         }
         do {
-            return try dispatch(decoded.request, header: header, caller: caller, reply: &reply)
+            return try dispatch(decoded.request, header: header, caller: caller, payload: payload, reply: &reply)
         } catch {
             return errorReply(error, header.unique, reply)
         }

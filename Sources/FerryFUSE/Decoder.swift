@@ -18,9 +18,31 @@ public enum FUSEDecoder {
 
     /// Decodes a complete request: header, arguments and the validated extension area.
     public static func decode(_ bytes: UnsafeRawBufferPointer, options: FUSEDecodeOptions) throws(FUSEDecodeError) -> FUSEDecodedRequest {
+        try decode(bytes, externalPayloadLength: 0, options: options)
+    }
+
+    /// Decodes a request whose WRITE data is not in `bytes` but stays where the transport
+    /// found it (a guest's buffers): `bytes` is the header and `fuse_write_in` only, and
+    /// `externalPayloadLength` is how many data bytes follow elsewhere. Then `.write`'s
+    /// `data` is empty and the header's length must cover both parts. Only WRITE may have
+    /// an external payload.
+    public static func decode(_ bytes: UnsafeRawBufferPointer, externalPayloadLength: Int,
+                              options: FUSEDecodeOptions) throws(FUSEDecodeError) -> FUSEDecodedRequest {
         let header = try decodeHeader(bytes)
-        guard Int(header.length) == bytes.count else {
-            throw .lengthMismatch(claimed: header.length, available: bytes.count)
+        guard externalPayloadLength >= 0, Int(header.length) == bytes.count + externalPayloadLength else {
+            throw .lengthMismatch(claimed: header.length, available: bytes.count + max(0, externalPayloadLength))
+        }
+        if externalPayloadLength > 0 {
+            guard header.opcode == FUSEOpcode.write.rawValue, header.totalExtensionLength == 0 else {
+                throw .inconsistentCount(opcode: header.opcode)
+            }
+            let arguments = FUSEByteReader(UnsafeRawBufferPointer(rebasing: bytes[FUSEInHeader.size...]), opcode: header.opcode)
+            let fixed = try writeIn(arguments)
+            guard arguments.count == FUSEWriteIn.size, Int(fixed.size) == externalPayloadLength else {
+                throw .inconsistentCount(opcode: header.opcode)
+            }
+            let none = UnsafeRawBufferPointer(rebasing: bytes[bytes.count...])
+            return FUSEDecodedRequest(header: header, request: .write(fixed, data: none), extensions: none)
         }
         let opcode = header.opcode
         let bodyCount = bytes.count - FUSEInHeader.size

@@ -2,6 +2,7 @@ import CMallocCounter
 import FerryCore
 import FerryFUSE
 import FerryPOSIX
+import Foundation
 import Logging
 import Testing
 #if canImport(Glibc)
@@ -90,6 +91,33 @@ import Glibc
         ]
         // Warm up: first uses may set up per-thread state once.
         for _ in 0..<3 { for (_, r) in steady { f.send(r) } }
+
+        // WRITE whose data stays in the caller's buffers (as from a guest's descriptors).
+        var head = RequestBuilder(); head.u64(fh); head.u64(16384); head.u32(8192); head.u32(0); head.u64(0); head.u32(0); head.u32(0)
+        var headBytes = head.request(.write, nodeID: node)
+        let total = UInt32(headBytes.count + 8192)
+        withUnsafeBytes(of: total.littleEndian) { headBytes.replaceSubrange(0..<4, with: $0) }
+        let writeHead = f.prepare(headBytes)
+        let guestData = UnsafeMutableRawBufferPointer.allocate(byteCount: 8192, alignment: 4096)
+        defer { guestData.deallocate() }
+        for i in 0..<8192 { guestData[i] = UInt8(truncatingIfNeeded: i * 7) }
+        let payloadVectors = UnsafeMutablePointer<iovec>.allocate(capacity: 2)
+        defer { payloadVectors.deallocate() }
+        payloadVectors[0] = iovec(iov_base: guestData.baseAddress, iov_len: 3000)          // split like guest pages
+        payloadVectors[1] = iovec(iov_base: guestData.baseAddress! + 3000, iov_len: 5192)
+        func sendPayloadWrite() -> ReplyDisposition {
+            f.vector.pointee = iovec(iov_base: f.scratch.baseAddress! + 16, iov_len: f.scratch.count - 16)
+            var area = ReplyArea(scratch: f.scratch, readVectors: IOVectors(base: f.vector, count: 1))
+            return f.server.handle(request: writeHead, payload: IOVectors(base: payloadVectors, count: 2), reply: &area)
+        }
+        _ = sendPayloadWrite()
+        ferry_malloc_counting_begin()
+        for _ in 0..<200 { _ = sendPayloadWrite() }
+        let payloadAllocations = ferry_malloc_counting_end()
+        #expect(payloadAllocations == 0, "WRITE from caller buffers allocated \(payloadAllocations) times")
+        #expect(f.replyError == 0 && f.scratch.loadUnaligned(fromByteOffset: 16, as: UInt32.self) == 8192)
+        let onDisk = try Data(contentsOf: URL(fileURLWithPath: f.directory + "/file"))[16384..<(16384 + 8192)]
+        #expect(Array(onDisk) == Array(guestData))
 
         for (name, request) in steady {
             ferry_malloc_counting_begin()
