@@ -33,11 +33,21 @@ let package = Package(
             "FerryCore", "FerryFUSE", "CFerry",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .executableTarget(name: "ferry", dependencies: [
-            "FerryCore", "FerryPOSIX", "FerryDevFUSE",
+        // vhost-user-fs device back-end: socket, guest memory, virtqueues.
+        .target(name: "FerryVhostUser", dependencies: [
+            "FerryCore", "FerryFUSE", "FerryVirtio", "CFerry",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // A vhost-user-fs front-end in Swift (what QEMU and a guest kernel do), for tests
+        // and `ferry bench`.
+        .target(name: "FerryVhostFrontend", dependencies: ["FerryFUSE", "FerryVirtio", "CFerry"]),
+        // The commands of `ferry`, as a library so tests can drive them.
+        .target(name: "FerryCLI", dependencies: [
+            "FerryCore", "FerryPOSIX", "FerryDevFUSE", "FerryVhostUser", "FerryVhostFrontend",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        .executableTarget(name: "ferry", dependencies: ["FerryCLI"]),
         // The POSIX conformance checks, in C so the same program runs on the host and,
         // statically linked, inside a test guest.
         .executableTarget(name: "ferry-conformance"),
@@ -54,6 +64,11 @@ let package = Package(
         .target(name: "CMallocCounter", path: "Tests/CMallocCounter"),
         .testTarget(name: "FerryFUSETests", dependencies: ["FerryFUSE", "CLinuxFUSE"]),
         .testTarget(name: "FerryVirtioTests", dependencies: ["FerryVirtio"]),
+        .testTarget(name: "FerryVhostUserTests", dependencies: [
+            "FerryVhostUser", "FerryVhostFrontend", "FerryCore", "FerryFUSE", "FerryVirtio", "FerryPOSIX", "CFerry",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .testTarget(name: "FerryCLITests", dependencies: ["FerryCLI"]),
         .testTarget(name: "FerryCoreTests", dependencies: ["FerryCore", "FerryFUSE", "FerryPOSIX", "CMallocCounter"]),
         .testTarget(name: "FerryPOSIXTests", dependencies: ["FerryPOSIX", "FerryCore", "CFerry"]),
         .testTarget(name: "ConformanceTests", dependencies: []),

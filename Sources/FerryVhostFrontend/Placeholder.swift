@@ -1,0 +1,1 @@
+// vhost-user-fs front-end for tests and benchmarks.

@@ -1,0 +1,1 @@
+// vhost-user-fs back-end: see docs/architecture.md.
