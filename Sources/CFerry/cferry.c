@@ -14,6 +14,7 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <linux/openat2.h>
+#include <linux/capability.h>
 
 int ferry_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode, uint64_t resolve) {
     struct open_how how = { .flags = flags, .mode = mode, .resolve = resolve };
@@ -79,3 +80,12 @@ ssize_t ferry_getxattr(const char *path, const char *name, void *value, size_t s
 }
 ssize_t ferry_listxattr(const char *path, char *list, size_t size) { return listxattr(path, list, size); }
 int ferry_removexattr(const char *path, const char *name) { return removexattr(path, name); }
+
+int ferry_thread_raise_dac(void) {
+    struct __user_cap_header_struct header = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+    struct __user_cap_data_struct data[2];
+    if (syscall(SYS_capget, &header, data) != 0) return -1;
+    uint32_t wanted = (1u << CAP_DAC_OVERRIDE) | (1u << CAP_DAC_READ_SEARCH);
+    data[0].effective |= wanted & data[0].permitted;
+    return (int)syscall(SYS_capset, &header, data);
+}

@@ -51,6 +51,9 @@ struct ExportOptions: ParsableArguments {
     @Flag(help: "Let the kernel use its writeback cache.")
     var writeback = false
 
+    @Flag(help: "Re-check every request's permissions on the host as the caller (uid, primary gid and the group FUSE sends on create). Stricter, but refuses access a caller has only through other supplementary groups, which FUSE does not send.")
+    var hostPermissionChecks = false
+
     @Option(help: "Hold inodes as kernel file handles: never, prefer or mandatory.")
     var inodeFileHandles: InodeFileHandles = .prefer
 
@@ -66,6 +69,7 @@ struct ExportOptions: ParsableArguments {
     }
 
     var posixOptions: POSIXOptions {
-        POSIXOptions(fileHandles: inodeFileHandles.mode, maxCachedDescriptors: maxCachedFds, readOnly: readonly)
+        POSIXOptions(fileHandles: inodeFileHandles.mode, maxCachedDescriptors: maxCachedFds, readOnly: readonly,
+                     trustClientPermissions: !hostPermissionChecks)
     }
 }

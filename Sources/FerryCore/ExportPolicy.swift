@@ -56,14 +56,20 @@ public struct ExportPolicy: Sendable {
     public var maxOpenHandles: Int
     /// Largest WRITE (and READ) payload negotiated with the kernel.
     public var maxWrite: UInt32
+    /// Pass the client's O_DIRECT through to the backend (virtiofsd's --allow-direct-io);
+    /// otherwise it is dropped, as host files are often on file systems that refuse it.
+    public var allowDirectIO: Bool
+    /// Offer READDIRPLUS (entries with attributes) to the kernel.
+    public var readdirplus: Bool
 
     public init(cache: CachePolicy = .auto, xattr: Bool = false, posixACL: Bool = false,
                 allowDevices: Bool = false, readOnly: Bool = false, writeback: Bool = false,
                 announceSubmounts: Bool = false, maxNodes: Int = 1_000_000, maxOpenHandles: Int = 65_536,
-                maxWrite: UInt32 = 1 << 20) {
+                maxWrite: UInt32 = 1 << 20, allowDirectIO: Bool = false, readdirplus: Bool = true) {
         self.cache = cache; self.xattr = xattr || posixACL; self.posixACL = posixACL
         self.allowDevices = allowDevices; self.readOnly = readOnly; self.writeback = writeback
         self.announceSubmounts = announceSubmounts; self.maxNodes = maxNodes
         self.maxOpenHandles = maxOpenHandles; self.maxWrite = maxWrite
+        self.allowDirectIO = allowDirectIO; self.readdirplus = readdirplus
     }
 }

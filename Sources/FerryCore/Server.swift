@@ -37,6 +37,8 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, @un
         var minor: UInt32 = 0
     }
     private let session = Mutex(Session())
+    /// Malformed requests seen; only some are logged, so a hostile client cannot flood the log.
+    private let malformedCount = Atomic<UInt64>(0)
 
     public init(driver: Driver, policy: ExportPolicy = ExportPolicy(), logger: Logger) throws(Errno) {
         self.driver = driver
@@ -53,6 +55,8 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, @un
     public var nodeCount: Int { nodes.count }
     /// Open files and directories.
     public var openHandleCount: Int { files.count + directories.count }
+    /// Malformed requests refused so far.
+    public var malformedRequests: UInt64 { malformedCount.load(ordering: .relaxed) }
     /// The lookup count the kernel owes on `nodeID`, or nil for an unknown node.
     public func lookupCount(of nodeID: UInt64) -> UInt64? { nodes.lookupCount(nodeID) }
 
@@ -95,6 +99,9 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, @un
         }
         var caller = Credentials(uid: header.uid, gid: header.gid, pid: header.pid)
         if let groups = FUSEExtensions.supplementaryGroups(decoded.extensions), groups.count >= 4 {
+            // The kernel sends one group (FUSE_CREATE_SUPP_GROUP); a long list is a hostile
+            // client, and would make the backend's setgroups fail.
+            guard groups.count / 4 <= Credentials.maximumGroups else { return errorReply(.invalid, header.unique, reply) }
             // Sound: the decoder bounded `groups` to whole UInt32s inside the request buffer,
             // and FUSE lays the extension area out on 8-byte boundaries.
             caller.groups = UnsafeBufferPointer(start: groups.baseAddress!.assumingMemoryBound(to: UInt32.self),
@@ -110,13 +117,20 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, @un
     /// A request that did not decode: answer EINVAL when it has a header (and wants a
     /// reply), drop it otherwise. Never trusted further.
     private func refuseMalformed(_ bytes: UnsafeRawBufferPointer, _ error: FUSEDecodeError, reply: ReplyArea) -> ReplyDisposition {
+        // The first few, then one in a thousand, with the running total.
+        let seen = malformedCount.wrappingAdd(1, ordering: .relaxed).newValue
+        let shouldLog = seen <= 10 || seen % 1000 == 0
         guard let header = try? FUSEDecoder.decodeHeader(bytes) else {
-            logger.warning("dropped a request without a readable header", metadata: ["reason": "\(error)"])
+            if shouldLog {
+                logger.warning("dropped a request without a readable header", metadata: ["reason": "\(error)", "malformed": "\(seen)"])
+            }
             return .none
         }
-        logger.warning("malformed request refused", metadata: [
-            "opcode": "\(header.opcode)", "unique": "\(header.unique)", "reason": "\(error)",
-        ])
+        if shouldLog {
+            logger.warning("malformed request refused", metadata: [
+                "opcode": "\(header.opcode)", "unique": "\(header.unique)", "reason": "\(error)", "malformed": "\(seen)",
+            ])
+        }
         switch FUSEOpcode(rawValue: header.opcode) {
         case .forget?, .batchForget?, .interrupt?, .notifyReply?: return .none
         default: return errorReply(.invalid, header.unique, reply)
@@ -125,9 +139,10 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, @un
 
     private func initialize(_ initIn: FUSEInitIn, unique: UInt64, reply: ReplyArea) -> ReplyDisposition {
         var wanted: FUSEInitFlags = [
-            .asyncRead, .atomicOTrunc, .bigWrites, .autoInvalData, .doReaddirplus, .readdirplusAuto,
-            .asyncDio, .parallelDirops, .handleKillprivV2, .maxPages, .cacheSymlinks, .setxattrExt, .initExt,
+            .asyncRead, .atomicOTrunc, .bigWrites, .autoInvalData, .asyncDio, .parallelDirops,
+            .handleKillprivV2, .maxPages, .cacheSymlinks, .setxattrExt, .initExt, .createSuppGroup,
         ]
+        if policy.readdirplus { wanted.formUnion([.doReaddirplus, .readdirplusAuto]) }
         if policy.posixACL { wanted.insert(.posixACL) }
         if policy.writeback { wanted.insert(.writebackCache) }
         if policy.announceSubmounts { wanted.insert(.submounts) }
@@ -237,6 +252,7 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, @un
     /// handles O_APPEND itself.
     func driverOpenFlags(_ raw: UInt32) -> Int32 {
         var flags = Int32(bitPattern: raw) & ~(O_CREAT | O_EXCL | O_NOCTTY)
+        if !policy.allowDirectIO { flags &= ~0o40000 }     // O_DIRECT (x86-64), which Glibc hides without _GNU_SOURCE
         if policy.writeback {
             if flags & O_ACCMODE == O_WRONLY { flags = (flags & ~O_ACCMODE) | O_RDWR }
             flags &= ~O_APPEND

@@ -63,6 +63,8 @@ public struct Credentials: @unchecked Sendable {
     }
 
     public static let root = Credentials(uid: 0, gid: 0, pid: 0)
+    /// Most supplementary groups a request may carry.
+    public static let maximumGroups = 32
 }
 
 /// A single path component the core has already validated: 1 to 255 bytes, no `/`,

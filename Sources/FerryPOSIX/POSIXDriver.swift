@@ -16,18 +16,29 @@ public enum FileHandleMode: Sendable {
 
 public struct POSIXOptions: Sendable {
     public var fileHandles: FileHandleMode
+    /// Leave permission checks to the client kernel (FUSE default_permissions; virtio-fs
+    /// guests always check), as virtiofsd does. FUSE tells a server only the caller's uid,
+    /// gid and, on create, the one group the new entry needs; a host re-check with that
+    /// partial identity refuses access the caller has through another supplementary group.
+    /// With `false` the host re-checks every request as the caller: stricter, and wrong
+    /// for such callers. Either way, requests act as the caller for ownership and setuid.
+    public var trustClientPermissions: Bool = true
     /// How many O_PATH descriptors may be cached on handle-backed inodes, overall.
     public var maxCachedDescriptors: Int
     public var readOnly: Bool
-    public init(fileHandles: FileHandleMode = .prefer, maxCachedDescriptors: Int = 1024, readOnly: Bool = false) {
+    public init(fileHandles: FileHandleMode = .prefer, maxCachedDescriptors: Int = 1024, readOnly: Bool = false,
+                trustClientPermissions: Bool = true) {
         self.fileHandles = fileHandles; self.maxCachedDescriptors = maxCachedDescriptors; self.readOnly = readOnly
+        self.trustClientPermissions = trustClientPermissions
     }
 }
 
 /// Serves a host directory. Every name is resolved one component at a time relative to
 /// its parent's O_PATH descriptor with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
 /// RESOLVE_NO_MAGICLINKS)`; files are reopened for I/O through `/proc/self/fd/N` only after
-/// checking their type; every operation runs with the caller's fsuid/fsgid/groups.
+/// checking their type; every operation acts as the caller (fsuid/fsgid, and the groups the
+/// kernel sends). Permission checks are the client kernel's unless
+/// `POSIXOptions.trustClientPermissions` is off (see there).
 public final class POSIXDriver: FileSystemDriver {
     public typealias Inode = FerryPOSIX.Inode
     public typealias InodeKey = FerryPOSIX.InodeKey
@@ -105,7 +116,7 @@ public final class POSIXDriver: FileSystemDriver {
     /// Resets the calling thread to the daemon's own fs credentials (fsuid 0, fsgid 0, no
     /// supplementary groups). For threads that do host work after serving a caller (tests).
     public static func resetThreadCredentials() {
-        ThreadCredentialState.current.become(uid: 0, gid: 0, groups: .init(start: nil, count: 0))
+        ThreadCredentialState.current.become(uid: 0, gid: 0, groups: .init(start: nil, count: 0), trustClient: false)
     }
 
     /// Number of O_PATH descriptors currently cached on handle-backed inodes.
@@ -115,7 +126,8 @@ public final class POSIXDriver: FileSystemDriver {
 
     @inline(__always)
     func become(_ caller: Credentials) {
-        ThreadCredentialState.current.become(uid: caller.uid, gid: caller.gid, groups: caller.groups)
+        ThreadCredentialState.current.become(uid: caller.uid, gid: caller.gid, groups: caller.groups,
+                                             trustClient: options.trustClientPermissions)
     }
 
     @inline(__always)

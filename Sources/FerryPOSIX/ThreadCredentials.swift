@@ -45,8 +45,14 @@ final class ThreadCredentialState {
     }
 
     /// Makes the thread's fs credentials those of `caller`. Syscalls only for what changed.
+    /// With `trustClient`, the client kernel has already checked permissions (FUSE's
+    /// default_permissions, which virtio-fs always uses) with the caller's full group list,
+    /// which FUSE never sends us. Re-checking on the host with the primary group alone would
+    /// refuse access granted through a supplementary group, so the thread keeps its DAC
+    /// capabilities; it still acts as the caller for ownership, setgid inheritance and
+    /// setuid clearing (CAP_FSETID is not kept).
     @inline(__always)
-    func become(uid: UInt32, gid: UInt32, groups callerGroups: UnsafeBufferPointer<UInt32>) {
+    func become(uid: UInt32, gid: UInt32, groups callerGroups: UnsafeBufferPointer<UInt32>, trustClient: Bool) {
         if !groupsMatch(callerGroups) { setGroups(callerGroups) }
         if self.gid != gid {
             _ = ferry_thread_setfsgid(gid)
@@ -55,7 +61,25 @@ final class ThreadCredentialState {
         if self.uid != uid {
             _ = ferry_thread_setfsuid(uid)
             self.uid = uid
+            dacRaised = false       // leaving fsuid 0 dropped them; moving between others kept them
         }
+        self.trustClient = trustClient
+        if uid != 0 && trustClient != dacRaised { setDAC(trustClient) }
+    }
+
+    /// Whether this thread currently holds CAP_DAC_* while its fsuid is not 0.
+    private var dacRaised = false
+    private var trustClient = false
+
+    private func setDAC(_ raised: Bool) {
+        if raised {
+            if ferry_thread_raise_dac() != 0 { preconditionFailure("capset failed: errno \(errno)") }
+        } else {
+            // Dropping them again: go through fsuid 0 and back, which is what clears them.
+            _ = ferry_thread_setfsuid(0)
+            _ = ferry_thread_setfsuid(uid)
+        }
+        dacRaised = raised
     }
 
     @inline(__always)
@@ -90,6 +114,8 @@ final class ThreadCredentialState {
         defer {
             let e = errno
             _ = ferry_thread_setfsuid(saved)
+            dacRaised = false
+            if trustClient { setDAC(true) }
             errno = e
         }
         return try body()

@@ -1,5 +1,6 @@
 /* Ownership, permissions, timestamps and extended attributes. */
 #include "conformance.h"
+#include <grp.h>
 
 #include <sys/xattr.h>
 #include <time.h>
@@ -197,6 +198,50 @@ static int setgid_directory(void)
     return CHECK_OK;
 }
 
+#define SUPPLEMENTARY_GID 4444
+
+static int nobody_refused_in_team(void *arg)
+{
+    (void)arg;
+    MUST_ERRNO(open("team/by-outsider", O_CREAT | O_WRONLY, 0644), EACCES);
+    return CHECK_OK;
+}
+
+static int supplementary_member_creates(void *arg)
+{
+    (void)arg;
+    MUST(put_file("team/by-member", "m", 1));
+    MUST(mkdir("team/dir-by-member", 0755));
+    struct stat st;
+    MUST(stat("team/by-member", &st));
+    MUST_EQ(st.st_uid, NOBODY);
+    return CHECK_OK;
+}
+
+/* A user whose only right to a directory comes from a supplementary group can create in
+ * it. A server that acts with the caller's primary group alone (or, worse, with its own
+ * groups: CVE-2022-0358) gets this wrong in one direction or the other. */
+static int supplementary_group_create(void)
+{
+    MUST(mkdir("team", 0770));
+    MUST(chown("team", 0, SUPPLEMENTARY_GID));
+    MUST(chmod("team", 0770));
+    pid_t pid = fork();
+    if (pid < 0)
+        return CHECK_FAIL;
+    if (pid == 0) {
+        gid_t groups[1] = {SUPPLEMENTARY_GID};
+        if (setgroups(1, groups) < 0 || setgid(NOBODY) < 0 || setuid(NOBODY) < 0)
+            _exit(CHECK_FAIL);
+        _exit(supplementary_member_creates(NULL));
+    }
+    int r = wait_child(pid, "supplementary-group child");
+    if (r != CHECK_OK)
+        return r;
+    /* And someone outside the group is still refused. */
+    return run_as_nobody(nobody_refused_in_team, NULL);
+}
+
 static int nobody_writes(void *arg)
 {
     (void)arg;
@@ -240,6 +285,7 @@ const struct check attr_checks[] = {
     {"xattr_create_replace", xattr_create_replace},
     {"other_uid_refused", other_uid_refused},
     {"setgid_directory", setgid_directory},
+    {"supplementary_group_create", supplementary_group_create},
     {"write_clears_setuid", write_clears_setuid},
     {NULL, NULL},
 };

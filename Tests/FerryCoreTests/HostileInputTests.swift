@@ -1,6 +1,9 @@
 import FerryCore
 import FerryFUSE
 import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @Suite struct HostileInputTests {
     /// Random bytes behind valid-looking headers, for every opcode: each gets an error
@@ -37,5 +40,36 @@ import Testing
         let r = t.send(RequestBuilder.request(FUSEOpcode.read.rawValue, body: [1, 2, 3]))!
         #expect(r.error == -22)
         #expect(r.unique == 7)
+    }
+}
+
+@Suite struct SupplementaryGroupTests {
+    /// MKDIR with a FUSE_EXT_GROUPS extension of `count` groups.
+    func mkdirWithGroups(_ count: Int) -> [UInt8] {
+        var b = RequestBuilder()
+        b.u32(0o755); b.u32(0); b.name("d")
+        while b.body.count % 8 != 0 { b.zeros(1) }
+        let record = 8 + 4 + 4 * count
+        let padded = (record + 7) & ~7
+        b.u32(UInt32(padded)); b.u32(32); b.u32(UInt32(count))
+        for i in 0..<count { b.u32(UInt32(1000 + i)) }
+        b.zeros(padded - record)
+        var request = b.request(.mkdir, uid: 1000, gid: 1000)
+        request[36] = UInt8(truncatingIfNeeded: padded / 8); request[37] = UInt8(truncatingIfNeeded: (padded / 8) >> 8)
+        return request
+    }
+
+    @Test func oneGroupReachesTheDriver() throws {
+        let driver = MemoryDriver()
+        let t = TestTransport(try makeServer(driver))
+        #expect(t.send(mkdirWithGroups(1))?.error == 0)
+        #expect(driver.calls.count == 1)
+    }
+
+    @Test func anAbsurdGroupListIsRefusedBeforeTheDriver() throws {
+        let driver = MemoryDriver()
+        let t = TestTransport(try makeServer(driver))
+        #expect(t.send(mkdirWithGroups(5000))?.error == -EINVAL)
+        #expect(driver.calls.isEmpty)
     }
 }

@@ -123,3 +123,20 @@ import Glibc
         for id in 2...51 { #expect(server.lookupCount(of: UInt64(id)) == 2) }
     }
 }
+
+@Suite struct PolicyKnobTests {
+    @Test func readdirplusCanBeTurnedOff() throws {
+        let on = TestTransport(try makeServer(), initialize: false)
+        let off = TestTransport(try makeServer(policy: ExportPolicy(readdirplus: false)), initialize: false)
+        let doReaddirplus: UInt32 = 1 << 13
+        #expect(on.send(RequestBuilder.initRequest())!.u32(at: 12) & doReaddirplus != 0)
+        #expect(off.send(RequestBuilder.initRequest())!.u32(at: 12) & doReaddirplus == 0)
+    }
+
+    @Test func malformedRequestsAreCounted() throws {
+        let server = try makeServer()
+        let t = TestTransport(server)
+        for _ in 0..<25 { _ = t.send(RequestBuilder.request(FUSEOpcode.read.rawValue, body: [1])) }
+        #expect(server.malformedRequests == 25)
+    }
+}

@@ -206,7 +206,7 @@ import FerryCore
     }
 
     @Test func statfsAndSyncfsAndAccess() throws {
-        try withExport { path, driver in
+        try withExport(POSIXOptions(trustClientPermissions: false)) { path, driver in
             let root = try driver.rootInode()
             let stats = try driver.statfs(root, .root)
             #expect(stats.blocks > 0 && stats.blockSize > 0 && stats.maximumNameLength == 255)
@@ -361,8 +361,25 @@ import FerryCore
 
     // MARK: - Credentials
 
-    @Test func createRunsWithCallerCredentials() throws {
+    /// By default the client kernel has checked permissions with groups we never see: a
+    /// caller whose access comes from a supplementary group is not refused by the host,
+    /// and still acts as itself for ownership.
+    @Test func trustingTheClientLetsSupplementaryGroupMembersIn() throws {
         try withExport { path, driver in
+            let root = try driver.rootInode()
+            let team = try withName("team") { try driver.mkdir(root, $0, mode: 0o770, .root) }
+            _ = try driver.setattr(team.inode, nil, AttributeChanges(gid: 4444), .root)
+            let member = Credentials(uid: 65534, gid: 65534, pid: 1)
+            let (made, _) = try driver.create(team.inode, "made", mode: 0o640, flags: O_RDWR, member)
+            #expect(made.attributes.uid == 65534)
+            #expect(try driver.lookup(team.inode, "made", member).attributes.uid == 65534)
+            POSIXDriver.resetThreadCredentials()
+            #expect(hostStat("\(path)/team/made")!.st_uid == 65534)
+        }
+    }
+
+    @Test func createRunsWithCallerCredentials() throws {
+        try withExport(POSIXOptions(trustClientPermissions: false)) { path, driver in
             let root = try driver.rootInode()
             let open = try withName("open") { try driver.mkdir(root, $0, mode: 0o777, .root) }
             let user = Credentials(uid: 65534, gid: 65534, pid: 1)

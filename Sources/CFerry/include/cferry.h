@@ -45,6 +45,9 @@ int ferry_setxattr(const char *path, const char *name, const void *value, size_t
 ssize_t ferry_getxattr(const char *path, const char *name, void *value, size_t size);
 ssize_t ferry_listxattr(const char *path, char *list, size_t size);
 int ferry_removexattr(const char *path, const char *name);
+/// Raises CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH in the calling thread's effective set
+/// (from its permitted set). The kernel drops them whenever the thread's fsuid leaves 0.
+int ferry_thread_raise_dac(void);
 int ferry_umount2(const char *target, int flags);
 pid_t ferry_gettid(void);
 
