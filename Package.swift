@@ -71,7 +71,11 @@ let package = Package(
         .testTarget(name: "FerryCLITests", dependencies: ["FerryCLI"]),
         .testTarget(name: "FerryCoreTests", dependencies: ["FerryCore", "FerryFUSE", "FerryPOSIX", "CMallocCounter"]),
         .testTarget(name: "FerryPOSIXTests", dependencies: ["FerryPOSIX", "FerryCore", "CFerry"]),
-        .testTarget(name: "ConformanceTests", dependencies: []),
+        // What the integration suites share: finding built products, running processes.
+        .target(name: "FerryTestSupport", path: "Tests/FerryTestSupport"),
+        .testTarget(name: "ConformanceTests", dependencies: ["FerryTestSupport"]),
+        // A real Linux guest under QEMU against `ferry virtiofsd` and the reference virtiofsd.
+        .testTarget(name: "GuestTests", dependencies: ["FerryTestSupport"], exclude: ["README.md"]),
     ],
     swiftLanguageModes: [.v5]
 )

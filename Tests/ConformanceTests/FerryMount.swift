@@ -1,4 +1,5 @@
 import Foundation
+import FerryTestSupport
 
 #if canImport(Glibc)
 import Glibc

@@ -1,4 +1,5 @@
 import Foundation
+import FerryTestSupport
 import Testing
 
 /// `ferry mount` says what is wrong, in words an operator can act on, and exits non-zero.

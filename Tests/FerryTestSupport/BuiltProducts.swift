@@ -7,14 +7,14 @@ import Musl
 #endif
 
 /// Finds the executables SwiftPM built alongside this test bundle and runs them.
-enum BuiltProducts {
-    /// Three levels up from Tests/ConformanceTests/BuiltProducts.swift.
-    static let packageRoot: URL = URL(fileURLWithPath: #filePath)
+public enum BuiltProducts {
+    /// Three levels up from Tests/FerryTestSupport/BuiltProducts.swift.
+    public static let packageRoot: URL = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
     /// Directories that may hold the products, most specific first: the test bundle's own
     /// build directory is the configuration actually being tested.
-    static var searchDirectories: [URL] {
+    public static var searchDirectories: [URL] {
         var dirs: [URL] = []
         if let exe = Bundle.main.executablePath {
             dirs.append(URL(fileURLWithPath: exe).deletingLastPathComponent())
@@ -29,7 +29,7 @@ enum BuiltProducts {
 
     /// FERRY_CONFORMANCE_FERRY=/path/to/ferry tests another build (a release build, or a
     /// stand-in while `ferry mount` is unfinished) without rebuilding this package.
-    static func path(of product: String) -> String? {
+    public static func path(of product: String) -> String? {
         if product == "ferry", let override = ProcessInfo.processInfo.environment["FERRY_CONFORMANCE_FERRY"] {
             return override
         }
@@ -42,7 +42,7 @@ enum BuiltProducts {
         return nil
     }
 
-    static func require(_ product: String) throws -> String {
+    public static func require(_ product: String) throws -> String {
         guard let path = path(of: product) else {
             throw HarnessError("'\(product)' is not built; looked in "
                 + searchDirectories.map(\.path).joined(separator: ", ")
@@ -52,22 +52,22 @@ enum BuiltProducts {
     }
 }
 
-struct HarnessError: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
+public struct HarnessError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
 }
 
 /// What a finished child process printed and how it ended.
-struct ProcessOutput {
-    let status: Int32
-    let exitedNormally: Bool
-    let output: String
+public struct ProcessOutput {
+    public let status: Int32
+    public let exitedNormally: Bool
+    public let output: String
 
-    var succeeded: Bool { exitedNormally && status == 0 }
+    public var succeeded: Bool { exitedNormally && status == 0 }
 }
 
 /// Runs a program to completion with stdout and stderr merged, as a person would read them.
-func runToCompletion(_ executable: String, _ arguments: [String]) throws -> ProcessOutput {
+public func runToCompletion(_ executable: String, _ arguments: [String]) throws -> ProcessOutput {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
@@ -85,7 +85,7 @@ func runToCompletion(_ executable: String, _ arguments: [String]) throws -> Proc
 }
 
 /// Makes a fresh private directory under the system temporary directory.
-func makeTemporaryDirectory(_ prefix: String) throws -> String {
+public func makeTemporaryDirectory(_ prefix: String) throws -> String {
     let base = NSTemporaryDirectory() as NSString
     var template = Array(base.appendingPathComponent("\(prefix).XXXXXX").utf8CString)
     guard let made = mkdtemp(&template) else {
@@ -97,7 +97,7 @@ func makeTemporaryDirectory(_ prefix: String) throws -> String {
 /// Starts `process` with no signals blocked, as a shell would. The test runner's threads block
 /// most signals and spawned children inherit that mask, which would hide SIGTERM from ferry
 /// and SIGALRM (the per-check timeout) from ferry-conformance.
-func runWithDefaultSignalMask(_ process: Process) throws {
+public func runWithDefaultSignalMask(_ process: Process) throws {
     var empty = sigset_t(), saved = sigset_t()
     sigemptyset(&empty)
     // Foundation spawns the child synchronously from this thread, so this thread's mask is
