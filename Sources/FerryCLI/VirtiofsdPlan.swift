@@ -117,7 +117,7 @@ private let unsupportedLongOptions: [String: String] = [
     "preserve-noatime": "Ferry does not pass O_NOATIME through yet; leave the option out",
 ]
 
-private struct VirtiofsdParser {
+struct VirtiofsdParser {
     /// Which of the three ways of naming the export was used, for the conflict check.
     enum SourceKind: String { case sharedDir = "--shared-dir", legacySource = "-o source", source = "--source" }
 
