@@ -1,3 +1,3 @@
 import FerryCLI
 
-Ferry.main()
+ferryMain()

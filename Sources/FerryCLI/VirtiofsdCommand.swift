@@ -1,0 +1,117 @@
+import ArgumentParser
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `ferry virtiofsd [OPTIONS]`: a drop-in replacement for virtiofsd's command line. Also what
+/// the executable does when it is invoked through a link named `virtiofsd` (see `ferryMain`).
+///
+/// The options are virtiofsd's, not ArgumentParser's (legacy `-o a,b=c` lists, `-oopt`,
+/// bundled short flags), so this command takes its arguments raw and parses them itself
+/// with `VirtiofsdPlan.parse`.
+struct VirtiofsdCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "virtiofsd",
+        abstract: "Serve a directory to a VM as a vhost-user-fs device, with virtiofsd's command line.",
+        discussion: "Run `ferry virtiofsd --help` for its options. A link named `virtiofsd` to the ferry executable behaves the same.",
+        helpNames: []
+    )
+
+    @Argument(parsing: .captureForPassthrough, help: "virtiofsd options.")
+    var arguments: [String] = []
+
+    init() {}
+
+    func run() throws {
+        let status = runVirtiofsd(arguments)
+        if status != 0 { throw ExitCode(status) }
+    }
+}
+
+/// Names the executable answers to as virtiofsd when invoked through a link.
+let virtiofsdLinkNames: Set<String> = ["virtiofsd", "ferry-virtiofsd"]
+
+let virtiofsdVersionLine = "virtiofsd (ferry) \(ferryVersion)"
+
+let virtiofsdUsage = "Usage: virtiofsd --shared-dir=DIR --socket-path=PATH [OPTIONS]   (or ferry virtiofsd ...)"
+
+/// Runs a virtiofsd command line to the end; returns the exit status: 0, 1 when serving
+/// failed, 2 for a command line that cannot be honoured.
+func runVirtiofsd(_ arguments: [String]) -> Int32 {
+    let invocation: VirtiofsdInvocation
+    do {
+        invocation = try VirtiofsdPlan.parse(arguments)
+    } catch {
+        writeStandardError("Error: \(error)\n\(virtiofsdUsage)\nSee 'virtiofsd --help'.\n")
+        return 2
+    }
+    switch invocation {
+    case .help:
+        print(virtiofsdHelp, terminator: "")
+    case .version:
+        print(virtiofsdVersionLine)
+    case .printCapabilities:
+        print(virtiofsdCapabilitiesJSON, terminator: "")
+    case .serve(let plan):
+        do {
+            try serveVirtiofsd(plan)
+        } catch {
+            writeStandardError("Error: \(error)\n")
+            return 1
+        }
+    }
+    fflush(stdout)
+    return 0
+}
+
+func writeStandardError(_ text: String) {
+    fflush(stdout)
+    fputs(text, stderr)
+}
+
+let virtiofsdHelp = """
+    Ferry as virtiofsd: serve a directory to a virtual machine as a vhost-user-fs device.
+
+    \(virtiofsdUsage)
+
+    Socket (exactly one):
+      --socket-path=PATH          Create the vhost-user socket at PATH (--socket is a deprecated alias)
+      --fd=N                      Use the listening socket inherited as file descriptor N
+      --socket-group=GROUP        Group owning the socket (not with --fd)
+
+    Export (exactly one):
+      --shared-dir=DIR            Directory to share (legacy: -o source=DIR)
+      --source=SRC                Any source `ferry mount` takes
+
+    Export policy:
+      --cache=auto|always|never|metadata   Caching policy (default auto; legacy -o cache=..., none = never)
+      --xattr                     Serve extended attributes (legacy -o xattr / -o no_xattr)
+      --posix-acl                 Negotiate POSIX ACLs, implies --xattr (legacy -o posix_acl)
+      --readonly                  Refuse every change with EROFS
+      --writeback                 Enable the writeback cache (legacy -o writeback / -o no_writeback)
+      --allow-direct-io           Honour O_DIRECT from guest applications (legacy -o allow_direct_io)
+      --announce-submounts        Tell the guest which directories are mount points (default)
+      --no-announce-submounts     Do not
+      --no-readdirplus            Disable READDIRPLUS (legacy -o no_readdirplus)
+      --inode-file-handles=never|prefer|mandatory   Hold inodes by file handle (default prefer)
+
+    Process:
+      --thread-pool-size=N        Request worker threads; 0 (default) serves on the queue threads
+      --rlimit-nofile=N           Open file limit; 0 leaves it (default: raised to min(1000000, fs.nr_open))
+      --log-level=LEVEL           error, warn, info (default), debug, trace or off
+      -d, --debug                 Same as --log-level=debug (legacy; also -o debug, -o loglevel=LEVEL)
+      --syslog                    Log to syslog instead of standard error
+      --sandbox=none              Only none: namespace and chroot are not implemented yet
+      --seccomp=none              Only none: log, trap and kill are not implemented yet
+      -f                          Foreground (Ferry always runs in the foreground)
+      --print-capabilities        Print the vhost-user backend capabilities (JSON) and exit
+      -V, --version               Print the version and exit
+      -h, --help                  Print this help and exit
+
+    Legacy -o lists are comma separated (-o source=/srv,cache=always,xattr or -osource=/srv) and
+    may repeat; a doubled comma is a comma inside a value. Options Ferry cannot honour (-o flock,
+    -o posix_lock, -o timeout=, --sandbox=namespace, --xattrmap, ...) fail with a message.
+    Unlike virtiofsd, Ferry keeps listening for the next front-end when one disconnects; stop
+    it with SIGTERM, SIGINT or SIGHUP.
+
+    """

@@ -1,0 +1,409 @@
+import FerryCore
+import FerryPOSIX
+import Logging
+
+/// Everything a `virtiofsd` command line asks for, as a plain value: parsing touches no file,
+/// socket or process state, so every option can be tested. `serveVirtiofsd` acts on it.
+public struct VirtiofsdPlan: Equatable, Sendable {
+    /// Where the vhost-user front-end (QEMU, cloud-hypervisor, ...) connects.
+    public enum Listener: Equatable, Sendable {
+        /// Create a listening UNIX socket at this path.
+        case socketPath(String)
+        /// Use this already listening (not yet connected) socket, inherited from the parent.
+        case fd(Int32)
+    }
+
+    public var listener: Listener
+    /// What to serve, as `ferry mount` takes it (`Source(parsing:)`), resolved when serving.
+    public var source: String
+    public var cache: CachePolicy = .auto
+    public var xattr = false
+    public var posixACL = false
+    public var readonly = false
+    public var writeback = false
+    /// virtiofsd announces submounts unless `--no-announce-submounts`.
+    public var announceSubmounts = true
+    /// Honour O_DIRECT from guest applications (virtiofsd's `--allow-direct-io`).
+    public var allowDirectIO = false
+    /// Off with `--no-readdirplus` / `-o no_readdirplus`.
+    public var readdirplus = true
+    public var inodeFileHandles: FileHandleMode = .prefer
+    /// Worker threads for requests; 0 serves them on the queue threads (virtiofsd's default).
+    public var threadPoolSize = 0
+    /// Group owning the socket (`--socket-group`), resolved with getgrnam when serving.
+    public var socketGroup: String?
+    /// nil: logging off (`--log-level=off`).
+    public var logLevel: Logger.Level? = .info
+    public var syslog = false
+    /// nil: raise the open file limit as virtiofsd does (to min(1M, fs.nr_open));
+    /// 0: leave it; N: set it to N.
+    public var rlimitNofile: UInt64?
+
+    public init(listener: Listener, source: String) {
+        self.listener = listener
+        self.source = source
+    }
+
+    /// What the server core applies for every request.
+    public var policy: ExportPolicy {
+        // allowDirectIO and readdirplus have no ExportPolicy field yet: the integrator maps them.
+        ExportPolicy(cache: cache, xattr: xattr, posixACL: posixACL, readOnly: readonly,
+                     writeback: writeback, announceSubmounts: announceSubmounts)
+    }
+
+    public var posixOptions: POSIXOptions {
+        POSIXOptions(fileHandles: inodeFileHandles, readOnly: readonly)
+    }
+}
+
+/// What a `virtiofsd` command line asks Ferry to do.
+public enum VirtiofsdInvocation: Equatable, Sendable {
+    case serve(VirtiofsdPlan)
+    case printCapabilities
+    case version
+    case help
+}
+
+/// The capabilities `--print-capabilities` reports (QEMU's docs/interop/vhost-user.json),
+/// laid out as the Rust virtiofsd prints them. Only "separate-options": Ferry cannot migrate
+/// (no "migrate-precopy") and takes `--posix-acl` and `--security-label` as plain switches
+/// (no "*-negotiation-mode").
+public let virtiofsdCapabilitiesJSON = """
+    {
+      "type": "fs",
+      "features": [
+        "separate-options"
+      ]
+    }
+
+    """
+
+extension VirtiofsdPlan {
+    /// Parses a virtiofsd command line (without the program name): the Rust virtiofsd's
+    /// options and the legacy C virtiofsd's `-o` options, as libvirt and Kata pass them.
+    /// Every option Ferry cannot honour fails with a message saying so; none is ignored.
+    static func parse(_ arguments: [String]) throws(CLIError) -> VirtiofsdInvocation {
+        var parser = VirtiofsdParser()
+        return try parser.parse(arguments)
+    }
+}
+
+/// Options that take a value, so `--name VALUE` consumes the next argument.
+private let valueOptions: Set<String> = [
+    "socket-path", "socket", "fd", "shared-dir", "source", "cache", "thread-pool-size",
+    "sandbox", "seccomp", "log-level", "socket-group", "inode-file-handles", "rlimit-nofile",
+    // Refused, but their value must not be taken for the next option.
+    "tag", "xattrmap", "modcaps", "uid-map", "gid-map", "translate-uid", "translate-gid",
+    "migration-mode", "migration-on-error",
+]
+
+/// virtiofsd options Ferry knows but cannot honour yet.
+private let unsupportedLongOptions: [String: String] = [
+    "tag": "Ferry does not advertise a tag over vhost-user yet; set the tag on the front-end (QEMU's vhost-user-fs-pci tag=)",
+    "xattrmap": "extended attribute name mapping is not implemented by Ferry yet",
+    "modcaps": "Ferry does not drop or modify capabilities yet; leave the option out",
+    "uid-map": "user namespace id maps need --sandbox=namespace, which Ferry does not implement yet",
+    "gid-map": "user namespace id maps need --sandbox=namespace, which Ferry does not implement yet",
+    "translate-uid": "uid translation is not implemented by Ferry yet",
+    "translate-gid": "gid translation is not implemented by Ferry yet",
+    "migration-mode": "Ferry cannot migrate a device's state yet",
+    "migration-on-error": "Ferry cannot migrate a device's state yet",
+    "migration-verify-handles": "Ferry cannot migrate a device's state yet",
+    "migration-confirm-paths": "Ferry cannot migrate a device's state yet",
+    "allow-mmap": "Ferry does not allow shared mmap with --cache=never or metadata yet; use --cache=auto or always",
+    "killpriv-v2": "Ferry does not negotiate FUSE_HANDLE_KILLPRIV_V2 yet; leave the option out",
+    "security-label": "security label support is not implemented by Ferry yet",
+    "posix-acl-create-fallback": "needs --xattrmap, which Ferry does not implement yet",
+    "preserve-noatime": "Ferry does not pass O_NOATIME through yet; leave the option out",
+]
+
+struct VirtiofsdParser {
+    /// Which of the three ways of naming the export was used, for the conflict check.
+    enum SourceKind: String { case sharedDir = "--shared-dir", legacySource = "-o source", source = "--source" }
+
+    var socketPath: String?
+    var fd: Int32?
+    var sources: [SourceKind: String] = [:]
+    var sourceOrder: [SourceKind] = []
+    var sandbox: String?
+    var seccomp: String?
+    var debug = false
+    var printCapabilities = false
+    var plan = VirtiofsdPlan(listener: .fd(-1), source: "")
+
+    mutating func parse(_ arguments: [String]) throws(CLIError) -> VirtiofsdInvocation {
+        var index = 0
+        func next(for name: String) throws(CLIError) -> String {
+            guard index < arguments.count else { throw CLIError("\(name) needs a value") }
+            defer { index += 1 }
+            return arguments[index]
+        }
+        while index < arguments.count {
+            let argument = arguments[index]
+            index += 1
+            if argument.hasPrefix("--"), argument.count > 2 {
+                let body = argument.dropFirst(2)
+                let name: String, inline: String?
+                if let eq = body.firstIndex(of: "=") {
+                    name = String(body[..<eq]); inline = String(body[body.index(after: eq)...])
+                } else {
+                    name = String(body); inline = nil
+                }
+                if name == "help" { return .help }
+                if name == "version" { return .version }
+                if valueOptions.contains(name) {
+                    let value: String
+                    if let inline { value = inline } else { value = try next(for: "--\(name)") }
+                    try long(name, value: value)
+                } else if name == "posix-acl" {
+                    try posixACL(inline)
+                } else {
+                    if let inline { throw CLIError("--\(name) takes no value (got '\(inline)')") }
+                    try flag(name)
+                }
+            } else if argument.hasPrefix("-"), argument.count > 1, !argument.hasPrefix("--") {
+                // Short options, possibly bundled (-df); -o takes the rest or the next argument.
+                var rest = Substring(argument.dropFirst())
+                while let c = rest.first {
+                    rest = rest.dropFirst()
+                    switch c {
+                    case "h": return .help
+                    case "V": return .version
+                    case "d": debug = true
+                    case "f": break  // foreground: Ferry always is
+                    case "o":
+                        let list = rest.isEmpty ? try next(for: "-o") : String(rest)
+                        rest = ""
+                        for option in Self.splitOptionList(list) { try legacy(option) }
+                    default:
+                        throw CLIError("unknown option '-\(c)'")
+                    }
+                }
+            } else {
+                throw CLIError("unexpected argument '\(argument)' (virtiofsd takes only options)")
+            }
+        }
+        return try finish()
+    }
+
+    mutating func setSource(_ kind: SourceKind, _ value: String) throws(CLIError) {
+        guard !value.isEmpty else { throw CLIError("\(kind.rawValue) needs a value") }
+        if sources[kind] == nil { sourceOrder.append(kind) }
+        sources[kind] = value
+    }
+
+    mutating func long(_ name: String, value: String) throws(CLIError) {
+        if let reason = unsupportedLongOptions[name] {
+            throw CLIError("--\(name) is not supported: \(reason)")
+        }
+        switch name {
+        case "socket-path", "socket":
+            guard !value.isEmpty else { throw CLIError("--\(name) needs a path") }
+            socketPath = value
+        case "fd":
+            guard let n = Int32(value), n >= 0 else { throw CLIError("invalid value '\(value)' for --fd (expected a file descriptor number)") }
+            fd = n
+        case "shared-dir": try setSource(.sharedDir, value)
+        case "source": try setSource(.source, value)
+        case "cache": plan.cache = try Self.cachePolicy(value, option: "--cache")
+        case "thread-pool-size":
+            guard let n = Int(value), (0...1024).contains(n) else {
+                throw CLIError("invalid value '\(value)' for --thread-pool-size (expected 0 to 1024)")
+            }
+            plan.threadPoolSize = n
+        case "sandbox":
+            guard ["namespace", "chroot", "none"].contains(value) else {
+                throw CLIError("invalid value '\(value)' for --sandbox (expected namespace, chroot or none)")
+            }
+            sandbox = value
+        case "seccomp":
+            guard ["none", "log", "trap", "kill"].contains(value) else {
+                throw CLIError("invalid value '\(value)' for --seccomp (expected none, log, trap or kill)")
+            }
+            seccomp = value
+        case "log-level":
+            switch value.lowercased() {
+            case "off": plan.logLevel = nil
+            case "error": plan.logLevel = .error
+            case "warn": plan.logLevel = .warning
+            case "info": plan.logLevel = .info
+            case "debug": plan.logLevel = .debug
+            case "trace": plan.logLevel = .trace
+            default: throw CLIError("invalid value '\(value)' for --log-level (expected error, warn, info, debug, trace or off)")
+            }
+        case "socket-group":
+            guard !value.isEmpty else { throw CLIError("--socket-group needs a group name") }
+            plan.socketGroup = value
+        case "inode-file-handles":
+            switch value {
+            case "never": plan.inodeFileHandles = .never
+            case "prefer", "fallback": plan.inodeFileHandles = .prefer
+            case "mandatory": plan.inodeFileHandles = .mandatory
+            default: throw CLIError("invalid value '\(value)' for --inode-file-handles (expected never, prefer or mandatory)")
+            }
+        case "rlimit-nofile":
+            guard let n = UInt64(value) else { throw CLIError("invalid value '\(value)' for --rlimit-nofile (expected a number; 0 leaves the limit unchanged)") }
+            plan.rlimitNofile = n
+        default:
+            throw CLIError("unknown option '--\(name)'")
+        }
+    }
+
+    mutating func posixACL(_ value: String?) throws(CLIError) {
+        switch value {
+        case nil, "always": plan.posixACL = true
+        case "never": plan.posixACL = false
+        case "auto": throw CLIError("--posix-acl=auto is not supported: Ferry negotiates POSIX ACLs only when told to; use --posix-acl or --posix-acl=never")
+        case let other?: throw CLIError("invalid value '\(other)' for --posix-acl (expected always or never)")
+        }
+    }
+
+    mutating func flag(_ name: String) throws(CLIError) {
+        if let reason = unsupportedLongOptions[name] {
+            throw CLIError("--\(name) is not supported: \(reason)")
+        }
+        switch name {
+        case "xattr": plan.xattr = true
+        case "readonly": plan.readonly = true
+        case "writeback": plan.writeback = true
+        case "allow-direct-io": plan.allowDirectIO = true
+        case "announce-submounts": plan.announceSubmounts = true
+        case "no-announce-submounts": plan.announceSubmounts = false
+        case "no-readdirplus": plan.readdirplus = false
+        case "no-killpriv-v2": break  // the default: Ferry never negotiates KILLPRIV_V2
+        case "syslog": plan.syslog = true
+        case "debug": debug = true
+        case "print-capabilities": printCapabilities = true
+        default:
+            if valueOptions.contains(name) { throw CLIError("--\(name) needs a value") }
+            throw CLIError("unknown option '--\(name)'")
+        }
+    }
+
+    /// One item of a legacy `-o` list.
+    mutating func legacy(_ option: String) throws(CLIError) {
+        if let eq = option.firstIndex(of: "=") {
+            let key = String(option[..<eq]), value = String(option[option.index(after: eq)...])
+            switch key {
+            case "source": try setSource(.legacySource, value)
+            case "cache": plan.cache = try Self.cachePolicy(value, option: "-o cache")
+            case "loglevel", "log_level":
+                switch value {
+                case "debug": plan.logLevel = .debug
+                case "info": plan.logLevel = .info
+                case "warn", "warning": plan.logLevel = .warning
+                case "err", "error": plan.logLevel = .error
+                default: throw CLIError("invalid value '\(value)' for -o \(key) (expected err, warn, info or debug)")
+                }
+            case "sandbox":
+                guard ["namespace", "chroot", "none"].contains(value) else {
+                    throw CLIError("invalid value '\(value)' for -o sandbox (expected namespace, chroot or none)")
+                }
+                sandbox = value
+            case "timeout":
+                throw CLIError("-o timeout= is not supported: the timeouts follow the cache policy; use --cache=never|metadata|auto|always instead")
+            case "modcaps":
+                throw CLIError("-o modcaps= is not supported: \(unsupportedLongOptions["modcaps"]!)")
+            case "xattrmap":
+                throw CLIError("-o xattrmap= is not supported: \(unsupportedLongOptions["xattrmap"]!)")
+            default:
+                throw CLIError("unknown -o option '\(option)'")
+            }
+            return
+        }
+        switch option {
+        case "xattr": plan.xattr = true
+        case "no_xattr": plan.xattr = false
+        case "posix_acl": plan.posixACL = true
+        case "no_posix_acl": plan.posixACL = false
+        case "readdirplus": plan.readdirplus = true
+        case "no_readdirplus": plan.readdirplus = false
+        case "writeback": plan.writeback = true
+        case "no_writeback": plan.writeback = false
+        case "allow_direct_io": plan.allowDirectIO = true
+        case "no_allow_direct_io": plan.allowDirectIO = false
+        case "announce_submounts": plan.announceSubmounts = true
+        case "debug": debug = true
+        // What these ask for is what Ferry does: locks stay in the guest, no KILLPRIV_V2.
+        case "no_flock", "no_posix_lock", "no_killpriv_v2", "no_security_label": break
+        case "flock", "posix_lock":
+            throw CLIError("-o \(option) is not supported: Ferry does not serve remote locks yet (the guest kernel then locks locally); use -o no_\(option) or leave it out")
+        case "killpriv_v2":
+            throw CLIError("-o killpriv_v2 is not supported: \(unsupportedLongOptions["killpriv-v2"]!)")
+        case "security_label":
+            throw CLIError("-o security_label is not supported: \(unsupportedLongOptions["security-label"]!)")
+        case "norace":
+            throw CLIError("-o norace is not supported: Ferry has no racy fallback to disable; leave it out")
+        case "source", "cache", "timeout", "loglevel", "log_level", "sandbox":
+            throw CLIError("-o \(option) needs a value (-o \(option)=...)")
+        default:
+            throw CLIError("unknown -o option '\(option)'")
+        }
+    }
+
+    /// Completes the plan: cross-field checks and the options Ferry refuses only when given.
+    mutating func finish() throws(CLIError) -> VirtiofsdInvocation {
+        if let sandbox, sandbox != "none" {
+            throw CLIError("--sandbox=\(sandbox) is not implemented by Ferry yet (Ferry confines requests to the shared directory with openat2 RESOLVE_BENEATH, but does not sandbox the process); run with --sandbox=none --seccomp=none")
+        }
+        if let seccomp, seccomp != "none" {
+            throw CLIError("--seccomp=\(seccomp) is not implemented by Ferry yet; run with --sandbox=none --seccomp=none")
+        }
+        if printCapabilities { return .printCapabilities }
+
+        if sourceOrder.count > 1 {
+            throw CLIError("\(sourceOrder[0].rawValue) and \(sourceOrder[1].rawValue) both name the export; give only one of --shared-dir, -o source and --source")
+        }
+        guard let kind = sourceOrder.first, let source = sources[kind] else {
+            throw CLIError("no export given: pass --shared-dir=DIR (or -o source=DIR, or --source SRC)")
+        }
+        plan.source = source
+        switch (socketPath, fd) {
+        case (let path?, nil): plan.listener = .socketPath(path)
+        case (nil, let n?):
+            if plan.socketGroup != nil {
+                throw CLIError("--socket-group applies to the socket Ferry creates; it cannot be used with --fd")
+            }
+            plan.listener = .fd(n)
+        case (_?, _?): throw CLIError("--socket-path and --fd are mutually exclusive; give one")
+        case (nil, nil): throw CLIError("no vhost-user socket given: pass --socket-path=PATH or --fd=N")
+        }
+        if debug { plan.logLevel = .debug }
+        return .serve(plan)
+    }
+
+    static func cachePolicy(_ value: String, option: String) throws(CLIError) -> CachePolicy {
+        switch value.lowercased() {
+        case "auto": return .auto
+        case "always": return .always
+        case "never", "none": return .never
+        case "metadata": return .metadata
+        default: throw CLIError("invalid value '\(value)' for \(option) (expected auto, always, never or metadata)")
+        }
+    }
+
+    /// Splits a `-o` list at commas; a doubled comma is a comma inside a value, as libvirt
+    /// escapes paths. Empty items are skipped.
+    static func splitOptionList(_ list: String) -> [String] {
+        var items: [String] = []
+        var current = ""
+        var chars = list.makeIterator()
+        var pending = chars.next()
+        while let c = pending {
+            pending = chars.next()
+            if c == "," {
+                if pending == "," {
+                    current.append(",")
+                    pending = chars.next()
+                } else {
+                    items.append(current)
+                    current = ""
+                }
+            } else {
+                current.append(c)
+            }
+        }
+        items.append(current)
+        return items.filter { !$0.isEmpty }
+    }
+}
