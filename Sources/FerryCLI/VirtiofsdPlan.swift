@@ -46,9 +46,9 @@ public struct VirtiofsdPlan: Equatable, Sendable {
 
     /// What the server core applies for every request.
     public var policy: ExportPolicy {
-        // allowDirectIO and readdirplus have no ExportPolicy field yet: the integrator maps them.
         ExportPolicy(cache: cache, xattr: xattr, posixACL: posixACL, readOnly: readonly,
-                     writeback: writeback, announceSubmounts: announceSubmounts)
+                     writeback: writeback, announceSubmounts: announceSubmounts,
+                     allowDirectIO: allowDirectIO, readdirplus: readdirplus)
     }
 
     public var posixOptions: POSIXOptions {

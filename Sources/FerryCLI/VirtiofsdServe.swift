@@ -94,8 +94,6 @@ struct VirtiofsdBackend {
 //         throw CLIError("cannot listen for the vhost-user front-end: \(error)")
 //     }
 //     return VirtiofsdBackend(run: backend.run, stop: backend.stop)
-//
-// (and map VirtiofsdPlan.allowDirectIO / .readdirplus where the server core takes them).
 func startVhostUserBackend(
     listener: VirtiofsdPlan.Listener, socketGroup: gid_t?, handler: any FUSERequestHandler,
     threadPoolSize: Int, maxWrite: UInt32, logger: Logger

@@ -94,7 +94,7 @@ private let base = "--socket-path=/run/vfs.sock --shared-dir=/srv"
         #expect(try plan("\(base) -o writeback").writeback)
         #expect(try plan("\(base) -o writeback,no_writeback").writeback == false)
 
-        #expect(try plan("\(base) --allow-direct-io").allowDirectIO)
+        #expect(try plan("\(base) --allow-direct-io").policy.allowDirectIO)
         #expect(try plan("\(base) -o allow_direct_io").allowDirectIO)
         #expect(try plan("\(base) -o allow_direct_io -o no_allow_direct_io").allowDirectIO == false)
 
@@ -102,7 +102,7 @@ private let base = "--socket-path=/run/vfs.sock --shared-dir=/srv"
         #expect(try plan("\(base) -o announce_submounts").announceSubmounts)
         #expect(try plan("\(base) --no-announce-submounts").policy.announceSubmounts == false)
 
-        #expect(try plan("\(base) --no-readdirplus").readdirplus == false)
+        #expect(try plan("\(base) --no-readdirplus").policy.readdirplus == false)
         #expect(try plan("\(base) -o no_readdirplus").readdirplus == false)
         #expect(try plan("\(base) -o no_readdirplus,readdirplus").readdirplus)
 
