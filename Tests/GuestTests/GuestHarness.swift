@@ -1,0 +1,140 @@
+import FerryTestSupport
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Boots the project's test guest (scripts/guest) and reads what it printed.
+enum Guest {
+    static let repo = BuiltProducts.packageRoot.path
+    static let qemu = "/usr/bin/qemu-system-x86_64"
+    static let referenceVirtiofsd = "/usr/lib/qemu/virtiofsd"
+
+    static var available: Bool { FileManager.default.isExecutableFile(atPath: qemu) && getuid() == 0 }
+    static var referenceAvailable: Bool { FileManager.default.isExecutableFile(atPath: referenceVirtiofsd) }
+
+    /// Builds the image once per test process (the script caches across runs too).
+    static let image: Result<Void, HarnessError> = {
+        do {
+            let r = try runToCompletion(repo + "/scripts/guest/build-image", [])
+            return r.succeeded ? .success(()) : .failure(HarnessError("build-image failed:\n\(r.output)"))
+        } catch {
+            return .failure(HarnessError("build-image: \(error)"))
+        }
+    }()
+
+    /// The result of one guest run.
+    struct Run {
+        /// The guest command's exit status, or 124 (timeout) / 125 (no exit marker).
+        let status: Int32
+        /// What the command printed (between the mount and exit markers).
+        let output: String
+        /// The whole console log.
+        let log: String
+    }
+
+    /// Boots a guest against the back-end listening on `socket` and runs `command` in it.
+    static func run(socket: String, command: String, timeout: Int = 300, queues: Int = 1, smp: Int = 1,
+                    pidfile: String? = nil) throws -> Run {
+        try image.get()
+        let log = try makeTemporaryDirectory("ferry-guest-log") + "/console.log"
+        var arguments = ["--socket", socket, "--cmd", command, "--timeout", "\(timeout)", "--quiet", "--log", log]
+        if queues > 1 { arguments += ["--queues", "\(queues)"] }
+        if smp > 1 { arguments += ["--smp", "\(smp)"] }
+        if let pidfile { arguments += ["--pidfile", pidfile] }
+        let result = try runToCompletion(repo + "/scripts/guest/run-guest", arguments)
+        let text = ((try? String(contentsOfFile: log, encoding: .utf8)) ?? result.output).replacingOccurrences(of: "\r", with: "")
+        return Run(status: result.status, output: commandOutput(text), log: text)
+    }
+
+    /// The lines between `FERRY-GUEST: mounted` and `FERRY-GUEST: exit=`.
+    static func commandOutput(_ log: String) -> String {
+        var inside = false
+        var lines: [Substring] = []
+        for line in log.split(separator: "\n", omittingEmptySubsequences: false) {
+            if line == "FERRY-GUEST: mounted" { inside = true; continue }
+            if line.hasPrefix("FERRY-GUEST: exit=") { break }
+            if inside { lines.append(line) }
+        }
+        return lines.joined(separator: "\n")
+    }
+}
+
+/// Outcome of `ferry-conformance` as printed: check name → passed (true), failed (false);
+/// skipped checks are left out.
+func conformanceResults(_ output: String) -> [String: Bool] {
+    var results: [String: Bool] = [:]
+    for line in output.split(separator: "\n") {
+        if line.hasPrefix("ok ") { results[String(line.dropFirst(3))] = true }
+        if line.hasPrefix("FAIL ") {
+            let rest = line.dropFirst(5)
+            results[String(rest.prefix { $0 != ":" })] = false
+        }
+    }
+    return results
+}
+
+/// A vhost-user-fs back-end process on a socket in a fresh directory, serving `export`.
+final class Daemon {
+    let process = Process()
+    let socket: String
+    let logPath: String
+
+    private init(executable: String, arguments: [String], socket: String, logPath: String) throws {
+        self.socket = socket
+        self.logPath = logPath
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        FileManager.default.createFile(atPath: logPath, contents: nil)
+        let log = FileHandle(forWritingAtPath: logPath)!
+        process.standardOutput = log
+        process.standardError = log
+        try runWithDefaultSignalMask(process)
+        let deadline = Date().addingTimeInterval(20)
+        while !FileManager.default.fileExists(atPath: socket) {
+            guard process.isRunning, Date() < deadline else {
+                throw HarnessError("\(executable) did not create \(socket); its log:\n\(self.log)")
+            }
+            usleep(20_000)
+        }
+    }
+
+    /// `ferry virtiofsd` on `export`.
+    static func ferry(export: String, socket: String? = nil, extra: [String] = []) throws -> Daemon {
+        let ferry = try BuiltProducts.require("ferry")
+        let dir = try makeTemporaryDirectory("ferry-daemon")
+        let socket = socket ?? dir + "/vhost.sock"
+        return try Daemon(executable: ferry,
+                          arguments: ["virtiofsd", "--socket-path=\(socket)", "--shared-dir=\(export)", "--cache=auto"] + extra,
+                          socket: socket, logPath: dir + "/ferry.log")
+    }
+
+    /// The reference C virtiofsd (QEMU 7.2): serves one guest, then exits.
+    static func reference(export: String, extra: [String] = []) throws -> Daemon {
+        let dir = try makeTemporaryDirectory("virtiofsd-daemon")
+        let socket = dir + "/vhost.sock"
+        return try Daemon(executable: Guest.referenceVirtiofsd,
+                          arguments: ["--socket-path=\(socket)", "-o", "source=\(export)", "-o", "cache=auto"] + extra,
+                          socket: socket, logPath: dir + "/virtiofsd.log")
+    }
+
+    var isRunning: Bool { process.isRunning }
+    var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    /// SIGTERM, then the exit status (SIGKILL after `timeout` seconds, status -1).
+    @discardableResult
+    func stop(timeout: TimeInterval = 20) -> Int32 {
+        guard process.isRunning else { return process.terminationStatus }
+        process.terminate()
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            return -1
+        }
+        return process.terminationReason == .exit ? process.terminationStatus : -Int32(process.terminationStatus)
+    }
+
+    deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+}
