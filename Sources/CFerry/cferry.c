@@ -89,3 +89,56 @@ int ferry_thread_raise_dac(void) {
     data[0].effective |= wanted & data[0].permitted;
     return (int)syscall(SYS_capset, &header, data);
 }
+// ---- vhost-user transport (FerryVhostUser) ----
+#include <sys/socket.h>
+#include <sys/mman.h>
+#include <sys/eventfd.h>
+#include <stdatomic.h>
+
+ssize_t ferry_recvmsg_fds(int sock, void *buf, size_t len, int *fds, size_t maxfds, size_t *nfds) {
+    union { struct cmsghdr align; char raw[CMSG_SPACE(sizeof(int) * 32)]; } control;
+    struct iovec iov = { .iov_base = buf, .iov_len = len };
+    struct msghdr msg = { 0 };
+    msg.msg_iov = &iov; msg.msg_iovlen = 1;
+    msg.msg_control = control.raw; msg.msg_controllen = sizeof control.raw;
+    *nfds = 0;
+    ssize_t n;
+    do { n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC); } while (n < 0 && errno == EINTR);
+    if (n < 0) return -1;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        int *received = (int *)CMSG_DATA(c);
+        for (size_t i = 0; i < count; i++) {
+            int fd; memcpy(&fd, received + i, sizeof fd);
+            if (*nfds < maxfds) fds[(*nfds)++] = fd; else close(fd);
+        }
+    }
+    return n;
+}
+
+ssize_t ferry_sendmsg_fds(int sock, const void *buf, size_t len, const int *fds, size_t nfds) {
+    union { struct cmsghdr align; char raw[CMSG_SPACE(sizeof(int) * 8)]; } control;
+    struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+    struct msghdr msg = { 0 };
+    msg.msg_iov = &iov; msg.msg_iovlen = 1;
+    if (nfds > 8) { errno = EINVAL; return -1; }
+    if (nfds > 0) {
+        memset(&control, 0, sizeof control);
+        msg.msg_control = control.raw; msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET; c->cmsg_type = SCM_RIGHTS; c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+    }
+    ssize_t n;
+    do { n = sendmsg(sock, &msg, MSG_NOSIGNAL); } while (n < 0 && errno == EINTR);
+    return n;
+}
+
+int ferry_memfd_create(const char *name, unsigned int flags) { return memfd_create(name, flags); }
+int ferry_eventfd(unsigned int initval, int flags) { return eventfd(initval, flags); }
+uint16_t ferry_load_acquire_u16(const void *p) { return __atomic_load_n((const uint16_t *)p, __ATOMIC_ACQUIRE); }
+void ferry_store_release_u16(void *p, uint16_t v) { __atomic_store_n((uint16_t *)p, v, __ATOMIC_RELEASE); }
+void ferry_fence_seq_cst(void) { atomic_thread_fence(memory_order_seq_cst); }
+void ferry_fence_acquire(void) { atomic_thread_fence(memory_order_acquire); }
+void ferry_fence_release(void) { atomic_thread_fence(memory_order_release); }

@@ -1,4 +1,5 @@
 import FerryCore
+import FerryVhostUser
 import FerryPOSIX
 import Logging
 #if canImport(Glibc)
@@ -75,30 +76,27 @@ struct VirtiofsdBackend {
     let stop: () -> Void
 }
 
-// MARK: - Integration point: the vhost-user back-end
-//
-// When FerryVhostUser's VhostUserFSBackend lands, replace this function's body with:
-//
-//     let options = VhostUserFSOptions(threadPoolSize: threadPoolSize, maxWrite: maxWrite)
-//     let backend: VhostUserFSBackend
-//     do {
-//         switch listener {
-//         case .socketPath(let path):
-//             backend = try VhostUserFSBackend(socketPath: path, socketGroup: socketGroup,
-//                                              handler: handler, options: options, logger: logger)
-//         case .fd(let fd):
-//             backend = try VhostUserFSBackend(listeningFD: fd, handler: handler,
-//                                              options: options, logger: logger)
-//         }
-//     } catch {
-//         throw CLIError("cannot listen for the vhost-user front-end: \(error)")
-//     }
-//     return VirtiofsdBackend(run: backend.run, stop: backend.stop)
+// MARK: - The vhost-user back-end
+
+/// Listens for the vhost-user front-end (QEMU) on a socket path or an inherited fd.
 func startVhostUserBackend(
     listener: VirtiofsdPlan.Listener, socketGroup: gid_t?, handler: any FUSERequestHandler,
     threadPoolSize: Int, maxWrite: UInt32, logger: Logger
 ) throws(CLIError) -> VirtiofsdBackend {
-    throw CLIError("the vhost-user transport is not in this build yet")
+    let options = VhostUserFSOptions(threadPoolSize: threadPoolSize, maxWrite: maxWrite)
+    let backend: VhostUserFSBackend
+    do {
+        switch listener {
+        case .socketPath(let path):
+            backend = try VhostUserFSBackend(socketPath: path, socketGroup: socketGroup,
+                                             handler: handler, options: options, logger: logger)
+        case .fd(let fd):
+            backend = try VhostUserFSBackend(listeningFD: fd, handler: handler, options: options, logger: logger)
+        }
+    } catch {
+        throw CLIError("cannot listen for the vhost-user front-end: \(error)")
+    }
+    return VirtiofsdBackend(run: backend.run, stop: backend.stop)
 }
 
 // MARK: - Process set-up

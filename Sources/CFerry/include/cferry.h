@@ -77,3 +77,28 @@ enum {
     FERRY_F_OFD_SETLKW = 38,
     FERRY_MAX_HANDLE_SZ = 128,
 };
+
+// ---- vhost-user transport (FerryVhostUser) ----
+
+/// recvmsg(2) of up to `len` bytes (one call; a stream may return fewer) with SCM_RIGHTS:
+/// up to `maxfds` received descriptors land in `fds` (O_CLOEXEC), their count in
+/// `*nfds`; descriptors beyond `maxfds` are closed. Returns bytes read, 0 on EOF, -1.
+ssize_t ferry_recvmsg_fds(int sock, void *buf, size_t len, int *fds, size_t maxfds, size_t *nfds);
+/// sendmsg(2) of `len` bytes with `nfds` descriptors as SCM_RIGHTS (nfds may be 0).
+ssize_t ferry_sendmsg_fds(int sock, const void *buf, size_t len, const int *fds, size_t nfds);
+/// memfd_create(2) and eventfd(2) (glibc headers Swift may not import).
+int ferry_memfd_create(const char *name, unsigned int flags);
+int ferry_eventfd(unsigned int initval, int flags);
+/// Memory ordering for shared rings: acquire load / release store of a 16-bit index,
+/// and full, acquire and release fences (atomic_thread_fence).
+uint16_t ferry_load_acquire_u16(const void *p);
+void ferry_store_release_u16(void *p, uint16_t v);
+void ferry_fence_seq_cst(void);
+void ferry_fence_acquire(void);
+void ferry_fence_release(void);
+
+enum {
+    FERRY_EFD_CLOEXEC = 02000000,
+    FERRY_EFD_NONBLOCK = 04000,
+    FERRY_MFD_CLOEXEC = 1,
+};

@@ -1,0 +1,270 @@
+import CFerry
+import FerryCore
+import FerryVirtio
+import Logging
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public struct VhostUserFSOptions: Sendable {
+    /// GET_QUEUE_NUM answers 1 + this (the hiprio queue and the request queues).
+    public var maxRequestQueues: Int = 16
+    /// A larger SET_VRING_NUM is refused.
+    public var maxQueueSize: Int = 1024
+    /// 0: each queue's thread runs its requests inline. N > 0 (a pool) is not implemented yet:
+    /// `VhostUserFSBackend.init` refuses it.
+    public var threadPoolSize: Int = 0
+    /// Sizes the per-thread request and reply buffers.
+    public var maxWrite: UInt32 = 1 << 20
+
+    public init(maxRequestQueues: Int = 16, maxQueueSize: Int = 1024, threadPoolSize: Int = 0, maxWrite: UInt32 = 1 << 20) {
+        self.maxRequestQueues = maxRequestQueues; self.maxQueueSize = maxQueueSize
+        self.threadPoolSize = threadPoolSize; self.maxWrite = maxWrite
+    }
+}
+
+public enum VhostUserDeviceState: Sendable, Equatable {
+    /// Waiting for a front-end.
+    case listening
+    /// Serving a front-end.
+    case connected
+    /// The current front-end's guest broke the virtqueue rules; its queues are not served
+    /// until it resets the device or reconnects.
+    case broken(String)
+    /// `stop()` was called; `run()` has returned or is about to.
+    case stopped
+}
+
+public struct VhostUserError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// A vhost-user-fs device back-end: listens on a unix socket and serves front-ends
+/// (QEMU, cloud-hypervisor…) one after another, until `stop()`.
+public final class VhostUserFSBackend: @unchecked Sendable {
+    private let listenFD: Int32
+    /// The socket file we created (removed when `run()` ends), nil for an inherited fd.
+    private let socketPath: String?
+    private let handler: any FUSERequestHandler
+    private let options: VhostUserFSOptions
+    private let logger: Logger
+    private let stopFD: Int32
+    private let stopping = Atomic<Bool>(false)
+    private let status = Mutex<(state: VhostUserDeviceState, served: Int)>((.listening, 0))
+    private let device: VhostUserFSDevice
+    private let message: UnsafeMutableRawBufferPointer
+
+    /// Binds and listens on `socketPath` (a stale socket there is removed; anything else
+    /// is refused). The socket is mode 0600, or 0660 and group `socketGroup` when given.
+    public init(socketPath: String, socketGroup: UInt32? = nil, handler: any FUSERequestHandler,
+                options: VhostUserFSOptions = .init(), logger: Logger) throws(VhostUserError) {
+        try Self.validate(options)
+        var st = stat()
+        if lstat(socketPath, &st) == 0 {
+            guard st.st_mode & S_IFMT == S_IFSOCK else {
+                throw VhostUserError("\(socketPath) exists and is not a socket; refusing to replace it")
+            }
+            guard unlink(socketPath) == 0 else { throw VhostUserError("cannot remove stale socket \(socketPath): errno \(errno)") }
+        }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let pathBytes = Array(socketPath.utf8)
+        guard pathBytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+            throw VhostUserError("socket path too long (\(pathBytes.count) bytes): \(socketPath)")
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: pathBytes)
+            raw[pathBytes.count] = 0
+        }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw VhostUserError("socket() failed: errno \(errno)") }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard bound == 0 else { let e = errno; close(fd); throw VhostUserError("bind(\(socketPath)) failed: errno \(e)") }
+        var ok = chmod(socketPath, socketGroup == nil ? 0o600 : 0o660) == 0
+        if ok, let g = socketGroup { ok = chown(socketPath, uid_t.max, g) == 0 }
+        guard ok, listen(fd, 1) == 0 else {
+            let e = errno; close(fd); unlink(socketPath)
+            throw VhostUserError("setting up \(socketPath) failed: errno \(e)")
+        }
+        listenFD = fd
+        self.socketPath = socketPath
+        self.handler = handler; self.options = options; self.logger = logger
+        stopFD = ferry_eventfd(0, Int32(FERRY_EFD_CLOEXEC | FERRY_EFD_NONBLOCK))
+        device = VhostUserFSDevice(handler: handler, options: options, logger: logger)
+        message = .allocate(byteCount: VhostUserHeader.size + VhostUserHeader.maximumPayload, alignment: 8)
+    }
+
+    /// Serves on an inherited socket that is already listening (virtiofsd's `--fd`).
+    public init(listeningFD: Int32, handler: any FUSERequestHandler, options: VhostUserFSOptions = .init(),
+                logger: Logger) throws(VhostUserError) {
+        try Self.validate(options)
+        listenFD = listeningFD
+        socketPath = nil
+        self.handler = handler; self.options = options; self.logger = logger
+        stopFD = ferry_eventfd(0, Int32(FERRY_EFD_CLOEXEC | FERRY_EFD_NONBLOCK))
+        device = VhostUserFSDevice(handler: handler, options: options, logger: logger)
+        message = .allocate(byteCount: VhostUserHeader.size + VhostUserHeader.maximumPayload, alignment: 8)
+    }
+
+    private static func validate(_ o: VhostUserFSOptions) throws(VhostUserError) {
+        guard o.threadPoolSize == 0 else {
+            throw VhostUserError("threadPoolSize \(o.threadPoolSize): a request thread pool is not implemented; each queue's thread runs its requests (use 0)")
+        }
+        guard o.maxRequestQueues >= 1, o.maxRequestQueues <= 255 else { throw VhostUserError("maxRequestQueues must be 1…255") }
+        guard o.maxQueueSize >= 1, SplitVirtqueue.isValidSize(UInt32(o.maxQueueSize)) else {
+            throw VhostUserError("maxQueueSize must be a power of two up to \(SplitVirtqueue.maximumSize)")
+        }
+        guard o.maxWrite >= 4096 else { throw VhostUserError("maxWrite must be at least 4096") }
+    }
+
+    deinit {
+        close(listenFD)
+        close(stopFD)
+        message.deallocate()
+    }
+
+    public var state: VhostUserDeviceState {
+        let s = status.withLock { $0.state }
+        if s == .connected, let reason = device.brokenReason { return .broken(reason) }
+        return s
+    }
+
+    public var connectionsServed: Int { status.withLock { $0.served } }
+
+    /// Stops `run()` (from any thread): the current connection is dropped, `run` returns.
+    public func stop() {
+        stopping.store(true, ordering: .releasing)
+        signalEventFD(stopFD)
+    }
+
+    /// Accepts front-ends one after another and serves each until it disconnects, until
+    /// `stop()`.
+    public func run() {
+        defer {
+            status.withLock { $0.state = .stopped }
+            if let p = socketPath { unlink(p) }
+        }
+        while !stopping.load(ordering: .acquiring) {
+            status.withLock { $0.state = .listening }
+            var fds = [pollfd(fd: listenFD, events: Int16(POLLIN), revents: 0), pollfd(fd: stopFD, events: Int16(POLLIN), revents: 0)]
+            let n = poll(&fds, 2, -1)
+            if n < 0 {
+                if errno == EINTR { continue }
+                logger.error("poll on the vhost-user socket failed", metadata: ["errno": "\(errno)"])
+                return
+            }
+            if stopping.load(ordering: .acquiring) { return }
+            guard fds[0].revents & Int16(POLLIN) != 0 else {
+                if fds[0].revents != 0 { logger.error("vhost-user listening socket failed"); return }
+                continue
+            }
+            let conn = accept(listenFD, nil, nil)
+            if conn < 0 {
+                if errno == EINTR || errno == EAGAIN || errno == ECONNABORTED { continue }
+                logger.error("accept on the vhost-user socket failed", metadata: ["errno": "\(errno)"])
+                return
+            }
+            _ = ferry_fcntl_int(conn, F_SETFD, FD_CLOEXEC)
+            status.withLock { $0.state = .connected; $0.served += 1 }
+            logger.info("vhost-user front-end connected")
+            serve(connection: conn)
+            device.reset()
+            close(conn)
+            logger.info("vhost-user front-end disconnected; device state dropped")
+        }
+    }
+
+    // MARK: - One connection
+
+    private func serve(connection fd: Int32) {
+        var received = [Int32](repeating: -1, count: 16)
+        while !stopping.load(ordering: .acquiring) {
+            var pfds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: stopFD, events: Int16(POLLIN), revents: 0)]
+            if poll(&pfds, 2, -1) < 0 {
+                if errno == EINTR { continue }
+                return
+            }
+            if stopping.load(ordering: .acquiring) { return }
+            // Header, with any fds.
+            var fds: [Int32] = []
+            guard receive(fd, into: message.baseAddress!, count: VhostUserHeader.size, fds: &fds, scratch: &received) else {
+                for f in fds { close(f) }
+                return
+            }
+            let header = VhostUserHeader.decode(UnsafeRawBufferPointer(rebasing: message[0..<VhostUserHeader.size]))!
+            guard header.flags & VhostUserHeader.versionMask == VhostUserHeader.version else {
+                logger.error("vhost-user message with a bad version; closing the connection", metadata: ["flags": "\(header.flags)"])
+                for f in fds { close(f) }
+                return
+            }
+            guard header.size <= UInt32(VhostUserHeader.maximumPayload) else {
+                logger.error("vhost-user payload too large; closing the connection", metadata: ["size": "\(header.size)", "request": "\(header.request)"])
+                for f in fds { close(f) }
+                return
+            }
+            let size = Int(header.size)
+            if size > 0 {
+                guard receive(fd, into: message.baseAddress! + VhostUserHeader.size, count: size, fds: &fds, scratch: &received) else {
+                    for f in fds { close(f) }
+                    return
+                }
+            }
+            let payload = UnsafeRawBufferPointer(rebasing: message[VhostUserHeader.size..<(VhostUserHeader.size + size)])
+            let reply = device.handle(request: header.request, flags: header.flags, payload: payload, fds: &fds)
+            for f in fds { close(f) }
+            switch reply {
+            case .close(let why):
+                logger.error("vhost-user protocol error; closing the connection", metadata: ["reason": "\(why)"])
+                return
+            case .payload(let bytes):
+                guard send(fd, request: header.request, payload: bytes) else { return }
+            case .none(let succeeded):
+                if header.needsReply {
+                    guard send(fd, request: header.request, payload: VhostUserFSDevice.bytes(UInt64(succeeded ? 0 : 1))) else { return }
+                }
+            }
+        }
+    }
+
+    /// Reads exactly `count` bytes, collecting fds; false on EOF or error.
+    private func receive(_ fd: Int32, into p: UnsafeMutableRawPointer, count: Int, fds: inout [Int32], scratch: inout [Int32]) -> Bool {
+        var got = 0
+        while got < count {
+            var n = 0
+            let r = scratch.withUnsafeMutableBufferPointer { ferry_recvmsg_fds(fd, p + got, count - got, $0.baseAddress, $0.count, &n) }
+            for i in 0..<n { fds.append(scratch[i]) }
+            if r == 0 { return false }
+            if r < 0 {
+                if errno == EINTR || errno == EAGAIN { continue }
+                if errno != ECONNRESET { logger.error("reading the vhost-user socket failed", metadata: ["errno": "\(errno)"]) }
+                return false
+            }
+            got += r
+        }
+        return true
+    }
+
+    private func send(_ fd: Int32, request: UInt32, payload: [UInt8]) -> Bool {
+        var buffer = [UInt8](repeating: 0, count: VhostUserHeader.size + payload.count)
+        buffer.withUnsafeMutableBytes { raw in
+            VhostUserHeader(request: request, flags: VhostUserHeader.version | VhostUserHeader.replyFlag, size: UInt32(payload.count))
+                .encode(to: raw.baseAddress!)
+            raw.baseAddress!.advanced(by: VhostUserHeader.size).copyMemory(from: payload, byteCount: payload.count)
+        }
+        var sent = 0
+        while sent < buffer.count {
+            let r = buffer.withUnsafeBytes { ferry_sendmsg_fds(fd, $0.baseAddress! + sent, $0.count - sent, nil, 0) }
+            if r < 0 {
+                if errno == EINTR { continue }
+                logger.error("writing to the vhost-user socket failed", metadata: ["errno": "\(errno)"])
+                return false
+            }
+            sent += r
+        }
+        return true
+    }
+}

@@ -1,0 +1,456 @@
+import CFerry
+import FerryCore
+import FerryVirtio
+import Logging
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What the control thread sends back for one front-end message.
+enum ControlReply: Equatable {
+    /// Nothing (or a REPLY_ACK, decided by the caller from `succeeded`).
+    case none(succeeded: Bool)
+    /// An explicit reply payload (the message type has one).
+    case payload([UInt8])
+    /// Close the connection (a protocol violation).
+    case close(String)
+}
+
+/// The vhost-user-fs device for one front-end connection: the protocol's state machine
+/// (features, memory table, rings) and the queue workers. Independent of the socket, so
+/// tests can drive it with messages directly.
+final class VhostUserFSDevice: @unchecked Sendable {
+    static let offeredFeatures: UInt64 = VirtioFeature.version1 | VirtioFeature.ringIndirectDescriptors
+        | VirtioFeature.ringEventIndex | VirtioFeature.protocolFeatures
+    static let offeredProtocolFeatures: UInt64 = VhostUserProtocolFeature.multiqueue | VhostUserProtocolFeature.replyAck
+        | VhostUserProtocolFeature.configureMemSlots | VhostUserProtocolFeature.resetDevice
+    static let maxMemorySlots = 32
+
+    let handler: any FUSERequestHandler
+    let options: VhostUserFSOptions
+    let logger: Logger
+    let queues: [Virtqueue]
+
+    /// Held for reading by a worker while it processes a batch; for writing by the control
+    /// thread while it changes the memory table or a running ring's configuration.
+    private let lock: UnsafeMutablePointer<pthread_rwlock_t>
+    /// Guarded by `lock`.
+    private(set) var memory = GuestMemory.empty
+    private var ackedFeatures: UInt64 = 0
+    private(set) var ackedProtocolFeatures: UInt64 = 0
+    /// Guarded by `lock` (workers read it during a batch).
+    private var eventIndex = false
+    private var indirect = false
+
+    private let brokenFlag = Atomic<Bool>(false)
+    private let reasonLock = Mutex<String?>(nil)
+
+    init(handler: any FUSERequestHandler, options: VhostUserFSOptions, logger: Logger) {
+        self.handler = handler
+        self.options = options
+        self.logger = logger
+        queues = (0...max(1, options.maxRequestQueues)).map { Virtqueue(index: $0) }
+        lock = .allocate(capacity: 1)
+        var attr = pthread_rwlockattr_t()
+        pthread_rwlockattr_init(&attr)
+        // A busy queue must not starve SET_MEM_TABLE.
+        pthread_rwlockattr_setkind_np(&attr, Int32(PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP))
+        pthread_rwlock_init(lock, &attr)
+        pthread_rwlockattr_destroy(&attr)
+    }
+
+    deinit {
+        reset(notifyHandler: false)
+        pthread_rwlock_destroy(lock)
+        lock.deallocate()
+    }
+
+    var brokenReason: String? { reasonLock.withLock { $0 } }
+    var isBroken: Bool { brokenFlag.load(ordering: .acquiring) }
+
+    /// Marks the device broken: every worker stops serving its ring until a reset.
+    func markBroken(queue: Int, _ reason: String) {
+        let first = reasonLock.withLock { r -> Bool in
+            if r != nil { return false }
+            r = "queue \(queue): \(reason)"
+            return true
+        }
+        brokenFlag.store(true, ordering: .releasing)
+        if first {
+            logger.error("virtio-fs device broken; its queues are no longer served until the front-end resets it",
+                         metadata: ["queue": "\(queue)", "reason": "\(reason)"])
+            for q in queues { q.wake() }
+        }
+    }
+
+    @inline(__always) private func writeLocked<T>(_ body: () throws -> T) rethrows -> T {
+        pthread_rwlock_wrlock(lock); defer { pthread_rwlock_unlock(lock) }
+        return try body()
+    }
+
+    // MARK: - Lifecycle
+
+    /// Stops every worker, unmaps memory, closes every fd, forgets negotiation and the
+    /// broken state; tells the handler the connection's state is gone.
+    func reset(notifyHandler: Bool = true) {
+        for q in queues { stopWorker(q) }
+        writeLocked {
+            for q in queues { q.resetConfiguration() }
+            memory = .empty
+            ackedFeatures = 0; ackedProtocolFeatures = 0; eventIndex = false; indirect = false
+        }
+        brokenFlag.store(false, ordering: .releasing)
+        reasonLock.withLock { $0 = nil }
+        if notifyHandler { handler.connectionLost() }
+    }
+
+    // MARK: - Messages
+
+    /// Handles one message. `fds` are the descriptors that came with it; those the
+    /// handler keeps are removed, the caller closes the rest.
+    func handle(request code: UInt32, flags: UInt32, payload: UnsafeRawBufferPointer, fds: inout [Int32]) -> ControlReply {
+        guard let request = VhostUserRequest(rawValue: code) else {
+            logger.warning("unknown vhost-user request; refused", metadata: ["request": "\(code)"])
+            return .none(succeeded: false)
+        }
+        func need(_ n: Int) -> Bool { payload.count >= n }
+        func u64() -> UInt64 { payload.loadUnaligned(as: UInt64.self).littleEndian }
+        func fail(_ why: String) -> ControlReply {
+            logger.warning("vhost-user request refused", metadata: ["request": "\(request)", "reason": "\(why)"])
+            return .none(succeeded: false)
+        }
+        func short() -> ControlReply { .close("\(request) with a \(payload.count)-byte payload") }
+
+        switch request {
+        case .getFeatures:
+            return .payload(Self.bytes(Self.offeredFeatures))
+        case .setFeatures:
+            guard need(8) else { return short() }
+            let value = u64()
+            let unknown = value & ~Self.offeredFeatures
+            writeLocked {
+                ackedFeatures = value & Self.offeredFeatures
+                eventIndex = ackedFeatures & VirtioFeature.ringEventIndex != 0
+                indirect = ackedFeatures & VirtioFeature.ringIndirectDescriptors != 0
+            }
+            if ackedFeatures & VirtioFeature.protocolFeatures == 0 {
+                // Without protocol features, rings start enabled.
+                for q in queues { q.enabled.store(true, ordering: .releasing); q.wake() }
+            }
+            return unknown == 0 ? .none(succeeded: true) : fail("features 0x\(String(unknown, radix: 16)) were never offered")
+        case .getProtocolFeatures:
+            return .payload(Self.bytes(Self.offeredProtocolFeatures))
+        case .setProtocolFeatures:
+            guard need(8) else { return short() }
+            let value = u64()
+            ackedProtocolFeatures = value & Self.offeredProtocolFeatures
+            return value & ~Self.offeredProtocolFeatures == 0 ? .none(succeeded: true)
+                : fail("protocol features 0x\(String(value & ~Self.offeredProtocolFeatures, radix: 16)) were never offered")
+        case .setOwner:
+            return .none(succeeded: true)
+        case .resetOwner, .resetDevice:
+            logger.info("front-end reset the device", metadata: ["request": "\(request)"])
+            reset()
+            return .none(succeeded: true)
+        case .getQueueNum:
+            return .payload(Self.bytes(UInt64(queues.count)))
+        case .getMaxMemSlots:
+            return .payload(Self.bytes(UInt64(Self.maxMemorySlots)))
+        case .setMemTable:
+            let regions: [MemoryRegionDescription]
+            do { regions = try MemoryTable.decode(payload) } catch { return .close("bad SET_MEM_TABLE: \(error)") }
+            guard fds.count == regions.count else { return fail("SET_MEM_TABLE with \(regions.count) regions but \(fds.count) fds") }
+            var mapped: [MappedRegion] = []
+            for (i, d) in regions.enumerated() {
+                do { mapped.append(try MappedRegion(fd: fds[i], description: d)) } catch { return fail(error.description) }
+            }
+            var table = GuestMemory.empty
+            for m in mapped {
+                do { table = try table.adding(m) } catch { return fail(error.description) }
+            }
+            for fd in fds { close(fd) }
+            fds.removeAll()
+            installMemory(table)
+            return .none(succeeded: true)
+        case .addMemReg:
+            let d: MemoryRegionDescription
+            do { d = try SingleMemoryRegion.decode(payload) } catch { return short() }
+            guard fds.count == 1 else { return fail("ADD_MEM_REG with \(fds.count) fds") }
+            guard memory.regions.count < Self.maxMemorySlots else { return fail("more than \(Self.maxMemorySlots) memory regions") }
+            let table: GuestMemory
+            do { table = try memory.adding(try MappedRegion(fd: fds[0], description: d)) } catch { return fail(error.description) }
+            close(fds[0]); fds.removeAll()
+            installMemory(table)
+            return .none(succeeded: true)
+        case .remMemReg:
+            let d: MemoryRegionDescription
+            do { d = try SingleMemoryRegion.decode(payload) } catch { return short() }
+            guard let table = memory.removing(d) else { return fail("REM_MEM_REG of a region that is not mapped") }
+            installMemory(table)
+            return .none(succeeded: true)
+        case .setVringNum:
+            guard need(VringState.size) else { return short() }
+            let s = VringState.decode(payload)
+            guard let q = queue(s.index) else { return fail("queue index \(s.index) out of range") }
+            guard SplitVirtqueue.isValidSize(s.num), s.num <= UInt32(options.maxQueueSize) else {
+                return fail("queue size \(s.num) (must be a power of two up to \(options.maxQueueSize))")
+            }
+            guard !q.isRunning else { return fail("SET_VRING_NUM on running queue \(s.index)") }
+            q.size = UInt16(s.num)
+            if let a = q.address { q.ring = RingView.translate(a, size: q.size, memory: memory) }
+            return .none(succeeded: true)
+        case .setVringAddr:
+            guard need(VringAddress.size) else { return short() }
+            let a = VringAddress.decode(payload)
+            guard let q = queue(a.index) else { return fail("queue index \(a.index) out of range") }
+            guard q.size > 0 else { return fail("SET_VRING_ADDR before SET_VRING_NUM on queue \(a.index)") }
+            guard let ring = RingView.translate(a, size: q.size, memory: memory) else {
+                return fail("rings of queue \(a.index) are not inside guest memory (or misaligned)")
+            }
+            writeLocked { q.address = a; q.ring = ring }
+            return .none(succeeded: true)
+        case .setVringBase:
+            guard need(VringState.size) else { return short() }
+            let s = VringState.decode(payload)
+            guard let q = queue(s.index) else { return fail("queue index \(s.index) out of range") }
+            guard !q.isRunning else { return fail("SET_VRING_BASE on running queue \(s.index)") }
+            guard s.num <= 0xffff else { return fail("vring base \(s.num) does not fit 16 bits") }
+            q.base = UInt16(s.num)
+            return .none(succeeded: true)
+        case .getVringBase:
+            guard need(VringState.size) else { return short() }
+            let s = VringState.decode(payload)
+            guard let q = queue(s.index) else {
+                logger.warning("GET_VRING_BASE for an unknown queue", metadata: ["index": "\(s.index)"])
+                return .payload(Self.bytes(VringState(index: s.index, num: 0)))
+            }
+            let wasRunning = q.isRunning
+            stopWorker(q)
+            let last = wasRunning ? q.lastAvail : q.base
+            q.base = last
+            writeLocked {
+                if q.kickFD >= 0 { close(q.kickFD); q.kickFD = -1 }
+                if q.callFD >= 0 { close(q.callFD); q.callFD = -1 }
+            }
+            return .payload(Self.bytes(VringState(index: s.index, num: UInt32(last))))
+        case .setVringKick, .setVringCall, .setVringErr:
+            guard need(8) else { return short() }
+            let value = u64()
+            let index = UInt32(value & 0xff)
+            let noFD = value & 0x100 != 0
+            guard let q = queue(index) else { return fail("queue index \(index) out of range") }
+            var fd: Int32 = -1
+            if !noFD {
+                guard fds.count == 1 else { return fail("\(request) without exactly one fd") }
+                fd = fds.removeFirst()
+            }
+            switch request {
+            case .setVringKick:
+                stopWorker(q)
+                if q.kickFD >= 0 { close(q.kickFD); q.kickFD = -1 }
+                guard fd >= 0 else { return fail("polling mode (no kick fd) is not supported, queue \(index)") }
+                q.kickFD = fd
+                return startWorker(q) ? .none(succeeded: true) : fail("queue \(index) has no rings in guest memory")
+            case .setVringCall:
+                writeLocked {
+                    if q.callFD >= 0 { close(q.callFD) }
+                    q.callFD = fd
+                    q.signalledUsedValid = false
+                }
+                return .none(succeeded: true)
+            default:
+                writeLocked {
+                    if q.errFD >= 0 { close(q.errFD) }
+                    q.errFD = fd
+                }
+                return .none(succeeded: true)
+            }
+        case .setVringEnable:
+            guard need(VringState.size) else { return short() }
+            let s = VringState.decode(payload)
+            guard let q = queue(s.index) else { return fail("queue index \(s.index) out of range") }
+            guard s.num <= 1 else { return fail("SET_VRING_ENABLE \(s.num)") }
+            q.enabled.store(s.num == 1, ordering: .releasing)
+            q.wake()
+            return .none(succeeded: true)
+        case .setLogBase, .setLogFD:
+            return fail("dirty-page logging (migration) is not supported")
+        case .getConfig:
+            // CONFIG is not offered: an empty payload is the spec's error reply.
+            return .payload([])
+        case .setConfig:
+            return fail("device config space is not supported")
+        case .getInflightFD:
+            // INFLIGHT_SHMFD is not offered: describe an empty area (no fd).
+            var b = [UInt8](repeating: 0, count: InflightDescription.size)
+            b.withUnsafeMutableBytes { InflightDescription(mmapSize: 0, mmapOffset: 0, queueCount: 0, queueSize: 0).encode(to: $0.baseAddress!) }
+            return .payload(b)
+        case .setInflightFD:
+            return fail("inflight tracking is not supported")
+        case .getStatus:
+            return .payload(Self.bytes(UInt64(0)))
+        case .postcopyAdvise, .postcopyEnd, .iotlbMessage:
+            logger.warning("vhost-user request not supported", metadata: ["request": "\(request)"])
+            return .payload(Self.bytes(UInt64(1)))
+        case .createCryptoSession:
+            // Answer with the same payload and session id -1 (failure) in its first 8 bytes.
+            var b = Array(payload)
+            if b.count >= 8 { for i in 0..<8 { b[i] = 0xff } }
+            return .payload(b)
+        default:
+            return fail("not supported by a virtio-fs back-end")
+        }
+    }
+
+    private func queue(_ index: UInt32) -> Virtqueue? {
+        Int(index) < queues.count ? queues[Int(index)] : nil
+    }
+
+    /// Installs a new memory table: waits for every worker to finish its batch (write
+    /// lock), swaps the table and re-translates the rings.
+    private func installMemory(_ table: GuestMemory) {
+        writeLocked {
+            memory = table
+            for q in queues {
+                if let a = q.address, q.size > 0 {
+                    q.ring = RingView.translate(a, size: q.size, memory: table)
+                    if q.ring == nil {
+                        logger.warning("rings no longer inside guest memory after a memory table change", metadata: ["queue": "\(q.index)"])
+                    }
+                }
+            }
+        }
+    }
+
+    static func bytes(_ v: UInt64) -> [UInt8] { withUnsafeBytes(of: v.littleEndian) { Array($0) } }
+    static func bytes(_ s: VringState) -> [UInt8] {
+        var b = [UInt8](repeating: 0, count: VringState.size)
+        b.withUnsafeMutableBytes { s.encode(to: $0.baseAddress!) }
+        return b
+    }
+
+    // MARK: - Workers
+
+    /// Starts `q`'s worker if it has a kick fd and rings inside guest memory.
+    private func startWorker(_ q: Virtqueue) -> Bool {
+        guard q.kickFD >= 0, q.ring != nil else { return false }
+        q.stopRequested.store(false, ordering: .releasing)
+        q.lastAvail = q.base
+        q.usedIndex = q.ring!.usedIndexInMemory
+        q.signalledUsedValid = false
+        let box = Unmanaged.passRetained(WorkerContext(device: self, queue: q))
+        var thread = pthread_t()
+        let rc = pthread_create(&thread, nil, { raw in
+            let context = Unmanaged<WorkerContext>.fromOpaque(raw!).takeRetainedValue()
+            context.device.serve(context.queue)
+            return nil
+        }, box.toOpaque())
+        guard rc == 0 else {
+            box.release()
+            logger.error("pthread_create failed", metadata: ["errno": "\(rc)"])
+            return false
+        }
+        q.thread = thread
+        return true
+    }
+
+    private func stopWorker(_ q: Virtqueue) {
+        guard let t = q.thread else { return }
+        q.stopRequested.store(true, ordering: .releasing)
+        q.wake()
+        pthread_join(t, nil)
+        q.thread = nil
+        // Drain the wake counter for the next start.
+        var v: UInt64 = 0
+        _ = read(q.wakeFD, &v, 8)
+    }
+
+    private final class WorkerContext {
+        let device: VhostUserFSDevice
+        let queue: Virtqueue
+        init(device: VhostUserFSDevice, queue: Virtqueue) { self.device = device; self.queue = queue }
+    }
+
+    /// A queue's worker: wait for a kick (or a wake-up), drain the ring, notify once.
+    private func serve(_ q: Virtqueue) {
+        let processor = ChainProcessor(handler: handler, maxWrite: Int(options.maxWrite),
+                                       maxChain: 2 * max(options.maxQueueSize, 1), logger: logger)
+        var fds = [pollfd(fd: q.kickFD, events: Int16(POLLIN), revents: 0),
+                   pollfd(fd: q.wakeFD, events: Int16(POLLIN), revents: 0)]
+        var counter: UInt64 = 0
+        logger.debug("queue started", metadata: ["queue": "\(q.index)"])
+        while !q.stopRequested.load(ordering: .acquiring) {
+            if q.enabled.load(ordering: .acquiring) && !isBroken {
+                drain(q, processor)
+            }
+            let n = fds.withUnsafeMutableBufferPointer { poll($0.baseAddress, 2, -1) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                markBroken(queue: q.index, "poll failed: errno \(errno)")
+                break
+            }
+            if fds[0].revents & Int16(POLLIN) != 0 { _ = read(q.kickFD, &counter, 8) }
+            if fds[0].revents & Int16(POLLERR | POLLHUP | POLLNVAL) != 0 {
+                // A kick fd that went bad: wait for the control thread to stop us.
+                fds[0].fd = -1
+            }
+            if fds[1].revents & Int16(POLLIN) != 0 { _ = read(q.wakeFD, &counter, 8) }
+        }
+        logger.debug("queue stopped", metadata: ["queue": "\(q.index)"])
+    }
+
+    /// Processes every available chain; with EVENT_IDX re-checks the ring after
+    /// publishing avail_event, so no kick can be missed.
+    private func drain(_ q: Virtqueue, _ processor: ChainProcessor) {
+        pthread_rwlock_rdlock(lock); defer { pthread_rwlock_unlock(lock) }
+        guard let ring = q.ring else { return }
+        let memory = self.memory
+        let eventIndex = self.eventIndex, indirect = self.indirect
+        while true {
+            var processed = false
+            while !q.stopRequested.load(ordering: .relaxed) && !isBroken {
+                let available = ring.availableIndex
+                if available == q.lastAvail { break }
+                if available &- q.lastAvail > ring.size {
+                    markBroken(queue: q.index, "avail index \(available) is more than the queue size ahead of \(q.lastAvail)")
+                    return
+                }
+                while q.lastAvail != available {
+                    let head = ring.availableHead(at: q.lastAvail)
+                    q.lastAvail &+= 1
+                    do {
+                        try DescriptorChain.walk(head: head, ring: ring, memory: memory, indirectAllowed: indirect, into: processor.chain)
+                    } catch {
+                        markBroken(queue: q.index, error.description)
+                        signalEventFD(q.errFD)
+                        return
+                    }
+                    let length = processor.process(queue: q.index)
+                    ring.putUsed(at: q.usedIndex, id: head, length: length)
+                    q.usedIndex &+= 1
+                    ring.publishUsedIndex(q.usedIndex)
+                    processed = true
+                }
+            }
+            if processed { notify(q, ring, eventIndex: eventIndex) }
+            guard eventIndex, !isBroken, !q.stopRequested.load(ordering: .relaxed) else { return }
+            ring.setAvailableEvent(q.lastAvail)
+            ferry_fence_seq_cst()
+            if ring.availableIndex == q.lastAvail { return }
+        }
+    }
+
+    private func notify(_ q: Virtqueue, _ ring: RingView, eventIndex: Bool) {
+        ferry_fence_seq_cst()   // used idx before reading used_event / flags
+        if eventIndex {
+            let old = q.signalledUsed, valid = q.signalledUsedValid
+            q.signalledUsed = q.usedIndex
+            q.signalledUsedValid = true
+            if valid && !SplitVirtqueue.needsEvent(event: ring.usedEvent, new: q.usedIndex, old: old) { return }
+        } else if ring.availableFlags & SplitVirtqueue.availableNoInterrupt != 0 {
+            return
+        }
+        signalEventFD(q.callFD)
+    }
+}

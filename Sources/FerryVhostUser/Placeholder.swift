@@ -1,1 +1,0 @@
-// vhost-user-fs back-end: see docs/architecture.md.
