@@ -12,8 +12,8 @@ public struct VhostUserFSOptions: Sendable {
     public var maxRequestQueues: Int = 16
     /// A larger SET_VRING_NUM is refused.
     public var maxQueueSize: Int = 1024
-    /// 0: each queue's thread runs its requests inline. N > 0 (a pool) is not implemented yet:
-    /// `VhostUserFSBackend.init` refuses it.
+    /// 0: each queue's thread runs its requests inline. N > 0 (virtiofsd's --thread-pool-size):
+    /// each started queue gets N pool threads; its own thread only pops chains and hands them over.
     public var threadPoolSize: Int = 0
     /// Sizes the per-thread request and reply buffers.
     public var maxWrite: UInt32 = 1 << 20
@@ -111,9 +111,7 @@ public final class VhostUserFSBackend: @unchecked Sendable {
     }
 
     private static func validate(_ o: VhostUserFSOptions) throws(VhostUserError) {
-        guard o.threadPoolSize == 0 else {
-            throw VhostUserError("threadPoolSize \(o.threadPoolSize): a request thread pool is not implemented; each queue's thread runs its requests (use 0)")
-        }
+        guard o.threadPoolSize >= 0, o.threadPoolSize <= 1024 else { throw VhostUserError("threadPoolSize must be 0…1024") }
         guard o.maxRequestQueues >= 1, o.maxRequestQueues <= 255 else { throw VhostUserError("maxRequestQueues must be 1…255") }
         guard o.maxQueueSize >= 1, SplitVirtqueue.isValidSize(UInt32(o.maxQueueSize)) else {
             throw VhostUserError("maxQueueSize must be a power of two up to \(SplitVirtqueue.maximumSize)")

@@ -118,4 +118,16 @@ import Testing
         #expect(f.backend.state == .stopped)
         #expect(!FileManager.default.fileExists(atPath: f.socket))
     }
+
+    @Test(.enabled(if: GuestIntegrationTests.qemuAvailable, "qemu-system-x86_64 is not installed (scripts/guest/install-deps)"))
+    func realGuestWithThreadPool() throws {
+        #expect(try Self.script("build-image", []) == 0, "scripts/guest/build-image failed")
+        let f = try Fixture(options: .init(threadPoolSize: 1))      // what Kata passes
+        try "pooled\n".write(toFile: f.export + "/host-hello.txt", atomically: false, encoding: .utf8)
+        let run = try Self.guest(socket: f.socket, top: f.top, name: "pool",
+                                 cmd: "cat /mnt/host-hello.txt; for i in 1 2 3; do echo $i > /mnt/f$i & done; wait; cat /mnt/f1 /mnt/f2 /mnt/f3")
+        #expect(run.status == 0, "pool run failed:\n\(run.log.suffix(3000))")
+        #expect(run.log.contains("pooled\n1\n2\n3\n"))
+        #expect(f.shutdown())
+    }
 }

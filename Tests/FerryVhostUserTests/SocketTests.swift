@@ -139,9 +139,12 @@ import Testing
         second.stop()
         second.run()                                            // returns at once: already stopped
         #expect(second.state == .stopped)
-        // A thread pool is refused clearly (not implemented).
+        // Nonsense options are refused clearly.
         #expect(throws: VhostUserError.self) {
-            try VhostUserFSBackend(socketPath: dir + "/p", handler: handler, options: .init(threadPoolSize: 1), logger: logger)
+            try VhostUserFSBackend(socketPath: dir + "/p", handler: handler, options: .init(threadPoolSize: -1), logger: logger)
+        }
+        #expect(throws: VhostUserError.self) {
+            try VhostUserFSBackend(socketPath: dir + "/p", handler: handler, options: .init(maxQueueSize: 1000), logger: logger)
         }
     }
 }
