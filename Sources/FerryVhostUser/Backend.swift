@@ -102,6 +102,11 @@ public final class VhostUserFSBackend: @unchecked Sendable {
     public init(listeningFD: Int32, handler: any FUSERequestHandler, options: VhostUserFSOptions = .init(),
                 logger: Logger) throws(VhostUserError) {
         try Self.validate(options)
+        var listening: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        guard getsockopt(listeningFD, SOL_SOCKET, SO_ACCEPTCONN, &listening, &length) == 0, listening != 0 else {
+            throw VhostUserError("fd \(listeningFD) is not a listening socket")
+        }
         listenFD = listeningFD
         socketPath = nil
         self.handler = handler; self.options = options; self.logger = logger

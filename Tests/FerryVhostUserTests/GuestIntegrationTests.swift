@@ -84,6 +84,16 @@ import Testing
         #expect(smoke.log.contains("host bytes"))
         #expect((try? String(contentsOfFile: f.export + "/guest-hello.txt", encoding: .utf8)) == "hello from the ferry guest\n")
 
+        // A 3 MiB host file with a pattern, read by the guest in READs of many buffers.
+        let pattern = Data((0..<(3 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 >> 12) })
+        FileManager.default.createFile(atPath: f.export + "/pattern.bin", contents: pattern)
+        let md5 = Process()
+        md5.executableURL = URL(fileURLWithPath: "/usr/bin/md5sum")
+        md5.arguments = [f.export + "/pattern.bin"]
+        let pipe = Pipe(); md5.standardOutput = pipe
+        try md5.run(); md5.waitUntilExit()
+        let hostSum = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).prefix(32)
+
         // 2. A second boot against the same backend: cat a host file, write one, with a large write and read back.
         let cmd = """
         set -e
@@ -92,11 +102,14 @@ import Testing
         dd if=/dev/zero bs=65536 count=32 2>/dev/null | tr '\\000' 'x' > /mnt/big.bin
         wc -c < /mnt/big.bin
         mkdir -p /mnt/dir/sub && echo nested > /mnt/dir/sub/f && ls /mnt/dir/sub
+        md5sum /mnt/pattern.bin
+        echo 3 > /proc/sys/vm/drop_caches || true
         """
         let second = try Self.guest(socket: f.socket, top: f.top, name: "second", cmd: cmd)
         #expect(second.status == 0, "second run failed:\n\(second.log.suffix(3000))")
         #expect(second.log.contains("host bytes\nsecond line\n"))
         #expect(second.log.contains("2097152"))
+        #expect(hostSum.count == 32 && second.log.contains("\(hostSum)  /mnt/pattern.bin"))
         #expect((try? String(contentsOfFile: f.export + "/from-guest.txt", encoding: .utf8)) == "written by the guest\n")
         let big = FileManager.default.contents(atPath: f.export + "/big.bin")
         #expect(big?.count == 2 * 1024 * 1024 && big?.allSatisfy { $0 == UInt8(ascii: "x") } == true)
