@@ -463,6 +463,8 @@ final class VhostUserFSDevice: @unchecked Sendable {
                     } catch {
                         markBroken(queue: q.index, error.description)
                         signalEventFD(q.errFD)
+                        // What completed before the bad chain is still reported.
+                        if processed { notify(q, ring, eventIndex: eventIndex) }
                         return
                     }
                     let length = processor.process(queue: q.index)

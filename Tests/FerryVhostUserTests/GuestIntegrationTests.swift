@@ -86,7 +86,7 @@ import Testing
 
         // A 3 MiB host file with a pattern, read by the guest in READs of many buffers.
         let pattern = Data((0..<(3 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 >> 12) })
-        FileManager.default.createFile(atPath: f.export + "/pattern.bin", contents: pattern)
+        _ = FileManager.default.createFile(atPath: f.export + "/pattern.bin", contents: pattern)
         let md5 = Process()
         md5.executableURL = URL(fileURLWithPath: "/usr/bin/md5sum")
         md5.arguments = [f.export + "/pattern.bin"]

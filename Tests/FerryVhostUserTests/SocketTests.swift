@@ -125,7 +125,7 @@ import Testing
         var logger = Logger(label: "test"); logger.logLevel = .critical
         let handler = RecordingHandler()
         // A regular file is never replaced.
-        FileManager.default.createFile(atPath: dir + "/file", contents: Data("keep".utf8))
+        _ = FileManager.default.createFile(atPath: dir + "/file", contents: Data("keep".utf8))
         #expect(throws: VhostUserError.self) { try VhostUserFSBackend(socketPath: dir + "/file", handler: handler, logger: logger) }
         #expect(FileManager.default.contents(atPath: dir + "/file") == Data("keep".utf8))
         // A stale socket is.
