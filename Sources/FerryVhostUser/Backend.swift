@@ -12,8 +12,8 @@ public struct VhostUserFSOptions: Sendable {
     public var maxRequestQueues: Int = 16
     /// A larger SET_VRING_NUM is refused.
     public var maxQueueSize: Int = 1024
-    /// 0: each queue's thread runs its requests inline. N > 0 (a pool) is not implemented yet:
-    /// `VhostUserFSBackend.init` refuses it.
+    /// 0: each queue's thread runs its requests inline. N > 0 (virtiofsd's --thread-pool-size):
+    /// each started queue gets N pool threads; its own thread only pops chains and hands them over.
     public var threadPoolSize: Int = 0
     /// Sizes the per-thread request and reply buffers.
     public var maxWrite: UInt32 = 1 << 20
@@ -102,6 +102,11 @@ public final class VhostUserFSBackend: @unchecked Sendable {
     public init(listeningFD: Int32, handler: any FUSERequestHandler, options: VhostUserFSOptions = .init(),
                 logger: Logger) throws(VhostUserError) {
         try Self.validate(options)
+        var listening: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        guard getsockopt(listeningFD, SOL_SOCKET, SO_ACCEPTCONN, &listening, &length) == 0, listening != 0 else {
+            throw VhostUserError("fd \(listeningFD) is not a listening socket")
+        }
         listenFD = listeningFD
         socketPath = nil
         self.handler = handler; self.options = options; self.logger = logger
@@ -111,9 +116,7 @@ public final class VhostUserFSBackend: @unchecked Sendable {
     }
 
     private static func validate(_ o: VhostUserFSOptions) throws(VhostUserError) {
-        guard o.threadPoolSize == 0 else {
-            throw VhostUserError("threadPoolSize \(o.threadPoolSize): a request thread pool is not implemented; each queue's thread runs its requests (use 0)")
-        }
+        guard o.threadPoolSize >= 0, o.threadPoolSize <= 1024 else { throw VhostUserError("threadPoolSize must be 0…1024") }
         guard o.maxRequestQueues >= 1, o.maxRequestQueues <= 255 else { throw VhostUserError("maxRequestQueues must be 1…255") }
         guard o.maxQueueSize >= 1, SplitVirtqueue.isValidSize(UInt32(o.maxQueueSize)) else {
             throw VhostUserError("maxQueueSize must be a power of two up to \(SplitVirtqueue.maximumSize)")

@@ -225,10 +225,8 @@ final class VhostUserFSDevice: @unchecked Sendable {
                 logger.warning("GET_VRING_BASE for an unknown queue", metadata: ["index": "\(s.index)"])
                 return .payload(Self.bytes(VringState(index: s.index, num: 0)))
             }
-            let wasRunning = q.isRunning
-            stopWorker(q)
-            let last = wasRunning ? q.lastAvail : q.base
-            q.base = last
+            stopWorker(q)       // waits for the chains in flight; q.base is then where the ring stopped
+            let last = q.base
             writeLocked {
                 if q.kickFD >= 0 { close(q.kickFD); q.kickFD = -1 }
                 if q.callFD >= 0 { close(q.callFD); q.callFD = -1 }
@@ -332,50 +330,84 @@ final class VhostUserFSDevice: @unchecked Sendable {
 
     // MARK: - Workers
 
-    /// Starts `q`'s worker if it has a kick fd and rings inside guest memory.
+    /// Starts `q`'s worker (and, in pool mode, its pool) if it has a kick fd and rings
+    /// inside guest memory.
     private func startWorker(_ q: Virtqueue) -> Bool {
-        guard q.kickFD >= 0, q.ring != nil else { return false }
+        guard q.kickFD >= 0, let ring = q.ring else { return false }
         q.stopRequested.store(false, ordering: .releasing)
         q.lastAvail = q.base
-        q.usedIndex = q.ring!.usedIndexInMemory
+        q.usedIndex = ring.usedIndexInMemory
         q.signalledUsedValid = false
-        let box = Unmanaged.passRetained(WorkerContext(device: self, queue: q))
+        if options.threadPoolSize > 0 {
+            let work = HeadQueue(capacity: max(options.maxQueueSize, 1))
+            q.work = work
+            for _ in 0..<options.threadPoolSize {
+                guard let t = spawn({ $0.device.poolServe($0.queue, work) }, q) else { break }
+                q.poolThreads.append(t)
+            }
+            if q.poolThreads.isEmpty { q.work = nil; return false }
+        }
+        guard let t = spawn({ $0.device.serve($0.queue) }, q) else {
+            stopPool(q)
+            return false
+        }
+        q.thread = t
+        return true
+    }
+
+    private func spawn(_ body: @escaping (WorkerContext) -> Void, _ q: Virtqueue) -> pthread_t? {
+        let box = Unmanaged.passRetained(WorkerContext(device: self, queue: q, body: body))
         var thread = pthread_t()
         let rc = pthread_create(&thread, nil, { raw in
             let context = Unmanaged<WorkerContext>.fromOpaque(raw!).takeRetainedValue()
-            context.device.serve(context.queue)
+            context.body(context)
             return nil
         }, box.toOpaque())
         guard rc == 0 else {
             box.release()
             logger.error("pthread_create failed", metadata: ["errno": "\(rc)"])
-            return false
+            return nil
         }
-        q.thread = thread
-        return true
+        return thread
     }
 
+    /// Stops `q`'s worker and pool, after the chains already handed out have completed;
+    /// `q.base` then holds the next avail index to process.
     private func stopWorker(_ q: Virtqueue) {
         guard let t = q.thread else { return }
         q.stopRequested.store(true, ordering: .releasing)
         q.wake()
         pthread_join(t, nil)
         q.thread = nil
+        stopPool(q)
+        q.base = q.lastAvail
         // Drain the wake counter for the next start.
         var v: UInt64 = 0
         _ = read(q.wakeFD, &v, 8)
     }
 
+    private func stopPool(_ q: Virtqueue) {
+        q.work?.close()
+        for t in q.poolThreads { pthread_join(t, nil) }
+        q.poolThreads.removeAll()
+        q.work = nil
+    }
+
     private final class WorkerContext {
         let device: VhostUserFSDevice
         let queue: Virtqueue
-        init(device: VhostUserFSDevice, queue: Virtqueue) { self.device = device; self.queue = queue }
+        let body: (WorkerContext) -> Void
+        init(device: VhostUserFSDevice, queue: Virtqueue, body: @escaping (WorkerContext) -> Void) {
+            self.device = device; self.queue = queue; self.body = body
+        }
     }
 
-    /// A queue's worker: wait for a kick (or a wake-up), drain the ring, notify once.
+    /// A queue's thread: wait for a kick (or a wake-up), drain the ring (running the
+    /// requests, or handing them to the pool), notify once per drained batch.
     private func serve(_ q: Virtqueue) {
-        let processor = ChainProcessor(handler: handler, maxWrite: Int(options.maxWrite),
-                                       maxChain: 2 * max(options.maxQueueSize, 1), logger: logger)
+        let processor: ChainProcessor? = q.work == nil
+            ? ChainProcessor(handler: handler, maxWrite: Int(options.maxWrite), maxChain: 2 * max(options.maxQueueSize, 1), logger: logger)
+            : nil
         var fds = [pollfd(fd: q.kickFD, events: Int16(POLLIN), revents: 0),
                    pollfd(fd: q.wakeFD, events: Int16(POLLIN), revents: 0)]
         var counter: UInt64 = 0
@@ -400,9 +432,9 @@ final class VhostUserFSDevice: @unchecked Sendable {
         logger.debug("queue stopped", metadata: ["queue": "\(q.index)"])
     }
 
-    /// Processes every available chain; with EVENT_IDX re-checks the ring after
-    /// publishing avail_event, so no kick can be missed.
-    private func drain(_ q: Virtqueue, _ processor: ChainProcessor) {
+    /// Takes every available chain; with EVENT_IDX re-checks the ring after publishing
+    /// avail_event, so no kick can be missed. `processor` nil: pool mode.
+    private func drain(_ q: Virtqueue, _ processor: ChainProcessor?) {
         pthread_rwlock_rdlock(lock); defer { pthread_rwlock_unlock(lock) }
         guard let ring = q.ring else { return }
         let memory = self.memory
@@ -419,11 +451,20 @@ final class VhostUserFSDevice: @unchecked Sendable {
                 while q.lastAvail != available {
                     let head = ring.availableHead(at: q.lastAvail)
                     q.lastAvail &+= 1
+                    guard let processor else {
+                        if !q.work!.push(head) {
+                            markBroken(queue: q.index, "more chains in flight than the queue holds")
+                            return
+                        }
+                        continue
+                    }
                     do {
                         try DescriptorChain.walk(head: head, ring: ring, memory: memory, indirectAllowed: indirect, into: processor.chain)
                     } catch {
                         markBroken(queue: q.index, error.description)
                         signalEventFD(q.errFD)
+                        // What completed before the bad chain is still reported.
+                        if processed { notify(q, ring, eventIndex: eventIndex) }
                         return
                     }
                     let length = processor.process(queue: q.index)
@@ -438,6 +479,32 @@ final class VhostUserFSDevice: @unchecked Sendable {
             ring.setAvailableEvent(q.lastAvail)
             ferry_fence_seq_cst()
             if ring.availableIndex == q.lastAvail { return }
+        }
+    }
+
+    /// A pool thread: runs the chains its queue's thread hands it; used-ring pushes and
+    /// notifications are serialized by the queue's used lock.
+    private func poolServe(_ q: Virtqueue, _ work: HeadQueue) {
+        let processor = ChainProcessor(handler: handler, maxWrite: Int(options.maxWrite),
+                                       maxChain: 2 * max(options.maxQueueSize, 1), logger: logger)
+        while let head = work.pop() {
+            pthread_rwlock_rdlock(lock)
+            defer { pthread_rwlock_unlock(lock) }
+            guard let ring = q.ring, !isBroken else { continue }
+            do {
+                try DescriptorChain.walk(head: head, ring: ring, memory: memory, indirectAllowed: indirect, into: processor.chain)
+            } catch {
+                markBroken(queue: q.index, error.description)
+                signalEventFD(q.errFD)
+                continue
+            }
+            let length = processor.process(queue: q.index)
+            q.usedLock.lock()
+            ring.putUsed(at: q.usedIndex, id: head, length: length)
+            q.usedIndex &+= 1
+            ring.publishUsedIndex(q.usedIndex)
+            notify(q, ring, eventIndex: eventIndex)
+            q.usedLock.unlock()
         }
     }
 

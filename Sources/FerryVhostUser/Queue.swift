@@ -27,6 +27,11 @@ final class Virtqueue: @unchecked Sendable {
     /// Wakes the worker: stop requested, or the ring was enabled.
     let wakeFD: Int32
     var thread: pthread_t?
+    /// Pool mode (`threadPoolSize > 0`): the heads handed to the pool, the pool's threads,
+    /// and the lock that serializes used-ring pushes and notifications.
+    var work: HeadQueue?
+    var poolThreads: [pthread_t] = []
+    let usedLock = PlainMutex()
 
     // Worker state.
     var lastAvail: UInt16 = 0
@@ -73,4 +78,63 @@ func signalEventFD(_ fd: Int32) {
     guard fd >= 0 else { return }
     var one: UInt64 = 1
     _ = write(fd, &one, 8)
+}
+
+/// A bounded FIFO of chain heads from a queue's thread to its pool threads. Its capacity
+/// is the ring size, which bounds the chains in flight, so `push` never waits (the queue
+/// thread must not block while it holds the device's read lock).
+final class HeadQueue: @unchecked Sendable {
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private let slots: UnsafeMutablePointer<UInt16>
+    private let capacity: Int
+    private var head = 0, count = 0
+    private var closed = false
+
+    init(capacity: Int) {
+        self.capacity = capacity
+        slots = .allocate(capacity: capacity)
+        pthread_mutex_init(mutex, nil)
+        pthread_cond_init(condition, nil)
+    }
+
+    deinit {
+        pthread_mutex_destroy(mutex); pthread_cond_destroy(condition)
+        mutex.deallocate(); condition.deallocate(); slots.deallocate()
+    }
+
+    /// False if full (a driver with more chains in flight than the ring holds: broken).
+    func push(_ value: UInt16) -> Bool {
+        pthread_mutex_lock(mutex); defer { pthread_mutex_unlock(mutex) }
+        guard count < capacity else { return false }
+        slots[(head + count) % capacity] = value
+        count += 1
+        pthread_cond_signal(condition)
+        return true
+    }
+
+    /// The next head; nil once closed and empty.
+    func pop() -> UInt16? {
+        pthread_mutex_lock(mutex); defer { pthread_mutex_unlock(mutex) }
+        while count == 0 && !closed { pthread_cond_wait(condition, mutex) }
+        guard count > 0 else { return nil }
+        let v = slots[head]
+        head = (head + 1) % capacity; count -= 1
+        return v
+    }
+
+    /// Pool threads finish what is queued, then `pop` returns nil.
+    func close() {
+        pthread_mutex_lock(mutex); closed = true
+        pthread_cond_broadcast(condition); pthread_mutex_unlock(mutex)
+    }
+}
+
+/// A plain pthread mutex (the used ring's lock in pool mode).
+final class PlainMutex: @unchecked Sendable {
+    private let m = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    init() { pthread_mutex_init(m, nil) }
+    deinit { pthread_mutex_destroy(m); m.deallocate() }
+    @inline(__always) func lock() { pthread_mutex_lock(m) }
+    @inline(__always) func unlock() { pthread_mutex_unlock(m) }
 }

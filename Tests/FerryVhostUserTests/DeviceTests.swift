@@ -15,10 +15,12 @@ import Testing
     let kick = ferry_eventfd(0, Int32(FERRY_EFD_CLOEXEC | FERRY_EFD_NONBLOCK))
     let call = ferry_eventfd(0, Int32(FERRY_EFD_CLOEXEC | FERRY_EFD_NONBLOCK))
 
-    init() throws {
+    init() throws { try self.init(threadPoolSize: 0) }
+
+    init(threadPoolSize: Int) throws {
         g = try FakeGuest(queueSize: 8)
         var logger = Logger(label: "test"); logger.logLevel = .critical
-        device = VhostUserFSDevice(handler: handler, options: .init(maxRequestQueues: 2, maxQueueSize: 256), logger: logger)
+        device = VhostUserFSDevice(handler: handler, options: .init(maxRequestQueues: 2, maxQueueSize: 256, threadPoolSize: threadPoolSize), logger: logger)
     }
 
     @discardableResult
@@ -184,5 +186,21 @@ import Testing
         post(unique: 2, slot: 1)
         #expect(kickAndWait(forUsed: 2))
         #expect(send(.addMemReg, one, fds: [dup(g.fd)]) == .none(succeeded: false))   // overlaps
+    }
+
+    @Test(arguments: [false, true]) func threadPoolServesEveryChain(eventIndex: Bool) throws {
+        let t = try DeviceTests(threadPoolSize: 2)
+        t.start(eventIndex: eventIndex)
+        #expect(t.device.queues[1].poolThreads.count == 2)
+        t.post(unique: 1, slot: 0); t.post(unique: 2, slot: 1); t.post(unique: 3, slot: 2); t.post(unique: 4, slot: 3)
+        #expect(t.kickAndWait(forUsed: 4))
+        let ids = Set((0..<4).map { t.g.usedElement(UInt16($0)).id })
+        #expect(ids == [0, 2, 4, 6])
+        #expect((0..<4).allSatisfy { t.g.usedElement(UInt16($0)).length == 24 })
+        usleep(5000)
+        #expect(t.callCount() >= 1)
+        #expect(t.handler.seen.withLock { Set($0.map { $0.request[8] }) } == [1, 2, 3, 4])
+        #expect(t.send(.getVringBase, t.state(1, 0)) == .payload(VhostUserFSDevice.bytes(VringState(index: 1, num: 4))))
+        #expect(t.device.queues[1].poolThreads.isEmpty)
     }
 }

@@ -84,6 +84,16 @@ import Testing
         #expect(smoke.log.contains("host bytes"))
         #expect((try? String(contentsOfFile: f.export + "/guest-hello.txt", encoding: .utf8)) == "hello from the ferry guest\n")
 
+        // A 3 MiB host file with a pattern, read by the guest in READs of many buffers.
+        let pattern = Data((0..<(3 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 >> 12) })
+        _ = FileManager.default.createFile(atPath: f.export + "/pattern.bin", contents: pattern)
+        let md5 = Process()
+        md5.executableURL = URL(fileURLWithPath: "/usr/bin/md5sum")
+        md5.arguments = [f.export + "/pattern.bin"]
+        let pipe = Pipe(); md5.standardOutput = pipe
+        try md5.run(); md5.waitUntilExit()
+        let hostSum = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).prefix(32)
+
         // 2. A second boot against the same backend: cat a host file, write one, with a large write and read back.
         let cmd = """
         set -e
@@ -92,11 +102,14 @@ import Testing
         dd if=/dev/zero bs=65536 count=32 2>/dev/null | tr '\\000' 'x' > /mnt/big.bin
         wc -c < /mnt/big.bin
         mkdir -p /mnt/dir/sub && echo nested > /mnt/dir/sub/f && ls /mnt/dir/sub
+        md5sum /mnt/pattern.bin
+        echo 3 > /proc/sys/vm/drop_caches || true
         """
         let second = try Self.guest(socket: f.socket, top: f.top, name: "second", cmd: cmd)
         #expect(second.status == 0, "second run failed:\n\(second.log.suffix(3000))")
         #expect(second.log.contains("host bytes\nsecond line\n"))
         #expect(second.log.contains("2097152"))
+        #expect(hostSum.count == 32 && second.log.contains("\(hostSum)  /mnt/pattern.bin"))
         #expect((try? String(contentsOfFile: f.export + "/from-guest.txt", encoding: .utf8)) == "written by the guest\n")
         let big = FileManager.default.contents(atPath: f.export + "/big.bin")
         #expect(big?.count == 2 * 1024 * 1024 && big?.allSatisfy { $0 == UInt8(ascii: "x") } == true)
@@ -117,5 +130,42 @@ import Testing
         #expect(f.shutdown(), "run() did not return after stop()")
         #expect(f.backend.state == .stopped)
         #expect(!FileManager.default.fileExists(atPath: f.socket))
+    }
+
+    @Test(.enabled(if: GuestIntegrationTests.qemuAvailable, "qemu-system-x86_64 is not installed (scripts/guest/install-deps)"))
+    func realGuestWithThreadPool() throws {
+        #expect(try Self.script("build-image", []) == 0, "scripts/guest/build-image failed")
+        let f = try Fixture(options: .init(threadPoolSize: 1))      // what Kata passes
+        try "pooled\n".write(toFile: f.export + "/host-hello.txt", atomically: false, encoding: .utf8)
+        let run = try Self.guest(socket: f.socket, top: f.top, name: "pool",
+                                 cmd: "cat /mnt/host-hello.txt; for i in 1 2 3; do echo $i > /mnt/f$i & done; wait; cat /mnt/f1 /mnt/f2 /mnt/f3")
+        #expect(run.status == 0, "pool run failed:\n\(run.log.suffix(3000))")
+        #expect(run.log.contains("pooled\n1\n2\n3\n"))
+        #expect(f.shutdown())
+    }
+
+    /// Heavier: the POSIX conformance checks plus parallel I/O in the guest, inline and pooled.
+    /// Opt-in (FERRY_VHOST_STRESS=1): slow under TCG. Only the transport is judged here: the run
+    /// must complete (no hang, no broken device); check failures belong to the server core.
+    @Test(.enabled(if: GuestIntegrationTests.qemuAvailable && ProcessInfo.processInfo.environment["FERRY_VHOST_STRESS"] == "1"),
+          arguments: [0, 2])
+    func stress(threadPoolSize: Int) throws {
+        #expect(try Self.script("build-image", []) == 0)
+        let f = try Fixture(options: .init(threadPoolSize: threadPoolSize))
+        let cmd = """
+        ferry-conformance --dir /mnt --timeout 20 > /tmp/conf.txt 2>&1; tail -n 5 /tmp/conf.txt
+        for i in 1 2 3 4 5 6; do (dd if=/dev/urandom of=/mnt/s$i bs=256k count=8 2>/dev/null; md5sum /mnt/s$i > /mnt/s$i.md5; cat /mnt/s$i > /dev/null) & done; wait
+        echo 3 > /proc/sys/vm/drop_caches || true
+        for i in 1 2 3 4 5 6; do md5sum -c /mnt/s$i.md5 || exit 7; done
+        echo stress-done
+        """
+        let run = try Self.guest(socket: f.socket, top: f.top, name: "stress", extra: ["--smp", "2", "--queues", "2"], cmd: cmd)
+        #expect(run.status == 0, "stress run failed:\n\(run.log.suffix(4000))")
+        #expect(run.log.contains("stress-done"))
+        for line in run.log.split(separator: "\n") where line.contains("passed,") || line.hasPrefix("FAIL") {
+            print("stress(threadPoolSize: \(threadPoolSize)) conformance: \(line)")
+        }
+        if case .broken(let why) = f.backend.state { Issue.record("device broken: \(why)") }
+        #expect(f.shutdown())
     }
 }

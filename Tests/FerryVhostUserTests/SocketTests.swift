@@ -125,7 +125,7 @@ import Testing
         var logger = Logger(label: "test"); logger.logLevel = .critical
         let handler = RecordingHandler()
         // A regular file is never replaced.
-        FileManager.default.createFile(atPath: dir + "/file", contents: Data("keep".utf8))
+        _ = FileManager.default.createFile(atPath: dir + "/file", contents: Data("keep".utf8))
         #expect(throws: VhostUserError.self) { try VhostUserFSBackend(socketPath: dir + "/file", handler: handler, logger: logger) }
         #expect(FileManager.default.contents(atPath: dir + "/file") == Data("keep".utf8))
         // A stale socket is.
@@ -139,9 +139,43 @@ import Testing
         second.stop()
         second.run()                                            // returns at once: already stopped
         #expect(second.state == .stopped)
-        // A thread pool is refused clearly (not implemented).
+        // Nonsense options are refused clearly.
         #expect(throws: VhostUserError.self) {
-            try VhostUserFSBackend(socketPath: dir + "/p", handler: handler, options: .init(threadPoolSize: 1), logger: logger)
+            try VhostUserFSBackend(socketPath: dir + "/p", handler: handler, options: .init(threadPoolSize: -1), logger: logger)
         }
+        #expect(throws: VhostUserError.self) {
+            try VhostUserFSBackend(socketPath: dir + "/p", handler: handler, options: .init(maxQueueSize: 1000), logger: logger)
+        }
+    }
+
+    @Test func inheritedListeningSocket() throws {
+        var logger = Logger(label: "test"); logger.logLevel = .critical
+        let handler = RecordingHandler()
+        var pair: [Int32] = [-1, -1]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &pair) == 0)
+        defer { close(pair[0]); close(pair[1]) }
+        #expect(throws: VhostUserError.self) { try VhostUserFSBackend(listeningFD: pair[0], handler: handler, logger: logger) }
+        // A listening socket (as virtiofsd --fd gets it): served like our own.
+        var template = Array("/tmp/ferry-vsock-XXXXXX".utf8CString)
+        let dir = String(cString: mkdtemp(&template)!)
+        defer { _ = try? FileManager.default.removeItem(atPath: dir) }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var a = sockaddr_un(); a.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array((dir + "/s.sock").utf8)
+        withUnsafeMutableBytes(of: &a.sun_path) { $0.copyBytes(from: bytes); $0[bytes.count] = 0 }
+        let rc = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        #expect(rc == 0 && listen(fd, 1) == 0)
+        let backend = try VhostUserFSBackend(listeningFD: fd, handler: handler, logger: logger)
+        let done = DispatchSemaphore(value: 0)
+        Thread { backend.run(); done.signal() }.start()
+        let c = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        let rc2 = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(c, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        #expect(rc2 == 0)
+        Self.send(c, .getQueueNum)
+        #expect(Self.receive(c).map { Self.u64($0.2) } == 17)
+        close(c)
+        backend.stop()
+        #expect(done.wait(timeout: .now() + 5) == .success)
+        #expect(FileManager.default.fileExists(atPath: dir + "/s.sock"))     // not ours to remove
     }
 }
