@@ -79,3 +79,62 @@ ssize_t ferry_getxattr(const char *path, const char *name, void *value, size_t s
 }
 ssize_t ferry_listxattr(const char *path, char *list, size_t size) { return listxattr(path, list, size); }
 int ferry_removexattr(const char *path, const char *name) { return removexattr(path, name); }
+
+// ---- vhost-user front-end (FerryVhostFrontend) ----
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/mman.h>
+#include <sys/eventfd.h>
+#include <poll.h>
+
+int ferry_fe_connect_unix(const char *path) {
+    struct sockaddr_un addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof addr.sun_path) { errno = ENAMETOOLONG; return -1; }
+    strcpy(addr.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) { int e = errno; close(fd); errno = e; return -1; }
+    return fd;
+}
+
+ssize_t ferry_fe_sendmsg_fds(int sock, const void *buf, size_t len, const int *fds, size_t nfds) {
+    // Room for the most fds vhost-user ever sends at once (8 memory regions).
+    union { struct cmsghdr align; char raw[CMSG_SPACE(sizeof(int) * 8)]; } control;
+    if (nfds > 8) { errno = EINVAL; return -1; }
+    struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+    struct msghdr msg;
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    if (nfds > 0) {
+        memset(&control, 0, sizeof control);
+        msg.msg_control = control.raw;
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+    }
+    ssize_t n;
+    do { n = sendmsg(sock, &msg, MSG_NOSIGNAL); } while (n < 0 && errno == EINTR);
+    return n;
+}
+
+int ferry_fe_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
+int ferry_fe_eventfd(void) { return eventfd(0, EFD_CLOEXEC); }
+void *ferry_fe_mmap_shared(int fd, size_t len) {
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+uint16_t ferry_fe_load16_acquire(const void *p) { return __atomic_load_n((const uint16_t *)p, __ATOMIC_ACQUIRE); }
+void ferry_fe_store16_release(void *p, uint16_t v) { __atomic_store_n((uint16_t *)p, v, __ATOMIC_RELEASE); }
+void ferry_fe_fence(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+int ferry_fe_wait_readable(int fd, int timeout_ms) {
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    int r;
+    do { r = poll(&p, 1, timeout_ms); } while (r < 0 && errno == EINTR);
+    return r;
+}

@@ -74,3 +74,24 @@ enum {
     FERRY_F_OFD_SETLKW = 38,
     FERRY_MAX_HANDLE_SZ = 128,
 };
+
+// ---- vhost-user front-end (FerryVhostFrontend) ----
+/// Connects a SOCK_STREAM unix socket to `path`; returns the fd.
+int ferry_fe_connect_unix(const char *path);
+/// sendmsg(2) of `len` bytes with `nfds` descriptors as one SCM_RIGHTS message
+/// (vhost-user passes memory and eventfds this way). Returns bytes sent.
+ssize_t ferry_fe_sendmsg_fds(int sock, const void *buf, size_t len, const int *fds, size_t nfds);
+/// memfd_create(2) with MFD_CLOEXEC.
+int ferry_fe_memfd_create(const char *name);
+/// eventfd(2) with EFD_CLOEXEC (blocking, counter semantics).
+int ferry_fe_eventfd(void);
+/// mmap(2) of `len` bytes of `fd` read-write MAP_SHARED; NULL on failure.
+void *ferry_fe_mmap_shared(int fd, size_t len);
+/// Ring index accesses shared with the device: acquire loads and release stores, so the
+/// compiler and CPU order them against the descriptor and buffer accesses around them.
+uint16_t ferry_fe_load16_acquire(const void *p);
+void ferry_fe_store16_release(void *p, uint16_t v);
+/// A full barrier, for the store(avail idx)/load(avail_event) pair that EVENT_IDX needs.
+void ferry_fe_fence(void);
+/// Waits up to `timeout_ms` (-1: forever) for `fd` to be readable. 1: readable, 0: timeout.
+int ferry_fe_wait_readable(int fd, int timeout_ms);
