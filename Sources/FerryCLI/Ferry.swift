@@ -7,7 +7,7 @@ public struct Ferry: ParsableCommand {
         commandName: "ferry",
         abstract: "Serve file systems to virtual machines (virtio-fs) and host mounts (FUSE).",
         version: ferryVersion,
-        subcommands: [MountCommand.self]
+        subcommands: [MountCommand.self, BenchCommand.self]
     )
 
     public init() {}
