@@ -57,7 +57,7 @@ struct BenchCommand: ParsableCommand {
         }
         let f = { (v: Double) in String(format: "%.1f", v) }
         print("workload \(result.workload)  queues \(result.queues)  depth \(result.depth)  \(f(result.seconds)) s")
-        print("ops/s \(f(result.opsPerSecond))  (\(result.operations) operations, \(result.errors) errors)")
+        print("ops/s \(f(result.opsPerSecond))  (\(result.operations) operations, \(result.errors) errors\(result.firstErrno.map { ", first errno \($0)" } ?? ""))")
         if result.bytes > 0 { print("MB/s \(f(result.megabytesPerSecond))") }
         print("latency µs  p50 \(f(result.p50))  p90 \(f(result.p90))  p99 \(f(result.p99))  p99.9 \(f(result.p999))")
     }

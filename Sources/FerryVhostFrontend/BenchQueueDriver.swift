@@ -14,6 +14,8 @@ struct QueueDriver {
     var histogram = LatencyHistogram()
     var operations: UInt64 = 0
     var errors: UInt64 = 0
+    /// The first failed reply's errno (or -1 for a malformed reply), to say what went wrong.
+    var firstError: Int32?
 
     /// Per lane (one operation in flight each): when it started and, for `create`, the
     /// step it is at and the node/handle/name it works on.
@@ -70,7 +72,10 @@ struct QueueDriver {
     private mutating func complete(_ c: FUSECompletion, at now: UInt64) throws -> (lane: Int, newOperation: Bool)? {
         let lane = laneOfSlot[c.slot]
         let ok = c.isWellFormed && c.header?.error == 0
-        if !ok { errors += 1 }
+        if !ok {
+            errors += 1
+            if firstError == nil { firstError = c.isWellFormed ? -(c.header?.error ?? 0) : -1 }
+        }
         if workload == .lookup && ok {
             if lookupNode == 0 { lookupNode = FUSEClientDecoder.entryOut(queue.replyArguments(c.slot, count: 128))?.nodeID ?? 0 }
             lookupsSinceForget += 1
@@ -89,6 +94,12 @@ struct QueueDriver {
                 }
                 lanes[lane].step += 1
                 return (lane, false)
+            }
+            // The cycle is over. A guest's kernel forgets an unlinked inode once its
+            // dentry goes; without that, back-ends keep an fd per created file and run out.
+            if lanes[lane].node != 0 {
+                try session.forget(nodeID: lanes[lane].node, nlookup: 1)
+                lanes[lane].node = 0
             }
         }
         if ok { operations += 1; histogram.record(nanoseconds: now &- lanes[lane].started) }

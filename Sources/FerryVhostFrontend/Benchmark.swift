@@ -15,7 +15,8 @@ public enum BenchWorkload: String, CaseIterable, Sendable {
     case read1m
     /// Sequential 1 MiB WRITEs (wrapping at 64 MiB), one file per queue.
     case write1m
-    /// CREATE + RELEASE + UNLINK of a fresh name; one operation is all three.
+    /// CREATE + RELEASE + UNLINK of a fresh name; one operation is all three (then a
+    /// FORGET of the node on hiprio, as the guest kernel sends once the dentry goes).
     case create
 
     var transferSize: Int {
@@ -47,6 +48,8 @@ public struct BenchResult: Sendable, Codable {
     public var operations: UInt64
     public var bytes: UInt64
     public var errors: UInt64
+    /// The errno of the first failed reply (-1: malformed reply); nil without errors.
+    public var firstErrno: Int32?
     public var opsPerSecond: Double
     public var megabytesPerSecond: Double
     public var p50: Double
@@ -95,7 +98,7 @@ public enum Benchmark {
 
         let bytes = operations * UInt64(options.workload.transferSize)
         return BenchResult(workload: options.workload.rawValue, queues: options.queues, depth: options.depth,
-                           seconds: elapsed, operations: operations, bytes: bytes, errors: errors,
+                           seconds: elapsed, operations: operations, bytes: bytes, errors: errors, firstErrno: totals.firstErrno,
                            opsPerSecond: Double(operations) / elapsed,
                            megabytesPerSecond: Double(bytes) / elapsed / 1e6,
                            p50: Double(histogram.quantile(0.5)) / 1000, p90: Double(histogram.quantile(0.9)) / 1000,
@@ -108,10 +111,12 @@ public enum Benchmark {
         var histogram = LatencyHistogram()
         var operations: UInt64 = 0, errors: UInt64 = 0
         var failure: Error?
+        var firstErrno: Int32?
         func add(_ d: QueueDriver, failure: Error?) {
             lock.lock(); defer { lock.unlock() }
             histogram.merge(d.histogram); operations += d.operations; errors += d.errors
             self.failure = self.failure ?? failure
+            firstErrno = firstErrno ?? d.firstError
         }
     }
 

@@ -155,3 +155,24 @@ struct FrontendReferenceTests {
         #expect(try q.getattr(nodeID: FUSESession.rootNodeID).attr.mode & 0o170000 == 0o040000)
     }
 }
+
+/// `Benchmark.run` end to end against the reference virtiofsd, briefly.
+@Suite(.serialized, .enabled(if: ReferenceVirtiofsd.isInstalled, "reference virtiofsd not installed at /usr/lib/qemu/virtiofsd"))
+struct FrontendBenchTests {
+    @Test(arguments: [BenchWorkload.stat, .lookup, .create, .write1m])
+    func workloadRunsWithoutErrors(_ workload: BenchWorkload) throws {
+        let daemon = try ReferenceVirtiofsd()
+        let result = try Benchmark.run(socketPath: daemon.socketPath,
+                                       options: BenchOptions(workload: workload, queues: 1, depth: 4, seconds: 0.3))
+        #expect(result.operations > 0)
+        #expect(result.errors == 0)
+        #expect(result.p50 > 0 && result.p50 <= result.p99)
+    }
+
+    @Test func moreQueuesThanTheBackendHasFailsClearly() throws {
+        let daemon = try ReferenceVirtiofsd()
+        #expect(throws: FrontendError.self) {
+            _ = try Benchmark.run(socketPath: daemon.socketPath, options: BenchOptions(workload: .stat, queues: 2, depth: 4, seconds: 0.1))
+        }
+    }
+}
