@@ -142,3 +142,34 @@ void ferry_store_release_u16(void *p, uint16_t v) { __atomic_store_n((uint16_t *
 void ferry_fence_seq_cst(void) { atomic_thread_fence(memory_order_seq_cst); }
 void ferry_fence_acquire(void) { atomic_thread_fence(memory_order_acquire); }
 void ferry_fence_release(void) { atomic_thread_fence(memory_order_release); }
+
+// ---- vhost-user front-end (FerryVhostFrontend) ----
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/mman.h>
+#include <sys/eventfd.h>
+#include <poll.h>
+
+int ferry_fe_connect_unix(const char *path) {
+    struct sockaddr_un addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof addr.sun_path) { errno = ENAMETOOLONG; return -1; }
+    strcpy(addr.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) { int e = errno; close(fd); errno = e; return -1; }
+    return fd;
+}
+
+
+void *ferry_fe_mmap_shared(int fd, size_t len) {
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+int ferry_fe_wait_readable(int fd, int timeout_ms) {
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    int r;
+    do { r = poll(&p, 1, timeout_ms); } while (r < 0 && errno == EINTR);
+    return r;
+}

@@ -102,3 +102,11 @@ enum {
     FERRY_EFD_NONBLOCK = 04000,
     FERRY_MFD_CLOEXEC = 1,
 };
+
+// ---- vhost-user front-end (FerryVhostFrontend) ----
+/// Connects a SOCK_STREAM unix socket to `path`; returns the fd.
+int ferry_fe_connect_unix(const char *path);
+/// mmap(2) of `len` bytes of `fd` read-write MAP_SHARED; NULL on failure.
+void *ferry_fe_mmap_shared(int fd, size_t len);
+/// Waits up to `timeout_ms` (-1: forever) for `fd` to be readable. 1: readable, 0: timeout.
+int ferry_fe_wait_readable(int fd, int timeout_ms);

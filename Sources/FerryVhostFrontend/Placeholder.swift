@@ -1,1 +1,0 @@
-// vhost-user-fs front-end for tests and benchmarks.

@@ -1,0 +1,44 @@
+import Foundation
+import Glibc
+
+/// A reference C virtiofsd on a temporary socket and shared directory, one per test:
+/// it serves a single front-end and exits when that disconnects.
+final class ReferenceVirtiofsd {
+    static let path = "/usr/lib/qemu/virtiofsd"
+    static var isInstalled: Bool { FileManager.default.isExecutableFile(atPath: path) }
+
+    let top: String
+    var socketPath: String { top + "/vhost.sock" }
+    var sharedDirectory: String { top + "/shared" }
+    let process = Process()
+
+    init() throws {
+        var template = Array("/tmp/ferry-frontend-XXXXXX".utf8CString)
+        guard mkdtemp(&template) != nil else { throw POSIXError(.EIO) }
+        top = String(cString: template)
+        try FileManager.default.createDirectory(atPath: sharedDirectory, withIntermediateDirectories: true)
+        process.executableURL = URL(fileURLWithPath: Self.path)
+        // sandbox=chroot: the namespace sandbox needs privileges a container may lack.
+        process.arguments = ["--socket-path=\(socketPath)", "-o", "source=\(sharedDirectory)", "-o", "cache=auto",
+                             "-o", "sandbox=chroot", "-o", "log_level=err"]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        try process.run()
+        // virtiofsd creates the socket, then waits for one connection.
+        for _ in 0..<500 where !FileManager.default.fileExists(atPath: socketPath) { usleep(10_000) }
+        guard FileManager.default.fileExists(atPath: socketPath) else { throw POSIXError(.ETIMEDOUT) }
+    }
+
+    deinit {
+        if process.isRunning { process.terminate() }
+        process.waitUntilExit()
+        try? FileManager.default.removeItem(atPath: top)
+    }
+
+    /// Whether virtiofsd exited within `seconds`.
+    func exits(within seconds: Double) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while process.isRunning && Date() < deadline { usleep(10_000) }
+        return !process.isRunning
+    }
+}
