@@ -274,3 +274,7 @@ extension VhostUserFrontend {
         }
     }
 }
+
+/// The parent of the FerryFrontend and Hostile suites: one at a time, since several
+/// count this process's open descriptors, which concurrent suites would disturb.
+@Suite(.serialized) enum FerryFrontendAndHostileTests {}

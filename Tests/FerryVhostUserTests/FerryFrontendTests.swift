@@ -9,6 +9,7 @@ import Testing
 
 /// Ferry's back-end driven through the Swift front-end (what QEMU plus a guest kernel do):
 /// the functional path, over a real socket and shared memory.
+extension FerryFrontendAndHostileTests {
 @Suite(.serialized) struct FerryFrontendTests {
     @Test(arguments: [1, 4])
     func handshakeStartsHiprioAndRequestQueues(requestQueues: Int) throws {
@@ -208,6 +209,7 @@ import Testing
         #expect(fresh.attr.size == 42)
         #expect(daemon.server.lookupCount(of: fresh.nodeID) == 1)
     }
+}
 }
 
 /// Results gathered from the driving threads.

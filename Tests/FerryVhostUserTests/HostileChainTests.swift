@@ -11,6 +11,7 @@ import Testing
 /// reason naming the problem, stops serving that connection's queues, keeps answering
 /// on the control socket, and serves the next connection normally. The process is
 /// never affected.
+extension FerryFrontendAndHostileTests {
 @Suite(.serialized) struct HostileChainTests {
     typealias D = VirtqueueDescriptor
 
@@ -232,4 +233,5 @@ import Testing
         #expect(daemon.backend.connectionsServed == HostileChain.allCases.count)
         daemon.newConnectionWorks()
     }
+}
 }

@@ -10,6 +10,7 @@ import Testing
 /// FUSE-level garbage in valid descriptor chains: Ferry answers with an error reply (or
 /// a used length of 0), never writes outside the guest's writable buffers (guard bytes
 /// around every buffer stay intact), and keeps serving the same connection.
+extension FerryFrontendAndHostileTests {
 @Suite(.serialized) struct HostileFUSETests {
     final class Context {
         let daemon: FerryDaemon
@@ -273,4 +274,5 @@ import Testing
         }
         c.finish()
     }
+}
 }

@@ -10,6 +10,7 @@ import Testing
 
 /// vhost-user control-message garbage: each is answered (a failure ack or a reply) or
 /// the connection is closed; the daemon survives and the next connection works.
+extension FerryFrontendAndHostileTests {
 @Suite(.serialized) struct HostileMessageTests {
     static let need = VhostUserHeader.version | VhostUserHeader.needReplyFlag
 
@@ -312,4 +313,5 @@ import Testing
         #expect(FerryDaemon.eventually { openFDCount() <= fdsBefore }, "fds \(fdsBefore) -> \(openFDCount())")
         daemon.newConnectionWorks()
     }
+}
 }
