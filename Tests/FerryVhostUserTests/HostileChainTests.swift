@@ -157,6 +157,35 @@ extension FerryFrontendAndHostileTests {
         }
     }
 
+    @Test(arguments: [1, 2])
+    func invalidChainBreaksAPooledDeviceButNotTheDaemon(poolThreads: Int) throws {
+        let daemon = try FerryDaemon(options: VhostUserFSOptions(threadPoolSize: poolThreads))
+        do {
+            let session = try FUSESession(socketPath: daemon.socketPath)
+            #expect(try session.queue.getattr(nodeID: FUSESession.rootNodeID).attr.ino != 0)
+            try session.frontend.postHostile(.addressOutsideMemory, on: 1)
+            #expect(FerryDaemon.eventually(5) { daemon.isBroken }, "\(daemon.backend.state)")
+            #expect(daemon.brokenReason?.contains("outside guest memory") == true)
+        }
+        daemon.newConnectionWorks()
+    }
+
+    @Test func resetDeviceClearsTheBrokenState() throws {
+        let daemon = try FerryDaemon()
+        do {
+            let session = try FUSESession(socketPath: daemon.socketPath)
+            try session.frontend.postHostile(.loopingNext, on: 1)
+            #expect(FerryDaemon.eventually(5) { daemon.isBroken })
+            try session.frontend.channel.send(VhostUserRequest.resetDevice.rawValue,
+                                              flags: VhostUserHeader.version | VhostUserHeader.needReplyFlag)
+            let ack = try session.frontend.channel.receiveReply(to: VhostUserRequest.resetDevice.rawValue, timeoutMilliseconds: 5_000)
+            #expect(ack == [0, 0, 0, 0, 0, 0, 0, 0])
+            #expect(daemon.backend.state == .connected)
+            #expect(daemon.server.nodeCount == 1)
+        }
+        daemon.newConnectionWorks()
+    }
+
     @Test func invalidChainOnHiprioBreaksTheDeviceToo() throws {
         let daemon = try FerryDaemon()
         do {
