@@ -68,7 +68,7 @@ let package = Package(
             "FerryVhostUser", "FerryVhostFrontend", "FerryCore", "FerryFUSE", "FerryVirtio", "FerryPOSIX", "CFerry",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .testTarget(name: "FerryCLITests", dependencies: ["FerryCLI"]),
+        .testTarget(name: "FerryCLITests", dependencies: ["FerryCLI", "FerryTestSupport"]),
         .testTarget(name: "FerryCoreTests", dependencies: ["FerryCore", "FerryFUSE", "FerryPOSIX", "CMallocCounter"]),
         .testTarget(name: "FerryPOSIXTests", dependencies: ["FerryPOSIX", "FerryCore", "CFerry"]),
         // What the integration suites share: finding built products, running processes.

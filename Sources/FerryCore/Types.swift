@@ -121,29 +121,31 @@ public struct IOVectors: @unchecked Sendable {
     /// For drivers whose backend hands back its own buffer (NFS, RADOS).
     @discardableResult
     public func copyIn(_ source: UnsafeRawBufferPointer, at offset: Int = 0) -> Int {
-        var skip = offset, copied = 0
-        for i in 0..<count where copied < source.count {
-            let len = base[i].iov_len
-            if skip >= len { skip -= len; continue }
-            let n = min(len - skip, source.count - copied)
-            (base[i].iov_base! + skip).copyMemory(from: source.baseAddress! + copied, byteCount: n)
-            copied += n; skip = 0
+        walk(from: offset, limit: source.count) { vector, done, n in
+            vector.copyMemory(from: source.baseAddress! + done, byteCount: n)
         }
-        return copied
     }
 
     /// Copies out of the buffers into `destination`; returns bytes copied.
     @discardableResult
     public func copyOut(into destination: UnsafeMutableRawBufferPointer, from offset: Int = 0) -> Int {
-        var skip = offset, copied = 0
-        for i in 0..<count where copied < destination.count {
-            let len = base[i].iov_len
-            if skip >= len { skip -= len; continue }
-            let n = min(len - skip, destination.count - copied)
-            (destination.baseAddress! + copied).copyMemory(from: base[i].iov_base! + skip, byteCount: n)
-            copied += n; skip = 0
+        walk(from: offset, limit: destination.count) { vector, done, n in
+            (destination.baseAddress! + done).copyMemory(from: vector, byteCount: n)
         }
-        return copied
+    }
+
+    /// Visits up to `limit` bytes of the buffers from byte `offset` on, a piece at a time:
+    /// (where in the buffers, bytes done so far, bytes in this piece). Returns bytes visited.
+    private func walk(from offset: Int, limit: Int, _ piece: (UnsafeMutableRawPointer, Int, Int) -> Void) -> Int {
+        var skip = offset, done = 0
+        for i in 0..<count where done < limit {
+            let length = base[i].iov_len
+            if skip >= length { skip -= length; continue }
+            let n = min(length - skip, limit - done)
+            piece(base[i].iov_base! + skip, done, n)
+            done += n; skip = 0
+        }
+        return done
     }
 }
 

@@ -1,41 +1,10 @@
+import FerryTestSupport
 import Foundation
 import Testing
 
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// The built `ferry` executable, found as Tests/ConformanceTests/BuiltProducts.swift does.
-private enum BuiltFerry {
-    static let packageRoot = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-
-    static var searchDirectories: [URL] {
-        var dirs: [URL] = []
-        if let exe = Bundle.main.executablePath {
-            dirs.append(URL(fileURLWithPath: exe).deletingLastPathComponent())
-        }
-        if let arg0 = CommandLine.arguments.first, arg0.contains("/") {
-            dirs.append(URL(fileURLWithPath: arg0).deletingLastPathComponent())
-        }
-        dirs.append(packageRoot.appendingPathComponent(".build/debug"))
-        dirs.append(packageRoot.appendingPathComponent(".build/release"))
-        return dirs
-    }
-
-    static func path() throws -> String {
-        for dir in searchDirectories {
-            let candidate = dir.appendingPathComponent("ferry").path
-            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-        }
-        throw TestFailure("'ferry' is not built; looked in " + searchDirectories.map(\.path).joined(separator: ", "))
-    }
-}
-
-private struct TestFailure: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
-}
 
 private struct Finished {
     let status: Int32
@@ -51,11 +20,7 @@ private func run(_ executable: String, _ arguments: [String]) throws -> Finished
     let out = Pipe(), err = Pipe()
     process.standardOutput = out
     process.standardError = err
-    var empty = sigset_t(), saved = sigset_t()
-    sigemptyset(&empty)
-    pthread_sigmask(SIG_SETMASK, &empty, &saved)
-    defer { pthread_sigmask(SIG_SETMASK, &saved, nil) }
-    try process.run()
+    try runWithDefaultSignalMask(process)
     // Small outputs: reading one pipe after the other cannot fill the other.
     let stdout = out.fileHandleForReading.readDataToEndOfFile()
     let stderr = err.fileHandleForReading.readDataToEndOfFile()
@@ -69,7 +34,7 @@ private let capabilities = "{\n  \"type\": \"fs\",\n  \"features\": [\n    \"sep
 
 /// A temporary directory holding a link named `name` to the built ferry.
 private func link(named name: String) throws -> (link: String, directory: String) {
-    let ferry = try BuiltFerry.path()
+    let ferry = try BuiltProducts.require("ferry")
     let directory = FileManager.default.temporaryDirectory
         .appendingPathComponent("ferry-link-\(getpid())-\(UUID().uuidString)").path
     try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -80,7 +45,7 @@ private func link(named name: String) throws -> (link: String, directory: String
 
 @Suite struct VirtiofsdProcessTests {
     @Test func printCapabilitiesSubcommand() throws {
-        let result = try run(try BuiltFerry.path(), ["virtiofsd", "--print-capabilities"])
+        let result = try run(try BuiltProducts.require("ferry"), ["virtiofsd", "--print-capabilities"])
         #expect(result.status == 0)
         #expect(result.stdout == capabilities)
         #expect(result.stderr == "")
@@ -114,17 +79,17 @@ private func link(named name: String) throws -> (link: String, directory: String
     }
 
     @Test func commandLineErrorsExitTwo() throws {
-        let result = try run(try BuiltFerry.path(), ["virtiofsd", "--fd=3", "--shared-dir=/", "-o", "flock"])
+        let result = try run(try BuiltProducts.require("ferry"), ["virtiofsd", "--fd=3", "--shared-dir=/", "-o", "flock"])
         #expect(result.status == 2)
         #expect(result.stdout == "")
         #expect(result.stderr.hasPrefix("Error: -o flock is not supported: "))
-        let sandbox = try run(try BuiltFerry.path(), ["virtiofsd", "--fd=3", "--shared-dir=/", "--sandbox=namespace"])
+        let sandbox = try run(try BuiltProducts.require("ferry"), ["virtiofsd", "--fd=3", "--shared-dir=/", "--sandbox=namespace"])
         #expect(sandbox.status == 2)
         #expect(sandbox.stderr.contains("--sandbox=none --seccomp=none"))
     }
 
     @Test func servingErrorsExitOne() throws {
-        let ferry = try BuiltFerry.path()
+        let ferry = try BuiltProducts.require("ferry")
         let missing = try run(ferry, ["virtiofsd", "--socket-path=/tmp/ferry-never.sock",
                                       "--shared-dir=/nonexistent/ferry-test", "--sandbox=none", "--seccomp=none"])
         #expect(missing.status == 1)
@@ -136,7 +101,7 @@ private func link(named name: String) throws -> (link: String, directory: String
     }
 
     @Test func vhostUserDescriptor() throws {
-        let url = BuiltFerry.packageRoot.appendingPathComponent("config/vhost-user-fs.json")
+        let url = BuiltProducts.packageRoot.appendingPathComponent("config/vhost-user-fs.json")
         let json = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any]
         #expect(json?["type"] as? String == "fs")
         #expect(json?["binary"] as? String == "/usr/local/bin/ferry-virtiofsd")
