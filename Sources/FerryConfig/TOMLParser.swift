@@ -103,7 +103,10 @@ struct TOMLParser {
                     skipSpaces()
                     let key = try parseKey()
                     skipSpaces()
-                    guard peek == "]", peek(1) == "]" else { throw error("expected ']]' to close the array-of-tables header, found \(found)") }
+                    guard peek == "]", peek(1) == "]" else {
+                        if peek == "]" { advance() }
+                        throw error("expected ']]' to close the array-of-tables header, found \(found)")
+                    }
                     advance(); advance()
                     try endOfLine(after: "the header")
                     current = try appendTableArray(key, at: start)
@@ -476,6 +479,7 @@ struct TOMLParser {
             try skipBlank()
             if peek == "," { advance(); continue }
             if peek == "]" { advance(); break }
+            if atEnd { throw TOMLError("unterminated array (opened here): expected ']'", at: start) }
             throw error("expected ',' or ']' in the array, found \(found)")
         }
         return TOMLItem(value: .array(items), position: start)
@@ -495,9 +499,10 @@ struct TOMLParser {
                 try parseKeyValue(into: table)
                 skipSpaces()
                 if peek == "," {
+                    let comma = position
                     advance()
                     skipSpaces()
-                    if peek == "}" { throw error("trailing comma in an inline table (not allowed in TOML)") }
+                    if peek == "}" { throw TOMLError("trailing comma in an inline table (not allowed in TOML)", at: comma) }
                     continue
                 }
                 if peek == "}" { advance(); break }
