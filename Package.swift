@@ -41,9 +41,10 @@ let package = Package(
         // A vhost-user-fs front-end in Swift (what QEMU and a guest kernel do), for tests
         // and `ferry bench`.
         .target(name: "FerryVhostFrontend", dependencies: ["FerryFUSE", "FerryVirtio", "CFerry"]),
+        .target(name: "FerryConfig", dependencies: ["FerryCore"]),
         // The commands of `ferry`, as a library so tests can drive them.
         .target(name: "FerryCLI", dependencies: [
-            "FerryCore", "FerryPOSIX", "FerryDevFUSE", "FerryVhostUser", "FerryVhostFrontend",
+            "FerryCore", "FerryPOSIX", "FerryDevFUSE", "FerryVhostUser", "FerryVhostFrontend", "FerryConfig",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -69,6 +70,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "FerryCLITests", dependencies: ["FerryCLI", "FerryTestSupport"]),
+        .testTarget(name: "FerryConfigTests", dependencies: ["FerryConfig"]),
         .testTarget(name: "FerryCoreTests", dependencies: ["FerryCore", "FerryFUSE", "FerryPOSIX", "CMallocCounter"]),
         .testTarget(name: "FerryPOSIXTests", dependencies: ["FerryPOSIX", "FerryCore", "CFerry"]),
         // What the integration suites share: finding built products, running processes.

@@ -1,0 +1,609 @@
+import FerryCore
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Reads and checks a configuration directory:
+///
+///     DIR/ferry.toml            daemon-wide settings (optional)
+///     DIR/tenants/*.toml        one file per tenant (the directory is required)
+///
+/// Every problem is collected, not just the first. Nothing is created or changed: the
+/// checks only read files, stat paths and call access(2).
+public enum ConfigLoader {
+    public static let defaultDirectory = "/etc/ferry"
+    public static let daemonFileName = "ferry.toml"
+    public static let tenantsDirectoryName = "tenants"
+    /// A socket whose directory is missing is accepted only under here: the daemon creates
+    /// its runtime directories below /run (a tmpfs emptied at boot) when it starts.
+    public static let creatableSocketRoot = "/run/"
+
+    public static func load(directory: String = defaultDirectory) -> Result<Configuration, ConfigProblems> {
+        var loader = Loader(directory: directory)
+        let configuration = loader.run()
+        let problems = loader.problems.problems.sorted(by: problemOrder)
+        return problems.isEmpty ? .success(configuration) : .failure(ConfigProblems(problems: problems))
+    }
+
+    static func problemOrder(_ a: ConfigProblem, _ b: ConfigProblem) -> Bool {
+        if a.file != b.file { return a.file < b.file }
+        if (a.line ?? 0) != (b.line ?? 0) { return (a.line ?? 0) < (b.line ?? 0) }
+        return (a.column ?? 0) < (b.column ?? 0)
+    }
+}
+
+private let nameRule = "1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit"
+
+func isValidName(_ name: String) -> Bool {
+    let bytes = Array(name.utf8)
+    guard (1...63).contains(bytes.count) else { return false }
+    func ok(_ b: UInt8, first: Bool) -> Bool {
+        switch b {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"): return true
+        case UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "-"): return !first
+        default: return false
+        }
+    }
+    return bytes.enumerated().allSatisfy { ok($0.element, first: $0.offset == 0) }
+}
+
+/// Joins a directory and a name without doubling slashes.
+func joinPath(_ directory: String, _ name: String) -> String {
+    if name.hasPrefix("/") { return name }
+    if directory.isEmpty || directory == "." { return name }
+    return directory.hasSuffix("/") ? directory + name : directory + "/" + name
+}
+
+/// Lexically removes ".", "..", and repeated slashes from a path.
+func normalizePath(_ path: String) -> String {
+    let absolute = path.hasPrefix("/")
+    var parts: [Substring] = []
+    for part in path.split(separator: "/") {
+        if part == "." { continue }
+        if part == "..", let last = parts.last, last != ".." { parts.removeLast(); continue }
+        if part == "..", absolute { continue }
+        parts.append(part)
+    }
+    let joined = parts.joined(separator: "/")
+    return absolute ? "/" + joined : (joined.isEmpty ? "." : joined)
+}
+
+func parentDirectory(_ path: String) -> String {
+    let n = normalizePath(path)
+    guard let slash = n.lastIndex(of: "/") else { return "." }
+    return slash == n.startIndex ? "/" : String(n[..<slash])
+}
+
+enum FileKind { case missing, directory, regular, other }
+
+func fileKind(_ path: String) -> (FileKind, Int32) {
+    var st = stat()
+    guard stat(path, &st) == 0 else { return (.missing, errno) }
+    switch st.st_mode & S_IFMT {
+    case S_IFDIR: return (.directory, 0)
+    case S_IFREG: return (.regular, 0)
+    default: return (.other, 0)
+    }
+}
+
+func errnoText(_ e: Int32) -> String { String(cString: strerror(e)).lowercased() }
+
+private struct Loader {
+    let directory: String
+    /// The directory as files are named in messages (no trailing slash).
+    let displayDirectory: String
+    /// Absolute, for resolving relative paths in the configuration.
+    let absoluteDirectory: String
+    let problems = ProblemList()
+    /// Every export's tag and socket as read, even from exports with other problems, so
+    /// duplicates are found in one pass.
+    let seen = SeenExports()
+
+    init(directory: String) {
+        self.directory = directory
+        var d = directory
+        while d.count > 1, d.hasSuffix("/") { d.removeLast() }
+        displayDirectory = d
+        absoluteDirectory = normalizePath(d.hasPrefix("/") ? d : joinPath(FileManager.default.currentDirectoryPath, d))
+    }
+
+    /// A path from the configuration: relative ones are taken from the configuration directory.
+    func resolve(_ path: String) -> String {
+        normalizePath(joinPath(absoluteDirectory, path))
+    }
+
+    mutating func run() -> Configuration {
+        var configuration = Configuration(directory: directory, daemon: DaemonConfig(), tenants: [])
+        switch fileKind(displayDirectory).0 {
+        case .missing:
+            problems.add("configuration directory does not exist", at: SourceLocation(file: displayDirectory, line: 0))
+            fixWholeFileProblems()
+            return configuration
+        case .directory: break
+        default:
+            problems.add("not a directory", at: SourceLocation(file: displayDirectory, line: 0))
+            fixWholeFileProblems()
+            return configuration
+        }
+
+        let daemonFile = joinPath(displayDirectory, ConfigLoader.daemonFileName)
+        if fileKind(daemonFile).0 != .missing, let document = parse(daemonFile) {
+            configuration.daemon = readDaemon(TableReader(table: document, file: daemonFile, name: "the daemon file", problems: problems))
+        }
+
+        let tenantsDirectory = joinPath(displayDirectory, ConfigLoader.tenantsDirectoryName)
+        switch fileKind(tenantsDirectory).0 {
+        case .directory:
+            let names: [String]
+            do {
+                names = try FileManager.default.contentsOfDirectory(atPath: tenantsDirectory).sorted()
+            } catch {
+                problems.add("cannot list the tenants directory: \(error.localizedDescription)", at: SourceLocation(file: tenantsDirectory, line: 0))
+                names = []
+            }
+            for name in names where !name.hasPrefix(".") {
+                let file = joinPath(tenantsDirectory, name)
+                guard name.hasSuffix(".toml"), name.count > 5 else {
+                    problems.add("not a tenant file: tenant files are named tenants/*.toml", at: SourceLocation(file: file, line: 0))
+                    continue
+                }
+                guard fileKind(file).0 == .regular else {
+                    problems.add("not a regular file", at: SourceLocation(file: file, line: 0))
+                    continue
+                }
+                guard let document = parse(file) else { continue }
+                if let tenant = readTenant(TableReader(table: document, file: file, name: "the tenant file", problems: problems)) {
+                    configuration.tenants.append(tenant)
+                }
+            }
+        case .missing:
+            problems.add("missing tenants directory (one TOML file per tenant goes in \(tenantsDirectory)/)", at: SourceLocation(file: tenantsDirectory, line: 0))
+        default:
+            problems.add("not a directory (tenant files go in \(tenantsDirectory)/)", at: SourceLocation(file: tenantsDirectory, line: 0))
+        }
+
+        checkAcrossTenants(configuration)
+        fixWholeFileProblems()
+        return configuration
+    }
+
+    /// Line 0 is how this file marks a problem with a file or directory as a whole.
+    func fixWholeFileProblems() {
+        for n in problems.problems.indices where problems.problems[n].line == 0 {
+            problems.problems[n].line = nil
+            problems.problems[n].column = nil
+        }
+    }
+
+    func parse(_ file: String) -> TOMLTable? {
+        guard let data = FileManager.default.contents(atPath: file) else {
+            problems.add("cannot read the file: \(errnoText(errno))", at: SourceLocation(file: file, line: 0))
+            return nil
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            problems.add("the file is not valid UTF-8", at: SourceLocation(file: file, line: 0))
+            return nil
+        }
+        do {
+            return try TOML.parse(text)
+        } catch {
+            problems.add(error.message, at: SourceLocation(file: file, line: error.position.line, column: error.position.column))
+            return nil
+        }
+    }
+
+    // MARK: - Daemon file
+
+    func readDaemon(_ r: TableReader) -> DaemonConfig {
+        var daemon = DaemonConfig()
+        if let (path, at) = r.string("control_socket") {
+            if checkSocketPath(path, key: "control_socket", at: r.location(at)) {
+                daemon.controlSocket = normalizePath(path)
+            }
+            daemon.controlSocketLocation = r.location(at)
+        }
+        if let (address, at) = r.string("metrics") {
+            switch parseHostPort(address) {
+            case .success(let hp): daemon.metricsAddress = hp
+            case .failure(let why): r.problem("metrics: \(why.message)", at: at)
+            }
+        }
+        if let level = r.choice("log_level", LogLevel.self) { daemon.logLevel = level }
+        if let sandbox = r.table("sandbox", name: "[sandbox]") {
+            if let mode = sandbox.choice("mode", SandboxMode.self) { daemon.sandbox.mode = mode }
+            if let seccomp = sandbox.choice("seccomp", SeccompAction.self) { daemon.sandbox.seccomp = seccomp }
+            sandbox.finish(known: ["mode", "seccomp"])
+        }
+        r.finish(known: ["control_socket", "metrics", "log_level", "sandbox"])
+        return daemon
+    }
+
+    // MARK: - Tenant files
+
+    func readTenant(_ r: TableReader) -> TenantConfig? {
+        let name = r.string("name", required: true)
+        if let (n, at) = name, !isValidName(n) {
+            r.problem("tenant name must be \(nameRule)", at: at)
+        }
+        if r.table["export"] == nil {
+            r.problem("tenant has no exports (add [[export]] blocks)", at: TOMLPosition(line: 1, column: 1))
+        }
+        var exports: [ExportConfig] = []
+        var exportNames: [String: SourceLocation] = [:]
+        for e in r.tables("export", name: "[[export]]") {
+            let exportName = e.table["name"].flatMap { entry -> (String, SourceLocation)? in
+                guard case .string(let n) = entry.item.value else { return nil }
+                return (n, e.location(entry.item.position))
+            }
+            let who = "export \(name?.value ?? "?")/\(exportName?.0 ?? "?")"
+            if let (n, at) = exportName {
+                if let first = exportNames[n] {
+                    problems.add("duplicate export name \"\(n)\" in this tenant (first defined at \(first))", at: at)
+                } else {
+                    exportNames[n] = at
+                }
+            }
+            if let export = readExport(e, who: who) { exports.append(export) }
+        }
+        r.finish(known: ["name", "export"])
+        guard let (n, at) = name else { return nil }
+        return TenantConfig(name: n, exports: exports, file: r.file, nameLocation: r.location(at))
+    }
+
+    func readExport(_ r: TableReader, who: String) -> ExportConfig? {
+        let name = r.string("name", required: true)
+        if let (n, at) = name, !isValidName(n) { r.problem("export name must be \(nameRule)", at: at) }
+
+        let tag = r.string("tag", required: true)
+        if let (t, at) = tag {
+            if t.isEmpty {
+                r.problem("tag must not be empty", at: at)
+            } else if t.utf8.count > ExportConfig.maxTagBytes {
+                r.problem("tag is \(t.utf8.count) bytes long; virtio-fs tags are at most \(ExportConfig.maxTagBytes) bytes", at: at)
+            } else if t.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) {
+                r.problem("tag must not contain control characters", at: at)
+            }
+            seen.tags.append((t, r.location(at), who))
+        }
+
+        let socket = r.string("socket", required: true)
+        var socketOK = false
+        if let (path, at) = socket {
+            socketOK = checkSocketPath(path, key: "socket", at: r.location(at))
+            if path.hasPrefix("/") { seen.sockets.append((normalizePath(path), r.location(at), who)) }
+        }
+
+        var queues = 1
+        if let (q, at) = r.integer("queues") {
+            if ExportConfig.queueRange.contains(Int(clamping: q)) {
+                queues = Int(q)
+            } else {
+                r.problem("queues must be between \(ExportConfig.queueRange.lowerBound) and \(ExportConfig.queueRange.upperBound), found \(q)", at: at)
+            }
+        }
+        let readOnly = r.bool("read_only") ?? false
+        let cache = r.choice("cache", CachePolicy.self) ?? .auto
+        let xattr = r.bool("xattr") ?? false
+
+        var mapping = IDMapping()
+        if let m = r.table("id_mapping", name: "[export.id_mapping]") { mapping = readIDMapping(m) }
+        var limits = ExportLimits()
+        if let l = r.table("limits", name: "[export.limits]") {
+            limits.inodes = l.count("inodes")
+            limits.openFiles = l.count("open_files")
+            limits.inflightBytes = l.size("inflight_bytes")
+            l.finish(known: ["inodes", "open_files", "inflight_bytes"])
+        }
+        var quota = ExportQuota()
+        if let q = r.table("quota", name: "[export.quota]") {
+            quota.bytes = q.size("bytes")
+            quota.inodes = q.count("inodes")
+            q.finish(known: ["bytes", "inodes"])
+        }
+        var qos = ExportQoS()
+        if let q = r.table("qos", name: "[export.qos]") {
+            qos.iops = q.count("iops")
+            qos.bandwidth = q.size("bandwidth", perSecond: true)
+            q.finish(known: ["iops", "bandwidth"])
+        }
+
+        var backend: Backend?
+        if let b = r.table("backend", required: true, name: "[export.backend]") { backend = readBackend(b) }
+
+        r.finish(known: ["name", "tag", "socket", "queues", "read_only", "cache", "xattr", "id_mapping", "limits", "quota", "qos", "backend"])
+
+        guard let (n, nameAt) = name, let (t, tagAt) = tag, let (s, socketAt) = socket, let backend else { return nil }
+        var export = ExportConfig(
+            name: n, tag: t, socket: socketOK ? normalizePath(s) : s, backend: backend,
+            location: r.headerLocation, nameLocation: r.location(nameAt),
+            tagLocation: r.location(tagAt), socketLocation: r.location(socketAt))
+        export.queues = queues
+        export.readOnly = readOnly
+        export.cache = cache
+        export.xattr = xattr
+        export.idMapping = mapping
+        export.limits = limits
+        export.quota = quota
+        export.qos = qos
+        return export
+    }
+
+    func readIDMapping(_ r: TableReader) -> IDMapping {
+        var m = IDMapping()
+        if let squash = r.choice("squash", SquashMode.self) { m.squash = squash }
+        for (key, keyPath) in [("anon_uid", \IDMapping.anonUID), ("anon_gid", \IDMapping.anonGID)] {
+            if let (v, at) = r.integer(key) {
+                if (0..<Int64(UInt32.max)).contains(v) {
+                    m[keyPath: keyPath] = UInt32(v)
+                } else {
+                    r.problem("\(key) must be between 0 and \(UInt32.max - 1)", at: at)
+                }
+            }
+        }
+        m.uidMap = readRanges(r, "uid_map")
+        m.gidMap = readRanges(r, "gid_map")
+        r.finish(known: ["squash", "anon_uid", "anon_gid", "uid_map", "gid_map"])
+        return m
+    }
+
+    /// `uid_map = [{ guest = 0, host = 100000, count = 65536 }, ...]`: ranges must fit in
+    /// 32 bits and overlap neither on the guest side nor on the host side.
+    func readRanges(_ r: TableReader, _ key: String) -> [IDRange] {
+        var ranges: [(IDRange, TOMLPosition)] = []
+        for t in r.tables(key, name: "a \(key) range") {
+            var fields: [String: UInt32] = [:]
+            for field in ["guest", "host", "count"] {
+                guard let (v, at) = t.integer(field, required: true) else { continue }
+                guard (0...Int64(UInt32.max)).contains(v) else {
+                    t.problem("\(key) \(field) must be between 0 and \(UInt32.max)", at: at)
+                    continue
+                }
+                fields[field] = UInt32(v)
+            }
+            t.finish(known: ["guest", "host", "count"])
+            guard let guest = fields["guest"], let host = fields["host"], let count = fields["count"] else { continue }
+            if count == 0 {
+                t.problem("\(key) count must be at least 1", at: t.table["count"]!.item.position)
+                continue
+            }
+            if UInt64(guest) + UInt64(count) > 1 << 32 || UInt64(host) + UInt64(count) > 1 << 32 {
+                t.problem("\(key) range goes past id \(UInt32.max)", at: t.table.position)
+                continue
+            }
+            let range = IDRange(guest: guest, host: host, count: count)
+            for (other, otherAt) in ranges {
+                if overlaps(range.guest, other.guest, range.count, other.count) {
+                    t.problem("\(key) range overlaps the guest ids of the range on line \(otherAt.line)", at: t.table.position)
+                } else if overlaps(range.host, other.host, range.count, other.count) {
+                    t.problem("\(key) range overlaps the host ids of the range on line \(otherAt.line)", at: t.table.position)
+                }
+            }
+            ranges.append((range, t.table.position))
+        }
+        return ranges.map(\.0)
+    }
+
+    func overlaps(_ a: UInt32, _ b: UInt32, _ n: UInt32, _ m: UInt32) -> Bool {
+        UInt64(a) < UInt64(b) + UInt64(m) && UInt64(b) < UInt64(a) + UInt64(n)
+    }
+
+    func readBackend(_ r: TableReader) -> Backend? {
+        guard let (kind, kindAt) = r.string("kind", required: true) else {
+            r.finish(known: ["kind", "path", "server", "version", "pool", "namespace", "ceph_conf", "client_id", "keyring"])
+            return nil
+        }
+        switch kind {
+        case "posix":
+            defer { r.finish(known: ["kind", "path"]) }
+            guard let (path, at) = r.string("path", required: true) else { return nil }
+            guard !path.isEmpty else { r.problem("path must not be empty", at: at); return nil }
+            let resolved = resolve(path)
+            switch fileKind(resolved) {
+            case (.directory, _): return .posix(path: resolved)
+            case (.missing, let e): r.problem("export directory \(path) \(e == ENOENT ? "does not exist" : "cannot be reached: \(errnoText(e))")", at: at)
+            default: r.problem("export path \(path) is not a directory", at: at)
+            }
+            return nil
+
+        case "nfs":
+            defer { r.finish(known: ["kind", "server", "path", "version"]) }
+            let server = r.string("server", required: true)
+            if let (s, at) = server, let why = checkHost(s) { r.problem("server: \(why)", at: at) }
+            let path = r.string("path", required: true)
+            if let (p, at) = path, !p.hasPrefix("/") { r.problem("nfs path must be absolute (the export's path on the server)", at: at) }
+            var version = NFSVersion.v4
+            if let e = r.table["version"] {
+                if case .integer(let v) = e.item.value, let nv = NFSVersion(rawValue: Int(clamping: v)) {
+                    version = nv
+                } else if case .integer(let v) = e.item.value {
+                    r.problem("version must be 3 or 4, found \(v)", at: e.item.position)
+                } else {
+                    r.problem("version must be 3 or 4 (an integer), found \(e.item.value.kindDescription)", at: e.item.position)
+                }
+            }
+            guard let (s, _) = server, let (p, _) = path, checkHost(s) == nil, p.hasPrefix("/") else { return nil }
+            var host = s
+            if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+            return .nfs(server: host, path: normalizePath(p), version: version)
+
+        case "rados":
+            defer {
+                r.finish(known: ["kind", "pool", "namespace", "ceph_conf", "client_id", "keyring"],
+                         secretHint: "; put the key in a keyring file and set keyring = \"PATH\"")
+            }
+            let pool = r.string("pool", required: true)
+            if let (p, at) = pool, p.isEmpty || p.utf8.count > 255 || p.contains(where: { $0 == "/" || $0.isWhitespace }) {
+                r.problem("pool must be a Ceph pool name (1 to 255 bytes, no '/' or whitespace)", at: at)
+            }
+            let namespace = r.string("namespace")
+            var client = r.string("client_id", required: true)
+            if let (c, at) = client {
+                let id = c.hasPrefix("client.") ? String(c.dropFirst(7)) : c
+                if id.isEmpty || id.contains(where: { $0.isWhitespace || $0 == "/" }) {
+                    r.problem("client_id must be a Ceph client id such as \"ferry\" or \"client.ferry\"", at: at)
+                    client = nil
+                } else {
+                    client = (id, at)
+                }
+            }
+            var cephConf: String?
+            if let (c, at) = r.string("ceph_conf", required: true) {
+                let resolved = resolve(c)
+                switch fileKind(resolved) {
+                case (.regular, _):
+                    if access(resolved, R_OK) == 0 { cephConf = resolved } else { r.problem("ceph.conf \(c) is not readable: \(errnoText(errno))", at: at) }
+                case (.missing, _): r.problem("ceph.conf \(c) does not exist", at: at)
+                default: r.problem("ceph.conf \(c) is not a regular file", at: at)
+                }
+            }
+            var keyring: String?
+            if let (k, at) = r.string("keyring", required: true) {
+                if looksLikeCephKey(k) {
+                    // Never echo it: this is the secret itself.
+                    r.problem("keyring must be the path of a keyring file, not the key: secrets are referred to by path, never written inline", at: at)
+                } else {
+                    let resolved = resolve(k)
+                    switch fileKind(resolved) {
+                    case (.missing, let e): r.problem("keyring \(k) is not readable: \(errnoText(e))", at: at)
+                    case (.directory, _): r.problem("keyring \(k) is a directory, not a keyring file", at: at)
+                    default:
+                        if access(resolved, R_OK) == 0 { keyring = resolved } else { r.problem("keyring \(k) is not readable: \(errnoText(errno))", at: at) }
+                    }
+                }
+            }
+            guard let (p, _) = pool, let (c, _) = client, let cephConf, let keyring else { return nil }
+            return .rados(pool: p, namespace: namespace?.value ?? "", cephConf: cephConf, clientID: c, keyring: keyring)
+
+        default:
+            r.problem("backend kind must be one of \"posix\", \"nfs\", \"rados\"" + didYouMean(kind, ["posix", "nfs", "rados"]), at: kindAt)
+            r.finish(known: ["kind", "path", "server", "version", "pool", "namespace", "ceph_conf", "client_id", "keyring"])
+            return nil
+        }
+    }
+
+    // MARK: - Paths and names
+
+    /// A socket path must be absolute, fit a Unix socket address, and sit in a directory
+    /// that exists or that the daemon creates (under /run).
+    func checkSocketPath(_ path: String, key: String, at location: SourceLocation) -> Bool {
+        guard path.hasPrefix("/") else {
+            problems.add("\(key) must be an absolute path", at: location)
+            return false
+        }
+        guard path.utf8.count < 108 else {
+            problems.add("\(key) is \(path.utf8.count) bytes long; a Unix socket path is at most 107 bytes", at: location)
+            return false
+        }
+        guard !path.hasSuffix("/") else {
+            problems.add("\(key) must name a socket file, not a directory", at: location)
+            return false
+        }
+        let parent = parentDirectory(path)
+        switch fileKind(parent).0 {
+        case .directory: return true
+        case .missing:
+            if (parent + "/").hasPrefix(ConfigLoader.creatableSocketRoot) { return true }
+            problems.add("\(key) directory \(parent) does not exist (only directories under \(ConfigLoader.creatableSocketRoot) are created by the daemon)", at: location)
+        default:
+            problems.add("\(key) directory \(parent) is not a directory", at: location)
+        }
+        return false
+    }
+
+    /// Duplicate tenant names, and tags or sockets used twice anywhere (the control
+    /// socket included). The later place is reported, naming the first.
+    func checkAcrossTenants(_ configuration: Configuration) {
+        var tenantNames: [String: SourceLocation] = [:]
+        for tenant in configuration.tenants {
+            if let first = tenantNames[tenant.name] {
+                problems.add("duplicate tenant name \"\(tenant.name)\" (also defined at \(first))", at: tenant.nameLocation)
+            } else {
+                tenantNames[tenant.name] = tenant.nameLocation
+            }
+        }
+        var tags: [String: (SourceLocation, String)] = [:]
+        for (tag, at, who) in seen.tags {
+            if let (first, other) = tags[tag] {
+                problems.add("duplicate tag \"\(tag)\": \(other) at \(first) uses it too", at: at)
+            } else {
+                tags[tag] = (at, who)
+            }
+        }
+        var sockets: [String: (SourceLocation?, String)] = [:]
+        sockets[configuration.daemon.controlSocket] = (configuration.daemon.controlSocketLocation, "the daemon's control socket")
+        for (socket, at, who) in seen.sockets {
+            if let (first, other) = sockets[socket] {
+                problems.add("duplicate socket \(socket): \(other)\(first.map { " at \($0)" } ?? " (the default)") uses it too", at: at)
+            } else {
+                sockets[socket] = (at, who)
+            }
+        }
+    }
+}
+
+final class SeenExports {
+    var tags: [(String, SourceLocation, String)] = []
+    var sockets: [(String, SourceLocation, String)] = []
+}
+
+/// A Ceph secret key is 40 base64 characters starting "AQ" (a version byte and type).
+func looksLikeCephKey(_ s: String) -> Bool {
+    let t = s.trimmingCharacters(in: .whitespaces)
+    guard t.count >= 28, !t.contains("/") || t.hasPrefix("AQ") else { return false }
+    let base64 = t.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "+" || $0 == "/" || $0 == "=") }
+    return base64 && t.hasPrefix("AQ") && t.hasSuffix("=")
+}
+
+/// nil when `host` is a valid host name, IPv4 literal, or IPv6 literal (bare or in
+/// brackets); otherwise why not.
+func checkHost(_ host: String) -> String? {
+    if host.isEmpty { return "must not be empty" }
+    if host.hasPrefix("[") || host.contains(":") {
+        var h = host
+        if h.hasPrefix("[") {
+            guard h.hasSuffix("]") else { return "malformed IPv6 literal (no closing ']')" }
+            h = String(h.dropFirst().dropLast())
+        }
+        var addr = in6_addr()
+        return inet_pton(AF_INET6, h, &addr) == 1 ? nil : "malformed IPv6 address"
+    }
+    let labels = host.split(separator: ".", omittingEmptySubsequences: false)
+    // All-numeric last label: it must be an IPv4 literal (RFC 1123 rules out numeric TLDs).
+    if let last = labels.last, !last.isEmpty, last.allSatisfy({ $0.isASCII && $0.isNumber }) {
+        var addr = in_addr()
+        return inet_pton(AF_INET, host, &addr) == 1 ? nil : "malformed IPv4 address"
+    }
+    let name = host.hasSuffix(".") ? String(host.dropLast()) : host
+    guard name.utf8.count <= 253 else { return "host name longer than 253 bytes" }
+    for label in name.split(separator: ".", omittingEmptySubsequences: false) {
+        if label.isEmpty { return "malformed host name (empty label)" }
+        if label.utf8.count > 63 { return "malformed host name (a label is longer than 63 bytes)" }
+        if !label.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }) {
+            return "malformed host name (letters, digits and '-' only)"
+        }
+        if label.hasPrefix("-") || label.hasSuffix("-") { return "malformed host name (a label starts or ends with '-')" }
+    }
+    return nil
+}
+
+/// `host:port`, with IPv6 hosts in brackets.
+func parseHostPort(_ text: String) -> Result<HostPort, SizeError> {
+    let host: String
+    let portText: Substring
+    if text.hasPrefix("[") {
+        guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else {
+            return .failure(SizeError(message: "expected host:port, with an IPv6 address in brackets ([::1]:9464)"))
+        }
+        host = String(text[text.index(after: text.startIndex)..<close])
+        portText = text[text.index(close, offsetBy: 2)...]
+    } else {
+        guard let colon = text.lastIndex(of: ":") else { return .failure(SizeError(message: "expected host:port (such as 127.0.0.1:9464)")) }
+        host = String(text[..<colon])
+        if host.contains(":") { return .failure(SizeError(message: "an IPv6 address must be in brackets: [::1]:9464")) }
+        portText = text[text.index(after: colon)...]
+    }
+    if let why = checkHost(host) { return .failure(SizeError(message: "host \(why)")) }
+    guard let port = UInt16(portText), port > 0 else { return .failure(SizeError(message: "port must be between 1 and 65535")) }
+    return .success(HostPort(host: host, port: port))
+}

@@ -1,0 +1,212 @@
+import FerryCore
+
+/// Where something was written: a file and a 1-based line (and column when known).
+public struct SourceLocation: Hashable, Sendable, CustomStringConvertible {
+    public var file: String
+    public var line: Int
+    public var column: Int?
+    public init(file: String, line: Int, column: Int? = nil) {
+        self.file = file
+        self.line = line
+        self.column = column
+    }
+    public var description: String { "\(file):\(line)" + (column.map { ":\($0)" } ?? "") }
+}
+
+/// One thing wrong with a configuration, rendered `FILE:LINE[:COLUMN]: message`
+/// (or `FILE: message` for a problem with a file or directory as a whole).
+public struct ConfigProblem: Error, Hashable, Sendable, CustomStringConvertible {
+    public var file: String
+    public var line: Int?
+    public var column: Int?
+    public var message: String
+
+    public init(file: String, line: Int?, column: Int? = nil, message: String) {
+        self.file = file
+        self.line = line
+        self.column = column
+        self.message = message
+    }
+
+    public init(_ message: String, at location: SourceLocation) {
+        self.init(file: location.file, line: location.line, column: location.column, message: message)
+    }
+
+    public var description: String {
+        guard let line else { return "\(file): \(message)" }
+        return "\(file):\(line)" + (column.map { ":\($0)" } ?? "") + ": \(message)"
+    }
+}
+
+/// Every problem found, in file and line order.
+public struct ConfigProblems: Error, Sendable, CustomStringConvertible {
+    public var problems: [ConfigProblem]
+    public var description: String { problems.map(\.description).joined(separator: "\n") }
+}
+
+/// Everything under the configuration directory, checked.
+public struct Configuration: Sendable {
+    /// The directory as it was given.
+    public var directory: String
+    public var daemon: DaemonConfig
+    /// Sorted by file name.
+    public var tenants: [TenantConfig]
+
+    public var exports: [(tenant: TenantConfig, export: ExportConfig)] {
+        tenants.flatMap { tenant in tenant.exports.map { (tenant, $0) } }
+    }
+}
+
+public enum LogLevel: String, Sendable, CaseIterable {
+    case trace, debug, info, notice, warning, error, critical
+}
+
+public enum SandboxMode: String, Sendable, CaseIterable {
+    case namespace, chroot, none
+}
+
+public enum SeccompAction: String, Sendable, CaseIterable {
+    case kill, log, trap, none
+}
+
+public struct SandboxDefaults: Sendable, Equatable {
+    public var mode: SandboxMode = .namespace
+    public var seccomp: SeccompAction = .kill
+    public init() {}
+}
+
+/// A `host:port` address; IPv6 literals are written in brackets: `[::1]:9464`.
+public struct HostPort: Sendable, Equatable, CustomStringConvertible {
+    public var host: String
+    public var port: UInt16
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+/// `ferry.toml`: what the daemon as a whole uses.
+public struct DaemonConfig: Sendable {
+    public static let defaultControlSocket = "/run/ferry/control.sock"
+
+    public var controlSocket: String = DaemonConfig.defaultControlSocket
+    /// nil: no metrics endpoint.
+    public var metricsAddress: HostPort?
+    public var logLevel: LogLevel = .info
+    public var sandbox = SandboxDefaults()
+    /// Where `control_socket` was written (nil: the default).
+    public var controlSocketLocation: SourceLocation?
+
+    public init() {}
+}
+
+/// One `tenants/NAME.toml`.
+public struct TenantConfig: Sendable {
+    public var name: String
+    public var exports: [ExportConfig]
+    /// The tenant file.
+    public var file: String
+    public var nameLocation: SourceLocation
+}
+
+public enum SquashMode: String, Sendable, CaseIterable {
+    /// Guest ids pass through (after the maps).
+    case none
+    /// Guest root becomes the anonymous ids.
+    case root
+    /// Every guest id becomes the anonymous ids.
+    case all
+}
+
+/// `count` ids starting at `guest` in the guest are `host`... on the host.
+public struct IDRange: Sendable, Equatable {
+    public var guest: UInt32
+    public var host: UInt32
+    public var count: UInt32
+}
+
+public struct IDMapping: Sendable, Equatable {
+    public var squash: SquashMode = .none
+    public var anonUID: UInt32 = 65534
+    public var anonGID: UInt32 = 65534
+    public var uidMap: [IDRange] = []
+    public var gidMap: [IDRange] = []
+    public init() {}
+}
+
+/// Resource limits of one export; nil: no limit beyond the server's defaults.
+public struct ExportLimits: Sendable, Equatable {
+    public var inodes: UInt64?
+    public var openFiles: UInt64?
+    public var inflightBytes: UInt64?
+    public init() {}
+}
+
+public struct ExportQuota: Sendable, Equatable {
+    public var bytes: UInt64?
+    public var inodes: UInt64?
+    public init() {}
+}
+
+public struct ExportQoS: Sendable, Equatable {
+    public var iops: UInt64?
+    /// Bytes per second.
+    public var bandwidth: UInt64?
+    public init() {}
+}
+
+public enum NFSVersion: Int, Sendable {
+    case v3 = 3
+    case v4 = 4
+}
+
+public enum Backend: Sendable, Equatable {
+    /// A local directory (resolved: relative paths are taken from the configuration directory).
+    case posix(path: String)
+    case nfs(server: String, path: String, version: NFSVersion)
+    /// `keyring` is the path of a keyring file: the key itself is never in the configuration.
+    case rados(pool: String, namespace: String, cephConf: String, clientID: String, keyring: String)
+
+    public var kind: String {
+        switch self {
+        case .posix: return "posix"
+        case .nfs: return "nfs"
+        case .rados: return "rados"
+        }
+    }
+
+    /// Where the data lives, for one-line summaries. Never a secret: a keyring is named by path.
+    public var summary: String {
+        switch self {
+        case .posix(let path): return path
+        case .nfs(let server, let path, let version):
+            return "\(server.contains(":") ? "[\(server)]" : server):\(path) (NFSv\(version.rawValue))"
+        case .rados(let pool, let namespace, let cephConf, let clientID, let keyring):
+            return "pool \(pool)" + (namespace.isEmpty ? "" : " namespace \(namespace)")
+                + " as client.\(clientID) (conf \(cephConf), keyring \(keyring))"
+        }
+    }
+}
+
+/// One `[[export]]` of a tenant.
+public struct ExportConfig: Sendable {
+    public static let maxTagBytes = 36
+    public static let queueRange = 1...16
+
+    public var name: String
+    /// The virtio-fs tag the guest mounts.
+    public var tag: String
+    /// The vhost-user socket the VMM connects to.
+    public var socket: String
+    public var queues: Int = 1
+    public var readOnly = false
+    public var cache: CachePolicy = .auto
+    public var xattr = false
+    public var idMapping = IDMapping()
+    public var limits = ExportLimits()
+    public var quota = ExportQuota()
+    public var qos = ExportQoS()
+    public var backend: Backend
+
+    public var location: SourceLocation
+    public var nameLocation: SourceLocation
+    public var tagLocation: SourceLocation
+    public var socketLocation: SourceLocation
+}
