@@ -173,3 +173,10 @@ int ferry_fe_wait_readable(int fd, int timeout_ms) {
     do { r = poll(&p, 1, timeout_ms); } while (r < 0 && errno == EINTR);
     return r;
 }
+
+#include <time.h>
+uint64_t ferry_monotonic_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}

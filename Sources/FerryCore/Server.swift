@@ -5,6 +5,16 @@ import Synchronization
 import Glibc
 #endif
 
+/// What INIT agreed. Read on every request, written by INIT, DESTROY and resets.
+/// Outside the generic server so that its lock's type is concrete: a request then needs
+/// no runtime generic-metadata lookup to read it.
+struct FUSESessionState {
+    var initialized = false
+    var agreed = FUSEInitFlags()
+    var decodeOptions = FUSEDecodeOptions()
+    var minor: UInt32 = 0
+}
+
 /// The server core for one export: decodes each FUSE request, checks it, hands it to
 /// the export's driver in Swift terms and encodes the reply.
 ///
@@ -29,13 +39,7 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, @un
         let inode: Driver.Inode
     }
 
-    /// What INIT agreed. Read on every request, written by INIT, DESTROY and resets.
-    struct Session {
-        var initialized = false
-        var agreed = FUSEInitFlags()
-        var decodeOptions = FUSEDecodeOptions()
-        var minor: UInt32 = 0
-    }
+    typealias Session = FUSESessionState
     private let session = Mutex(Session())
     /// Malformed requests seen; only some are logged, so a hostile client cannot flood the log.
     private let malformedCount = Atomic<UInt64>(0)

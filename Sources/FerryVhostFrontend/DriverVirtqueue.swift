@@ -23,8 +23,12 @@ public final class DriverVirtqueue: @unchecked Sendable {
     private let used: UnsafeMutableRawPointer
     /// Our own record of each chain's descriptors (by head), because the table is shared
     /// memory a device could scribble on: freeing never trusts it.
-    private var shadowNext: [UInt16]
-    private var chainLength: [UInt16]
+    /// Plain buffers rather than arrays: the submit path then needs neither uniqueness nor
+    /// exclusivity checks, nor an allocation per chain.
+    private let shadowNext: UnsafeMutablePointer<UInt16>
+    private let chainLength: UnsafeMutablePointer<UInt16>
+    /// The descriptor ids of the chain being posted.
+    private let chainIDs: UnsafeMutablePointer<UInt16>
     private var freeHead: UInt16
     public private(set) var freeCount: Int
     private var availableIndex: UInt16 = 0
@@ -41,9 +45,17 @@ public final class DriverVirtqueue: @unchecked Sendable {
         available = memory.pointer(availableOffset)
         used = memory.pointer(usedOffset)
         kick = try EventFD(); call = try EventFD()
-        shadowNext = (0..<size).map { UInt16(($0 + 1) % size) }
-        chainLength = [UInt16](repeating: 0, count: size)
+        shadowNext = .allocate(capacity: size)
+        for i in 0..<size { shadowNext[i] = UInt16((i + 1) % size) }
+        chainLength = .allocate(capacity: size)
+        chainLength.initialize(repeating: 0, count: size)
+        chainIDs = .allocate(capacity: size)
+        chainIDs.initialize(repeating: 0, count: size)
         freeHead = 0; freeCount = size
+    }
+
+    deinit {
+        shadowNext.deallocate(); chainLength.deallocate(); chainIDs.deallocate()
     }
 
     /// SET_VRING_ADDR's payload: this process's virtual addresses of the rings.
@@ -86,9 +98,9 @@ public final class DriverVirtqueue: @unchecked Sendable {
     private func postChain(count: Int, _ make: (Int, (Int) -> UInt16) -> VirtqueueDescriptor) -> UInt16? {
         guard count > 0, count <= freeCount else { return nil }
         // Take `count` ids off the free list; their order is the shadow chain.
-        var ids = [UInt16](); ids.reserveCapacity(count)
+        let ids = chainIDs
         var id = freeHead
-        for _ in 0..<count { ids.append(id); id = shadowNext[Int(id)] }
+        for i in 0..<count { ids[i] = id; id = shadowNext[Int(id)] }
         freeHead = id; freeCount -= count
         for i in 0..<count {
             let d = make(i) { ids[$0] }

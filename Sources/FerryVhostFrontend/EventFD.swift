@@ -25,7 +25,9 @@ public final class EventFD: @unchecked Sendable {
     @discardableResult
     public func wait(timeoutMilliseconds: Int32) -> Bool {
         guard ferry_fe_wait_readable(fd, timeoutMilliseconds) > 0 else { return false }
-        drain()
+        // Readable: the counter is non-zero, so this read returns at once and resets it.
+        var value: UInt64 = 0
+        _ = withUnsafeMutableBytes(of: &value) { read(fd, $0.baseAddress, 8) }
         return true
     }
 

@@ -54,32 +54,66 @@ public final class FUSEQueueClient: @unchecked Sendable {
         var unique: UInt64 = 0
         var busy = false
     }
-    var slots: [Slot]
-    private var freeSlots: [Int]
-    private var headToSlot: [Int]
+    /// Plain buffers rather than arrays: the request path then allocates nothing and
+    /// needs no uniqueness or exclusivity checks.
+    let slots: UnsafeMutablePointer<Slot>
+    /// A stack of free slot numbers; `freeCount` of them are valid.
+    private let freeSlots: UnsafeMutablePointer<Int>
+    private var freeCount: Int
+    private let headToSlot: UnsafeMutablePointer<Int>
     private var nextUnique: UInt64 = 1
-    /// Chains built here before posting; kept to avoid an allocation per request.
-    private var chain: [VirtqueueDescriptor]
+    /// The chain being built before posting.
+    private let chain: UnsafeMutablePointer<VirtqueueDescriptor>
+    private var chainCount = 0
+    private let chainCapacity: Int
 
     public init(queue: DriverVirtqueue, depth: Int, dataBufferSize: Int, indirect: Bool) throws {
         self.queue = queue; self.depth = depth; self.dataBufferSize = dataBufferSize
         self.indirect = indirect; self.memory = queue.memory
-        slots = try (0..<depth).map { _ in
+        let layout = try (0..<depth).map { _ in
             let m = queue.memory
             return Slot(inOffset: try m.allocate(FUSESlotLayout.inAreaSize, alignment: 4096),
                         outOffset: try m.allocate(FUSESlotLayout.outAreaSize, alignment: 4096),
                         indirectOffset: try m.allocate(FUSESlotLayout.indirectEntries * 16, alignment: 4096),
                         dataOffset: try m.allocate(max(dataBufferSize, 1), alignment: 4096))
         }
-        freeSlots = Array((0..<depth).reversed())
-        headToSlot = [Int](repeating: -1, count: queue.size)
-        chain = []; chain.reserveCapacity(FUSESlotLayout.indirectEntries)
+        slots = .allocate(capacity: max(depth, 1))
+        slots.initialize(from: layout, count: depth)
+        freeSlots = .allocate(capacity: max(depth, 1))
+        for i in 0..<depth { freeSlots[i] = depth - 1 - i }
+        freeCount = depth
+        headToSlot = .allocate(capacity: queue.size)
+        headToSlot.initialize(repeating: -1, count: queue.size)
+        chainCapacity = max(queue.size, FUSESlotLayout.indirectEntries)
+        chain = .allocate(capacity: chainCapacity)
     }
 
-    public var freeSlotCount: Int { freeSlots.count }
+    deinit {
+        slots.deinitialize(count: depth)
+        slots.deallocate(); freeSlots.deallocate(); headToSlot.deallocate(); chain.deallocate()
+    }
+
+    public var freeSlotCount: Int { freeCount }
     /// The slot the next `submit` will use, so its data buffer can be filled first.
-    public var nextFreeSlot: Int? { freeSlots.last }
-    public var inFlight: Int { depth - freeSlots.count }
+    public var nextFreeSlot: Int? { freeCount > 0 ? freeSlots[freeCount - 1] : nil }
+    public var inFlight: Int { depth - freeCount }
+
+    private func popFreeSlot() -> Int? {
+        guard freeCount > 0 else { return nil }
+        freeCount -= 1
+        return freeSlots[freeCount]
+    }
+
+    private func pushFreeSlot(_ slot: Int) {
+        freeSlots[freeCount] = slot
+        freeCount += 1
+    }
+
+    private func appendChain(_ d: VirtqueueDescriptor) {
+        precondition(chainCount < chainCapacity, "chain longer than the queue")
+        chain[chainCount] = d
+        chainCount += 1
+    }
 
     /// The slot's data buffer: fill it before a WRITE, read it after a READ.
     public func dataBuffer(_ slot: Int) -> UnsafeMutableRawBufferPointer {
@@ -102,34 +136,39 @@ public final class FUSEQueueClient: @unchecked Sendable {
     ) -> Int? {
         precondition(writeLength == 0 || readLength == 0, "a request carries data one way")
         precondition(writeLength <= dataBufferSize && readLength <= dataBufferSize)
-        guard let slot = freeSlots.popLast() else { return nil }
+        guard let slot = popFreeSlot() else { return nil }
         let s = slots[slot]
         let p = memory.pointer(s.inOffset)
-        chain.removeAll(keepingCapacity: true)
+        chainCount = 0
 
         // Request header and arguments are contiguous in the in area, one descriptor each.
         var at = FUSEInHeader.size
-        chain.append(descriptor(s.inOffset, FUSEInHeader.size, writable: false))
+        appendChain(descriptor(s.inOffset, FUSEInHeader.size, writable: false))
         if A.size > 0 {
             argument.encode(to: p + at)
-            chain.append(descriptor(s.inOffset + at, A.size, writable: false))
+            appendChain(descriptor(s.inOffset + at, A.size, writable: false))
             at += A.size
         }
-        for n in [name, secondName] {
-            guard let n else { continue }
+        func appendName(_ n: String?) {
+            guard let n else { return }
             let start = at
-            for byte in n.utf8 { p.storeBytes(of: byte, toByteOffset: at, as: UInt8.self); at += 1 }
-            p.storeBytes(of: 0, toByteOffset: at, as: UInt8.self); at += 1
-            precondition(at <= FUSESlotLayout.inAreaSize, "name too long for the slot")
-            chain.append(descriptor(s.inOffset + start, at - start, writable: false))
-        }
-        if writeLength > 0 { chain.append(descriptor(s.dataOffset, writeLength, writable: false)) }
-        if expectsReply {
-            chain.append(descriptor(s.outOffset, FUSEOutHeader.size, writable: true))
-            if replyArgumentSize > 0 {
-                chain.append(descriptor(s.outOffset + FUSEOutHeader.size, replyArgumentSize, writable: true))
+            for byte in n.utf8 {
+                precondition(at < FUSESlotLayout.inAreaSize, "name too long for the slot")
+                p.storeBytes(of: byte, toByteOffset: at, as: UInt8.self); at += 1
             }
-            if readLength > 0 { chain.append(descriptor(s.dataOffset, readLength, writable: true)) }
+            precondition(at < FUSESlotLayout.inAreaSize, "name too long for the slot")
+            p.storeBytes(of: 0, toByteOffset: at, as: UInt8.self); at += 1
+            appendChain(descriptor(s.inOffset + start, at - start, writable: false))
+        }
+        appendName(name)
+        appendName(secondName)
+        if writeLength > 0 { appendChain(descriptor(s.dataOffset, writeLength, writable: false)) }
+        if expectsReply {
+            appendChain(descriptor(s.outOffset, FUSEOutHeader.size, writable: true))
+            if replyArgumentSize > 0 {
+                appendChain(descriptor(s.outOffset + FUSEOutHeader.size, replyArgumentSize, writable: true))
+            }
+            if readLength > 0 { appendChain(descriptor(s.dataOffset, readLength, writable: true)) }
         }
         let unique = nextUnique << 8 | UInt64(queue.index & 0xff)
         nextUnique &+= 1
@@ -143,9 +182,9 @@ public final class FUSEQueueClient: @unchecked Sendable {
     /// then the data buffer). For malformed-input tests. Returns the slot and the unique
     /// read from the bytes (0 when shorter than a header).
     public func submitRaw(readable: [[UInt8]], writableSizes: [Int], kick: Bool = true) -> (slot: Int, unique: UInt64)? {
-        guard let slot = freeSlots.popLast() else { return nil }
+        guard let slot = popFreeSlot() else { return nil }
         let s = slots[slot]
-        chain.removeAll(keepingCapacity: true)
+        chainCount = 0
         var inAt = 0, dataAt = 0
         var unique: UInt64 = 0
         let joined = readable.flatMap { $0 }
@@ -155,7 +194,7 @@ public final class FUSEQueueClient: @unchecked Sendable {
             if inAt + segment.count <= FUSESlotLayout.inAreaSize { offset = s.inOffset + inAt; inAt += segment.count }
             else { precondition(dataAt + segment.count <= dataBufferSize); offset = s.dataOffset + dataAt; dataAt += segment.count }
             segment.withUnsafeBytes { if $0.count > 0 { memory.pointer(offset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) } }
-            chain.append(descriptor(offset, segment.count, writable: false))
+            appendChain(descriptor(offset, segment.count, writable: false))
         }
         var outAt = 0
         for size in writableSizes {
@@ -163,7 +202,7 @@ public final class FUSEQueueClient: @unchecked Sendable {
             if outAt == 0 && size <= FUSESlotLayout.outAreaSize { offset = s.outOffset; outAt = size }
             else { precondition(dataAt + size <= dataBufferSize); offset = s.dataOffset + dataAt; dataAt += size }
             memory.pointer(offset).initializeMemory(as: UInt8.self, repeating: 0, count: size)
-            chain.append(descriptor(offset, size, writable: true))
+            appendChain(descriptor(offset, size, writable: true))
         }
         guard let posted = post(slot: slot, unique: unique, kick: kick) else { return nil }
         return (posted, unique)
@@ -193,22 +232,23 @@ public final class FUSEQueueClient: @unchecked Sendable {
 
     private func post(slot: Int, unique: UInt64, kick: Bool) -> Int? {
         let head: UInt16?
-        if indirect && chain.count > 1 {
-            precondition(chain.count <= FUSESlotLayout.indirectEntries)
+        let count = chainCount
+        if indirect && count > 1 {
+            precondition(count <= FUSESlotLayout.indirectEntries)
             let table = memory.pointer(slots[slot].indirectOffset)
-            for (i, var d) in chain.enumerated() {
-                if i + 1 < chain.count { d.flags |= SplitVirtqueue.Descriptor.next; d.next = UInt16(i + 1) }
+            for i in 0..<count {
+                var d = chain[i]
+                if i + 1 < count { d.flags |= SplitVirtqueue.Descriptor.next; d.next = UInt16(i + 1) }
                 d.store(to: table + i * SplitVirtqueue.Descriptor.size)
             }
-            var one = [VirtqueueDescriptor(address: memory.guestAddress(slots[slot].indirectOffset),
-                                           length: UInt32(chain.count * SplitVirtqueue.Descriptor.size),
-                                           flags: SplitVirtqueue.Descriptor.indirect, next: 0)]
-            head = one.withUnsafeBufferPointer { queue.post($0) }
-            one.removeAll()
+            var one = VirtqueueDescriptor(address: memory.guestAddress(slots[slot].indirectOffset),
+                                          length: UInt32(count * SplitVirtqueue.Descriptor.size),
+                                          flags: SplitVirtqueue.Descriptor.indirect, next: 0)
+            head = withUnsafePointer(to: &one) { queue.post(UnsafeBufferPointer(start: $0, count: 1)) }
         } else {
-            head = chain.withUnsafeBufferPointer { queue.post($0) }
+            head = queue.post(UnsafeBufferPointer(start: chain, count: count))
         }
-        guard let head else { freeSlots.append(slot); return nil }
+        guard let head else { pushFreeSlot(slot); return nil }
         headToSlot[Int(head)] = slot
         slots[slot].unique = unique
         slots[slot].busy = true
@@ -225,7 +265,7 @@ public final class FUSEQueueClient: @unchecked Sendable {
             headToSlot[Int(head)] = -1
             let s = slots[slot]
             slots[slot].busy = false
-            freeSlots.append(slot)
+            pushFreeSlot(slot)
             let header = length >= UInt32(FUSEOutHeader.size)
                 ? FUSEClientDecoder.outHeader(UnsafeRawBufferPointer(start: memory.pointer(s.outOffset), count: FUSEOutHeader.size))
                 : nil

@@ -475,10 +475,33 @@ final class VhostUserFSDevice: @unchecked Sendable {
                 }
             }
             if processed { notify(q, ring, eventIndex: eventIndex) }
-            guard eventIndex, !isBroken, !q.stopRequested.load(ordering: .relaxed) else { return }
+            guard !isBroken, !q.stopRequested.load(ordering: .relaxed) else { return }
+            // A driver that was just notified usually posts its next requests within
+            // microseconds: watch the ring for a moment before going to sleep. avail_event
+            // stays where it was, so the driver does not kick meanwhile, and neither side
+            // pays for a wake-up.
+            if processed && pollAvailable(q, ring) { continue }
+            guard eventIndex else { return }
             ring.setAvailableEvent(q.lastAvail)
             ferry_fence_seq_cst()
             if ring.availableIndex == q.lastAvail { return }
+        }
+    }
+
+    /// Busy-polls the avail ring for up to `options.pollNanoseconds`; true when new
+    /// chains arrived. Gives up early when the queue is stopping or the device broke.
+    @inline(__always)
+    private func pollAvailable(_ q: Virtqueue, _ ring: RingView) -> Bool {
+        let budget = options.pollNanoseconds
+        guard budget > 0 else { return false }
+        let deadline = ferry_monotonic_ns() &+ budget
+        while true {
+            for _ in 0..<64 {
+                if ring.availableIndex != q.lastAvail { return true }
+                ferry_cpu_relax()
+            }
+            if q.stopRequested.load(ordering: .relaxed) || isBroken { return false }
+            if ferry_monotonic_ns() >= deadline { return false }
         }
     }
 

@@ -110,3 +110,15 @@ int ferry_fe_connect_unix(const char *path);
 void *ferry_fe_mmap_shared(int fd, size_t len);
 /// Waits up to `timeout_ms` (-1: forever) for `fd` to be readable. 1: readable, 0: timeout.
 int ferry_fe_wait_readable(int fd, int timeout_ms);
+
+// ---- busy polling (FerryVhostUser queue threads) ----
+/// A spin-wait hint to the CPU (x86 PAUSE, arm64 YIELD).
+static inline void ferry_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+/// CLOCK_MONOTONIC in nanoseconds (vDSO, no syscall).
+uint64_t ferry_monotonic_ns(void);
