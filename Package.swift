@@ -1,6 +1,10 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
+// Release builds of the request-path modules carry their bodies across module boundaries,
+// so the executable can specialise the generic server for its concrete driver.
+let crossModule: [SwiftSetting] = [.unsafeFlags(["-cross-module-optimization"], .when(configuration: .release))]
+
 // Layers look only down: FerryFUSE (wire) <- FerryCore (server + driver protocol)
 // <- drivers (FerryPOSIX) and transports (FerryDevFUSE) <- the `ferry` executable.
 let package = Package(
@@ -21,14 +25,14 @@ let package = Package(
         // <linux/fuse.h>, imported only by tests to check our wire structs against the kernel's.
         .target(name: "CLinuxFUSE"),
 
-        .target(name: "FerryFUSE"),
+        .target(name: "FerryFUSE", swiftSettings: crossModule),
         // vhost-user messages and split virtqueue layout: wire formats, no I/O.
         .target(name: "FerryVirtio"),
         .target(name: "FerryCore", dependencies: [
             "FerryFUSE", "CFerry",
             .product(name: "Logging", package: "swift-log"),
-        ]),
-        .target(name: "FerryPOSIX", dependencies: ["FerryCore", "CFerry"]),
+        ], swiftSettings: crossModule),
+        .target(name: "FerryPOSIX", dependencies: ["FerryCore", "CFerry"], swiftSettings: crossModule),
         .target(name: "FerryDevFUSE", dependencies: [
             "FerryCore", "FerryFUSE", "CFerry",
             .product(name: "Logging", package: "swift-log"),

@@ -72,7 +72,7 @@ struct MountCommand: ParsableCommand {
             throw ExitCode(2)
         }
         let mainThread = pthread_self()
-        let session = DeviceSession(device: device, handler: server, maxWrite: policy.maxWrite, logger: logger) {
+        let session = DeviceSession(device: device, handler: POSIXExportHandler(server), maxWrite: policy.maxWrite, logger: logger) {
             pthread_kill(mainThread, SIGUSR1)
         }
         session.start(threads: threads)

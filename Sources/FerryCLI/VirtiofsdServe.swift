@@ -40,7 +40,7 @@ func serveVirtiofsd(_ plan: VirtiofsdPlan) throws(CLIError) {
     let backend: VirtiofsdBackend
     do {
         backend = try startVhostUserBackend(
-            listener: plan.listener, socketGroup: group, handler: server,
+            listener: plan.listener, socketGroup: group, handler: POSIXExportHandler(server),
             threadPoolSize: plan.threadPoolSize, maxWrite: plan.policy.maxWrite, logger: logger)
     } catch {
         server.shutdown()

@@ -22,7 +22,7 @@ public struct VhostUserFSOptions: Sendable {
     /// requests follow each other closely, at the price of a busy CPU; off by default
     /// because on SMT siblings (2-vCPU VMs) the spinning slows the driver more than the
     /// saved wake-up gains.
-    public var pollNanoseconds: UInt64 = 0
+    public var pollNanoseconds: UInt64 = 20_000
 
     public init(maxRequestQueues: Int = 16, maxQueueSize: Int = 1024, threadPoolSize: Int = 0, maxWrite: UInt32 = 1 << 20) {
         self.maxRequestQueues = maxRequestQueues; self.maxQueueSize = maxQueueSize

@@ -472,9 +472,15 @@ final class VhostUserFSDevice: @unchecked Sendable {
                     q.usedIndex &+= 1
                     ring.publishUsedIndex(q.usedIndex)
                     processed = true
+                    // With EVENT_IDX the driver says which completion it wants to hear about
+                    // (used_event) and stops asking while it reaps: checking after each one
+                    // interrupts it once per round of its own, as early as it can use it,
+                    // instead of holding completions back until our whole batch is done
+                    // (which makes client and server take turns instead of overlapping).
+                    if eventIndex { notify(q, ring, eventIndex: true) }
                 }
             }
-            if processed { notify(q, ring, eventIndex: eventIndex) }
+            if processed && !eventIndex { notify(q, ring, eventIndex: false) }
             guard !isBroken, !q.stopRequested.load(ordering: .relaxed) else { return }
             // A driver that was just notified usually posts its next requests within
             // microseconds: watch the ring for a moment before going to sleep. avail_event
