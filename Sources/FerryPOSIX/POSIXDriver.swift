@@ -297,6 +297,19 @@ public final class POSIXDriver: FileSystemDriver {
                        existing: (InodeKey) -> Inode?) throws(Errno) -> Entry {
         become(caller)
         guard parent.isDirectory else { throw .notDirectory }
+        // A name the kernel looks up again: one statx, no open or close. `name` is a single
+        // validated component and the last one is not followed, so nothing is traversed;
+        // an identity we do not hold falls through to the confined open below.
+        var known = statx()
+        let found = try withPathFD(parent) { parentFD throws(Errno) -> Bool in
+            if ferry_statx(parentFD, name.cString, Int32(FERRY_AT_SYMLINK_NOFOLLOW), statxMask, &known) == 0 { return true }
+            if errno == ENOENT { throw .noEntry }
+            return false
+        }
+        if found {
+            let key = InodeKey(device: known.device, inode: known.stx_ino, mountID: known.mountID)
+            if let inode = existing(key) { return Entry(key: key, inode: inode, attributes: Attributes(known)) }
+        }
         let fd = try withPathFD(parent) { parentFD throws(Errno) in try openChild(parentFD, name) }
         var stx = statx()
         if !statxFD(fd, &stx) { let e = ownFailure("statx"); close(fd); throw e }
