@@ -346,29 +346,41 @@ struct TOMLParser {
         return out
     }
 
+    /// Consumes a string's opening quote, or three; true for a multi-line string. A newline
+    /// right after three opening quotes is not part of the string.
+    private mutating func openString(_ quote: Unicode.Scalar) -> Bool {
+        guard matches(String(repeating: String(quote), count: 3)) else {
+            advance()
+            return false
+        }
+        advance(); advance(); advance()
+        _ = newline()
+        return true
+    }
+
+    /// At the current character: when the string ends here, consumes its closing quote(s)
+    /// and returns true. Up to two quotes may sit just before a multi-line string's closing three.
+    private mutating func closeString(_ quote: Unicode.Scalar, multiline: Bool, into out: inout String.UnicodeScalarView) -> Bool {
+        guard multiline else {
+            guard peek == quote else { return false }
+            advance()
+            return true
+        }
+        guard matches(String(repeating: String(quote), count: 3)) else { return false }
+        var extra = 0
+        while peek(3 + extra) == quote, extra < 2 { extra += 1 }
+        for _ in 0..<extra { out.append(quote); advance() }
+        advance(); advance(); advance()
+        return true
+    }
+
     private mutating func parseBasicString() throws(TOMLError) -> TOMLItem {
         let start = position
-        let multiline = matches("\"\"\"")
-        if multiline {
-            advance(); advance(); advance()
-            _ = newline()     // a newline right after the opening quotes is trimmed
-        } else {
-            advance()
-        }
+        let multiline = openString("\"")
         var out = String.UnicodeScalarView()
         while true {
             guard let c = peek else { throw TOMLError("unterminated string (opened here)", at: start) }
-            if multiline {
-                if matches("\"\"\"") {
-                    // Up to two quotes may sit just before the closing three.
-                    var extra = 0
-                    while peek(3 + extra) == "\"", extra < 2 { extra += 1 }
-                    for _ in 0..<extra { out.append("\""); advance() }
-                    advance(); advance(); advance()
-                    return TOMLItem(value: .string(String(out)), position: start)
-                }
-            } else if c == "\"" {
-                advance()
+            if closeString("\"", multiline: multiline, into: &out) {
                 return TOMLItem(value: .string(String(out)), position: start)
             }
             if c == "\\" {
@@ -430,26 +442,11 @@ struct TOMLParser {
 
     private mutating func parseLiteralString() throws(TOMLError) -> TOMLItem {
         let start = position
-        let multiline = matches("'''")
-        if multiline {
-            advance(); advance(); advance()
-            _ = newline()
-        } else {
-            advance()
-        }
+        let multiline = openString("'")
         var out = String.UnicodeScalarView()
         while true {
             guard let c = peek else { throw TOMLError("unterminated string (opened here)", at: start) }
-            if multiline {
-                if matches("'''") {
-                    var extra = 0
-                    while peek(3 + extra) == "'", extra < 2 { extra += 1 }
-                    for _ in 0..<extra { out.append("'"); advance() }
-                    advance(); advance(); advance()
-                    return TOMLItem(value: .string(String(out)), position: start)
-                }
-            } else if c == "'" {
-                advance()
+            if closeString("'", multiline: multiline, into: &out) {
                 return TOMLItem(value: .string(String(out)), position: start)
             }
             if c == "\n" || (c == "\r" && peek(1) == "\n") {
