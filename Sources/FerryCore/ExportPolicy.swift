@@ -1,3 +1,5 @@
+import FerryFUSE
+
 /// How long the kernel may cache what it learns, as virtiofsd's `--cache` means it.
 public enum CachePolicy: String, Sendable, CaseIterable {
     /// No caching: entries and attributes expire at once, file data bypasses the page cache.
@@ -22,15 +24,15 @@ public enum CachePolicy: String, Sendable, CaseIterable {
     /// FOPEN_* bits for OPEN and CREATE replies.
     var openReplyFlags: UInt32 {
         switch self {
-        case .never, .metadata: return 1 << 0        // FOPEN_DIRECT_IO
+        case .never, .metadata: return FUSEOpenReplyFlag.directIO
         case .auto: return 0
-        case .always: return 1 << 1                  // FOPEN_KEEP_CACHE
+        case .always: return FUSEOpenReplyFlag.keepCache
         }
     }
 
     /// FOPEN_* bits for OPENDIR replies.
     var opendirReplyFlags: UInt32 {
-        self == .always ? (1 << 3) : 0               // FOPEN_CACHE_DIR
+        self == .always ? FUSEOpenReplyFlag.cacheDir : 0
     }
 }
 

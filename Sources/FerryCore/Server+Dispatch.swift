@@ -3,13 +3,6 @@ import FerryFUSE
 import Glibc
 #endif
 
-// FATTR_* bits of fuse_setattr_in.valid.
-private enum SetattrBit {
-    static let mode: UInt32 = 1 << 0, uid: UInt32 = 1 << 1, gid: UInt32 = 1 << 2, size: UInt32 = 1 << 3
-    static let atime: UInt32 = 1 << 4, mtime: UInt32 = 1 << 5, fh: UInt32 = 1 << 6
-    static let atimeNow: UInt32 = 1 << 7, mtimeNow: UInt32 = 1 << 8, killSuidGid: UInt32 = 1 << 11
-}
-
 extension FUSEServer {
     func dispatch(_ request: FUSERequest, header h: FUSEInHeader, caller: Credentials, payload: IOVectors?,
                   reply: inout ReplyArea) throws(Errno) -> ReplyDisposition {
@@ -43,13 +36,13 @@ extension FUSEServer {
 
         case .getattr(let g):
             let node = try inode(h.nodeID)
-            let open = g.getattrFlags & 1 != 0 ? files.get(g.fh) : nil   // FUSE_GETATTR_FH
+            let open = g.getattrFlags & FUSERequestFlag.getattrFH != 0 ? files.get(g.fh) : nil
             return attrReply(try driver.getattr(node, open, caller), unique, reply)
 
         case .setattr(let s):
             try writable()
             let node = try inode(h.nodeID)
-            let open = s.valid & SetattrBit.fh != 0 ? files.get(s.fh) : nil
+            let open = s.valid & FUSESetattrValid.fh != 0 ? files.get(s.fh) : nil
             return attrReply(try driver.setattr(node, open, changes(s), caller), unique, reply)
 
         case .readlink:
@@ -96,8 +89,9 @@ extension FUSEServer {
 
         case .rename(let newDirectory, let flags, let oldName, let newName):
             try writable()
-            let known: UInt32 = 1 | 2 | 4                   // NOREPLACE, EXCHANGE, WHITEOUT
-            if flags & ~known != 0 || (flags & 1 != 0 && flags & 2 != 0) { throw .invalid }
+            let noReplace = FUSERequestFlag.renameNoReplace, exchange = FUSERequestFlag.renameExchange
+            let known = noReplace | exchange | FUSERequestFlag.renameWhiteout
+            if flags & ~known != 0 || (flags & noReplace != 0 && flags & exchange != 0) { throw .invalid }
             let from = try inode(h.nodeID), to = try inode(newDirectory)
             try driver.rename(from, try name(oldName), to: to, try name(newName), flags: flags, caller)
             return emptyReply(unique, reply)
@@ -110,7 +104,7 @@ extension FUSEServer {
         case .open(let o):
             let flags = driverOpenFlags(o.flags)
             if policy.readOnly && (flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0) { throw .readOnly }
-            let opened = try driver.open(try inode(h.nodeID), flags: flags, killSuidGid: o.openFlags & 1 != 0, caller)
+            let opened = try driver.open(try inode(h.nodeID), flags: flags, killSuidGid: o.openFlags & FUSERequestFlag.openKillSuidGid != 0, caller)
             return try openReply(opened, unique, reply)
 
         case .create(let c, let rawName):
@@ -133,7 +127,7 @@ extension FUSEServer {
         case .write(let w, let data):
             try writable()
             let open = try file(w.fh)
-            let killSuidGid = w.writeFlags & 4 != 0                      // FUSE_WRITE_KILL_SUIDGID
+            let killSuidGid = w.writeFlags & FUSERequestFlag.writeKillSuidGid != 0
             if let payload {
                 let written = try driver.write(open, offset: w.offset, from: payload, killSuidGid: killSuidGid, caller)
                 return encode(FUSEWriteOut(size: UInt32(written)), unique, reply)
@@ -155,7 +149,7 @@ extension FUSEServer {
             return emptyReply(unique, reply)
 
         case .fsync(let f):
-            try driver.fsync(try file(f.fh), dataOnly: f.fsyncFlags & 1 != 0, caller)
+            try driver.fsync(try file(f.fh), dataOnly: f.fsyncFlags & FUSERequestFlag.fsyncDataOnly != 0, caller)
             return emptyReply(unique, reply)
 
         case .opendir(let o):
@@ -176,7 +170,7 @@ extension FUSEServer {
 
         case .fsyncdir(let f):
             guard let open = directories.get(f.fh) else { throw .badHandle }
-            try driver.fsyncdir(open.directory, dataOnly: f.fsyncFlags & 1 != 0, caller)
+            try driver.fsyncdir(open.directory, dataOnly: f.fsyncFlags & FUSERequestFlag.fsyncDataOnly != 0, caller)
             return emptyReply(unique, reply)
 
         case .statfs:
@@ -227,7 +221,7 @@ extension FUSEServer {
             return encode(FUSELockOut(lock: lock), unique, reply)
 
         case .setlk(let l), .setlkw(let l):
-            if l.lockFlags & 1 != 0 { throw .notImplemented }          // FUSE_LK_FLOCK: BSD locks stay in the kernel
+            if l.lockFlags & FUSERequestFlag.lockFlock != 0 { throw .notImplemented }   // BSD locks stay in the kernel
             var wait = false
             if case .setlkw = request { wait = true }
             try driver.setlk(try file(l.fh), owner: l.owner, recordLock(l.lock), wait: wait, caller)
@@ -268,21 +262,21 @@ extension FUSEServer {
 
     private func changes(_ s: FUSESetattrIn) -> AttributeChanges {
         var c = AttributeChanges()
-        if s.valid & SetattrBit.mode != 0 { c.mode = s.mode & 0o7777 }
-        if s.valid & SetattrBit.uid != 0 { c.uid = s.uid }
-        if s.valid & SetattrBit.gid != 0 { c.gid = s.gid }
-        if s.valid & SetattrBit.size != 0 { c.size = s.size }
-        if s.valid & SetattrBit.atimeNow != 0 {
+        if s.valid & FUSESetattrValid.mode != 0 { c.mode = s.mode & 0o7777 }
+        if s.valid & FUSESetattrValid.uid != 0 { c.uid = s.uid }
+        if s.valid & FUSESetattrValid.gid != 0 { c.gid = s.gid }
+        if s.valid & FUSESetattrValid.size != 0 { c.size = s.size }
+        if s.valid & FUSESetattrValid.atimeNow != 0 {
             c.accessTime = .now
-        } else if s.valid & SetattrBit.atime != 0 {
+        } else if s.valid & FUSESetattrValid.atime != 0 {
             c.accessTime = .set(Timestamp(seconds: Int64(bitPattern: s.atime), nanoseconds: s.atimensec))
         }
-        if s.valid & SetattrBit.mtimeNow != 0 {
+        if s.valid & FUSESetattrValid.mtimeNow != 0 {
             c.modificationTime = .now
-        } else if s.valid & SetattrBit.mtime != 0 {
+        } else if s.valid & FUSESetattrValid.mtime != 0 {
             c.modificationTime = .set(Timestamp(seconds: Int64(bitPattern: s.mtime), nanoseconds: s.mtimensec))
         }
-        c.killSuidGid = s.valid & SetattrBit.killSuidGid != 0
+        c.killSuidGid = s.valid & FUSESetattrValid.killSuidGid != 0
         return c
     }
 

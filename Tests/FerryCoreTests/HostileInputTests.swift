@@ -11,10 +11,8 @@ import Glibc
     @Test func randomRequestsNeverCrashTheServer() throws {
         let server = try makeServer()
         let t = TestTransport(server)
-        var rng = SystemRandomNumberGenerator()
         var seed: UInt64 = 0x9E37_79B9_7F4A_7C15
         func next() -> UInt64 { seed ^= seed << 13; seed ^= seed >> 7; seed ^= seed << 17; return seed }
-        _ = rng
         for _ in 0..<20_000 {
             let opcode = UInt32(next() % 60)
             let length = Int(next() % 200)
