@@ -5,14 +5,20 @@ import Synchronization
 import Glibc
 #endif
 
-/// What INIT agreed. Read on every request, written by INIT, DESTROY and resets.
-/// Outside the generic server so that its lock's type is concrete: a request then needs
-/// no runtime generic-metadata lookup to read it.
-struct FUSESessionState {
-    var initialized = false
-    var agreed = FUSEInitFlags()
-    var decodeOptions = FUSEDecodeOptions()
-    var minor: UInt32 = 0
+/// What INIT agreed, in one atomic word so every request can read it without a lock:
+/// zero before INIT (and after DESTROY or a lost connection), otherwise the agreed
+/// FUSE_* flags with the top bit set.
+struct FUSESessionWord {
+    private static let initializedBit: UInt64 = 1 << 63
+    let raw: UInt64
+
+    static let uninitialized = FUSESessionWord(raw: 0)
+    init(raw: UInt64) { self.raw = raw }
+    init(agreed: FUSEInitFlags) { raw = Self.initializedBit | (agreed.rawValue & ~Self.initializedBit) }
+
+    var initialized: Bool { raw & Self.initializedBit != 0 }
+    var agreed: FUSEInitFlags { FUSEInitFlags(rawValue: raw & ~Self.initializedBit) }
+    var decodeOptions: FUSEDecodeOptions { FUSEDecodeOptions(agreed: agreed) }
 }
 
 /// The server core for one export: decodes each FUSE request, checks it, hands it to
@@ -39,8 +45,7 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, @un
         let inode: Driver.Inode
     }
 
-    typealias Session = FUSESessionState
-    private let session = Mutex(Session())
+    private let session = Atomic<UInt64>(FUSESessionWord.uninitialized.raw)
     /// Malformed requests seen; only some are logged, so a hostile client cannot flood the log.
     private let malformedCount = Atomic<UInt64>(0)
 
@@ -68,7 +73,7 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, @un
         files.removeAll()
         directories.removeAll()
         nodes.reset()
-        session.withLock { $0 = Session() }
+        session.store(FUSESessionWord.uninitialized.raw, ordering: .releasing)
     }
 
     /// Stops serving for good: drops every node and handle and tells the driver.
@@ -86,7 +91,7 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, @un
     }
 
     private func handle(_ bytes: UnsafeRawBufferPointer, payload: IOVectors?, reply: inout ReplyArea) -> ReplyDisposition {
-        let current = session.withLock { $0 }
+        let current = FUSESessionWord(raw: session.load(ordering: .acquiring))
         let decoded: FUSEDecodedRequest
         do {
             decoded = try FUSEDecoder.decode(bytes, externalPayloadLength: payload?.totalLength ?? 0,
@@ -153,10 +158,7 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, @un
         let config = FUSEInitConfig(wanted: wanted, maxWrite: policy.maxWrite)
         switch FUSEInitNegotiation.negotiate(initIn, config: config) {
         case .accepted(let out, let agreed, let minor):
-            session.withLock {
-                $0 = Session(initialized: true, agreed: agreed,
-                             decodeOptions: FUSEDecodeOptions(agreed: agreed), minor: minor)
-            }
+            session.store(FUSESessionWord(agreed: agreed).raw, ordering: .releasing)
             logger.info("session started", metadata: [
                 "kernel": "\(initIn.major).\(initIn.minor)", "minor": "\(minor)",
                 "maxWrite": "\(out.maxWrite)", "flags": "0x\(String(agreed.rawValue, radix: 16))",
