@@ -33,6 +33,19 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: crossModule),
         .target(name: "FerryPOSIX", dependencies: ["FerryCore", "CFerry"], swiftSettings: crossModule),
+        // libnfs and librados (librados has no pkg-config file; its module map names the library).
+        .systemLibrary(name: "CNFS", pkgConfig: "libnfs", providers: [.apt(["libnfs-dev"])]),
+        .systemLibrary(name: "CRados", providers: [.apt(["librados-dev"])]),
+        // NFSv3/v4 exports through libnfs: nodes are NFS file handles.
+        .target(name: "FerryNFS", dependencies: [
+            "FerryCore", "CNFS", "CFerry",
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: crossModule),
+        // A POSIX namespace kept directly in a RADOS pool.
+        .target(name: "FerryRADOS", dependencies: [
+            "FerryCore", "CRados", "CFerry",
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: crossModule),
         .target(name: "FerryDevFUSE", dependencies: [
             "FerryCore", "FerryFUSE", "CFerry",
             .product(name: "Logging", package: "swift-log"),
@@ -48,7 +61,8 @@ let package = Package(
         .target(name: "FerryConfig", dependencies: ["FerryCore"]),
         // The commands of `ferry`, as a library so tests can drive them.
         .target(name: "FerryCLI", dependencies: [
-            "FerryCore", "FerryPOSIX", "FerryDevFUSE", "FerryVhostUser", "FerryVhostFrontend", "FerryConfig",
+            "FerryCore", "FerryPOSIX", "FerryNFS", "FerryRADOS", "FerryDevFUSE", "FerryVhostUser",
+            "FerryVhostFrontend", "FerryConfig",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -77,6 +91,9 @@ let package = Package(
         .testTarget(name: "FerryConfigTests", dependencies: ["FerryConfig"]),
         .testTarget(name: "FerryCoreTests", dependencies: ["FerryCore", "FerryFUSE", "FerryPOSIX", "CMallocCounter"]),
         .testTarget(name: "FerryPOSIXTests", dependencies: ["FerryPOSIX", "FerryCore", "CFerry"]),
+        // Against a real nfs-ganesha (scripts/nfs) and a real one-node Ceph cluster (scripts/ceph).
+        .testTarget(name: "FerryNFSTests", dependencies: ["FerryNFS", "FerryCore", "FerryFUSE", "CFerry", "FerryTestSupport"]),
+        .testTarget(name: "FerryRADOSTests", dependencies: ["FerryRADOS", "FerryCore", "FerryFUSE", "CFerry", "FerryTestSupport"]),
         // What the integration suites share: finding built products, running processes.
         .target(name: "FerryTestSupport", path: "Tests/FerryTestSupport"),
         .testTarget(name: "ConformanceTests", dependencies: ["FerryTestSupport"]),

@@ -15,7 +15,7 @@ struct MountCommand: ParsableCommand {
         discussion: "Unmounts cleanly on SIGINT or SIGTERM. Needs root."
     )
 
-    @Argument(help: "What to serve: a directory.")
+    @Argument(help: "What to serve: a directory, nfs://SERVER/PATH[?version=3|4] or rados://POOL[/NAMESPACE].")
     var source: String
 
     @Argument(help: "Where to mount it.")
@@ -25,6 +25,8 @@ struct MountCommand: ParsableCommand {
     var threads: Int = 4
 
     @OptionGroup var export: ExportOptions
+
+    @OptionGroup var ceph: CephOptions
 
     @Option(help: "Log level: error, warn, info, debug, trace.")
     var logLevel: LogLevelOption = .info
@@ -44,7 +46,7 @@ struct MountCommand: ParsableCommand {
         var logger = Logger(label: "ferry.mount")
         logger[metadataKey: "export"] = "\(mountPoint)"
 
-        let parsed = try Source(parsing: source)
+        let parsed = try Source(parsing: source, ceph: ceph.access)
         // The driver creates files with exactly the mode the client asked for; the client's
         // kernel has already applied its umask.
         umask(0)
@@ -55,14 +57,7 @@ struct MountCommand: ParsableCommand {
         pthread_sigmask(SIG_BLOCK, &signals, nil)
 
         let policy = export.policy
-        let server: FUSEServer<POSIXDriver>
-        do {
-            guard case .directory(let path) = parsed else { throw CLIError("unsupported source \(parsed)") }
-            let driver = try POSIXDriver(root: path, options: export.posixOptions)
-            server = try FUSEServer(driver: driver, policy: policy, logger: logger)
-        } catch let error as Errno {
-            throw CLIError("cannot serve \(parsed): \(error)")
-        }
+        let server = try openExport(parsed, policy: policy, posix: export.posixOptions, logger: logger)
 
         let device: DeviceMount
         do {
@@ -72,7 +67,7 @@ struct MountCommand: ParsableCommand {
             throw ExitCode(2)
         }
         let mainThread = pthread_self()
-        let session = DeviceSession(device: device, handler: POSIXExportHandler(server), maxWrite: policy.maxWrite, logger: logger) {
+        let session = DeviceSession(device: device, handler: server, maxWrite: policy.maxWrite, logger: logger) {
             pthread_kill(mainThread, SIGUSR1)
         }
         session.start(threads: threads)

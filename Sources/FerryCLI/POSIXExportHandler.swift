@@ -7,7 +7,8 @@ import FerryPOSIX
 /// request. Calling the server from here, where the driver type is known, lets the compiler
 /// specialise the whole request path for `POSIXDriver` (FerryCore and FerryPOSIX are built
 /// with cross-module optimisation in release builds; see Package.swift).
-final class POSIXExportHandler: FUSERequestHandler, @unchecked Sendable {
+/// Other backends follow the same pattern (NFSExport.swift, RADOSExport.swift).
+final class POSIXExportHandler: ServedExport, @unchecked Sendable {
     let server: FUSEServer<POSIXDriver>
 
     init(_ server: FUSEServer<POSIXDriver>) { self.server = server }
@@ -21,4 +22,7 @@ final class POSIXExportHandler: FUSERequestHandler, @unchecked Sendable {
     }
 
     func connectionLost() { server.connectionLost() }
+    var nodeCount: Int { server.nodeCount }
+    var openHandleCount: Int { server.openHandleCount }
+    func shutdown() { server.shutdown() }
 }

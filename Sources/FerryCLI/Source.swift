@@ -1,21 +1,30 @@
 import ArgumentParser
+import FerryConfig
+import FerryCore
+import FerryPOSIX
+import Logging
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// Where an export's files come from, as given on the command line.
+/// Where an export's files come from, as given on the command line or in a tenant file.
 enum Source: CustomStringConvertible {
     case directory(String)
+    case nfs(NFSSource)
+    case rados(RADOSSource)
 
-    init(parsing text: String) throws {
+    /// `ceph` carries `--ceph-conf`, `--ceph-id`, `--ceph-keyring` for `rados://` sources.
+    init(parsing text: String, ceph: CephAccess = CephAccess()) throws(CLIError) {
         if text.hasPrefix("nfs://") {
-            throw CLIError("\(text): NFS sources are not supported by this build yet")
+            self = .nfs(try NFSSource(parsing: text))
+            return
         }
         if text.hasPrefix("rados://") {
-            throw CLIError("\(text): RADOS sources are not supported by this build yet")
+            self = .rados(try RADOSSource(parsing: text, ceph: ceph))
+            return
         }
         if let scheme = text.firstRange(of: "://") {
-            throw CLIError("\(text): unknown source kind '\(text[..<scheme.lowerBound])' (expected a directory)")
+            throw CLIError("\(text): unknown source kind '\(text[..<scheme.lowerBound])' (expected a directory, nfs://SERVER/PATH or rados://POOL[/NAMESPACE])")
         }
         var st = stat()
         guard stat(text, &st) == 0 else {
@@ -25,10 +34,42 @@ enum Source: CustomStringConvertible {
         self = .directory(text)
     }
 
+    /// The source of a configured export.
+    init(backend: Backend) {
+        switch backend {
+        case .posix(let path):
+            self = .directory(path)
+        case .nfs(let server, let path, let version):
+            self = .nfs(NFSSource(server: server, path: path, version: version))
+        case .rados(let pool, let namespace, let cephConf, let clientID, let keyring):
+            self = .rados(RADOSSource(pool: pool, namespace: namespace, cephConf: cephConf, clientID: clientID, keyring: keyring))
+        }
+    }
+
     var description: String {
         switch self {
         case .directory(let path): return path
+        case .nfs(let source): return source.description
+        case .rados(let source): return source.description
         }
+    }
+}
+
+/// Opens `source` for serving under `policy`: the driver, the server core, and the
+/// concrete handler that specialises the request path for that driver.
+func openExport(_ source: Source, policy: ExportPolicy, posix: POSIXOptions, logger: Logger) throws(CLIError) -> any ServedExport {
+    switch source {
+    case .directory(let path):
+        do {
+            let driver = try POSIXDriver(root: path, options: posix)
+            return POSIXExportHandler(try FUSEServer(driver: driver, policy: policy, logger: logger))
+        } catch {
+            throw CLIError("cannot serve \(path): \(error)")
+        }
+    case .nfs(let nfs):
+        return try openNFSExport(nfs, policy: policy, logger: logger)
+    case .rados(let rados):
+        return try openRADOSExport(rados, policy: policy, logger: logger)
     }
 }
 

@@ -38,6 +38,8 @@ public struct VirtiofsdPlan: Equatable, Sendable {
     /// nil: raise the open file limit as virtiofsd does (to min(1M, fs.nr_open));
     /// 0: leave it; N: set it to N.
     public var rlimitNofile: UInt64?
+    /// `--ceph-conf`, `--ceph-id`, `--ceph-keyring`: for a rados:// source.
+    var ceph = CephAccess()
 
     public init(listener: Listener, source: String) {
         self.listener = listener

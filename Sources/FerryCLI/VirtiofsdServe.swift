@@ -24,23 +24,13 @@ func serveVirtiofsd(_ plan: VirtiofsdPlan) throws(CLIError) {
     for s in [SIGINT, SIGTERM, SIGHUP, SIGUSR1] { sigaddset(&signals, s) }
     pthread_sigmask(SIG_BLOCK, &signals, nil)
 
-    let parsed: Source
-    do { parsed = try Source(parsing: plan.source) } catch let error as CLIError { throw error } catch { throw CLIError("\(error)") }
-    let server: FUSEServer<POSIXDriver>
-    do {
-        guard case .directory(let path) = parsed else { throw CLIError("unsupported source \(parsed)") }
-        let driver = try POSIXDriver(root: path, options: plan.posixOptions)
-        server = try FUSEServer(driver: driver, policy: plan.policy, logger: logger)
-    } catch let error as CLIError {
-        throw error
-    } catch {
-        throw CLIError("cannot serve \(parsed): \(error)")
-    }
+    let parsed = try Source(parsing: plan.source, ceph: plan.ceph)
+    let server = try openExport(parsed, policy: plan.policy, posix: plan.posixOptions, logger: logger)
 
     let backend: VirtiofsdBackend
     do {
         backend = try startVhostUserBackend(
-            listener: plan.listener, socketGroup: group, handler: POSIXExportHandler(server),
+            listener: plan.listener, socketGroup: group, handler: server,
             threadPoolSize: plan.threadPoolSize, maxWrite: plan.policy.maxWrite, logger: logger)
     } catch {
         server.shutdown()

@@ -47,3 +47,16 @@ public protocol FUSERequestHandler: AnyObject, Sendable {
     /// and handle so the next INIT starts clean.
     func connectionLost()
 }
+
+/// One export being served, whatever its backend: the request handler a transport calls,
+/// plus what the daemon reads from it and how it is stopped.
+public protocol ServedExport: FUSERequestHandler {
+    /// Nodes the client currently holds (root included).
+    var nodeCount: Int { get }
+    /// Open files and directories.
+    var openHandleCount: Int { get }
+    /// Stops serving for good: drops nodes and handles and releases the backend.
+    func shutdown()
+}
+
+extension FUSEServer: ServedExport {}

@@ -1,0 +1,2 @@
+import CNFS
+import FerryCore
