@@ -180,3 +180,9 @@ uint64_t ferry_monotonic_ns(void) {
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
+uint64_t ferry_atomic_add_u64(uint64_t *p, uint64_t value) {
+    return __atomic_add_fetch(p, value, __ATOMIC_RELAXED);
+}
+uint64_t ferry_atomic_load_u64(const uint64_t *p) {
+    return __atomic_load_n(p, __ATOMIC_RELAXED);
+}

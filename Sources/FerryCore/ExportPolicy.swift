@@ -63,6 +63,12 @@ public struct ExportPolicy: Sendable {
     public var allowDirectIO: Bool
     /// Offer READDIRPLUS (entries with attributes) to the kernel.
     public var readdirplus: Bool
+    /// Guest ids to host ids and back (squash, ranges).
+    public var idMap = IDMap.identity
+    /// Bytes and inodes the export may use (EDQUOT beyond).
+    public var quota = QuotaLimits()
+    /// Requests and bytes per second.
+    public var qos = QoSLimits()
 
     public init(cache: CachePolicy = .auto, xattr: Bool = false, posixACL: Bool = false,
                 allowDevices: Bool = false, readOnly: Bool = false, writeback: Bool = false,

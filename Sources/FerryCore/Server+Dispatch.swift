@@ -43,7 +43,11 @@ extension FUSEServer {
             try writable()
             let node = try inode(h.nodeID)
             let open = s.valid & FUSESetattrValid.fh != 0 ? files.get(s.fh) : nil
-            return attrReply(try driver.setattr(node, open, changes(s), caller), unique, reply)
+            let wanted = changes(s)
+            let after = try resizing(node, open, to: wanted.size, caller) { () throws(Errno) -> Attributes in
+                try driver.setattr(node, open, wanted, caller)
+            }
+            return attrReply(after, unique, reply)
 
         case .readlink:
             let node = try inode(h.nodeID)
@@ -58,7 +62,10 @@ extension FUSEServer {
             if target.isEmpty { throw .noEntry }
             if target.count >= Int(PATH_MAX) { throw .nameTooLong }
             let parent = try inode(h.nodeID)
-            return try entryReply(try driver.symlink(parent, try name(rawName), target: target, caller), unique, reply)
+            let entry = try makingInode { () throws(Errno) -> Driver.Entry in
+                try driver.symlink(parent, try name(rawName), target: target, caller)
+            }
+            return try entryReply(entry, unique, reply)
 
         case .mknod(let m, let rawName):
             try writable()
@@ -69,22 +76,30 @@ extension FUSEServer {
             default: throw .invalid
             }
             let parent = try inode(h.nodeID)
-            return try entryReply(try driver.mknod(parent, try name(rawName), mode: m.mode, rdev: m.rdev, caller), unique, reply)
+            let entry = try makingInode { () throws(Errno) -> Driver.Entry in
+                try driver.mknod(parent, try name(rawName), mode: m.mode, rdev: m.rdev, caller)
+            }
+            return try entryReply(entry, unique, reply)
 
         case .mkdir(let m, let rawName):
             try writable()
             let parent = try inode(h.nodeID)
             let mode = (m.mode & 0o7777) | UInt32(S_IFDIR)
-            return try entryReply(try driver.mkdir(parent, try name(rawName), mode: mode, caller), unique, reply)
+            let entry = try makingInode { () throws(Errno) -> Driver.Entry in
+                try driver.mkdir(parent, try name(rawName), mode: mode, caller)
+            }
+            return try entryReply(entry, unique, reply)
 
         case .unlink(let rawName):
             try writable()
-            try driver.unlink(try inode(h.nodeID), try name(rawName), caller)
+            let parent = try inode(h.nodeID), victim = try name(rawName)
+            try removing(victim, in: parent, caller) { () throws(Errno) in try driver.unlink(parent, victim, caller) }
             return emptyReply(unique, reply)
 
         case .rmdir(let rawName):
             try writable()
-            try driver.rmdir(try inode(h.nodeID), try name(rawName), caller)
+            let parent = try inode(h.nodeID), victim = try name(rawName)
+            try removing(victim, in: parent, caller) { () throws(Errno) in try driver.rmdir(parent, victim, caller) }
             return emptyReply(unique, reply)
 
         case .rename(let newDirectory, let flags, let oldName, let newName):
@@ -93,7 +108,15 @@ extension FUSEServer {
             let known = noReplace | exchange | FUSERequestFlag.renameWhiteout
             if flags & ~known != 0 || (flags & noReplace != 0 && flags & exchange != 0) { throw .invalid }
             let from = try inode(h.nodeID), to = try inode(newDirectory)
-            try driver.rename(from, try name(oldName), to: to, try name(newName), flags: flags, caller)
+            let source = try name(oldName), destination = try name(newName)
+            if flags & exchange != 0 {
+                try driver.rename(from, source, to: to, destination, flags: flags, caller)
+            } else {
+                // Whatever the rename replaces is removed.
+                try removing(destination, in: to, caller) { () throws(Errno) in
+                    try driver.rename(from, source, to: to, destination, flags: flags, caller)
+                }
+            }
             return emptyReply(unique, reply)
 
         case .link(let oldNodeID, let newName):
@@ -111,14 +134,18 @@ extension FUSEServer {
             try writable()
             let parent = try inode(h.nodeID)
             let mode = (c.mode & 0o7777) | UInt32(S_IFREG)
-            let (entry, opened) = try driver.create(parent, try name(rawName), mode: mode, flags: driverOpenFlags(c.flags), caller)
+            let (entry, opened) = try makingInode { () throws(Errno) -> (Driver.Entry, OpenedFile<Driver.File>) in
+                try driver.create(parent, try name(rawName), mode: mode, flags: driverOpenFlags(c.flags), caller)
+            }
             return try createReply(entry, opened, unique, reply)
 
         case .tmpfile(let c):
             try writable()
             let parent = try inode(h.nodeID)
             let mode = (c.mode & 0o7777) | UInt32(S_IFREG)
-            let (entry, opened) = try driver.tmpfile(parent, mode: mode, flags: driverOpenFlags(c.flags), caller)
+            let (entry, opened) = try makingInode { () throws(Errno) -> (Driver.Entry, OpenedFile<Driver.File>) in
+                try driver.tmpfile(parent, mode: mode, flags: driverOpenFlags(c.flags), caller)
+            }
             return try createReply(entry, opened, unique, reply)
 
         case .read(let r):
@@ -128,14 +155,21 @@ extension FUSEServer {
             try writable()
             let open = try file(w.fh)
             let killSuidGid = w.writeFlags & FUSERequestFlag.writeKillSuidGid != 0
-            if let payload {
-                let written = try driver.write(open, offset: w.offset, from: payload, killSuidGid: killSuidGid, caller)
-                return encode(FUSEWriteOut(size: UInt32(written)), unique, reply)
+            let length = payload?.totalLength ?? data.count
+            var written = 0
+            let node = quota == nil ? nil : try inode(h.nodeID)
+            try growing(node, open, to: w.offset + UInt64(length), caller) { () throws(Errno) -> UInt64 in
+                if let payload {
+                    written = try driver.write(open, offset: w.offset, from: payload, killSuidGid: killSuidGid, caller)
+                } else {
+                    var vector = iovec(iov_base: UnsafeMutableRawPointer(mutating: data.baseAddress), iov_len: data.count)
+                    written = try withUnsafeMutablePointer(to: &vector) { (p: UnsafeMutablePointer<iovec>) throws(Errno) -> Int in
+                        try driver.write(open, offset: w.offset, from: IOVectors(base: p, count: 1), killSuidGid: killSuidGid, caller)
+                    }
+                }
+                return w.offset + UInt64(written)
             }
-            var vector = iovec(iov_base: UnsafeMutableRawPointer(mutating: data.baseAddress), iov_len: data.count)
-            let written = try withUnsafeMutablePointer(to: &vector) { (p: UnsafeMutablePointer<iovec>) throws(Errno) -> Int in
-                try driver.write(open, offset: w.offset, from: IOVectors(base: p, count: 1), killSuidGid: killSuidGid, caller)
-            }
+            statistics.addBytesWritten(written)
             return encode(FUSEWriteOut(size: UInt32(written)), unique, reply)
 
         case .flush(let f):
@@ -179,6 +213,7 @@ extension FUSEServer {
             out.blocks = s.blocks; out.bfree = s.freeBlocks; out.bavail = s.availableBlocks
             out.files = s.files; out.ffree = s.freeFiles
             out.bsize = s.blockSize; out.frsize = s.fragmentSize; out.namelen = s.maximumNameLength
+            if let quota { applyQuota(quota, to: &out) }
             return encode(out, unique, reply)
 
         case .setxattr(let s, let rawName, let value):
@@ -236,7 +271,13 @@ extension FUSEServer {
 
         case .fallocate(let f):
             try writable()
-            try driver.fallocate(try file(f.fh), mode: Int32(bitPattern: f.mode), offset: f.offset, length: f.length, caller)
+            let open = try file(f.fh)
+            let keepSize = Int32(bitPattern: f.mode) & 0x01 != 0   // FALLOC_FL_KEEP_SIZE
+            let node = quota == nil || keepSize ? nil : try inode(h.nodeID)
+            try growing(node, open, to: keepSize ? 0 : f.offset + f.length, caller) { () throws(Errno) -> UInt64 in
+                try driver.fallocate(open, mode: Int32(bitPattern: f.mode), offset: f.offset, length: f.length, caller)
+                return f.offset + f.length
+            }
             return emptyReply(unique, reply)
 
         case .lseek(let l):
@@ -246,8 +287,14 @@ extension FUSEServer {
         case .copyFileRange(let c):
             try writable()
             let source = try file(c.fhIn), destination = try file(c.fhOut)
-            let n = try driver.copyFileRange(from: source, at: c.offsetIn, to: destination, at: c.offsetOut,
+            var n = 0
+            let node = quota == nil ? nil : try inode(c.nodeIDOut)
+            try growing(node, destination, to: c.offsetOut + c.length, caller) { () throws(Errno) -> UInt64 in
+                n = try driver.copyFileRange(from: source, at: c.offsetIn, to: destination, at: c.offsetOut,
                                              length: c.length, flags: c.flags, caller)
+                return c.offsetOut + UInt64(n)
+            }
+            statistics.addBytesWritten(n)
             return encode(FUSEWriteOut(size: UInt32(clamping: n)), unique, reply)
 
         case .syncfs:
@@ -263,8 +310,8 @@ extension FUSEServer {
     private func changes(_ s: FUSESetattrIn) -> AttributeChanges {
         var c = AttributeChanges()
         if s.valid & FUSESetattrValid.mode != 0 { c.mode = s.mode & 0o7777 }
-        if s.valid & FUSESetattrValid.uid != 0 { c.uid = s.uid }
-        if s.valid & FUSESetattrValid.gid != 0 { c.gid = s.gid }
+        if s.valid & FUSESetattrValid.uid != 0 { c.uid = policy.idMap.isIdentity ? s.uid : policy.idMap.hostUID(s.uid) }
+        if s.valid & FUSESetattrValid.gid != 0 { c.gid = policy.idMap.isIdentity ? s.gid : policy.idMap.hostGID(s.gid) }
         if s.valid & FUSESetattrValid.size != 0 { c.size = s.size }
         if s.valid & FUSESetattrValid.atimeNow != 0 {
             c.accessTime = .now
@@ -336,6 +383,7 @@ extension FUSEServer {
             used += 1
         }
         let n = used == 0 ? 0 : try driver.read(open, offset: r.offset, into: IOVectors(base: vectors.base, count: used), caller)
+        statistics.addBytesRead(n)
         FUSEReply.writeHeader(to: reply.scratch.baseAddress!, length: FUSEOutHeader.size + n, error: 0, unique: unique)
         return .data(dataLength: n)
     }

@@ -1,3 +1,4 @@
+import CFerry
 import FerryFUSE
 import Logging
 import Synchronization
@@ -49,6 +50,13 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, @un
     /// Malformed requests seen; only some are logged, so a hostile client cannot flood the log.
     private let malformedCount = Atomic<UInt64>(0)
 
+    /// Counters and latencies by operation, read by the daemon's reports and metrics.
+    public let statistics = ExportStatistics()
+    /// nil: no quota on this export.
+    public let quota: QuotaLedger?
+    /// nil: no QoS limits on this export.
+    let throttle: Throttle?
+
     public init(driver: Driver, policy: ExportPolicy = ExportPolicy(), logger: Logger) throws(Errno) {
         self.driver = driver
         self.policy = policy
@@ -56,6 +64,13 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, @un
         self.nodes = NodeTable(limit: policy.maxNodes)
         self.files = HandleTable(limit: policy.maxOpenHandles)
         self.directories = HandleTable(limit: policy.maxOpenHandles)
+        if policy.quota.isUnlimited {
+            quota = nil
+        } else {
+            let used = try QuotaScan.usage(of: driver)
+            quota = QuotaLedger(limits: policy.quota, bytes: used.bytes, inodes: used.inodes)
+        }
+        throttle = policy.qos.isUnlimited ? nil : Throttle(limits: policy.qos)
         let root = try driver.root()
         nodes.setRoot(key: root.key, inode: root.inode)
     }
@@ -91,12 +106,14 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, @un
     }
 
     private func handle(_ bytes: UnsafeRawBufferPointer, payload: IOVectors?, reply: inout ReplyArea) -> ReplyDisposition {
+        let started = ferry_monotonic_ns()
         let current = FUSESessionWord(raw: session.load(ordering: .acquiring))
         let decoded: FUSEDecodedRequest
         do {
             decoded = try FUSEDecoder.decode(bytes, externalPayloadLength: payload?.totalLength ?? 0,
                                              options: current.decodeOptions)
         } catch {
+            statistics.addMalformed()
             return refuseMalformed(bytes, error, reply: reply)
         }
         let header = decoded.header
@@ -106,20 +123,62 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, @un
             }
             return errorReply(.io, header.unique, reply)
         }
+        if let throttle {
+            let waited = throttle.admit(bytes: Self.payloadSize(decoded.request, payload))
+            if waited > 0 { statistics.addThrottle(nanoseconds: waited) }
+        }
         var caller = Credentials(uid: header.uid, gid: header.gid, pid: header.pid)
+        let idMap = policy.idMap
+        let mapped = !idMap.isIdentity
+        if mapped {
+            caller.uid = idMap.hostUID(caller.uid)
+            caller.gid = idMap.hostGID(caller.gid)
+        }
+        var disposition: ReplyDisposition
+        var failed = false
         if let groups = FUSEExtensions.supplementaryGroups(decoded.extensions), groups.count >= 4 {
             // The kernel sends one group (FUSE_CREATE_SUPP_GROUP); a long list is a hostile
             // client, and would make the backend's setgroups fail.
             guard groups.count / 4 <= Credentials.maximumGroups else { return errorReply(.invalid, header.unique, reply) }
             // Sound: the decoder bounded `groups` to whole UInt32s inside the request buffer,
             // and FUSE lays the extension area out on 8-byte boundaries.
-            caller.groups = UnsafeBufferPointer(start: groups.baseAddress!.assumingMemoryBound(to: UInt32.self),
-                                                count: groups.count / 4)
+            let sent = UnsafeBufferPointer(start: groups.baseAddress!.assumingMemoryBound(to: UInt32.self), count: groups.count / 4)
+            if mapped {
+                // At most 32 words: on the stack, not the heap.
+                disposition = withUnsafeTemporaryAllocation(of: UInt32.self, capacity: Credentials.maximumGroups) { hostGroups in
+                    for i in 0..<sent.count { hostGroups[i] = idMap.hostGID(sent[i]) }
+                    caller.groups = UnsafeBufferPointer(rebasing: hostGroups[..<sent.count])
+                    return run(decoded, header, caller, payload, &reply, &failed)
+                }
+            } else {
+                caller.groups = sent
+                disposition = run(decoded, header, caller, payload, &reply, &failed)
+            }
+        } else {
+            disposition = run(decoded, header, caller, payload, &reply, &failed)
         }
+        statistics.record(opcode: header.opcode, nanoseconds: ferry_monotonic_ns() &- started, failed: failed)
+        return disposition
+    }
+
+    @inline(__always)
+    private func run(_ decoded: FUSEDecodedRequest, _ header: FUSEInHeader, _ caller: Credentials, _ payload: IOVectors?,
+                     _ reply: inout ReplyArea, _ failed: inout Bool) -> ReplyDisposition {
         do {
             return try dispatch(decoded.request, header: header, caller: caller, payload: payload, reply: &reply)
         } catch {
+            failed = true
+            if error == .quotaExceeded { statistics.addQuotaRefusal() }
             return errorReply(error, header.unique, reply)
+        }
+    }
+
+    /// The bytes a request moves, for bandwidth limits.
+    private static func payloadSize(_ request: FUSERequest, _ payload: IOVectors?) -> Int {
+        switch request {
+        case .read(let r): return Int(r.size)
+        case .write(_, let data): return payload?.totalLength ?? data.count
+        default: return 0
         }
     }
 
@@ -246,8 +305,13 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, @un
         out.ctimensec = a.changeTime.nanoseconds
         out.mode = a.mode
         out.nlink = a.linkCount
-        out.uid = a.uid
-        out.gid = a.gid
+        if policy.idMap.isIdentity {
+            out.uid = a.uid
+            out.gid = a.gid
+        } else {
+            out.uid = policy.idMap.guestUID(a.uid)
+            out.gid = policy.idMap.guestGID(a.gid)
+        }
         out.rdev = a.rdev
         out.blksize = a.blockSize
         return out

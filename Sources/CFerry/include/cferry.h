@@ -122,3 +122,6 @@ static inline void ferry_cpu_relax(void) {
 }
 /// CLOCK_MONOTONIC in nanoseconds (vDSO, no syscall).
 uint64_t ferry_monotonic_ns(void);
+/// Relaxed 64-bit counters shared by request threads (statistics, quota ledgers).
+uint64_t ferry_atomic_add_u64(uint64_t *p, uint64_t value);
+uint64_t ferry_atomic_load_u64(const uint64_t *p);
