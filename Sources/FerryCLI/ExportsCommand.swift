@@ -17,6 +17,20 @@ struct ConfigDirectoryOption: ParsableArguments {
     @Option(name: .customLong("config"), help: "The configuration directory.")
     var directory: String = ConfigLoader.defaultDirectory
 
+    @Option(help: "The daemon's control socket (default: control_socket of ferry.toml).")
+    var controlSocket: String?
+
+    /// Asks the daemon serving this configuration; nil when none is running.
+    func askRunningDaemon(_ request: ControlRequest, configuration: Configuration) throws -> ControlReply? {
+        let path = controlSocket ?? configuration.daemon.controlSocket
+        do {
+            return try askDaemon(request, at: path)
+        } catch {
+            if case .notRunning = error { return nil }
+            throw CLIError("\(error)")
+        }
+    }
+
     /// The configuration, or every problem printed as check-config does and exit 1.
     func load() throws -> Configuration {
         switch ConfigLoader.load(directory: directory) {
@@ -49,6 +63,8 @@ struct ExportListing: Codable, Equatable {
     var readOnly: Bool
     var cache: String
     var backend: BackendListing
+    /// Live counters, when the daemon serves the export.
+    var counters: LiveCounters?
 
     init(tenant: TenantConfig, export: ExportConfig, state: String) {
         self.tenant = tenant.name
@@ -79,12 +95,20 @@ struct ExportListing: Codable, Equatable {
     }
 }
 
-/// The state of every export. There is no serving daemon to ask yet (`ferry serve` is still
-/// to come), so every configured export is reported as not running rather than guessed at.
-func exportListings(_ configuration: Configuration, tenant: String?) -> [ExportListing] {
-    configuration.exports
+/// Every configured export (of one tenant), with its live state and counters from `live`,
+/// the daemon's answer; without one, every export is `not running`. An export the daemon
+/// does not serve (added since its last reload) is `not running` too.
+func exportListings(_ configuration: Configuration, tenant: String?, live: [ExportStatus]? = nil) -> [ExportListing] {
+    var byKey: [String: ExportStatus] = [:]
+    for status in live ?? [] { byKey["\(status.tenant)/\(status.export)"] = status }
+    return configuration.exports
         .filter { tenant == nil || $0.tenant.name == tenant }
-        .map { ExportListing(tenant: $0.tenant, export: $0.export, state: "not running") }
+        .map { entry in
+            let status = byKey["\(entry.tenant.name)/\(entry.export.name)"]
+            var listing = ExportListing(tenant: entry.tenant, export: entry.export, state: status?.state ?? "not running")
+            listing.counters = status?.counters
+            return listing
+        }
 }
 
 struct ExportsListCommand: ParsableCommand {
@@ -105,17 +129,29 @@ struct ExportsListCommand: ParsableCommand {
         if let tenant, !configuration.tenants.contains(where: { $0.name == tenant }) {
             throw CLIError("no tenant named '\(tenant)' in \(config.directory)")
         }
-        let listings = exportListings(configuration, tenant: tenant)
+        let live = try config.askRunningDaemon(ControlRequest(command: .status, tenant: tenant), configuration: configuration)
+        let listings = exportListings(configuration, tenant: tenant, live: live?.exports)
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
             print(String(decoding: try encoder.encode(listings), as: UTF8.self))
             return
         }
-        let rows = [["TENANT", "EXPORT", "TAG", "BACKEND", "SOCKET", "STATE", "QUEUES"]] + listings.map {
-            [$0.tenant, $0.export, $0.tag, "\($0.backend.kind) \($0.location)", $0.socket, $0.state, "\($0.queues)"]
+        var header = ["TENANT", "EXPORT", "TAG", "BACKEND", "SOCKET", "STATE", "QUEUES"]
+        if live != nil { header += ["OPS", "READ", "WRITTEN", "ERRORS", "OPEN", "INODES"] }
+        let rows = [header] + listings.map { l in
+            var row = [l.tenant, l.export, l.tag, "\(l.backend.kind) \(l.location)", l.socket, l.state, "\(l.queues)"]
+            if live != nil {
+                if let c = l.counters {
+                    row += ["\(c.operations)", byteCount(c.bytesRead), byteCount(c.bytesWritten), "\(c.errors)", "\(c.openFiles)", "\(c.inodes)"]
+                } else {
+                    row += ["-", "-", "-", "-", "-", "-"]
+                }
+            }
+            return row
         }
         print(renderTable(rows))
+        if live == nil { print("\n(no ferry daemon is running with this configuration: no live state or counters)") }
     }
 }
 
@@ -136,7 +172,10 @@ struct ExportsShowCommand: ParsableCommand {
         guard let found = configuration.exports.first(where: { $0.tenant.name == parts[0] && $0.export.name == parts[1] }) else {
             throw CLIError("no export '\(name)' in \(config.directory)")
         }
-        let listing = ExportListing(tenant: found.tenant, export: found.export, state: "not running")
+        let reply = try config.askRunningDaemon(ControlRequest(command: .show, export: name), configuration: configuration)
+        let status = reply?.exports?.first
+        var listing = ExportListing(tenant: found.tenant, export: found.export, state: status?.state ?? "not running")
+        listing.counters = status?.counters
         let e = found.export
         var rows: [[String]] = [
             ["export", "\(listing.tenant)/\(listing.export)"],
@@ -154,9 +193,38 @@ struct ExportsShowCommand: ParsableCommand {
         if let inodes = e.limits.inodes { rows.append(["inode limit", "\(inodes)"]) }
         if let bytes = e.quota.bytes { rows.append(["quota", "\(bytes) bytes"]) }
         if let iops = e.qos.iops { rows.append(["qos", "\(iops) IOPS"]) }
+        if let c = listing.counters {
+            rows += [
+                ["operations", "\(c.operations) (\(c.errors) errors)"],
+                ["read", byteCount(c.bytesRead)],
+                ["written", byteCount(c.bytesWritten)],
+                ["open files", "\(c.openFiles)"],
+                ["inodes held", "\(c.inodes)"],
+                ["throttled", "\(c.throttledRequests) requests, \(String(format: "%.3f", c.throttledSeconds)) s"],
+                ["quota refusals", "\(c.quotaRefusals)"],
+                ["malformed requests", "\(c.malformedRequests)"],
+            ]
+            if let used = c.quotaBytesUsed { rows.append(["quota bytes used", byteCount(used)]) }
+            if let used = c.quotaInodesUsed { rows.append(["quota inodes used", "\(used)"]) }
+            for counter in c.backend { rows.append(["backend \(counter.name)", "\(counter.value)"]) }
+        }
         print(renderTable(rows, header: false))
-        print("\nPer-operation counters and latencies come from the serving daemon; none is running "
-              + "(ferry serve is not part of this build yet).")
+        guard let operations = status?.operations else {
+            if reply == nil {
+                print("\nNo ferry daemon is running with this configuration: no counters or latencies.")
+            } else if reply != nil && status?.counters == nil {
+                print("\nThe export is not serving: no counters.")
+            }
+            return
+        }
+        print("")
+        var table = [["OPERATION", "COUNT", "ERRORS", "MEAN", "P50", "P90", "P99", "P99.9"]]
+        for op in operations {
+            let mean = op.requests == 0 ? 0 : Double(op.latencySumNanoseconds) / Double(op.requests) / 1e9
+            table.append([op.name, "\(op.requests)", "\(op.errors)", duration(mean), "≤" + duration(op.percentile(0.5)),
+                          "≤" + duration(op.percentile(0.9)), "≤" + duration(op.percentile(0.99)), "≤" + duration(op.percentile(0.999))])
+        }
+        print(renderTable(table))
     }
 }
 
@@ -168,4 +236,20 @@ func renderTable(_ rows: [[String]], header: Bool = true) -> String {
         row.enumerated().map { c, cell in c == row.count - 1 ? cell : cell.padding(toLength: widths[c], withPad: " ", startingAt: 0) }
             .joined(separator: "  ")
     }.joined(separator: "\n")
+}
+
+/// 1536 → "1.5 KiB".
+func byteCount(_ n: UInt64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
+    var value = Double(n)
+    var unit = 0
+    while value >= 1024 && unit < units.count - 1 { value /= 1024; unit += 1 }
+    return unit == 0 ? "\(n) B" : String(format: "%.1f %@", value, units[unit])
+}
+
+/// Seconds as µs, ms or s.
+func duration(_ seconds: Double) -> String {
+    if seconds < 1e-3 { return String(format: "%.0fµs", seconds * 1e6) }
+    if seconds < 1 { return String(format: "%.2fms", seconds * 1e3) }
+    return String(format: "%.2fs", seconds)
 }

@@ -10,7 +10,10 @@ public struct Ferry: ParsableCommand {
         commandName: "ferry",
         abstract: "Serve file systems to virtual machines (virtio-fs) and host mounts (FUSE).",
         version: ferryVersion,
-        subcommands: [MountCommand.self, VirtiofsdCommand.self, BenchCommand.self, CheckConfigCommand.self, ExportsCommand.self]
+        subcommands: [
+            ServeCommand.self, ReloadCommand.self, ExportsCommand.self, CheckConfigCommand.self,
+            MountCommand.self, VirtiofsdCommand.self, BenchCommand.self,
+        ]
     )
 
     public init() {}

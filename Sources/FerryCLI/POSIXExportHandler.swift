@@ -24,5 +24,7 @@ final class POSIXExportHandler: ServedExport, @unchecked Sendable {
     func connectionLost() { server.connectionLost() }
     var nodeCount: Int { server.nodeCount }
     var openHandleCount: Int { server.openHandleCount }
+    var statistics: ExportStatistics { server.statistics }
+    var quota: QuotaLedger? { server.quota }
     func shutdown() { server.shutdown() }
 }

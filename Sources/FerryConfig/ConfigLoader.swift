@@ -26,6 +26,17 @@ public enum ConfigLoader {
         return problems.isEmpty ? .success(configuration) : .failure(ConfigProblems(problems: problems))
     }
 
+    /// The daemon-wide settings alone, as far as `ferry.toml` can be read (defaults for
+    /// whatever it lacks or gets wrong): enough for a client to find the daemon's control
+    /// socket even when a tenant file is broken.
+    public static func daemonSettings(directory: String = defaultDirectory) -> DaemonConfig {
+        var loader = Loader(directory: directory)
+        let daemonFile = joinPath(loader.displayDirectory, daemonFileName)
+        guard fileKind(daemonFile).0 == .regular, let document = loader.parse(daemonFile) else { return DaemonConfig() }
+        _ = loader
+        return loader.readDaemon(TableReader(table: document, file: daemonFile, name: "the daemon file", problems: ProblemList()))
+    }
+
     static func problemOrder(_ a: ConfigProblem, _ b: ConfigProblem) -> Bool {
         if a.file != b.file { return a.file < b.file }
         if (a.line ?? 0) != (b.line ?? 0) { return (a.line ?? 0) < (b.line ?? 0) }

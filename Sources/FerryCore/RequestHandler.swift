@@ -55,8 +55,27 @@ public protocol ServedExport: FUSERequestHandler {
     var nodeCount: Int { get }
     /// Open files and directories.
     var openHandleCount: Int { get }
+    /// Requests, errors, latencies and bytes, as the server core counted them.
+    var statistics: ExportStatistics { get }
+    /// The usage under the export's quota; nil without a quota.
+    var quota: QuotaLedger? { get }
+    /// Counters only the backend knows (reconnects, retries, ...), for reports and metrics.
+    var backendCounters: [BackendCounter] { get }
     /// Stops serving for good: drops nodes and handles and releases the backend.
     func shutdown()
+}
+
+/// One counter a backend keeps, such as NFS reconnects or RADOS retries.
+public struct BackendCounter: Sendable, Codable, Equatable {
+    /// A metric-style name: lower case and underscores (`retries`).
+    public var name: String
+    public var help: String
+    public var value: UInt64
+    public init(name: String, help: String, value: UInt64) { self.name = name; self.help = help; self.value = value }
+}
+
+extension ServedExport {
+    public var backendCounters: [BackendCounter] { [] }
 }
 
 extension FUSEServer: ServedExport {}

@@ -1,0 +1,220 @@
+import CFerry
+import Foundation
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What `ferry` asks the serving daemon over its control socket: one JSON object per
+/// connection, answered with one JSON object, then the daemon closes the connection.
+struct ControlRequest: Codable {
+    enum Command: String, Codable {
+        /// Every export's state and counters.
+        case status
+        /// One export's state, counters and per-operation table.
+        case show
+        /// Re-read the configuration directory (as SIGHUP does).
+        case reload
+    }
+    var command: Command
+    var tenant: String?
+    /// TENANT/EXPORT for `show`.
+    var export: String?
+}
+
+struct ControlReply: Codable {
+    var ok: Bool
+    var error: String?
+    var exports: [ExportStatus]?
+    var reload: Daemon.ReloadOutcome?
+    /// The daemon's configuration directory.
+    var directory: String?
+}
+
+/// The daemon's end: a Unix socket (mode 0600: the operator's, not the guests') served by
+/// one thread. Requests are small and rare; each is answered before the next is accepted.
+final class ControlServer: @unchecked Sendable {
+    let path: String
+    private let listenFD: Int32
+    private let daemon: Daemon
+    private let logger: Logger
+    private var thread: pthread_t?
+    private let stopping = ManagedAtomicFlag()
+
+    init(path: String, daemon: Daemon, logger: Logger) throws(CLIError) {
+        self.path = path
+        self.daemon = daemon
+        self.logger = logger
+        try createParentDirectory(of: path)
+        // A socket file left by a daemon that died is in the way; a live one is not ours to take.
+        if probeControlSocket(path) { throw CLIError("another ferry daemon is already answering on \(path)") }
+        unlink(path)
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw CLIError("control socket: \(String(cString: strerror(errno)))") }
+        guard bindUnix(fd, path), chmod(path, 0o600) == 0, listen(fd, 16) == 0 else {
+            let reason = String(cString: strerror(errno))
+            close(fd)
+            throw CLIError("cannot listen on the control socket \(path): \(reason)")
+        }
+        listenFD = fd
+    }
+
+    func start() {
+        thread = startThread { [self] in serve() }
+    }
+
+    func stop() {
+        stopping.set()
+        shutdown(listenFD, Int32(SHUT_RDWR))
+        if let thread { pthread_join(thread, nil) }
+        close(listenFD)
+        unlink(path)
+    }
+
+    private func serve() {
+        while !stopping.isSet {
+            let conn = accept(listenFD, nil, nil)
+            if conn < 0 {
+                if errno == EINTR || errno == ECONNABORTED { continue }
+                return
+            }
+            _ = ferry_fcntl_int(conn, F_SETFD, FD_CLOEXEC)
+            var timeout = timeval(tv_sec: 5, tv_usec: 0)
+            setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            let reply: ControlReply
+            if let data = readMessage(conn), let request = try? JSONDecoder().decode(ControlRequest.self, from: data) {
+                reply = answer(request)
+            } else {
+                reply = ControlReply(ok: false, error: "malformed request: expected one JSON object")
+            }
+            if let bytes = try? JSONEncoder().encode(reply) { writeAll(conn, bytes) }
+            close(conn)
+        }
+    }
+
+    private func answer(_ request: ControlRequest) -> ControlReply {
+        switch request.command {
+        case .status:
+            return ControlReply(ok: true, exports: daemon.statuses(tenant: request.tenant), directory: daemon.directory)
+        case .show:
+            let found = daemon.statuses(withOperations: true).filter { "\($0.tenant)/\($0.export)" == request.export }
+            if found.isEmpty { return ControlReply(ok: false, error: "the daemon serves no export '\(request.export ?? "")'") }
+            return ControlReply(ok: true, exports: found, directory: daemon.directory)
+        case .reload:
+            logger.info("reload requested over the control socket")
+            let outcome = daemon.reload()
+            return ControlReply(ok: outcome.accepted, error: outcome.accepted ? nil : "configuration rejected",
+                                reload: outcome, directory: daemon.directory)
+        }
+    }
+}
+
+/// A flag set once from any thread.
+final class ManagedAtomicFlag: @unchecked Sendable {
+    private var value: UInt64 = 0
+    func set() { _ = ferry_atomic_add_u64(&value, 1) }
+    var isSet: Bool { ferry_atomic_load_u64(&value) != 0 }
+}
+
+// MARK: - The client's end
+
+/// Why the daemon could not be asked.
+enum ControlClientError: Error, CustomStringConvertible {
+    /// Nothing listens there: no daemon runs with this configuration.
+    case notRunning(String)
+    case failed(String)
+    var description: String {
+        switch self {
+        case .notRunning(let path): return "no ferry daemon is answering on \(path)"
+        case .failed(let why): return why
+        }
+    }
+}
+
+/// Sends one request to the daemon at `path` and waits for its answer (at most `timeout` s).
+func askDaemon(_ request: ControlRequest, at path: String, timeout: Int = 60) throws(ControlClientError) -> ControlReply {
+    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    guard fd >= 0 else { throw .failed("socket: \(String(cString: strerror(errno)))") }
+    defer { close(fd) }
+    guard connectUnix(fd, path) else {
+        if errno == ENOENT || errno == ECONNREFUSED { throw .notRunning(path) }
+        throw .failed("cannot reach the daemon at \(path): \(String(cString: strerror(errno)))")
+    }
+    var tv = timeval(tv_sec: timeout, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    guard let body = try? JSONEncoder().encode(request) else { throw .failed("cannot encode the request") }
+    writeAll(fd, body)
+    shutdown(fd, Int32(SHUT_WR))
+    guard let data = readMessage(fd) else { throw .failed("the daemon at \(path) did not answer") }
+    do {
+        return try JSONDecoder().decode(ControlReply.self, from: data)
+    } catch {
+        throw .failed("the daemon at \(path) answered something unreadable: \(error)")
+    }
+}
+
+/// True when a daemon answers on `path`.
+func probeControlSocket(_ path: String) -> Bool {
+    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    guard fd >= 0 else { return false }
+    defer { close(fd) }
+    return connectUnix(fd, path)
+}
+
+private func withUnixAddress<T>(_ path: String, _ body: (UnsafePointer<sockaddr>, socklen_t) -> T) -> T? {
+    var address = sockaddr_un()
+    address.sun_family = sa_family_t(AF_UNIX)
+    let bytes = Array(path.utf8)
+    guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return nil }
+    withUnsafeMutableBytes(of: &address.sun_path) { raw in
+        raw.copyBytes(from: bytes)
+        raw[bytes.count] = 0
+    }
+    return withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+    }
+}
+
+private func bindUnix(_ fd: Int32, _ path: String) -> Bool {
+    withUnixAddress(path) { bind(fd, $0, $1) == 0 } ?? false
+}
+
+private func connectUnix(_ fd: Int32, _ path: String) -> Bool {
+    guard let ok = withUnixAddress(path, { connect(fd, $0, $1) == 0 }) else {
+        errno = ENAMETOOLONG
+        return false
+    }
+    return ok
+}
+
+/// Reads until EOF (at most 16 MiB); nil on error or timeout.
+func readMessage(_ fd: Int32) -> Data? {
+    var data = Data()
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while data.count < 16 << 20 {
+        let n = read(fd, &buffer, buffer.count)
+        if n < 0 {
+            if errno == EINTR { continue }
+            return nil
+        }
+        if n == 0 { return data }
+        data.append(contentsOf: buffer[0..<n])
+        // A request is one JSON object: the daemon answers as soon as it parses.
+        if (try? JSONSerialization.jsonObject(with: data)) != nil { return data }
+    }
+    return nil
+}
+
+func writeAll(_ fd: Int32, _ data: Data) {
+    data.withUnsafeBytes { raw in
+        var offset = 0
+        while offset < raw.count {
+            let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
+            if n < 0 {
+                if errno == EINTR { continue }
+                return
+            }
+            offset += n
+        }
+    }
+}

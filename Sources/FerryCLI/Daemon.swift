@@ -1,0 +1,127 @@
+import FerryConfig
+import FerryCore
+import Logging
+import Synchronization
+
+/// `ferry serve`'s state: the configuration in force and one `DaemonExport` per export of
+/// every tenant. Reloads and reports are serialised by one lock; requests never take it.
+final class Daemon: @unchecked Sendable {
+    private struct State {
+        var configuration: Configuration
+        var exports: [String: DaemonExport] = [:]
+        var order: [String] = []
+    }
+
+    let directory: String
+    let logger: Logger
+    private let state: Mutex<State>
+
+    init(configuration: Configuration, logger: Logger) {
+        directory = configuration.directory
+        self.logger = logger
+        state = Mutex(State(configuration: configuration))
+    }
+
+    var configuration: Configuration { state.withLock { $0.configuration } }
+
+    /// Starts every configured export.
+    func start() {
+        state.withLock { s in
+            for (tenant, export) in s.configuration.exports {
+                let running = DaemonExport(tenant: tenant.name, config: export, logger: logger)
+                running.start()
+                s.exports[running.key] = running
+                s.order.append(running.key)
+            }
+        }
+    }
+
+    /// What a reload did.
+    struct ReloadOutcome: Codable, Equatable {
+        var accepted: Bool
+        /// Every problem of a rejected configuration, as check-config prints them.
+        var problems: [String] = []
+        var added: [String] = []
+        var changed: [String] = []
+        var removed: [String] = []
+        var unchanged: [String] = []
+    }
+
+    /// Reads the configuration directory again. A configuration with any problem is
+    /// rejected whole and the running one stays; otherwise exports that are new start,
+    /// removed ones stop (after their in-flight requests), changed ones restart, and every
+    /// other export, with its guest, is left alone.
+    func reload() -> ReloadOutcome {
+        state.withLock { s in
+            let loaded: Configuration
+            switch ConfigLoader.load(directory: directory) {
+            case .failure(let problems):
+                logger.error("reload rejected: the configuration has problems; the running one stays in force",
+                             metadata: ["problems": "\(problems.problems.count)"])
+                for problem in problems.problems { logger.error("\(problem)") }
+                return ReloadOutcome(accepted: false, problems: problems.problems.map(\.description))
+            case .success(let configuration):
+                loaded = configuration
+            }
+            var outcome = ReloadOutcome(accepted: true)
+            let wanted = loaded.exports.map { (key: "\($0.tenant.name)/\($0.export.name)", tenant: $0.tenant.name, export: $0.export) }
+            let wantedKeys = Set(wanted.map(\.key))
+            // Stop removed and changed exports first: a changed one may keep its socket path,
+            // and a new one may take over a removed one's.
+            for key in s.order where !wantedKeys.contains(key) {
+                s.exports[key]?.stop()
+                s.exports[key] = nil
+                outcome.removed.append(key)
+            }
+            var restart: Set<String> = []
+            for w in wanted {
+                if let running = s.exports[w.key], running.fingerprint != w.export.fingerprint || running.failure != nil {
+                    running.stop()
+                    restart.insert(w.key)
+                }
+            }
+            var order: [String] = []
+            for w in wanted {
+                order.append(w.key)
+                if let running = s.exports[w.key], !restart.contains(w.key) {
+                    _ = running
+                    outcome.unchanged.append(w.key)
+                    continue
+                }
+                let fresh = DaemonExport(tenant: w.tenant, config: w.export, logger: logger)
+                fresh.start()
+                if s.exports[w.key] == nil { outcome.added.append(w.key) } else { outcome.changed.append(w.key) }
+                s.exports[w.key] = fresh
+            }
+            s.order = order
+            if loaded.daemon.controlSocket != s.configuration.daemon.controlSocket
+                || loaded.daemon.metricsAddress != s.configuration.daemon.metricsAddress {
+                logger.warning("control_socket and metrics changes take effect when the daemon restarts")
+            }
+            s.configuration = loaded
+            logger.info("configuration reloaded", metadata: [
+                "added": "\(outcome.added)", "changed": "\(outcome.changed)", "removed": "\(outcome.removed)",
+                "unchanged": "\(outcome.unchanged.count)",
+            ])
+            return outcome
+        }
+    }
+
+    /// Stops every export, draining each; used on SIGTERM.
+    func stop() {
+        state.withLock { s in
+            for key in s.order { s.exports[key]?.stop() }
+            s.exports = [:]
+            s.order = []
+        }
+    }
+
+    /// The status of every export (of one tenant), in configuration order.
+    func statuses(tenant: String? = nil, withOperations: Bool = false) -> [ExportStatus] {
+        state.withLock { s in
+            s.order.compactMap { s.exports[$0] }
+                .filter { tenant == nil || $0.tenant == tenant }
+                .map { $0.status(withOperations: withOperations) }
+        }
+    }
+}

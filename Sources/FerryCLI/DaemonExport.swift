@@ -1,0 +1,152 @@
+import FerryConfig
+import FerryCore
+import FerryVhostUser
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One export inside `ferry serve`: its backend and server core, its vhost-user socket, and
+/// the thread that accepts the VMM on it. The back-end's queue threads are this export's
+/// own, so a slow backend here never holds up another export's requests.
+final class DaemonExport: @unchecked Sendable {
+    let tenant: String
+    let config: ExportConfig
+    let fingerprint: String
+    let logger: Logger
+    private(set) var served: (any ServedExport)?
+    private var backend: VhostUserFSBackend?
+    private var thread: pthread_t?
+    /// Why the export is not serving, when it could not start.
+    private(set) var failure: String?
+
+    var key: String { "\(tenant)/\(config.name)" }
+
+    init(tenant: String, config: ExportConfig, logger: Logger) {
+        self.tenant = tenant
+        self.config = config
+        self.fingerprint = config.fingerprint
+        var logger = logger
+        logger[metadataKey: "tenant"] = "\(tenant)"
+        logger[metadataKey: "export"] = "\(config.name)"
+        self.logger = logger
+    }
+
+    /// Opens the backend and starts listening. A failure leaves the export in `error`
+    /// and is logged; it never stops the daemon or another export.
+    func start() {
+        let served: any ServedExport
+        do {
+            let policy = config.policy
+            served = try openExport(Source(backend: config.backend), policy: policy, posix: config.posixOptions, logger: logger)
+        } catch {
+            fail("cannot open the backend: \(error)")
+            return
+        }
+        do {
+            try createParentDirectory(of: config.socket)
+            let options = VhostUserFSOptions(maxRequestQueues: config.queues, maxWrite: config.maxWrite)
+            backend = try VhostUserFSBackend(socketPath: config.socket, handler: served, options: options, logger: logger)
+        } catch {
+            served.shutdown()
+            fail("cannot listen on \(config.socket): \(error)")
+            return
+        }
+        self.served = served
+        let backend = self.backend!
+        thread = startThread { backend.run() }
+        logger.info("export serving", metadata: [
+            "tag": "\(config.tag)", "socket": "\(config.socket)", "backend": "\(config.backend.kind) \(config.backend.summary)",
+            "queues": "\(config.queues)",
+        ])
+    }
+
+    /// Stops accepting, lets the requests in flight finish, closes the guest's connection
+    /// and releases the backend.
+    func stop() {
+        if let backend {
+            backend.stop()
+            if let thread { pthread_join(thread, nil) }
+        }
+        served?.shutdown()
+        backend = nil
+        thread = nil
+        served = nil
+        logger.info("export stopped")
+    }
+
+    private func fail(_ why: String) {
+        failure = why
+        logger.error("export not serving", metadata: ["reason": "\(why)"])
+    }
+
+    /// `listening`, `guest connected`, `error: why` or `stopped`.
+    var state: String {
+        if let failure { return "error: \(failure)" }
+        guard let backend else { return "stopped" }
+        switch backend.state {
+        case .listening: return "listening"
+        case .connected: return "guest connected"
+        case .broken(let why): return "error: guest broke the virtqueue rules (\(why)); waiting for a device reset"
+        case .stopped: return "stopped"
+        }
+    }
+
+    /// What `exports list/show` and the metrics endpoint report.
+    func status(withOperations: Bool) -> ExportStatus {
+        var status = ExportStatus(tenant: tenant, export: config.name, state: state)
+        if let served {
+            let snapshot = served.statistics.snapshot()
+            status.counters = LiveCounters(
+                operations: snapshot.requests, errors: snapshot.errors, bytesRead: snapshot.bytesRead,
+                bytesWritten: snapshot.bytesWritten, openFiles: UInt64(served.openHandleCount),
+                inodes: UInt64(served.nodeCount), throttledRequests: snapshot.throttledRequests,
+                throttledSeconds: Double(snapshot.throttledNanoseconds) / 1e9, quotaRefusals: snapshot.quotaRefusals,
+                malformedRequests: snapshot.malformedRequests,
+                quotaBytesUsed: served.quota?.bytesUsed, quotaInodesUsed: served.quota?.inodesUsed,
+                backend: served.backendCounters)
+            if withOperations { status.operations = snapshot.operations }
+        }
+        return status
+    }
+}
+
+/// The live state of one export, as the daemon reports it over the control socket.
+struct ExportStatus: Codable, Equatable {
+    var tenant: String
+    var export: String
+    var state: String
+    var counters: LiveCounters?
+    var operations: [ExportStatistics.OperationCounters]?
+}
+
+struct LiveCounters: Codable, Equatable {
+    var operations: UInt64
+    var errors: UInt64
+    var bytesRead: UInt64
+    var bytesWritten: UInt64
+    var openFiles: UInt64
+    var inodes: UInt64
+    var throttledRequests: UInt64
+    var throttledSeconds: Double
+    var quotaRefusals: UInt64
+    var malformedRequests: UInt64
+    var quotaBytesUsed: UInt64?
+    var quotaInodesUsed: UInt64?
+    var backend: [BackendCounter]
+}
+
+/// `mkdir -p` of a socket's directory (0755), as for /run/ferry.
+func createParentDirectory(of path: String) throws(CLIError) {
+    guard let slash = path.lastIndex(of: "/"), slash != path.startIndex else { return }
+    let parent = String(path[..<slash])
+    var st = stat()
+    if stat(parent, &st) == 0 {
+        guard st.st_mode & S_IFMT == S_IFDIR else { throw CLIError("\(parent) is not a directory") }
+        return
+    }
+    try createParentDirectory(of: parent)
+    if mkdir(parent, 0o755) != 0 && errno != EEXIST {
+        throw CLIError("cannot create \(parent): \(String(cString: strerror(errno)))")
+    }
+}

@@ -1,0 +1,53 @@
+import FerryConfig
+import FerryCore
+import FerryPOSIX
+
+extension ExportConfig {
+    /// What the server core enforces for this export.
+    var policy: ExportPolicy {
+        var policy = ExportPolicy(
+            cache: cache, xattr: xattr, readOnly: readOnly,
+            maxNodes: limits.inodes.map { Int(clamping: $0) } ?? 1_000_000,
+            maxOpenHandles: limits.openFiles.map { Int(clamping: $0) } ?? 65_536,
+            maxWrite: maxWrite)
+        policy.idMap = idMap
+        policy.quota = QuotaLimits(bytes: quota.bytes, inodes: quota.inodes)
+        policy.qos = QoSLimits(iops: qos.iops, bytesPerSecond: qos.bandwidth)
+        return policy
+    }
+
+    /// Each request queue runs one request at a time, reading and writing guest memory
+    /// directly, so what the host holds in flight is at most one WRITE or READ payload per
+    /// queue: `inflight_bytes` caps it by lowering the largest payload the guest may send.
+    var maxWrite: UInt32 {
+        let ceiling: UInt64 = 1 << 20
+        guard let budget = limits.inflightBytes else { return UInt32(ceiling) }
+        let perQueue = budget / UInt64(max(queues, 1))
+        return UInt32(max(4096, min(ceiling, perQueue & ~4095)))
+    }
+
+    var idMap: IDMap {
+        let squash: IDMap.Squash
+        switch idMapping.squash {
+        case .none: squash = .none
+        case .root: squash = .root
+        case .all: squash = .all
+        }
+        return IDMap(squash: squash, anonymousUID: idMapping.anonUID, anonymousGID: idMapping.anonGID,
+                     uidRanges: idMapping.uidMap.map { IDMap.Range(guest: $0.guest, host: $0.host, count: $0.count) },
+                     gidRanges: idMapping.gidMap.map { IDMap.Range(guest: $0.guest, host: $0.host, count: $0.count) })
+    }
+
+    /// With ids mapped or squashed the guest's identity is no longer the host's, so the
+    /// host re-checks permissions as the mapped caller rather than trusting the guest kernel.
+    var posixOptions: POSIXOptions {
+        POSIXOptions(readOnly: readOnly, trustClientPermissions: idMap.isIdentity)
+    }
+
+    /// Everything that makes an export what it is, to tell on reload whether it changed
+    /// (where it was written does not count).
+    var fingerprint: String {
+        [tag, socket, "\(queues)", "\(readOnly)", cache.rawValue, "\(xattr)", "\(idMapping)", "\(limits)",
+         "\(quota)", "\(qos)", "\(backend)"].joined(separator: "\u{1F}")
+    }
+}

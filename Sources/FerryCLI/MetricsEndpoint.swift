@@ -1,0 +1,179 @@
+import CFerry
+import FerryConfig
+import FerryCore
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The Prometheus text exposition of every export's counters: requests, errors and latency
+/// histograms by tenant, export and operation; bytes, throttling, quota and backend counters
+/// by export; and each export's state.
+func renderMetrics(_ statuses: [ExportStatus]) -> String {
+    var out = ""
+    func family(_ name: String, _ type: String, _ help: String, _ samples: () -> Void) {
+        out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+        samples()
+    }
+    func labels(_ s: ExportStatus, _ extra: [(String, String)] = []) -> String {
+        let all = [("tenant", s.tenant), ("export", s.export)] + extra
+        return "{" + all.map { "\($0.0)=\"\(escapeLabel($0.1))\"" }.joined(separator: ",") + "}"
+    }
+    family("ferry_export_up", "gauge", "1 when the export is listening or serving a guest, 0 when it is in error.") {
+        for s in statuses {
+            let up = s.state == "listening" || s.state == "guest connected"
+            out += "ferry_export_up\(labels(s)) \(up ? 1 : 0)\n"
+        }
+    }
+    family("ferry_export_guest_connected", "gauge", "1 while a VMM is connected to the export's socket.") {
+        for s in statuses { out += "ferry_export_guest_connected\(labels(s)) \(s.state == "guest connected" ? 1 : 0)\n" }
+    }
+    let serving = statuses.filter { $0.counters != nil }
+    family("ferry_requests_total", "counter", "FUSE requests answered, by operation.") {
+        for s in serving { for op in s.operations ?? [] { out += "ferry_requests_total\(labels(s, [("operation", op.name)])) \(op.requests)\n" } }
+    }
+    family("ferry_request_errors_total", "counter", "FUSE requests answered with an error, by operation (includes backend errors).") {
+        for s in serving { for op in s.operations ?? [] { out += "ferry_request_errors_total\(labels(s, [("operation", op.name)])) \(op.errors)\n" } }
+    }
+    family("ferry_request_duration_seconds", "histogram", "Time from a request's arrival to its reply, by operation.") {
+        for s in serving {
+            for op in s.operations ?? [] {
+                var cumulative: UInt64 = 0
+                for (i, n) in op.latencyBuckets.enumerated() {
+                    cumulative += n
+                    let le = ExportStatistics.bucketUpperBound(i)
+                    out += "ferry_request_duration_seconds_bucket\(labels(s, [("operation", op.name), ("le", "\(le)")])) \(cumulative)\n"
+                }
+                out += "ferry_request_duration_seconds_bucket\(labels(s, [("operation", op.name), ("le", "+Inf")])) \(op.requests)\n"
+                out += "ferry_request_duration_seconds_sum\(labels(s, [("operation", op.name)])) \(Double(op.latencySumNanoseconds) / 1e9)\n"
+                out += "ferry_request_duration_seconds_count\(labels(s, [("operation", op.name)])) \(op.requests)\n"
+            }
+        }
+    }
+    let perExport: [(String, String, String, (LiveCounters) -> String?)] = [
+        ("ferry_read_bytes_total", "counter", "Bytes read by the guest.", { "\($0.bytesRead)" }),
+        ("ferry_written_bytes_total", "counter", "Bytes written by the guest.", { "\($0.bytesWritten)" }),
+        ("ferry_open_files", "gauge", "Files and directories the guest holds open.", { "\($0.openFiles)" }),
+        ("ferry_inodes", "gauge", "Inodes the guest holds (lookups not yet forgotten).", { "\($0.inodes)" }),
+        ("ferry_throttled_requests_total", "counter", "Requests delayed by the export's QoS limits.", { "\($0.throttledRequests)" }),
+        ("ferry_throttled_seconds_total", "counter", "Time requests spent waiting for QoS.", { "\($0.throttledSeconds)" }),
+        ("ferry_quota_refusals_total", "counter", "Changes refused with EDQUOT.", { "\($0.quotaRefusals)" }),
+        ("ferry_malformed_requests_total", "counter", "Requests refused as malformed.", { "\($0.malformedRequests)" }),
+        ("ferry_quota_bytes_used", "gauge", "Bytes counted against the export's quota.", { $0.quotaBytesUsed.map { "\($0)" } }),
+        ("ferry_quota_inodes_used", "gauge", "Inodes counted against the export's quota.", { $0.quotaInodesUsed.map { "\($0)" } }),
+    ]
+    for (name, type, help, value) in perExport {
+        family(name, type, help) {
+            for s in serving { if let v = value(s.counters!) { out += "\(name)\(labels(s)) \(v)\n" } }
+        }
+    }
+    var backendFamilies: [String: (help: String, lines: [String])] = [:]
+    var backendOrder: [String] = []
+    for s in serving {
+        for counter in s.counters!.backend {
+            let name = "ferry_backend_\(counter.name)_total"
+            if backendFamilies[name] == nil { backendOrder.append(name); backendFamilies[name] = (counter.help, []) }
+            backendFamilies[name]!.lines.append("\(name)\(labels(s)) \(counter.value)\n")
+        }
+    }
+    for name in backendOrder {
+        family(name, "counter", backendFamilies[name]!.help) { out += backendFamilies[name]!.lines.joined() }
+    }
+    return out
+}
+
+private func escapeLabel(_ value: String) -> String {
+    var out = ""
+    for c in value {
+        switch c {
+        case "\\": out += "\\\\"
+        case "\"": out += "\\\""
+        case "\n": out += "\\n"
+        default: out.append(c)
+        }
+    }
+    return out
+}
+
+/// A minimal HTTP/1.1 server for `GET /metrics`, on one thread. Scrapes are rare and
+/// small; a client that stalls is cut off after a few seconds.
+final class MetricsServer: @unchecked Sendable {
+    let address: HostPort
+    private let listenFD: Int32
+    private let daemon: Daemon
+    private var thread: pthread_t?
+    private let stopping = ManagedAtomicFlag()
+
+    init(address: HostPort, daemon: Daemon) throws(CLIError) {
+        self.address = address
+        self.daemon = daemon
+        var hints = addrinfo()
+        hints.ai_flags = AI_NUMERICHOST | AI_PASSIVE
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var found: UnsafeMutablePointer<addrinfo>?
+        let rc = getaddrinfo(address.host, "\(address.port)", &hints, &found)
+        guard rc == 0, let info = found else {
+            throw CLIError("metrics address \(address): \(String(cString: gai_strerror(rc)))")
+        }
+        defer { freeaddrinfo(found) }
+        let fd = socket(info.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw CLIError("metrics socket: \(String(cString: strerror(errno)))") }
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        guard bind(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0, listen(fd, 16) == 0 else {
+            let reason = String(cString: strerror(errno))
+            close(fd)
+            throw CLIError("cannot listen for metrics on \(address): \(reason)")
+        }
+        listenFD = fd
+    }
+
+    func start() { thread = startThread { [self] in serve() } }
+
+    func stop() {
+        stopping.set()
+        shutdown(listenFD, Int32(SHUT_RDWR))
+        if let thread { pthread_join(thread, nil) }
+        close(listenFD)
+    }
+
+    private func serve() {
+        while !stopping.isSet {
+            let conn = accept(listenFD, nil, nil)
+            if conn < 0 {
+                if errno == EINTR || errno == ECONNABORTED { continue }
+                return
+            }
+            _ = ferry_fcntl_int(conn, F_SETFD, FD_CLOEXEC)
+            var timeout = timeval(tv_sec: 5, tv_usec: 0)
+            setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            setsockopt(conn, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            respond(conn)
+            close(conn)
+        }
+    }
+
+    private func respond(_ conn: Int32) {
+        var request = [UInt8]()
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while request.count < 16384 {
+            let n = read(conn, &buffer, buffer.count)
+            if n <= 0 { break }
+            request += buffer[0..<n]
+            if request.count >= 4, request.suffix(4) == [13, 10, 13, 10] { break }
+        }
+        let line = String(decoding: request.prefix { $0 != 13 && $0 != 10 }, as: UTF8.self)
+        let parts = line.split(separator: " ")
+        let status: String, body: String
+        if parts.count >= 2, parts[0] == "GET", parts[1] == "/metrics" || parts[1] == "/" {
+            status = "200 OK"
+            body = renderMetrics(daemon.statuses(withOperations: true))
+        } else {
+            status = "404 Not Found"
+            body = "ferry serves metrics at GET /metrics\n"
+        }
+        let head = "HTTP/1.1 \(status)\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+            + "Content-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n"
+        writeAll(conn, .init((head + body).utf8))
+    }
+}

@@ -1,0 +1,146 @@
+import ArgumentParser
+import FerryConfig
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `ferry serve`: every export of every tenant in one process.
+struct ServeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Serve every export of every tenant in the configuration directory (the daemon).",
+        discussion: """
+            Each export gets its own vhost-user socket and request threads. SIGHUP or `ferry reload` \
+            re-reads the configuration: new exports start, removed ones stop after their in-flight \
+            requests, changed ones restart, the rest are not touched; a configuration with problems \
+            is rejected whole. SIGTERM or SIGINT drains every export and exits 0.
+            """
+    )
+
+    @Option(name: .customLong("config"), help: "The configuration directory.")
+    var directory: String = ConfigLoader.defaultDirectory
+
+    @Option(help: "Override the log level of ferry.toml: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String?
+
+    func run() throws {
+        let configuration: Configuration
+        switch ConfigLoader.load(directory: directory) {
+        case .success(let loaded): configuration = loaded
+        case .failure(let problems):
+            for problem in problems.problems { writeStandardError("\(problem)\n") }
+            writeStandardError("ferry serve: \(problems.problems.count) problem(s) in \(directory); nothing started\n")
+            throw ExitCode(1)
+        }
+        var level = configuration.daemon.logLevel.loggerLevel
+        if let logLevel {
+            guard let parsed = FerryConfig.LogLevel(rawValue: logLevel) else {
+                throw ValidationError("--log-level must be one of \(FerryConfig.LogLevel.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            level = parsed.loggerLevel
+        }
+        LoggingSystem.bootstrap { label in LogfmtHandler(label: label, logLevel: level) }
+        let logger = Logger(label: "ferry")
+
+        // Files are created with exactly the mode the guest asked for: its kernel applied its umask.
+        umask(0)
+        // Only the main thread takes these; every thread started from here on inherits the mask.
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        for s in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&signals, s) }
+        pthread_sigmask(SIG_BLOCK, &signals, nil)
+        signal(SIGPIPE, SIG_IGN)
+
+        let sandbox = configuration.daemon.sandbox
+        if sandbox.mode != .none || sandbox.seccomp != .none {
+            logger.warning("sandbox and seccomp are not implemented yet: exports are served without them",
+                           metadata: ["sandbox": "\(sandbox.mode)", "seccomp": "\(sandbox.seccomp)"])
+        }
+
+        let daemon = Daemon(configuration: configuration, logger: logger)
+        let control: ControlServer
+        do {
+            control = try ControlServer(path: configuration.daemon.controlSocket, daemon: daemon, logger: logger)
+        } catch {
+            writeStandardError("ferry serve: \(error)\n")
+            throw ExitCode(1)
+        }
+        var metrics: MetricsServer?
+        if let address = configuration.daemon.metricsAddress {
+            do {
+                metrics = try MetricsServer(address: address, daemon: daemon)
+            } catch {
+                control.stop()
+                writeStandardError("ferry serve: \(error)\n")
+                throw ExitCode(1)
+            }
+        }
+        daemon.start()
+        control.start()
+        metrics?.start()
+        let statuses = daemon.statuses()
+        logger.info("serving", metadata: [
+            "config": "\(directory)", "exports": "\(statuses.count)",
+            "failed": "\(statuses.filter { $0.state.hasPrefix("error") }.count)",
+            "control": "\(configuration.daemon.controlSocket)",
+            "metrics": "\(configuration.daemon.metricsAddress.map { "\($0)" } ?? "off")",
+        ])
+
+        while true {
+            var received: Int32 = 0
+            sigwait(&signals, &received)
+            if received == SIGHUP {
+                logger.info("SIGHUP: reloading the configuration")
+                _ = daemon.reload()
+                continue
+            }
+            logger.info("stopping", metadata: ["signal": "\(received)"])
+            break
+        }
+        metrics?.stop()
+        control.stop()
+        daemon.stop()
+        logger.info("stopped")
+    }
+}
+
+/// `ferry reload`: asks the running daemon to re-read its configuration.
+struct ReloadCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "reload",
+        abstract: "Make the running daemon re-read its configuration (as SIGHUP does) and print what changed.")
+
+    @Option(name: .customLong("config"), help: "The configuration directory (to find the daemon's control socket).")
+    var directory: String = ConfigLoader.defaultDirectory
+
+    @Option(help: "The daemon's control socket (default: control_socket of ferry.toml).")
+    var controlSocket: String?
+
+    func run() throws {
+        let path = controlSocket ?? controlSocketPath(directory: directory)
+        let reply: ControlReply
+        do {
+            reply = try askDaemon(ControlRequest(command: .reload), at: path, timeout: 600)
+        } catch {
+            throw CLIError("\(error)")
+        }
+        guard let outcome = reply.reload else { throw CLIError(reply.error ?? "the daemon did not reload") }
+        if !outcome.accepted {
+            for problem in outcome.problems { writeStandardError("\(problem)\n") }
+            writeStandardError("ferry reload: configuration rejected; the daemon keeps the one in force\n")
+            throw ExitCode(1)
+        }
+        func line(_ what: String, _ keys: [String]) { if !keys.isEmpty { print("\(what): \(keys.joined(separator: ", "))") } }
+        line("added", outcome.added)
+        line("changed (restarted)", outcome.changed)
+        line("removed", outcome.removed)
+        print("unchanged: \(outcome.unchanged.count) export(s)")
+    }
+}
+
+/// The control socket named by the configuration in `directory`, read without checking
+/// the tenants (a broken tenant file must not stop `ferry reload` from reaching the daemon).
+func controlSocketPath(directory: String) -> String {
+    ConfigLoader.daemonSettings(directory: directory).controlSocket
+}
