@@ -87,7 +87,7 @@ let package = Package(
             "FerryVhostUser", "FerryVhostFrontend", "FerryCore", "FerryFUSE", "FerryVirtio", "FerryPOSIX", "CFerry",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .testTarget(name: "FerryCLITests", dependencies: ["FerryCLI", "FerryTestSupport"]),
+        .testTarget(name: "FerryCLITests", dependencies: ["FerryCLI", "FerryTestSupport", "FerryVhostFrontend", "FerryFUSE"]),
         .testTarget(name: "FerryConfigTests", dependencies: ["FerryConfig"]),
         .testTarget(name: "FerryCoreTests", dependencies: ["FerryCore", "FerryFUSE", "FerryPOSIX", "CMallocCounter"]),
         .testTarget(name: "FerryPOSIXTests", dependencies: ["FerryPOSIX", "FerryCore", "CFerry"]),
