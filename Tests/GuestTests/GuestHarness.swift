@@ -109,6 +109,14 @@ final class Daemon {
                           socket: socket, logPath: dir + "/ferry.log")
     }
 
+    /// `ferry serve` on the configuration directory `config`; ready once `socket` (one of
+    /// its exports') exists.
+    static func serve(config: String, socket: String) throws -> Daemon {
+        let ferry = try BuiltProducts.require("ferry")
+        let dir = try makeTemporaryDirectory("ferry-serve-daemon")
+        return try Daemon(executable: ferry, arguments: ["serve", "--config", config], socket: socket, logPath: dir + "/serve.log")
+    }
+
     /// The reference C virtiofsd (QEMU 7.2): serves one guest, then exits.
     static func reference(export: String, extra: [String] = []) throws -> Daemon {
         let dir = try makeTemporaryDirectory("virtiofsd-daemon")

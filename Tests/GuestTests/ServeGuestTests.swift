@@ -1,0 +1,112 @@
+import FerryTestSupport
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A real guest on one export of `ferry serve` while the operator reloads the daemon
+/// around it.
+@Suite(.serialized, .enabled(if: Guest.available, "needs root and qemu-system-x86_64"))
+struct ServeGuestTests {
+    @Test(.timeLimit(.minutes(5)))
+    func aGuestOnExportASeesNoErrorWhileExportBIsAddedChangedAndRemoved() throws {
+        let top = try makeTemporaryDirectory("ferry-serve-guest")
+        let config = top + "/config"
+        try FileManager.default.createDirectory(atPath: config + "/tenants", withIntermediateDirectories: true)
+        for d in ["a", "b"] { try FileManager.default.createDirectory(atPath: top + "/" + d, withIntermediateDirectories: true) }
+        try """
+            control_socket = "\(top)/control.sock"
+            [sandbox]
+            mode = "none"
+            seccomp = "none"
+            """.write(toFile: config + "/ferry.toml", atomically: true, encoding: .utf8)
+        func export(_ name: String, _ extra: String = "") -> String {
+            """
+            [[export]]
+            name = "\(name)"
+            tag = "t-\(name)"
+            socket = "\(top)/\(name).sock"
+            \(extra)
+            [export.backend]
+            kind = "posix"
+            path = "\(top)/\(name)"
+
+            """
+        }
+        func writeTenant(_ name: String, _ body: String) throws {
+            try "name = \"\(name)\"\n\(body)".write(toFile: config + "/tenants/\(name).toml", atomically: true, encoding: .utf8)
+        }
+        func reload() throws -> ProcessOutput {
+            try runToCompletion(try BuiltProducts.require("ferry"), ["reload", "--config", config])
+        }
+        try writeTenant("alpha", export("a"))
+        let daemon = try Daemon.serve(config: config, socket: top + "/a.sock")
+        defer { daemon.stop() }
+
+        // The guest writes, syncs and reads back a file per round until the host says stop,
+        // counting every failure, and records its progress for the host to follow.
+        let loop = """
+            i=0; e=0; while [ ! -e /mnt/stop ] && [ $i -lt 5000 ]; do \
+            echo "round $i" > /mnt/r.tmp || e=$((e+1)); sync; \
+            grep -q "^round $i$" /mnt/r.tmp || e=$((e+1)); \
+            mv /mnt/r.tmp /mnt/r$((i % 4)) || e=$((e+1)); \
+            echo $i > /mnt/progress.tmp && mv /mnt/progress.tmp /mnt/progress || e=$((e+1)); \
+            i=$((i+1)); done; echo "rounds=$i errors=$e"; [ $e -eq 0 ]
+            """
+        func progress() -> Int {
+            Int(((try? String(contentsOfFile: top + "/a/progress", encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+        }
+        func advances(by rounds: Int) -> Bool {
+            let start = progress()
+            let deadline = Date().addingTimeInterval(60)
+            while progress() < start + rounds { if Date() > deadline { return false }; usleep(50_000) }
+            return true
+        }
+        let steps = StepLog()
+        let operator_ = Thread {
+            guard advances(by: 3) else { steps.add("guest never started"); return }
+            do {
+                try writeTenant("beta", export("b"))
+                steps.add("add: " + (try reload()).output)
+                guard advances(by: 3) else { steps.add("stalled after add"); return }
+                try writeTenant("beta", export("b", "read_only = true\nqueues = 2"))
+                steps.add("change: " + (try reload()).output)
+                guard advances(by: 3) else { steps.add("stalled after change"); return }
+                try writeTenant("beta", export("b", "cache = \"never\"\nqueues = 99"))
+                steps.add("reject: " + (try reload()).output)
+                guard advances(by: 3) else { steps.add("stalled after reject"); return }
+                try FileManager.default.removeItem(atPath: config + "/tenants/beta.toml")
+                steps.add("remove: " + (try reload()).output)
+                guard advances(by: 3) else { steps.add("stalled after remove"); return }
+            } catch {
+                steps.add("error: \(error)")
+            }
+            FileManager.default.createFile(atPath: top + "/a/stop", contents: nil)
+        }
+        operator_.start()
+        let run = try Guest.run(socket: top + "/a.sock", command: loop, timeout: 240)
+        FileManager.default.createFile(atPath: top + "/a/stop", contents: nil)
+        usleep(200_000)
+
+        let joined = steps.lines.joined(separator: "\n")
+        #expect(run.status == 0, "guest:\n\(run.output)\nsteps:\n\(joined)\nlog:\n\(daemon.log)")
+        #expect(run.output.contains("errors=0"), "\(run.output)")
+        #expect(steps.lines.count == 4, "\(joined)")
+        #expect(joined.contains("add: added: beta/b"))
+        #expect(joined.contains("change: changed (restarted): beta/b"))
+        #expect(joined.contains("queues must be between 1 and 16") && joined.contains("configuration rejected"))
+        #expect(joined.contains("remove: removed: beta/b"))
+        #expect(daemon.stop() == 0, "\(daemon.log)")
+        // A was never restarted: one guest connection, from start to end.
+        #expect(daemon.log.components(separatedBy: "vhost-user front-end connected").count - 1 == 1, "\(daemon.log)")
+    }
+}
+
+/// What the operator thread did, read by the test afterwards.
+final class StepLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var list: [String] = []
+    func add(_ line: String) { lock.lock(); list.append(line); lock.unlock() }
+    var lines: [String] { lock.lock(); defer { lock.unlock() }; return list }
+}
