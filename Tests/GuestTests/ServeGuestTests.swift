@@ -21,7 +21,7 @@ struct ServeGuestTests {
             mode = "none"
             seccomp = "none"
             """.write(toFile: config + "/ferry.toml", atomically: true, encoding: .utf8)
-        func export(_ name: String, _ extra: String = "") -> String {
+        @Sendable func export(_ name: String, _ extra: String = "") -> String {
             """
             [[export]]
             name = "\(name)"
@@ -34,10 +34,10 @@ struct ServeGuestTests {
 
             """
         }
-        func writeTenant(_ name: String, _ body: String) throws {
+        @Sendable func writeTenant(_ name: String, _ body: String) throws {
             try "name = \"\(name)\"\n\(body)".write(toFile: config + "/tenants/\(name).toml", atomically: true, encoding: .utf8)
         }
-        func reload() throws -> ProcessOutput {
+        @Sendable func reload() throws -> ProcessOutput {
             try runToCompletion(try BuiltProducts.require("ferry"), ["reload", "--config", config])
         }
         try writeTenant("alpha", export("a"))
@@ -54,10 +54,10 @@ struct ServeGuestTests {
             echo $i > /mnt/progress.tmp && mv /mnt/progress.tmp /mnt/progress || e=$((e+1)); \
             i=$((i+1)); done; echo "rounds=$i errors=$e"; [ $e -eq 0 ]
             """
-        func progress() -> Int {
+        @Sendable func progress() -> Int {
             Int(((try? String(contentsOfFile: top + "/a/progress", encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
         }
-        func advances(by rounds: Int) -> Bool {
+        @Sendable func advances(by rounds: Int) -> Bool {
             let start = progress()
             let deadline = Date().addingTimeInterval(60)
             while progress() < start + rounds { if Date() > deadline { return false }; usleep(50_000) }
@@ -82,11 +82,11 @@ struct ServeGuestTests {
             } catch {
                 steps.add("error: \(error)")
             }
-            FileManager.default.createFile(atPath: top + "/a/stop", contents: nil)
+            _ = FileManager.default.createFile(atPath: top + "/a/stop", contents: nil)
         }
         operator_.start()
         let run = try Guest.run(socket: top + "/a.sock", command: loop, timeout: 240)
-        FileManager.default.createFile(atPath: top + "/a/stop", contents: nil)
+        _ = FileManager.default.createFile(atPath: top + "/a/stop", contents: nil)
         usleep(200_000)
 
         let joined = steps.lines.joined(separator: "\n")
