@@ -44,6 +44,8 @@ final class Daemon: @unchecked Sendable {
         var added: [String] = []
         var changed: [String] = []
         var removed: [String] = []
+        /// Unchanged exports that were in error and were started again.
+        var retried: [String] = []
         var unchanged: [String] = []
     }
 
@@ -74,23 +76,32 @@ final class Daemon: @unchecked Sendable {
                 outcome.removed.append(key)
             }
             var restart: Set<String> = []
+            var retry: Set<String> = []
             for w in wanted {
-                if let running = s.exports[w.key], running.fingerprint != w.export.fingerprint || running.failure != nil {
+                guard let running = s.exports[w.key] else { continue }
+                if running.fingerprint != w.export.fingerprint {
                     running.stop()
                     restart.insert(w.key)
+                } else if running.failure != nil {
+                    retry.insert(w.key)
                 }
             }
             var order: [String] = []
             for w in wanted {
                 order.append(w.key)
-                if let running = s.exports[w.key], !restart.contains(w.key) {
-                    _ = running
+                if s.exports[w.key] != nil, !restart.contains(w.key), !retry.contains(w.key) {
                     outcome.unchanged.append(w.key)
                     continue
                 }
                 let fresh = DaemonExport(tenant: w.tenant, config: w.export, logger: logger)
                 fresh.start()
-                if s.exports[w.key] == nil { outcome.added.append(w.key) } else { outcome.changed.append(w.key) }
+                if s.exports[w.key] == nil {
+                    outcome.added.append(w.key)
+                } else if retry.contains(w.key) {
+                    outcome.retried.append(w.key)
+                } else {
+                    outcome.changed.append(w.key)
+                }
                 s.exports[w.key] = fresh
             }
             s.order = order
@@ -104,6 +115,21 @@ final class Daemon: @unchecked Sendable {
                 "unchanged": "\(outcome.unchanged.count)",
             ])
             return outcome
+        }
+    }
+
+    /// Starts again every export whose backend could not be opened, once its back-off
+    /// (15 s, doubling up to 5 min) has passed: an NFS server or Ceph cluster that comes
+    /// back is served without an operator's reload.
+    func retryFailed() {
+        state.withLock { s in
+            for key in s.order {
+                guard let running = s.exports[key], running.failure != nil, running.retryDue() else { continue }
+                let fresh = DaemonExport(tenant: running.tenant, config: running.config, logger: logger, retryDelay: running.nextRetryDelay)
+                fresh.start()
+                if fresh.failure == nil { logger.info("export recovered", metadata: ["export": "\(key)"]) }
+                s.exports[key] = fresh
+            }
         }
     }
 

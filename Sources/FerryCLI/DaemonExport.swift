@@ -1,3 +1,4 @@
+import CFerry
 import FerryConfig
 import FerryCore
 import FerryVhostUser
@@ -22,7 +23,14 @@ final class DaemonExport: @unchecked Sendable {
 
     var key: String { "\(tenant)/\(config.name)" }
 
-    init(tenant: String, config: ExportConfig, logger: Logger) {
+    static let firstRetryDelay: UInt64 = 15
+    static let longestRetryDelay: UInt64 = 300
+    /// Seconds before a failed start is tried again, and when that is (monotonic seconds).
+    private let retryDelay: UInt64
+    private var retryAt: UInt64 = 0
+
+    init(tenant: String, config: ExportConfig, logger: Logger, retryDelay: UInt64 = DaemonExport.firstRetryDelay) {
+        self.retryDelay = retryDelay
         self.tenant = tenant
         self.config = config
         self.fingerprint = config.fingerprint
@@ -77,8 +85,12 @@ final class DaemonExport: @unchecked Sendable {
 
     private func fail(_ why: String) {
         failure = why
-        logger.error("export not serving", metadata: ["reason": "\(why)"])
+        retryAt = ferry_monotonic_ns() / 1_000_000_000 + retryDelay
+        logger.error("export not serving", metadata: ["reason": "\(why)", "retry-in": "\(retryDelay)s"])
     }
+
+    func retryDue() -> Bool { ferry_monotonic_ns() / 1_000_000_000 >= retryAt }
+    var nextRetryDelay: UInt64 { min(retryDelay * 2, Self.longestRetryDelay) }
 
     /// `listening`, `guest connected`, `error: why` or `stopped`.
     var state: String {

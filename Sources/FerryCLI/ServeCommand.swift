@@ -88,8 +88,13 @@ struct ServeCommand: ParsableCommand {
         ])
 
         while true {
-            var received: Int32 = 0
-            sigwait(&signals, &received)
+            // Wake every few seconds to retry exports whose backend was unreachable.
+            var wait = timespec(tv_sec: 5, tv_nsec: 0)
+            let received = sigtimedwait(&signals, nil, &wait)
+            if received < 0 {
+                daemon.retryFailed()
+                continue
+            }
             if received == SIGHUP {
                 logger.info("SIGHUP: reloading the configuration")
                 _ = daemon.reload()
@@ -135,6 +140,7 @@ struct ReloadCommand: ParsableCommand {
         line("added", outcome.added)
         line("changed (restarted)", outcome.changed)
         line("removed", outcome.removed)
+        line("retried (were in error)", outcome.retried)
         print("unchanged: \(outcome.unchanged.count) export(s)")
     }
 }
