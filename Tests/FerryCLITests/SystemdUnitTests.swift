@@ -15,6 +15,8 @@ import Testing
         let dir = try makeTemporaryDirectory("ferry-unit")
         try unit.replacingOccurrences(of: "/usr/local/bin/ferry", with: ferry)
             .write(toFile: dir + "/ferry.service", atomically: true, encoding: .utf8)
+        // Other suites in this process run with umask 0; systemd warns about a world-writable unit.
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: dir + "/ferry.service")
         let verified = try runToCompletion(Self.analyzer, ["verify", dir + "/ferry.service"])
         #expect(verified.succeeded && verified.output.isEmpty, "\(verified.output)")
         // Every command the unit runs is one ferry has.
