@@ -72,15 +72,7 @@ final class ControlServer: @unchecked Sendable {
     }
 
     private func serve() {
-        while !stopping.isSet {
-            let conn = accept(listenFD, nil, nil)
-            if conn < 0 {
-                if errno == EINTR || errno == ECONNABORTED { continue }
-                return
-            }
-            _ = ferry_fcntl_int(conn, F_SETFD, FD_CLOEXEC)
-            var timeout = timeval(tv_sec: 5, tv_usec: 0)
-            setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        acceptConnections(listenFD, until: stopping) { conn in
             let reply: ControlReply
             if let data = readMessage(conn), let request = try? JSONDecoder().decode(ControlRequest.self, from: data) {
                 reply = answer(request)
@@ -88,7 +80,6 @@ final class ControlServer: @unchecked Sendable {
                 reply = ControlReply(ok: false, error: "malformed request: expected one JSON object")
             }
             if let bytes = try? JSONEncoder().encode(reply) { writeAll(conn, bytes) }
-            close(conn)
         }
     }
 
@@ -106,6 +97,25 @@ final class ControlServer: @unchecked Sendable {
             return ControlReply(ok: outcome.accepted, error: outcome.accepted ? nil : "configuration rejected",
                                 reload: outcome, directory: daemon.directory)
         }
+    }
+}
+
+/// Accepts connections on `listenFD` one after another until `stopping` is set (and the
+/// socket shut down). Each gets `seconds` per read or write before it is cut off, so a
+/// client that stalls cannot hold the loop; `serve` talks, the loop closes.
+func acceptConnections(_ listenFD: Int32, until stopping: ManagedAtomicFlag, seconds: Int = 5, _ serve: (Int32) -> Void) {
+    while !stopping.isSet {
+        let conn = accept(listenFD, nil, nil)
+        if conn < 0 {
+            if errno == EINTR || errno == ECONNABORTED { continue }
+            return
+        }
+        _ = ferry_fcntl_int(conn, F_SETFD, FD_CLOEXEC)
+        var timeout = timeval(tv_sec: seconds, tv_usec: 0)
+        setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(conn, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        serve(conn)
+        close(conn)
     }
 }
 

@@ -26,17 +26,7 @@ extension ExportConfig {
         return UInt32(max(4096, min(ceiling, perQueue & ~4095)))
     }
 
-    var idMap: IDMap {
-        let squash: IDMap.Squash
-        switch idMapping.squash {
-        case .none: squash = .none
-        case .root: squash = .root
-        case .all: squash = .all
-        }
-        return IDMap(squash: squash, anonymousUID: idMapping.anonUID, anonymousGID: idMapping.anonGID,
-                     uidRanges: idMapping.uidMap.map { IDMap.Range(guest: $0.guest, host: $0.host, count: $0.count) },
-                     gidRanges: idMapping.gidMap.map { IDMap.Range(guest: $0.guest, host: $0.host, count: $0.count) })
-    }
+    var idMap: IDMap { idMapping }
 
     /// With ids mapped or squashed the guest's identity is no longer the host's, so the
     /// host re-checks permissions as the mapped caller rather than trusting the guest kernel.

@@ -33,16 +33,7 @@ struct LogfmtHandler: LogHandler {
     static func quote(_ value: String) -> String {
         let plain = !value.isEmpty && value.allSatisfy { $0 != " " && $0 != "\"" && $0 != "=" && $0 != "\\" && !$0.isNewline }
         if plain { return value }
-        var out = "\""
-        for c in value {
-            switch c {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            default: out.append(c)
-            }
-        }
-        return out + "\""
+        return "\"" + backslashEscaped(value) + "\""
     }
 
     private static func timestamp() -> String {
@@ -68,4 +59,19 @@ extension FerryConfig.LogLevel {
         case .critical: return .critical
         }
     }
+}
+
+/// `\`, `"` and newlines escaped with a backslash: what logfmt values and Prometheus label
+/// values both need.
+func backslashEscaped(_ value: String) -> String {
+    var out = ""
+    for c in value {
+        switch c {
+        case "\\": out += "\\\\"
+        case "\"": out += "\\\""
+        case "\n": out += "\\n"
+        default: out.append(c)
+        }
+    }
+    return out
 }

@@ -82,18 +82,8 @@ func renderMetrics(_ statuses: [ExportStatus]) -> String {
     return out
 }
 
-private func escapeLabel(_ value: String) -> String {
-    var out = ""
-    for c in value {
-        switch c {
-        case "\\": out += "\\\\"
-        case "\"": out += "\\\""
-        case "\n": out += "\\n"
-        default: out.append(c)
-        }
-    }
-    return out
-}
+/// A label value: backslash, double quote and newline escaped, as the text format wants.
+private func escapeLabel(_ value: String) -> String { backslashEscaped(value) }
 
 /// A minimal HTTP/1.1 server for `GET /metrics`, on one thread. Scrapes are rare and
 /// small; a client that stalls is cut off after a few seconds.
@@ -138,19 +128,7 @@ final class MetricsServer: @unchecked Sendable {
     }
 
     private func serve() {
-        while !stopping.isSet {
-            let conn = accept(listenFD, nil, nil)
-            if conn < 0 {
-                if errno == EINTR || errno == ECONNABORTED { continue }
-                return
-            }
-            _ = ferry_fcntl_int(conn, F_SETFD, FD_CLOEXEC)
-            var timeout = timeval(tv_sec: 5, tv_usec: 0)
-            setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-            setsockopt(conn, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-            respond(conn)
-            close(conn)
-        }
+        acceptConnections(listenFD, until: stopping) { conn in respond(conn) }
     }
 
     private func respond(_ conn: Int32) {

@@ -343,7 +343,7 @@ private struct Loader {
     func readIDMapping(_ r: TableReader) -> IDMapping {
         var m = IDMapping()
         if let squash = r.choice("squash", SquashMode.self) { m.squash = squash }
-        for (key, keyPath) in [("anon_uid", \IDMapping.anonUID), ("anon_gid", \IDMapping.anonGID)] {
+        for (key, keyPath) in [("anon_uid", \IDMapping.anonymousUID), ("anon_gid", \IDMapping.anonymousGID)] {
             if let (v, at) = r.integer(key) {
                 if (0..<Int64(UInt32.max)).contains(v) {
                     m[keyPath: keyPath] = UInt32(v)
@@ -352,8 +352,8 @@ private struct Loader {
                 }
             }
         }
-        m.uidMap = readRanges(r, "uid_map")
-        m.gidMap = readRanges(r, "gid_map")
+        m.uidRanges = readRanges(r, "uid_map")
+        m.gidRanges = readRanges(r, "gid_map")
         r.finish(known: ["squash", "anon_uid", "anon_gid", "uid_map", "gid_map"])
         return m
     }

@@ -106,30 +106,10 @@ public struct TenantConfig: Sendable {
     public var nameLocation: SourceLocation
 }
 
-public enum SquashMode: String, Sendable, CaseIterable {
-    /// Guest ids pass through (after the maps).
-    case none
-    /// Guest root becomes the anonymous ids.
-    case root
-    /// Every guest id becomes the anonymous ids.
-    case all
-}
-
-/// `count` ids starting at `guest` in the guest are `host`... on the host.
-public struct IDRange: Sendable, Equatable {
-    public var guest: UInt32
-    public var host: UInt32
-    public var count: UInt32
-}
-
-public struct IDMapping: Sendable, Equatable {
-    public var squash: SquashMode = .none
-    public var anonUID: UInt32 = 65534
-    public var anonGID: UInt32 = 65534
-    public var uidMap: [IDRange] = []
-    public var gidMap: [IDRange] = []
-    public init() {}
-}
+/// An export's id mapping is the server core's own type: what the file says is what is enforced.
+public typealias IDMapping = IDMap
+public typealias IDRange = IDMap.Range
+public typealias SquashMode = IDMap.Squash
 
 /// Resource limits of one export; nil: no limit beyond the server's defaults.
 public struct ExportLimits: Sendable, Equatable {

@@ -69,7 +69,7 @@ let sampleDirectory: String = {
         let home = try #require(configuration.exports.first { $0.export.name == "home" }?.export)
         #expect(home.queues == 2)
         #expect(home.idMapping.squash == .root)
-        #expect(home.idMapping.uidMap == [IDRange(guest: 0, host: 100000, count: 65536)])
+        #expect(home.idMapping.uidRanges == [IDRange(guest: 0, host: 100000, count: 65536)])
         #expect(home.limits.inflightBytes == 64 << 20)
         #expect(home.quota.bytes == 10 << 30)
         #expect(home.qos.bandwidth == 100 << 20)
