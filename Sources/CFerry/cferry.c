@@ -72,14 +72,14 @@ int ferry_statx(int dirfd, const char *path, int flags, unsigned int mask, void 
 int ferry_umount2(const char *target, int flags) { return umount2(target, flags); }
 pid_t ferry_gettid(void) { return (pid_t)syscall(SYS_gettid); }
 
-int ferry_setxattr(const char *path, const char *name, const void *value, size_t size, int flags) {
-    return setxattr(path, name, value, size, flags);
+int ferry_fsetxattr(int fd, const char *name, const void *value, size_t size, int flags) {
+    return fsetxattr(fd, name, value, size, flags);
 }
-ssize_t ferry_getxattr(const char *path, const char *name, void *value, size_t size) {
-    return getxattr(path, name, value, size);
+ssize_t ferry_fgetxattr(int fd, const char *name, void *value, size_t size) {
+    return fgetxattr(fd, name, value, size);
 }
-ssize_t ferry_listxattr(const char *path, char *list, size_t size) { return listxattr(path, list, size); }
-int ferry_removexattr(const char *path, const char *name) { return removexattr(path, name); }
+ssize_t ferry_flistxattr(int fd, char *list, size_t size) { return flistxattr(fd, list, size); }
+int ferry_fremovexattr(int fd, const char *name) { return fremovexattr(fd, name); }
 
 int ferry_thread_raise_dac(void) {
     struct __user_cap_header_struct header = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };

@@ -691,13 +691,16 @@ public final class POSIXDriver: FileSystemDriver {
     // MARK: - Extended attributes
 
     /// xattrs only on regular files and directories (like virtiofsd): reaching a special
-    /// file's or symlink's xattrs would need a path or an open we refuse to make.
+    /// file's or symlink's xattrs would need a path or an open we refuse to make. The node
+    /// is reopened read-only through /proc/self/fd (opened before any sandbox), so no path
+    /// is ever resolved: this works the same after pivot_root into the export.
     @inline(__always)
-    func withXattrPath<R>(_ inode: Inode, _ body: (UnsafePointer<CChar>) throws(Errno) -> R) throws(Errno) -> R {
+    func withXattrFD<R>(_ inode: Inode, _ body: (Int32) throws(Errno) -> R) throws(Errno) -> R {
         guard inode.isRegularFile || inode.isDirectory else { throw .notSupported }
-        return try withPathFD(inode) { fd throws(Errno) -> R in
-            try withDescriptorName(fd, absolute: true, body)
-        }
+        let flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC | (inode.isDirectory ? O_DIRECTORY : 0)
+        let fd = try withPathFD(inode) { pathFD throws(Errno) -> Int32 in try reopen(pathFD, flags: flags) }
+        defer { close(fd) }
+        return try body(fd)
     }
 
     /// trusted.* and security.* are guarded by CAP_SYS_ADMIN / CAP_SETFCAP, which the daemon
@@ -714,16 +717,16 @@ public final class POSIXDriver: FileSystemDriver {
         become(caller)
         try checkWritable()
         try checkPrivilegedXattr(name, caller)
-        try withXattrPath(inode) { path throws(Errno) in
-            if ferry_setxattr(path, name.cString, value.baseAddress, value.count, flags) != 0 { throw ownFailure("setxattr") }
+        try withXattrFD(inode) { fd throws(Errno) in
+            if ferry_fsetxattr(fd, name.cString, value.baseAddress, value.count, flags) != 0 { throw ownFailure("setxattr") }
         }
     }
 
     public func getxattr(_ inode: Inode, name: AttributeName, into buffer: UnsafeMutableRawBufferPointer,
                          _ caller: Credentials) throws(Errno) -> Int {
         become(caller)
-        return try withXattrPath(inode) { path throws(Errno) -> Int in
-            let n = ferry_getxattr(path, name.cString, buffer.baseAddress, buffer.count)
+        return try withXattrFD(inode) { fd throws(Errno) -> Int in
+            let n = ferry_fgetxattr(fd, name.cString, buffer.baseAddress, buffer.count)
             if n < 0 { throw ownFailure("getxattr") }
             return n
         }
@@ -731,8 +734,8 @@ public final class POSIXDriver: FileSystemDriver {
 
     public func listxattr(_ inode: Inode, into buffer: UnsafeMutableRawBufferPointer, _ caller: Credentials) throws(Errno) -> Int {
         become(caller)
-        return try withXattrPath(inode) { path throws(Errno) -> Int in
-            let n = ferry_listxattr(path, buffer.baseAddress?.assumingMemoryBound(to: CChar.self), buffer.count)
+        return try withXattrFD(inode) { fd throws(Errno) -> Int in
+            let n = ferry_flistxattr(fd, buffer.baseAddress?.assumingMemoryBound(to: CChar.self), buffer.count)
             if n < 0 { throw ownFailure("listxattr") }
             return n
         }
@@ -742,8 +745,8 @@ public final class POSIXDriver: FileSystemDriver {
         become(caller)
         try checkWritable()
         try checkPrivilegedXattr(name, caller)
-        try withXattrPath(inode) { path throws(Errno) in
-            if ferry_removexattr(path, name.cString) != 0 { throw ownFailure("removexattr") }
+        try withXattrFD(inode) { fd throws(Errno) in
+            if ferry_fremovexattr(fd, name.cString) != 0 { throw ownFailure("removexattr") }
         }
     }
 

@@ -72,22 +72,13 @@ extension Attributes {
     }
 }
 
-private let procPrefix: StaticString = "/proc/self/fd/"
-
-/// Formats `fd` as a NUL-terminated decimal name ("17"), or with `absolute` as
-/// "/proc/self/fd/17", in a stack buffer.
+/// Formats `fd` as a NUL-terminated decimal name ("17"), in a stack buffer: its name in
+/// /proc/self/fd, which the driver opens relative to its O_PATH fd on that directory.
 @inline(__always)
-func withDescriptorName<R>(_ fd: Int32, absolute: Bool = false,
-                           _ body: (UnsafePointer<CChar>) throws(Errno) -> R) throws(Errno) -> R {
+func withDescriptorName<R>(_ fd: Int32, _ body: (UnsafePointer<CChar>) throws(Errno) -> R) throws(Errno) -> R {
     precondition(fd >= 0, "FerryPOSIX: negative descriptor")
     return try withUnsafeTemporaryAllocation(of: CChar.self, capacity: 32) { buffer throws(Errno) -> R in
         var i = 0
-        if absolute {
-            let prefix = procPrefix.utf8Start
-            for j in 0..<procPrefix.utf8CodeUnitCount {
-                buffer[i] = CChar(bitPattern: prefix[j]); i += 1
-            }
-        }
         let start = i
         var value = UInt32(fd)
         repeat {

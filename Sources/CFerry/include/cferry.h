@@ -40,11 +40,11 @@ int ferry_open(const char *path, int flags, uint32_t mode);
 int ferry_openat(int dirfd, const char *path, int flags, uint32_t mode);
 /// `out` points to a `struct statx`.
 int ferry_statx(int dirfd, const char *path, int flags, unsigned int mask, void *out);
-/// Extended attributes by path (glibc's <sys/xattr.h> is not in Swift's Glibc module).
-int ferry_setxattr(const char *path, const char *name, const void *value, size_t size, int flags);
-ssize_t ferry_getxattr(const char *path, const char *name, void *value, size_t size);
-ssize_t ferry_listxattr(const char *path, char *list, size_t size);
-int ferry_removexattr(const char *path, const char *name);
+/// Extended attributes on an open fd (glibc's <sys/xattr.h> is not in Swift's Glibc module).
+int ferry_fsetxattr(int fd, const char *name, const void *value, size_t size, int flags);
+ssize_t ferry_fgetxattr(int fd, const char *name, void *value, size_t size);
+ssize_t ferry_flistxattr(int fd, char *list, size_t size);
+int ferry_fremovexattr(int fd, const char *name);
 /// Raises CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH in the calling thread's effective set
 /// (from its permitted set). The kernel drops them whenever the thread's fsuid leaves 0.
 int ferry_thread_raise_dac(void);
