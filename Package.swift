@@ -36,6 +36,10 @@ let package = Package(
         // libnfs and librados (librados has no pkg-config file; its module map names the library).
         .systemLibrary(name: "CNFS", pkgConfig: "libnfs", providers: [.apt(["libnfs-dev"])]),
         .systemLibrary(name: "CRados", providers: [.apt(["librados-dev"])]),
+        .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp", providers: [.apt(["libseccomp-dev"])]),
+        // Namespaces, pivot_root, capabilities, no-new-privileges and seccomp for serving processes.
+        .target(name: "CFerrySandbox", linkerSettings: [.linkedLibrary("seccomp")]),
+        .target(name: "FerrySandbox", dependencies: ["CFerrySandbox", "CSeccomp"]),
         // NFSv3/v4 exports through libnfs: nodes are NFS file handles.
         .target(name: "FerryNFS", dependencies: [
             "FerryCore", "CNFS", "CFerry",
@@ -62,7 +66,7 @@ let package = Package(
         // The commands of `ferry`, as a library so tests can drive them.
         .target(name: "FerryCLI", dependencies: [
             "FerryCore", "FerryPOSIX", "FerryNFS", "FerryRADOS", "FerryDevFUSE", "FerryVhostUser",
-            "FerryVhostFrontend", "FerryConfig",
+            "FerryVhostFrontend", "FerryConfig", "FerrySandbox",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

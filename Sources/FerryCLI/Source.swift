@@ -2,6 +2,7 @@ import ArgumentParser
 import FerryConfig
 import FerryCore
 import FerryPOSIX
+import FerrySandbox
 import Logging
 #if canImport(Glibc)
 import Glibc
@@ -43,6 +44,15 @@ enum Source: CustomStringConvertible {
             self = .nfs(NFSSource(server: server, path: path, version: version))
         case .rados(let pool, let namespace, let cephConf, let clientID, let keyring):
             self = .rados(RADOSSource(pool: pool, namespace: namespace, cephConf: cephConf, clientID: clientID, keyring: keyring))
+        }
+    }
+
+    /// Which system calls and capabilities serving it needs.
+    var backendKind: BackendKind {
+        switch self {
+        case .directory: return .posix
+        case .nfs: return .nfs
+        case .rados: return .rados
         }
     }
 

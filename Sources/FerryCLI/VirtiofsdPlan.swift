@@ -1,4 +1,5 @@
 import FerryCore
+import FerrySandbox
 import FerryPOSIX
 import Logging
 
@@ -40,6 +41,10 @@ public struct VirtiofsdPlan: Equatable, Sendable {
     public var rlimitNofile: UInt64?
     /// `--ceph-conf`, `--ceph-id`, `--ceph-keyring`: for a rados:// source.
     var ceph = CephAccess()
+    /// `--sandbox`: on by default, as in virtiofsd.
+    public var sandbox: SandboxMode = .namespace
+    /// `--seccomp`: kill by default, as in virtiofsd.
+    public var seccomp: SeccompAction = .kill
 
     public init(listener: Listener, source: String) {
         self.listener = listener
@@ -104,8 +109,8 @@ private let unsupportedLongOptions: [String: String] = [
     "tag": "Ferry does not advertise a tag over vhost-user yet; set the tag on the front-end (QEMU's vhost-user-fs-pci tag=)",
     "xattrmap": "extended attribute name mapping is not implemented by Ferry yet",
     "modcaps": "Ferry does not drop or modify capabilities yet; leave the option out",
-    "uid-map": "user namespace id maps need --sandbox=namespace, which Ferry does not implement yet",
-    "gid-map": "user namespace id maps need --sandbox=namespace, which Ferry does not implement yet",
+    "uid-map": "user namespace id maps (an unprivileged sandbox) are not supported: run as root, or map ids per export in ferry serve ([export.id_mapping])",
+    "gid-map": "user namespace id maps (an unprivileged sandbox) are not supported: run as root, or map ids per export in ferry serve ([export.id_mapping])",
     "translate-uid": "uid translation is not implemented by Ferry yet",
     "translate-gid": "gid translation is not implemented by Ferry yet",
     "migration-mode": "Ferry cannot migrate a device's state yet",
@@ -127,8 +132,6 @@ struct VirtiofsdParser {
     var fd: Int32?
     var sources: [SourceKind: String] = [:]
     var sourceOrder: [SourceKind] = []
-    var sandbox: String?
-    var seccomp: String?
     var debug = false
     var printCapabilities = false
     var plan = VirtiofsdPlan(listener: .fd(-1), source: "")
@@ -214,15 +217,15 @@ struct VirtiofsdParser {
             }
             plan.threadPoolSize = n
         case "sandbox":
-            guard ["namespace", "chroot", "none"].contains(value) else {
+            guard let mode = SandboxMode(rawValue: value) else {
                 throw CLIError("invalid value '\(value)' for --sandbox (expected namespace, chroot or none)")
             }
-            sandbox = value
+            plan.sandbox = mode
         case "seccomp":
-            guard ["none", "log", "trap", "kill"].contains(value) else {
+            guard let action = SeccompAction(rawValue: value) else {
                 throw CLIError("invalid value '\(value)' for --seccomp (expected none, log, trap or kill)")
             }
-            seccomp = value
+            plan.seccomp = action
         case "log-level":
             switch value.lowercased() {
             case "off": plan.logLevel = nil
@@ -298,10 +301,10 @@ struct VirtiofsdParser {
                 default: throw CLIError("invalid value '\(value)' for -o \(key) (expected err, warn, info or debug)")
                 }
             case "sandbox":
-                guard ["namespace", "chroot", "none"].contains(value) else {
+                guard let mode = SandboxMode(rawValue: value) else {
                     throw CLIError("invalid value '\(value)' for -o sandbox (expected namespace, chroot or none)")
                 }
-                sandbox = value
+                plan.sandbox = mode
             case "timeout":
                 throw CLIError("-o timeout= is not supported: the timeouts follow the cache policy; use --cache=never|metadata|auto|always instead")
             case "modcaps":
@@ -345,12 +348,6 @@ struct VirtiofsdParser {
 
     /// Completes the plan: cross-field checks and the options Ferry refuses only when given.
     mutating func finish() throws(CLIError) -> VirtiofsdInvocation {
-        if let sandbox, sandbox != "none" {
-            throw CLIError("--sandbox=\(sandbox) is not implemented by Ferry yet (Ferry confines requests to the shared directory with openat2 RESOLVE_BENEATH, but does not sandbox the process); run with --sandbox=none --seccomp=none")
-        }
-        if let seccomp, seccomp != "none" {
-            throw CLIError("--seccomp=\(seccomp) is not implemented by Ferry yet; run with --sandbox=none --seccomp=none")
-        }
         if printCapabilities { return .printCapabilities }
 
         if sourceOrder.count > 1 {

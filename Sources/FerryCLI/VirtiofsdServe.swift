@@ -1,6 +1,7 @@
 import FerryCore
 import FerryVhostUser
 import FerryPOSIX
+import FerrySandbox
 import Logging
 #if canImport(Glibc)
 import Glibc
@@ -14,6 +15,21 @@ func serveVirtiofsd(_ plan: VirtiofsdPlan) throws(CLIError) {
 
     let group = try plan.socketGroup.map { name throws(CLIError) in try resolveGroup(name) }
     setUpOpenFileLimit(requested: plan.rlimitNofile, threadPoolSize: plan.threadPoolSize, logger: logger)
+    let parsed = try Source(parsing: plan.source, ceph: plan.ceph)
+    let kinds: Set<BackendKind> = [parsed.backendKind]
+
+    // Namespaces fork: before any thread exists. The parent stays outside, waits, removes
+    // the socket (which the child can no longer name once it has pivoted) and exits as the
+    // child did.
+    if plan.sandbox == .namespace {
+        var cleanup: [String] = []
+        if case .socketPath(let path) = plan.listener { cleanup.append(path) }
+        do {
+            try Sandbox.enterNamespaces(isolateNetwork: kinds == [.posix], cleanupPaths: cleanup)
+        } catch {
+            throw CLIError("\(error)")
+        }
+    }
 
     // The driver creates files with exactly the mode the guest asked for; the guest kernel has
     // already applied its umask.
@@ -24,7 +40,6 @@ func serveVirtiofsd(_ plan: VirtiofsdPlan) throws(CLIError) {
     for s in [SIGINT, SIGTERM, SIGHUP, SIGUSR1] { sigaddset(&signals, s) }
     pthread_sigmask(SIG_BLOCK, &signals, nil)
 
-    let parsed = try Source(parsing: plan.source, ceph: plan.ceph)
     let server = try openExport(parsed, policy: plan.policy, posix: plan.posixOptions, logger: logger)
 
     let backend: VirtiofsdBackend
@@ -37,6 +52,14 @@ func serveVirtiofsd(_ plan: VirtiofsdPlan) throws(CLIError) {
         throw error
     }
 
+    // The export and the socket are open: confine the process before its threads start.
+    do {
+        try confine(mode: plan.sandbox, seccomp: plan.seccomp, source: parsed, kinds: kinds)
+    } catch {
+        server.shutdown()
+        throw CLIError("\(error)")
+    }
+
     let mainThread = pthread_self()
     let serving = startThread {
         backend.run()
@@ -44,7 +67,7 @@ func serveVirtiofsd(_ plan: VirtiofsdPlan) throws(CLIError) {
     }
     logger.info("serving", metadata: [
         "source": "\(parsed)", "listener": "\(plan.listener)", "cache": "\(plan.cache)",
-        "thread-pool-size": "\(plan.threadPoolSize)",
+        "thread-pool-size": "\(plan.threadPoolSize)", "sandbox": "\(plan.sandbox)", "seccomp": "\(plan.seccomp)",
     ])
 
     var received: Int32 = 0
@@ -171,4 +194,19 @@ func startThread(_ body: @escaping () -> Void) -> pthread_t {
     }, context)
     precondition(result == 0, "pthread_create: \(result)")
     return thread
+}
+
+/// The confinement of a serving process once its export and sockets are open: the root
+/// (the export itself, for a local directory), privileges, then the seccomp filter, which
+/// every thread started afterwards inherits.
+func confine(mode: SandboxMode, seccomp: SeccompAction, source: Source, kinds: Set<BackendKind>) throws(SandboxError) {
+    if case .directory(let path) = source {
+        switch mode {
+        case .namespace: try Sandbox.pivotRoot(into: path)
+        case .chroot: try Sandbox.chroot(into: path)
+        case .none: break
+        }
+    }
+    try Sandbox.restrictPrivileges(keeping: Capability.needed(by: kinds))
+    try Seccomp.install(seccomp, for: kinds)
 }
