@@ -11,7 +11,7 @@ public struct Ferry: ParsableCommand {
         abstract: "Serve file systems to virtual machines (virtio-fs) and host mounts (FUSE).",
         version: ferryVersion,
         subcommands: [
-            ServeCommand.self, ReloadCommand.self, ExportsCommand.self, CheckConfigCommand.self,
+            ServeCommand.self, ReloadCommand.self, ExportsCommand.self, CheckConfigCommand.self, SeccompProfileCommand.self,
             MountCommand.self, VirtiofsdCommand.self, BenchCommand.self,
         ]
     )

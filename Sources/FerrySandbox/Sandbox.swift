@@ -98,6 +98,11 @@ public enum Sandbox {
         guard ferry_sb_chroot_into(path) == 0 else { throw SandboxError("cannot chroot into \(path): \(String(cString: strerror(errno)))") }
     }
 
+    /// PR_SET_NO_NEW_PRIVS alone, which loading a seccomp filter without CAP_SYS_ADMIN needs.
+    public static func forbidNewPrivileges() throws(SandboxError) {
+        guard ferry_sb_no_new_privs() == 0 else { throw SandboxError("PR_SET_NO_NEW_PRIVS: \(String(cString: strerror(errno)))") }
+    }
+
     /// No new privileges, no supplementary groups, and only `keep` of the capabilities.
     public static func restrictPrivileges(keeping keep: Set<Capability>) throws(SandboxError) {
         guard ferry_sb_no_new_privs() == 0 else { throw SandboxError("PR_SET_NO_NEW_PRIVS: \(String(cString: strerror(errno)))") }

@@ -129,6 +129,13 @@ public enum Seccomp {
         if rc != 0 { throw SandboxError("seccomp_load failed: \(String(cString: strerror(-rc)))") }
     }
 
+    /// Makes system call `number` with all-zero arguments: the self-check of
+    /// `ferry seccomp-profile --try`. Answers the result and errno.
+    public static func call(_ number: Int32) -> (result: Int, errno: Int32) {
+        let result = ferry_sb_raw_syscall(Int(number))
+        return (result, errno)
+    }
+
     /// The number of a system call on this architecture, or nil.
     public static func number(of name: String) -> Int32? {
         let n = seccomp_syscall_resolve_name(name)

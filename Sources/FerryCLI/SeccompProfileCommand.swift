@@ -1,0 +1,59 @@
+import ArgumentParser
+import FerrySandbox
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension BackendKind: ExpressibleByArgument {}
+extension SeccompAction: ExpressibleByArgument {}
+
+/// `ferry seccomp-profile --backend KIND`: the system calls a process serving that kind
+/// of export may make, one per line, as the filter allows them.
+struct SeccompProfileCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "seccomp-profile",
+        abstract: "Print the system calls the seccomp filter allows for a backend kind.",
+        discussion: """
+            With --try NAME, load the filter (with --action) into this process and make that \
+            system call, to see what the filter does to it: an allowed call prints `allowed`; \
+            a forbidden one kills the process (kill), names it on standard error and kills it \
+            (trap), or is logged by the kernel and runs (log).
+            """)
+
+    @Option(help: "posix, nfs or rados (repeat for a process serving several kinds).")
+    var backend: [BackendKind] = []
+
+    @Option(name: .customLong("try"), help: "A system call to make under the filter.")
+    var trySyscall: String?
+
+    @Option(help: "What the filter does to other calls, with --try: kill, trap, log.")
+    var action: SeccompAction = .kill
+
+    func validate() throws {
+        if backend.isEmpty { throw ValidationError("give at least one --backend (posix, nfs or rados)") }
+    }
+
+    /// nil, or why the filter could not be loaded.
+    static func loadFilter(_ action: SeccompAction, _ kinds: Set<BackendKind>) -> String? {
+        do {
+            try Sandbox.forbidNewPrivileges()
+            try Seccomp.install(action, for: kinds)
+            return nil
+        } catch {
+            return error.description
+        }
+    }
+
+    func run() throws {
+        let kinds = Set(backend)
+        guard let name = trySyscall else {
+            for call in SyscallAllowlist.effective(for: kinds) { print(call) }
+            return
+        }
+        guard let number = Seccomp.number(of: name) else { throw CLIError("no system call named '\(name)' on this architecture") }
+        if let failure = Self.loadFilter(action, kinds) { throw CLIError(failure) }
+        // Arguments are all zero: enough to reach the filter, harmless when allowed.
+        let (result, errnoValue) = Seccomp.call(number)
+        print("allowed: \(name) returned \(result)" + (result < 0 ? " (\(String(cString: strerror(errnoValue))))" : ""))
+    }
+}
