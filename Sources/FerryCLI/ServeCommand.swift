@@ -1,5 +1,6 @@
 import ArgumentParser
 import FerryConfig
+import FerrySandbox
 import Logging
 #if canImport(Glibc)
 import Glibc
@@ -52,10 +53,13 @@ struct ServeCommand: ParsableCommand {
         pthread_sigmask(SIG_BLOCK, &signals, nil)
         signal(SIGPIPE, SIG_IGN)
 
+        // Confinement comes before any thread, socket or backend: see confineDaemon.
         let sandbox = configuration.daemon.sandbox
-        if sandbox.mode != .none || sandbox.seccomp != .none {
-            logger.warning("sandbox and seccomp are not implemented yet: exports are served without them",
-                           metadata: ["sandbox": "\(sandbox.mode)", "seccomp": "\(sandbox.seccomp)"])
+        do {
+            try confineDaemon(mode: sandbox.mode, seccomp: sandbox.seccomp, controlSocket: configuration.daemon.controlSocket)
+        } catch {
+            writeStandardError("ferry serve: \(error)\n")
+            throw ExitCode(1)
         }
 
         let daemon = Daemon(configuration: configuration, logger: logger)
@@ -81,7 +85,7 @@ struct ServeCommand: ParsableCommand {
         metrics?.start()
         let statuses = daemon.statuses()
         logger.info("serving", metadata: [
-            "config": "\(directory)", "exports": "\(statuses.count)",
+            "config": "\(directory)", "sandbox": "\(sandbox.mode)", "seccomp": "\(sandbox.seccomp)", "exports": "\(statuses.count)",
             "failed": "\(statuses.filter { $0.state.hasPrefix("error") }.count)",
             "control": "\(configuration.daemon.controlSocket)",
             "metrics": "\(configuration.daemon.metricsAddress.map { "\($0)" } ?? "off")",
@@ -149,4 +153,32 @@ struct ReloadCommand: ParsableCommand {
 /// the tenants (a broken tenant file must not stop `ferry reload` from reaching the daemon).
 func controlSocketPath(directory: String) -> String {
     ConfigLoader.daemonSettings(directory: directory).controlSocket
+}
+
+/// The sandbox of `ferry serve`. One process serves every export, so unlike `ferry virtiofsd`
+/// it cannot make one export its root: `namespace` gives it its own PID, mount and IPC
+/// namespaces (the launcher stays outside and passes signals on), and every export stays
+/// confined to its directory by openat2(RESOLVE_BENEATH). In every mode but `none` the
+/// process then has no new privileges, no supplementary groups, only the capabilities a
+/// POSIX export needs, and the seccomp allowlist of all three backend kinds (a reload may
+/// add any kind).
+func confineDaemon(mode: FerryConfig.SandboxMode, seccomp: FerryConfig.SeccompAction, controlSocket: String) throws(CLIError) {
+    let kinds = Set(BackendKind.allCases)
+    do {
+        switch mode {
+        case .none:
+            break
+        case .chroot:
+            throw SandboxError("sandbox mode \"chroot\" confines a process to one directory, which only ferry virtiofsd serves; ferry serve takes \"namespace\" or \"none\"")
+        case .namespace:
+            try Sandbox.enterNamespaces(isolateNetwork: false, cleanupPaths: [controlSocket])
+        }
+        if mode != .none || seccomp != .none {
+            try Sandbox.restrictPrivileges(keeping: Capability.needed(by: kinds))
+        }
+        guard let action = FerrySandbox.SeccompAction(rawValue: seccomp.rawValue) else { return }
+        try Seccomp.install(action, for: kinds)
+    } catch {
+        throw CLIError("\(error)")
+    }
 }

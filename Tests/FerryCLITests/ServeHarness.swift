@@ -14,13 +14,14 @@ final class ServeFixture {
     var process: Process?
     var logPath: String { top + "/serve.log" }
 
-    init(metrics: Bool = true) throws {
+    /// `sandboxed`: leave `[sandbox]` out, so the defaults (namespace, seccomp kill) apply.
+    init(metrics: Bool = true, sandboxed: Bool = false) throws {
         top = try makeTemporaryDirectory("ferry-serve")
         try FileManager.default.createDirectory(atPath: top + "/config/tenants", withIntermediateDirectories: true)
         metricsPort = metrics ? freeTCPPort() : 0
         var daemon = "control_socket = \"\(top)/control.sock\"\nlog_level = \"debug\"\n"
         if metrics { daemon += "metrics = \"127.0.0.1:\(metricsPort)\"\n" }
-        daemon += "[sandbox]\nmode = \"none\"\nseccomp = \"none\"\n"
+        if !sandboxed { daemon += "[sandbox]\nmode = \"none\"\nseccomp = \"none\"\n" }
         try daemon.write(toFile: config + "/ferry.toml", atomically: true, encoding: .utf8)
     }
 

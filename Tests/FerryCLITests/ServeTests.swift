@@ -244,6 +244,48 @@ import Glibc
         #expect(f.stop() == 0)
     }
 
+    @Test(.enabled(if: getuid() == 0, "the namespace sandbox needs root"))
+    func theDaemonIsSandboxedByDefaultAndServesAndReloadsUnderSeccompKill() throws {
+        let f = try ServeFixture(sandboxed: true)
+        let a = try f.directory("a"), b = try f.directory("b")
+        try f.writeTenant("alpha", f.posixExport("a", tenant: "alpha", path: a, extra: "xattr = true"))
+        try f.start()
+        let launcher = f.process!.processIdentifier
+        let children = SandboxTests.children(of: launcher)
+        #expect(children.count == 1)
+        let server = try #require(children.first)
+        let status = try SandboxTests.Status(pid: server)
+        #expect(status.seccomp == "2" && status.noNewPrivs == "1")
+        #expect(status.effectiveCapabilities == SandboxTests.posixCapabilities)
+        #expect(try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(server)/ns/mnt")
+                != FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/ns/mnt"))
+
+        // Every kind of request still works under the filter.
+        let session = try FUSESession(socketPath: f.socket("alpha-a"))
+        let c = try session.queue.create(parent: 1, name: "file", flags: O_RDWR, mode: 0o640)
+        _ = try session.queue.write(nodeID: c.entry.nodeID, fh: c.open.fh, offset: 0, data: Array("sandboxed".utf8))
+        try session.queue.fsync(nodeID: c.entry.nodeID, fh: c.open.fh)
+        #expect(try session.queue.read(nodeID: c.entry.nodeID, fh: c.open.fh, offset: 0, size: 64) == Array("sandboxed".utf8))
+        try session.queue.release(nodeID: c.entry.nodeID, fh: c.open.fh)
+        let dir = try session.queue.mkdir(parent: 1, name: "dir", mode: 0o755)
+        #expect(try session.queue.listDirectory(nodeID: 1).contains("dir"))
+        #expect(throws: (any Error).self) { try session.queue.lookup(parent: dir.nodeID, name: "missing") }
+        try session.queue.unlink(parent: 1, name: "file")
+        #expect(!FileManager.default.fileExists(atPath: a + "/file"))
+        #expect(try f.scrape().contains("ferry_requests_total{tenant=\"alpha\",export=\"a\",operation=\"mkdir\"} 1"))
+
+        // A reload (new socket, new backend) under the filter.
+        try f.writeTenant("beta", f.posixExport("b", tenant: "beta", path: b))
+        let added = try f.ferry(["reload", "--config", f.config])
+        #expect(added.succeeded && added.output.contains("added: beta/b"), "\(added.output)")
+        _ = try FUSESession(socketPath: f.socket("beta-b")).queue.mkdir(parent: 1, name: "on-b", mode: 0o755)
+        #expect(FileManager.default.fileExists(atPath: b + "/on-b"))
+
+        #expect(f.stop() == 0, "\(f.log)")
+        #expect(!FileManager.default.fileExists(atPath: f.controlSocket))
+        #expect(!f.log.contains("seccomp stopped"))
+    }
+
     @Test func anInvalidConfigurationStartsNothing() throws {
         let f = try ServeFixture()
         try f.writeTenant("bad", "[[export]]\nname = \"x\"\ntag = 5\n")

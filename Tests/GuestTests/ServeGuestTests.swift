@@ -5,8 +5,8 @@ import Testing
 import Glibc
 #endif
 
-/// A real guest on one export of `ferry serve` while the operator reloads the daemon
-/// around it.
+/// A real guest on one export of `ferry serve` (sandboxed by default: namespaces,
+/// seccomp kill) while the operator reloads the daemon around it.
 @Suite(.serialized, .enabled(if: Guest.available, "needs root and qemu-system-x86_64"))
 struct ServeGuestTests {
     @Test(.timeLimit(.minutes(5)))
@@ -17,9 +17,6 @@ struct ServeGuestTests {
         for d in ["a", "b"] { try FileManager.default.createDirectory(atPath: top + "/" + d, withIntermediateDirectories: true) }
         try """
             control_socket = "\(top)/control.sock"
-            [sandbox]
-            mode = "none"
-            seccomp = "none"
             """.write(toFile: config + "/ferry.toml", atomically: true, encoding: .utf8)
         @Sendable func export(_ name: String, _ extra: String = "") -> String {
             """
