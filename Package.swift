@@ -13,6 +13,7 @@ let package = Package(
     products: [
         .executable(name: "ferry", targets: ["ferry"]),
         .executable(name: "ferry-conformance", targets: ["ferry-conformance"]),
+        .executable(name: "ferry-fuzz", targets: ["ferry-fuzz"]),
         .plugin(name: "Conformance", targets: ["Conformance"]),
     ],
     dependencies: [
@@ -71,6 +72,12 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "ferry", dependencies: ["FerryCLI"]),
+        // Fuzz targets (libFuzzer via scripts/fuzz; corpus replay in FuzzCorpusTests).
+        .target(name: "FerryFuzz", dependencies: [
+            "FerryCore", "FerryFUSE", "FerryPOSIX", "FerryVhostUser",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "ferry-fuzz", dependencies: ["FerryFuzz"]),
         // The POSIX conformance checks, in C so the same program runs on the host and,
         // statically linked, inside a test guest.
         .executableTarget(name: "ferry-conformance"),
@@ -96,6 +103,7 @@ let package = Package(
         .testTarget(name: "FerryCoreTests", dependencies: ["FerryCore", "FerryFUSE", "FerryPOSIX", "CMallocCounter"]),
         .testTarget(name: "FerryPOSIXTests", dependencies: ["FerryPOSIX", "FerryCore", "CFerry"]),
         // Against a real nfs-ganesha (scripts/nfs) and a real one-node Ceph cluster (scripts/ceph).
+        .testTarget(name: "FuzzCorpusTests", dependencies: ["FerryFuzz", "FerryTestSupport"]),
         .testTarget(name: "FerryNFSTests", dependencies: ["FerryNFS", "FerryCore", "FerryFUSE", "CFerry", "FerryTestSupport"]),
         .testTarget(name: "FerryRADOSTests", dependencies: ["FerryRADOS", "FerryCore", "FerryFUSE", "CFerry", "FerryTestSupport"]),
         // What the integration suites share: finding built products, running processes.

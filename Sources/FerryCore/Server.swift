@@ -46,32 +46,34 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, @un
         let inode: Driver.Inode
     }
 
-    private let session = Atomic<UInt64>(FUSESessionWord.uninitialized.raw)
+    private let session: Atomic<UInt64>
     /// Malformed requests seen; only some are logged, so a hostile client cannot flood the log.
-    private let malformedCount = Atomic<UInt64>(0)
+    private let malformedCount: Atomic<UInt64>
 
     /// Counters and latencies by operation, read by the daemon's reports and metrics.
-    public let statistics = ExportStatistics()
+    public let statistics: ExportStatistics
     /// nil: no quota on this export.
     public let quota: QuotaLedger?
     /// nil: no QoS limits on this export.
     let throttle: Throttle?
 
     public init(driver: Driver, policy: ExportPolicy = ExportPolicy(), logger: Logger) throws(Errno) {
+        // Everything that can fail comes before the first stored property is set (none has a
+        // default value): a throw out of a partly initialised class with atomic members
+        // crashes the Swift 6.3 optimiser when it specialises this initialiser.
+        let root = try driver.root()
+        let used = policy.quota.isUnlimited ? nil : try QuotaScan.usage(of: driver)
+        session = Atomic(FUSESessionWord.uninitialized.raw)
+        malformedCount = Atomic(0)
+        statistics = ExportStatistics()
         self.driver = driver
         self.policy = policy
         self.logger = logger
         self.nodes = NodeTable(limit: policy.maxNodes)
         self.files = HandleTable(limit: policy.maxOpenHandles)
         self.directories = HandleTable(limit: policy.maxOpenHandles)
-        if policy.quota.isUnlimited {
-            quota = nil
-        } else {
-            let used = try QuotaScan.usage(of: driver)
-            quota = QuotaLedger(limits: policy.quota, bytes: used.bytes, inodes: used.inodes)
-        }
+        quota = used.map { QuotaLedger(limits: policy.quota, bytes: $0.bytes, inodes: $0.inodes) }
         throttle = policy.qos.isUnlimited ? nil : Throttle(limits: policy.qos)
-        let root = try driver.root()
         nodes.setRoot(key: root.key, inode: root.inode)
     }
 
