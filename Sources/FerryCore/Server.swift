@@ -141,20 +141,17 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, @un
         if let groups = FUSEExtensions.supplementaryGroups(decoded.extensions), groups.count >= 4 {
             // The kernel sends one group (FUSE_CREATE_SUPP_GROUP); a long list is a hostile
             // client, and would make the backend's setgroups fail.
-            guard groups.count / 4 <= Credentials.maximumGroups else { return errorReply(.invalid, header.unique, reply) }
-            // Sound: the decoder bounded `groups` to whole UInt32s inside the request buffer,
-            // and FUSE lays the extension area out on 8-byte boundaries.
-            let sent = UnsafeBufferPointer(start: groups.baseAddress!.assumingMemoryBound(to: UInt32.self), count: groups.count / 4)
-            if mapped {
-                // At most 32 words: on the stack, not the heap.
-                disposition = withUnsafeTemporaryAllocation(of: UInt32.self, capacity: Credentials.maximumGroups) { hostGroups in
-                    for i in 0..<sent.count { hostGroups[i] = idMap.hostGID(sent[i]) }
-                    caller.groups = UnsafeBufferPointer(rebasing: hostGroups[..<sent.count])
-                    return run(decoded, header, caller, payload, &reply, &failed)
+            let count = groups.count / 4
+            guard count <= Credentials.maximumGroups else { return errorReply(.invalid, header.unique, reply) }
+            // Copied out (at most 32 words, on the stack): the extension record follows the
+            // last name directly, so it need not be aligned for UInt32.
+            disposition = withUnsafeTemporaryAllocation(of: UInt32.self, capacity: Credentials.maximumGroups) { copied in
+                for i in 0..<count {
+                    let gid = UInt32(littleEndian: groups.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))
+                    copied[i] = mapped ? idMap.hostGID(gid) : gid
                 }
-            } else {
-                caller.groups = sent
-                disposition = run(decoded, header, caller, payload, &reply, &failed)
+                caller.groups = UnsafeBufferPointer(rebasing: copied[..<count])
+                return run(decoded, header, caller, payload, &reply, &failed)
             }
         } else {
             disposition = run(decoded, header, caller, payload, &reply, &failed)

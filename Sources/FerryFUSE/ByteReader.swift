@@ -52,4 +52,11 @@ struct FUSEByteReader {
         }
         throw .unterminatedString(opcode: opcode)
     }
+
+    /// The request's last string: NUL-terminated, and the NUL is the arguments' last byte.
+    func lastString(at offset: Int) throws(FUSEDecodeError) -> UnsafeRawBufferPointer {
+        let (string, next) = try string(at: offset)
+        guard next == bytes.count else { throw .bytesAfterName(opcode: opcode) }
+        return string
+    }
 }

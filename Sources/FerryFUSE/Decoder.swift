@@ -67,7 +67,7 @@ public enum FUSEDecoder {
         case .destroy:
             return .destroy
         case .lookup:
-            return .lookup(name: try a.string(at: 0).0)
+            return .lookup(name: try a.lastString(at: 0))
         case .forget:
             try a.require(8)
             return .forget(nlookup: a.u64(0))
@@ -81,41 +81,41 @@ public enum FUSEDecoder {
             return .readlink
         case .symlink:
             let (name, next) = try a.string(at: 0)
-            let (target, _) = try a.string(at: next)
+            let target = try a.lastString(at: next)
             return .symlink(name: name, target: target)
         case .mknod:
             let fixed = try mknodIn(a)
-            return .mknod(fixed, name: try a.string(at: FUSEMknodIn.size).0)
+            return .mknod(fixed, name: try a.lastString(at: FUSEMknodIn.size))
         case .mkdir:
             let fixed = try mkdirIn(a)
-            return .mkdir(fixed, name: try a.string(at: FUSEMkdirIn.size).0)
+            return .mkdir(fixed, name: try a.lastString(at: FUSEMkdirIn.size))
         case .unlink:
-            return .unlink(name: try a.string(at: 0).0)
+            return .unlink(name: try a.lastString(at: 0))
         case .rmdir:
-            return .rmdir(name: try a.string(at: 0).0)
+            return .rmdir(name: try a.lastString(at: 0))
         case .rename:
             // fuse_rename_in { newdir }
             try a.require(8)
             let (old, next) = try a.string(at: 8)
-            let (new, _) = try a.string(at: next)
+            let new = try a.lastString(at: next)
             return .rename(newDirectory: a.u64(0), flags: 0, oldName: old, newName: new)
         case .rename2:
             // fuse_rename2_in { newdir, flags, padding }
             try a.require(16)
             let (old, next) = try a.string(at: 16)
-            let (new, _) = try a.string(at: next)
+            let new = try a.lastString(at: next)
             return .rename(newDirectory: a.u64(0), flags: a.u32(8), oldName: old, newName: new)
         case .link:
             // fuse_link_in { oldnodeid }
             try a.require(8)
-            return .link(oldNodeID: a.u64(0), newName: try a.string(at: 8).0)
+            return .link(oldNodeID: a.u64(0), newName: try a.lastString(at: 8))
         case .open:
             return .open(try openIn(a))
         case .opendir:
             return .opendir(try openIn(a))
         case .create:
             let fixed = try createIn(a)
-            return .create(fixed, name: try a.string(at: FUSECreateIn.size).0)
+            return .create(fixed, name: try a.lastString(at: FUSECreateIn.size))
         case .tmpfile:
             return .tmpfile(try createIn(a))
         case .read:
@@ -146,12 +146,12 @@ public enum FUSEDecoder {
         case .getxattr:
             // fuse_getxattr_in { size, padding }
             try a.require(8)
-            return .getxattr(size: a.u32(0), name: try a.string(at: 8).0)
+            return .getxattr(size: a.u32(0), name: try a.lastString(at: 8))
         case .listxattr:
             try a.require(8)
             return .listxattr(size: a.u32(0))
         case .removexattr:
-            return .removexattr(name: try a.string(at: 0).0)
+            return .removexattr(name: try a.lastString(at: 0))
         case .access:
             // fuse_access_in { mask, padding }
             try a.require(8)

@@ -70,6 +70,9 @@ public enum FUSEDecodeError: Error, Sendable, Equatable {
     case truncatedArguments(opcode: UInt32, needed: Int, available: Int)
     /// A name or string is not NUL-terminated inside the request.
     case unterminatedString(opcode: UInt32)
+    /// Bytes follow the NUL of a request's last name: a kernel never sends them, and a
+    /// name is never silently cut short ("file\0../x" is not "file").
+    case bytesAfterName(opcode: UInt32)
     /// The extension area is malformed (length beyond the request, bad entry sizes).
     case badExtension(opcode: UInt32)
     /// A count or size field inside the arguments contradicts the request length.

@@ -45,8 +45,8 @@ import Glibc
     /// MKDIR with a FUSE_EXT_GROUPS extension of `count` groups.
     func mkdirWithGroups(_ count: Int) -> [UInt8] {
         var b = RequestBuilder()
+        // As the kernel lays it out: the extension record follows the name directly.
         b.u32(0o755); b.u32(0); b.name("d")
-        while b.body.count % 8 != 0 { b.zeros(1) }
         let record = 8 + 4 + 4 * count
         let padded = (record + 7) & ~7
         b.u32(UInt32(padded)); b.u32(32); b.u32(UInt32(count))
