@@ -53,6 +53,8 @@ struct ServeCommand: ParsableCommand {
         pthread_sigmask(SIG_BLOCK, &signals, nil)
         signal(SIGPIPE, SIG_IGN)
 
+        // Every export's descriptors share one process: raise the open-file limit as virtiofsd does.
+        setUpOpenFileLimit(requested: nil, threadPoolSize: 0, logger: logger)
         // Confinement comes before any thread, socket or backend: see confineDaemon.
         let sandbox = configuration.daemon.sandbox
         do {

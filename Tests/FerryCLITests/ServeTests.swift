@@ -261,7 +261,12 @@ import Glibc
                 != FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/ns/mnt"))
 
         // Every kind of request still works under the filter.
-        let session = try FUSESession(socketPath: f.socket("alpha-a"))
+        let session: FUSESession
+        session = try FUSESession(socketPath: f.socket("alpha-a"))
+        try sandboxedWork(f, session, a, b)
+    }
+
+    func sandboxedWork(_ f: ServeFixture, _ session: FUSESession, _ a: String, _ b: String) throws {
         let c = try session.queue.create(parent: 1, name: "file", flags: O_RDWR, mode: 0o640)
         _ = try session.queue.write(nodeID: c.entry.nodeID, fh: c.open.fh, offset: 0, data: Array("sandboxed".utf8))
         try session.queue.fsync(nodeID: c.entry.nodeID, fh: c.open.fh)
@@ -278,7 +283,10 @@ import Glibc
         try f.writeTenant("beta", f.posixExport("b", tenant: "beta", path: b))
         let added = try f.ferry(["reload", "--config", f.config])
         #expect(added.succeeded && added.output.contains("added: beta/b"), "\(added.output)")
-        _ = try FUSESession(socketPath: f.socket("beta-b")).queue.mkdir(parent: 1, name: "on-b", mode: 0o755)
+        // Kept in a variable: a session dropped early closes its connection under the request.
+        let onB = try FUSESession(socketPath: f.socket("beta-b"))
+        _ = try onB.queue.mkdir(parent: 1, name: "on-b", mode: 0o755)
+        withExtendedLifetime(onB) {}
         #expect(FileManager.default.fileExists(atPath: b + "/on-b"))
 
         #expect(f.stop() == 0, "\(f.log)")
