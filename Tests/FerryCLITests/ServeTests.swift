@@ -294,6 +294,31 @@ import Glibc
         #expect(!f.log.contains("seccomp stopped"))
     }
 
+    @Test func aSlowExportNeverHoldsUpAnother() throws {
+        // Export "slow" answers 2 requests a second (its QoS); "fast" has no limit. Both
+        // live in one daemon, each on its own threads.
+        let f = try ServeFixture()
+        try f.writeTenant("slowpoke", f.posixExport("slow", tenant: "slowpoke", path: try f.directory("slow"), extra: "[export.qos]\niops = 2"))
+        try f.writeTenant("sprinter", f.posixExport("fast", tenant: "sprinter", path: try f.directory("fast")))
+        try f.start()
+        let slow = try FUSESession(socketPath: f.socket("slowpoke-slow"))
+        let fast = try FUSESession(socketPath: f.socket("sprinter-fast"))
+        let slowDone = RoundCounter()
+        let finished = DispatchSemaphore(value: 0)
+        Thread {
+            for _ in 0..<12 { if (try? slow.queue.getattr(nodeID: 1)) != nil { slowDone.increment() } }
+            finished.signal()
+        }.start()
+        // While the slow export's guest waits for its tokens, the fast one gets 300 answers.
+        #expect(FerryWait.until(5) { slowDone.value >= 1 })
+        for _ in 0..<300 { _ = try fast.queue.getattr(nodeID: 1) }
+        #expect(slowDone.value < 12, "the slow export finished first: it was not slowed, or the fast one was")
+        #expect(finished.wait(timeout: .now() + 30) == .success)
+        #expect(slowDone.value == 12)
+        withExtendedLifetime((slow, fast)) {}
+        #expect(f.stop() == 0)
+    }
+
     @Test func anInvalidConfigurationStartsNothing() throws {
         let f = try ServeFixture()
         try f.writeTenant("bad", "[[export]]\nname = \"x\"\ntag = 5\n")
