@@ -10,7 +10,7 @@ public struct Ferry: ParsableCommand {
         commandName: "ferry",
         abstract: "Serve file systems to virtual machines (virtio-fs) and host mounts (FUSE).",
         version: ferryVersion,
-        subcommands: [MountCommand.self, VirtiofsdCommand.self, BenchCommand.self, CheckConfigCommand.self, ExportsCommand.self]
+        subcommands: [MountCommand.self, VirtiofsdCommand.self, BenchCommand.self, CheckConfigCommand.self, ExportsCommand.self, FormatCommand.self, FsckCommand.self]
     )
 
     public init() {}

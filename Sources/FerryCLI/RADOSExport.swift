@@ -1,6 +1,7 @@
 import ArgumentParser
 import FerryConfig
 import FerryCore
+import FerryRADOS
 import Logging
 
 /// `--ceph-conf`, `--ceph-id`, `--ceph-keyring`: how to reach the cluster of a `rados://` source.
@@ -14,7 +15,13 @@ struct CephOptions: ParsableArguments {
     @Option(help: "Keyring file with that client's key (cephx), for a rados:// source.")
     var cephKeyring: String?
 
-    var access: CephAccess { CephAccess(conf: cephConf, clientID: cephId, keyring: cephKeyring) }
+    @Option(help: ArgumentHelp("Seconds the single-writer lease of a rados:// source lasts without renewal.", visibility: .hidden))
+    var cephLeaseSeconds: Int = 30
+
+    var access: CephAccess {
+        CephAccess(conf: cephConf, clientID: cephId.hasPrefix("client.") ? String(cephId.dropFirst(7)) : cephId,
+                   keyring: cephKeyring, leaseSeconds: cephLeaseSeconds)
+    }
 }
 
 /// How to reach a Ceph cluster, from the command line.
@@ -23,6 +30,8 @@ struct CephAccess: Equatable, Sendable {
     var clientID = "admin"
     /// nil: whatever ceph.conf says (or no cephx).
     var keyring: String?
+    /// How long the single-writer lease lasts unless renewed.
+    var leaseSeconds = 30
 }
 
 /// `rados://POOL[/NAMESPACE]` with how to reach its cluster.
@@ -33,6 +42,7 @@ struct RADOSSource: CustomStringConvertible {
     var clientID: String
     /// nil: whatever ceph.conf says (or no cephx).
     var keyring: String?
+    var leaseSeconds = 30
 
     init(pool: String, namespace: String, cephConf: String, clientID: String, keyring: String?) {
         self.pool = pool
@@ -43,12 +53,69 @@ struct RADOSSource: CustomStringConvertible {
     }
 
     init(parsing text: String, ceph: CephAccess) throws(CLIError) {
-        throw CLIError("\(text): RADOS sources are not supported by this build yet")
+        guard text.hasPrefix("rados://") else { throw CLIError("\(text): not a rados:// source") }
+        let rest = text.dropFirst("rados://".count)
+        let pool: Substring, namespace: Substring
+        if let slash = rest.firstIndex(of: "/") {
+            pool = rest[..<slash]; namespace = rest[rest.index(after: slash)...]
+        } else {
+            pool = rest; namespace = ""
+        }
+        guard !pool.isEmpty, pool.utf8.count <= 255, !pool.contains(where: \.isWhitespace) else {
+            throw CLIError("\(text): expected rados://POOL[/NAMESPACE] with a pool name")
+        }
+        guard !namespace.contains("/"), !namespace.contains(where: \.isWhitespace) else {
+            throw CLIError("\(text): a RADOS namespace has no '/' or whitespace")
+        }
+        self.init(pool: String(pool), namespace: String(namespace), cephConf: ceph.conf,
+                  clientID: ceph.clientID, keyring: ceph.keyring)
+        leaseSeconds = ceph.leaseSeconds
+    }
+
+    var target: RADOSTarget {
+        RADOSTarget(pool: pool, namespace: namespace, cephConf: cephConf, clientID: clientID, keyring: keyring)
     }
 
     var description: String { "rados://\(pool)" + (namespace.isEmpty ? "" : "/\(namespace)") }
 }
 
+/// The server of a RADOS export as a concrete type (see POSIXExportHandler for why).
+final class RADOSExportHandler: ServedExport, @unchecked Sendable {
+    let server: FUSEServer<RADOSDriver>
+    let driver: RADOSDriver
+
+    init(_ server: FUSEServer<RADOSDriver>, driver: RADOSDriver) { self.server = server; self.driver = driver }
+
+    func handle(request: UnsafeRawBufferPointer, reply: inout ReplyArea) -> ReplyDisposition {
+        server.handle(request: request, reply: &reply)
+    }
+
+    func handle(request: UnsafeRawBufferPointer, payload: IOVectors, reply: inout ReplyArea) -> ReplyDisposition {
+        server.handle(request: request, payload: payload, reply: &reply)
+    }
+
+    func connectionLost() { server.connectionLost() }
+    var nodeCount: Int { server.nodeCount }
+    var openHandleCount: Int { server.openHandleCount }
+    func shutdown() {
+        server.shutdown()
+        driver.close()
+    }
+}
+
 func openRADOSExport(_ source: RADOSSource, policy: ExportPolicy, logger: Logger) throws(CLIError) -> any ServedExport {
-    throw CLIError("\(source): RADOS exports are not supported by this build yet")
+    let driver: RADOSDriver
+    do {
+        driver = try RADOSDriver(target: source.target,
+                                 options: RADOSOptions(readOnly: policy.readOnly, leaseSeconds: source.leaseSeconds),
+                                 logger: logger)
+    } catch {
+        throw CLIError("cannot serve \(source): \(error)")
+    }
+    do {
+        return RADOSExportHandler(try FUSEServer(driver: driver, policy: policy, logger: logger), driver: driver)
+    } catch {
+        driver.close()
+        throw CLIError("cannot serve \(source): \(error)")
+    }
 }
