@@ -30,7 +30,7 @@ public final class Lease: @unchecked Sendable {
         if rc == -EBUSY || rc == -EEXIST {
             let holder = pool.lockHolders(Layout.superObject, name: Layout.leaseName)?.description ?? "another client"
             throw RADOSError(EBUSY, explanation: "\(pool.target) is being served by another ferry (\(holder) holds the lease; "
-                + "it expires \(self.seconds) s after its holder stops renewing it). Serve it read-only with --read-only, "
+                + "it expires \(self.seconds) s after its holder stops renewing it). Serve it read-only with --readonly, "
                 + "or wait for the holder to stop")
         }
         if rc < 0 { throw RADOSError(-rc, "taking the lease on \(pool.target)") }
