@@ -122,7 +122,7 @@ struct RADOSDaemonTests {
         try #require(formatted.succeeded, "\(formatted.output)")
         let journal = try makeTemporaryDirectory("ferry-rados-crash") + "/durable"
         defer { try? FileManager.default.removeItem(atPath: (journal as NSString).deletingLastPathComponent) }
-        let rounds = 6
+        let rounds = 10
         var journaled = 0
         for round in 1...rounds {
             let mount = try FerryMount(source: cluster.source("crash"), extraArguments: cluster.cephArguments)
