@@ -49,7 +49,8 @@ public final class RADOSDriver: FileSystemDriver, @unchecked Sendable {
 
     /// Connects, checks the superblock, takes the lease (unless read-only) and finishes any
     /// rename a previous holder left half done.
-    public init(target: RADOSTarget, options: RADOSOptions = RADOSOptions(), logger: Logger) throws(RADOSError) {
+    public init(target: RADOSTarget, options: RADOSOptions = RADOSOptions(),
+                logger: Logger = Logger(label: "ferry.rados")) throws(RADOSError) {
         pool = try RADOSPool(target)
         superblock = try RADOSFormat.superblock(pool)
         self.options = options
