@@ -28,7 +28,7 @@ public final class Lease: @unchecked Sendable {
                                     description: "\(purpose) pid \(getpid()) on \(String(cString: host))",
                                     seconds: self.seconds, renew: false)
         if rc == -EBUSY || rc == -EEXIST {
-            let holder = pool.lockHolders(Layout.superObject, name: Layout.leaseName)?.description ?? "another client"
+            let holder = pool.lockOwner(Layout.superObject, name: Layout.leaseName).map { "\($0.client) at \($0.address)" } ?? "another client"
             throw RADOSError(EBUSY, explanation: "\(pool.target) is being served by another ferry (\(holder) holds the lease; "
                 + "it expires \(self.seconds) s after its holder stops renewing it). Serve it read-only with --readonly, "
                 + "or wait for the holder to stop")
@@ -86,8 +86,8 @@ public final class Lease: @unchecked Sendable {
 
     /// Breaks the lease of a holder the operator says is dead (fsck --break-lease).
     public static func breakLease(_ pool: RADOSPool) -> Bool {
-        guard let (client, cookie) = pool.lockOwner(Layout.superObject, name: Layout.leaseName) else { return false }
-        return pool.breakLock(Layout.superObject, name: Layout.leaseName, client: client, cookie: cookie) == 0
+        guard let owner = pool.lockOwner(Layout.superObject, name: Layout.leaseName) else { return false }
+        return pool.breakLock(Layout.superObject, name: Layout.leaseName, client: owner.client, cookie: owner.cookie) == 0
     }
 }
 

@@ -215,8 +215,8 @@ public final class RADOSPool: @unchecked Sendable {
         rados_unlock(io, oid, name, cookie)
     }
 
-    /// The (client, cookie) holding lock `name` on `oid`, if any.
-    func lockOwner(_ oid: String, name: String) -> (String, String)? {
+    /// Who holds lock `name` on `oid` (client, cookie, address), if anyone.
+    func lockOwner(_ oid: String, name: String) -> (client: String, cookie: String, address: String)? {
         var exclusive: Int32 = 0
         var tag = [CChar](repeating: 0, count: 256), clients = [CChar](repeating: 0, count: 1024)
         var cookies = [CChar](repeating: 0, count: 1024), addresses = [CChar](repeating: 0, count: 1024)
@@ -225,24 +225,11 @@ public final class RADOSPool: @unchecked Sendable {
         let n = rados_list_lockers(io, oid, name, &exclusive, &tag, &tagLength, &clients, &clientsLength,
                                    &cookies, &cookiesLength, &addresses, &addressesLength)
         guard n > 0 else { return nil }
-        return (String(cString: clients), String(cString: cookies))
+        return (String(cString: clients), String(cString: cookies), String(cString: addresses))
     }
 
     func breakLock(_ oid: String, name: String, client: String, cookie: String) -> Int32 {
         rados_break_lock(io, oid, name, client, cookie)
-    }
-
-    /// Who holds lock `name` on `oid`: "client.N at ADDR", or nil if nobody (or unknown).
-    public func lockHolders(_ oid: String, name: String) -> String? {
-        var exclusive: Int32 = 0
-        var tag = [CChar](repeating: 0, count: 256), clients = [CChar](repeating: 0, count: 1024)
-        var cookies = [CChar](repeating: 0, count: 1024), addresses = [CChar](repeating: 0, count: 1024)
-        var tagLength = tag.count, clientsLength = clients.count
-        var cookiesLength = cookies.count, addressesLength = addresses.count
-        let n = rados_list_lockers(io, oid, name, &exclusive, &tag, &tagLength, &clients, &clientsLength,
-                                   &cookies, &cookiesLength, &addresses, &addressesLength)
-        guard n > 0 else { return nil }
-        return "\(String(cString: clients)) at \(String(cString: addresses))"
     }
 
     // MARK: - Asynchronous operations

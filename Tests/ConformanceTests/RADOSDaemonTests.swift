@@ -178,20 +178,26 @@ struct RADOSDaemonTests {
             #expect(again.succeeded && findings(again.output).isEmpty, "round \(round): second fsck not clean:\n\(again.output)")
 
             let check = try FerryMount(source: cluster.source("crash"), extraArguments: cluster.cephArguments)
-            let verify = try runShell("""
-                cd \(check.mountpoint) || exit 1
-                bad=0
-                while read -r path sum; do
-                  got=$(md5sum < "$path" 2>&1 | cut -c1-32)
-                  [ "$got" = "$sum" ] || { echo "lost: $path ($got, journaled $sum)"; bad=1; }
-                done < \(journal)
-                exit $bad
-                """)
+            let verify = try verifyJournal(journal, in: check.mountpoint)
             #expect(verify.succeeded, "round \(round): fsync-acknowledged data missing:\n\(verify.output)")
             check.stop()
             if !verify.succeeded || repair.status != 0 { break }
         }
     }
+}
+
+/// Checks every "PATH MD5" line of `journal` against the file under `mountpoint`; the
+/// output names each file that differs.
+func verifyJournal(_ journal: String, in mountpoint: String) throws -> ProcessOutput {
+    try runShell("""
+        cd \(mountpoint) || exit 1
+        bad=0
+        while read -r path sum; do
+          got=$(md5sum < "$path" 2>&1 | cut -c1-32)
+          [ "$got" = "$sum" ] || { echo "lost or corrupt: $path ($got, journaled $sum)"; bad=1; }
+        done < \(journal)
+        exit $bad
+        """)
 }
 
 func readlink(_ path: String) throws -> String {

@@ -58,15 +58,7 @@ struct RADOSFaultTests {
         #expect(writer.terminationStatus == 0, "the writer failed across the OSD restart: \(said)\nferry's log:\n\(mount.log)")
         #expect(before > 0 && after > before + 5, "no writes before (\(before)) or after (\(after)) the OSD restart")
 
-        let verify = try runToCompletion("/bin/bash", ["-c", """
-            cd \(mount.mountpoint) || exit 1
-            bad=0
-            while read -r path sum; do
-              got=$(md5sum < "$path" 2>&1 | cut -c1-32)
-              [ "$got" = "$sum" ] || { echo "corrupt: $path"; bad=1; }
-            done < \(journal)
-            exit $bad
-            """])
+        let verify = try verifyJournal(journal, in: mount.mountpoint)
         #expect(verify.succeeded, "files differ after the OSD restart:\n\(verify.output)")
         #expect(mount.terminate(), "ferry did not stop:\n\(mount.log)")
         let check = try runToCompletion(ferry, ["fsck", cluster.source("outage")] + cluster.cephArguments)
