@@ -18,9 +18,12 @@ struct CephOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Seconds the single-writer lease of a rados:// source lasts without renewal.", visibility: .hidden))
     var cephLeaseSeconds: Int = 30
 
+    @Option(help: "Seconds a RADOS operation waits for an unreachable OSD before the client gets EIO (0: wait for ever).")
+    var cephOpTimeout: Int = 60
+
     var access: CephAccess {
         CephAccess(conf: cephConf, clientID: cephId.hasPrefix("client.") ? String(cephId.dropFirst(7)) : cephId,
-                   keyring: cephKeyring, leaseSeconds: cephLeaseSeconds)
+                   keyring: cephKeyring, leaseSeconds: cephLeaseSeconds, operationTimeout: cephOpTimeout)
     }
 }
 
@@ -32,6 +35,8 @@ struct CephAccess: Equatable, Sendable {
     var keyring: String?
     /// How long the single-writer lease lasts unless renewed.
     var leaseSeconds = 30
+    /// Seconds before an op against an unreachable OSD fails with EIO; 0 retries for ever.
+    var operationTimeout = 60
 }
 
 /// `rados://POOL[/NAMESPACE]` with how to reach its cluster.
@@ -43,6 +48,7 @@ struct RADOSSource: CustomStringConvertible {
     /// nil: whatever ceph.conf says (or no cephx).
     var keyring: String?
     var leaseSeconds = 30
+    var operationTimeout = 60
 
     init(pool: String, namespace: String, cephConf: String, clientID: String, keyring: String?) {
         self.pool = pool
@@ -70,10 +76,12 @@ struct RADOSSource: CustomStringConvertible {
         self.init(pool: String(pool), namespace: String(namespace), cephConf: ceph.conf,
                   clientID: ceph.clientID, keyring: ceph.keyring)
         leaseSeconds = ceph.leaseSeconds
+        operationTimeout = ceph.operationTimeout
     }
 
     var target: RADOSTarget {
-        RADOSTarget(pool: pool, namespace: namespace, cephConf: cephConf, clientID: clientID, keyring: keyring)
+        RADOSTarget(pool: pool, namespace: namespace, cephConf: cephConf, clientID: clientID, keyring: keyring,
+                    operationTimeout: operationTimeout)
     }
 
     var description: String { "rados://\(pool)" + (namespace.isEmpty ? "" : "/\(namespace)") }
