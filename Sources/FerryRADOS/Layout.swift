@@ -11,6 +11,8 @@ public enum Layout {
     public static let superObject = "ferry.super"
     public static let intentsObject = "ferry.intents"
     public static let leaseName = "ferry.lease"
+    /// xattr of `ferry.super`: the lease holder's client address, for fencing.
+    public static let holderXattr = "ferry.holder"
 
     public static let formatXattr = "ferry.format"
     public static let blockSizeXattr = "ferry.block_size"

@@ -35,6 +35,31 @@ public final class Lease: @unchecked Sendable {
         }
         if rc < 0 { throw RADOSError(-rc, "taking the lease on \(pool.target)") }
         state.withLock { $0.held = true }
+        fencing = fencePreviousHolder()
+    }
+
+    /// What taking the lease did about the previous holder, for the log.
+    public private(set) var fencing: String?
+
+    /// The previous holder's lease expired or was broken, but it may still be alive (paused,
+    /// partitioned) with ops in flight: blocklist its address on the OSDs before this holder
+    /// writes anything, as RBD's exclusive lock does. Then record our own address for the
+    /// next holder. A holder that stops cleanly removes its address.
+    private func fencePreviousHolder() -> String? {
+        var message: String?
+        let own = pool.address ?? ""
+        if case .success(let previous?) = pool.xattr(Layout.superObject, Layout.holderXattr) {
+            let address = String(decoding: previous, as: UTF8.self)
+            if !address.isEmpty && address != own {
+                let rc = pool.blocklist(address, seconds: 3600)
+                message = rc == 0
+                    ? "fenced the previous holder \(address) (blocklisted for an hour)"
+                    : "could not blocklist the previous holder \(address): \(String(cString: strerror(-rc)))"
+            }
+        }
+        let value = Array(own.utf8)
+        _ = pool.write(Layout.superObject) { op in op.setxattr(Layout.holderXattr, value) }
+        return message
     }
 
     /// Starts renewing every third of the lease's duration.
@@ -81,7 +106,15 @@ public final class Lease: @unchecked Sendable {
             return s.held
         }
         if let thread { pthread_join(thread, nil); self.thread = nil }
-        if wasHeld { _ = pool.unlock(Layout.superObject, name: Layout.leaseName, cookie: cookie) }
+        if wasHeld && isStillOurs() {
+            _ = pool.write(Layout.superObject) { op in op.rmxattr(Layout.holderXattr) }
+            _ = pool.unlock(Layout.superObject, name: Layout.leaseName, cookie: cookie)
+        }
+    }
+
+    /// Whether the lock still carries our cookie (a lost lease may be someone else's now).
+    private func isStillOurs() -> Bool {
+        pool.lockOwner(Layout.superObject, name: Layout.leaseName)?.cookie == cookie
     }
 
     /// Breaks the lease of a holder the operator says is dead (fsck --break-lease).

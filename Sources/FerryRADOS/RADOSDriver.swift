@@ -60,6 +60,7 @@ public final class RADOSDriver: FileSystemDriver, @unchecked Sendable {
         } else {
             let lease = try Lease(pool: pool, seconds: options.leaseSeconds, purpose: "ferry server")
             self.lease = lease
+            if let fencing = lease.fencing { logger.notice("\(fencing)") }
             do {
                 try RADOSIntents.finishAll(pool, shards: superblock.shards, logger: logger)
             } catch {

@@ -81,6 +81,23 @@ public final class RADOSPool: @unchecked Sendable {
         rados_shutdown(cluster)
     }
 
+    /// This client's address as the OSDs see it (what a blocklist entry names).
+    public var address: String? {
+        var addrs: UnsafeMutablePointer<CChar>?
+        guard rados_getaddrs(cluster, &addrs) == 0, let addrs else { return nil }
+        defer { free(addrs) }
+        return String(cString: addrs)
+    }
+
+    /// Fences `address` off the cluster for `seconds`: the OSDs refuse its ops from then on.
+    public func blocklist(_ address: String, seconds: UInt32) -> Int32 {
+        var copy = Array(address.utf8CString)
+        let rc = rados_blocklist_add(cluster, &copy, seconds)
+        // Our next ops must reach OSDs that already know the entry.
+        if rc == 0 { _ = rados_wait_for_latest_osdmap(cluster) }
+        return rc
+    }
+
     /// This client's instance id (`client.N`), for lock descriptions.
     public var instanceID: UInt64 { rados_get_instance_id(cluster) }
 

@@ -113,6 +113,32 @@ struct RADOSDaemonTests {
         second.stop()
     }
 
+    @Test("A holder paused past its lease is fenced off when another daemon takes over", .timeLimit(.minutes(3)))
+    func pausedHolderIsFenced() throws {
+        let (cluster, first) = try mountFreshRADOS("fence", extraArguments: ["--ceph-lease-seconds", "6"])
+        defer {
+            kill(first.process.processIdentifier, SIGCONT)
+            first.stop()
+        }
+        #expect(FileManager.default.createFile(atPath: first.mountpoint + "/before", contents: Data("1".utf8)))
+        kill(first.process.processIdentifier, SIGSTOP)
+        var takeover: FerryMount?
+        let deadline = Date().addingTimeInterval(60)
+        while takeover == nil && Date() < deadline {
+            takeover = try? FerryMount(source: cluster.source("fence"), extraArguments: cluster.cephArguments)
+            if takeover == nil { sleep(1) }
+        }
+        let second = try #require(takeover, "no daemon could take the export over from a paused holder")
+        defer { second.stop() }
+        #expect(second.log.contains("fenced the previous holder"), "\(second.log)")
+        kill(first.process.processIdentifier, SIGCONT)
+        // The old holder wakes up believing it still serves: the OSDs refuse it.
+        let late = try runShell("echo late > \(first.mountpoint)/after && sync \(first.mountpoint)/after")
+        #expect(!late.succeeded, "the fenced holder could still write:\n\(first.log)")
+        #expect(!FileManager.default.fileExists(atPath: second.mountpoint + "/after"))
+        #expect(FileManager.default.contents(atPath: second.mountpoint + "/before") == Data("1".utf8))
+    }
+
     @Test("SIGKILL during a create/rename/write storm: fsck repairs only leaks, every fsynced byte is there",
           .timeLimit(.minutes(6)))
     func crashConsistency() throws {
