@@ -66,6 +66,40 @@ struct RADOSFaultTests {
     }
 }
 
+@Suite("RADOS backend: cephx", .serialized,
+       .enabled(if: canMountFUSE, "needs /dev/fuse and root to mount ferry"),
+       .enabled(if: CephCluster.isInstalled, "Ceph (ceph-mon, ceph-osd) is not installed: scripts/install-deps"))
+struct RADOSCephxTests {
+    @Test("A cephx client with its keyring formats, serves and fences; an unknown one is refused", .timeLimit(.minutes(3)))
+    func cephxClientWithKeyring() throws {
+        let cluster = try CephCluster(name: "cephx", store: "memstore", cephx: true)
+        defer { cluster.stop() }
+        let ferry = try BuiltProducts.require("ferry")
+        let access = cluster.cephArguments + ["--ceph-id", "ferry", "--ceph-keyring", cluster.ferryKeyring]
+        let formatted = try runToCompletion(ferry, ["format", cluster.source("x")] + access)
+        try #require(formatted.succeeded, "\(formatted.output)")
+        let refused = try runToCompletion(ferry, ["format", cluster.source("y"), "--ceph-id", "stranger",
+                                                  "--ceph-keyring", cluster.ferryKeyring] + cluster.cephArguments)
+        #expect(!refused.succeeded && refused.output.contains("client.stranger"), "\(refused.output)")
+
+        let first = try FerryMount(source: cluster.source("x"), extraArguments: access + ["--ceph-lease-seconds", "4"])
+        #expect(FileManager.default.createFile(atPath: first.mountpoint + "/f", contents: Data("cephx".utf8)))
+        kill9(first)
+        first.stop()
+        // The next holder may fence the dead one: client.ferry has the mon capability for it.
+        var second: FerryMount?
+        let deadline = Date().addingTimeInterval(60)
+        while second == nil && Date() < deadline {
+            second = try? FerryMount(source: cluster.source("x"), extraArguments: access)
+            if second == nil { sleep(1) }
+        }
+        let mount = try #require(second)
+        defer { mount.stop() }
+        #expect(FileManager.default.contents(atPath: mount.mountpoint + "/f") == Data("cephx".utf8))
+        #expect(mount.log.contains("fenced the previous holder"), "\(mount.log)")
+    }
+}
+
 private func lines(_ path: String) -> Int {
     ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: "\n").count
 }

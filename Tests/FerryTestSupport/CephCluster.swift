@@ -23,9 +23,11 @@ public final class CephCluster: @unchecked Sendable {
     }
 
     /// Starts a cluster in a fresh state directory; throws with the script's output on failure.
-    public init(name: String, store: String = "bluestore") throws {
+    /// With `cephx`, the cluster requires keys; `client.ferry`'s is in `ferryKeyring`.
+    public init(name: String, store: String = "bluestore", cephx: Bool = false) throws {
         stateDirectory = try makeTemporaryDirectory("ferry-ceph-\(name)")
-        let result = try Self.runScript([Self.script("start-cluster"), stateDirectory, "--store", store, "--pool", pool])
+        let result = try Self.runScript([Self.script("start-cluster"), stateDirectory, "--store", store, "--pool", pool]
+                                        + (cephx ? ["--cephx"] : []))
         guard result.succeeded, let last = result.output.split(separator: "\n").last(where: { $0.hasSuffix("ceph.conf") }) else {
             _ = try? Self.runScript([Self.script("stop-cluster"), stateDirectory, "--purge"])
             throw HarnessError("scripts/ceph/start-cluster failed:\n\(result.output)")
@@ -77,6 +79,9 @@ public final class CephCluster: @unchecked Sendable {
     public func rados(_ arguments: [String]) throws -> ProcessOutput {
         try runToCompletion("/usr/bin/rados", ["-c", conf, "-p", pool] + arguments)
     }
+
+    /// The keyring of `client.ferry` (a cephx cluster only).
+    public var ferryKeyring: String { stateDirectory + "/client.ferry.keyring" }
 
     /// `rados://ferry/NAMESPACE`.
     public func source(_ namespace: String) -> String { "rados://\(pool)/\(namespace)" }
