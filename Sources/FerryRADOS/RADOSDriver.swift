@@ -514,25 +514,23 @@ public final class RADOSDriver: FileSystemDriver, @unchecked Sendable {
                 try setDentry(newParent, targetKey, source)
                 try removeDentry(parent, sourceKey)
                 if movesDirectory {
+                    // Before the intent goes: `..` is part of what finishing a rename redoes.
                     moved.record.parent = newParent.ino
                     moved.record.ctime = Timestamp.now()
                     try persist(moved)
                 }
                 RADOSIntents.forget(pool, key)
             }
-            if movesDirectory {
-                moved.record.parent = newParent.ino
-                if parent.record.nlink > 2 { parent.record.nlink -= 1 }
-                newParent.record.nlink += 1
-            }
             moved.record.ctime = Timestamp.now()
             markDirty(moved)
             touch(parent)
             touch(newParent)
             if movesDirectory {
+                // After the names: a crash in between leaves link counts fsck recounts.
+                if parent.record.nlink > 2 { parent.record.nlink -= 1 }
+                newParent.record.nlink += 1
                 try persist(parent)
                 try persist(newParent)
-                try persist(moved)
             }
             if let replaced {
                 if replaced.record.isDirectory {

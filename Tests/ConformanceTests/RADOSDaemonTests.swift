@@ -102,12 +102,7 @@ struct RADOSDaemonTests {
 
         // The holder dies: once its lease expires, another daemon serves the export.
         kill9(first)
-        var takeover: FerryMount?
-        let deadline = Date().addingTimeInterval(60)
-        while takeover == nil && Date() < deadline {
-            takeover = try? FerryMount(source: cluster.source("lease"), extraArguments: cluster.cephArguments)
-            if takeover == nil { sleep(1) }
-        }
+        let takeover = waitForTakeover(cluster.source("lease"), cluster.cephArguments)
         let second = try #require(takeover, "no daemon could take the export over after its holder died")
         #expect(FileManager.default.contents(atPath: second.mountpoint + "/held") == Data("1".utf8))
         second.stop()
@@ -122,12 +117,7 @@ struct RADOSDaemonTests {
         }
         #expect(FileManager.default.createFile(atPath: first.mountpoint + "/before", contents: Data("1".utf8)))
         kill(first.process.processIdentifier, SIGSTOP)
-        var takeover: FerryMount?
-        let deadline = Date().addingTimeInterval(60)
-        while takeover == nil && Date() < deadline {
-            takeover = try? FerryMount(source: cluster.source("fence"), extraArguments: cluster.cephArguments)
-            if takeover == nil { sleep(1) }
-        }
+        let takeover = waitForTakeover(cluster.source("fence"), cluster.cephArguments)
         let second = try #require(takeover, "no daemon could take the export over from a paused holder")
         defer { second.stop() }
         #expect(second.log.contains("fenced the previous holder"), "\(second.log)")
@@ -224,6 +214,16 @@ func verifyJournal(_ journal: String, in mountpoint: String) throws -> ProcessOu
         done < \(journal)
         exit $bad
         """)
+}
+
+/// Mounts `source` as soon as its lease can be had (within a minute), or nil.
+func waitForTakeover(_ source: String, _ arguments: [String]) -> FerryMount? {
+    let deadline = Date().addingTimeInterval(60)
+    while Date() < deadline {
+        if let mount = try? FerryMount(source: source, extraArguments: arguments) { return mount }
+        sleep(1)
+    }
+    return nil
 }
 
 func readlink(_ path: String) throws -> String {

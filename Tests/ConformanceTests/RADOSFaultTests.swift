@@ -87,13 +87,7 @@ struct RADOSCephxTests {
         kill9(first)
         first.stop()
         // The next holder may fence the dead one: client.ferry has the mon capability for it.
-        var second: FerryMount?
-        let deadline = Date().addingTimeInterval(60)
-        while second == nil && Date() < deadline {
-            second = try? FerryMount(source: cluster.source("x"), extraArguments: access)
-            if second == nil { sleep(1) }
-        }
-        let mount = try #require(second)
+        let mount = try #require(waitForTakeover(cluster.source("x"), access))
         defer { mount.stop() }
         #expect(FileManager.default.contents(atPath: mount.mountpoint + "/f") == Data("cephx".utf8))
         #expect(mount.log.contains("fenced the previous holder"), "\(mount.log)")
