@@ -52,7 +52,7 @@ struct RADOSFaultTests {
             usleep(200_000)
             after = lines(journal)
         }
-        FileManager.default.createFile(atPath: stopFile, contents: nil)
+        _ = FileManager.default.createFile(atPath: stopFile, contents: nil)
         let said = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         writer.waitUntilExit()
         #expect(writer.terminationStatus == 0, "the writer failed across the OSD restart: \(said)\nferry's log:\n\(mount.log)")
