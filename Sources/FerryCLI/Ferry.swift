@@ -12,7 +12,7 @@ public struct Ferry: ParsableCommand {
         version: ferryVersion,
         subcommands: [
             ServeCommand.self, ReloadCommand.self, ExportsCommand.self, CheckConfigCommand.self, SeccompProfileCommand.self,
-            MountCommand.self, VirtiofsdCommand.self, BenchCommand.self,
+            MountCommand.self, VirtiofsdCommand.self, FormatCommand.self, FsckCommand.self, BenchCommand.self,
         ]
     )
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import FerryConfig
 import FerryCore
+import FerryRADOS
 import Logging
 
 /// `--ceph-conf`, `--ceph-id`, `--ceph-keyring`: how to reach the cluster of a `rados://` source.
@@ -14,7 +15,16 @@ struct CephOptions: ParsableArguments {
     @Option(help: "Keyring file with that client's key (cephx), for a rados:// source.")
     var cephKeyring: String?
 
-    var access: CephAccess { CephAccess(conf: cephConf, clientID: cephId, keyring: cephKeyring) }
+    @Option(help: ArgumentHelp("Seconds the single-writer lease of a rados:// source lasts without renewal.", visibility: .hidden))
+    var cephLeaseSeconds: Int = 30
+
+    @Option(help: "Seconds a RADOS operation waits for an unreachable OSD before the client gets EIO (0: wait for ever).")
+    var cephOpTimeout: Int = 60
+
+    var access: CephAccess {
+        CephAccess(conf: cephConf, clientID: cephId.hasPrefix("client.") ? String(cephId.dropFirst(7)) : cephId,
+                   keyring: cephKeyring, leaseSeconds: cephLeaseSeconds, operationTimeout: cephOpTimeout)
+    }
 }
 
 /// How to reach a Ceph cluster, from the command line.
@@ -23,6 +33,10 @@ struct CephAccess: Equatable, Sendable {
     var clientID = "admin"
     /// nil: whatever ceph.conf says (or no cephx).
     var keyring: String?
+    /// How long the single-writer lease lasts unless renewed.
+    var leaseSeconds = 30
+    /// Seconds before an op against an unreachable OSD fails with EIO; 0 retries for ever.
+    var operationTimeout = 60
 }
 
 /// `rados://POOL[/NAMESPACE]` with how to reach its cluster.
@@ -33,6 +47,8 @@ struct RADOSSource: CustomStringConvertible {
     var clientID: String
     /// nil: whatever ceph.conf says (or no cephx).
     var keyring: String?
+    var leaseSeconds = 30
+    var operationTimeout = 60
 
     init(pool: String, namespace: String, cephConf: String, clientID: String, keyring: String?) {
         self.pool = pool
@@ -43,12 +59,73 @@ struct RADOSSource: CustomStringConvertible {
     }
 
     init(parsing text: String, ceph: CephAccess) throws(CLIError) {
-        throw CLIError("\(text): RADOS sources are not supported by this build yet")
+        guard text.hasPrefix("rados://") else { throw CLIError("\(text): not a rados:// source") }
+        let rest = text.dropFirst("rados://".count)
+        let pool: Substring, namespace: Substring
+        if let slash = rest.firstIndex(of: "/") {
+            pool = rest[..<slash]; namespace = rest[rest.index(after: slash)...]
+        } else {
+            pool = rest; namespace = ""
+        }
+        guard !pool.isEmpty, pool.utf8.count <= 255, !pool.contains(where: \.isWhitespace) else {
+            throw CLIError("\(text): expected rados://POOL[/NAMESPACE] with a pool name")
+        }
+        guard !namespace.contains("/"), !namespace.contains(where: \.isWhitespace) else {
+            throw CLIError("\(text): a RADOS namespace has no '/' or whitespace")
+        }
+        self.init(pool: String(pool), namespace: String(namespace), cephConf: ceph.conf,
+                  clientID: ceph.clientID, keyring: ceph.keyring)
+        leaseSeconds = ceph.leaseSeconds
+        operationTimeout = ceph.operationTimeout
+    }
+
+    var target: RADOSTarget {
+        RADOSTarget(pool: pool, namespace: namespace, cephConf: cephConf, clientID: clientID, keyring: keyring,
+                    operationTimeout: operationTimeout)
     }
 
     var description: String { "rados://\(pool)" + (namespace.isEmpty ? "" : "/\(namespace)") }
 }
 
+/// The server of a RADOS export as a concrete type (see POSIXExportHandler for why).
+final class RADOSExportHandler: ServedExport, @unchecked Sendable {
+    let server: FUSEServer<RADOSDriver>
+    let driver: RADOSDriver
+
+    init(_ server: FUSEServer<RADOSDriver>, driver: RADOSDriver) { self.server = server; self.driver = driver }
+
+    func handle(request: UnsafeRawBufferPointer, reply: inout ReplyArea) -> ReplyDisposition {
+        server.handle(request: request, reply: &reply)
+    }
+
+    func handle(request: UnsafeRawBufferPointer, payload: IOVectors, reply: inout ReplyArea) -> ReplyDisposition {
+        server.handle(request: request, payload: payload, reply: &reply)
+    }
+
+    func connectionLost() { server.connectionLost() }
+    var nodeCount: Int { server.nodeCount }
+    var openHandleCount: Int { server.openHandleCount }
+    var statistics: ExportStatistics { server.statistics }
+    var quota: QuotaLedger? { server.quota }
+    func shutdown() {
+        server.shutdown()
+        driver.close()
+    }
+}
+
 func openRADOSExport(_ source: RADOSSource, policy: ExportPolicy, logger: Logger) throws(CLIError) -> any ServedExport {
-    throw CLIError("\(source): RADOS exports are not supported by this build yet")
+    let driver: RADOSDriver
+    do {
+        driver = try RADOSDriver(target: source.target,
+                                 options: RADOSOptions(readOnly: policy.readOnly, leaseSeconds: source.leaseSeconds),
+                                 logger: logger)
+    } catch {
+        throw CLIError("cannot serve \(source): \(error)")
+    }
+    do {
+        return RADOSExportHandler(try FUSEServer(driver: driver, policy: policy, logger: logger), driver: driver)
+    } catch {
+        driver.close()
+        throw CLIError("cannot serve \(source): \(error)")
+    }
 }

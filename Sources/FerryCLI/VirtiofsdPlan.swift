@@ -99,6 +99,7 @@ extension VirtiofsdPlan {
 private let valueOptions: Set<String> = [
     "socket-path", "socket", "fd", "shared-dir", "source", "cache", "thread-pool-size",
     "sandbox", "seccomp", "log-level", "socket-group", "inode-file-handles", "rlimit-nofile",
+    "ceph-conf", "ceph-id", "ceph-keyring",
     // Refused, but their value must not be taken for the next option.
     "tag", "xattrmap", "modcaps", "uid-map", "gid-map", "translate-uid", "translate-gid",
     "migration-mode", "migration-on-error",
@@ -246,6 +247,12 @@ struct VirtiofsdParser {
             case "mandatory": plan.inodeFileHandles = .mandatory
             default: throw CLIError("invalid value '\(value)' for --inode-file-handles (expected never, prefer or mandatory)")
             }
+        case "ceph-conf", "ceph-keyring":
+            guard !value.isEmpty else { throw CLIError("--\(name) needs a path") }
+            if name == "ceph-conf" { plan.ceph.conf = value } else { plan.ceph.keyring = value }
+        case "ceph-id":
+            guard !value.isEmpty else { throw CLIError("--ceph-id needs a client id") }
+            plan.ceph.clientID = value.hasPrefix("client.") ? String(value.dropFirst(7)) : value
         case "rlimit-nofile":
             guard let n = UInt64(value) else { throw CLIError("invalid value '\(value)' for --rlimit-nofile (expected a number; 0 leaves the limit unchanged)") }
             plan.rlimitNofile = n

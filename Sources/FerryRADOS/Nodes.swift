@@ -1,0 +1,63 @@
+import FerryCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The server's state for one inode: its record as last written (or about to be written),
+/// and for directories a cache of names. Every field is guarded by the driver's metadata
+/// lock; the single-writer lease is what makes the cache authoritative.
+public final class RADOSInode: @unchecked Sendable {
+    public let ino: UInt64
+    var record: InodeRecord
+    /// The record changed in memory (size/mtime after writes, a parent's mtime) and is not
+    /// yet in RADOS: written back at fsync, close, lease renewal and shutdown.
+    var dirty = false
+    /// Open files; an unlinked inode is removed only when this drops to zero.
+    var openCount = 0
+    /// The inode object is gone (last link removed and closed).
+    var removed = false
+    /// Directories: names looked up so far (`nil` value: known not to exist).
+    var names: [[UInt8]: Dentry?] = [:]
+    /// Symlinks: the target, once read.
+    var target: [UInt8]?
+
+    init(ino: UInt64, record: InodeRecord) { self.ino = ino; self.record = record }
+}
+
+/// An open regular file.
+public final class RADOSFile: @unchecked Sendable {
+    let inode: RADOSInode
+    init(_ inode: RADOSInode) { self.inode = inode }
+}
+
+/// An open directory: the snapshot READDIR pages through (taken at offset 0).
+public final class RADOSDirectory: @unchecked Sendable {
+    let inode: RADOSInode
+    let lock = Lock()
+    /// Names with a NUL after each (READDIRPLUS looks them up as C strings).
+    var snapshot: [(name: [UInt8], ino: UInt64, type: UInt8)]?
+    init(_ inode: RADOSInode) { self.inode = inode }
+}
+
+/// A plain mutex whose critical sections may throw `Errno`.
+final class Lock: @unchecked Sendable {
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    init() { pthread_mutex_init(mutex, nil) }
+    deinit { pthread_mutex_destroy(mutex); mutex.deallocate() }
+
+    @inline(__always)
+    func withLock<T>(_ body: () throws(Errno) -> T) throws(Errno) -> T {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return try body()
+    }
+
+    @inline(__always)
+    func locked<T>(_ body: () -> T) -> T {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return body()
+    }
+}
+
+struct WeakInode { weak var inode: RADOSInode? }

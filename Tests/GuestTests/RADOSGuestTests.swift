@@ -1,0 +1,29 @@
+import FerryTestSupport
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A real guest on `ferry virtiofsd` serving a RADOS namespace of the shared test cluster.
+@Suite("Real Linux guest over vhost-user on rados://", .serialized,
+       .enabled(if: Guest.available, "needs root and qemu-system-x86_64 (scripts/guest/install-deps)"),
+       .enabled(if: CephCluster.isInstalled, "Ceph (ceph-mon, ceph-osd) is not installed: scripts/install-deps"))
+struct RADOSGuestTests {
+    @Test(.timeLimit(.minutes(20)))
+    func theConformanceChecksPassInAGuestOnRADOS() throws {
+        let cluster = try CephCluster.shared()
+        let ferry = try BuiltProducts.require("ferry")
+        let formatted = try runToCompletion(ferry, ["format", cluster.source("guest")] + cluster.cephArguments)
+        try #require(formatted.succeeded, "\(formatted.output)")
+        // --shared-dir takes any source `ferry mount` takes.
+        let daemon = try Daemon.ferry(export: cluster.source("guest"), extra: ["--xattr"] + cluster.cephArguments)
+        let run = try Guest.run(socket: daemon.socket, command: "ferry-conformance --dir /mnt --timeout 240", timeout: 900)
+        #expect(daemon.stop() == 0, "ferry virtiofsd log:\n\(daemon.log)")
+        let results = conformanceResults(run.output)
+        #expect(results.count >= 40, "too few checks ran:\n\(run.log)")
+        let failed = results.filter { !$0.value }.keys.sorted()
+        #expect(failed.isEmpty, "failed on rados://: \(failed)\n\(run.output)\nferry's log:\n\(daemon.log)")
+        #expect(run.status == 0)
+    }
+}
