@@ -8,7 +8,7 @@ import FerryPOSIX
 /// specialise the whole request path for `POSIXDriver` (FerryCore and FerryPOSIX are built
 /// with cross-module optimisation in release builds; see Package.swift).
 /// Other backends follow the same pattern (NFSExport.swift, RADOSExport.swift).
-final class POSIXExportHandler: ServedExport, @unchecked Sendable {
+final class POSIXExportHandler: DriverExportHandler, @unchecked Sendable {
     let server: FUSEServer<POSIXDriver>
 
     init(_ server: FUSEServer<POSIXDriver>) { self.server = server }
@@ -20,7 +20,17 @@ final class POSIXExportHandler: ServedExport, @unchecked Sendable {
     func handle(request: UnsafeRawBufferPointer, payload: IOVectors, reply: inout ReplyArea) -> ReplyDisposition {
         server.handle(request: request, payload: payload, reply: &reply)
     }
+}
 
+/// What every backend's concrete handler shares. Only the two `handle` methods must be
+/// written out per backend (they are the request path, to be specialised); the rest is
+/// occasional and can stay generic.
+protocol DriverExportHandler: ServedExport {
+    associatedtype Driver: FileSystemDriver
+    var server: FUSEServer<Driver> { get }
+}
+
+extension DriverExportHandler {
     func connectionLost() { server.connectionLost() }
     var nodeCount: Int { server.nodeCount }
     var openHandleCount: Int { server.openHandleCount }

@@ -88,7 +88,7 @@ struct RADOSSource: CustomStringConvertible {
 }
 
 /// The server of a RADOS export as a concrete type (see POSIXExportHandler for why).
-final class RADOSExportHandler: ServedExport, @unchecked Sendable {
+final class RADOSExportHandler: DriverExportHandler, @unchecked Sendable {
     let server: FUSEServer<RADOSDriver>
     let driver: RADOSDriver
 
@@ -102,11 +102,6 @@ final class RADOSExportHandler: ServedExport, @unchecked Sendable {
         server.handle(request: request, payload: payload, reply: &reply)
     }
 
-    func connectionLost() { server.connectionLost() }
-    var nodeCount: Int { server.nodeCount }
-    var openHandleCount: Int { server.openHandleCount }
-    var statistics: ExportStatistics { server.statistics }
-    var quota: QuotaLedger? { server.quota }
     func shutdown() {
         server.shutdown()
         driver.close()
