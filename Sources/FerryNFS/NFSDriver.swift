@@ -126,7 +126,16 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
     }
 
     public func getattr(_ inode: NFSInode, _ file: NFSFile?, _ caller: Credentials) throws(Errno) -> Attributes {
-        try getattr(inode.handle, caller)
+        hiddenAdjusted(try getattr(inode.handle, caller), inode.handle)
+    }
+
+    /// A file unlinked while open still has its hidden name on the server; the client must
+    /// see the link count the unlink left.
+    func hiddenAdjusted(_ attributes: Attributes, _ handle: FileHandle) -> Attributes {
+        guard attributes.linkCount > 0, openFiles.withLock({ $0.byHandle[handle]?.hidden != nil }) else { return attributes }
+        var adjusted = attributes
+        adjusted.linkCount -= 1
+        return adjusted
     }
 
     public func setattr(_ inode: NFSInode, _ file: NFSFile?, _ changes: AttributeChanges, _ caller: Credentials) throws(Errno) -> Attributes {
@@ -160,8 +169,12 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
         }
         if changes.size != nil, let file { try commit(file, caller) }
         let handle = inode.handle
-        let after = try setattr(handle, s, caller)
-        return try attributesOrFetch(after, handle, caller)
+        let after = try attributesOrFetch(try setattr(handle, s, caller), handle, caller)
+        // A server may accept a time it cannot store (nfs-ganesha's VFS FSAL and symlinks):
+        // say so rather than report a change that did not happen.
+        if case .set(let t)? = changes.modificationTime, after.modificationTime.seconds != t.seconds { throw .notSupported }
+        if case .set(let t)? = changes.accessTime, after.accessTime.seconds != t.seconds { throw .notSupported }
+        return hiddenAdjusted(after, handle)
     }
 
     func setattr(_ handle: FileHandle, _ s: sattr3, _ caller: Credentials) throws(Errno) -> Attributes? {
@@ -351,11 +364,12 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
     }
 
     /// NFSv3's RENAME replaces an existing target atomically; RENAME_NOREPLACE and
-    /// RENAME_EXCHANGE have no NFSv3 equivalent and get EINVAL, as from the kernel's own
-    /// NFS client (a LOOKUP-then-RENAME emulation could replace a file created in between).
+    /// RENAME_EXCHANGE have no NFSv3 equivalent and get ENOSYS (the kernel then answers
+    /// EINVAL, as its own NFS client does): a LOOKUP-then-RENAME emulation could replace a
+    /// file created in between.
     public func rename(_ parent: NFSInode, _ name: FileName, to newParent: NFSInode, _ newName: FileName,
                        flags: UInt32, _ caller: Credentials) throws(Errno) {
-        if flags != 0 { throw .invalid }
+        if flags != 0 { throw .notImplemented }
         // A target still open somewhere keeps its data: move it aside first.
         _ = try hideIfOpen(newParent.handle, newName.cString, caller)
         try rename(parent.handle, name.cString, newParent.handle, newName.cString, caller)

@@ -31,19 +31,34 @@ public struct FileHandle: Hashable, Sendable {
 extension Errno {
     /// NFSv3 statuses are errno values where they can be; the rest map to the nearest one.
     init(nfs status: nfsstat3) {
+        // The numbers are Solaris errno values; Linux's differ from 63 on.
         switch status {
-        case NFS3ERR_BADHANDLE, NFS3ERR_STALE: self = .stale
-        case NFS3ERR_NOT_SYNC: self = .io
+        case NFS3ERR_PERM: self = .notPermitted
+        case NFS3ERR_NOENT: self = .noEntry
+        case NFS3ERR_IO: self = .io
+        case NFS3ERR_NXIO: self = .noDevice
+        case NFS3ERR_ACCES: self = .accessDenied
+        case NFS3ERR_EXIST: self = .exists
+        case NFS3ERR_XDEV: self = Errno(EXDEV)
+        case NFS3ERR_NODEV: self = Errno(ENODEV)
+        case NFS3ERR_NOTDIR: self = .notDirectory
+        case NFS3ERR_ISDIR: self = .isDirectory
+        case NFS3ERR_INVAL: self = .invalid
+        case NFS3ERR_FBIG: self = Errno(EFBIG)
+        case NFS3ERR_NOSPC: self = .noSpace
+        case NFS3ERR_ROFS: self = .readOnly
+        case NFS3ERR_MLINK: self = Errno(EMLINK)
+        case NFS3ERR_NAMETOOLONG: self = .nameTooLong
+        case NFS3ERR_NOTEMPTY: self = .notEmpty
+        case NFS3ERR_DQUOT: self = .quotaExceeded
+        case NFS3ERR_STALE, NFS3ERR_BADHANDLE: self = .stale
+        case NFS3ERR_REMOTE: self = Errno(EREMOTE)
         case NFS3ERR_BAD_COOKIE: self = .invalid
         case NFS3ERR_NOTSUPP: self = .notSupported
         case NFS3ERR_TOOSMALL: self = .range
-        case NFS3ERR_SERVERFAULT: self = .io
         case NFS3ERR_BADTYPE: self = .invalid
         case NFS3ERR_JUKEBOX: self = .again
-        case NFS3ERR_REMOTE: self = Errno(EREMOTE)
-        default:
-            let raw = Int32(status.rawValue)
-            self = raw > 0 && raw < 4096 ? Errno(raw) : .io
+        default: self = .io   // NOT_SYNC, SERVERFAULT, anything unknown
         }
     }
 }
