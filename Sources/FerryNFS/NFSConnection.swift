@@ -84,13 +84,13 @@ final class NFSConnection: @unchecked Sendable {
                                            Unmanaged.passRetained(call).toOpaque())
         if rc != 0 {
             Unmanaged.passUnretained(call).release()
-            let message = String(cString: rpc_get_error(context))
+            let message = errorText(context)
             drop()
             throw .broken(message)
         }
         try wait(for: [call], deadline: deadline)
         if call.status != RPC_STATUS_SUCCESS {
-            let message = rpc.map { String(cString: rpc_get_error($0)) } ?? "connection failed"
+            let message = rpc.map(errorText) ?? "connection failed"
             drop()
             throw .broken(message)
         }
@@ -120,7 +120,7 @@ final class NFSConnection: @unchecked Sendable {
         let privateData = Unmanaged.passRetained(call).toOpaque()
         if issue(rpc, completion, privateData) != 0 {
             Unmanaged<PendingCall>.fromOpaque(privateData).release()
-            throw .broken(String(cString: rpc_get_error(rpc)))
+            throw .broken(errorText(rpc))
         }
         return call
     }
@@ -142,12 +142,12 @@ final class NFSConnection: @unchecked Sendable {
             let n = poll(&pfd, 1, Int32(wait))
             if n < 0 && errno != EINTR { throw fail(.broken("poll: \(String(cString: strerror(errno)))")) }
             if rpc_service(rpc, n > 0 ? Int32(pfd.revents) : 0) < 0 {
-                throw fail(.broken(String(cString: rpc_get_error(rpc))))
+                throw fail(.broken(errorText(rpc)))
             }
             // A call that ended with an RPC error (not an NFS status) means the transport
             // failed under it (disconnect, reset): the request may try again elsewhere.
             if calls.contains(where: { $0.finished && $0.status != RPC_STATUS_SUCCESS }) {
-                throw fail(.broken(String(cString: rpc_get_error(rpc))))
+                throw fail(.broken(errorText(rpc)))
             }
         }
     }
@@ -177,4 +177,9 @@ struct Deadline {
         let now = Deadline.now()
         return now >= nanoseconds ? 0 : Int((nanoseconds - now + 999_999) / 1_000_000)
     }
+}
+
+/// libnfs's last error on `rpc` (it may have none).
+private func errorText(_ rpc: OpaquePointer) -> String {
+    rpc_get_error(rpc).map { String(cString: $0) } ?? "connection lost"
 }

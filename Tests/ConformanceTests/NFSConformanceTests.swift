@@ -6,21 +6,6 @@ import Testing
 import Glibc
 #endif
 
-/// Checks NFS cannot pass, each with the text its failure must contain and the reason
-/// (docs/backends/nfs.md, "What NFS cannot express"). Listed per protocol version. A check
-/// listed here that starts passing fails the test, so the list stays true.
-let nfsUnsupportedChecks: [Int: [String: (expect: String, reason: String)]] = [
-    3: [
-        "fallocate_punch_hole": ("EOPNOTSUPP", "NFSv3 has no ALLOCATE/DEALLOCATE (NFSv4.2 does)"),
-        "seek_data_hole": ("expected a hole", "NFSv3 has no SEEK: the kernel reports the whole file as data"),
-        "rename_noreplace": ("EINVAL", "NFS RENAME has no flags; emulating RENAME_NOREPLACE would race"),
-        "rename_exchange": ("EINVAL", "NFS RENAME has no flags; there is no atomic exchange"),
-        "utimens_nsec": ("EOPNOTSUPP", "nfs-ganesha's VFS FSAL ignores SETATTR of a symlink's times; Ferry says so"),
-        "supplementary_group_create": ("EACCES", "FUSE sends no supplementary groups, and the NFS server checks with the caller's AUTH_SYS groups"),
-        "xattr_create_replace": ("skip", "NFSv3 has no extended attributes"),
-    ],
-]
-
 /// One `ferry mount` of the shared ganesha per NFS version, for all checks of that version.
 enum NFSSharedMount {
     private static let lock = NSLock()
@@ -58,7 +43,7 @@ struct NFSConformanceThroughFerryMount {
         try server.shared {
             let mount = try NFSSharedMount.get(version: version)
             let result = try runConformance(in: mount.mountpoint, ["--check", name])
-            if let unsupported = nfsUnsupportedChecks[version]?[name] {
+            if let unsupported = NFSTestServer.unsupportedChecks[version]?[name] {
                 let failedAsExpected = !result.succeeded || result.output.hasPrefix("skip ")
                 #expect(failedAsExpected && result.output.contains(unsupported.expect),
                         "\(name) over NFSv\(version) was expected to fail with \(unsupported.expect) (\(unsupported.reason)):\n\(result.output)")
