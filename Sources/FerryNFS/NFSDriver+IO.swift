@@ -265,6 +265,24 @@ extension NFSDriver {
         return NFSDirectory(inode: inode)
     }
 
+    /// A hidden name (a file unlinked while open) whose Ferry process on this host is gone:
+    /// it crashed or was killed before the last release, so nobody else will remove it.
+    /// Names of other hosts' daemons are left alone (they may still be serving).
+    func removeIfLeftOver(_ name: [UInt8], in directory: FileHandle, _ caller: Credentials) {
+        let prefix = Array(hiddenPrefix.utf8)
+        guard name.starts(with: prefix) else { return }
+        let pidDigits = name[prefix.count...].prefix { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
+        guard let pid = Int32(String(decoding: pidDigits, as: UTF8.self)), pid != getpid(),
+              kill(pid, 0) != 0 && errno == ESRCH else { return }
+        name.withUnsafeBufferPointer { buffer in
+            // Sound: `name` ends with the NUL readdir appended.
+            let cName = UnsafeRawPointer(buffer.baseAddress!).assumingMemoryBound(to: CChar.self)
+            do throws(Errno) { try remove(directory, cName, caller) } catch {
+                logger.debug("NFS: leftover \(String(cString: cName)) not removed: \(error)")
+            }
+        }
+    }
+
     struct ListedEntry { var name: [UInt8]; var fileid: UInt64; var cookie: UInt64; var handle: FileHandle?; var attributes: Attributes? }
 
     /// READDIRPLUS from `offset` (a server cookie). Entries are copied out and the connection
@@ -312,7 +330,10 @@ extension NFSDriver {
         defer { inode.readdirEntries.withLock { $0.removeAll(keepingCapacity: true) } }
         for entry in entries {
             let visible = entry.name.count - 1
-            if visible > hiddenPrefix.utf8.count, entry.name.starts(with: ".ferry-unlinked-".utf8) { continue }
+            if entry.name.starts(with: ".ferry-unlinked-".utf8) {
+                removeIfLeftOver(entry.name, in: handle, caller)
+                continue
+            }
             let type = entry.attributes.map { directoryEntryType($0.mode) } ?? UInt32(DT_UNKNOWN)
             let more = entry.name.withUnsafeBytes { bytes in
                 emit(DirectoryEntry(name: UnsafeRawBufferPointer(rebasing: bytes[0..<visible]), inode: entry.fileid,

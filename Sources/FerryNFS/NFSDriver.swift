@@ -27,7 +27,7 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
     /// Uncommitted bytes per open file before a WRITE commits them (bounds what we keep).
     let uncommittedLimit = 64 << 20
     /// Prefix of hidden names of files unlinked while open: `.ferry-unlinked-HOST-PID-N`.
-    let hiddenPrefix: String
+    public let hiddenPrefix: String
     let hiddenCounter = Atomic<UInt64>(0)
     /// Statistics for tests and metrics.
     public let resentAfterVerifierChange = Atomic<Int>(0)

@@ -69,6 +69,23 @@ struct NFSDriverTests {
         }
     }
 
+    @Test func aHiddenFileLeftByADeadFerryIsRemovedWhenItsDirectoryIsRead() throws {
+        let server = try NFSTestServer.shared()
+        try server.shared {
+            let export = try server.makeExport("driver-leftover")
+            let driver = try NFSDriverTests.driver(export)
+            var deadPID: Int32 = 4_000_000
+            while kill(deadPID, 0) == 0 || errno != ESRCH { deadPID -= 1 }
+            let leftover = driver.hiddenPrefix + "\(deadPID)-0"
+            let alive = driver.hiddenPrefix + "\(getppid())-0"
+            let foreign = ".ferry-unlinked-0-\(deadPID)-0"
+            for name in [leftover, alive, foreign] { _ = FileManager.default.createFile(atPath: export + "/" + name, contents: nil) }
+            #expect(try listing(driver, try driver.root().inode).isEmpty)
+            let remaining = Set(try FileManager.default.contentsOfDirectory(atPath: export))
+            #expect(remaining == [alive, foreign], "only the dead local daemon's leftover goes")
+        }
+    }
+
     @Test func aFileDeletedOnTheServerGivesESTALE() throws {
         let server = try NFSTestServer.shared()
         try server.shared {
