@@ -228,14 +228,7 @@ extension NFSDriver {
         let pending = file.uncommitted.withLock { $0.pieces }
         if pending.isEmpty { return }
         let handle = file.inode.handle
-        let committed = try client.call(caller, { rpc, cb, data in
-            handle.withNFS { fh in
-                var args = COMMIT3args(file: fh, offset: 0, count: 0)
-                return rpc_nfs3_commit_async(rpc, cb, &args, data)
-            }
-        }, decode: { reply -> Result<UInt64, Errno> in
-            let res = reply.assumingMemoryBound(to: COMMIT3res.self).pointee
-            guard res.status == NFS3_OK else { return .failure(Errno(nfs: res.status)) }
+        let committed = try client.call(caller, on: handle, rpc_nfs3_commit_async, { fh in COMMIT3args(file: fh, offset: 0, count: 0) }, reply: { (res: COMMIT3res) -> Result<UInt64, Errno> in
             return .success(verifier(res.COMMIT3res_u.resok.verf))
         })
         let lost = pending.filter { $0.verifier != committed }
@@ -291,19 +284,15 @@ extension NFSDriver {
                         _ emit: (DirectoryEntry) -> Bool) throws(Errno) {
         let handle = directory.inode.handle
         let cookieVerifier = offset == 0 ? 0 : directory.cookieVerifier.withLock { $0 }
-        let (entries, verifierOut) = try client.call(caller, { rpc, cb, data in
-            handle.withNFS { fh in
-                var args = READDIRPLUS3args()
-                args.dir = fh
-                args.cookie = offset
-                withUnsafeMutableBytes(of: &args.cookieverf) { $0.storeBytes(of: cookieVerifier, as: UInt64.self) }
-                args.dircount = 8192
-                args.maxcount = 32768
-                return rpc_nfs3_readdirplus_async(rpc, cb, &args, data)
-            }
-        }, decode: { reply -> Result<([ListedEntry], UInt64), Errno> in
-            let res = reply.assumingMemoryBound(to: READDIRPLUS3res.self).pointee
-            guard res.status == NFS3_OK else { return .failure(Errno(nfs: res.status)) }
+        let (entries, verifierOut) = try client.call(caller, on: handle, rpc_nfs3_readdirplus_async, { fh in
+            var args = READDIRPLUS3args()
+            args.dir = fh
+            args.cookie = offset
+            withUnsafeMutableBytes(of: &args.cookieverf) { $0.storeBytes(of: cookieVerifier, as: UInt64.self) }
+            args.dircount = 8192
+            args.maxcount = 32768
+            return args
+        }, reply: { (res: READDIRPLUS3res) -> Result<([ListedEntry], UInt64), Errno> in
             let ok = res.READDIRPLUS3res_u.resok
             var list: [ListedEntry] = []
             var e = ok.reply.entries

@@ -42,14 +42,7 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
         let hostHash = String(String(cString: host).utf8.reduce(UInt32(2166136261)) { ($0 ^ UInt32($1)) &* 16777619 }, radix: 16)
         hiddenPrefix = ".ferry-unlinked-\(hostHash)-"
         let handle = rootHandle
-        let sizes = try client.call(.root, { rpc, cb, data in
-            handle.withNFS { fh in
-                var args = FSINFO3args(fsroot: fh)
-                return rpc_nfs3_fsinfo_async(rpc, cb, &args, data)
-            }
-        }, decode: { reply -> Result<(Int, Int), Errno> in
-            let res = reply.assumingMemoryBound(to: FSINFO3res.self).pointee
-            guard res.status == NFS3_OK else { return .failure(Errno(nfs: res.status)) }
+        let sizes = try client.call(.root, on: handle, rpc_nfs3_fsinfo_async, { fh in FSINFO3args(fsroot: fh) }, reply: { (res: FSINFO3res) -> Result<(Int, Int), Errno> in
             let ok = res.FSINFO3res_u.resok
             return .success((Int(ok.rtmax), Int(ok.wtmax)))
         })
@@ -92,14 +85,7 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
     }
 
     func lookupHandle(_ directory: FileHandle, _ name: UnsafePointer<CChar>, _ caller: Credentials) throws(Errno) -> (FileHandle, Attributes) {
-        let found = try client.call(caller, { rpc, cb, data in
-            directory.withNFS { fh in
-                var args = LOOKUP3args(what: diropargs3(dir: fh, name: UnsafeMutablePointer(mutating: name)))
-                return rpc_nfs3_lookup_async(rpc, cb, &args, data)
-            }
-        }, decode: { reply -> Result<(FileHandle, Attributes?), Errno> in
-            let res = reply.assumingMemoryBound(to: LOOKUP3res.self).pointee
-            guard res.status == NFS3_OK else { return .failure(Errno(nfs: res.status)) }
+        let found = try client.call(caller, on: directory, rpc_nfs3_lookup_async, { fh in LOOKUP3args(what: diropargs3(dir: fh, name: UnsafeMutablePointer(mutating: name))) }, reply: { (res: LOOKUP3res) -> Result<(FileHandle, Attributes?), Errno> in
             let ok = res.LOOKUP3res_u.resok
             return .success((FileHandle(ok.object), attributes(ok.obj_attributes)))
         })
@@ -107,15 +93,8 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
     }
 
     func getattr(_ handle: FileHandle, _ caller: Credentials) throws(Errno) -> Attributes {
-        try client.call(caller, { rpc, cb, data in
-            handle.withNFS { fh in
-                var args = GETATTR3args(object: fh)
-                return rpc_nfs3_getattr_async(rpc, cb, &args, data)
-            }
-        }, decode: { reply in
-            let res = reply.assumingMemoryBound(to: GETATTR3res.self).pointee
-            guard res.status == NFS3_OK else { return .failure(Errno(nfs: res.status)) }
-            return .success(Attributes(res.GETATTR3res_u.resok.obj_attributes))
+        try client.call(caller, on: handle, rpc_nfs3_getattr_async, { fh in GETATTR3args(object: fh) }, reply: { (res: GETATTR3res) in
+            .success(Attributes(res.GETATTR3res_u.resok.obj_attributes))
         })
     }
 
@@ -178,31 +157,20 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
     }
 
     func setattr(_ handle: FileHandle, _ s: sattr3, _ caller: Credentials) throws(Errno) -> Attributes? {
-        try client.call(caller, { rpc, cb, data in
-            handle.withNFS { fh in
-                var args = SETATTR3args()
-                args.object = fh
-                args.new_attributes = s
-                args.guard.check = 0
-                return rpc_nfs3_setattr_async(rpc, cb, &args, data)
-            }
-        }, decode: { reply in
-            let res = reply.assumingMemoryBound(to: SETATTR3res.self).pointee
-            guard res.status == NFS3_OK else { return .failure(Errno(nfs: res.status)) }
+        try client.call(caller, on: handle, rpc_nfs3_setattr_async, { fh in
+            var args = SETATTR3args()
+            args.object = fh
+            args.new_attributes = s
+            args.guard.check = 0
+            return args
+        }, reply: { (res: SETATTR3res) in
             return .success(attributes(res.SETATTR3res_u.resok.obj_wcc.after))
         })
     }
 
     public func readlink(_ inode: NFSInode, into buffer: UnsafeMutableRawBufferPointer, _ caller: Credentials) throws(Errno) -> Int {
         let handle = inode.handle
-        return try client.call(caller, { rpc, cb, data in
-            handle.withNFS { fh in
-                var args = READLINK3args(symlink: fh)
-                return rpc_nfs3_readlink_async(rpc, cb, &args, data)
-            }
-        }, decode: { reply in
-            let res = reply.assumingMemoryBound(to: READLINK3res.self).pointee
-            guard res.status == NFS3_OK else { return .failure(Errno(nfs: res.status)) }
+        return try client.call(caller, on: handle, rpc_nfs3_readlink_async, { fh in READLINK3args(symlink: fh) }, reply: { (res: READLINK3res) in
             guard let target = res.READLINK3res_u.resok.data else { return .success(0) }
             let n = min(strlen(target), buffer.count)
             buffer.baseAddress!.copyMemory(from: target, byteCount: n)
@@ -227,15 +195,10 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
 
     public func mkdir(_ parent: NFSInode, _ name: FileName, mode: UInt32, _ caller: Credentials) throws(Errno) -> Entry {
         let directory = parent.handle
-        let (h, a) = try client.call(caller, { rpc, cb, data in
-            directory.withNFS { fh in
-                var args = MKDIR3args(where: diropargs3(dir: fh, name: UnsafeMutablePointer(mutating: name.cString)),
-                                      attributes: createAttributes(mode: mode & ~caller.umask))
-                return rpc_nfs3_mkdir_async(rpc, cb, &args, data)
-            }
-        }, decode: { reply -> Result<Made, Errno> in
-            let res = reply.assumingMemoryBound(to: MKDIR3res.self).pointee
-            guard res.status == NFS3_OK else { return .failure(Errno(nfs: res.status)) }
+        let (h, a) = try client.call(caller, on: directory, rpc_nfs3_mkdir_async, { fh in
+            MKDIR3args(where: diropargs3(dir: fh, name: UnsafeMutablePointer(mutating: name.cString)),
+                       attributes: createAttributes(mode: mode & ~caller.umask))
+        }, reply: { (res: MKDIR3res) -> Result<Made, Errno> in
             return .success((handle(res.MKDIR3res_u.resok.obj), attributes(res.MKDIR3res_u.resok.obj_attributes)))
         })
         return try made(parent, name, h, a, caller)
@@ -243,18 +206,14 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
 
     public func symlink(_ parent: NFSInode, _ name: FileName, target: UnsafeRawBufferPointer, _ caller: Credentials) throws(Errno) -> Entry {
         let directory = parent.handle
-        let (h, a) = try client.call(caller, { rpc, cb, data in
-            directory.withNFS { fh in
-                var args = SYMLINK3args()
-                args.where = diropargs3(dir: fh, name: UnsafeMutablePointer(mutating: name.cString))
-                args.symlink.symlink_attributes = createAttributes(mode: 0o777)
-                // Sound: the core guarantees a NUL right after the target's bytes.
-                args.symlink.symlink_data = UnsafeMutablePointer(mutating: target.baseAddress!.assumingMemoryBound(to: CChar.self))
-                return rpc_nfs3_symlink_async(rpc, cb, &args, data)
-            }
-        }, decode: { reply -> Result<Made, Errno> in
-            let res = reply.assumingMemoryBound(to: SYMLINK3res.self).pointee
-            guard res.status == NFS3_OK else { return .failure(Errno(nfs: res.status)) }
+        let (h, a) = try client.call(caller, on: directory, rpc_nfs3_symlink_async, { fh in
+            var args = SYMLINK3args()
+            args.where = diropargs3(dir: fh, name: UnsafeMutablePointer(mutating: name.cString))
+            args.symlink.symlink_attributes = createAttributes(mode: 0o777)
+            // Sound: the core guarantees a NUL right after the target's bytes.
+            args.symlink.symlink_data = UnsafeMutablePointer(mutating: target.baseAddress!.assumingMemoryBound(to: CChar.self))
+            return args
+        }, reply: { (res: SYMLINK3res) -> Result<Made, Errno> in
             return .success((handle(res.SYMLINK3res_u.resok.obj), attributes(res.SYMLINK3res_u.resok.obj_attributes)))
         })
         return try made(parent, name, h, a, caller)
@@ -278,14 +237,7 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
         default: throw .invalid
         }
         let directory = parent.handle
-        let (h, a) = try client.call(caller, { rpc, cb, data in
-            directory.withNFS { fh in
-                var args = MKNOD3args(where: diropargs3(dir: fh, name: UnsafeMutablePointer(mutating: name.cString)), what: what)
-                return rpc_nfs3_mknod_async(rpc, cb, &args, data)
-            }
-        }, decode: { reply -> Result<Made, Errno> in
-            let res = reply.assumingMemoryBound(to: MKNOD3res.self).pointee
-            guard res.status == NFS3_OK else { return .failure(Errno(nfs: res.status)) }
+        let (h, a) = try client.call(caller, on: directory, rpc_nfs3_mknod_async, { fh in MKNOD3args(where: diropargs3(dir: fh, name: UnsafeMutablePointer(mutating: name.cString)), what: what) }, reply: { (res: MKNOD3res) -> Result<Made, Errno> in
             return .success((handle(res.MKNOD3res_u.resok.obj), FerryNFS.attributes(res.MKNOD3res_u.resok.obj_attributes)))
         })
         return try made(parent, name, h, a, caller)
@@ -293,22 +245,18 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
 
     public func create(_ parent: NFSInode, _ name: FileName, mode: UInt32, flags: Int32, _ caller: Credentials) throws(Errno) -> (Entry, OpenedFile<NFSFile>) {
         let directory = parent.handle
-        let (h, a) = try client.call(caller, { rpc, cb, data in
-            directory.withNFS { fh in
-                var args = CREATE3args()
-                args.where = diropargs3(dir: fh, name: UnsafeMutablePointer(mutating: name.cString))
-                // GUARDED fails on an existing name (O_EXCL); UNCHECKED opens what is there.
-                args.how.mode = flags & O_EXCL != 0 ? GUARDED : UNCHECKED
-                args.how.createhow3_u.obj_attributes = createAttributes(mode: mode & ~caller.umask)
-                if flags & O_TRUNC != 0 && flags & O_EXCL == 0 {
-                    args.how.createhow3_u.obj_attributes.size.set_it = 1
-                    args.how.createhow3_u.obj_attributes.size.set_size3_u.size = 0
-                }
-                return rpc_nfs3_create_async(rpc, cb, &args, data)
+        let (h, a) = try client.call(caller, on: directory, rpc_nfs3_create_async, { fh in
+            var args = CREATE3args()
+            args.where = diropargs3(dir: fh, name: UnsafeMutablePointer(mutating: name.cString))
+            // GUARDED fails on an existing name (O_EXCL); UNCHECKED opens what is there.
+            args.how.mode = flags & O_EXCL != 0 ? GUARDED : UNCHECKED
+            args.how.createhow3_u.obj_attributes = createAttributes(mode: mode & ~caller.umask)
+            if flags & O_TRUNC != 0 && flags & O_EXCL == 0 {
+                args.how.createhow3_u.obj_attributes.size.set_it = 1
+                args.how.createhow3_u.obj_attributes.size.set_size3_u.size = 0
             }
-        }, decode: { reply -> Result<Made, Errno> in
-            let res = reply.assumingMemoryBound(to: CREATE3res.self).pointee
-            guard res.status == NFS3_OK else { return .failure(Errno(nfs: res.status)) }
+            return args
+        }, reply: { (res: CREATE3res) -> Result<Made, Errno> in
             return .success((handle(res.CREATE3res_u.resok.obj), attributes(res.CREATE3res_u.resok.obj_attributes)))
         })
         let entry = try made(parent, name, h, a, caller)
@@ -339,27 +287,15 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
     }
 
     func remove(_ directory: FileHandle, _ name: UnsafePointer<CChar>, _ caller: Credentials) throws(Errno) {
-        try client.call(caller, { rpc, cb, data in
-            directory.withNFS { fh in
-                var args = REMOVE3args(object: diropargs3(dir: fh, name: UnsafeMutablePointer(mutating: name)))
-                return rpc_nfs3_remove_async(rpc, cb, &args, data)
-            }
-        }, decode: { reply in
-            let res = reply.assumingMemoryBound(to: REMOVE3res.self).pointee
-            return res.status == NFS3_OK ? .success(()) : .failure(Errno(nfs: res.status))
+        try client.call(caller, on: directory, rpc_nfs3_remove_async, { fh in REMOVE3args(object: diropargs3(dir: fh, name: UnsafeMutablePointer(mutating: name))) }, reply: { (res: REMOVE3res) in
+            return .success(())
         })
     }
 
     public func rmdir(_ parent: NFSInode, _ name: FileName, _ caller: Credentials) throws(Errno) {
         let directory = parent.handle
-        try client.call(caller, { rpc, cb, data in
-            directory.withNFS { fh in
-                var args = RMDIR3args(object: diropargs3(dir: fh, name: UnsafeMutablePointer(mutating: name.cString)))
-                return rpc_nfs3_rmdir_async(rpc, cb, &args, data)
-            }
-        }, decode: { reply in
-            let res = reply.assumingMemoryBound(to: RMDIR3res.self).pointee
-            return res.status == NFS3_OK ? .success(()) : .failure(Errno(nfs: res.status))
+        try client.call(caller, on: directory, rpc_nfs3_rmdir_async, { fh in RMDIR3args(object: diropargs3(dir: fh, name: UnsafeMutablePointer(mutating: name.cString))) }, reply: { (res: RMDIR3res) in
+            return .success(())
         })
     }
 
@@ -395,14 +331,7 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
 
     public func statfs(_ inode: NFSInode, _ caller: Credentials) throws(Errno) -> FileSystemStatistics {
         let handle = inode.handle
-        return try client.call(caller, { rpc, cb, data in
-            handle.withNFS { fh in
-                var args = FSSTAT3args(fsroot: fh)
-                return rpc_nfs3_fsstat_async(rpc, cb, &args, data)
-            }
-        }, decode: { reply in
-            let res = reply.assumingMemoryBound(to: FSSTAT3res.self).pointee
-            guard res.status == NFS3_OK else { return .failure(Errno(nfs: res.status)) }
+        return try client.call(caller, on: handle, rpc_nfs3_fsstat_async, { fh in FSSTAT3args(fsroot: fh) }, reply: { (res: FSSTAT3res) in
             let ok = res.FSSTAT3res_u.resok
             let block: UInt64 = 4096
             return .success(FileSystemStatistics(blocks: ok.tbytes / block, freeBlocks: ok.fbytes / block,
@@ -418,14 +347,7 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
         if mask & X_OK != 0 { wanted |= UInt32(inode.isDirectory ? ACCESS3_LOOKUP : ACCESS3_EXECUTE) }
         let handle = inode.handle
         if wanted == 0 { _ = try getattr(handle, caller); return }
-        let granted = try client.call(caller, { rpc, cb, data in
-            handle.withNFS { fh in
-                var args = ACCESS3args(object: fh, access: wanted)
-                return rpc_nfs3_access_async(rpc, cb, &args, data)
-            }
-        }, decode: { reply -> Result<UInt32, Errno> in
-            let res = reply.assumingMemoryBound(to: ACCESS3res.self).pointee
-            guard res.status == NFS3_OK else { return .failure(Errno(nfs: res.status)) }
+        let granted = try client.call(caller, on: handle, rpc_nfs3_access_async, { fh in ACCESS3args(object: fh, access: wanted) }, reply: { (res: ACCESS3res) -> Result<UInt32, Errno> in
             return .success(res.ACCESS3res_u.resok.access)
         })
         if granted & wanted != wanted { throw .accessDenied }
@@ -438,7 +360,44 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
     public func destroy() { client.shutdown() }
 }
 
+/// An NFSv3 reply: each starts with its status.
+protocol NFS3Reply { var status: nfsstat3 { get } }
+extension FSINFO3res: NFS3Reply {}
+extension LOOKUP3res: NFS3Reply {}
+extension GETATTR3res: NFS3Reply {}
+extension SETATTR3res: NFS3Reply {}
+extension READLINK3res: NFS3Reply {}
+extension MKDIR3res: NFS3Reply {}
+extension SYMLINK3res: NFS3Reply {}
+extension MKNOD3res: NFS3Reply {}
+extension CREATE3res: NFS3Reply {}
+extension REMOVE3res: NFS3Reply {}
+extension RMDIR3res: NFS3Reply {}
+extension FSSTAT3res: NFS3Reply {}
+extension ACCESS3res: NFS3Reply {}
+extension COMMIT3res: NFS3Reply {}
+extension READDIRPLUS3res: NFS3Reply {}
+
 extension NFSClient {
+    /// One NFSv3 call on `handle`: `arguments` builds the call's arguments around the handle
+    /// (libnfs encodes them before `send` returns); `reply` reads a successful reply during
+    /// the callback and copies out what it needs. A failed status is thrown as its errno.
+    func call<Arguments, Reply: NFS3Reply, T>(
+        _ caller: Credentials, on handle: FileHandle,
+        _ send: (OpaquePointer?, rpc_cb?, UnsafeMutablePointer<Arguments>?, UnsafeMutableRawPointer?) -> Int32,
+        _ arguments: (nfs_fh3) -> Arguments,
+        reply: @escaping (Reply) -> Result<T, Errno>) throws(Errno) -> T {
+        try call(caller, { rpc, cb, data in
+            handle.withNFS { fh in
+                var args = arguments(fh)
+                return send(rpc, cb, &args, data)
+            }
+        }, decode: { raw in
+            let res = raw.assumingMemoryBound(to: Reply.self).pointee
+            return res.status == NFS3_OK ? reply(res) : .failure(Errno(nfs: res.status))
+        })
+    }
+
     /// One call: `issue` queues it (building its arguments, which libnfs encodes at once);
     /// `decode` reads the reply during the callback and copies out what it needs.
     func call<T>(_ caller: Credentials,
