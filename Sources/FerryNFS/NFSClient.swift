@@ -85,9 +85,14 @@ final class NFSClient: @unchecked Sendable {
     /// and `body` runs again (NFSv3 calls are retried as a client's retransmission would be)
     /// until the export's timeout; then EIO.
     func perform<R>(_ caller: Credentials, _ body: (NFSConnection, Deadline) throws(ConnectionFailure) -> R) throws(Errno) -> R {
-        let connection = acquire()
-        defer { connection.unlock() }
+        // The timeout counts from here: waiting for a connection that another request holds
+        // (perhaps stuck on a dead server itself) is part of it.
         let deadline = newDeadline
+        guard let connection = acquire(until: deadline) else {
+            logger.warning("NFS server \(options.server): no connection became free within the export's timeout")
+            throw .io
+        }
+        defer { connection.unlock() }
         var lastFailure = ""
         while true {
             do {
@@ -115,8 +120,9 @@ final class NFSClient: @unchecked Sendable {
         }
     }
 
-    /// A free connection if there is one, else the next one in turn (waiting for it).
-    private func acquire() -> NFSConnection {
+    /// A free connection if there is one, else the next one in turn, waiting for it until
+    /// `deadline` (nil once it has passed).
+    private func acquire(until deadline: Deadline) -> NFSConnection? {
         let count = connections.count
         let start = Int(next.wrappingAdd(1, ordering: .relaxed).oldValue % UInt(count))
         for i in 0..<count {
@@ -124,8 +130,7 @@ final class NFSClient: @unchecked Sendable {
             if connection.tryLock() { return connection }
         }
         let connection = connections[start]
-        connection.lock_()
-        return connection
+        return connection.lock(until: deadline) ? connection : nil
     }
 
     func shutdown() {

@@ -61,6 +61,17 @@ final class NFSConnection: @unchecked Sendable {
 
     func tryLock() -> Bool { pthread_mutex_trylock(lock) == 0 }
     func lock_() { pthread_mutex_lock(lock) }
+    /// Waits for the connection until `deadline`; false if it passed first.
+    func lock(until deadline: Deadline) -> Bool {
+        guard deadline.nanoseconds != nil else { pthread_mutex_lock(lock); return true }
+        // pthread_mutex_timedlock takes a CLOCK_REALTIME point: convert the time left.
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        let left = min(deadline.millisecondsLeft, 86_400_000)
+        var until = timespec(tv_sec: now.tv_sec + left / 1000, tv_nsec: now.tv_nsec + (left % 1000) * 1_000_000)
+        if until.tv_nsec >= 1_000_000_000 { until.tv_sec += 1; until.tv_nsec -= 1_000_000_000 }
+        return pthread_mutex_timedlock(lock, &until) == 0
+    }
     func unlock() { pthread_mutex_unlock(lock) }
 
     var isConnected: Bool { rpc != nil }

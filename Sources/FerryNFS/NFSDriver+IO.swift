@@ -146,8 +146,9 @@ extension NFSDriver {
                 written += reply.count
                 after = reply.after ?? after
                 if reply.committed == UNSTABLE {
-                    kept.append(.init(offset: offset + UInt64(piece.start), data: Array(data[piece.start..<piece.start + reply.count]),
-                                      verifier: reply.verifier))
+                    // The common case (one piece, all written) keeps `data` itself: no second copy.
+                    let bytes = reply.count == data.count ? data : Array(data[piece.start..<piece.start + reply.count])
+                    kept.append(.init(offset: offset + UInt64(piece.start), data: bytes, verifier: reply.verifier))
                 }
                 if reply.count < piece.length { break }
                 continue
