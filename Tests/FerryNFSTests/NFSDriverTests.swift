@@ -14,7 +14,7 @@ import Glibc
 @Suite("NFS driver against nfs-ganesha", .serialized,
        .enabled(if: NFSTestServer.isInstalled, "\(NFSTestServer.whyNotInstalled)"))
 struct NFSDriverTests {
-    static func driver(_ export: String, timeout: Double = 5) throws -> NFSDriver {
+    static func driver(_ export: String, timeout: Double? = 5) throws -> NFSDriver {
         try NFSDriver(options: NFSOptions(server: "127.0.0.1", path: export, version: .v3, timeout: timeout),
                       logger: Logger(label: "ferry.nfs.test"))
     }
@@ -129,6 +129,29 @@ struct NFSDriverTests {
             #expect(throws: Errno.io) { try driver.getattr(rootEntry.inode, nil, root) }
             try server.start()
             #expect(try driver.getattr(rootEntry.inode, nil, root).isDirectory)
+        }
+    }
+
+    /// With `hard`, a request waits for the server instead of failing: started while the
+    /// server is down, it succeeds once the server is back (a soft export would give EIO).
+    @Test func aHardExportWaitsForTheServer() throws {
+        let server = try NFSTestServer.shared()
+        try server.exclusive {
+            let export = try server.makeExport("driver-hard")
+            let driver = try NFSDriverTests.driver(export, timeout: nil)
+            let rootEntry = try driver.root()
+            try server.stop()
+            let outcome = Mutex<Result<Attributes, Errno>?>(nil)
+            let request = Thread { [root] in
+                let result: Result<Attributes, Errno>
+                do throws(Errno) { result = .success(try driver.getattr(rootEntry.inode, nil, root)) } catch { result = .failure(error) }
+                outcome.withLock { $0 = result }
+            }
+            request.start()
+            usleep(2_000_000)
+            try server.start()
+            while outcome.withLock({ $0 == nil }) { usleep(50_000) }
+            #expect(try outcome.withLock { try $0!.get() }.isDirectory)
         }
     }
 
