@@ -86,9 +86,6 @@ final class NFSExportHandler: ServedExport, @unchecked Sendable {
 }
 
 func openNFSExport(_ source: NFSSource, policy: ExportPolicy, logger: Logger) throws(CLIError) -> any ServedExport {
-    if source.version == .v4 {
-        throw CLIError("\(source): NFSv4 is not supported by this build yet; the server may also speak NFSv3 (?version=3)")
-    }
     let options = NFSOptions(server: source.server, path: source.path, version: source.version == .v4 ? .v4 : .v3,
                              timeout: source.timeout, connections: source.connections)
     do {

@@ -97,7 +97,7 @@ final class NFSClient: @unchecked Sendable {
         while true {
             do {
                 if !connection.isConnected {
-                    try connection.connect(program: ferry_nfs_program, version: ferry_nfs_v3, deadline: deadline)
+                    try connection.connect(program: ferry_nfs_program, version: options.version == .v4 ? ferry_nfs_v4 : ferry_nfs_v3, deadline: deadline)
                     logger.debug("connected to NFS server \(options.server)")
                 }
                 connection.setCredentials(caller)

@@ -91,6 +91,7 @@ extension NFSDriver {
         let handle = file.inode.handle
         let pieces = (total + readMax - 1) / readMax
         let maxPiece = readMax
+        let isV4 = v4 != nil
         // Each piece lands at its place in `buffers`; a short piece (end of file) ends the read.
         let results = try client.perform(caller) { connection, deadline throws(ConnectionFailure) -> [Result<(Int, Bool), Errno>] in
             var results = [Result<(Int, Bool), Errno>](repeating: .failure(.io), count: pieces)
@@ -99,6 +100,19 @@ extension NFSDriver {
             for i in 0..<pieces {
                 let start = i * maxPiece
                 let count = min(maxPiece, total - start)
+                if isV4 {
+                    let c = NFS4Compound()
+                    c.putfh(handle); c.read(offset: offset + UInt64(start), count: count)
+                    calls.append(try connection.send({ rpc, cb, data in c.send(rpc, cb, data) }, onSuccess: { reply in
+                        let res = reply.assumingMemoryBound(to: COMPOUND4res.self).pointee
+                        guard res.status == NFS4_OK else { results[i] = .failure(Errno(nfs4: res.status)); return }
+                        let ok = res.resarray.resarray_val[1].nfs_resop4_u.opread.READ4res_u.resok4
+                        let n = min(Int(ok.data.data_len), count)
+                        if n > 0 { buffers.copyIn(UnsafeRawBufferPointer(start: ok.data.data_val, count: n), at: start) }
+                        results[i] = .success((n, ok.eof != 0))
+                    }))
+                    continue
+                }
                 calls.append(try connection.send({ rpc, cb, data in
                     handle.withNFS { fh in
                         var args = READ3args(file: fh, offset: offset + UInt64(start), count: count3(count))
@@ -178,6 +192,8 @@ extension NFSDriver {
     func send(_ file: NFSFile, _ data: [UInt8], at offset: UInt64, stable: stable_how, _ caller: Credentials) throws(Errno) -> [SentPiece] {
         let handle = file.inode.handle
         let maxPiece = writeMax
+        let isV4 = v4 != nil
+        let stable4 = stable_how4(stable.rawValue)
         let pieces = (data.count + maxPiece - 1) / maxPiece
         return try client.perform(caller) { connection, deadline throws(ConnectionFailure) -> [SentPiece] in
             var sent = (0..<pieces).map { i in
@@ -187,6 +203,26 @@ extension NFSDriver {
             calls.reserveCapacity(pieces)
             for i in 0..<pieces {
                 let (start, length) = (sent[i].start, sent[i].length)
+                if isV4 {
+                    let c = NFS4Compound()
+                    c.putfh(handle)
+                    data.withUnsafeBytes { bytes in
+                        c.write(offset: offset + UInt64(start), stable: stable4,
+                                data: UnsafeRawBufferPointer(rebasing: bytes[start..<start + length]))
+                    }
+                    c.getattr(NFS4Attribute.forAttributes)
+                    // Sound: `data` outlives the send, which copies the bytes into the call.
+                    calls.append(try connection.send({ rpc, cb, token in c.send(rpc, cb, token) }, onSuccess: { reply in
+                        let res = reply.assumingMemoryBound(to: COMPOUND4res.self).pointee
+                        guard res.status == NFS4_OK else { sent[i].result = .failure(Errno(nfs4: res.status)); return }
+                        let ok = res.resarray.resarray_val[1].nfs_resop4_u.opwrite.WRITE4res_u.resok4
+                        let after = try? NFSDriver.attributes4(res.resarray.resarray_val[2]).get()
+                        sent[i].result = .success(WriteReply(count: min(Int(ok.count), length), committed: stable_how(ok.committed.rawValue),
+                                                             verifier: withUnsafeBytes(of: ok.writeverf) { $0.loadUnaligned(as: UInt64.self) },
+                                                             after: after))
+                    }))
+                    continue
+                }
                 calls.append(try connection.send({ rpc, cb, token in
                     handle.withNFS { fh in
                         data.withUnsafeBytes { bytes in
@@ -229,7 +265,7 @@ extension NFSDriver {
         let pending = file.uncommitted.withLock { $0.pieces }
         if pending.isEmpty { return }
         let handle = file.inode.handle
-        let committed = try client.call(caller, on: handle, rpc_nfs3_commit_async, { fh in COMMIT3args(file: fh, offset: 0, count: 0) }, reply: { (res: COMMIT3res) -> Result<UInt64, Errno> in
+        let committed = v4 != nil ? try commit4(handle, caller) : try client.call(caller, on: handle, rpc_nfs3_commit_async, { fh in COMMIT3args(file: fh, offset: 0, count: 0) }, reply: { (res: COMMIT3res) -> Result<UInt64, Errno> in
             return .success(verifier(res.COMMIT3res_u.resok.verf))
         })
         let lost = pending.filter { $0.verifier != committed }
@@ -285,7 +321,7 @@ extension NFSDriver {
                         _ emit: (DirectoryEntry) -> Bool) throws(Errno) {
         let handle = directory.inode.handle
         let cookieVerifier = offset == 0 ? 0 : directory.cookieVerifier.withLock { $0 }
-        let (entries, verifierOut) = try client.call(caller, on: handle, rpc_nfs3_readdirplus_async, { fh in
+        let (entries, verifierOut) = v4 != nil ? try readdir4(handle, cookie: offset, verifier: cookieVerifier, caller) : try client.call(caller, on: handle, rpc_nfs3_readdirplus_async, { fh in
             var args = READDIRPLUS3args()
             args.dir = fh
             args.cookie = offset

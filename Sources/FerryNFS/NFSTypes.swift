@@ -15,6 +15,10 @@ public struct FileHandle: Hashable, Sendable {
     }
 
     init(_ fh: nfs_fh3) { self.init(fh.data.data_val, Int(fh.data.data_len)) }
+    init(bytes: [UInt8]) { self.bytes = Array(bytes.prefix(128)) }
+    init(_ fh: nfs_fh4) {
+        bytes = fh.nfs_fh4_len == 0 ? [] : Array(UnsafeRawBufferPointer(start: fh.nfs_fh4_val, count: min(Int(fh.nfs_fh4_len), 128)))
+    }
 
     /// Calls `body` with an `nfs_fh3` that points into this handle's bytes.
     func withNFS<R, E: Error>(_ body: (nfs_fh3) throws(E) -> R) throws(E) -> R {
