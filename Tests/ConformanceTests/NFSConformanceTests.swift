@@ -30,7 +30,7 @@ enum NFSSharedMount {
     }
 }
 
-let nfsConformanceCases: [(Int, String)] = [3].flatMap { v in conformanceCheckNames.map { (v, $0) } }
+let nfsConformanceCases: [(Int, String)] = [3, 4].flatMap { v in conformanceCheckNames.map { (v, $0) } }
 
 @Suite("POSIX conformance through ferry mount nfs://", .serialized,
        .enabled(if: canMountFUSE && NFSTestServer.isInstalled, "\(NFSTestServer.whyNotInstalled), and /dev/fuse"))

@@ -14,18 +14,18 @@ import Glibc
 @Suite("NFS driver against nfs-ganesha", .serialized,
        .enabled(if: NFSTestServer.isInstalled, "\(NFSTestServer.whyNotInstalled)"))
 struct NFSDriverTests {
-    static func driver(_ export: String, timeout: Double? = 5) throws -> NFSDriver {
-        try NFSDriver(options: NFSOptions(server: "127.0.0.1", path: export, version: .v3, timeout: timeout),
+    static func driver(_ export: String, version: Int = 3, timeout: Double? = 5) throws -> NFSDriver {
+        try NFSDriver(options: NFSOptions(server: "127.0.0.1", path: export, version: version == 4 ? .v4 : .v3, timeout: timeout),
                       logger: Logger(label: "ferry.nfs.test"))
     }
 
     let root = Credentials.root
 
-    @Test func uncommittedWritesAreSentAgainWhenTheServerRestartsBeforeCommit() throws {
+    @Test(arguments: [3, 4]) func uncommittedWritesAreSentAgainWhenTheServerRestartsBeforeCommit(version: Int) throws {
         let server = try NFSTestServer.shared()
         try server.exclusive {
-            let export = try server.makeExport("driver-verifier")
-            let driver = try NFSDriverTests.driver(export)
+            let export = try server.makeExport("driver-verifier-v\(version)")
+            let driver = try NFSDriverTests.driver(export, version: version)
             let rootEntry = try driver.root()
             let data = (0..<(256 << 10)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }
             let (_, opened) = try withName("f") { name in
@@ -46,11 +46,11 @@ struct NFSDriverTests {
         }
     }
 
-    @Test func aFileUnlinkedWhileOpenStaysUsableUntilItsLastRelease() throws {
+    @Test(arguments: [3, 4]) func aFileUnlinkedWhileOpenStaysUsableUntilItsLastRelease(version: Int) throws {
         let server = try NFSTestServer.shared()
         try server.shared {
-            let export = try server.makeExport("driver-unlink")
-            let driver = try NFSDriverTests.driver(export)
+            let export = try server.makeExport("driver-unlink-v\(version)")
+            let driver = try NFSDriverTests.driver(export, version: version)
             let rootEntry = try driver.root()
             let (entry, opened) = try withName("f") { name in
                 try driver.create(rootEntry.inode, name, mode: 0o644, flags: O_RDWR, root)
@@ -69,11 +69,11 @@ struct NFSDriverTests {
         }
     }
 
-    @Test func aHiddenFileLeftByADeadFerryIsRemovedWhenItsDirectoryIsRead() throws {
+    @Test(arguments: [3, 4]) func aHiddenFileLeftByADeadFerryIsRemovedWhenItsDirectoryIsRead(version: Int) throws {
         let server = try NFSTestServer.shared()
         try server.shared {
-            let export = try server.makeExport("driver-leftover")
-            let driver = try NFSDriverTests.driver(export)
+            let export = try server.makeExport("driver-leftover-v\(version)")
+            let driver = try NFSDriverTests.driver(export, version: version)
             var deadPID: Int32 = 4_000_000
             while kill(deadPID, 0) == 0 || errno != ESRCH { deadPID -= 1 }
             let leftover = driver.hiddenPrefix + "\(deadPID)-0"
@@ -86,11 +86,11 @@ struct NFSDriverTests {
         }
     }
 
-    @Test func aFileDeletedOnTheServerGivesESTALE() throws {
+    @Test(arguments: [3, 4]) func aFileDeletedOnTheServerGivesESTALE(version: Int) throws {
         let server = try NFSTestServer.shared()
         try server.shared {
-            let export = try server.makeExport("driver-stale")
-            let driver = try NFSDriverTests.driver(export)
+            let export = try server.makeExport("driver-stale-v\(version)")
+            let driver = try NFSDriverTests.driver(export, version: version)
             let rootEntry = try driver.root()
             let entry = try withName("d") { try driver.mkdir(rootEntry.inode, $0, mode: 0o755, root) }
             try FileManager.default.removeItem(atPath: export + "/d")
@@ -100,11 +100,11 @@ struct NFSDriverTests {
         }
     }
 
-    @Test func requestsActAsTheCaller() throws {
+    @Test(arguments: [3, 4]) func requestsActAsTheCaller(version: Int) throws {
         let server = try NFSTestServer.shared()
         try server.shared {
-            let export = try server.makeExport("driver-credentials")
-            let driver = try NFSDriverTests.driver(export)
+            let export = try server.makeExport("driver-credentials-v\(version)")
+            let driver = try NFSDriverTests.driver(export, version: version)
             let rootEntry = try driver.root()
             let user = Credentials(uid: 4321, gid: 8765, pid: 1)
             let made = try withName("mine") { try driver.mkdir(rootEntry.inode, $0, mode: 0o700, user) }
@@ -155,12 +155,12 @@ struct NFSDriverTests {
         }
     }
 
-    @Test func readdirReportsEveryEntryAcrossSeveralCalls() throws {
+    @Test(arguments: [3, 4]) func readdirReportsEveryEntryAcrossSeveralCalls(version: Int) throws {
         let server = try NFSTestServer.shared()
         try server.shared {
-            let export = try server.makeExport("driver-readdir")
+            let export = try server.makeExport("driver-readdir-v\(version)")
             for i in 0..<600 { _ = FileManager.default.createFile(atPath: export + "/entry-\(i)-" + String(repeating: "x", count: 40), contents: nil) }
-            let driver = try NFSDriverTests.driver(export)
+            let driver = try NFSDriverTests.driver(export, version: version)
             let names = try listing(driver, try driver.root().inode, batch: 50)
             #expect(names.count == 600 && Set(names).count == 600)
         }

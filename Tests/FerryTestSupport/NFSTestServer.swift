@@ -25,16 +25,21 @@ public final class NFSTestServer: @unchecked Sendable {
     /// (docs/backends/nfs.md, "What NFS cannot express"). Listed per protocol version. A check
     /// listed here that starts passing fails the test, so the list stays true.
     public static let unsupportedChecks: [Int: [String: (expect: String, reason: String)]] = [
-        3: [
-            "fallocate_punch_hole": ("EOPNOTSUPP", "NFSv3 has no ALLOCATE/DEALLOCATE (NFSv4.2 does)"),
-            "seek_data_hole": ("expected a hole", "NFSv3 has no SEEK: the kernel reports the whole file as data"),
+        3: common(version: "NFSv3"),
+        4: common(version: "NFSv4.0"),
+    ]
+
+    private static func common(version: String) -> [String: (expect: String, reason: String)] {
+        [
+            "fallocate_punch_hole": ("EOPNOTSUPP", "\(version) has no ALLOCATE/DEALLOCATE (NFSv4.2 does)"),
+            "seek_data_hole": ("expected a hole", "\(version) has no SEEK: the kernel reports the whole file as data"),
             "rename_noreplace": ("EINVAL", "NFS RENAME has no flags; emulating RENAME_NOREPLACE would race"),
             "rename_exchange": ("EINVAL", "NFS RENAME has no flags; there is no atomic exchange"),
             "utimens_nsec": ("EOPNOTSUPP", "nfs-ganesha's VFS FSAL ignores SETATTR of a symlink's times; Ferry says so"),
             "supplementary_group_create": ("EACCES", "FUSE sends no supplementary groups, and the NFS server checks with the caller's AUTH_SYS groups"),
-            "xattr_create_replace": ("skip", "NFSv3 has no extended attributes"),
-        ],
-    ]
+            "xattr_create_replace": ("skip", "\(version) has no extended attributes"),
+        ]
+    }
 
     public static let whyNotInstalled = "needs root and nfs-ganesha, nfs-ganesha-vfs, rpcbind, libnfs-utils (scripts/install-deps)"
 

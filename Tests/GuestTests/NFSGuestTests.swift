@@ -16,7 +16,7 @@ struct NFSGuestTests {
 
     /// Every check passes in the guest, except those NFS cannot express, which must fail the
     /// way docs/backends/nfs.md says.
-    @Test(.timeLimit(.minutes(15)), arguments: [3])
+    @Test(.timeLimit(.minutes(15)), arguments: [3, 4])
     func theConformanceChecksPassInAGuestOnAnNFSExport(version: Int) throws {
         let server = try NFSTestServer.shared()
         try server.shared {
@@ -37,12 +37,12 @@ struct NFSGuestTests {
     /// The guest writes and fsyncs one file, and writes a second one without fsync; the
     /// server restarts (a new write verifier); the guest then fsyncs the second file and
     /// reads both back from the server: every byte is there.
-    @Test(.timeLimit(.minutes(5)))
-    func fsyncedDataSurvivesAServerRestart() throws {
+    @Test(.timeLimit(.minutes(5)), arguments: [3, 4])
+    func fsyncedDataSurvivesAServerRestart(version: Int) throws {
         let server = try NFSTestServer.shared()
         try server.exclusive {
-            let export = try server.makeExport("guest-restart")
-            let ferry = try NFSGuestTests.daemon(server.url(export, version: 3))
+            let export = try server.makeExport("guest-restart-v\(version)")
+            let ferry = try NFSGuestTests.daemon(server.url(export, version: version))
             defer { ferry.stop() }
             let restarter = Restarter(export: export, server: server, marker: "written", then: "restarted")
             let command = """
@@ -69,12 +69,12 @@ struct NFSGuestTests {
 
     /// The server stops: the guest's next request fails with EIO once the export's timeout
     /// (3 s here) has passed, Ferry keeps running, and it serves again once the server is back.
-    @Test(.timeLimit(.minutes(5)))
-    func aStoppedServerGivesEIOAndFerryServesAgainWhenItReturns() throws {
+    @Test(.timeLimit(.minutes(5)), arguments: [3, 4])
+    func aStoppedServerGivesEIOAndFerryServesAgainWhenItReturns(version: Int) throws {
         let server = try NFSTestServer.shared()
         try server.exclusive {
-            let export = try server.makeExport("guest-outage")
-            let ferry = try NFSGuestTests.daemon(server.url(export, version: 3, ["timeout=3"]))
+            let export = try server.makeExport("guest-outage-v\(version)")
+            let ferry = try NFSGuestTests.daemon(server.url(export, version: version, ["timeout=3"]))
             defer { ferry.stop() }
             // Stop the server once the guest is up; start it again after Ferry has failed a
             // request (it logs each one), and leave a file to tell the guest.
