@@ -76,11 +76,12 @@ struct NFSGuestTests {
             let export = try server.makeExport("guest-outage-v\(version)")
             let ferry = try NFSGuestTests.daemon(server.url(export, version: version, ["timeout=3"]))
             defer { ferry.stop() }
-            // Stop the server once the guest is up; start it again after Ferry has failed a
-            // request (it logs each one), and leave a file to tell the guest.
+            // The guest only creates probe files, one after another, until one fails. Stop the
+            // server once a few exist; start it again after Ferry has failed a request (it logs
+            // each one), and leave a file to tell the guest.
             let outage = Thread {
                 let deadline = Date().addingTimeInterval(180)
-                while !FileManager.default.fileExists(atPath: export + "/ready") && Date() < deadline { usleep(100_000) }
+                while !FileManager.default.fileExists(atPath: export + "/probe3") && Date() < deadline { usleep(100_000) }
                 try? server.stop()
                 while !ferry.log.contains("unreachable") && !ferry.log.contains("did not answer") && Date() < deadline {
                     usleep(100_000)
@@ -90,8 +91,7 @@ struct NFSGuestTests {
             }
             outage.start()
             let command = """
-                echo > /mnt/ready
-                i=0; while echo y > /mnt/probe$i 2>/tmp/err; do i=$((i+1)); sleep 0.5; [ $i -gt 200 ] && break; done
+                i=0; while echo y > /mnt/probe$i 2>/tmp/err; do i=$((i+1)); sleep 0.2; [ $i -gt 1000 ] && break; done
                 echo "probe $i failed: $(cat /tmp/err)"
                 j=0; until cat /mnt/back 2>/dev/null; do j=$((j+1)); sleep 1; [ $j -gt 120 ] && break; done
                 echo after > /mnt/after && echo SERVED-AGAIN
