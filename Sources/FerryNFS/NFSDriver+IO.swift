@@ -145,11 +145,31 @@ extension NFSDriver {
     public func write(_ file: NFSFile, offset: UInt64, from buffers: IOVectors, killSuidGid: Bool, _ caller: Credentials) throws(Errno) -> Int {
         let total = buffers.totalLength
         if total == 0 { return 0 }
-        // One copy: WRITE needs contiguous data, and UNSTABLE data is kept until committed.
-        var data = [UInt8](repeating: 0, count: total)
-        data.withUnsafeMutableBytes { _ = buffers.copyOut(into: $0) }
+        // UNSTABLE data is kept until committed: one copy, made while the WRITE is in flight
+        // when the caller's data is contiguous (it is sent from where it is), else first (a
+        // WRITE needs contiguous data).
+        var data: [UInt8] = []
+        if buffers.count != 1 {
+            data = [UInt8](unsafeUninitializedCapacity: total) { bytes, count in
+                count = buffers.copyOut(into: UnsafeMutableRawBufferPointer(bytes))
+            }
+        }
         let stable = file.synchronous ? FILE_SYNC : UNSTABLE
-        let sent = try send(file, data, at: offset, stable: stable, caller)
+        let sent: [SentPiece]
+        if buffers.count == 1 {
+            let source = UnsafeRawBufferPointer(start: buffers.base[0].iov_base, count: total)
+            sent = try send(file, source, at: offset, stable: stable, caller, whileInFlight: {
+                if stable == UNSTABLE && data.isEmpty { data = Array(source) }
+            })
+        } else {
+            sent = try data.withUnsafeBufferPointer { source throws(Errno) in
+                try send(file, UnsafeRawBufferPointer(source), at: offset, stable: stable, caller)
+            }
+        }
+        let unstable = sent.contains { if case .success(let r) = $0.result { return r.committed == UNSTABLE }; return false }
+        if unstable && data.isEmpty {   // a server may answer less stable than asked: keep the data then too
+            data = Array(UnsafeRawBufferPointer(start: buffers.base[0].iov_base, count: total))
+        }
         var written = 0
         var after: Attributes?
         var kept: [UncommittedWrites.Piece] = []
@@ -189,7 +209,9 @@ extension NFSDriver {
     struct SentPiece { var start: Int; var length: Int; var result: Result<WriteReply, Errno> }
 
     /// WRITEs `data` at `offset` in pieces the server accepts, all in flight at once.
-    func send(_ file: NFSFile, _ data: [UInt8], at offset: UInt64, stable: stable_how, _ caller: Credentials) throws(Errno) -> [SentPiece] {
+    /// `whileInFlight` runs once the pieces are queued, before their replies are awaited.
+    func send(_ file: NFSFile, _ data: UnsafeRawBufferPointer, at offset: UInt64, stable: stable_how, _ caller: Credentials,
+              whileInFlight: () -> Void = {}) throws(Errno) -> [SentPiece] {
         let handle = file.inode.handle
         let maxPiece = writeMax
         let isV4 = v4 != nil
@@ -206,10 +228,7 @@ extension NFSDriver {
                 if isV4 {
                     let c = NFS4Compound()
                     c.putfh(handle)
-                    data.withUnsafeBytes { bytes in
-                        c.write(offset: offset + UInt64(start), stable: stable4,
-                                data: UnsafeRawBufferPointer(rebasing: bytes[start..<start + length]))
-                    }
+                    c.write(offset: offset + UInt64(start), stable: stable4, data: UnsafeRawBufferPointer(rebasing: data[start..<start + length]))
                     c.getattr(NFS4Attribute.forAttributes)
                     // Sound: `data` outlives the send, which copies the bytes into the call.
                     calls.append(try connection.send({ rpc, cb, token in c.send(rpc, cb, token) }, onSuccess: { reply in
@@ -225,17 +244,15 @@ extension NFSDriver {
                 }
                 calls.append(try connection.send({ rpc, cb, token in
                     handle.withNFS { fh in
-                        data.withUnsafeBytes { bytes in
-                            var args = WRITE3args()
-                            args.file = fh
-                            args.offset = offset + UInt64(start)
-                            args.count = count3(length)
-                            args.stable = stable
-                            args.data.data_len = u_int(length)
-                            // Sound: libnfs copies the data into the call before returning.
-                            args.data.data_val = UnsafeMutablePointer(mutating: (bytes.baseAddress! + start).assumingMemoryBound(to: CChar.self))
-                            return rpc_nfs3_write_async(rpc, cb, &args, token)
-                        }
+                        var args = WRITE3args()
+                        args.file = fh
+                        args.offset = offset + UInt64(start)
+                        args.count = count3(length)
+                        args.stable = stable
+                        args.data.data_len = u_int(length)
+                        // Sound: libnfs copies the data into the call before returning.
+                        args.data.data_val = UnsafeMutablePointer(mutating: (data.baseAddress! + start).assumingMemoryBound(to: CChar.self))
+                        return rpc_nfs3_write_async(rpc, cb, &args, token)
                     }
                 }, onSuccess: { reply in
                     let res = reply.assumingMemoryBound(to: WRITE3res.self).pointee
@@ -245,6 +262,7 @@ extension NFSDriver {
                                                          verifier: verifier(ok.verf), after: attributes(ok.file_wcc.after)))
                 }))
             }
+            whileInFlight()
             try connection.wait(for: calls, deadline: deadline)
             return sent
         }
@@ -272,7 +290,9 @@ extension NFSDriver {
         if !lost.isEmpty {
             logger.warning("NFS write verifier changed (server restarted): sending \(lost.count) uncommitted writes again")
             for piece in lost {
-                let sent = try send(file, piece.data, at: piece.offset, stable: FILE_SYNC, caller)
+                let sent = try piece.data.withUnsafeBufferPointer { bytes throws(Errno) in
+                    try send(file, UnsafeRawBufferPointer(bytes), at: piece.offset, stable: FILE_SYNC, caller)
+                }
                 for s in sent {
                     switch s.result {
                     case .failure(let error): throw error
