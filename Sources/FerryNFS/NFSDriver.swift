@@ -1,2 +1,448 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import CNFS
 import FerryCore
+import Logging
+import Synchronization
+
+/// Serves an NFSv3 export through libnfs's RPC layer. A node is an NFS file handle; every
+/// call goes to the server with the caller's AUTH_SYS identity (uid, gid and the groups the
+/// request carries), so the server enforces permissions and ownership. What NFSv3 cannot
+/// express (extended attributes, locks without NLM, fallocate, SEEK_DATA, O_TMPFILE,
+/// rename flags) answers ENOSYS, EOPNOTSUPP or EINVAL, never a pretended success.
+/// See docs/backends/nfs.md.
+public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
+    public typealias Inode = NFSInode
+    public typealias InodeKey = FileHandle
+    public typealias File = NFSFile
+    public typealias Directory = NFSDirectory
+
+    let client: NFSClient
+    let logger: Logger
+    let rootHandle: FileHandle
+    /// NFSv4 state; nil for an NFSv3 export.
+    let v4: NFS4Session?
+    /// Largest READ and WRITE the server takes in one call (FSINFO).
+    let readMax: Int, writeMax: Int
+    let openFiles = Mutex<OpenFiles>(OpenFiles())
+    /// Uncommitted bytes per open file before a WRITE commits them (bounds what we keep).
+    let uncommittedLimit = 64 << 20
+    /// Prefix of hidden names of files unlinked while open: `.ferry-unlinked-HOST-PID-N`.
+    public let hiddenPrefix: String
+    let hiddenCounter = Atomic<UInt64>(0)
+    /// Statistics for tests and metrics.
+    public let resentAfterVerifierChange = Atomic<Int>(0)
+
+    /// Mounts the export (MOUNT protocol) and asks the server for its transfer sizes.
+    public init(options: NFSOptions, logger: Logger) throws(Errno) {
+        self.logger = logger
+        client = NFSClient(options: options, logger: logger)
+        v4 = options.version == .v4 ? NFS4Session() : nil
+        rootHandle = options.version == .v4 ? try client.root4(path: options.path) : try client.mountRoot()
+        var host = [CChar](repeating: 0, count: 256)
+        gethostname(&host, host.count - 1)
+        let hostHash = String(String(cString: host).utf8.reduce(UInt32(2166136261)) { ($0 ^ UInt32($1)) &* 16777619 }, radix: 16)
+        hiddenPrefix = ".ferry-unlinked-\(hostHash)-"
+        let handle = rootHandle
+        let sizes = v4 != nil ? try client.transferSizes4(handle) : try client.call(.root, on: handle, rpc_nfs3_fsinfo_async, { fh in FSINFO3args(fsroot: fh) }, reply: { (res: FSINFO3res) -> Result<(Int, Int), Errno> in
+            let ok = res.FSINFO3res_u.resok
+            return .success((Int(ok.rtmax), Int(ok.wtmax)))
+        })
+        // Some servers report 0 ("no preference"); keep calls within what libnfs handles well.
+        readMax = max(4096, min(sizes.0 == 0 ? 1 << 20 : sizes.0, 1 << 20))
+        // libnfs 4.0 encodes an NFSv4 COMPOUND into a buffer of about 4 KiB (its API takes no
+        // size hint), so v4 WRITEs go in 2 KiB pieces, all in flight at once.
+        writeMax = v4 != nil ? 2048 : max(4096, min(sizes.1 == 0 ? 1 << 20 : sizes.1, 1 << 20))
+        logger.info("NFSv\(options.version.rawValue) export \(options.server):\(options.path) mounted (rsize \(readMax), wsize \(writeMax), \(options.connections) connections)")
+    }
+
+    // MARK: - Nodes
+
+    public func root() throws(Errno) -> Entry {
+        let attributes = try getattr(rootHandle, .root)
+        return Entry(key: rootHandle, inode: NFSInode(handle: rootHandle, fileType: attributes.fileType), attributes: attributes)
+    }
+
+    func entry(_ handle: FileHandle, _ attributes: Attributes, existing: (FileHandle) -> NFSInode? = { _ in nil }) -> Entry {
+        Entry(key: handle, inode: existing(handle) ?? NFSInode(handle: handle, fileType: attributes.fileType), attributes: attributes)
+    }
+
+    public func lookup(_ parent: NFSInode, _ name: FileName, _ caller: Credentials) throws(Errno) -> Entry {
+        try lookup(parent, name, caller, existing: { _ in nil })
+    }
+
+    public func lookup(_ parent: NFSInode, _ name: FileName, _ caller: Credentials,
+                       existing: (FileHandle) -> NFSInode?) throws(Errno) -> Entry {
+        if let (handle, attributes) = takeReaddirEntry(parent, name) {
+            return entry(handle, attributes, existing: existing)
+        }
+        let (handle, attributes) = try lookupHandle(parent.handle, name.cString, caller)
+        return entry(handle, attributes, existing: existing)
+    }
+
+    /// What READDIRPLUS said about `name` a moment ago, if the core is looking up the
+    /// entries of a READDIRPLUS reply right now.
+    private func takeReaddirEntry(_ parent: NFSInode, _ name: FileName) -> (FileHandle, Attributes)? {
+        parent.readdirEntries.withLock { entries in
+            entries.isEmpty ? nil : entries[Array(name.bytes)]
+        }
+    }
+
+    func lookupHandle(_ directory: FileHandle, _ name: UnsafePointer<CChar>, _ caller: Credentials) throws(Errno) -> (FileHandle, Attributes) {
+        if v4 != nil { return try lookup4(directory, name, caller) }
+        let found = try client.call(caller, on: directory, rpc_nfs3_lookup_async, { fh in LOOKUP3args(what: diropargs3(dir: fh, name: UnsafeMutablePointer(mutating: name))) }, reply: { (res: LOOKUP3res) -> Result<(FileHandle, Attributes?), Errno> in
+            let ok = res.LOOKUP3res_u.resok
+            return .success((FileHandle(ok.object), attributes(ok.obj_attributes)))
+        })
+        return (found.0, try attributesOrFetch(found.1, found.0, caller))
+    }
+
+    func getattr(_ handle: FileHandle, _ caller: Credentials) throws(Errno) -> Attributes {
+        if v4 != nil { return try getattr4(handle, caller) }
+        return try client.call(caller, on: handle, rpc_nfs3_getattr_async, { fh in GETATTR3args(object: fh) }, reply: { (res: GETATTR3res) in
+            .success(Attributes(res.GETATTR3res_u.resok.obj_attributes))
+        })
+    }
+
+    /// The attributes a reply carried, or a GETATTR when it did not.
+    func attributesOrFetch(_ attributes: Attributes?, _ handle: FileHandle, _ caller: Credentials) throws(Errno) -> Attributes {
+        if let attributes { return attributes }
+        return try getattr(handle, caller)
+    }
+
+    public func getattr(_ inode: NFSInode, _ file: NFSFile?, _ caller: Credentials) throws(Errno) -> Attributes {
+        hiddenAdjusted(try getattr(inode.handle, caller), inode.handle)
+    }
+
+    /// A file unlinked while open still has its hidden name on the server; the client must
+    /// see the link count the unlink left.
+    func hiddenAdjusted(_ attributes: Attributes, _ handle: FileHandle) -> Attributes {
+        guard attributes.linkCount > 0, openFiles.withLock({ $0.byHandle[handle]?.hidden != nil }) else { return attributes }
+        var adjusted = attributes
+        adjusted.linkCount -= 1
+        return adjusted
+    }
+
+    public func setattr(_ inode: NFSInode, _ file: NFSFile?, _ changes: AttributeChanges, _ caller: Credentials) throws(Errno) -> Attributes {
+        var s = unchangedAttributes()
+        if var mode = changes.mode {
+            if changes.killSuidGid { mode &= ~UInt32(S_ISUID | S_ISGID) }
+            s.mode.set_it = 1; s.mode.set_mode3_u.mode = mode & 0o7777
+        } else if changes.killSuidGid && inode.isRegularFile {
+            // The kernel asks us to drop set-id bits with this change; NFSv3 has no flag for it.
+            let current = try getattr(inode.handle, caller).mode
+            if current & UInt32(S_ISUID | S_ISGID) != 0 {
+                s.mode.set_it = 1; s.mode.set_mode3_u.mode = current & 0o7777 & ~UInt32(S_ISUID | S_ISGID)
+            }
+        }
+        if let uid = changes.uid { s.uid.set_it = 1; s.uid.set_uid3_u.uid = uid }
+        if let gid = changes.gid { s.gid.set_it = 1; s.gid.set_gid3_u.gid = gid }
+        if let size = changes.size { s.size.set_it = 1; s.size.set_size3_u.size = size }
+        switch changes.accessTime {
+        case .none: break
+        case .now: s.atime.set_it = SET_TO_SERVER_TIME
+        case .set(let t):
+            s.atime.set_it = SET_TO_CLIENT_TIME
+            s.atime.set_atime_u.atime = nfstime3(seconds: u_int(truncatingIfNeeded: t.seconds), nseconds: t.nanoseconds)
+        }
+        switch changes.modificationTime {
+        case .none: break
+        case .now: s.mtime.set_it = SET_TO_SERVER_TIME
+        case .set(let t):
+            s.mtime.set_it = SET_TO_CLIENT_TIME
+            s.mtime.set_mtime_u.mtime = nfstime3(seconds: u_int(truncatingIfNeeded: t.seconds), nseconds: t.nanoseconds)
+        }
+        if changes.size != nil, let file { try commit(file, caller) }
+        let handle = inode.handle
+        let after = try attributesOrFetch(try setattr(handle, s, caller), handle, caller)
+        // A server may accept a time it cannot store (nfs-ganesha's VFS FSAL and symlinks):
+        // say so rather than report a change that did not happen.
+        if case .set(let t)? = changes.modificationTime, after.modificationTime.seconds != t.seconds { throw .notSupported }
+        if case .set(let t)? = changes.accessTime, after.accessTime.seconds != t.seconds { throw .notSupported }
+        return hiddenAdjusted(after, handle)
+    }
+
+    func setattr(_ handle: FileHandle, _ s: sattr3, _ caller: Credentials) throws(Errno) -> Attributes? {
+        if v4 != nil { return try setattr4(handle, s, caller) }
+        return try client.call(caller, on: handle, rpc_nfs3_setattr_async, { fh in
+            var args = SETATTR3args()
+            args.object = fh
+            args.new_attributes = s
+            args.guard.check = 0
+            return args
+        }, reply: { (res: SETATTR3res) in
+            return .success(attributes(res.SETATTR3res_u.resok.obj_wcc.after))
+        })
+    }
+
+    public func readlink(_ inode: NFSInode, into buffer: UnsafeMutableRawBufferPointer, _ caller: Credentials) throws(Errno) -> Int {
+        let handle = inode.handle
+        if v4 != nil { return try readlink4(handle, into: buffer, caller) }
+        return try client.call(caller, on: handle, rpc_nfs3_readlink_async, { fh in READLINK3args(symlink: fh) }, reply: { (res: READLINK3res) in
+            guard let target = res.READLINK3res_u.resok.data else { return .success(0) }
+            let n = min(strlen(target), buffer.count)
+            buffer.baseAddress!.copyMemory(from: target, byteCount: n)
+            return .success(n)
+        })
+    }
+
+    // MARK: - Making and removing names
+
+    /// The reply of CREATE, MKDIR, SYMLINK and MKNOD: the new handle and attributes, either
+    /// of which a server may leave out (then LOOKUP / GETATTR fill in).
+    private func made(_ parent: NFSInode, _ name: FileName, _ handle: FileHandle?, _ attributes: Attributes?,
+                      _ caller: Credentials) throws(Errno) -> Entry {
+        guard let handle else {
+            let (h, a) = try lookupHandle(parent.handle, name.cString, caller)
+            return entry(h, a)
+        }
+        return entry(handle, try attributesOrFetch(attributes, handle, caller))
+    }
+
+    typealias Made = (FileHandle?, Attributes?)
+
+    public func mkdir(_ parent: NFSInode, _ name: FileName, mode: UInt32, _ caller: Credentials) throws(Errno) -> Entry {
+        let directory = parent.handle
+        if v4 != nil {
+            let (h, a) = try create4(directory, name, type: NF4DIR, mode: mode & ~caller.umask, caller)
+            return entry(h, a)
+        }
+        let (h, a) = try client.call(caller, on: directory, rpc_nfs3_mkdir_async, { fh in
+            MKDIR3args(where: diropargs3(dir: fh, name: UnsafeMutablePointer(mutating: name.cString)),
+                       attributes: createAttributes(mode: mode & ~caller.umask))
+        }, reply: { (res: MKDIR3res) -> Result<Made, Errno> in
+            return .success((handle(res.MKDIR3res_u.resok.obj), attributes(res.MKDIR3res_u.resok.obj_attributes)))
+        })
+        return try made(parent, name, h, a, caller)
+    }
+
+    public func symlink(_ parent: NFSInode, _ name: FileName, target: UnsafeRawBufferPointer, _ caller: Credentials) throws(Errno) -> Entry {
+        let directory = parent.handle
+        if v4 != nil {
+            let (h, a) = try create4(directory, name, type: NF4LNK, mode: 0o777, linkTarget: target, caller)
+            return entry(h, a)
+        }
+        let (h, a) = try client.call(caller, on: directory, rpc_nfs3_symlink_async, { fh in
+            var args = SYMLINK3args()
+            args.where = diropargs3(dir: fh, name: UnsafeMutablePointer(mutating: name.cString))
+            args.symlink.symlink_attributes = createAttributes(mode: 0o777)
+            // Sound: the core guarantees a NUL right after the target's bytes.
+            args.symlink.symlink_data = UnsafeMutablePointer(mutating: target.baseAddress!.assumingMemoryBound(to: CChar.self))
+            return args
+        }, reply: { (res: SYMLINK3res) -> Result<Made, Errno> in
+            return .success((handle(res.SYMLINK3res_u.resok.obj), attributes(res.SYMLINK3res_u.resok.obj_attributes)))
+        })
+        return try made(parent, name, h, a, caller)
+    }
+
+    public func mknod(_ parent: NFSInode, _ name: FileName, mode: UInt32, rdev: UInt32, _ caller: Credentials) throws(Errno) -> Entry {
+        if mode & UInt32(S_IFMT) == UInt32(S_IFREG) {
+            let (entry, opened) = try create(parent, name, mode: mode, flags: O_EXCL | O_WRONLY, caller)
+            release(opened.file, flags: 0, caller)
+            return entry
+        }
+        var what = mknoddata3()
+        let attributes = createAttributes(mode: mode & ~caller.umask)
+        switch mode & UInt32(S_IFMT) {
+        case UInt32(S_IFIFO): what.type = NF3FIFO; what.mknoddata3_u.pipe_attributes = attributes
+        case UInt32(S_IFSOCK): what.type = NF3SOCK; what.mknoddata3_u.sock_attributes = attributes
+        case UInt32(S_IFCHR), UInt32(S_IFBLK):
+            what.type = mode & UInt32(S_IFMT) == UInt32(S_IFCHR) ? NF3CHR : NF3BLK
+            what.mknoddata3_u.chr_device = devicedata3(dev_attributes: attributes,
+                                                       spec: specdata3(specdata1: deviceMajor(rdev), specdata2: deviceMinor(rdev)))
+        default: throw .invalid
+        }
+        let directory = parent.handle
+        if v4 != nil {
+            let type: nfs_ftype4 = [NF3FIFO: NF4FIFO, NF3SOCK: NF4SOCK, NF3CHR: NF4CHR, NF3BLK: NF4BLK][what.type] ?? NF4FIFO
+            let (h, a) = try create4(directory, name, type: type, mode: mode & ~caller.umask,
+                                     device: (deviceMajor(rdev), deviceMinor(rdev)), caller)
+            return entry(h, a)
+        }
+        let (h, a) = try client.call(caller, on: directory, rpc_nfs3_mknod_async, { fh in MKNOD3args(where: diropargs3(dir: fh, name: UnsafeMutablePointer(mutating: name.cString)), what: what) }, reply: { (res: MKNOD3res) -> Result<Made, Errno> in
+            return .success((handle(res.MKNOD3res_u.resok.obj), FerryNFS.attributes(res.MKNOD3res_u.resok.obj_attributes)))
+        })
+        return try made(parent, name, h, a, caller)
+    }
+
+    public func create(_ parent: NFSInode, _ name: FileName, mode: UInt32, flags: Int32, _ caller: Credentials) throws(Errno) -> (Entry, OpenedFile<NFSFile>) {
+        let directory = parent.handle
+        if v4 != nil {
+            let (h, a) = try createFile4(directory, name, mode: mode & ~caller.umask, exclusive: flags & O_EXCL != 0,
+                                         truncate: flags & O_TRUNC != 0 && flags & O_EXCL == 0, caller)
+            let made = entry(h, a)
+            guard made.inode.isRegularFile else { throw .exists }
+            return (made, opened(made.inode, flags: flags))
+        }
+        let (h, a) = try client.call(caller, on: directory, rpc_nfs3_create_async, { fh in
+            var args = CREATE3args()
+            args.where = diropargs3(dir: fh, name: UnsafeMutablePointer(mutating: name.cString))
+            // GUARDED fails on an existing name (O_EXCL); UNCHECKED opens what is there.
+            args.how.mode = flags & O_EXCL != 0 ? GUARDED : UNCHECKED
+            args.how.createhow3_u.obj_attributes = createAttributes(mode: mode & ~caller.umask)
+            if flags & O_TRUNC != 0 && flags & O_EXCL == 0 {
+                args.how.createhow3_u.obj_attributes.size.set_it = 1
+                args.how.createhow3_u.obj_attributes.size.set_size3_u.size = 0
+            }
+            return args
+        }, reply: { (res: CREATE3res) -> Result<Made, Errno> in
+            return .success((handle(res.CREATE3res_u.resok.obj), attributes(res.CREATE3res_u.resok.obj_attributes)))
+        })
+        let entry = try made(parent, name, h, a, caller)
+        guard entry.inode.isRegularFile else { throw .exists }
+        return (entry, opened(entry.inode, flags: flags))
+    }
+
+    public func link(_ inode: NFSInode, to newParent: NFSInode, _ newName: FileName, _ caller: Credentials) throws(Errno) -> Entry {
+        let file = inode.handle, directory = newParent.handle
+        if v4 != nil { return Entry(key: file, inode: inode, attributes: try link4(file, directory, newName, caller)) }
+        let a = try client.call(caller, { rpc, cb, data in
+            file.withNFS { fileFH in
+                directory.withNFS { dirFH in
+                    var args = LINK3args(file: fileFH, link: diropargs3(dir: dirFH, name: UnsafeMutablePointer(mutating: newName.cString)))
+                    return rpc_nfs3_link_async(rpc, cb, &args, data)
+                }
+            }
+        }, decode: { reply -> Result<Attributes?, Errno> in
+            let res = reply.assumingMemoryBound(to: LINK3res.self).pointee
+            guard res.status == NFS3_OK else { return .failure(Errno(nfs: res.status)) }
+            return .success(attributes(res.LINK3res_u.resok.file_attributes))
+        })
+        return Entry(key: file, inode: inode, attributes: try attributesOrFetch(a, file, caller))
+    }
+
+    public func unlink(_ parent: NFSInode, _ name: FileName, _ caller: Credentials) throws(Errno) {
+        if try hideIfOpen(parent.handle, name.cString, caller) { return }
+        try remove(parent.handle, name.cString, caller)
+    }
+
+    func remove(_ directory: FileHandle, _ name: UnsafePointer<CChar>, _ caller: Credentials) throws(Errno) {
+        if v4 != nil { return try remove4(directory, name, caller) }
+        try client.call(caller, on: directory, rpc_nfs3_remove_async, { fh in REMOVE3args(object: diropargs3(dir: fh, name: UnsafeMutablePointer(mutating: name))) }, reply: { (res: REMOVE3res) in
+            return .success(())
+        })
+    }
+
+    public func rmdir(_ parent: NFSInode, _ name: FileName, _ caller: Credentials) throws(Errno) {
+        let directory = parent.handle
+        if v4 != nil { return try remove4(directory, name.cString, caller) }
+        try client.call(caller, on: directory, rpc_nfs3_rmdir_async, { fh in RMDIR3args(object: diropargs3(dir: fh, name: UnsafeMutablePointer(mutating: name.cString))) }, reply: { (res: RMDIR3res) in
+            return .success(())
+        })
+    }
+
+    /// NFSv3's RENAME replaces an existing target atomically; RENAME_NOREPLACE and
+    /// RENAME_EXCHANGE have no NFSv3 equivalent and get ENOSYS (the kernel then answers
+    /// EINVAL, as its own NFS client does): a LOOKUP-then-RENAME emulation could replace a
+    /// file created in between.
+    public func rename(_ parent: NFSInode, _ name: FileName, to newParent: NFSInode, _ newName: FileName,
+                       flags: UInt32, _ caller: Credentials) throws(Errno) {
+        if flags != 0 { throw .notImplemented }
+        // A target still open somewhere keeps its data: move it aside first.
+        _ = try hideIfOpen(newParent.handle, newName.cString, caller)
+        try rename(parent.handle, name.cString, newParent.handle, newName.cString, caller)
+    }
+
+    func rename(_ from: FileHandle, _ name: UnsafePointer<CChar>, _ to: FileHandle, _ newName: UnsafePointer<CChar>,
+                _ caller: Credentials) throws(Errno) {
+        if v4 != nil { return try rename4(from, name, to, newName, caller) }
+        try client.call(caller, { rpc, cb, data in
+            from.withNFS { fromFH in
+                to.withNFS { toFH in
+                    var args = RENAME3args(from: diropargs3(dir: fromFH, name: UnsafeMutablePointer(mutating: name)),
+                                           to: diropargs3(dir: toFH, name: UnsafeMutablePointer(mutating: newName)))
+                    return rpc_nfs3_rename_async(rpc, cb, &args, data)
+                }
+            }
+        }, decode: { reply in
+            let res = reply.assumingMemoryBound(to: RENAME3res.self).pointee
+            return res.status == NFS3_OK ? .success(()) : .failure(Errno(nfs: res.status))
+        })
+    }
+
+    // MARK: - File system
+
+    public func statfs(_ inode: NFSInode, _ caller: Credentials) throws(Errno) -> FileSystemStatistics {
+        let handle = inode.handle
+        if v4 != nil { return try statfs4(handle, caller) }
+        return try client.call(caller, on: handle, rpc_nfs3_fsstat_async, { fh in FSSTAT3args(fsroot: fh) }, reply: { (res: FSSTAT3res) in
+            let ok = res.FSSTAT3res_u.resok
+            let block: UInt64 = 4096
+            return .success(FileSystemStatistics(blocks: ok.tbytes / block, freeBlocks: ok.fbytes / block,
+                                                 availableBlocks: ok.abytes / block, files: ok.tfiles, freeFiles: ok.ffiles,
+                                                 blockSize: UInt32(block), fragmentSize: UInt32(block), maximumNameLength: 255))
+        })
+    }
+
+    public func access(_ inode: NFSInode, mask: Int32, _ caller: Credentials) throws(Errno) {
+        var wanted: UInt32 = 0
+        if mask & R_OK != 0 { wanted |= UInt32(ACCESS3_READ) }
+        if mask & W_OK != 0 { wanted |= UInt32(ACCESS3_MODIFY) }
+        if mask & X_OK != 0 { wanted |= UInt32(inode.isDirectory ? ACCESS3_LOOKUP : ACCESS3_EXECUTE) }
+        let handle = inode.handle
+        if wanted == 0 { _ = try getattr(handle, caller); return }
+        let granted = v4 != nil ? try access4(handle, wanted, caller) : try client.call(caller, on: handle, rpc_nfs3_access_async, { fh in ACCESS3args(object: fh, access: wanted) }, reply: { (res: ACCESS3res) -> Result<UInt32, Errno> in
+            return .success(res.ACCESS3res_u.resok.access)
+        })
+        if granted & wanted != wanted { throw .accessDenied }
+    }
+
+    /// NFSv3 directory operations are synchronous on the server (the reply comes after the
+    /// change is stable), so there is nothing left to flush.
+    public func fsyncdir(_ directory: NFSDirectory, dataOnly: Bool, _ caller: Credentials) throws(Errno) {}
+
+    public func destroy() { client.shutdown() }
+}
+
+/// An NFSv3 reply: each starts with its status.
+protocol NFS3Reply { var status: nfsstat3 { get } }
+extension FSINFO3res: NFS3Reply {}
+extension LOOKUP3res: NFS3Reply {}
+extension GETATTR3res: NFS3Reply {}
+extension SETATTR3res: NFS3Reply {}
+extension READLINK3res: NFS3Reply {}
+extension MKDIR3res: NFS3Reply {}
+extension SYMLINK3res: NFS3Reply {}
+extension MKNOD3res: NFS3Reply {}
+extension CREATE3res: NFS3Reply {}
+extension REMOVE3res: NFS3Reply {}
+extension RMDIR3res: NFS3Reply {}
+extension FSSTAT3res: NFS3Reply {}
+extension ACCESS3res: NFS3Reply {}
+extension COMMIT3res: NFS3Reply {}
+extension READDIRPLUS3res: NFS3Reply {}
+
+extension NFSClient {
+    /// One NFSv3 call on `handle`: `arguments` builds the call's arguments around the handle
+    /// (libnfs encodes them before `send` returns); `reply` reads a successful reply during
+    /// the callback and copies out what it needs. A failed status is thrown as its errno.
+    func call<Arguments, Reply: NFS3Reply, T>(
+        _ caller: Credentials, on handle: FileHandle,
+        _ send: (OpaquePointer?, rpc_cb?, UnsafeMutablePointer<Arguments>?, UnsafeMutableRawPointer?) -> Int32,
+        _ arguments: (nfs_fh3) -> Arguments,
+        reply: @escaping (Reply) -> Result<T, Errno>) throws(Errno) -> T {
+        try call(caller, { rpc, cb, data in
+            handle.withNFS { fh in
+                var args = arguments(fh)
+                return send(rpc, cb, &args, data)
+            }
+        }, decode: { raw in
+            let res = raw.assumingMemoryBound(to: Reply.self).pointee
+            return res.status == NFS3_OK ? reply(res) : .failure(Errno(nfs: res.status))
+        })
+    }
+
+    /// One call: `issue` queues it (building its arguments, which libnfs encodes at once);
+    /// `decode` reads the reply during the callback and copies out what it needs.
+    func call<T>(_ caller: Credentials,
+                 _ issue: (OpaquePointer, rpc_cb, UnsafeMutableRawPointer) -> Int32,
+                 decode: @escaping (UnsafeMutableRawPointer) -> Result<T, Errno>) throws(Errno) -> T {
+        try perform(caller) { connection, deadline throws(ConnectionFailure) -> Result<T, Errno> in
+            var result: Result<T, Errno> = .failure(.io)
+            let call = try connection.send(issue, onSuccess: { result = decode($0) })
+            try connection.wait(for: [call], deadline: deadline)
+            return result
+        }.get()
+    }
+}

@@ -117,6 +117,16 @@ final class Daemon {
         return try Daemon(executable: ferry, arguments: ["serve", "--config", config], socket: socket, logPath: dir + "/serve.log")
     }
 
+    /// `ferry virtiofsd` on any source `ferry mount` takes (nfs://…, rados://…).
+    static func ferry(source: String, socket: String? = nil, extra: [String] = []) throws -> Daemon {
+        let ferry = try BuiltProducts.require("ferry")
+        let dir = try makeTemporaryDirectory("ferry-daemon")
+        let socket = socket ?? dir + "/vhost.sock"
+        return try Daemon(executable: ferry,
+                          arguments: ["virtiofsd", "--socket-path=\(socket)", "--source=\(source)", "--cache=auto"] + extra,
+                          socket: socket, logPath: dir + "/ferry.log")
+    }
+
     /// The reference C virtiofsd (QEMU 7.2): serves one guest, then exits.
     static func reference(export: String, extra: [String] = []) throws -> Daemon {
         let dir = try makeTemporaryDirectory("virtiofsd-daemon")

@@ -1,0 +1,141 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CNFS
+import FerryCore
+import Logging
+import Synchronization
+
+/// The NFS protocol version an export speaks.
+public enum NFSProtocolVersion: Int, Sendable { case v3 = 3, v4 = 4 }
+
+/// How an NFS export is reached and how patient Ferry is with it.
+public struct NFSOptions: Sendable {
+    /// Host name or address of the server.
+    public var server: String
+    /// The export's path on the server (the MOUNT path).
+    public var path: String
+    public var version: NFSProtocolVersion
+    /// Seconds a request may wait for the server (connecting included) before it fails
+    /// with EIO; nil waits for ever (a "hard" mount).
+    public var timeout: Double?
+    /// libnfs contexts (TCP connections) per export: how many requests reach the server at once.
+    public var connections: Int
+
+    public init(server: String, path: String, version: NFSProtocolVersion = .v3, timeout: Double? = 30, connections: Int = 4) {
+        self.server = server; self.path = path; self.version = version; self.timeout = timeout
+        self.connections = max(1, connections)
+    }
+}
+
+/// The connections of one export. Each request takes a free connection (or waits for one),
+/// sends its calls, and services that connection until they are answered; a broken
+/// connection is made again on next use, so the export comes back by itself when the
+/// server does. Exports never share connections, so one server's outage stalls only
+/// the exports on it.
+final class NFSClient: @unchecked Sendable {
+    let options: NFSOptions
+    let logger: Logger
+    private let connections: [NFSConnection]
+    private let next = Atomic<UInt>(0)
+
+    init(options: NFSOptions, logger: Logger) {
+        self.options = options
+        self.logger = logger
+        connections = (0..<options.connections).map { _ in NFSConnection(server: options.server) }
+    }
+
+    var newDeadline: Deadline { options.timeout.map { .after(seconds: $0) } ?? .never }
+
+    /// The root file handle from the server's MOUNT service.
+    func mountRoot() throws(Errno) -> FileHandle {
+        let connection = NFSConnection(server: options.server)
+        let deadline = newDeadline
+        var result: Result<FileHandle, Errno> = .failure(.io)
+        while true {
+            do {
+                try connection.connect(program: ferry_nfs_mount_program, version: ferry_nfs_mount_v3, deadline: deadline)
+                let path = options.path
+                let call = try connection.send({ rpc, cb, data in
+                    path.withCString { rpc_mount3_mnt_async(rpc, cb, UnsafeMutablePointer(mutating: $0), data) }
+                }, onSuccess: { reply in
+                    let res = reply.assumingMemoryBound(to: mountres3.self)
+                    if res.pointee.fhs_status != MNT3_OK {
+                        result = .failure(Errno(Int32(res.pointee.fhs_status.rawValue)))
+                        return
+                    }
+                    let fh = res.pointee.mountres3_u.mountinfo.fhandle
+                    result = .success(FileHandle(fh.fhandle3_val, Int(fh.fhandle3_len)))
+                })
+                try connection.wait(for: [call], deadline: deadline)
+                connection.drop()
+                return try result.get()
+            } catch let failure as ConnectionFailure {
+                if case .timedOut = failure { throw .io }
+                if deadline.hasPassed { throw .io }
+                logger.warning("NFS mount of \(options.server):\(options.path) failed (\(failure)); retrying")
+                usleep(200_000)
+            } catch {
+                throw error as! Errno
+            }
+        }
+    }
+
+    /// Runs `body` on a connection as `caller`. If the connection breaks, it is made again
+    /// and `body` runs again (NFSv3 calls are retried as a client's retransmission would be)
+    /// until the export's timeout; then EIO.
+    func perform<R>(_ caller: Credentials, _ body: (NFSConnection, Deadline) throws(ConnectionFailure) -> R) throws(Errno) -> R {
+        // The timeout counts from here: waiting for a connection that another request holds
+        // (perhaps stuck on a dead server itself) is part of it.
+        let deadline = newDeadline
+        guard let connection = acquire(until: deadline) else {
+            logger.warning("NFS server \(options.server): no connection became free within the export's timeout")
+            throw .io
+        }
+        defer { connection.unlock() }
+        var lastFailure = ""
+        while true {
+            do {
+                if !connection.isConnected {
+                    try connection.connect(program: ferry_nfs_program, version: options.version == .v4 ? ferry_nfs_v4 : ferry_nfs_v3, deadline: deadline)
+                    logger.debug("connected to NFS server \(options.server)")
+                }
+                connection.setCredentials(caller)
+                return try body(connection, deadline)
+            } catch {
+                switch error {
+                case .timedOut:
+                    logger.warning("NFS server \(options.server) did not answer within the export's timeout (\(lastFailure))")
+                    throw .io
+                case .broken(let why):
+                    lastFailure = why
+                    if deadline.hasPassed {
+                        logger.warning("NFS server \(options.server) unreachable: \(why)")
+                        throw .io
+                    }
+                    // Not a busy loop while the server is down: connection refused is immediate.
+                    usleep(UInt32(min(100, max(1, deadline.millisecondsLeft))) * 1000)
+                }
+            }
+        }
+    }
+
+    /// A free connection if there is one, else the next one in turn, waiting for it until
+    /// `deadline` (nil once it has passed).
+    private func acquire(until deadline: Deadline) -> NFSConnection? {
+        let count = connections.count
+        let start = Int(next.wrappingAdd(1, ordering: .relaxed).oldValue % UInt(count))
+        for i in 0..<count {
+            let connection = connections[(start + i) % count]
+            if connection.tryLock() { return connection }
+        }
+        let connection = connections[start]
+        return connection.lock(until: deadline) ? connection : nil
+    }
+
+    func shutdown() {
+        for connection in connections {
+            connection.lock_(); connection.drop(); connection.unlock()
+        }
+    }
+}

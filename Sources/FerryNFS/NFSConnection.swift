@@ -1,0 +1,196 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CNFS
+import FerryCore
+
+/// One RPC sent on a connection and not yet answered. The libnfs callback owns one
+/// reference (taken when the call is queued) and runs `onSuccess` with the decoded reply,
+/// which is valid only during the callback: `onSuccess` copies out what it needs.
+final class PendingCall {
+    var finished = false
+    var status: Int32 = 0
+    /// Set when the request gave up on this call (deadline, broken connection): the
+    /// buffers `onSuccess` would write to may belong to another request by then.
+    var abandoned = false
+    let onSuccess: (UnsafeMutableRawPointer) -> Void
+    init(_ onSuccess: @escaping (UnsafeMutableRawPointer) -> Void) { self.onSuccess = onSuccess }
+}
+
+/// The one C callback every call uses; `privateData` is a retained `PendingCall`.
+private let completion: rpc_cb = { _, status, data, privateData in
+    // Sound: `send` passed a +1 reference to a PendingCall as private data; libnfs calls
+    // this exactly once per queued call (reply, error or cancel), so it is released once.
+    let call = Unmanaged<PendingCall>.fromOpaque(privateData!).takeRetainedValue()
+    call.finished = true
+    call.status = status
+    if status == RPC_STATUS_SUCCESS, !call.abandoned, let data { call.onSuccess(data) }
+}
+
+/// Why a call did not get an answer.
+enum ConnectionFailure: Error {
+    /// The connection broke (or could not be made): worth reconnecting and sending again.
+    case broken(String)
+    /// The request's deadline passed.
+    case timedOut
+}
+
+/// One libnfs RPC context connected to the server's NFS program: single-threaded, so a
+/// request holds the connection's lock while it sends calls and services the socket
+/// until its replies are in. Several calls of one request (the pieces of a large READ or
+/// WRITE) are in flight at once.
+final class NFSConnection: @unchecked Sendable {
+    let server: String
+    private let lock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private var rpc: OpaquePointer?
+    /// The AUTH_SYS identity now set on `rpc`, so the same caller costs nothing.
+    private var authUID: UInt32 = .max, authGID: UInt32 = .max
+    private var authGroups: [UInt32] = []
+    private var hasAuth = false
+
+    init(server: String) {
+        self.server = server
+        pthread_mutex_init(lock, nil)
+    }
+
+    deinit {
+        drop()
+        pthread_mutex_destroy(lock)
+        lock.deallocate()
+    }
+
+    func tryLock() -> Bool { pthread_mutex_trylock(lock) == 0 }
+    func lock_() { pthread_mutex_lock(lock) }
+    /// Waits for the connection until `deadline`; false if it passed first.
+    func lock(until deadline: Deadline) -> Bool {
+        guard deadline.nanoseconds != nil else { pthread_mutex_lock(lock); return true }
+        // pthread_mutex_timedlock takes a CLOCK_REALTIME point: convert the time left.
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        let left = min(deadline.millisecondsLeft, 86_400_000)
+        var until = timespec(tv_sec: now.tv_sec + left / 1000, tv_nsec: now.tv_nsec + (left % 1000) * 1_000_000)
+        if until.tv_nsec >= 1_000_000_000 { until.tv_sec += 1; until.tv_nsec -= 1_000_000_000 }
+        return pthread_mutex_timedlock(lock, &until) == 0
+    }
+    func unlock() { pthread_mutex_unlock(lock) }
+
+    var isConnected: Bool { rpc != nil }
+
+    /// Forgets the context; every call still queued on it is cancelled (their callbacks run
+    /// with RPC_STATUS_CANCEL, and abandoned calls touch nothing).
+    func drop() {
+        guard let rpc else { return }
+        self.rpc = nil
+        hasAuth = false
+        rpc_destroy_context(rpc)
+    }
+
+    /// Connects a fresh context to `program`/`version` (through the server's portmapper).
+    func connect(program: Int32, version: Int32, deadline: Deadline) throws(ConnectionFailure) {
+        drop()
+        guard let context = rpc_init_context() else { throw .broken("rpc_init_context failed") }
+        rpc = context
+        let call = PendingCall { _ in }
+        let rc = rpc_connect_program_async(context, server, program, version, completion,
+                                           Unmanaged.passRetained(call).toOpaque())
+        if rc != 0 {
+            Unmanaged.passUnretained(call).release()
+            let message = errorText(context)
+            drop()
+            throw .broken(message)
+        }
+        try wait(for: [call], deadline: deadline)
+        if call.status != RPC_STATUS_SUCCESS {
+            let message = rpc.map(errorText) ?? "connection failed"
+            drop()
+            throw .broken(message)
+        }
+    }
+
+    /// Makes sure the next calls carry `caller` as AUTH_SYS credentials (at most 16 groups,
+    /// the protocol's limit).
+    func setCredentials(_ caller: Credentials) {
+        guard let rpc else { return }
+        let groups = caller.groups.prefix(16)
+        if hasAuth && authUID == caller.uid && authGID == caller.gid && authGroups.elementsEqual(groups) { return }
+        var list = Array(groups)
+        let auth = list.withUnsafeMutableBufferPointer { buffer in
+            libnfs_authunix_create("ferry", caller.uid, caller.gid, UInt32(buffer.count), buffer.baseAddress)
+        }
+        rpc_set_auth(rpc, auth)
+        authUID = caller.uid; authGID = caller.gid; authGroups = list; hasAuth = true
+    }
+
+    /// Queues one call: `issue` gets the context, the callback and its private data and
+    /// returns libnfs's result (0: queued). The arguments are encoded before `issue`
+    /// returns, so they may live on the caller's stack.
+    func send(_ issue: (OpaquePointer, rpc_cb, UnsafeMutableRawPointer) -> Int32,
+              onSuccess: @escaping (UnsafeMutableRawPointer) -> Void) throws(ConnectionFailure) -> PendingCall {
+        guard let rpc else { throw .broken("not connected") }
+        let call = PendingCall(onSuccess)
+        let privateData = Unmanaged.passRetained(call).toOpaque()
+        if issue(rpc, completion, privateData) != 0 {
+            Unmanaged<PendingCall>.fromOpaque(privateData).release()
+            throw .broken(errorText(rpc))
+        }
+        return call
+    }
+
+    /// Services the socket until every call in `calls` has finished, the connection breaks,
+    /// or the deadline passes. On failure the calls are abandoned and the context dropped.
+    func wait(for calls: [PendingCall], deadline: Deadline) throws(ConnectionFailure) {
+        func fail(_ failure: ConnectionFailure) -> ConnectionFailure {
+            for call in calls { call.abandoned = true }
+            drop()
+            return failure
+        }
+        while !calls.allSatisfy({ $0.finished }) {
+            guard let rpc else { throw fail(.broken("connection dropped")) }
+            // Wake at least every 100 ms: libnfs runs its own timers from rpc_service.
+            let wait = min(deadline.millisecondsLeft, 100)
+            if wait <= 0 && deadline.hasPassed { throw fail(.timedOut) }
+            var pfd = pollfd(fd: rpc_get_fd(rpc), events: Int16(truncatingIfNeeded: rpc_which_events(rpc)), revents: 0)
+            let n = poll(&pfd, 1, Int32(wait))
+            if n < 0 && errno != EINTR { throw fail(.broken("poll: \(String(cString: strerror(errno)))")) }
+            if rpc_service(rpc, n > 0 ? Int32(pfd.revents) : 0) < 0 {
+                throw fail(.broken(errorText(rpc)))
+            }
+            // A call that ended with an RPC error (not an NFS status) means the transport
+            // failed under it (disconnect, reset): the request may try again elsewhere.
+            if calls.contains(where: { $0.finished && $0.status != RPC_STATUS_SUCCESS }) {
+                throw fail(.broken(errorText(rpc)))
+            }
+        }
+    }
+}
+
+/// When a request gives up: a monotonic point in time, or never (hard mounts).
+struct Deadline {
+    let nanoseconds: UInt64?
+
+    static let never = Deadline(nanoseconds: nil)
+
+    static func after(seconds: Double) -> Deadline {
+        Deadline(nanoseconds: Deadline.now() + UInt64(seconds * 1e9))
+    }
+
+    static func now() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+
+    var hasPassed: Bool { nanoseconds.map { Deadline.now() >= $0 } ?? false }
+
+    /// Milliseconds until the deadline (0 once passed), `Int.max` for never.
+    var millisecondsLeft: Int {
+        guard let nanoseconds else { return Int.max }
+        let now = Deadline.now()
+        return now >= nanoseconds ? 0 : Int((nanoseconds - now + 999_999) / 1_000_000)
+    }
+}
+
+/// libnfs's last error on `rpc` (it may have none).
+private func errorText(_ rpc: OpaquePointer) -> String {
+    rpc_get_error(rpc).map { String(cString: $0) } ?? "connection lost"
+}

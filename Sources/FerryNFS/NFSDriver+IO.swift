@@ -1,0 +1,391 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CNFS
+import FerryCore
+
+// Open files, data and directories. WRITEs go out UNSTABLE (the server may keep them in
+// memory) and are kept here until a COMMIT whose verifier matches theirs: FLUSH (close),
+// FSYNC and RELEASE commit; if the verifier changed, the server restarted and may have
+// lost them, so they are sent again FILE_SYNC. Nothing acknowledged by FSYNC is lost.
+extension NFSDriver {
+    public func open(_ inode: NFSInode, flags: Int32, killSuidGid: Bool, _ caller: Credentials) throws(Errno) -> OpenedFile<NFSFile> {
+        switch inode.fileType {
+        case UInt32(S_IFREG): break
+        case UInt32(S_IFDIR): throw .isDirectory
+        case UInt32(S_IFLNK): throw .loop
+        default: throw .noDevice
+        }
+        if flags & O_TRUNC != 0 {
+            var s = unchangedAttributes()
+            s.size.set_it = 1; s.size.set_size3_u.size = 0
+            _ = try setattr(inode.handle, s, caller)
+            if killSuidGid { _ = try setattr(inode, nil, AttributeChanges(killSuidGid: true), caller) }
+        } else {
+            // NFSv3 has no OPEN: ask the server whether this caller may do what the flags say,
+            // so an open the server would refuse fails now rather than at the first READ/WRITE.
+            var mask: Int32 = 0
+            switch flags & O_ACCMODE {
+            case O_WRONLY: mask = W_OK
+            case O_RDWR: mask = R_OK | W_OK
+            default: mask = R_OK
+            }
+            try access(inode, mask: mask, caller)
+        }
+        return opened(inode, flags: flags)
+    }
+
+    func opened(_ inode: NFSInode, flags: Int32) -> OpenedFile<NFSFile> {
+        openFiles.withLock { $0.byHandle[inode.handle, default: OpenFiles.Record()].count += 1 }
+        return OpenedFile(file: NFSFile(inode: inode, flags: flags))
+    }
+
+    public func release(_ file: NFSFile, flags: Int32, _ caller: Credentials) {
+        do throws(Errno) { try commit(file, caller) } catch {
+            logger.warning("NFS COMMIT on release failed: \(error)")
+        }
+        let hidden = openFiles.withLock { open -> (directory: FileHandle, name: String, uid: UInt32, gid: UInt32)? in
+            let handle = file.inode.handle
+            guard var record = open.byHandle[handle] else { return nil }
+            record.count -= 1
+            if record.count > 0 { open.byHandle[handle] = record; return nil }
+            open.byHandle[handle] = nil
+            return record.hidden
+        }
+        guard let hidden else { return }
+        let unlinker = Credentials(uid: hidden.uid, gid: hidden.gid, pid: 0)
+        do throws(Errno) {
+            try withCName(hidden.name) { name throws(Errno) in try remove(hidden.directory, name, unlinker) }
+        } catch {
+            logger.warning("NFS: could not remove \(hidden.name), unlinked while open: \(error)")
+        }
+    }
+
+    /// If `name` in `directory` is a file someone still has open, renames it to a hidden
+    /// name (removed on its last release) and returns true.
+    func hideIfOpen(_ directory: FileHandle, _ name: UnsafePointer<CChar>, _ caller: Credentials) throws(Errno) -> Bool {
+        if openFiles.withLock({ $0.byHandle.isEmpty }) { return false }
+        let handle: FileHandle
+        do throws(Errno) { handle = try lookupHandle(directory, name, caller).0 } catch {
+            if error == .noEntry { return false }
+            throw error
+        }
+        guard openFiles.withLock({ $0.byHandle[handle] != nil }) else { return false }
+        let hiddenName = hiddenPrefix + "\(getpid())-\(hiddenCounter.wrappingAdd(1, ordering: .relaxed).oldValue)"
+        try withCName(hiddenName) { hidden throws(Errno) in try rename(directory, name, directory, hidden, caller) }
+        let still = openFiles.withLock { open -> Bool in
+            guard open.byHandle[handle] != nil else { return false }
+            open.byHandle[handle]!.hidden = (directory, hiddenName, caller.uid, caller.gid)
+            return true
+        }
+        // Released while we were renaming: nobody will remove it later, so do it now.
+        if !still { try withCName(hiddenName) { hidden throws(Errno) in try remove(directory, hidden, caller) } }
+        return true
+    }
+
+    // MARK: - Data
+
+    public func read(_ file: NFSFile, offset: UInt64, into buffers: IOVectors, _ caller: Credentials) throws(Errno) -> Int {
+        let total = buffers.totalLength
+        if total == 0 { return 0 }
+        let handle = file.inode.handle
+        let pieces = (total + readMax - 1) / readMax
+        let maxPiece = readMax
+        let isV4 = v4 != nil
+        // Each piece lands at its place in `buffers`; a short piece (end of file) ends the read.
+        let results = try client.perform(caller) { connection, deadline throws(ConnectionFailure) -> [Result<(Int, Bool), Errno>] in
+            var results = [Result<(Int, Bool), Errno>](repeating: .failure(.io), count: pieces)
+            var calls: [PendingCall] = []
+            calls.reserveCapacity(pieces)
+            for i in 0..<pieces {
+                let start = i * maxPiece
+                let count = min(maxPiece, total - start)
+                if isV4 {
+                    let c = NFS4Compound()
+                    c.putfh(handle); c.read(offset: offset + UInt64(start), count: count)
+                    calls.append(try connection.send({ rpc, cb, data in c.send(rpc, cb, data) }, onSuccess: { reply in
+                        let res = reply.assumingMemoryBound(to: COMPOUND4res.self).pointee
+                        guard res.status == NFS4_OK else { results[i] = .failure(Errno(nfs4: res.status)); return }
+                        let ok = res.resarray.resarray_val[1].nfs_resop4_u.opread.READ4res_u.resok4
+                        let n = min(Int(ok.data.data_len), count)
+                        if n > 0 { buffers.copyIn(UnsafeRawBufferPointer(start: ok.data.data_val, count: n), at: start) }
+                        results[i] = .success((n, ok.eof != 0))
+                    }))
+                    continue
+                }
+                calls.append(try connection.send({ rpc, cb, data in
+                    handle.withNFS { fh in
+                        var args = READ3args(file: fh, offset: offset + UInt64(start), count: count3(count))
+                        return rpc_nfs3_read_async(rpc, cb, &args, data)
+                    }
+                }, onSuccess: { reply in
+                    let res = reply.assumingMemoryBound(to: READ3res.self).pointee
+                    guard res.status == NFS3_OK else { results[i] = .failure(Errno(nfs: res.status)); return }
+                    let ok = res.READ3res_u.resok
+                    let n = min(Int(ok.data.data_len), count)
+                    if n > 0 { buffers.copyIn(UnsafeRawBufferPointer(start: ok.data.data_val, count: n), at: start) }
+                    results[i] = .success((n, ok.eof != 0))
+                }))
+            }
+            try connection.wait(for: calls, deadline: deadline)
+            return results
+        }
+        var done = 0
+        for (i, result) in results.enumerated() {
+            switch result {
+            case .failure(let error): if done == 0 { throw error } else { return done }
+            case .success(let (n, eof)):
+                done += n
+                if eof || n < min(maxPiece, total - i * maxPiece) { return done }
+            }
+        }
+        return done
+    }
+
+    public func write(_ file: NFSFile, offset: UInt64, from buffers: IOVectors, killSuidGid: Bool, _ caller: Credentials) throws(Errno) -> Int {
+        let total = buffers.totalLength
+        if total == 0 { return 0 }
+        // UNSTABLE data is kept until committed: one copy, made while the WRITE is in flight
+        // when the caller's data is contiguous (it is sent from where it is), else first (a
+        // WRITE needs contiguous data).
+        var data: [UInt8] = []
+        if buffers.count != 1 {
+            data = [UInt8](unsafeUninitializedCapacity: total) { bytes, count in
+                count = buffers.copyOut(into: UnsafeMutableRawBufferPointer(bytes))
+            }
+        }
+        let stable = file.synchronous ? FILE_SYNC : UNSTABLE
+        let sent: [SentPiece]
+        if buffers.count == 1 {
+            let source = UnsafeRawBufferPointer(start: buffers.base[0].iov_base, count: total)
+            sent = try send(file, source, at: offset, stable: stable, caller, whileInFlight: {
+                if stable == UNSTABLE && data.isEmpty { data = Array(source) }
+            })
+        } else {
+            sent = try data.withUnsafeBufferPointer { source throws(Errno) in
+                try send(file, UnsafeRawBufferPointer(source), at: offset, stable: stable, caller)
+            }
+        }
+        let unstable = sent.contains { if case .success(let r) = $0.result { return r.committed == UNSTABLE }; return false }
+        if unstable && data.isEmpty {   // a server may answer less stable than asked: keep the data then too
+            data = Array(UnsafeRawBufferPointer(start: buffers.base[0].iov_base, count: total))
+        }
+        var written = 0
+        var after: Attributes?
+        var kept: [UncommittedWrites.Piece] = []
+        for piece in sent {
+            switch piece.result {
+            case .failure(let error): if written == 0 { throw error }
+            case .success(let reply):
+                written += reply.count
+                after = reply.after ?? after
+                if reply.committed == UNSTABLE {
+                    // The common case (one piece, all written) keeps `data` itself: no second copy.
+                    let bytes = reply.count == data.count ? data : Array(data[piece.start..<piece.start + reply.count])
+                    kept.append(.init(offset: offset + UInt64(piece.start), data: bytes, verifier: reply.verifier))
+                }
+                if reply.count < piece.length { break }
+                continue
+            }
+            break
+        }
+        if !kept.isEmpty {
+            let pending = file.uncommitted.withLock { u -> Int in
+                u.pieces.append(contentsOf: kept)
+                u.bytes += kept.reduce(0) { $0 + $1.data.count }
+                return u.bytes
+            }
+            if pending > uncommittedLimit { try commit(file, caller) }
+        }
+        if killSuidGid, let mode = after?.mode, mode & UInt32(S_ISUID | S_ISGID) != 0 {
+            var s = unchangedAttributes()
+            s.mode.set_it = 1; s.mode.set_mode3_u.mode = mode & 0o7777 & ~UInt32(S_ISUID | S_ISGID)
+            _ = try setattr(file.inode.handle, s, caller)
+        }
+        return written
+    }
+
+    struct WriteReply { var count: Int; var committed: stable_how; var verifier: UInt64; var after: Attributes? }
+    struct SentPiece { var start: Int; var length: Int; var result: Result<WriteReply, Errno> }
+
+    /// WRITEs `data` at `offset` in pieces the server accepts, all in flight at once.
+    /// `whileInFlight` runs once the pieces are queued, before their replies are awaited.
+    func send(_ file: NFSFile, _ data: UnsafeRawBufferPointer, at offset: UInt64, stable: stable_how, _ caller: Credentials,
+              whileInFlight: () -> Void = {}) throws(Errno) -> [SentPiece] {
+        let handle = file.inode.handle
+        let maxPiece = writeMax
+        let isV4 = v4 != nil
+        let stable4 = stable_how4(stable.rawValue)
+        let pieces = (data.count + maxPiece - 1) / maxPiece
+        return try client.perform(caller) { connection, deadline throws(ConnectionFailure) -> [SentPiece] in
+            var sent = (0..<pieces).map { i in
+                SentPiece(start: i * maxPiece, length: min(maxPiece, data.count - i * maxPiece), result: .failure(.io))
+            }
+            var calls: [PendingCall] = []
+            calls.reserveCapacity(pieces)
+            for i in 0..<pieces {
+                let (start, length) = (sent[i].start, sent[i].length)
+                if isV4 {
+                    let c = NFS4Compound()
+                    c.putfh(handle)
+                    c.write(offset: offset + UInt64(start), stable: stable4, data: UnsafeRawBufferPointer(rebasing: data[start..<start + length]))
+                    c.getattr(NFS4Attribute.forAttributes)
+                    // Sound: `data` outlives the send, which copies the bytes into the call.
+                    calls.append(try connection.send({ rpc, cb, token in c.send(rpc, cb, token) }, onSuccess: { reply in
+                        let res = reply.assumingMemoryBound(to: COMPOUND4res.self).pointee
+                        guard res.status == NFS4_OK else { sent[i].result = .failure(Errno(nfs4: res.status)); return }
+                        let ok = res.resarray.resarray_val[1].nfs_resop4_u.opwrite.WRITE4res_u.resok4
+                        let after = try? NFSDriver.attributes4(res.resarray.resarray_val[2]).get()
+                        sent[i].result = .success(WriteReply(count: min(Int(ok.count), length), committed: stable_how(ok.committed.rawValue),
+                                                             verifier: withUnsafeBytes(of: ok.writeverf) { $0.loadUnaligned(as: UInt64.self) },
+                                                             after: after))
+                    }))
+                    continue
+                }
+                calls.append(try connection.send({ rpc, cb, token in
+                    handle.withNFS { fh in
+                        var args = WRITE3args()
+                        args.file = fh
+                        args.offset = offset + UInt64(start)
+                        args.count = count3(length)
+                        args.stable = stable
+                        args.data.data_len = u_int(length)
+                        // Sound: libnfs copies the data into the call before returning.
+                        args.data.data_val = UnsafeMutablePointer(mutating: (data.baseAddress! + start).assumingMemoryBound(to: CChar.self))
+                        return rpc_nfs3_write_async(rpc, cb, &args, token)
+                    }
+                }, onSuccess: { reply in
+                    let res = reply.assumingMemoryBound(to: WRITE3res.self).pointee
+                    guard res.status == NFS3_OK else { sent[i].result = .failure(Errno(nfs: res.status)); return }
+                    let ok = res.WRITE3res_u.resok
+                    sent[i].result = .success(WriteReply(count: min(Int(ok.count), length), committed: ok.committed,
+                                                         verifier: verifier(ok.verf), after: attributes(ok.file_wcc.after)))
+                }))
+            }
+            whileInFlight()
+            try connection.wait(for: calls, deadline: deadline)
+            return sent
+        }
+    }
+
+    public func flush(_ file: NFSFile, lockOwner: UInt64, _ caller: Credentials) throws(Errno) {
+        try commit(file, caller)
+    }
+
+    public func fsync(_ file: NFSFile, dataOnly: Bool, _ caller: Credentials) throws(Errno) {
+        try commit(file, caller)
+    }
+
+    /// COMMITs what this file wrote UNSTABLE. Pieces whose verifier differs from the
+    /// COMMIT's were written before a server restart and may be gone: they are sent again
+    /// FILE_SYNC, in their original order.
+    func commit(_ file: NFSFile, _ caller: Credentials) throws(Errno) {
+        let pending = file.uncommitted.withLock { $0.pieces }
+        if pending.isEmpty { return }
+        let handle = file.inode.handle
+        let committed = v4 != nil ? try commit4(handle, caller) : try client.call(caller, on: handle, rpc_nfs3_commit_async, { fh in COMMIT3args(file: fh, offset: 0, count: 0) }, reply: { (res: COMMIT3res) -> Result<UInt64, Errno> in
+            return .success(verifier(res.COMMIT3res_u.resok.verf))
+        })
+        let lost = pending.filter { $0.verifier != committed }
+        if !lost.isEmpty {
+            logger.warning("NFS write verifier changed (server restarted): sending \(lost.count) uncommitted writes again")
+            for piece in lost {
+                let sent = try piece.data.withUnsafeBufferPointer { bytes throws(Errno) in
+                    try send(file, UnsafeRawBufferPointer(bytes), at: piece.offset, stable: FILE_SYNC, caller)
+                }
+                for s in sent {
+                    switch s.result {
+                    case .failure(let error): throw error
+                    case .success(let reply): if reply.count < s.length { throw .io }
+                    }
+                }
+            }
+            resentAfterVerifierChange.wrappingAdd(lost.count, ordering: .relaxed)
+        }
+        file.uncommitted.withLock { u in
+            u.pieces.removeFirst(min(pending.count, u.pieces.count))
+            u.bytes = u.pieces.reduce(0) { $0 + $1.data.count }
+        }
+    }
+
+    // MARK: - Directories
+
+    public func opendir(_ inode: NFSInode, flags: Int32, _ caller: Credentials) throws(Errno) -> NFSDirectory {
+        guard inode.isDirectory else { throw .notDirectory }
+        return NFSDirectory(inode: inode)
+    }
+
+    /// A hidden name (a file unlinked while open) whose Ferry process on this host is gone:
+    /// it crashed or was killed before the last release, so nobody else will remove it.
+    /// Names of other hosts' daemons are left alone (they may still be serving).
+    func removeIfLeftOver(_ name: [UInt8], in directory: FileHandle, _ caller: Credentials) {
+        let prefix = Array(hiddenPrefix.utf8)
+        guard name.starts(with: prefix) else { return }
+        let pidDigits = name[prefix.count...].prefix { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
+        guard let pid = Int32(String(decoding: pidDigits, as: UTF8.self)), pid != getpid(),
+              kill(pid, 0) != 0 && errno == ESRCH else { return }
+        name.withUnsafeBufferPointer { buffer in
+            // Sound: `name` ends with the NUL readdir appended.
+            let cName = UnsafeRawPointer(buffer.baseAddress!).assumingMemoryBound(to: CChar.self)
+            do throws(Errno) { try remove(directory, cName, caller) } catch {
+                logger.debug("NFS: leftover \(String(cString: cName)) not removed: \(error)")
+            }
+        }
+    }
+
+    struct ListedEntry { var name: [UInt8]; var fileid: UInt64; var cookie: UInt64; var handle: FileHandle?; var attributes: Attributes? }
+
+    /// READDIRPLUS from `offset` (a server cookie). Entries are copied out and the connection
+    /// released before `emit` runs: emitting may LOOKUP, which needs a connection too.
+    public func readdir(_ directory: NFSDirectory, at offset: UInt64, _ caller: Credentials,
+                        _ emit: (DirectoryEntry) -> Bool) throws(Errno) {
+        let handle = directory.inode.handle
+        let cookieVerifier = offset == 0 ? 0 : directory.cookieVerifier.withLock { $0 }
+        let (entries, verifierOut) = v4 != nil ? try readdir4(handle, cookie: offset, verifier: cookieVerifier, caller) : try client.call(caller, on: handle, rpc_nfs3_readdirplus_async, { fh in
+            var args = READDIRPLUS3args()
+            args.dir = fh
+            args.cookie = offset
+            withUnsafeMutableBytes(of: &args.cookieverf) { $0.storeBytes(of: cookieVerifier, as: UInt64.self) }
+            args.dircount = 8192
+            args.maxcount = 32768
+            return args
+        }, reply: { (res: READDIRPLUS3res) -> Result<([ListedEntry], UInt64), Errno> in
+            let ok = res.READDIRPLUS3res_u.resok
+            var list: [ListedEntry] = []
+            var e = ok.reply.entries
+            while let entry = e {
+                var name: [UInt8] = [0]
+                if let cName = entry.pointee.name {
+                    name = Array(UnsafeRawBufferPointer(start: cName, count: strlen(cName)))
+                    name.append(0)
+                }
+                list.append(ListedEntry(name: name, fileid: entry.pointee.fileid, cookie: entry.pointee.cookie,
+                                        handle: FerryNFS.handle(entry.pointee.name_handle),
+                                        attributes: attributes(entry.pointee.name_attributes)))
+                e = entry.pointee.nextentry
+            }
+            return .success((list, verifier(ok.cookieverf)))
+        })
+        directory.cookieVerifier.withLock { $0 = verifierOut }
+        let inode = directory.inode
+        inode.readdirEntries.withLock { cache in
+            for entry in entries {
+                if let h = entry.handle, let a = entry.attributes { cache[Array(entry.name.dropLast())] = (h, a) }
+            }
+        }
+        defer { inode.readdirEntries.withLock { $0.removeAll(keepingCapacity: true) } }
+        for entry in entries {
+            let visible = entry.name.count - 1
+            if entry.name.starts(with: ".ferry-unlinked-".utf8) {
+                removeIfLeftOver(entry.name, in: handle, caller)
+                continue
+            }
+            let type = entry.attributes.map { directoryEntryType($0.mode) } ?? UInt32(DT_UNKNOWN)
+            let more = entry.name.withUnsafeBytes { bytes in
+                emit(DirectoryEntry(name: UnsafeRawBufferPointer(rebasing: bytes[0..<visible]), inode: entry.fileid,
+                                    type: type, nextOffset: entry.cookie))
+            }
+            if !more { return }
+        }
+    }
+}

@@ -1,0 +1,65 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import FerryCore
+import Synchronization
+
+/// A node: its NFS file handle, never a path. Paths are never resolved from the root, so
+/// a rename elsewhere on the server never makes a node name another file.
+public final class NFSInode: @unchecked Sendable {
+    public let handle: FileHandle
+    /// `S_IFMT` bits; a file's type never changes.
+    let fileType: UInt32
+    /// Entries READDIRPLUS just brought in, by name, so the LOOKUPs the core makes for
+    /// them are answered without a round trip. Filled and emptied within one READDIR.
+    let readdirEntries = Mutex<[[UInt8]: (FileHandle, Attributes)]>([:])
+
+    init(handle: FileHandle, fileType: UInt32) {
+        self.handle = handle
+        self.fileType = fileType
+    }
+
+    var isDirectory: Bool { fileType == UInt32(S_IFDIR) }
+    var isRegularFile: Bool { fileType == UInt32(S_IFREG) }
+}
+
+/// An open file: NFSv3 is stateless, so this is the node plus the data written UNSTABLE
+/// and not yet committed (kept to send again should the server restart before COMMIT).
+public final class NFSFile: @unchecked Sendable {
+    let inode: NFSInode
+    /// O_SYNC/O_DSYNC: every WRITE is FILE_SYNC.
+    let synchronous: Bool
+    let uncommitted = Mutex<UncommittedWrites>(UncommittedWrites())
+
+    init(inode: NFSInode, flags: Int32) {
+        self.inode = inode
+        synchronous = flags & (O_SYNC | O_DSYNC) != 0
+    }
+}
+
+/// WRITEs the server acknowledged as UNSTABLE, in the order they were sent, each with the
+/// write verifier of its reply.
+struct UncommittedWrites {
+    struct Piece { var offset: UInt64; var data: [UInt8]; var verifier: UInt64 }
+    var pieces: [Piece] = []
+    var bytes = 0
+}
+
+/// An open directory: READDIRPLUS's cookie verifier, which the server expects back with
+/// every cookie it gave out.
+public final class NFSDirectory: @unchecked Sendable {
+    let inode: NFSInode
+    let cookieVerifier = Mutex<UInt64>(0)
+    init(inode: NFSInode) { self.inode = inode }
+}
+
+/// Open files by handle, for unlinking files that are still open: the name is renamed to
+/// a hidden one and removed on the last release, as NFS clients have always done.
+struct OpenFiles {
+    struct Record {
+        var count = 0
+        /// Where the file went when it was unlinked while open, and who unlinked it.
+        var hidden: (directory: FileHandle, name: String, uid: UInt32, gid: UInt32)?
+    }
+    var byHandle: [FileHandle: Record] = [:]
+}

@@ -1,0 +1,209 @@
+import FerryCore
+import FerryNFS
+import FerryTestSupport
+import Foundation
+import Logging
+import Synchronization
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The NFS driver against the real nfs-ganesha of scripts/nfs (shared with the other NFS
+/// suites of this process), called directly, without a kernel in between.
+@Suite("NFS driver against nfs-ganesha", .serialized,
+       .enabled(if: NFSTestServer.isInstalled, "\(NFSTestServer.whyNotInstalled)"))
+struct NFSDriverTests {
+    static func driver(_ export: String, version: Int = 3, timeout: Double? = 5) throws -> NFSDriver {
+        try NFSDriver(options: NFSOptions(server: "127.0.0.1", path: export, version: version == 4 ? .v4 : .v3, timeout: timeout),
+                      logger: Logger(label: "ferry.nfs.test"))
+    }
+
+    let root = Credentials.root
+
+    @Test(arguments: [3, 4]) func uncommittedWritesAreSentAgainWhenTheServerRestartsBeforeCommit(version: Int) throws {
+        let server = try NFSTestServer.shared()
+        try server.exclusive {
+            let export = try server.makeExport("driver-verifier-v\(version)")
+            let driver = try NFSDriverTests.driver(export, version: version)
+            let rootEntry = try driver.root()
+            let data = (0..<(256 << 10)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }
+            let (_, opened) = try withName("f") { name in
+                try driver.create(rootEntry.inode, name, mode: 0o644, flags: O_RDWR, root)
+            }
+            let written = try withVectors(data) { try driver.write(opened.file, offset: 0, from: $0, killSuidGid: false, root) }
+            #expect(written == data.count)
+            try server.stop()
+            try server.start()
+            try driver.fsync(opened.file, dataOnly: false, root)
+            #expect(driver.resentAfterVerifierChange.load(ordering: .relaxed) > 0,
+                    "the server restarted between WRITE and COMMIT, yet nothing was sent again")
+            var back = [UInt8](repeating: 0, count: data.count)
+            let n = try withVectors(&back) { try driver.read(opened.file, offset: 0, into: $0, root) }
+            #expect(n == data.count && back == data)
+            driver.release(opened.file, flags: 0, root)
+            #expect(FileManager.default.contents(atPath: export + "/f") == Data(data))
+        }
+    }
+
+    @Test(arguments: [3, 4]) func aFileUnlinkedWhileOpenStaysUsableUntilItsLastRelease(version: Int) throws {
+        let server = try NFSTestServer.shared()
+        try server.shared {
+            let export = try server.makeExport("driver-unlink-v\(version)")
+            let driver = try NFSDriverTests.driver(export, version: version)
+            let rootEntry = try driver.root()
+            let (entry, opened) = try withName("f") { name in
+                try driver.create(rootEntry.inode, name, mode: 0o644, flags: O_RDWR, root)
+            }
+            _ = try withVectors(Array("still here".utf8)) { try driver.write(opened.file, offset: 0, from: $0, killSuidGid: false, root) }
+            try withName("f") { try driver.unlink(rootEntry.inode, $0, root) }
+            #expect(throws: Errno.noEntry) { try withName("f") { try driver.lookup(rootEntry.inode, $0, root) } }
+            #expect(try listing(driver, rootEntry.inode).isEmpty, "the hidden name shows in READDIR")
+            #expect(try driver.getattr(entry.inode, opened.file, root).linkCount == 0)
+            var back = [UInt8](repeating: 0, count: 10)
+            _ = try withVectors(&back) { try driver.read(opened.file, offset: 0, into: $0, root) }
+            #expect(String(decoding: back, as: UTF8.self) == "still here")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: export).count == 1, "the hidden file should be on the server")
+            driver.release(opened.file, flags: 0, root)
+            #expect(try FileManager.default.contentsOfDirectory(atPath: export).isEmpty, "the hidden file outlived its last release")
+        }
+    }
+
+    @Test(arguments: [3, 4]) func aHiddenFileLeftByADeadFerryIsRemovedWhenItsDirectoryIsRead(version: Int) throws {
+        let server = try NFSTestServer.shared()
+        try server.shared {
+            let export = try server.makeExport("driver-leftover-v\(version)")
+            let driver = try NFSDriverTests.driver(export, version: version)
+            var deadPID: Int32 = 4_000_000
+            while kill(deadPID, 0) == 0 || errno != ESRCH { deadPID -= 1 }
+            let leftover = driver.hiddenPrefix + "\(deadPID)-0"
+            let alive = driver.hiddenPrefix + "\(getppid())-0"
+            let foreign = ".ferry-unlinked-0-\(deadPID)-0"
+            for name in [leftover, alive, foreign] { _ = FileManager.default.createFile(atPath: export + "/" + name, contents: nil) }
+            #expect(try listing(driver, try driver.root().inode).isEmpty)
+            let remaining = Set(try FileManager.default.contentsOfDirectory(atPath: export))
+            #expect(remaining == [alive, foreign], "only the dead local daemon's leftover goes")
+        }
+    }
+
+    @Test(arguments: [3, 4]) func aFileDeletedOnTheServerGivesESTALE(version: Int) throws {
+        let server = try NFSTestServer.shared()
+        try server.shared {
+            let export = try server.makeExport("driver-stale-v\(version)")
+            let driver = try NFSDriverTests.driver(export, version: version)
+            let rootEntry = try driver.root()
+            let entry = try withName("d") { try driver.mkdir(rootEntry.inode, $0, mode: 0o755, root) }
+            try FileManager.default.removeItem(atPath: export + "/d")
+            #expect(throws: Errno.stale) { try driver.getattr(entry.inode, nil, root) }
+            // The export itself is unaffected.
+            _ = try driver.getattr(rootEntry.inode, nil, root)
+        }
+    }
+
+    @Test(arguments: [3, 4]) func requestsActAsTheCaller(version: Int) throws {
+        let server = try NFSTestServer.shared()
+        try server.shared {
+            let export = try server.makeExport("driver-credentials-v\(version)")
+            let driver = try NFSDriverTests.driver(export, version: version)
+            let rootEntry = try driver.root()
+            let user = Credentials(uid: 4321, gid: 8765, pid: 1)
+            let made = try withName("mine") { try driver.mkdir(rootEntry.inode, $0, mode: 0o700, user) }
+            #expect(made.attributes.uid == 4321 && made.attributes.gid == 8765)
+            var st = stat()
+            #expect(stat(export + "/mine", &st) == 0 && st.st_uid == 4321 && st.st_gid == 8765)
+            // Another user cannot look inside: the server enforces it.
+            let other = Credentials(uid: 1111, gid: 1111, pid: 1)
+            #expect(throws: Errno.accessDenied) {
+                try withName("x") { try driver.mkdir(made.inode, $0, mode: 0o755, other) }
+            }
+        }
+    }
+
+    @Test func aStoppedServerGivesEIOAndTheExportComesBackWithIt() throws {
+        let server = try NFSTestServer.shared()
+        try server.exclusive {
+            let export = try server.makeExport("driver-outage")
+            let driver = try NFSDriverTests.driver(export, timeout: 2)
+            let rootEntry = try driver.root()
+            try server.stop()
+            #expect(throws: Errno.io) { try driver.getattr(rootEntry.inode, nil, root) }
+            try server.start()
+            #expect(try driver.getattr(rootEntry.inode, nil, root).isDirectory)
+        }
+    }
+
+    /// With `hard`, a request waits for the server instead of failing: started while the
+    /// server is down, it succeeds once the server is back (a soft export would give EIO).
+    @Test func aHardExportWaitsForTheServer() throws {
+        let server = try NFSTestServer.shared()
+        try server.exclusive {
+            let export = try server.makeExport("driver-hard")
+            let driver = try NFSDriverTests.driver(export, timeout: nil)
+            let rootEntry = try driver.root()
+            try server.stop()
+            let outcome = Mutex<Result<Attributes, Errno>?>(nil)
+            let request = Thread { [root] in
+                let result: Result<Attributes, Errno>
+                do throws(Errno) { result = .success(try driver.getattr(rootEntry.inode, nil, root)) } catch { result = .failure(error) }
+                outcome.withLock { $0 = result }
+            }
+            request.start()
+            usleep(2_000_000)
+            try server.start()
+            while outcome.withLock({ $0 == nil }) { usleep(50_000) }
+            #expect(try outcome.withLock { try $0!.get() }.isDirectory)
+        }
+    }
+
+    @Test(arguments: [3, 4]) func readdirReportsEveryEntryAcrossSeveralCalls(version: Int) throws {
+        let server = try NFSTestServer.shared()
+        try server.shared {
+            let export = try server.makeExport("driver-readdir-v\(version)")
+            for i in 0..<600 { _ = FileManager.default.createFile(atPath: export + "/entry-\(i)-" + String(repeating: "x", count: 40), contents: nil) }
+            let driver = try NFSDriverTests.driver(export, version: version)
+            let names = try listing(driver, try driver.root().inode, batch: 50)
+            #expect(names.count == 600 && Set(names).count == 600)
+        }
+    }
+}
+
+/// Every name in `directory` but `.` and `..`, read `batch` entries per READDIR call.
+func listing(_ driver: NFSDriver, _ directory: NFSInode, batch: Int = 1000) throws -> [String] {
+    let open = try driver.opendir(directory, flags: 0, .root)
+    defer { driver.releasedir(open) }
+    var names: [String] = []
+    var offset: UInt64 = 0
+    while true {
+        var got = 0
+        try driver.readdir(open, at: offset, .root) { entry in
+            if !entry.isDotOrDotDot { names.append(String(decoding: entry.name, as: UTF8.self)) }
+            offset = entry.nextOffset
+            got += 1
+            return got < batch
+        }
+        if got == 0 { return names }
+    }
+}
+
+/// A validated FileName for `string`, NUL-terminated in memory, alive during `body`.
+func withName<R>(_ string: String, _ body: (FileName) throws -> R) throws -> R {
+    var bytes = Array(string.utf8)
+    let count = bytes.count
+    bytes.append(0)
+    return try bytes.withUnsafeBytes { buffer in
+        try body(try FileName.validated(UnsafeRawBufferPointer(rebasing: buffer[0..<count])).get())
+    }
+}
+
+/// `data` as one I/O vector.
+func withVectors<R>(_ data: [UInt8], _ body: (IOVectors) throws -> R) throws -> R {
+    var copy = data
+    return try withVectors(&copy, body)
+}
+
+func withVectors<R>(_ data: inout [UInt8], _ body: (IOVectors) throws -> R) throws -> R {
+    try data.withUnsafeMutableBytes { bytes in
+        var vector = iovec(iov_base: bytes.baseAddress, iov_len: bytes.count)
+        return try withUnsafeMutablePointer(to: &vector) { try body(IOVectors(base: $0, count: 1)) }
+    }
+}

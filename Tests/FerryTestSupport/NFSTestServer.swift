@@ -1,0 +1,142 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The nfs-ganesha every NFS test in this process shares (scripts/nfs/start-ganesha): it
+/// binds port 2049, so there is one per machine. It exports one directory; each test works
+/// in its own subdirectory (`makeExport`), mounted as `nfs://127.0.0.1/THAT/DIR`.
+///
+/// Tests that stop or restart the server take `exclusive`; every other NFS test takes
+/// `shared`, so a restart never lands in the middle of someone else's check.
+public final class NFSTestServer: @unchecked Sendable {
+    public let root: String
+    let state: String
+    private let lock: UnsafeMutablePointer<pthread_rwlock_t>
+
+    /// Whether this machine has what the NFS tests need.
+    public static var isInstalled: Bool {
+        ["/usr/bin/ganesha.nfsd", "/usr/sbin/rpcbind", "/usr/bin/nfs-ls"].allSatisfy {
+            FileManager.default.isExecutableFile(atPath: $0)
+        } && FileManager.default.fileExists(atPath: "/usr/lib/x86_64-linux-gnu/ganesha/libfsalvfs.so") && geteuid() == 0
+    }
+
+    /// Checks NFS cannot pass, each with the text its failure must contain and the reason
+    /// (docs/backends/nfs.md, "What NFS cannot express"). Listed per protocol version. A check
+    /// listed here that starts passing fails the test, so the list stays true.
+    public static let unsupportedChecks: [Int: [String: (expect: String, reason: String)]] = [
+        3: common(version: "NFSv3"),
+        4: common(version: "NFSv4.0"),
+    ]
+
+    private static func common(version: String) -> [String: (expect: String, reason: String)] {
+        [
+            "fallocate_punch_hole": ("EOPNOTSUPP", "\(version) has no ALLOCATE/DEALLOCATE (NFSv4.2 does)"),
+            "seek_data_hole": ("expected a hole", "\(version) has no SEEK: the kernel reports the whole file as data"),
+            "rename_noreplace": ("EINVAL", "NFS RENAME has no flags; emulating RENAME_NOREPLACE would race"),
+            "rename_exchange": ("EINVAL", "NFS RENAME has no flags; there is no atomic exchange"),
+            "utimens_nsec": ("EOPNOTSUPP", "nfs-ganesha's VFS FSAL ignores SETATTR of a symlink's times; Ferry says so"),
+            "supplementary_group_create": ("EACCES", "FUSE sends no supplementary groups, and the NFS server checks with the caller's AUTH_SYS groups"),
+            "xattr_create_replace": ("skip", "\(version) has no extended attributes"),
+        ]
+    }
+
+    public static let whyNotInstalled = "needs root and nfs-ganesha, nfs-ganesha-vfs, rpcbind, libnfs-utils (scripts/install-deps)"
+
+    private static let instance: Result<NFSTestServer, HarnessError> = {
+        do { return .success(try NFSTestServer()) } catch let error as HarnessError {
+            return .failure(error)
+        } catch {
+            return .failure(HarnessError("\(error)"))
+        }
+    }()
+
+    /// The server, started on first use and stopped when the test process exits.
+    public static func shared() throws -> NFSTestServer { try instance.get() }
+
+    private init() throws {
+        let base = try makeTemporaryDirectory("ferry-nfs-test")
+        root = base + "/export"
+        state = base + "/state"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        lock = .allocate(capacity: 1)
+        var attributes = pthread_rwlockattr_t()
+        pthread_rwlockattr_init(&attributes)
+        // Writers first: a restart waits for the checks running now, not for every later one.
+        pthread_rwlockattr_setkind_np(&attributes, Int32(PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP))
+        pthread_rwlock_init(lock, &attributes)
+        try start()
+        runningState = state
+        atexit { if let state = runningState { _ = try? NFSTestServer.runScript("stop-ganesha", [state]) } }
+    }
+
+    static func script(_ name: String) -> String { BuiltProducts.packageRoot.path + "/scripts/nfs/" + name }
+
+    /// Runs one of scripts/nfs and returns its output, or throws it. Not through Foundation's
+    /// Process: with the daemons these scripts leave behind, its child reaping was seen to
+    /// never notice the script's exit, so this spawns and waits for the pid itself.
+    static func runScript(_ name: String, _ arguments: [String]) throws -> String {
+        let outputPath = NSTemporaryDirectory() + "/ferry-nfs-script-\(getpid())-\(UUID().uuidString.prefix(8)).log"
+        defer { unlink(outputPath) }
+        let command = "exec \"$0\" \"$@\" </dev/null >'\(outputPath)' 2>&1"
+        let argv = ["/bin/bash", "-c", command, script(name)] + arguments
+        var cArgs = argv.map { strdup($0) } + [nil]
+        defer { for p in cArgs { free(p) } }
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var noSignals = sigset_t()
+        sigemptyset(&noSignals)
+        posix_spawnattr_setsigmask(&attributes, &noSignals)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK))
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, "/bin/bash", nil, &attributes, &cArgs, environ)
+        guard rc == 0 else { throw HarnessError("posix_spawn bash: \(String(cString: strerror(rc)))") }
+        var status: Int32 = 0
+        var waited: pid_t
+        repeat { waited = waitpid(pid, &status, 0) } while waited < 0 && errno == EINTR
+        let output = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
+        // ECHILD: someone else reaped it; the script's own output says how it went.
+        let succeeded = waited == pid ? (status & 0x7f) == 0 && (status >> 8) & 0xff == 0 : !output.contains("start-ganesha:")
+        guard succeeded else { throw HarnessError("scripts/nfs/\(name) failed:\n\(output)") }
+        return output
+    }
+
+    /// Starts (or restarts) ganesha; returns once it answers.
+    public func start() throws {
+        _ = try NFSTestServer.runScript("start-ganesha", [state, root])
+    }
+
+    /// Stops ganesha (a real server outage: clients see refused connections).
+    public func stop() throws {
+        _ = try NFSTestServer.runScript("stop-ganesha", [state])
+    }
+
+    /// A fresh, empty, world-writable directory inside the export, for one test.
+    public func makeExport(_ name: String) throws -> String {
+        let path = root + "/" + name + "-" + UUID().uuidString.prefix(8)
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        chmod(path, 0o777)
+        return path
+    }
+
+    /// `nfs://127.0.0.1/PATH?version=V` plus extra URL parameters (`timeout=5`, ...).
+    public func url(_ path: String, version: Int, _ parameters: [String] = []) -> String {
+        "nfs://127.0.0.1\(path)?" + (["version=\(version)"] + parameters).joined(separator: "&")
+    }
+
+    public func shared<R>(_ body: () throws -> R) rethrows -> R {
+        pthread_rwlock_rdlock(lock)
+        defer { pthread_rwlock_unlock(lock) }
+        return try body()
+    }
+
+    public func exclusive<R>(_ body: () throws -> R) rethrows -> R {
+        pthread_rwlock_wrlock(lock)
+        defer { pthread_rwlock_unlock(lock) }
+        return try body()
+    }
+}
+
+/// For the exit handler, which cannot capture.
+nonisolated(unsafe) private var runningState: String?
