@@ -71,6 +71,8 @@ final class NFSExportHandler: DriverExportHandler, @unchecked Sendable {
 
     init(_ server: FUSEServer<NFSDriver>) { self.server = server }
 
+    var backendCounters: [BackendCounter] { server.driver.counters }
+
     func handle(request: UnsafeRawBufferPointer, reply: inout ReplyArea) -> ReplyDisposition {
         server.handle(request: request, reply: &reply)
     }

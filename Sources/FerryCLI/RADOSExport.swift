@@ -3,6 +3,7 @@ import FerryConfig
 import FerryCore
 import FerryRADOS
 import Logging
+import Synchronization
 
 /// `--ceph-conf`, `--ceph-id`, `--ceph-keyring`: how to reach the cluster of a `rados://` source.
 struct CephOptions: ParsableArguments {
@@ -93,6 +94,15 @@ final class RADOSExportHandler: DriverExportHandler, @unchecked Sendable {
     let driver: RADOSDriver
 
     init(_ server: FUSEServer<RADOSDriver>, driver: RADOSDriver) { self.server = server; self.driver = driver }
+
+    var backendCounters: [BackendCounter] {
+        [
+            BackendCounter(name: "rados_timeouts", help: "RADOS operations that failed with ETIMEDOUT (past the op timeout).",
+                           value: driver.pool.timedOutOperations.load(ordering: .relaxed)),
+            BackendCounter(name: "rados_errors", help: "RADOS operations the cluster failed (EIO, ESHUTDOWN, blocklisted...).",
+                           value: driver.pool.failedOperations.load(ordering: .relaxed)),
+        ]
+    }
 
     func handle(request: UnsafeRawBufferPointer, reply: inout ReplyArea) -> ReplyDisposition {
         server.handle(request: request, reply: &reply)

@@ -38,6 +38,12 @@ final class NFSClient: @unchecked Sendable {
     let logger: Logger
     private let connections: [NFSConnection]
     private let next = Atomic<UInt>(0)
+    /// Connections made to the server's NFS program (the first ones, then every reconnect).
+    let connectsMade = Atomic<UInt64>(0)
+    /// Calls sent again after their connection broke.
+    let callsRetried = Atomic<UInt64>(0)
+    /// Requests that gave up with EIO: no answer, or no connection, within the timeout.
+    let timeouts = Atomic<UInt64>(0)
 
     init(options: NFSOptions, logger: Logger) {
         self.options = options
@@ -90,6 +96,7 @@ final class NFSClient: @unchecked Sendable {
         let deadline = newDeadline
         guard let connection = acquire(until: deadline) else {
             logger.warning("NFS server \(options.server): no connection became free within the export's timeout")
+            timeouts.add(1, ordering: .relaxed)
             throw .io
         }
         defer { connection.unlock() }
@@ -98,6 +105,7 @@ final class NFSClient: @unchecked Sendable {
             do {
                 if !connection.isConnected {
                     try connection.connect(program: ferry_nfs_program, version: options.version == .v4 ? ferry_nfs_v4 : ferry_nfs_v3, deadline: deadline)
+                    connectsMade.add(1, ordering: .relaxed)
                     logger.debug("connected to NFS server \(options.server)")
                 }
                 connection.setCredentials(caller)
@@ -106,13 +114,16 @@ final class NFSClient: @unchecked Sendable {
                 switch error {
                 case .timedOut:
                     logger.warning("NFS server \(options.server) did not answer within the export's timeout (\(lastFailure))")
+                    timeouts.add(1, ordering: .relaxed)
                     throw .io
                 case .broken(let why):
                     lastFailure = why
                     if deadline.hasPassed {
                         logger.warning("NFS server \(options.server) unreachable: \(why)")
+                        timeouts.add(1, ordering: .relaxed)
                         throw .io
                     }
+                    callsRetried.add(1, ordering: .relaxed)
                     // Not a busy loop while the server is down: connection refused is immediate.
                     usleep(UInt32(min(100, max(1, deadline.millisecondsLeft))) * 1000)
                 }

@@ -13,6 +13,19 @@ import Synchronization
 /// rename flags) answers ENOSYS, EOPNOTSUPP or EINVAL, never a pretended success.
 /// See docs/backends/nfs.md.
 public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
+    /// What the NFS client counted: connections made, calls sent again after a broken
+    /// connection, requests that gave up with EIO at the export's timeout.
+    public var counters: [BackendCounter] {
+        [
+            BackendCounter(name: "nfs_connects", help: "Connections made to the NFS server (first ones and reconnects).",
+                           value: client.connectsMade.load(ordering: .relaxed)),
+            BackendCounter(name: "nfs_retries", help: "NFS calls sent again after their connection broke.",
+                           value: client.callsRetried.load(ordering: .relaxed)),
+            BackendCounter(name: "nfs_timeouts", help: "Requests answered EIO because the NFS server did not answer in time.",
+                           value: client.timeouts.load(ordering: .relaxed)),
+        ]
+    }
+
     public typealias Inode = NFSInode
     public typealias InodeKey = FileHandle
     public typealias File = NFSFile

@@ -1,4 +1,5 @@
 import CRados
+import Synchronization
 import FerryCore
 #if canImport(Glibc)
 import Glibc
@@ -103,12 +104,26 @@ public final class RADOSPool: @unchecked Sendable {
 
     // MARK: - Single-object operations
 
+    /// Operations that failed with ETIMEDOUT (an OSD or monitor past the op timeout) and
+    /// other errors from the cluster itself (EIO, ESHUTDOWN, EBLOCKLISTED...), for metrics.
+    public let timedOutOperations = Atomic<UInt64>(0)
+    public let failedOperations = Atomic<UInt64>(0)
+
+    /// Counts `rc` if it is a failure of the cluster rather than an answer (ENOENT, EEXIST,
+    /// ECANCELED from a guard are answers); returns it.
+    @inline(__always) @discardableResult
+    func note(_ rc: Int32) -> Int32 {
+        if rc == -ETIMEDOUT { timedOutOperations.add(1, ordering: .relaxed) }
+        else if rc == -EIO || rc == -ESHUTDOWN || rc == -ENOTCONN || rc == -108 { failedOperations.add(1, ordering: .relaxed) }
+        return rc
+    }
+
     /// Runs one compound write op on `oid`; returns 0 or a negative errno.
     @discardableResult
     public func write(_ oid: String, _ build: (WriteOp) -> Void) -> Int32 {
         let op = WriteOp()
         build(op)
-        return rados_write_op_operate2(op.op, io, oid, nil, 0)
+        return note(rados_write_op_operate2(op.op, io, oid, nil, 0))
     }
 
     /// The value of xattr `name` of `oid` (nil if the object or attribute is missing).
@@ -336,7 +351,7 @@ public final class RADOSPool: @unchecked Sendable {
         public func wait() {
             for (c, handler) in zip(completions, handlers) {
                 rados_aio_wait_for_complete(c)
-                handler(rados_aio_get_return_value(c))
+                handler(pool.note(rados_aio_get_return_value(c)))
                 rados_aio_release(c)
             }
             completions.removeAll()

@@ -73,7 +73,7 @@ public enum SyscallAllowlist {
     static let rados: [String] = [
         "socket", "connect", "bind", "sendto", "recvfrom", "sendmsg", "recvmsg", "sendmmsg", "recvmmsg",
         "setsockopt", "getsockopt", "epoll_create1", "epoll_ctl", "epoll_wait", "epoll_pwait",
-        "timerfd_create", "timerfd_settime", "timerfd_gettime", "eventfd2", "pipe2",
+        "timerfd_create", "timerfd_settime", "timerfd_gettime", "eventfd2", "pipe2", "epoll_create",
         "sched_setaffinity", "sched_getparam", "sched_setscheduler", "sched_getscheduler",
         "set_mempolicy", "get_mempolicy", "mbind", "io_setup", "io_submit", "io_getevents",
         "socketpair", "select", "pselect6", "openat", "fstat", "close", "fsync", "fdatasync",
