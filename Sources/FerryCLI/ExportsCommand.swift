@@ -78,7 +78,7 @@ struct ExportListing: Codable, Equatable {
         switch export.backend {
         case .posix(let path):
             backend = BackendListing(kind: "posix", path: path)
-        case .nfs(let server, let path, let version):
+        case .nfs(let server, let path, let version, _):
             backend = BackendListing(kind: "nfs", path: path, server: server, version: version.rawValue)
         case .rados(let pool, let namespace, let cephConf, let clientID, _):
             backend = BackendListing(kind: "rados", pool: pool, namespace: namespace, clientID: clientID, cephConf: cephConf)

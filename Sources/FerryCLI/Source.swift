@@ -40,8 +40,11 @@ enum Source: CustomStringConvertible {
         switch backend {
         case .posix(let path):
             self = .directory(path)
-        case .nfs(let server, let path, let version):
-            self = .nfs(NFSSource(server: server, path: path, version: version))
+        case .nfs(let server, let path, let version, let client):
+            var source = NFSSource(server: server, path: path, version: version)
+            source.timeout = client.timeout
+            source.connections = client.connections
+            self = .nfs(source)
         case .rados(let pool, let namespace, let cephConf, let clientID, let keyring):
             self = .rados(RADOSSource(pool: pool, namespace: namespace, cephConf: cephConf, clientID: clientID, keyring: keyring))
         }

@@ -418,7 +418,7 @@ private struct Loader {
             return nil
 
         case "nfs":
-            defer { r.finish(known: ["kind", "server", "path", "version"]) }
+            defer { r.finish(known: ["kind", "server", "path", "version", "timeout", "hard", "connections"]) }
             let server = r.string("server", required: true)
             if let (s, at) = server, let why = checkHost(s) { r.problem("server: \(why)", at: at) }
             let path = r.string("path", required: true)
@@ -433,10 +433,31 @@ private struct Loader {
                     r.problem("version must be 3 or 4 (an integer), found \(e.item.value.kindDescription)", at: e.item.position)
                 }
             }
+            var client = NFSClientOptions()
+            if let e = r.table["timeout"] {
+                switch e.item.value {
+                case .integer(let v) where v > 0: client.timeout = Double(v)
+                case .float(let v) where v > 0: client.timeout = v
+                default: r.problem("timeout must be a positive number of seconds, found \(e.item.value.kindDescription)", at: e.item.position)
+                }
+            }
+            if r.bool("hard") == true {
+                if let e = r.table["timeout"] {
+                    r.problem("hard = true waits for the server for ever: it cannot have a timeout too", at: e.item.position)
+                }
+                client.timeout = nil
+            }
+            if let (n, at) = r.integer("connections") {
+                if NFSClientOptions.connectionRange.contains(Int(clamping: n)) {
+                    client.connections = Int(n)
+                } else {
+                    r.problem("connections must be between 1 and 64, found \(n)", at: at)
+                }
+            }
             guard let (s, _) = server, let (p, _) = path, checkHost(s) == nil, p.hasPrefix("/") else { return nil }
             var host = s
             if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-            return .nfs(server: host, path: normalizePath(p), version: version)
+            return .nfs(server: host, path: normalizePath(p), version: version, client: client)
 
         case "rados":
             defer {

@@ -137,10 +137,22 @@ public enum NFSVersion: Int, Sendable {
     case v4 = 4
 }
 
+/// How an NFS export reaches its server.
+public struct NFSClientOptions: Sendable, Equatable {
+    public static let defaultTimeout = 30.0
+    public static let connectionRange = 1...64
+    /// Seconds a request waits for the server before it fails with EIO; nil: wait for ever
+    /// (`hard = true`).
+    public var timeout: Double? = NFSClientOptions.defaultTimeout
+    /// libnfs contexts (connections) the export uses.
+    public var connections = 4
+    public init() {}
+}
+
 public enum Backend: Sendable, Equatable {
     /// A local directory (resolved: relative paths are taken from the configuration directory).
     case posix(path: String)
-    case nfs(server: String, path: String, version: NFSVersion)
+    case nfs(server: String, path: String, version: NFSVersion, client: NFSClientOptions = NFSClientOptions())
     /// `keyring` is the path of a keyring file: the key itself is never in the configuration.
     case rados(pool: String, namespace: String, cephConf: String, clientID: String, keyring: String)
 
@@ -156,7 +168,7 @@ public enum Backend: Sendable, Equatable {
     public var summary: String {
         switch self {
         case .posix(let path): return path
-        case .nfs(let server, let path, let version):
+        case .nfs(let server, let path, let version, _):
             return "\(server.contains(":") ? "[\(server)]" : server):\(path) (NFSv\(version.rawValue))"
         case .rados(let pool, let namespace, let cephConf, let clientID, let keyring):
             return "pool \(pool)" + (namespace.isEmpty ? "" : " namespace \(namespace)")

@@ -231,6 +231,27 @@ let sampleDirectory: String = {
         ])
     }
 
+    @Test func nfsTimeoutHardAndConnections() throws {
+        let good = try Scratch(["tenants/a.toml": tenant(backend: "kind = \"nfs\"\nserver = \"127.0.0.1\"\npath = \"/x\"\ntimeout = 2.5\nconnections = 8")])
+        defer { good.remove() }
+        let loaded = try ConfigLoader.load(directory: good.path).get()
+        guard case .nfs(_, _, _, let client) = loaded.tenants[0].exports[0].backend else { Issue.record("not nfs"); return }
+        #expect(client.timeout == 2.5 && client.connections == 8)
+
+        let hard = try Scratch(["tenants/a.toml": tenant(backend: "kind = \"nfs\"\nserver = \"127.0.0.1\"\npath = \"/x\"\nhard = true")])
+        defer { hard.remove() }
+        guard case .nfs(_, _, _, let hardClient) = try ConfigLoader.load(directory: hard.path).get().tenants[0].exports[0].backend else { return }
+        #expect(hardClient.timeout == nil)
+
+        let bad = try Scratch(["tenants/a.toml": tenant(backend: "kind = \"nfs\"\nserver = \"127.0.0.1\"\npath = \"/x\"\ntimeout = 0\nhard = true\nconnections = 100")])
+        defer { bad.remove() }
+        #expect(bad.problems() == [
+            "\(bad.path)/tenants/a.toml:12:11: timeout must be a positive number of seconds, found an integer",
+            "\(bad.path)/tenants/a.toml:12:11: hard = true waits for the server for ever: it cannot have a timeout too",
+            "\(bad.path)/tenants/a.toml:14:15: connections must be between 1 and 64, found 100",
+        ])
+    }
+
     @Test func unknownBackendKind() throws {
         let s = try Scratch(["tenants/a.toml": tenant(backend: "kind = \"posx\"\npath = \".\"")])
         defer { s.remove() }
