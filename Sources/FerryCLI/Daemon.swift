@@ -83,6 +83,7 @@ final class Daemon: @unchecked Sendable {
                     running.stop()
                     restart.insert(w.key)
                 } else if running.failure != nil {
+                    running.stop()
                     retry.insert(w.key)
                 }
             }
@@ -125,9 +126,10 @@ final class Daemon: @unchecked Sendable {
         state.withLock { s in
             for key in s.order {
                 guard let running = s.exports[key], running.failure != nil, running.retryDue() else { continue }
+                running.stop()   // its thread has ended: this only joins it
                 let fresh = DaemonExport(tenant: running.tenant, config: running.config, logger: logger, retryDelay: running.nextRetryDelay)
+                logger.info("retrying an export in error", metadata: ["export": "\(key)"])
                 fresh.start()
-                if fresh.failure == nil { logger.info("export recovered", metadata: ["export": "\(key)"]) }
                 s.exports[key] = fresh
             }
         }

@@ -3,6 +3,7 @@ import FerryConfig
 import FerryCore
 import FerryVhostUser
 import Logging
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -15,11 +16,17 @@ final class DaemonExport: @unchecked Sendable {
     let config: ExportConfig
     let fingerprint: String
     let logger: Logger
-    private(set) var served: (any ServedExport)?
-    private var backend: VhostUserFSBackend?
+
+    private struct Running {
+        var served: (any ServedExport)?
+        var backend: VhostUserFSBackend?
+        /// Why the export is not serving, when it could not start.
+        var failure: String?
+        var stopRequested = false
+    }
+    private let running = Mutex(Running())
+    /// Opens the backend, then accepts the VMM on the socket, until `stop()`.
     private var thread: pthread_t?
-    /// Why the export is not serving, when it could not start.
-    private(set) var failure: String?
 
     var key: String { "\(tenant)/\(config.name)" }
 
@@ -27,7 +34,7 @@ final class DaemonExport: @unchecked Sendable {
     static let longestRetryDelay: UInt64 = 300
     /// Seconds before a failed start is tried again, and when that is (monotonic seconds).
     private let retryDelay: UInt64
-    private var retryAt: UInt64 = 0
+    private let retryAt = Atomic<UInt64>(0)
 
     init(tenant: String, config: ExportConfig, logger: Logger, retryDelay: UInt64 = DaemonExport.firstRetryDelay) {
         self.retryDelay = retryDelay
@@ -40,17 +47,31 @@ final class DaemonExport: @unchecked Sendable {
         self.logger = logger
     }
 
-    /// Opens the backend and starts listening. A failure leaves the export in `error`
-    /// and is logged; it never stops the daemon or another export.
+    var served: (any ServedExport)? { running.withLock { $0.served } }
+    var failure: String? { running.withLock { $0.failure } }
+
+    /// Starts the export on a thread of its own: opening a backend can take as long as its
+    /// server takes to answer (or to time out), and must never hold up the daemon or the
+    /// other exports. A failure leaves the export in `error` and is logged.
     func start() {
+        thread = startThread { [self] in openAndServe() }
+    }
+
+    private func openAndServe() {
         let served: any ServedExport
         do {
-            let policy = config.policy
-            served = try openExport(Source(backend: config.backend), policy: policy, posix: config.posixOptions, logger: logger)
+            served = try openExport(Source(backend: config.backend), policy: config.policy, posix: config.posixOptions, logger: logger)
         } catch {
             fail("cannot open the backend: \(error)")
             return
         }
+        // Removed or changed while the backend was opening: the socket may belong to a
+        // newer export by now, so do not touch it.
+        if running.withLock({ $0.stopRequested }) {
+            served.shutdown()
+            return
+        }
+        let backend: VhostUserFSBackend
         do {
             try createParentDirectory(of: config.socket)
             let options = VhostUserFSOptions(maxRequestQueues: config.queues, maxWrite: config.maxWrite)
@@ -60,42 +81,64 @@ final class DaemonExport: @unchecked Sendable {
             fail("cannot listen on \(config.socket): \(error)")
             return
         }
-        self.served = served
-        let backend = self.backend!
-        thread = startThread { backend.run() }
+        let stopRequested = running.withLock { r in
+            if !r.stopRequested { r.served = served; r.backend = backend }
+            return r.stopRequested
+        }
+        if stopRequested {
+            // Stopped while opening: run() returns at once and removes the socket.
+            backend.stop()
+            backend.run()
+            served.shutdown()
+            return
+        }
         logger.info("export serving", metadata: [
             "tag": "\(config.tag)", "socket": "\(config.socket)", "backend": "\(config.backend.kind) \(config.backend.summary)",
             "queues": "\(config.queues)",
         ])
+        backend.run()
     }
 
     /// Stops accepting, lets the requests in flight finish, closes the guest's connection
-    /// and releases the backend.
+    /// and releases the backend. An export whose backend is still being opened (a server
+    /// that does not answer) is not waited for: its thread sees the request when the open
+    /// returns, releases what it opened and ends by itself.
     func stop() {
-        if let backend {
-            backend.stop()
-            if let thread { pthread_join(thread, nil) }
+        let (backend, opening) = running.withLock { r -> (VhostUserFSBackend?, Bool) in
+            r.stopRequested = true
+            return (r.backend, r.backend == nil && r.failure == nil)
+        }
+        if opening {
+            if let thread { pthread_detach(thread) }
+            thread = nil
+            logger.info("export stopped while its backend was still opening")
+            return
+        }
+        backend?.stop()
+        if let thread { pthread_join(thread, nil) }
+        let served = running.withLock { r -> (any ServedExport)? in
+            defer { r.served = nil; r.backend = nil }
+            return r.served
         }
         served?.shutdown()
-        backend = nil
         thread = nil
-        served = nil
         logger.info("export stopped")
     }
 
     private func fail(_ why: String) {
-        failure = why
-        retryAt = ferry_monotonic_ns() / 1_000_000_000 + retryDelay
+        running.withLock { $0.failure = why }
+        retryAt.store(ferry_monotonic_ns() / 1_000_000_000 + retryDelay, ordering: .relaxed)
         logger.error("export not serving", metadata: ["reason": "\(why)", "retry-in": "\(retryDelay)s"])
     }
 
-    func retryDue() -> Bool { ferry_monotonic_ns() / 1_000_000_000 >= retryAt }
+    func retryDue() -> Bool { ferry_monotonic_ns() / 1_000_000_000 >= retryAt.load(ordering: .relaxed) }
     var nextRetryDelay: UInt64 { min(retryDelay * 2, Self.longestRetryDelay) }
 
-    /// `listening`, `guest connected`, `error: why` or `stopped`.
+    /// `starting`, `listening`, `guest connected`, `error: why` or `stopped`.
     var state: String {
+        let (failure, backend, stopped) = running.withLock { ($0.failure, $0.backend, $0.stopRequested) }
         if let failure { return "error: \(failure)" }
-        guard let backend else { return "stopped" }
+        guard let backend else { return stopped ? "stopped" : "starting" }
         switch backend.state {
         case .listening: return "listening"
         case .connected: return "guest connected"

@@ -25,6 +25,7 @@ import Glibc
             server = "127.0.0.9"
             path = "/nowhere"
             version = 3
+            timeout = 1
 
             [[export]]
             name = "ceph"
@@ -37,7 +38,8 @@ import Glibc
             client_id = "globex"
             keyring = "\(f.top)/globex.keyring"
             """)
-        FileManager.default.createFile(atPath: f.top + "/no-ceph.conf", contents: Data("[global]\nmon host = 127.0.0.9:1\n".utf8))
+        // No monitor at all: librados refuses at once (an unreachable one would be waited for).
+        FileManager.default.createFile(atPath: f.top + "/no-ceph.conf", contents: Data("[global]\n".utf8))
         FileManager.default.createFile(atPath: f.top + "/globex.keyring", contents: Data("[client.globex]\n\tkey = none\n".utf8))
     }
 
@@ -52,6 +54,8 @@ import Glibc
         _ = try session.queue.read(nodeID: created.entry.nodeID, fh: created.open.fh, offset: 0, size: 5)
         #expect(throws: (any Error).self) { try session.queue.lookup(parent: 1, name: "missing") }
 
+        // Backends open on threads of their own; the two unreachable ones settle into error.
+        #expect(FerryWait.until(30) { ((try? f.listJSON()) ?? []).allSatisfy { $0["state"] as? String != "starting" } })
         let json = try f.listJSON()
         #expect(json.count == 3)
         let home = try #require(json.first { $0["export"] as? String == "home" })
@@ -105,6 +109,7 @@ import Glibc
         for i in 0..<5 { _ = try session.queue.mkdir(parent: 1, name: "d\(i)", mode: 0o755) }
         #expect(throws: (any Error).self) { try session.queue.mkdir(parent: 1, name: "d0", mode: 0o755) }
 
+        #expect(FerryWait.until(30) { ((try? f.listJSON()) ?? []).allSatisfy { $0["state"] as? String != "starting" } })
         let response = try f.scrape()
         #expect(response.hasPrefix("HTTP/1.1 200 OK"))
         #expect(response.contains("Content-Type: text/plain; version=0.0.4"))
@@ -173,7 +178,7 @@ import Glibc
         try f.writeTenant("beta", f.posixExport("b", tenant: "beta", path: b))
         let added = try f.ferry(["reload", "--config", f.config])
         #expect(added.succeeded && added.output.contains("added: beta/b"), "\(added.output)")
-        #expect(try f.state("beta", "b") == "listening")
+        #expect(FerryWait.until(10) { (try? f.state("beta", "b")) == "listening" })
         let onB = try FUSESession(socketPath: f.socket("beta-b"))
         _ = try onB.queue.mkdir(parent: 1, name: "made-on-b", mode: 0o755)
         #expect(FileManager.default.fileExists(atPath: b + "/made-on-b"))
@@ -283,6 +288,7 @@ import Glibc
         try f.writeTenant("beta", f.posixExport("b", tenant: "beta", path: b))
         let added = try f.ferry(["reload", "--config", f.config])
         #expect(added.succeeded && added.output.contains("added: beta/b"), "\(added.output)")
+        #expect(FerryWait.until(10) { (try? f.state("beta", "b")) == "listening" })
         // Kept in a variable: a session dropped early closes its connection under the request.
         let onB = try FUSESession(socketPath: f.socket("beta-b"))
         _ = try onB.queue.mkdir(parent: 1, name: "on-b", mode: 0o755)
@@ -356,7 +362,10 @@ import Glibc
         #expect(states["home"] == "listening")
         // Nothing on this machine is the sample's NFS server or Ceph cluster (unless the
         // backends find them): those report why, and the others serve regardless.
-        for name in ["shared", "objects"] { #expect(states[name] == "listening" || states[name]?.hasPrefix("error: ") == true, "\(name): \(states[name] ?? "?")") }
+        for name in ["shared", "objects"] {
+            let state = states[name] ?? "?"
+            #expect(state == "listening" || state == "starting" || state.hasPrefix("error: "), "\(name): \(state)")
+        }
         p.terminate()
         p.waitUntilExit()
         #expect(p.terminationStatus == 0)
