@@ -9,7 +9,8 @@ struct SyslogLogHandler: LogHandler {
     /// openlog keeps the ident pointer: it must live as long as the process.
     private static let ident: UnsafeMutablePointer<CChar> = strdup("virtiofsd")!
     private static let opened: Bool = {
-        openlog(ident, LOG_PID, LOG_USER)
+        // LOG_NDELAY: connect to /dev/log now, before the sandbox hides it.
+        openlog(ident, LOG_PID | LOG_NDELAY, LOG_USER)
         return true
     }()
 
