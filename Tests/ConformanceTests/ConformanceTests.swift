@@ -55,7 +55,7 @@ func nativeDirectoryBaseline() throws {
     #expect(result.output.contains(" passed, 0 failed"), "no summary line:\n\(result.output)")
 }
 
-@Test("SIGTERM unmounts and ferry exits 0", .timeLimit(.minutes(1)),
+@Test("SIGTERM unmounts and ferry exits 0", .timeLimit(.minutes(5)),
       .enabled(if: canMountFUSE, "needs /dev/fuse and root to mount ferry"))
 func sigtermUnmountsCleanly() throws {
     let mount = try FerryMount()
