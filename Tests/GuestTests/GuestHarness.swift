@@ -99,13 +99,22 @@ final class Daemon {
         }
     }
 
-    /// `ferry virtiofsd` on `export`.
+    /// `ferry virtiofsd` on `export` (a directory, or any source: --shared-dir takes them all).
     static func ferry(export: String, socket: String? = nil, extra: [String] = []) throws -> Daemon {
+        try virtiofsd("--shared-dir=\(export)", socket: socket, extra: extra)
+    }
+
+    /// `ferry virtiofsd` on any source `ferry mount` takes (nfs://…, rados://…), as --source.
+    static func ferry(source: String, socket: String? = nil, extra: [String] = []) throws -> Daemon {
+        try virtiofsd("--source=\(source)", socket: socket, extra: extra)
+    }
+
+    private static func virtiofsd(_ sourceArgument: String, socket: String?, extra: [String]) throws -> Daemon {
         let ferry = try BuiltProducts.require("ferry")
         let dir = try makeTemporaryDirectory("ferry-daemon")
         let socket = socket ?? dir + "/vhost.sock"
         return try Daemon(executable: ferry,
-                          arguments: ["virtiofsd", "--socket-path=\(socket)", "--shared-dir=\(export)", "--cache=auto"] + extra,
+                          arguments: ["virtiofsd", "--socket-path=\(socket)", sourceArgument, "--cache=auto"] + extra,
                           socket: socket, logPath: dir + "/ferry.log")
     }
 
@@ -115,16 +124,6 @@ final class Daemon {
         let ferry = try BuiltProducts.require("ferry")
         let dir = try makeTemporaryDirectory("ferry-serve-daemon")
         return try Daemon(executable: ferry, arguments: ["serve", "--config", config], socket: socket, logPath: dir + "/serve.log")
-    }
-
-    /// `ferry virtiofsd` on any source `ferry mount` takes (nfs://…, rados://…).
-    static func ferry(source: String, socket: String? = nil, extra: [String] = []) throws -> Daemon {
-        let ferry = try BuiltProducts.require("ferry")
-        let dir = try makeTemporaryDirectory("ferry-daemon")
-        let socket = socket ?? dir + "/vhost.sock"
-        return try Daemon(executable: ferry,
-                          arguments: ["virtiofsd", "--socket-path=\(socket)", "--source=\(source)", "--cache=auto"] + extra,
-                          socket: socket, logPath: dir + "/ferry.log")
     }
 
     /// The reference C virtiofsd (QEMU 7.2): serves one guest, then exits.
