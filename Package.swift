@@ -63,7 +63,7 @@ let package = Package(
         // A vhost-user-fs front-end in Swift (what QEMU and a guest kernel do), for tests
         // and `ferry bench`.
         .target(name: "FerryVhostFrontend", dependencies: ["FerryFUSE", "FerryVirtio", "CFerry"]),
-        .target(name: "FerryConfig", dependencies: ["FerryCore"]),
+        .target(name: "FerryConfig", dependencies: ["FerryCore", "FerrySandbox"]),
         // The commands of `ferry`, as a library so tests can drive them.
         .target(name: "FerryCLI", dependencies: [
             "FerryCore", "FerryPOSIX", "FerryNFS", "FerryRADOS", "FerryDevFUSE", "FerryVhostUser",

@@ -1,6 +1,7 @@
 import CFerry
 import Foundation
 import Logging
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -39,7 +40,7 @@ final class ControlServer: @unchecked Sendable {
     private let daemon: Daemon
     private let logger: Logger
     private var thread: pthread_t?
-    private let stopping = ManagedAtomicFlag()
+    private let stopping = Atomic<Bool>(false)
 
     init(path: String, daemon: Daemon, logger: Logger) throws(CLIError) {
         self.path = path
@@ -64,7 +65,7 @@ final class ControlServer: @unchecked Sendable {
     }
 
     func stop() {
-        stopping.set()
+        stopping.store(true, ordering: .releasing)
         shutdown(listenFD, Int32(SHUT_RDWR))
         if let thread { pthread_join(thread, nil) }
         close(listenFD)
@@ -103,8 +104,8 @@ final class ControlServer: @unchecked Sendable {
 /// Accepts connections on `listenFD` one after another until `stopping` is set (and the
 /// socket shut down). Each gets `seconds` per read or write before it is cut off, so a
 /// client that stalls cannot hold the loop; `serve` talks, the loop closes.
-func acceptConnections(_ listenFD: Int32, until stopping: ManagedAtomicFlag, seconds: Int = 5, _ serve: (Int32) -> Void) {
-    while !stopping.isSet {
+func acceptConnections(_ listenFD: Int32, until stopping: borrowing Atomic<Bool>, seconds: Int = 5, _ serve: (Int32) -> Void) {
+    while !stopping.load(ordering: .acquiring) {
         let conn = accept(listenFD, nil, nil)
         if conn < 0 {
             if errno == EINTR || errno == ECONNABORTED { continue }
@@ -119,12 +120,6 @@ func acceptConnections(_ listenFD: Int32, until stopping: ManagedAtomicFlag, sec
     }
 }
 
-/// A flag set once from any thread.
-final class ManagedAtomicFlag: @unchecked Sendable {
-    private var value: UInt64 = 0
-    func set() { _ = ferry_atomic_add_u64(&value, 1) }
-    var isSet: Bool { ferry_atomic_load_u64(&value) != 0 }
-}
 
 // MARK: - The client's end
 

@@ -2,6 +2,7 @@ import CFerry
 import FerryConfig
 import FerryCore
 import Logging
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -92,7 +93,7 @@ final class MetricsServer: @unchecked Sendable {
     private let listenFD: Int32
     private let daemon: Daemon
     private var thread: pthread_t?
-    private let stopping = ManagedAtomicFlag()
+    private let stopping = Atomic<Bool>(false)
 
     init(address: HostPort, daemon: Daemon) throws(CLIError) {
         self.address = address
@@ -121,7 +122,7 @@ final class MetricsServer: @unchecked Sendable {
     func start() { thread = startThread { [self] in serve() } }
 
     func stop() {
-        stopping.set()
+        stopping.store(true, ordering: .releasing)
         shutdown(listenFD, Int32(SHUT_RDWR))
         if let thread { pthread_join(thread, nil) }
         close(listenFD)

@@ -129,7 +129,8 @@ struct ReloadCommand: ParsableCommand {
     var controlSocket: String?
 
     func run() throws {
-        let path = controlSocket ?? controlSocketPath(directory: directory)
+        // ferry.toml alone: a broken tenant file must not keep `reload` from reaching the daemon.
+        let path = controlSocket ?? ConfigLoader.daemonSettings(directory: directory).controlSocket
         let reply: ControlReply
         do {
             reply = try askDaemon(ControlRequest(command: .reload), at: path, timeout: 600)
@@ -151,11 +152,6 @@ struct ReloadCommand: ParsableCommand {
     }
 }
 
-/// The control socket named by the configuration in `directory`, read without checking
-/// the tenants (a broken tenant file must not stop `ferry reload` from reaching the daemon).
-func controlSocketPath(directory: String) -> String {
-    ConfigLoader.daemonSettings(directory: directory).controlSocket
-}
 
 /// The sandbox of `ferry serve`. One process serves every export, so unlike `ferry virtiofsd`
 /// it cannot make one export its root: `namespace` gives it its own PID, mount and IPC
@@ -164,7 +160,7 @@ func controlSocketPath(directory: String) -> String {
 /// process then has no new privileges, no supplementary groups, only the capabilities a
 /// POSIX export needs, and the seccomp allowlist of all three backend kinds (a reload may
 /// add any kind).
-func confineDaemon(mode: FerryConfig.SandboxMode, seccomp: FerryConfig.SeccompAction, controlSocket: String) throws(CLIError) {
+func confineDaemon(mode: SandboxMode, seccomp: SeccompAction, controlSocket: String) throws(CLIError) {
     let kinds = Set(BackendKind.allCases)
     do {
         switch mode {
@@ -178,8 +174,7 @@ func confineDaemon(mode: FerryConfig.SandboxMode, seccomp: FerryConfig.SeccompAc
         if mode != .none || seccomp != .none {
             try Sandbox.restrictPrivileges(keeping: Capability.needed(by: kinds))
         }
-        guard let action = FerrySandbox.SeccompAction(rawValue: seccomp.rawValue) else { return }
-        try Seccomp.install(action, for: kinds)
+        try Seccomp.install(seccomp, for: kinds)
     } catch {
         throw CLIError("\(error)")
     }

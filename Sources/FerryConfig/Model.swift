@@ -1,4 +1,5 @@
 import FerryCore
+import FerrySandbox
 
 /// Where something was written: a file and a 1-based line (and column when known).
 public struct SourceLocation: Hashable, Sendable, CustomStringConvertible {
@@ -61,13 +62,9 @@ public enum LogLevel: String, Sendable, CaseIterable {
     case trace, debug, info, notice, warning, error, critical
 }
 
-public enum SandboxMode: String, Sendable, CaseIterable {
-    case namespace, chroot, none
-}
-
-public enum SeccompAction: String, Sendable, CaseIterable {
-    case kill, log, trap, none
-}
+/// The sandbox settings of ferry.toml are the sandbox's own types.
+public typealias SandboxMode = FerrySandbox.SandboxMode
+public typealias SeccompAction = FerrySandbox.SeccompAction
 
 public struct SandboxDefaults: Sendable, Equatable {
     public var mode: SandboxMode = .namespace

@@ -46,10 +46,8 @@ public final class QuotaLedger: @unchecked Sendable {
     private func release(_ index: Int, _ amount: UInt64) {
         guard amount > 0 else { return }
         // Never below zero: usage counted at start may miss files made behind our back.
-        var current = ferry_atomic_load_u64(usage + index)
-        let give = min(amount, current)
-        current = ferry_atomic_add_u64(usage + index, 0 &- give)
-        _ = current
+        let give = min(amount, ferry_atomic_load_u64(usage + index))
+        _ = ferry_atomic_add_u64(usage + index, 0 &- give)
     }
 
     public func reserveBytes(_ n: UInt64) throws(Errno) { try reserve(0, n, limit: limits.bytes) }

@@ -157,8 +157,7 @@ extension FUSEServer {
             let killSuidGid = w.writeFlags & FUSERequestFlag.writeKillSuidGid != 0
             let length = payload?.totalLength ?? data.count
             var written = 0
-            let node = quota == nil ? nil : try inode(h.nodeID)
-            try growing(node, open, to: w.offset + UInt64(length), caller) { () throws(Errno) -> UInt64 in
+            try growing(h.nodeID, open, to: w.offset + UInt64(length), caller) { () throws(Errno) -> UInt64 in
                 if let payload {
                     written = try driver.write(open, offset: w.offset, from: payload, killSuidGid: killSuidGid, caller)
                 } else {
@@ -273,8 +272,7 @@ extension FUSEServer {
             try writable()
             let open = try file(f.fh)
             let keepSize = Int32(bitPattern: f.mode) & 0x01 != 0   // FALLOC_FL_KEEP_SIZE
-            let node = quota == nil || keepSize ? nil : try inode(h.nodeID)
-            try growing(node, open, to: keepSize ? 0 : f.offset + f.length, caller) { () throws(Errno) -> UInt64 in
+            try growing(h.nodeID, open, to: keepSize ? nil : f.offset + f.length, caller) { () throws(Errno) -> UInt64 in
                 try driver.fallocate(open, mode: Int32(bitPattern: f.mode), offset: f.offset, length: f.length, caller)
                 return f.offset + f.length
             }
@@ -288,8 +286,7 @@ extension FUSEServer {
             try writable()
             let source = try file(c.fhIn), destination = try file(c.fhOut)
             var n = 0
-            let node = quota == nil ? nil : try inode(c.nodeIDOut)
-            try growing(node, destination, to: c.offsetOut + c.length, caller) { () throws(Errno) -> UInt64 in
+            try growing(c.nodeIDOut, destination, to: c.offsetOut + c.length, caller) { () throws(Errno) -> UInt64 in
                 n = try driver.copyFileRange(from: source, at: c.offsetIn, to: destination, at: c.offsetOut,
                                              length: c.length, flags: c.flags, caller)
                 return c.offsetOut + UInt64(n)

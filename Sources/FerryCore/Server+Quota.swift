@@ -42,18 +42,18 @@ extension FUSEServer {
         }
     }
 
-    /// Runs a change that may make the file of `node` reach `end` bytes; `body` answers the
-    /// end it actually reached. The growth is reserved first, so EDQUOT comes before any
-    /// byte is written.
-    /// `node` nil: nothing to account (no quota, or a change that keeps the size).
+    /// Runs a change that may make the file of node `nodeID` reach `end` bytes; `body`
+    /// answers the end it actually reached. The growth is reserved first, so EDQUOT comes
+    /// before any byte is written. Without a quota (or with `end` nil: a change that keeps
+    /// the size) it is just `body`, and the node is not even looked up.
     @inline(__always)
-    func growing(_ node: Driver.Inode?, _ open: Driver.File?, to end: UInt64, _ caller: Credentials,
+    func growing(_ nodeID: UInt64, _ open: Driver.File?, to end: UInt64?, _ caller: Credentials,
                  _ body: () throws(Errno) -> UInt64) throws(Errno) {
-        guard let quota, let node else {
+        guard let quota, let end else {
             _ = try body()
             return
         }
-        let size = try driver.getattr(node, open, caller).size
+        let size = try driver.getattr(try inode(nodeID), open, caller).size
         let wanted = end > size ? end - size : 0
         try quota.reserveBytes(wanted)
         let reached: UInt64

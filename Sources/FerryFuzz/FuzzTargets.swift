@@ -57,14 +57,11 @@ final class FuzzServer: @unchecked Sendable {
         var logger = Logger(label: "ferry.fuzz")
         logger.logLevel = .critical
         server = try! FUSEServer(driver: POSIXDriver(root: root), policy: ExportPolicy(xattr: true, maxNodes: 4096, maxOpenHandles: 1024), logger: logger)
-        var initRequest = [UInt8](repeating: 0, count: 104)
+        var initRequest = [UInt8](repeating: 0, count: FUSEInHeader.size + FUSEInitIn.size)
         initRequest.withUnsafeMutableBytes { b in
-            b.storeBytes(of: UInt32(104).littleEndian, toByteOffset: 0, as: UInt32.self)
-            b.storeBytes(of: FUSEOpcode.`init`.rawValue.littleEndian, toByteOffset: 4, as: UInt32.self)
-            b.storeBytes(of: UInt64(1).littleEndian, toByteOffset: 8, as: UInt64.self)
-            b.storeBytes(of: UInt32(7).littleEndian, toByteOffset: 40, as: UInt32.self)
-            b.storeBytes(of: UInt32(38).littleEndian, toByteOffset: 44, as: UInt32.self)
-            b.storeBytes(of: UInt32(0xFFFF_FFFF).littleEndian, toByteOffset: 52, as: UInt32.self)
+            FUSEInHeader(length: UInt32(b.count), opcode: FUSEOpcode.`init`.rawValue, unique: 1, nodeID: 0, uid: 0, gid: 0, pid: 0)
+                .encode(to: b.baseAddress!)
+            FUSEInitIn(major: 7, minor: 38, maxReadahead: 0, flags: 0xFFFF_FFFF).encode(to: b.baseAddress! + FUSEInHeader.size)
         }
         _ = initRequest.withUnsafeBytes { handle($0) }
     }

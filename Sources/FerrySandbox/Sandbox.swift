@@ -105,7 +105,7 @@ public enum Sandbox {
 
     /// No new privileges, no supplementary groups, and only `keep` of the capabilities.
     public static func restrictPrivileges(keeping keep: Set<Capability>) throws(SandboxError) {
-        guard ferry_sb_no_new_privs() == 0 else { throw SandboxError("PR_SET_NO_NEW_PRIVS: \(String(cString: strerror(errno)))") }
+        try forbidNewPrivileges()
         if getuid() == 0 || geteuid() == 0 {
             guard ferry_sb_drop_supplementary_groups() == 0 else { throw SandboxError("setgroups: \(String(cString: strerror(errno)))") }
         }

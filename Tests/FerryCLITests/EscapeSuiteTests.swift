@@ -80,17 +80,11 @@ struct EscapeSuiteTests {
             }
             // As the kernel lays it out: the extension area follows the arguments directly.
             let padded = arguments
-            var header = [UInt8](repeating: 0, count: 40)
-            let length = 40 + padded.count + extensions.count
-            header.withUnsafeMutableBytes { h in
-                h.storeBytes(of: UInt32(length).littleEndian, toByteOffset: 0, as: UInt32.self)
-                h.storeBytes(of: opcode.rawValue.littleEndian, toByteOffset: 4, as: UInt32.self)
-                h.storeBytes(of: UInt64(0x5151).littleEndian, toByteOffset: 8, as: UInt64.self)
-                h.storeBytes(of: nodeID.littleEndian, toByteOffset: 16, as: UInt64.self)
-                h.storeBytes(of: uid.littleEndian, toByteOffset: 24, as: UInt32.self)
-                h.storeBytes(of: gid.littleEndian, toByteOffset: 28, as: UInt32.self)
-                h.storeBytes(of: UInt32(1).littleEndian, toByteOffset: 32, as: UInt32.self)
-                h.storeBytes(of: UInt16(extensions.count / 8).littleEndian, toByteOffset: 36, as: UInt16.self)
+            var header = [UInt8](repeating: 0, count: FUSEInHeader.size)
+            header.withUnsafeMutableBytes {
+                FUSEInHeader(length: UInt32(FUSEInHeader.size + padded.count + extensions.count), opcode: opcode.rawValue,
+                             unique: 0x5151, nodeID: nodeID, uid: uid, gid: gid, pid: 1,
+                             totalExtensionLength: UInt16(extensions.count / 8)).encode(to: $0.baseAddress!)
             }
             let q = session.queue
             guard let posted = q.submitRaw(readable: [header + padded + extensions], writableSizes: [replySize]) else {
@@ -187,13 +181,13 @@ struct EscapeSuiteTests {
         try fm.createDirectory(atPath: s.export + "/d", withIntermediateDirectories: false)
         try fm.createSymbolicLink(atPath: s.export + "/d-link", withDestinationPath: s.outside)
         let before = try s.outsideSnapshot()
-        let stop = ManagedFlag()
+        let stop = Locked(false)
         let swapper = Thread {
             // renameat2(RENAME_EXCHANGE) swaps the directory and the symlink atomically.
-            while !stop.isSet { _ = renameat2Exchange(s.export + "/d", s.export + "/d-link") }
+            while !stop.value { _ = renameat2Exchange(s.export + "/d", s.export + "/d-link") }
         }
         swapper.start()
-        defer { stop.set() }
+        defer { stop.update { $0 = true } }
         var created = 0
         for i in 0..<300 {
             // Whatever "d" is at this instant, a name under it must stay in the export.
@@ -202,7 +196,7 @@ struct EscapeSuiteTests {
             _ = try s.mkdir(Setup.name("m\(i)"), in: node)
             _ = try s.lookup(Setup.name("secret"), in: node)
         }
-        stop.set()
+        stop.update { $0 = true }
         usleep(50_000)
         #expect(try s.outsideSnapshot() == before, "something outside changed")
         #expect(!fm.fileExists(atPath: s.outside + "/f0"))

@@ -149,13 +149,13 @@ import Glibc
 
         // A "guest" on export A works without a pause for the whole test.
         let session = try FUSESession(socketPath: f.socket("alpha-a"))
-        let stop = ManagedFlag()
-        let failures = Failures()
-        let counter = RoundCounter()
+        let stop = Locked(false)
+        let failures = Locked<[String]>([])
+        let counter = Locked(0)
         let finished = DispatchSemaphore(value: 0)
         let worker = Thread {
             defer { finished.signal() }
-            while !stop.isSet {
+            while !stop.value {
                 let rounds = counter.value
                 do {
                     let name = "f\(rounds % 8)"
@@ -163,11 +163,11 @@ import Glibc
                     let data = Array("round \(rounds)".utf8)
                     _ = try session.queue.write(nodeID: c.entry.nodeID, fh: c.open.fh, offset: 0, data: data)
                     let back = try session.queue.read(nodeID: c.entry.nodeID, fh: c.open.fh, offset: 0, size: 64)
-                    if back != data { failures.add("round \(rounds): read back \(back.count) bytes that differ") }
+                    if back != data { failures.update { $0.append("round \(rounds): read back \(back.count) bytes that differ") } }
                     try session.queue.release(nodeID: c.entry.nodeID, fh: c.open.fh)
-                    counter.increment()
+                    counter.update { $0 += 1 }
                 } catch {
-                    failures.add("round \(rounds): \(error)")
+                    failures.update { $0.append("round \(rounds): \(error)") }
                     return
                 }
             }
@@ -209,9 +209,9 @@ import Glibc
         // A worked throughout, on its first connection.
         let before = counter.value
         #expect(FerryWait.until(10) { counter.value > before + 20 })
-        stop.set()
+        stop.update { $0 = true }
         #expect(finished.wait(timeout: .now() + 20) == .success)
-        #expect(failures.messages.isEmpty, "\(failures.messages)")
+        #expect(failures.value.isEmpty, "\(failures.value)")
         #expect(counter.value > 20)
         #expect(try f.state("alpha", "a") == "guest connected")
         #expect(f.log.contains("configuration reloaded"))
@@ -309,10 +309,10 @@ import Glibc
         try f.start()
         let slow = try FUSESession(socketPath: f.socket("slowpoke-slow"))
         let fast = try FUSESession(socketPath: f.socket("sprinter-fast"))
-        let slowDone = RoundCounter()
+        let slowDone = Locked(0)
         let finished = DispatchSemaphore(value: 0)
         Thread {
-            for _ in 0..<12 { if (try? slow.queue.getattr(nodeID: 1)) != nil { slowDone.increment() } }
+            for _ in 0..<12 { if (try? slow.queue.getattr(nodeID: 1)) != nil { slowDone.update { $0 += 1 } } }
             finished.signal()
         }.start()
         // While the slow export's guest waits for its tokens, the fast one gets 300 answers.
@@ -386,25 +386,4 @@ enum FerryWait {
         }
         return true
     }
-}
-
-final class ManagedFlag: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value = false
-    func set() { lock.lock(); value = true; lock.unlock() }
-    var isSet: Bool { lock.lock(); defer { lock.unlock() }; return value }
-}
-
-final class Failures: @unchecked Sendable {
-    private let lock = NSLock()
-    private var list: [String] = []
-    func add(_ message: String) { lock.lock(); list.append(message); lock.unlock() }
-    var messages: [String] { lock.lock(); defer { lock.unlock() }; return list }
-}
-
-final class RoundCounter: @unchecked Sendable {
-    private let lock = NSLock()
-    private var count = 0
-    func increment() { lock.lock(); count += 1; lock.unlock() }
-    var value: Int { lock.lock(); defer { lock.unlock() }; return count }
 }

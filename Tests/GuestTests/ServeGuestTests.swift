@@ -60,24 +60,28 @@ struct ServeGuestTests {
             while progress() < start + rounds { if Date() > deadline { return false }; usleep(50_000) }
             return true
         }
-        let steps = StepLog()
+        let steps = Locked<[String]>([])
         let operator_ = Thread {
-            guard advances(by: 3) else { steps.add("guest never started"); return }
+            guard advances(by: 3) else { steps.update { $0.append("guest never started") }; return }
             do {
                 try writeTenant("beta", export("b"))
-                steps.add("add: " + (try reload()).output)
-                guard advances(by: 3) else { steps.add("stalled after add"); return }
+                let add = try reload().output
+                steps.update { $0.append("add: " + add) }
+                guard advances(by: 3) else { steps.update { $0.append("stalled after add") }; return }
                 try writeTenant("beta", export("b", "read_only = true\nqueues = 2"))
-                steps.add("change: " + (try reload()).output)
-                guard advances(by: 3) else { steps.add("stalled after change"); return }
+                let change = try reload().output
+                steps.update { $0.append("change: " + change) }
+                guard advances(by: 3) else { steps.update { $0.append("stalled after change") }; return }
                 try writeTenant("beta", export("b", "cache = \"never\"\nqueues = 99"))
-                steps.add("reject: " + (try reload()).output)
-                guard advances(by: 3) else { steps.add("stalled after reject"); return }
+                let reject = try reload().output
+                steps.update { $0.append("reject: " + reject) }
+                guard advances(by: 3) else { steps.update { $0.append("stalled after reject") }; return }
                 try FileManager.default.removeItem(atPath: config + "/tenants/beta.toml")
-                steps.add("remove: " + (try reload()).output)
-                guard advances(by: 3) else { steps.add("stalled after remove"); return }
+                let remove = try reload().output
+                steps.update { $0.append("remove: " + remove) }
+                guard advances(by: 3) else { steps.update { $0.append("stalled after remove") }; return }
             } catch {
-                steps.add("error: \(error)")
+                steps.update { $0.append("error: \(error)") }
             }
             _ = FileManager.default.createFile(atPath: top + "/a/stop", contents: nil)
         }
@@ -86,10 +90,10 @@ struct ServeGuestTests {
         _ = FileManager.default.createFile(atPath: top + "/a/stop", contents: nil)
         usleep(200_000)
 
-        let joined = steps.lines.joined(separator: "\n")
+        let joined = steps.value.joined(separator: "\n")
         #expect(run.status == 0, "guest:\n\(run.output)\nsteps:\n\(joined)\nlog:\n\(daemon.log)")
         #expect(run.output.contains("errors=0"), "\(run.output)")
-        #expect(steps.lines.count == 4, "\(joined)")
+        #expect(steps.value.count == 4, "\(joined)")
         #expect(joined.contains("add: added: beta/b"))
         #expect(joined.contains("change: changed (restarted): beta/b"))
         #expect(joined.contains("queues must be between 1 and 16") && joined.contains("configuration rejected"))
@@ -98,12 +102,4 @@ struct ServeGuestTests {
         // A was never restarted: one guest connection, from start to end.
         #expect(daemon.log.components(separatedBy: "vhost-user front-end connected").count - 1 == 1, "\(daemon.log)")
     }
-}
-
-/// What the operator thread did, read by the test afterwards.
-final class StepLog: @unchecked Sendable {
-    private let lock = NSLock()
-    private var list: [String] = []
-    func add(_ line: String) { lock.lock(); list.append(line); lock.unlock() }
-    var lines: [String] { lock.lock(); defer { lock.unlock() }; return list }
 }
