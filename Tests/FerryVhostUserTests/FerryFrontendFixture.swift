@@ -55,7 +55,7 @@ final class FerryDaemon: @unchecked Sendable {
     }
 
     /// Waits (polling) until `condition` holds, up to `seconds`.
-    static func eventually(_ seconds: Double = 5, _ condition: () -> Bool) -> Bool {
+    static func eventually(_ seconds: Double = 30, _ condition: () -> Bool) -> Bool {
         let deadline = Date().addingTimeInterval(seconds)
         while !condition() {
             if Date() >= deadline { return false }
@@ -65,7 +65,7 @@ final class FerryDaemon: @unchecked Sendable {
     }
 
     /// Waits until the back-end has dropped the previous front-end and listens again.
-    func waitUntilListening(seconds: Double = 5) -> Bool {
+    func waitUntilListening(seconds: Double = 30) -> Bool {
         Self.eventually(seconds) { backend.state == .listening }
     }
 
@@ -102,8 +102,18 @@ final class FerryDaemon: @unchecked Sendable {
 }
 
 /// Open descriptors of this process.
+///
+/// A count of the whole process: every test that compares counts (or resident memory) runs
+/// its body as an exit test, in a process of its own, so the suites running beside it in
+/// this one cannot move the numbers.
 func openFDCount() -> Int {
     (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1
+}
+
+/// Passes on what an exit test's child printed (the numbers a test measured).
+func relay(_ result: ExitTest.Result?) {
+    guard let output = result?.standardOutputContent, !output.isEmpty else { return }
+    FileHandle.standardOutput.write(Data(output))
 }
 
 /// FUSE request bytes built by hand, for raw and malformed requests.
@@ -247,7 +257,7 @@ extension VhostUserFrontend {
     /// table) on request queue `queueIndex`, kicks, and waits for the used entry. The
     /// FUSEQueueClient of that queue must have nothing in flight.
     func guardedRoundTrip(queueIndex: Int = 1, readable: [[UInt8]], writableSizes: [Int],
-                          timeoutMilliseconds: Int32 = 5_000) throws -> RawOutcome {
+                          timeoutMilliseconds: Int32 = 30_000) throws -> RawOutcome {
         let request = try GuardedRequest(memory: memory, readable: readable, writableSizes: writableSizes)
         let queue = queues[queueIndex]
         guard let head = queue.postRaw(linked(request.descriptors)) else { throw FrontendError.unsupported("no free descriptors") }

@@ -178,7 +178,7 @@ extension FerryFrontendAndHostileTests {
             #expect(FerryDaemon.eventually(5) { daemon.isBroken })
             try session.frontend.channel.send(VhostUserRequest.resetDevice.rawValue,
                                               flags: VhostUserHeader.version | VhostUserHeader.needReplyFlag)
-            let ack = try session.frontend.channel.receiveReply(to: VhostUserRequest.resetDevice.rawValue, timeoutMilliseconds: 5_000)
+            let ack = try session.frontend.channel.receiveReply(to: VhostUserRequest.resetDevice.rawValue, timeoutMilliseconds: 30_000)
             #expect(ack == [0, 0, 0, 0, 0, 0, 0, 0])
             #expect(daemon.backend.state == .connected)
             #expect(daemon.server.nodeCount == 1)
@@ -205,7 +205,7 @@ extension FerryFrontendAndHostileTests {
             let session = try FUSESession(socketPath: daemon.socketPath)
             let q = session.frontend.queues[1]
             let head = try #require(try session.frontend.postHostile(.zeroLengths, on: 1))
-            #expect(q.waitForUsed(timeoutMilliseconds: 5_000))
+            #expect(q.waitForUsed(timeoutMilliseconds: 30_000))
             var used: [UInt16: UInt32] = [:]
             q.reap { used[$0] = $1 }
             #expect(used[head] == 0)
@@ -232,7 +232,7 @@ extension FerryFrontendAndHostileTests {
             let session = try FUSESession(socketPath: daemon.socketPath)
             let q = session.frontend.queues[1]
             let head = try #require(try session.frontend.postHostile(.chainAsLongAsTheQueue, on: 1))
-            #expect(q.waitForUsed(timeoutMilliseconds: 5_000))
+            #expect(q.waitForUsed(timeoutMilliseconds: 30_000))
             var used: [UInt16: UInt32] = [:]
             q.reap { used[$0] = $1 }
             #expect(used[head] == 0)
@@ -253,7 +253,7 @@ extension FerryFrontendAndHostileTests {
                 if kind != .zeroLengths && kind != .chainAsLongAsTheQueue {
                     #expect(FerryDaemon.eventually(5) { daemon.isBroken }, "\(kind): \(daemon.backend.state)")
                 } else {
-                    #expect(session.frontend.queues[1].waitForUsed(timeoutMilliseconds: 5_000), "\(kind)")
+                    #expect(session.frontend.queues[1].waitForUsed(timeoutMilliseconds: 30_000), "\(kind)")
                 }
             }
             #expect(daemon.waitUntilListening(), "\(kind)")

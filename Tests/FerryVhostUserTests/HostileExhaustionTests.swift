@@ -37,7 +37,10 @@ extension FerryFrontendAndHostileTests {
         return (errors, nodes)
     }
 
-    @Test func repeatedLookupsOfOneNameWithoutForgetKeepOneNode() throws {
+    @Test func repeatedLookupsOfOneNameWithoutForgetKeepOneNode() async {
+        relay(await #expect(processExitsWith: .success, observing: [\.standardOutputContent]) { try FerryFrontendAndHostileTests.HostileExhaustionTests.repeatedLookupsOfOneNameWithoutForgetKeepOneNodeHere() })
+    }
+    static func repeatedLookupsOfOneNameWithoutForgetKeepOneNodeHere() throws {
         let daemon = try FerryDaemon()
         FileManager.default.createFile(atPath: daemon.export + "/same", contents: Data("x".utf8))
         let fdsBefore = openFDCount()
@@ -60,7 +63,10 @@ extension FerryFrontendAndHostileTests {
         daemon.newConnectionWorks()
     }
 
-    @Test func distinctLookupsWithoutForgetAreCappedByTheNodeLimit() throws {
+    @Test func distinctLookupsWithoutForgetAreCappedByTheNodeLimit() async {
+        relay(await #expect(processExitsWith: .success, observing: [\.standardOutputContent]) { try FerryFrontendAndHostileTests.HostileExhaustionTests.distinctLookupsWithoutForgetAreCappedByTheNodeLimitHere() })
+    }
+    static func distinctLookupsWithoutForgetAreCappedByTheNodeLimitHere() throws {
         let limit = 1000
         let daemon = try FerryDaemon(policy: ExportPolicy(maxNodes: limit))
         for i in 0..<5000 {
@@ -98,7 +104,10 @@ extension FerryFrontendAndHostileTests {
         daemon.newConnectionWorks()
     }
 
-    @Test func openHandlesAreCappedAndReturnedOnDisconnect() throws {
+    @Test func openHandlesAreCappedAndReturnedOnDisconnect() async {
+        relay(await #expect(processExitsWith: .success, observing: [\.standardOutputContent]) { try FerryFrontendAndHostileTests.HostileExhaustionTests.openHandlesAreCappedAndReturnedOnDisconnectHere() })
+    }
+    static func openHandlesAreCappedAndReturnedOnDisconnectHere() throws {
         let daemon = try FerryDaemon(policy: ExportPolicy(maxOpenHandles: 100))
         FileManager.default.createFile(atPath: daemon.export + "/f", contents: Data())
         let fdsBefore = openFDCount()

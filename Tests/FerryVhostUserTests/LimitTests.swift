@@ -20,8 +20,10 @@ func residentBytes() -> Int {
 /// ENFILE/ERANGE or a bounded answer, memory stays bounded, the export keeps serving.
 /// The numbers measured are printed for the issue notes (`swift test --filter LimitTests`).
 @Suite(.serialized) struct LimitTests {
-    @Test(.timeLimit(.minutes(5)))
-    func aMillionLookupsWithoutForgetStayWithinTheNodeLimit() throws {
+    @Test(.timeLimit(.minutes(5))) func aMillionLookupsWithoutForgetStayWithinTheNodeLimit() async {
+        relay(await #expect(processExitsWith: .success, observing: [\.standardOutputContent]) { try LimitTests.aMillionLookupsWithoutForgetStayWithinTheNodeLimitHere() })
+    }
+    static func aMillionLookupsWithoutForgetStayWithinTheNodeLimitHere() throws {
         let limit = 1000
         let daemon = try FerryDaemon(policy: ExportPolicy(maxNodes: limit))
         for i in 0..<1500 { FileManager.default.createFile(atPath: daemon.export + "/f\(i)", contents: nil) }
@@ -64,7 +66,10 @@ func residentBytes() -> Int {
         #expect(try q.lookup(parent: FUSESession.rootNodeID, name: "f0").nodeID > 0)
     }
 
-    @Test func readdirAndXattrRepliesAskingForGigabytesStayBounded() throws {
+    @Test func readdirAndXattrRepliesAskingForGigabytesStayBounded() async {
+        relay(await #expect(processExitsWith: .success, observing: [\.standardOutputContent]) { try LimitTests.readdirAndXattrRepliesAskingForGigabytesStayBoundedHere() })
+    }
+    static func readdirAndXattrRepliesAskingForGigabytesStayBoundedHere() throws {
         let daemon = try FerryDaemon(policy: ExportPolicy(xattr: true))
         for i in 0..<3000 { FileManager.default.createFile(atPath: daemon.export + "/a-rather-long-file-name-\(i)", contents: nil) }
         let session = try FUSESession(socketPath: daemon.socketPath)
@@ -118,8 +123,10 @@ func residentBytes() -> Int {
         func connectionLost() { inner.connectionLost() }
     }
 
-    @Test(.timeLimit(.minutes(2)))
-    func aFullQueueOfOneMegabyteWritesAgainstAStalledBackendCostsNoMemory() throws {
+    @Test(.timeLimit(.minutes(2))) func aFullQueueOfOneMegabyteWritesAgainstAStalledBackendCostsNoMemory() async {
+        relay(await #expect(processExitsWith: .success, observing: [\.standardOutputContent]) { try LimitTests.aFullQueueOfOneMegabyteWritesAgainstAStalledBackendCostsNoMemoryHere() })
+    }
+    static func aFullQueueOfOneMegabyteWritesAgainstAStalledBackendCostsNoMemoryHere() throws {
         var template = Array("/tmp/ferry-stall-XXXXXX".utf8CString)
         let top = String(cString: mkdtemp(&template)!)
         defer { try? FileManager.default.removeItem(atPath: top) }

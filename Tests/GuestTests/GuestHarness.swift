@@ -90,7 +90,7 @@ final class Daemon {
         process.standardOutput = log
         process.standardError = log
         try runWithDefaultSignalMask(process)
-        let deadline = Date().addingTimeInterval(20)
+        let deadline = Date().addingTimeInterval(60)
         while !FileManager.default.fileExists(atPath: socket) {
             guard process.isRunning, Date() < deadline else {
                 throw HarnessError("\(executable) did not create \(socket); its log:\n\(self.log)")

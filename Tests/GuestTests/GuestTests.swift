@@ -40,7 +40,7 @@ struct GuestTests {
     }
 
     /// The reference exits when its guest goes; Ferry keeps listening for the next one.
-    @Test(.timeLimit(.minutes(5)))
+    @Test(.timeLimit(.minutes(10)))
     func aSecondGuestBootsAgainstTheSameDaemon() throws {
         let export = try makeTemporaryDirectory("ferry-guest-export")
         try "from the host\n".write(toFile: export + "/host-hello.txt", atomically: false, encoding: .utf8)
@@ -59,7 +59,7 @@ struct GuestTests {
 
     /// QEMU killed with SIGKILL in the middle of writes: Ferry drops that connection and
     /// serves the next guest.
-    @Test(.timeLimit(.minutes(5)))
+    @Test(.timeLimit(.minutes(10)))
     func aKilledQEMULeavesFerryServing() throws {
         let export = try makeTemporaryDirectory("ferry-guest-export")
         let ferry = try Daemon.ferry(export: export)
@@ -89,7 +89,7 @@ struct GuestTests {
     }
 
     /// Data written and fsynced in one boot is read back intact after Ferry itself restarts.
-    @Test(.timeLimit(.minutes(5)))
+    @Test(.timeLimit(.minutes(10)))
     func fsyncedDataSurvivesADaemonRestart() throws {
         let export = try makeTemporaryDirectory("ferry-guest-export")
         let socketDir = try makeTemporaryDirectory("ferry-guest-sock")
@@ -109,7 +109,7 @@ struct GuestTests {
     }
 
     /// Several request queues (one per guest CPU) served at once.
-    @Test(.timeLimit(.minutes(5)))
+    @Test(.timeLimit(.minutes(10)))
     func severalRequestQueuesServeAGuest() throws {
         let export = try makeTemporaryDirectory("ferry-guest-export")
         let ferry = try Daemon.ferry(export: export)

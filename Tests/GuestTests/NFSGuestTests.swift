@@ -37,7 +37,7 @@ struct NFSGuestTests {
     /// The guest writes and fsyncs one file, and writes a second one without fsync; the
     /// server restarts (a new write verifier); the guest then fsyncs the second file and
     /// reads both back from the server: every byte is there.
-    @Test(.timeLimit(.minutes(5)), arguments: [3, 4])
+    @Test(.timeLimit(.minutes(10)), arguments: [3, 4])
     func fsyncedDataSurvivesAServerRestart(version: Int) throws {
         let server = try NFSTestServer.shared()
         try server.exclusive {
@@ -69,7 +69,7 @@ struct NFSGuestTests {
 
     /// The server stops: the guest's next request fails with EIO once the export's timeout
     /// (3 s here) has passed, Ferry keeps running, and it serves again once the server is back.
-    @Test(.timeLimit(.minutes(5)), arguments: [3, 4])
+    @Test(.timeLimit(.minutes(10)), arguments: [3, 4])
     func aStoppedServerGivesEIOAndFerryServesAgainWhenItReturns(version: Int) throws {
         let server = try NFSTestServer.shared()
         try server.exclusive {
