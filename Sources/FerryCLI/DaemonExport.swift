@@ -74,7 +74,8 @@ final class DaemonExport: @unchecked Sendable {
         let backend: VhostUserFSBackend
         do {
             try createParentDirectory(of: config.socket)
-            let options = VhostUserFSOptions(maxRequestQueues: config.queues, maxWrite: config.maxWrite)
+            let options = VhostUserFSOptions(maxRequestQueues: config.queues, threadPoolSize: config.requestThreads,
+                                             maxWrite: config.maxWrite)
             backend = try VhostUserFSBackend(socketPath: config.socket, handler: served, options: options, logger: logger)
         } catch {
             served.shutdown()
@@ -94,7 +95,7 @@ final class DaemonExport: @unchecked Sendable {
         }
         logger.info("export serving", metadata: [
             "tag": "\(config.tag)", "socket": "\(config.socket)", "backend": "\(config.backend.kind) \(config.backend.summary)",
-            "queues": "\(config.queues)",
+            "queues": "\(config.queues)", "threads_per_queue": "\(config.requestThreads)",
         ])
         backend.run()
     }

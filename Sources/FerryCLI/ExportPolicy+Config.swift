@@ -16,14 +16,21 @@ extension ExportConfig {
         return policy
     }
 
-    /// Each request queue runs one request at a time, reading and writing guest memory
-    /// directly, so what the host holds in flight is at most one WRITE or READ payload per
-    /// queue: `inflight_bytes` caps it by lowering the largest payload the guest may send.
+    /// Threads each request queue hands its requests to (0: the queue's own thread runs
+    /// them, one at a time): `threads_per_queue`, or what suits the backend.
+    var requestThreads: Int { threadsPerQueue ?? Source(backend: backend).defaultRequestThreads }
+
+    /// Requests one export serves at once: one per queue, or one per thread of each queue.
+    var requestsInFlight: Int { max(queues, 1) * max(requestThreads, 1) }
+
+    /// Each request being served reads and writes guest memory directly, so what the host
+    /// holds in flight is at most one WRITE or READ payload per request in flight:
+    /// `inflight_bytes` caps it by lowering the largest payload the guest may send.
     var maxWrite: UInt32 {
         let ceiling: UInt64 = 1 << 20
         guard let budget = limits.inflightBytes else { return UInt32(ceiling) }
-        let perQueue = budget / UInt64(max(queues, 1))
-        return UInt32(max(4096, min(ceiling, perQueue & ~4095)))
+        let perRequest = budget / UInt64(requestsInFlight)
+        return UInt32(max(4096, min(ceiling, perRequest & ~4095)))
     }
 
     var idMap: IDMap { idMapping }
@@ -37,7 +44,7 @@ extension ExportConfig {
     /// Everything that makes an export what it is, to tell on reload whether it changed
     /// (where it was written does not count).
     var fingerprint: String {
-        [tag, socket, "\(queues)", "\(readOnly)", cache.rawValue, "\(xattr)", "\(idMapping)", "\(limits)",
+        [tag, socket, "\(queues)", "\(requestThreads)", "\(readOnly)", cache.rawValue, "\(xattr)", "\(idMapping)", "\(limits)",
          "\(quota)", "\(qos)", "\(backend)"].joined(separator: "\u{1F}")
     }
 }

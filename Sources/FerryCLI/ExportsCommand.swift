@@ -185,6 +185,7 @@ struct ExportsShowCommand: ParsableCommand {
             ["backend", "\(listing.backend.kind) \(listing.location)"],
             ["state", listing.state],
             ["queues", "\(listing.queues)"],
+            ["threads per queue", e.requestThreads == 0 ? "0 (requests run on the queue's thread)" : "\(e.requestThreads)"],
             ["read-only", listing.readOnly ? "yes" : "no"],
             ["cache", listing.cache],
             ["xattr", e.xattr ? "on" : "off"],

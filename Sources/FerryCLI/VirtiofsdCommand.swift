@@ -96,7 +96,8 @@ let virtiofsdHelp = """
       --inode-file-handles=never|prefer|mandatory   Hold inodes by file handle (default prefer)
 
     Process:
-      --thread-pool-size=N        Request worker threads; 0 (default) serves on the queue threads
+      --thread-pool-size=N        Request worker threads per queue; 0 serves on the queue threads
+                                  (default for a directory; nfs:// gets one per connection, rados:// 8)
       --rlimit-nofile=N           Open file limit; 0 leaves it (default: raised to min(1000000, fs.nr_open))
       --log-level=LEVEL           error, warn, info (default), debug, trace or off
       -d, --debug                 Same as --log-level=debug (legacy; also -o debug, -o loglevel=LEVEL)

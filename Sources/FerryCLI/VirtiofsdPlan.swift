@@ -29,8 +29,10 @@ public struct VirtiofsdPlan: Equatable, Sendable {
     /// Off with `--no-readdirplus` / `-o no_readdirplus`.
     public var readdirplus = true
     public var inodeFileHandles: FileHandleMode = .prefer
-    /// Worker threads for requests; 0 serves them on the queue threads (virtiofsd's default).
-    public var threadPoolSize = 0
+    /// Worker threads for each queue's requests; 0 serves them on the queue threads
+    /// (virtiofsd's default); nil (not given): what suits the source
+    /// (`Source.defaultRequestThreads`: 0 for a directory).
+    public var threadPoolSize: Int?
     /// Group owning the socket (`--socket-group`), resolved with getgrnam when serving.
     public var socketGroup: String?
     /// nil: logging off (`--log-level=off`).

@@ -14,8 +14,9 @@ func serveVirtiofsd(_ plan: VirtiofsdPlan) throws(CLIError) {
     let logger = Logger(label: "ferry.virtiofsd")
 
     let group = try plan.socketGroup.map { name throws(CLIError) in try resolveGroup(name) }
-    setUpOpenFileLimit(requested: plan.rlimitNofile, threadPoolSize: plan.threadPoolSize, logger: logger)
     let parsed = try Source(parsing: plan.source, ceph: plan.ceph)
+    let threadPoolSize = plan.threadPoolSize ?? parsed.defaultRequestThreads
+    setUpOpenFileLimit(requested: plan.rlimitNofile, threadPoolSize: threadPoolSize, logger: logger)
     let kinds: Set<BackendKind> = [parsed.backendKind]
 
     // Namespaces fork: before any thread exists. The parent stays outside, waits, removes
@@ -46,7 +47,7 @@ func serveVirtiofsd(_ plan: VirtiofsdPlan) throws(CLIError) {
     do {
         backend = try startVhostUserBackend(
             listener: plan.listener, socketGroup: group, handler: server,
-            threadPoolSize: plan.threadPoolSize, maxWrite: plan.policy.maxWrite, logger: logger)
+            threadPoolSize: threadPoolSize, maxWrite: plan.policy.maxWrite, logger: logger)
     } catch {
         server.shutdown()
         throw error
@@ -67,7 +68,7 @@ func serveVirtiofsd(_ plan: VirtiofsdPlan) throws(CLIError) {
     }
     logger.info("serving", metadata: [
         "source": "\(parsed)", "listener": "\(plan.listener)", "cache": "\(plan.cache)",
-        "thread-pool-size": "\(plan.threadPoolSize)", "sandbox": "\(plan.sandbox)", "seccomp": "\(plan.seccomp)",
+        "thread-pool-size": "\(threadPoolSize)", "sandbox": "\(plan.sandbox)", "seccomp": "\(plan.seccomp)",
     ])
 
     var received: Int32 = 0

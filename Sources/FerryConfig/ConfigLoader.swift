@@ -293,6 +293,14 @@ private struct Loader {
                 r.problem("queues must be between \(ExportConfig.queueRange.lowerBound) and \(ExportConfig.queueRange.upperBound), found \(q)", at: at)
             }
         }
+        var threadsPerQueue: Int?
+        if let (n, at) = r.integer("threads_per_queue") {
+            if ExportConfig.threadRange.contains(Int(clamping: n)) {
+                threadsPerQueue = Int(n)
+            } else {
+                r.problem("threads_per_queue must be between \(ExportConfig.threadRange.lowerBound) and \(ExportConfig.threadRange.upperBound), found \(n)", at: at)
+            }
+        }
         let readOnly = r.bool("read_only") ?? false
         let cache = r.choice("cache", CachePolicy.self) ?? .auto
         let xattr = r.bool("xattr") ?? false
@@ -322,7 +330,7 @@ private struct Loader {
         var backend: Backend?
         if let b = r.table("backend", required: true, name: "[export.backend]") { backend = readBackend(b) }
 
-        r.finish(known: ["name", "tag", "socket", "queues", "read_only", "cache", "xattr", "id_mapping", "limits", "quota", "qos", "backend"])
+        r.finish(known: ["name", "tag", "socket", "queues", "threads_per_queue", "read_only", "cache", "xattr", "id_mapping", "limits", "quota", "qos", "backend"])
 
         guard let (n, nameAt) = name, let (t, tagAt) = tag, let (s, socketAt) = socket, let backend else { return nil }
         var export = ExportConfig(
@@ -330,6 +338,7 @@ private struct Loader {
             location: r.headerLocation, nameLocation: r.location(nameAt),
             tagLocation: r.location(tagAt), socketLocation: r.location(socketAt))
         export.queues = queues
+        export.threadsPerQueue = threadsPerQueue
         export.readOnly = readOnly
         export.cache = cache
         export.xattr = xattr

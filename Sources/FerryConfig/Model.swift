@@ -178,6 +178,7 @@ public enum Backend: Sendable, Equatable {
 public struct ExportConfig: Sendable {
     public static let maxTagBytes = 36
     public static let queueRange = 1...16
+    public static let threadRange = 0...64
 
     public var name: String
     /// The virtio-fs tag the guest mounts.
@@ -185,6 +186,9 @@ public struct ExportConfig: Sendable {
     /// The vhost-user socket the VMM connects to.
     public var socket: String
     public var queues: Int = 1
+    /// Threads each request queue hands its requests to (`threads_per_queue`); 0 runs them
+    /// on the queue's own thread, one at a time; nil: the backend kind's default.
+    public var threadsPerQueue: Int?
     public var readOnly = false
     public var cache: CachePolicy = .auto
     public var xattr = false

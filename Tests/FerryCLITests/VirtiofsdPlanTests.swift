@@ -42,7 +42,7 @@ private let base = "--socket-path=/run/vfs.sock --shared-dir=/srv"
         #expect(p == expected)
         #expect(p.cache == .auto && !p.xattr && !p.posixACL && !p.readonly && !p.writeback)
         #expect(p.announceSubmounts && p.readdirplus && !p.allowDirectIO)
-        #expect(p.inodeFileHandles == .prefer && p.threadPoolSize == 0)
+        #expect(p.inodeFileHandles == .prefer && p.threadPoolSize == nil)
         #expect(p.logLevel == .info && !p.syslog && p.rlimitNofile == nil && p.socketGroup == nil)
         #expect(p.policy.announceSubmounts && p.policy.cache == .auto && !p.policy.xattr)
     }

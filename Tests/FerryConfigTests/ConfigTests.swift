@@ -264,6 +264,19 @@ let sampleDirectory: String = {
         #expect(s.problems() == ["\(s.path)/tenants/a.toml:7:10: queues must be between 1 and 16, found 0"])
     }
 
+    @Test func threadsPerQueueOutOfRangeOrWrongType() throws {
+        let s = try Scratch([
+            "tenants/a.toml": tenant(extra: "threads_per_queue = 65"),
+            "tenants/b.toml": tenant("beta", extra: "threads_per_queue = \"8\""),
+            "tenants/c.toml": tenant("gamma", extra: "threads_per_queue = 0"),
+        ])
+        defer { s.remove() }
+        #expect(s.problems() == [
+            "\(s.path)/tenants/a.toml:7:21: threads_per_queue must be between 0 and 64, found 65",
+            "\(s.path)/tenants/b.toml:7:21: threads_per_queue must be an integer, found a string",
+        ])
+    }
+
     @Test func tagTooLongOrEmpty() throws {
         let s = try Scratch([
             "tenants/a.toml": tenant(tag: String(repeating: "t", count: 37)),

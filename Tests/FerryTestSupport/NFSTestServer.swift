@@ -112,6 +112,36 @@ public final class NFSTestServer: @unchecked Sendable {
         _ = try NFSTestServer.runScript("stop-ganesha", [state])
     }
 
+    /// Freezes ganesha (SIGSTOP), a server that hangs rather than goes away: connections
+    /// stay open, calls are accepted by the kernel and never answered. `resume` lets it go on.
+    /// Under `exclusive` only.
+    public func pause() throws { try signal(SIGSTOP) }
+    public func resume() throws { try signal(SIGCONT) }
+
+    private func signal(_ number: Int32) throws {
+        let text = try String(contentsOfFile: state + "/ganesha.pid", encoding: .utf8)
+        guard let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)), kill(pid, number) == 0 else {
+            throw HarnessError("cannot signal nfs-ganesha (pid file says '\(text)'): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    /// Established connections to the NFS port holding bytes the server has not read:
+    /// calls waiting for a frozen server, one per connection a client is using at once.
+    public static func connectionsWithUnreadCalls() -> Int {
+        // ganesha listens on a dual-stack socket: its end of a connection from 127.0.0.1
+        // is listed in tcp6. Fields: sl local_address rem_address st tx_queue:rx_queue ...;
+        // port 0801 is 2049, state 01 ESTABLISHED.
+        ["/proc/net/tcp", "/proc/net/tcp6"].reduce(0) { count, table in
+            let text = (try? String(contentsOfFile: table, encoding: .utf8)) ?? ""
+            return count + text.split(separator: "\n").dropFirst().filter { line in
+                let fields = line.split(separator: " ")
+                guard fields.count > 4, fields[1].hasSuffix(":0801"), fields[3] == "01" else { return false }
+                let queues = fields[4].split(separator: ":")
+                return queues.count == 2 && (UInt64(queues[1], radix: 16) ?? 0) > 0
+            }.count
+        }
+    }
+
     /// A fresh, empty, world-writable directory inside the export, for one test.
     public func makeExport(_ name: String) throws -> String {
         let path = root + "/" + name + "-" + UUID().uuidString.prefix(8)
