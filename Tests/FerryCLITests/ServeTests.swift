@@ -251,8 +251,8 @@ import Glibc
 
     @Test(.enabled(if: getuid() == 0, "the namespace sandbox needs root"))
     func theDaemonIsSandboxedByDefaultAndServesAndReloadsUnderSeccompKill() throws {
-        let f = try ServeFixture(sandboxed: true)
-        let a = try f.directory("a"), b = try f.directory("b")
+        let f = try ServeFixture(sandboxed: true, withExportsRoot: true)
+        let a = try f.directory("a"), b = try f.directory("pool/b")
         try f.writeTenant("alpha", f.posixExport("a", tenant: "alpha", path: a, extra: "xattr = true"))
         try f.start()
         let launcher = f.process!.processIdentifier
