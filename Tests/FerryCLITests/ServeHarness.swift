@@ -49,6 +49,12 @@ final class ServeFixture {
 
     /// One `[[export]]` block with a posix backend and extra keys (TOML lines).
     func posixExport(_ name: String, tenant: String, path: String, extra: String = "") -> String {
+        export(name, tenant: tenant, backend: "kind = \"posix\"\npath = \"\(path)\"", extra: extra)
+    }
+
+    /// One `[[export]]` block with the keys of `[export.backend]` and extra keys (TOML lines);
+    /// its tag is TENANT-NAME and its socket `socket("TENANT-NAME")`.
+    func export(_ name: String, tenant: String, backend: String, extra: String = "") -> String {
         """
         [[export]]
         name = "\(name)"
@@ -56,8 +62,7 @@ final class ServeFixture {
         socket = "\(socket("\(tenant)-\(name)"))"
         \(extra)
         [export.backend]
-        kind = "posix"
-        path = "\(path)"
+        \(backend)
 
         """
     }

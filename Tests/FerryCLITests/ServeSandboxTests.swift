@@ -108,18 +108,12 @@ struct ServeSandboxTests {
         try nfs.shared {
             let export = try nfs.makeExport("serve-sandbox")
             let f = try ServeFixture(sandboxed: true)
-            try f.writeTenant("net", """
-                [[export]]
-                name = "nfs"
-                tag = "net-nfs"
-                socket = "\(f.socket("net-nfs"))"
-                [export.backend]
+            try f.writeTenant("net", f.export("nfs", tenant: "net", backend: """
                 kind = "nfs"
                 server = "localhost"
                 path = "\(export)"
                 version = 4
-
-                """)
+                """))
             try f.start()
             let server = try Self.sandboxedServer(of: f.process!.processIdentifier, capabilities: SandboxTests.posixCapabilities)
             #expect(try Self.mountPoints(of: server) == Set([f.config, f.top + "/run", "/", "/proc"] + Self.nameFiles))
@@ -155,20 +149,14 @@ struct ServeSandboxTests {
     func aRADOSExportServesInsideTheDaemonsRoot() throws {
         let (cluster, namespace) = try Self.formattedNamespace("serve")
         let f = try ServeFixture(sandboxed: true)
-        try f.writeTenant("obj", """
-            [[export]]
-            name = "rados"
-            tag = "obj-rados"
-            socket = "\(f.socket("obj-rados"))"
-            [export.backend]
+        try f.writeTenant("obj", f.export("rados", tenant: "obj", backend: """
             kind = "rados"
             pool = "\(cluster.pool)"
             namespace = "\(namespace)"
             ceph_conf = "\(cluster.conf)"
             client_id = "ferry"
             keyring = "\(cluster.ferryKeyring)"
-
-            """)
+            """))
         try f.start()
         let server = try Self.sandboxedServer(of: f.process!.processIdentifier, capabilities: SandboxTests.posixCapabilities)
         #expect(try Self.mountPoints(of: server)
@@ -204,6 +192,16 @@ struct ServeSandboxTests {
             if process.isRunning { process.terminate(); process.waitUntilExit() }
             try? FileManager.default.removeItem(atPath: top)
         }
+
+        /// A guest's work through the front-end, then SIGTERM; answers the exit status.
+        func exerciseAndStop(_ name: String) throws -> Int32 {
+            let session = try FUSESession(socketPath: socket)
+            try ServeSandboxTests.exercise(session.queue, name)
+            process.terminate()
+            process.waitUntilExit()
+            withExtendedLifetime(session) {}
+            return process.terminationStatus
+        }
     }
 
     @Test(.enabled(if: NFSTestServer.isInstalled, "\(NFSTestServer.whyNotInstalled)"))
@@ -215,12 +213,7 @@ struct ServeSandboxTests {
             let server = try Self.sandboxedServer(of: d.process.processIdentifier, capabilities: 0)
             #expect(try Self.mountPoints(of: server) == Set(["/"] + Self.nameFiles))
             #expect(try Self.topOfRoot(of: server) == (Self.nameFiles.isEmpty ? [] : ["etc"]))
-            let session = try FUSESession(socketPath: d.socket)
-            try Self.exercise(session.queue, "virtiofsd-nfs-file")
-            withExtendedLifetime(session) {}
-            d.process.terminate()
-            d.process.waitUntilExit()
-            #expect(d.process.terminationStatus == 0)
+            #expect(try d.exerciseAndStop("virtiofsd-nfs-file") == 0)
         }
     }
 
@@ -232,11 +225,6 @@ struct ServeSandboxTests {
         let server = try Self.sandboxedServer(of: d.process.processIdentifier, capabilities: 0)
         #expect(try Self.mountPoints(of: server) == ["/"])
         #expect(try Self.topOfRoot(of: server).isEmpty)
-        let session = try FUSESession(socketPath: d.socket)
-        try Self.exercise(session.queue, "virtiofsd-rados-file")
-        withExtendedLifetime(session) {}
-        d.process.terminate()
-        d.process.waitUntilExit()
-        #expect(d.process.terminationStatus == 0)
+        #expect(try d.exerciseAndStop("virtiofsd-rados-file") == 0)
     }
 }

@@ -15,29 +15,19 @@ import Glibc
     func threeExports(_ f: ServeFixture) throws {
         let dir = try f.directory("acme-home")
         try f.writeTenant("acme", f.posixExport("home", tenant: "acme", path: dir, extra: "queues = 2"))
-        try f.writeTenant("globex", """
-            [[export]]
-            name = "nfs"
-            tag = "globex-nfs"
-            socket = "\(f.socket("globex-nfs"))"
-            [export.backend]
+        try f.writeTenant("globex", f.export("nfs", tenant: "globex", backend: """
             kind = "nfs"
             server = "127.0.0.9"
             path = "/nowhere"
             version = 3
             timeout = 1
-
-            [[export]]
-            name = "ceph"
-            tag = "globex-ceph"
-            socket = "\(f.socket("globex-ceph"))"
-            [export.backend]
+            """) + f.export("ceph", tenant: "globex", backend: """
             kind = "rados"
             pool = "nopool"
             ceph_conf = "\(f.top)/no-ceph.conf"
             client_id = "globex"
             keyring = "\(f.top)/globex.keyring"
-            """)
+            """))
         // No monitor at all: librados refuses at once (an unreachable one would be waited for).
         FileManager.default.createFile(atPath: f.top + "/no-ceph.conf", contents: Data("[global]\n".utf8))
         FileManager.default.createFile(atPath: f.top + "/globex.keyring", contents: Data("[client.globex]\n\tkey = none\n".utf8))
