@@ -7,7 +7,10 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+#include <fcntl.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <linux/capability.h>
@@ -29,6 +32,65 @@ int ferry_sb_pivot_into(const char *path) {
     if (syscall(SYS_pivot_root, ".", ".") != 0) return -1;
     if (umount2(".", MNT_DETACH) != 0) return -1;
     return chdir("/");
+}
+
+int ferry_sb_mount_tmpfs(const char *target) {
+    return mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
+}
+
+int ferry_sb_make_directory(const char *path) {
+    return mkdir(path, 0755) == 0 || errno == EEXIST ? 0 : -1;
+}
+
+int ferry_sb_pivot_keeping_old(const char *new_root, const char *put_old) {
+    if (chdir(new_root) != 0) return -1;
+    if (syscall(SYS_pivot_root, ".", put_old) != 0) return -1;
+    return chdir("/");
+}
+
+int ferry_sb_make_mount_point(const char *path, int directory) {
+    char buffer[4096];
+    size_t length = strlen(path);
+    if (length == 0 || length >= sizeof buffer || path[0] != '/') { errno = EINVAL; return -1; }
+    memcpy(buffer, path, length + 1);
+    for (char *slash = strchr(buffer + 1, '/'); slash; slash = strchr(slash + 1, '/')) {
+        *slash = 0;
+        if (ferry_sb_make_directory(buffer) != 0) return -1;
+        *slash = '/';
+    }
+    if (directory) return ferry_sb_make_directory(buffer);
+    int fd = open(buffer, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0) return -1;
+    return close(fd);
+}
+
+int ferry_sb_bind(const char *source, const char *target, int read_only) {
+    if (mount(source, target, NULL, MS_BIND | MS_REC, NULL) != 0) return -1;
+    if (!read_only) return 0;
+    // A bind remount replaces the mount's flags: keep the ones it had.
+    struct statvfs st;
+    if (statvfs(target, &st) != 0) return -1;
+    unsigned long flags = MS_BIND | MS_REMOUNT | MS_RDONLY;
+    if (st.f_flag & ST_NOSUID) flags |= MS_NOSUID;
+    if (st.f_flag & ST_NODEV) flags |= MS_NODEV;
+    if (st.f_flag & ST_NOEXEC) flags |= MS_NOEXEC;
+    if (st.f_flag & ST_NOATIME) flags |= MS_NOATIME;
+    if (st.f_flag & ST_NODIRATIME) flags |= MS_NODIRATIME;
+    if (st.f_flag & ST_RELATIME) flags |= MS_RELATIME;
+    return mount(NULL, target, NULL, flags, NULL);
+}
+
+int ferry_sb_mount_proc(const char *target) {
+    return mount("proc", target, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+}
+
+int ferry_sb_detach(const char *path) {
+    if (umount2(path, MNT_DETACH) != 0) return -1;
+    return rmdir(path);
+}
+
+int ferry_sb_remount_root_read_only(void) {
+    return mount(NULL, "/", NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL);
 }
 
 int ferry_sb_chroot_into(const char *path) {

@@ -1,5 +1,6 @@
 import FerryConfig
 import FerryCore
+import FerrySandbox
 import Logging
 import Synchronization
 
@@ -13,11 +14,14 @@ final class Daemon: @unchecked Sendable {
     }
 
     let directory: String
+    /// The sandbox's private root, when the daemon pivoted into one: what a reload can add.
+    let root: PrivateRoot?
     let logger: Logger
     private let state: Mutex<State>
 
-    init(configuration: Configuration, logger: Logger) {
+    init(configuration: Configuration, root: PrivateRoot? = nil, logger: Logger) {
         directory = configuration.directory
+        self.root = root
         self.logger = logger
         state = Mutex(State(configuration: configuration))
     }
@@ -28,7 +32,7 @@ final class Daemon: @unchecked Sendable {
     func start() {
         state.withLock { s in
             for (tenant, export) in s.configuration.exports {
-                let running = DaemonExport(tenant: tenant.name, config: export, logger: logger)
+                let running = DaemonExport(tenant: tenant.name, config: export, root: root, logger: logger)
                 running.start()
                 s.exports[running.key] = running
                 s.order.append(running.key)
@@ -56,7 +60,10 @@ final class Daemon: @unchecked Sendable {
     func reload() -> ReloadOutcome {
         state.withLock { s in
             let loaded: Configuration
-            switch ConfigLoader.load(directory: directory) {
+            // What the sandbox's root does not show cannot be checked from in here: such an
+            // export is accepted, and its start says why it cannot be served.
+            let root = self.root
+            switch ConfigLoader.load(directory: directory, unverifiable: { path in root.map { !$0.shows(path) } ?? false }) {
             case .failure(let problems):
                 logger.error("reload rejected: the configuration has problems; the running one stays in force",
                              metadata: ["problems": "\(problems.problems.count)"])
@@ -94,7 +101,7 @@ final class Daemon: @unchecked Sendable {
                     outcome.unchanged.append(w.key)
                     continue
                 }
-                let fresh = DaemonExport(tenant: w.tenant, config: w.export, logger: logger)
+                let fresh = DaemonExport(tenant: w.tenant, config: w.export, root: root, logger: logger)
                 fresh.start()
                 if s.exports[w.key] == nil {
                     outcome.added.append(w.key)
@@ -127,7 +134,7 @@ final class Daemon: @unchecked Sendable {
             for key in s.order {
                 guard let running = s.exports[key], running.failure != nil, running.retryDue() else { continue }
                 running.stop()   // its thread has ended: this only joins it
-                let fresh = DaemonExport(tenant: running.tenant, config: running.config, logger: logger, retryDelay: running.nextRetryDelay)
+                let fresh = DaemonExport(tenant: running.tenant, config: running.config, root: root, logger: logger, retryDelay: running.nextRetryDelay)
                 logger.info("retrying an export in error", metadata: ["export": "\(key)"])
                 fresh.start()
                 s.exports[key] = fresh

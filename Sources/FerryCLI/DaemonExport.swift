@@ -1,6 +1,7 @@
 import CFerry
 import FerryConfig
 import FerryCore
+import FerrySandbox
 import FerryVhostUser
 import Logging
 import Synchronization
@@ -36,8 +37,13 @@ final class DaemonExport: @unchecked Sendable {
     private let retryDelay: UInt64
     private let retryAt = Atomic<UInt64>(0)
 
-    init(tenant: String, config: ExportConfig, logger: Logger, retryDelay: UInt64 = DaemonExport.firstRetryDelay) {
+    /// The daemon's private root, if it runs in one: what this export may use.
+    private let root: PrivateRoot?
+
+    init(tenant: String, config: ExportConfig, root: PrivateRoot? = nil, logger: Logger,
+         retryDelay: UInt64 = DaemonExport.firstRetryDelay) {
         self.retryDelay = retryDelay
+        self.root = root
         self.tenant = tenant
         self.config = config
         self.fingerprint = config.fingerprint
@@ -58,6 +64,12 @@ final class DaemonExport: @unchecked Sendable {
     }
 
     private func openAndServe() {
+        // Added by a reload, but the sandbox's root (built at start) does not show it: a
+        // retry would find the same, so there is none.
+        if let problem = root?.problem(serving: config) {
+            fail(problem, retry: false)
+            return
+        }
         let served: any ServedExport
         do {
             served = try openExport(Source(backend: config.backend), policy: config.policy, posix: config.posixOptions, logger: logger)
@@ -126,10 +138,10 @@ final class DaemonExport: @unchecked Sendable {
         logger.info("export stopped")
     }
 
-    private func fail(_ why: String) {
+    private func fail(_ why: String, retry: Bool = true) {
         running.withLock { $0.failure = why }
-        retryAt.store(ferry_monotonic_ns() / 1_000_000_000 + retryDelay, ordering: .relaxed)
-        logger.error("export not serving", metadata: ["reason": "\(why)", "retry-in": "\(retryDelay)s"])
+        retryAt.store(retry ? ferry_monotonic_ns() / 1_000_000_000 + retryDelay : .max, ordering: .relaxed)
+        logger.error("export not serving", metadata: ["reason": "\(why)", "retry-in": "\(retry ? "\(retryDelay)s" : "never")"])
     }
 
     func retryDue() -> Bool { ferry_monotonic_ns() / 1_000_000_000 >= retryAt.load(ordering: .relaxed) }

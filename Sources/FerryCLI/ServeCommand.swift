@@ -26,7 +26,7 @@ struct ServeCommand: ParsableCommand {
     var logLevel: String?
 
     func run() throws {
-        let configuration: Configuration
+        var configuration: Configuration
         switch ConfigLoader.load(directory: directory) {
         case .success(let loaded): configuration = loaded
         case .failure(let problems):
@@ -57,14 +57,17 @@ struct ServeCommand: ParsableCommand {
         setUpOpenFileLimit(requested: nil, threadPoolSize: 0, logger: logger)
         // Confinement comes before any thread, socket or backend: see confineDaemon.
         let sandbox = configuration.daemon.sandbox
+        // Reloads read the directory again after the sandbox has made "/" the working directory.
+        configuration.directory = absolutePath(directory)
+        let root: PrivateRoot?
         do {
-            try confineDaemon(mode: sandbox.mode, seccomp: sandbox.seccomp, controlSocket: configuration.daemon.controlSocket)
+            root = try confineDaemon(configuration)
         } catch {
             writeStandardError("ferry serve: \(error)\n")
             throw ExitCode(1)
         }
 
-        let daemon = Daemon(configuration: configuration, logger: logger)
+        let daemon = Daemon(configuration: configuration, root: root, logger: logger)
         let control: ControlServer
         do {
             control = try ControlServer(path: configuration.daemon.controlSocket, daemon: daemon, logger: logger)
@@ -155,27 +158,49 @@ struct ReloadCommand: ParsableCommand {
 
 /// The sandbox of `ferry serve`. One process serves every export, so unlike `ferry virtiofsd`
 /// it cannot make one export its root: `namespace` gives it its own PID, mount and IPC
-/// namespaces (the launcher stays outside and passes signals on), and every export stays
-/// confined to its directory by openat2(RESOLVE_BENEATH). In every mode but `none` the
+/// namespaces (the launcher stays outside and passes signals on) and a private root that
+/// shows only what serving and reloading need (`PrivateRoot.daemon`), while every export
+/// stays confined to its directory by openat2(RESOLVE_BENEATH). In every mode but `none` the
 /// process then has no new privileges, no supplementary groups, only the capabilities a
 /// POSIX export needs, and the seccomp allowlist of all three backend kinds (a reload may
-/// add any kind).
-func confineDaemon(mode: SandboxMode, seccomp: SeccompAction, controlSocket: String) throws(CLIError) {
+/// add any kind). Answers the root it pivoted into (nil: none).
+func confineDaemon(_ configuration: Configuration) throws(CLIError) -> PrivateRoot? {
     let kinds = Set(BackendKind.allCases)
+    let sandbox = configuration.daemon.sandbox
+    var root: PrivateRoot?
     do {
-        switch mode {
+        switch sandbox.mode {
         case .none:
             break
         case .chroot:
             throw SandboxError("sandbox mode \"chroot\" confines a process to one directory, which only ferry virtiofsd serves; ferry serve takes \"namespace\" or \"none\"")
         case .namespace:
-            try Sandbox.enterNamespaces(isolateNetwork: false, cleanupPaths: [controlSocket])
+            // The sockets' directories are shown inside the root, so they must exist first.
+            let sockets = [configuration.daemon.controlSocket] + configuration.exports.map(\.export.socket)
+            for socket in sockets { try createParentDirectory(of: socket) }
+            resolveNamesBeforePivot(configuration)
+            let privateRoot = PrivateRoot.daemon(configuration)
+            try Sandbox.enterNamespaces(isolateNetwork: false, cleanupPaths: [configuration.daemon.controlSocket])
+            try Sandbox.pivotRoot(into: privateRoot)
+            root = privateRoot
         }
-        if mode != .none || seccomp != .none {
+        if sandbox.mode != .none || sandbox.seccomp != .none {
             try Sandbox.restrictPrivileges(keeping: Capability.needed(by: kinds))
         }
-        try Seccomp.install(seccomp, for: kinds)
+        try Seccomp.install(sandbox.seccomp, for: kinds)
+    } catch let error as CLIError {
+        throw error
     } catch {
         throw CLIError("\(error)")
     }
+    return root
+}
+
+/// `path` from the root ("/" joined with the working directory for a relative one).
+func absolutePath(_ path: String) -> String {
+    if path.hasPrefix("/") { return path }
+    var buffer = [CChar](repeating: 0, count: Int(PATH_MAX))
+    guard getcwd(&buffer, buffer.count) != nil else { return path }
+    let cwd = String(cString: buffer)
+    return cwd == "/" ? "/" + path : cwd + "/" + path
 }

@@ -102,8 +102,8 @@ let virtiofsdHelp = """
       --log-level=LEVEL           error, warn, info (default), debug, trace or off
       -d, --debug                 Same as --log-level=debug (legacy; also -o debug, -o loglevel=LEVEL)
       --syslog                    Log to syslog instead of standard error
-      --sandbox=none              Only none: namespace and chroot are not implemented yet
-      --seccomp=none              Only none: log, trap and kill are not implemented yet
+      --sandbox=namespace|chroot|none   Confinement (default namespace: namespaces and pivot_root)
+      --seccomp=kill|log|trap|none      System calls outside the allowlist (default kill)
       -f                          Foreground (Ferry always runs in the foreground)
       --print-capabilities        Print the vhost-user backend capabilities (JSON) and exit
       -V, --version               Print the version and exit

@@ -198,15 +198,15 @@ func startThread(_ body: @escaping () -> Void) -> pthread_t {
 }
 
 /// The confinement of a serving process once its export and sockets are open: the root
-/// (the export itself, for a local directory), privileges, then the seccomp filter, which
-/// every thread started afterwards inherits.
+/// (the export itself, for a local directory; for a network source, which is connected by
+/// now, a private root with only what its client may still read), privileges, then the
+/// seccomp filter, which every thread started afterwards inherits.
 func confine(mode: SandboxMode, seccomp: SeccompAction, source: Source, kinds: Set<BackendKind>) throws(SandboxError) {
-    if case .directory(let path) = source {
-        switch mode {
-        case .namespace: try Sandbox.pivotRoot(into: path)
-        case .chroot: try Sandbox.chroot(into: path)
-        case .none: break
-        }
+    switch (mode, source) {
+    case (.namespace, .directory(let path)): try Sandbox.pivotRoot(into: path)
+    case (.namespace, _): try Sandbox.pivotRoot(into: PrivateRoot.network(source))
+    case (.chroot, .directory(let path)): try Sandbox.chroot(into: path)
+    case (.chroot, _), (.none, _): break
     }
     try Sandbox.restrictPrivileges(keeping: Capability.needed(by: kinds))
     try Seccomp.install(seccomp, for: kinds)

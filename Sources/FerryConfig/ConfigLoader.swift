@@ -19,8 +19,12 @@ public enum ConfigLoader {
     /// its runtime directories below /run (a tmpfs emptied at boot) when it starts.
     public static let creatableSocketRoot = "/run/"
 
-    public static func load(directory: String = defaultDirectory) -> Result<Configuration, ConfigProblems> {
-        var loader = Loader(directory: directory)
+    /// `unverifiable` answers true for paths the caller cannot see (outside the root of a
+    /// sandboxed daemon that is reloading): those are taken as written, not checked, and
+    /// whoever would use one reports why it cannot.
+    public static func load(directory: String = defaultDirectory,
+                            unverifiable: @escaping (String) -> Bool = { _ in false }) -> Result<Configuration, ConfigProblems> {
+        var loader = Loader(directory: directory, unverifiable: unverifiable)
         let configuration = loader.run()
         let problems = loader.problems.problems.sorted(by: problemOrder)
         return problems.isEmpty ? .success(configuration) : .failure(ConfigProblems(problems: problems))
@@ -110,9 +114,12 @@ private struct Loader {
     /// Every export's tag and socket as read, even from exports with other problems, so
     /// duplicates are found in one pass.
     let seen = SeenExports()
+    /// Paths not to check: see `ConfigLoader.load`.
+    let unverifiable: (String) -> Bool
 
-    init(directory: String) {
+    init(directory: String, unverifiable: @escaping (String) -> Bool = { _ in false }) {
         self.directory = directory
+        self.unverifiable = unverifiable
         var d = directory
         while d.count > 1, d.hasSuffix("/") { d.removeLast() }
         displayDirectory = d
@@ -204,6 +211,19 @@ private struct Loader {
         }
     }
 
+    /// `path` resolved, if it names a directory; otherwise a problem that calls it `missing`
+    /// (not there or unreachable) or `notDirectory`.
+    func existingDirectory(_ path: String, at: TOMLPosition, in r: TableReader, named missing: String, _ notDirectory: String) -> String? {
+        let resolved = resolve(path)
+        if unverifiable(resolved) { return resolved }
+        switch fileKind(resolved) {
+        case (.directory, _): return resolved
+        case (.missing, let e): r.problem("\(missing) \(path) \(e == ENOENT ? "does not exist" : "cannot be reached: \(errnoText(e))")", at: at)
+        default: r.problem("\(notDirectory) \(path) is not a directory", at: at)
+        }
+        return nil
+    }
+
     // MARK: - Daemon file
 
     func readDaemon(_ r: TableReader) -> DaemonConfig {
@@ -224,7 +244,10 @@ private struct Loader {
         if let sandbox = r.table("sandbox", name: "[sandbox]") {
             if let mode = sandbox.choice("mode", SandboxMode.self) { daemon.sandbox.mode = mode }
             if let seccomp = sandbox.choice("seccomp", SeccompAction.self) { daemon.sandbox.seccomp = seccomp }
-            sandbox.finish(known: ["mode", "seccomp"])
+            if let (path, at) = sandbox.string("exports_root") {
+                daemon.sandbox.exportsRoot = existingDirectory(path, at: at, in: sandbox, named: "exports_root", "exports_root")
+            }
+            sandbox.finish(known: ["mode", "seccomp", "exports_root"])
         }
         r.finish(known: ["control_socket", "metrics", "log_level", "sandbox"])
         return daemon
@@ -418,13 +441,7 @@ private struct Loader {
             defer { r.finish(known: ["kind", "path"]) }
             guard let (path, at) = r.string("path", required: true) else { return nil }
             guard !path.isEmpty else { r.problem("path must not be empty", at: at); return nil }
-            let resolved = resolve(path)
-            switch fileKind(resolved) {
-            case (.directory, _): return .posix(path: resolved)
-            case (.missing, let e): r.problem("export directory \(path) \(e == ENOENT ? "does not exist" : "cannot be reached: \(errnoText(e))")", at: at)
-            default: r.problem("export path \(path) is not a directory", at: at)
-            }
-            return nil
+            return existingDirectory(path, at: at, in: r, named: "export directory", "export path").map { .posix(path: $0) }
 
         case "nfs":
             defer { r.finish(known: ["kind", "server", "path", "version", "timeout", "hard", "connections"]) }
@@ -492,6 +509,7 @@ private struct Loader {
             if let (c, at) = r.string("ceph_conf", required: true) {
                 let resolved = resolve(c)
                 switch fileKind(resolved) {
+                case _ where unverifiable(resolved): cephConf = resolved
                 case (.regular, _):
                     if access(resolved, R_OK) == 0 { cephConf = resolved } else { r.problem("ceph.conf \(c) is not readable: \(errnoText(errno))", at: at) }
                 case (.missing, _): r.problem("ceph.conf \(c) does not exist", at: at)
@@ -506,6 +524,7 @@ private struct Loader {
                 } else {
                     let resolved = resolve(k)
                     switch fileKind(resolved) {
+                    case _ where unverifiable(resolved): keyring = resolved
                     case (.missing, let e): r.problem("keyring \(k) is not readable: \(errnoText(e))", at: at)
                     case (.directory, _): r.problem("keyring \(k) is a directory, not a keyring file", at: at)
                     default:
@@ -541,6 +560,7 @@ private struct Loader {
             return false
         }
         let parent = parentDirectory(path)
+        if unverifiable(parent) { return true }
         switch fileKind(parent).0 {
         case .directory: return true
         case .missing:

@@ -69,6 +69,9 @@ public typealias SeccompAction = FerrySandbox.SeccompAction
 public struct SandboxDefaults: Sendable, Equatable {
     public var mode: SandboxMode = .namespace
     public var seccomp: SeccompAction = .kill
+    /// A directory the daemon's private root shows whole (read-write), so exports under it
+    /// can be added by a reload; nil: only the exports configured at start are shown.
+    public var exportsRoot: String?
     public init() {}
 }
 

@@ -42,6 +42,15 @@ public struct FUSEForgetIn: Sendable, Equatable, FUSERequestEncodable {
     public func encode(to p: UnsafeMutableRawPointer) { p.storeLE(nlookup, at: 0) }
 }
 
+/// `struct fuse_rename_in` of FUSE_RENAME: the directory the entry moves to (the old and
+/// new names follow it).
+public struct FUSERenameIn: Sendable, Equatable, FUSERequestEncodable {
+    public static let size = 8
+    public var newDirectory: UInt64
+    public init(newDirectory: UInt64) { self.newDirectory = newDirectory }
+    public func encode(to p: UnsafeMutableRawPointer) { p.storeLE(newDirectory, at: 0) }
+}
+
 extension FUSEGetattrIn: FUSERequestEncodable {
     public func encode(to p: UnsafeMutableRawPointer) {
         p.zero(Self.size)

@@ -79,6 +79,11 @@ extension FUSEQueueClient {
         _ = try roundTrip(.unlink, nodeID: parent, argument: FUSENoArgument(), name: name)
     }
 
+    /// FUSE_RENAME: `name` in `parent` becomes `newName` in `newParent`.
+    public func rename(parent: UInt64, name: String, newParent: UInt64, newName: String) throws {
+        _ = try roundTrip(.rename, nodeID: parent, argument: FUSERenameIn(newDirectory: newParent), name: name, secondName: newName)
+    }
+
     /// Reads into the slot's data buffer and returns a copy of the bytes read.
     public func read(nodeID: UInt64, fh: UInt64, offset: UInt64, size: Int) throws -> [UInt8] {
         let c = try roundTrip(.read, nodeID: nodeID, argument: FUSEReadIn(fh: fh, offset: offset, size: UInt32(size)), readLength: size)

@@ -6,22 +6,30 @@ import Glibc
 
 /// A `ferry serve` process on a configuration directory it owns, in a fresh temp dir:
 /// `ferry.toml` (control socket, metrics on a free port) and `tenants/*.toml` the test writes.
+/// Sockets live in `run/` of their own, as in /run/ferry: the daemon's sandbox shows their
+/// directory read-write, and the export directories next to it stay outside.
 final class ServeFixture {
     let top: String
     var config: String { top + "/config" }
-    var controlSocket: String { top + "/control.sock" }
+    var controlSocket: String { top + "/run/control.sock" }
+    /// `[sandbox] exports_root`, when the fixture has one.
+    var exportsRoot: String { top + "/pool" }
     let metricsPort: UInt16
     var process: Process?
     var logPath: String { top + "/serve.log" }
 
-    /// `sandboxed`: leave `[sandbox]` out, so the defaults (namespace, seccomp kill) apply.
-    init(metrics: Bool = true, sandboxed: Bool = false) throws {
+    /// `sandboxed`: the sandbox's defaults (namespace, seccomp kill), with `exports_root` if
+    /// asked; otherwise none.
+    init(metrics: Bool = true, sandboxed: Bool = false, withExportsRoot: Bool = false) throws {
         top = try makeTemporaryDirectory("ferry-serve")
-        try FileManager.default.createDirectory(atPath: top + "/config/tenants", withIntermediateDirectories: true)
+        for directory in ["/config/tenants", "/run", "/pool"] {
+            try FileManager.default.createDirectory(atPath: top + directory, withIntermediateDirectories: true)
+        }
         metricsPort = metrics ? freeTCPPort() : 0
-        var daemon = "control_socket = \"\(top)/control.sock\"\nlog_level = \"debug\"\n"
+        var daemon = "control_socket = \"\(controlSocket)\"\nlog_level = \"debug\"\n"
         if metrics { daemon += "metrics = \"127.0.0.1:\(metricsPort)\"\n" }
         if !sandboxed { daemon += "[sandbox]\nmode = \"none\"\nseccomp = \"none\"\n" }
+        if sandboxed && withExportsRoot { daemon += "[sandbox]\nexports_root = \"\(exportsRoot)\"\n" }
         try daemon.write(toFile: config + "/ferry.toml", atomically: true, encoding: .utf8)
     }
 
@@ -37,10 +45,16 @@ final class ServeFixture {
         return path
     }
 
-    func socket(_ name: String) -> String { top + "/\(name).sock" }
+    func socket(_ name: String) -> String { top + "/run/\(name).sock" }
 
     /// One `[[export]]` block with a posix backend and extra keys (TOML lines).
     func posixExport(_ name: String, tenant: String, path: String, extra: String = "") -> String {
+        export(name, tenant: tenant, backend: "kind = \"posix\"\npath = \"\(path)\"", extra: extra)
+    }
+
+    /// One `[[export]]` block with the keys of `[export.backend]` and extra keys (TOML lines);
+    /// its tag is TENANT-NAME and its socket `socket("TENANT-NAME")`.
+    func export(_ name: String, tenant: String, backend: String, extra: String = "") -> String {
         """
         [[export]]
         name = "\(name)"
@@ -48,8 +62,7 @@ final class ServeFixture {
         socket = "\(socket("\(tenant)-\(name)"))"
         \(extra)
         [export.backend]
-        kind = "posix"
-        path = "\(path)"
+        \(backend)
 
         """
     }

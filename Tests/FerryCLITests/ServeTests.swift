@@ -15,29 +15,19 @@ import Glibc
     func threeExports(_ f: ServeFixture) throws {
         let dir = try f.directory("acme-home")
         try f.writeTenant("acme", f.posixExport("home", tenant: "acme", path: dir, extra: "queues = 2"))
-        try f.writeTenant("globex", """
-            [[export]]
-            name = "nfs"
-            tag = "globex-nfs"
-            socket = "\(f.socket("globex-nfs"))"
-            [export.backend]
+        try f.writeTenant("globex", f.export("nfs", tenant: "globex", backend: """
             kind = "nfs"
             server = "127.0.0.9"
             path = "/nowhere"
             version = 3
             timeout = 1
-
-            [[export]]
-            name = "ceph"
-            tag = "globex-ceph"
-            socket = "\(f.socket("globex-ceph"))"
-            [export.backend]
+            """) + f.export("ceph", tenant: "globex", backend: """
             kind = "rados"
             pool = "nopool"
             ceph_conf = "\(f.top)/no-ceph.conf"
             client_id = "globex"
             keyring = "\(f.top)/globex.keyring"
-            """)
+            """))
         // No monitor at all: librados refuses at once (an unreachable one would be waited for).
         FileManager.default.createFile(atPath: f.top + "/no-ceph.conf", contents: Data("[global]\n".utf8))
         FileManager.default.createFile(atPath: f.top + "/globex.keyring", contents: Data("[client.globex]\n\tkey = none\n".utf8))
@@ -251,8 +241,8 @@ import Glibc
 
     @Test(.enabled(if: getuid() == 0, "the namespace sandbox needs root"))
     func theDaemonIsSandboxedByDefaultAndServesAndReloadsUnderSeccompKill() throws {
-        let f = try ServeFixture(sandboxed: true)
-        let a = try f.directory("a"), b = try f.directory("b")
+        let f = try ServeFixture(sandboxed: true, withExportsRoot: true)
+        let a = try f.directory("a"), b = try f.directory("pool/b")
         try f.writeTenant("alpha", f.posixExport("a", tenant: "alpha", path: a, extra: "xattr = true"))
         try f.start()
         let launcher = f.process!.processIdentifier

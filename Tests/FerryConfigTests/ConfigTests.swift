@@ -108,6 +108,22 @@ let sampleDirectory: String = {
         #expect(s.problems() == ["\(s.path)/ferry.toml:3:1: unknown key \"mod\" in [sandbox]; did you mean \"mode\"?"])
     }
 
+    @Test func exportsRootIsAnExistingDirectoryTakenFromTheConfigurationDirectory() throws {
+        let s = try Scratch(["tenants/acme.toml": tenant(), "ferry.toml": "[sandbox]\nexports_root = \"pool\"\n"])
+        defer { s.remove() }
+        #expect(s.problems() == ["\(s.path)/ferry.toml:2:16: exports_root pool does not exist"])
+        try s.mkdir("pool")
+        #expect(try ConfigLoader.load(directory: s.path).get().daemon.sandbox.exportsRoot == s.path + "/pool")
+    }
+
+    @Test func pathsTheCallerCannotSeeAreTakenAsWritten() throws {
+        let s = try Scratch(["tenants/acme.toml": tenant(backend: "kind = \"posix\"\npath = \"/nowhere/at/all\"")])
+        defer { s.remove() }
+        #expect(!s.problems().isEmpty)
+        let configuration = try ConfigLoader.load(directory: s.path, unverifiable: { $0.hasPrefix("/nowhere") }).get()
+        #expect(configuration.exports.first?.export.backend == .posix(path: "/nowhere/at/all"))
+    }
+
     @Test func wrongTypes() throws {
         let s = try Scratch(["tenants/acme.toml": tenant(extra: "read_only = \"yes\"\nqueues = \"2\"")])
         defer { s.remove() }

@@ -22,6 +22,24 @@ int ferry_sb_make_root_slave(void);
 int ferry_sb_bind_self(const char *path);
 /// chdir(path); pivot_root(".", "."); umount2(".", MNT_DETACH); chdir("/").
 int ferry_sb_pivot_into(const char *path);
+/// A tmpfs (mode 0755, nosuid, nodev) on `target`: the start of a private root.
+int ferry_sb_mount_tmpfs(const char *target);
+/// mkdir(path, 0755); an existing one is fine.
+int ferry_sb_make_directory(const char *path);
+/// chdir(new_root); pivot_root(".", put_old); chdir("/"). `put_old` is a directory in
+/// `new_root`, named relative to it; the old root is then at "/" + put_old.
+int ferry_sb_pivot_keeping_old(const char *new_root, const char *put_old);
+/// Creates `path`'s missing parents (0755), then `path` itself: a directory, or an empty file.
+int ferry_sb_make_mount_point(const char *path, int directory);
+/// Bind-mounts `source` (and what is mounted under it) on `target`; read-only if asked,
+/// keeping the source mount's nosuid, nodev, noexec and atime flags.
+int ferry_sb_bind(const char *source, const char *target, int read_only);
+/// A proc file system (nosuid, nodev, noexec) on `target`, for the caller's PID namespace.
+int ferry_sb_mount_proc(const char *target);
+/// umount2(path, MNT_DETACH), then rmdir(path).
+int ferry_sb_detach(const char *path);
+/// Makes the root mount read-only (bind remount, nosuid, nodev).
+int ferry_sb_remount_root_read_only(void);
 /// chroot(path); chdir("/").
 int ferry_sb_chroot_into(const char *path);
 
