@@ -46,6 +46,73 @@ struct NFSDriverTests {
         }
     }
 
+    /// A long sequential write does not keep everything until close: WRITEs take COMMITs
+    /// along once 8 MiB are uncommitted, so what is retained stays near that.
+    @Test(arguments: [3, 4]) func aLongWriteCommitsBehindAndKeepsLittleUncommitted(version: Int) throws {
+        let server = try NFSTestServer.shared()
+        try server.shared {
+            let export = try server.makeExport("driver-commit-behind-v\(version)")
+            let driver = try NFSDriverTests.driver(export, version: version)
+            let rootEntry = try driver.root()
+            let (_, opened) = try withName("f") { name in
+                try driver.create(rootEntry.inode, name, mode: 0o644, flags: O_RDWR, root)
+            }
+            let chunk = 1 << 20, chunks = version == 4 ? 12 : 24   // v4 goes in small pieces: fewer MiB
+            var data = [UInt8](repeating: 0, count: chunk * chunks)
+            for i in data.indices { data[i] = UInt8(truncatingIfNeeded: i &* 31 &+ i >> 12) }
+            var most = 0
+            for i in 0..<chunks {
+                let written = try withVectors(Array(data[i * chunk..<(i + 1) * chunk])) {
+                    try driver.write(opened.file, offset: UInt64(i * chunk), from: $0, killSuidGid: false, root)
+                }
+                #expect(written == chunk)
+                most = max(most, opened.file.uncommittedBytes)
+            }
+            #expect(driver.commitsBehind.load(ordering: .relaxed) > 0)
+            #expect(most <= 9 << 20, "retained \(most) bytes: COMMIT-behind did not release them")
+            try driver.fsync(opened.file, dataOnly: false, root)
+            #expect(opened.file.uncommittedBytes == 0)
+            driver.release(opened.file, flags: 0, root)
+            #expect(FileManager.default.contents(atPath: export + "/f") == Data(data))
+        }
+    }
+
+    /// A restart between WRITEs: the COMMIT-behind that follows gets the new verifier and
+    /// must send again everything written before the restart and not yet committed, and
+    /// the final FSYNC everything else; what the file ends up holding is all of it.
+    @Test(arguments: [3, 4]) func aCommitBehindAfterARestartSendsAgainWhatTheServerMayHaveLost(version: Int) throws {
+        let server = try NFSTestServer.shared()
+        try server.exclusive {
+            let export = try server.makeExport("driver-behind-restart-v\(version)")
+            let driver = try NFSDriverTests.driver(export, version: version)
+            let rootEntry = try driver.root()
+            let (_, opened) = try withName("f") { name in
+                try driver.create(rootEntry.inode, name, mode: 0o644, flags: O_RDWR, root)
+            }
+            let chunk = 1 << 20, before = 12, after = 8
+            var data = [UInt8](repeating: 0, count: chunk * (before + after))
+            for i in data.indices { data[i] = UInt8(truncatingIfNeeded: i &* 13 &+ i >> 16) }
+            func write(_ i: Int) throws {
+                let written = try withVectors(Array(data[i * chunk..<(i + 1) * chunk])) {
+                    try driver.write(opened.file, offset: UInt64(i * chunk), from: $0, killSuidGid: false, root)
+                }
+                #expect(written == chunk)
+            }
+            for i in 0..<before { try write(i) }
+            let uncommittedAtRestart = opened.file.uncommittedBytes
+            #expect(uncommittedAtRestart > 0 && driver.commitsBehind.load(ordering: .relaxed) > 0)
+            try server.stop()
+            try server.start()
+            for i in before..<(before + after) { try write(i) }
+            try driver.fsync(opened.file, dataOnly: false, root)
+            #expect(driver.resentAfterVerifierChange.load(ordering: .relaxed) * chunk >= uncommittedAtRestart,
+                    "not everything uncommitted at the restart was sent again")
+            #expect(opened.file.uncommittedBytes == 0)
+            driver.release(opened.file, flags: 0, root)
+            #expect(FileManager.default.contents(atPath: export + "/f") == Data(data))
+        }
+    }
+
     @Test(arguments: [3, 4]) func aFileUnlinkedWhileOpenStaysUsableUntilItsLastRelease(version: Int) throws {
         let server = try NFSTestServer.shared()
         try server.shared {
