@@ -97,7 +97,7 @@ extension NFSDriver {
 
     /// WRITEs `data` at `offset` in pieces the server accepts, all in flight at once, and
     /// with `commit` a COMMIT of the file after them (its verifier is returned).
-    /// `whileInFlight` runs once the calls are queued, before their replies are awaited.
+    /// `whileInFlight` runs once the calls are on their way, before their replies are awaited.
     func send(_ file: NFSFile, _ data: UnsafeRawBufferPointer, at offset: UInt64, stable: stable_how, _ caller: Credentials,
               commit: Bool = false, whileInFlight: () -> Void = {}) throws(Errno) -> (pieces: [SentPiece], committed: Result<UInt64, Errno>?) {
         let handle = file.inode.handle
@@ -152,6 +152,7 @@ extension NFSDriver {
             }
             var committed: Result<UInt64, Errno>? = nil
             if commit { calls.append(try queueCommit(handle, on: connection) { committed = $0 }) }
+            try connection.pushOut(calls)
             whileInFlight()
             try connection.wait(for: calls, deadline: deadline)
             return (sent, commit ? committed ?? .failure(.io) : nil)
