@@ -139,11 +139,7 @@ final class NFSConnection: @unchecked Sendable {
     /// Services the socket until every call in `calls` has finished, the connection breaks,
     /// or the deadline passes. On failure the calls are abandoned and the context dropped.
     func wait(for calls: [PendingCall], deadline: Deadline) throws(ConnectionFailure) {
-        func fail(_ failure: ConnectionFailure) -> ConnectionFailure {
-            for call in calls { call.abandoned = true }
-            drop()
-            return failure
-        }
+        func fail(_ failure: ConnectionFailure) -> ConnectionFailure { abandon(calls, failure) }
         while !calls.allSatisfy({ $0.finished }) {
             guard let rpc else { throw fail(.broken("connection dropped")) }
             // Wake at least every 100 ms: libnfs runs its own timers from rpc_service.
@@ -161,6 +157,21 @@ final class NFSConnection: @unchecked Sendable {
                 throw fail(.broken(errorText(rpc)))
             }
         }
+    }
+
+    /// Writes the queued calls to the socket as far as it takes them now, without waiting:
+    /// libnfs only queues a call, and sends it from the next `rpc_service`. The server can
+    /// then work on them while the caller does something else before `wait`.
+    func pushOut(_ calls: [PendingCall]) throws(ConnectionFailure) {
+        guard let rpc, rpc_which_events(rpc) & Int32(POLLOUT) != 0 else { return }
+        if rpc_service(rpc, Int32(POLLOUT)) < 0 { throw abandon(calls, .broken(errorText(rpc))) }
+    }
+
+    /// Gives up on `calls` (their callbacks will touch nothing) and drops the context.
+    private func abandon(_ calls: [PendingCall], _ failure: ConnectionFailure) -> ConnectionFailure {
+        for call in calls { call.abandoned = true }
+        drop()
+        return failure
     }
 }
 

@@ -204,12 +204,6 @@ extension NFSDriver {
         })
     }
 
-    func commit4(_ handle: FileHandle, _ caller: Credentials) throws(Errno) -> UInt64 {
-        try client.compound(caller, { c in c.putfh(handle); c.commit() }, decode: { r in
-            .success(withUnsafeBytes(of: r[1].nfs_resop4_u.opcommit.COMMIT4res_u.resok4.writeverf) { $0.loadUnaligned(as: UInt64.self) })
-        })
-    }
-
     /// READDIR with the attributes (handle included) of every entry; "." and ".." are not
     /// NFSv4 entries, so they are made here with the cookies v4 reserves for them (1, 2).
     func readdir4(_ directory: FileHandle, cookie: UInt64, verifier: UInt64, _ caller: Credentials) throws(Errno) -> ([ListedEntry], UInt64) {

@@ -23,6 +23,8 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
                            value: client.callsRetried.load(ordering: .relaxed)),
             BackendCounter(name: "nfs_timeouts", help: "Requests answered EIO because the NFS server did not answer in time.",
                            value: client.timeouts.load(ordering: .relaxed)),
+            BackendCounter(name: "nfs_commits_behind", help: "COMMITs sent along with a WRITE to release retained uncommitted data.",
+                           value: UInt64(commitsBehind.load(ordering: .relaxed))),
         ]
     }
 
@@ -39,13 +41,20 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
     /// Largest READ and WRITE the server takes in one call (FSINFO).
     let readMax: Int, writeMax: Int
     let openFiles = Mutex<OpenFiles>(OpenFiles())
-    /// Uncommitted bytes per open file before a WRITE commits them (bounds what we keep).
+    /// Uncommitted bytes per open file from which a WRITE takes a COMMIT of them along
+    /// ("COMMIT-behind"): what is kept for sending again stays this small, in recycled memory.
+    let commitBehind = 8 << 20
+    /// Uncommitted bytes per open file beyond which a WRITE waits for a COMMIT (when
+    /// COMMIT-behind cannot keep up): the bound on what is kept.
     let uncommittedLimit = 64 << 20
+    /// Recycled memory for the copies of uncommitted writes (RetainedWrites.swift).
+    let retainPool = RetainPool(maxIdle: 16)
     /// Prefix of hidden names of files unlinked while open: `.ferry-unlinked-HOST-PID-N`.
     public let hiddenPrefix: String
     let hiddenCounter = Atomic<UInt64>(0)
     /// Statistics for tests and metrics.
     public let resentAfterVerifierChange = Atomic<Int>(0)
+    public let commitsBehind = Atomic<Int>(0)
 
     /// Mounts the export (MOUNT protocol) and asks the server for its transfer sizes.
     public init(options: NFSOptions, logger: Logger) throws(Errno) {

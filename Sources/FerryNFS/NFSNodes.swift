@@ -30,19 +30,17 @@ public final class NFSFile: @unchecked Sendable {
     /// O_SYNC/O_DSYNC: every WRITE is FILE_SYNC.
     let synchronous: Bool
     let uncommitted = Mutex<UncommittedWrites>(UncommittedWrites())
+    /// Held while a COMMIT of this file is settled: pieces are read (to send again) and
+    /// their memory recycled by one COMMIT at a time.
+    let committing = Mutex<Void>(())
+
+    /// Bytes written UNSTABLE and kept until a COMMIT.
+    public var uncommittedBytes: Int { uncommitted.withLock { $0.bytes } }
 
     init(inode: NFSInode, flags: Int32) {
         self.inode = inode
         synchronous = flags & (O_SYNC | O_DSYNC) != 0
     }
-}
-
-/// WRITEs the server acknowledged as UNSTABLE, in the order they were sent, each with the
-/// write verifier of its reply.
-struct UncommittedWrites {
-    struct Piece { var offset: UInt64; var data: [UInt8]; var verifier: UInt64 }
-    var pieces: [Piece] = []
-    var bytes = 0
 }
 
 /// An open directory: READDIRPLUS's cookie verifier, which the server expects back with

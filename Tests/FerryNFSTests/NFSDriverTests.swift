@@ -46,6 +46,47 @@ struct NFSDriverTests {
         }
     }
 
+    /// A long sequential write does not keep everything until close: WRITEs take COMMITs
+    /// along once 8 MiB are uncommitted, so what is retained stays near that.
+    @Test(arguments: [3, 4]) func aLongWriteCommitsBehindAndKeepsLittleUncommitted(version: Int) throws {
+        let server = try NFSTestServer.shared()
+        try server.shared {
+            let export = try server.makeExport("driver-commit-behind-v\(version)")
+            let driver = try NFSDriverTests.driver(export, version: version)
+            let writes = try SequentialWrites(driver, mebibytes: version == 4 ? 12 : 24)   // v4 goes in small pieces
+            var most = 0
+            for i in 0..<writes.mebibytes {
+                try writes.write(i)
+                most = max(most, writes.file.uncommittedBytes)
+            }
+            #expect(driver.commitsBehind.load(ordering: .relaxed) > 0)
+            #expect(most <= 9 << 20, "retained \(most) bytes: COMMIT-behind did not release them")
+            try writes.finish(expecting: export + "/f")
+        }
+    }
+
+    /// A restart between WRITEs: the COMMIT-behind that follows gets the new verifier and
+    /// must send again everything written before the restart and not yet committed, and
+    /// the final FSYNC everything else; what the file ends up holding is all of it.
+    @Test(arguments: [3, 4]) func aCommitBehindAfterARestartSendsAgainWhatTheServerMayHaveLost(version: Int) throws {
+        let server = try NFSTestServer.shared()
+        try server.exclusive {
+            let export = try server.makeExport("driver-behind-restart-v\(version)")
+            let driver = try NFSDriverTests.driver(export, version: version)
+            let writes = try SequentialWrites(driver, mebibytes: 20)
+            for i in 0..<12 { try writes.write(i) }
+            let uncommittedAtRestart = writes.file.uncommittedBytes
+            #expect(uncommittedAtRestart > 0 && driver.commitsBehind.load(ordering: .relaxed) > 0)
+            try server.stop()
+            try server.start()
+            for i in 12..<writes.mebibytes { try writes.write(i) }
+            try writes.finish(expecting: export + "/f") {
+                #expect(driver.resentAfterVerifierChange.load(ordering: .relaxed) << 20 >= uncommittedAtRestart,
+                        "not everything uncommitted at the restart was sent again")
+            }
+        }
+    }
+
     @Test(arguments: [3, 4]) func aFileUnlinkedWhileOpenStaysUsableUntilItsLastRelease(version: Int) throws {
         let server = try NFSTestServer.shared()
         try server.shared {
@@ -164,6 +205,39 @@ struct NFSDriverTests {
             let names = try listing(driver, try driver.root().inode, batch: 50)
             #expect(names.count == 600 && Set(names).count == 600)
         }
+    }
+}
+
+/// A file "f" created in the export's root and written 1 MiB per WRITE, each at its place.
+struct SequentialWrites {
+    let driver: NFSDriver
+    let file: NFSFile
+    let mebibytes: Int
+    let data: [UInt8]
+
+    init(_ driver: NFSDriver, mebibytes: Int) throws {
+        self.driver = driver
+        self.mebibytes = mebibytes
+        let root = try driver.root()
+        file = try withName("f") { try driver.create(root.inode, $0, mode: 0o644, flags: O_RDWR, .root).1.file }
+        data = (0..<(mebibytes << 20)).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ $0 >> 16) }
+    }
+
+    /// WRITEs mebibyte `i`.
+    func write(_ i: Int) throws {
+        let written = try withVectors(Array(data[i << 20..<(i + 1) << 20])) {
+            try driver.write(file, offset: UInt64(i << 20), from: $0, killSuidGid: false, .root)
+        }
+        #expect(written == 1 << 20)
+    }
+
+    /// FSYNC (then `afterFsync`), release, and the server's copy at `path` must be all of it.
+    func finish(expecting path: String, afterFsync: () -> Void = {}) throws {
+        try driver.fsync(file, dataOnly: false, .root)
+        afterFsync()
+        #expect(file.uncommittedBytes == 0)
+        driver.release(file, flags: 0, .root)
+        #expect(FileManager.default.contents(atPath: path) == Data(data))
     }
 }
 

@@ -1,0 +1,229 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CNFS
+import FerryCore
+
+// WRITE and COMMIT. WRITEs go out UNSTABLE (the server may keep them in memory) and a copy
+// is kept (RetainedWrites.swift) until a COMMIT whose verifier matches theirs. FLUSH (close),
+// FSYNC and RELEASE commit, and so does a WRITE once enough is uncommitted ("COMMIT-behind",
+// sent along with that WRITE), which keeps the retained memory small and recycled. If the
+// verifier changed, the server restarted and may have lost those writes: they are sent again
+// FILE_SYNC before anything is forgotten. Nothing acknowledged by FSYNC is lost.
+extension NFSDriver {
+    public func write(_ file: NFSFile, offset: UInt64, from buffers: IOVectors, killSuidGid: Bool, _ caller: Credentials) throws(Errno) -> Int {
+        let total = buffers.totalLength
+        if total == 0 { return 0 }
+        let stable = file.synchronous ? FILE_SYNC : UNSTABLE
+        // Contiguous data is sent from where it is and copied to retained memory while the WRITE
+        // is in flight; scattered data is copied first and sent from the copy (a WRITE needs
+        // contiguous bytes). Either way one copy, into memory that is recycled, never fresh.
+        let contiguous = buffers.count == 1 ? UnsafeRawBufferPointer(start: buffers.base[0].iov_base, count: total) : nil
+        let space = stable == UNSTABLE || contiguous == nil ? file.uncommitted.withLock { $0.reserve(total, from: retainPool) } : nil
+        var late: RetainSpace?
+        func finish(_ reserved: RetainSpace?) {
+            if let reserved { file.uncommitted.withLock { $0.finish(reserved, pool: retainPool) } }
+        }
+        defer { finish(space); finish(late) }
+        if contiguous == nil { buffers.copyOut(into: space!.bytes) }
+        let source = contiguous ?? UnsafeRawBufferPointer(space!.bytes)
+        func copyWhileInFlight() {
+            if let contiguous, let space { space.bytes.copyMemory(from: contiguous) }
+        }
+
+        let behind = stable == UNSTABLE ? file.uncommitted.withLock { $0.bytes >= commitBehind ? $0.newest : nil } : nil
+        var sent: [SentPiece]? = nil
+        if let behind {
+            // Only one COMMIT of a file settles at a time; if another is under way, this WRITE goes alone.
+            sent = try file.committing.withLockIfAvailable { _ throws(Errno) -> [SentPiece] in
+                let (pieces, committed) = try send(file, source, at: offset, stable: stable, caller, commit: true, whileInFlight: copyWhileInFlight)
+                commitsBehind.wrappingAdd(1, ordering: .relaxed)
+                do throws(Errno) {
+                    try settle(file, through: behind, committed: committed!.get(), caller)
+                } catch {
+                    // Still retained: the next COMMIT (at the latest FSYNC's or close's) tries again.
+                    logger.debug("NFS COMMIT-behind did not settle: \(error)")
+                }
+                return pieces
+            }
+        }
+        if sent == nil { sent = try send(file, source, at: offset, stable: stable, caller, whileInFlight: copyWhileInFlight).pieces }
+        let pieces = sent!
+
+        // What the server took: the pieces up to the first error or short write.
+        var written = 0, counted = 0, unstable = false
+        var after: Attributes?
+        for piece in pieces {
+            switch piece.result {
+            case .failure(let error):
+                if written == 0 { throw error }
+            case .success(let reply):
+                written += reply.count
+                after = reply.after ?? after
+                counted += 1
+                unstable = unstable || reply.committed == UNSTABLE
+                if reply.count == piece.length { continue }
+            }
+            break
+        }
+        if unstable {
+            // A server may answer less stable than asked (FILE_SYNC, sent without a copy): keep one then too.
+            let kept = space ?? file.uncommitted.withLock { u in
+                let reserved = u.reserve(total, from: retainPool)
+                late = reserved
+                return reserved
+            }
+            if space == nil { buffers.copyOut(into: kept.bytes) }
+            let pending = file.uncommitted.withLock { u -> Int in
+                for piece in pieces[..<counted] {
+                    guard case .success(let reply) = piece.result, reply.committed == UNSTABLE else { continue }
+                    u.keep(kept, at: piece.start, count: reply.count, offset: offset + UInt64(piece.start), verifier: reply.verifier)
+                }
+                return u.bytes
+            }
+            // COMMIT-behind cannot keep up (a COMMIT failing, or always busy): commit now.
+            if pending > uncommittedLimit { try commit(file, caller) }
+        }
+        if killSuidGid, let mode = after?.mode, mode & UInt32(S_ISUID | S_ISGID) != 0 {
+            var s = unchangedAttributes()
+            s.mode.set_it = 1; s.mode.set_mode3_u.mode = mode & 0o7777 & ~UInt32(S_ISUID | S_ISGID)
+            _ = try setattr(file.inode.handle, s, caller)
+        }
+        return written
+    }
+
+    struct WriteReply { var count: Int; var committed: stable_how; var verifier: UInt64; var after: Attributes? }
+    struct SentPiece { var start: Int; var length: Int; var result: Result<WriteReply, Errno> }
+
+    /// WRITEs `data` at `offset` in pieces the server accepts, all in flight at once, and
+    /// with `commit` a COMMIT of the file after them (its verifier is returned).
+    /// `whileInFlight` runs once the calls are on their way, before their replies are awaited.
+    func send(_ file: NFSFile, _ data: UnsafeRawBufferPointer, at offset: UInt64, stable: stable_how, _ caller: Credentials,
+              commit: Bool = false, whileInFlight: () -> Void = {}) throws(Errno) -> (pieces: [SentPiece], committed: Result<UInt64, Errno>?) {
+        let handle = file.inode.handle
+        let maxPiece = writeMax
+        let isV4 = v4 != nil
+        let stable4 = stable_how4(stable.rawValue)
+        let pieces = (data.count + maxPiece - 1) / maxPiece
+        return try client.perform(caller) { connection, deadline throws(ConnectionFailure) -> ([SentPiece], Result<UInt64, Errno>?) in
+            var sent = (0..<pieces).map { i in
+                SentPiece(start: i * maxPiece, length: min(maxPiece, data.count - i * maxPiece), result: .failure(.io))
+            }
+            var calls: [PendingCall] = []
+            calls.reserveCapacity(pieces + 1)
+            for i in 0..<pieces {
+                let (start, length) = (sent[i].start, sent[i].length)
+                if isV4 {
+                    let c = NFS4Compound()
+                    c.putfh(handle)
+                    c.write(offset: offset + UInt64(start), stable: stable4, data: UnsafeRawBufferPointer(rebasing: data[start..<start + length]))
+                    c.getattr(NFS4Attribute.forAttributes)
+                    // Sound: `data` outlives the send, which copies the bytes into the call.
+                    calls.append(try connection.send({ rpc, cb, token in c.send(rpc, cb, token) }, onSuccess: { reply in
+                        let res = reply.assumingMemoryBound(to: COMPOUND4res.self).pointee
+                        guard res.status == NFS4_OK else { sent[i].result = .failure(Errno(nfs4: res.status)); return }
+                        let ok = res.resarray.resarray_val[1].nfs_resop4_u.opwrite.WRITE4res_u.resok4
+                        let after = try? NFSDriver.attributes4(res.resarray.resarray_val[2]).get()
+                        sent[i].result = .success(WriteReply(count: min(Int(ok.count), length), committed: stable_how(ok.committed.rawValue),
+                                                             verifier: withUnsafeBytes(of: ok.writeverf) { $0.loadUnaligned(as: UInt64.self) },
+                                                             after: after))
+                    }))
+                    continue
+                }
+                calls.append(try connection.send({ rpc, cb, token in
+                    handle.withNFS { fh in
+                        var args = WRITE3args()
+                        args.file = fh
+                        args.offset = offset + UInt64(start)
+                        args.count = count3(length)
+                        args.stable = stable
+                        args.data.data_len = u_int(length)
+                        // Sound: libnfs copies the data into the call before returning.
+                        args.data.data_val = UnsafeMutablePointer(mutating: (data.baseAddress! + start).assumingMemoryBound(to: CChar.self))
+                        return rpc_nfs3_write_async(rpc, cb, &args, token)
+                    }
+                }, onSuccess: { reply in
+                    let res = reply.assumingMemoryBound(to: WRITE3res.self).pointee
+                    guard res.status == NFS3_OK else { sent[i].result = .failure(Errno(nfs: res.status)); return }
+                    let ok = res.WRITE3res_u.resok
+                    sent[i].result = .success(WriteReply(count: min(Int(ok.count), length), committed: ok.committed,
+                                                         verifier: verifier(ok.verf), after: attributes(ok.file_wcc.after)))
+                }))
+            }
+            var committed: Result<UInt64, Errno>? = nil
+            if commit { calls.append(try queueCommit(handle, on: connection) { committed = $0 }) }
+            try connection.pushOut(calls)
+            whileInFlight()
+            try connection.wait(for: calls, deadline: deadline)
+            return (sent, commit ? committed ?? .failure(.io) : nil)
+        }
+    }
+
+    /// Queues a COMMIT of the whole file; `done` gets the verifier of the reply.
+    func queueCommit(_ handle: FileHandle, on connection: NFSConnection,
+                     _ done: @escaping (Result<UInt64, Errno>) -> Void) throws(ConnectionFailure) -> PendingCall {
+        if v4 != nil {
+            let c = NFS4Compound()
+            c.putfh(handle); c.commit()
+            return try connection.send({ rpc, cb, token in c.send(rpc, cb, token) }, onSuccess: { reply in
+                let res = reply.assumingMemoryBound(to: COMPOUND4res.self).pointee
+                guard res.status == NFS4_OK else { done(.failure(Errno(nfs4: res.status))); return }
+                let ok = res.resarray.resarray_val[1].nfs_resop4_u.opcommit.COMMIT4res_u.resok4
+                done(.success(withUnsafeBytes(of: ok.writeverf) { $0.loadUnaligned(as: UInt64.self) }))
+            })
+        }
+        return try connection.send({ rpc, cb, token in
+            handle.withNFS { fh in
+                var args = COMMIT3args(file: fh, offset: 0, count: 0)
+                return rpc_nfs3_commit_async(rpc, cb, &args, token)
+            }
+        }, onSuccess: { reply in
+            let res = reply.assumingMemoryBound(to: COMMIT3res.self).pointee
+            done(res.status == NFS3_OK ? .success(verifier(res.COMMIT3res_u.resok.verf)) : .failure(Errno(nfs: res.status)))
+        })
+    }
+
+    public func flush(_ file: NFSFile, lockOwner: UInt64, _ caller: Credentials) throws(Errno) {
+        try commit(file, caller)
+    }
+
+    public func fsync(_ file: NFSFile, dataOnly: Bool, _ caller: Credentials) throws(Errno) {
+        try commit(file, caller)
+    }
+
+    /// COMMITs what this file wrote UNSTABLE and settles it (see `settle`).
+    func commit(_ file: NFSFile, _ caller: Credentials) throws(Errno) {
+        try file.committing.withLock { _ throws(Errno) in
+            guard let through = file.uncommitted.withLock({ $0.newest }) else { return }
+            let handle = file.inode.handle
+            let committed = try client.perform(caller) { connection, deadline throws(ConnectionFailure) -> Result<UInt64, Errno> in
+                var result: Result<UInt64, Errno> = .failure(.io)
+                let call = try queueCommit(handle, on: connection) { result = $0 }
+                try connection.wait(for: [call], deadline: deadline)
+                return result
+            }.get()
+            try settle(file, through: through, committed: committed, caller)
+        }
+    }
+
+    /// Forgets the retained writes up to `through` that a COMMIT with verifier `committed`
+    /// covered. Pieces written under another verifier were written before a server restart
+    /// and may be gone: they are sent again FILE_SYNC, in their original order, first.
+    /// The caller holds `file.committing`, so no other COMMIT recycles their memory meanwhile.
+    func settle(_ file: NFSFile, through: UInt64, committed: UInt64, _ caller: Credentials) throws(Errno) {
+        let lost = file.uncommitted.withLock { u in u.pieces.prefix { $0.sequence <= through }.filter { $0.verifier != committed } }
+        if !lost.isEmpty {
+            logger.warning("NFS write verifier changed (server restarted): sending \(lost.count) uncommitted writes again")
+            for piece in lost {
+                for s in try send(file, UnsafeRawBufferPointer(piece.space.bytes), at: piece.offset, stable: FILE_SYNC, caller).pieces {
+                    switch s.result {
+                    case .failure(let error): throw error
+                    case .success(let reply): if reply.count < s.length { throw .io }
+                    }
+                }
+            }
+            resentAfterVerifierChange.wrappingAdd(lost.count, ordering: .relaxed)
+        }
+        file.uncommitted.withLock { $0.settle(through: through, pool: retainPool) }
+    }
+}
