@@ -2,6 +2,7 @@ import ArgumentParser
 import FerryCore
 import FerryDevFUSE
 import FerryPOSIX
+import FerrySandbox
 import Logging
 #if canImport(Glibc)
 import Glibc
@@ -12,7 +13,12 @@ struct MountCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mount",
         abstract: "Mount a source on a host directory through /dev/fuse (runs in the foreground).",
-        discussion: "Unmounts cleanly on SIGINT or SIGTERM. Needs root."
+        discussion: """
+            Unmounts cleanly on SIGINT or SIGTERM. Needs root. Once mounted, the process keeps \
+            only the capabilities its backend needs (and CAP_SYS_ADMIN, to unmount), takes no \
+            new privileges, and runs under the backend's seccomp allowlist (see \
+            `ferry seccomp-profile --backend KIND --host-mount`).
+            """
     )
 
     @Argument(help: "What to serve: a directory, nfs://SERVER/PATH[?version=3|4] or rados://POOL[/NAMESPACE].")
@@ -30,6 +36,9 @@ struct MountCommand: ParsableCommand {
 
     @Option(help: "Log level: error, warn, info, debug, trace.")
     var logLevel: LogLevelOption = .info
+
+    @Option(help: "What seccomp does to a system call the backend does not need: kill, log, trap or none.")
+    var seccomp: SeccompAction = .kill
 
     func validate() throws {
         guard (1...256).contains(threads) else { throw ValidationError("--threads must be between 1 and 256") }
@@ -64,6 +73,18 @@ struct MountCommand: ParsableCommand {
             device = try DeviceMount(mountPoint: mountPoint, fsName: "ferry:\(parsed)", maxRead: policy.maxWrite)
         } catch {
             logger.error("\(error.description)")
+            throw ExitCode(2)
+        }
+        // Mounted, the export open: confine the process before the workers start (the
+        // backend's own threads, librados's, are covered too: the filter goes to every thread).
+        let kinds: Set<BackendKind> = [parsed.backendKind]
+        do {
+            try Sandbox.restrictPrivileges(keeping: Capability.needed(by: kinds).union([.sysAdmin]))
+            try Seccomp.install(seccomp, for: kinds, hostMount: true)
+        } catch {
+            logger.error("cannot confine the process: \(error)")
+            device.unmount()
+            server.shutdown()
             throw ExitCode(2)
         }
         let mainThread = pthread_self()

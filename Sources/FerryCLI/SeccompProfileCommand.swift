@@ -23,6 +23,9 @@ struct SeccompProfileCommand: ParsableCommand {
     @Option(help: "posix, nfs or rados (repeat for a process serving several kinds).")
     var backend: [BackendKind] = []
 
+    @Flag(help: "The list of `ferry mount` (a mount on the host) rather than of a vhost-user back-end.")
+    var hostMount = false
+
     @Option(name: .customLong("try"), help: "A system call to make under the filter.")
     var trySyscall: String?
 
@@ -34,10 +37,10 @@ struct SeccompProfileCommand: ParsableCommand {
     }
 
     /// nil, or why the filter could not be loaded.
-    static func loadFilter(_ action: SeccompAction, _ kinds: Set<BackendKind>) -> String? {
+    static func loadFilter(_ action: SeccompAction, _ kinds: Set<BackendKind>, hostMount: Bool = false) -> String? {
         do {
             try Sandbox.forbidNewPrivileges()
-            try Seccomp.install(action, for: kinds)
+            try Seccomp.install(action, for: kinds, hostMount: hostMount)
             return nil
         } catch {
             return error.description
@@ -47,11 +50,11 @@ struct SeccompProfileCommand: ParsableCommand {
     func run() throws {
         let kinds = Set(backend)
         guard let name = trySyscall else {
-            for call in SyscallAllowlist.effective(for: kinds) { print(call) }
+            for call in SyscallAllowlist.effective(for: kinds, hostMount: hostMount) { print(call) }
             return
         }
         guard let number = Seccomp.number(of: name) else { throw CLIError("no system call named '\(name)' on this architecture") }
-        if let failure = Self.loadFilter(action, kinds) { throw CLIError(failure) }
+        if let failure = Self.loadFilter(action, kinds, hostMount: hostMount) { throw CLIError(failure) }
         // Arguments are all zero: enough to reach the filter, harmless when allowed.
         let (result, errnoValue) = Seccomp.call(number)
         print("allowed: \(name) returned \(result)" + (result < 0 ? " (\(String(cString: strerror(errnoValue))))" : ""))

@@ -11,11 +11,12 @@ public final class Lease: @unchecked Sendable {
     public let seconds: Int
     let cookie: String
     private let state = Mutex(State())
-    private var thread: pthread_t?
-    /// Runs on the renewal thread after each renewal (the driver writes back dirty inodes).
+    private var threads: [pthread_t] = []
+    /// Runs every third of the lease's duration on a thread of its own (the driver writes
+    /// back dirty inodes).
     var onTick: (@Sendable () -> Void)?
 
-    struct State { var held = false; var lost = false; var stopping = false }
+    struct State { var held = false; var lost = false; var stopping = false; var lastRenewal = 0.0 }
 
     /// Takes the lease or throws saying who holds it.
     public init(pool: RADOSPool, seconds: Int = 30, purpose: String) throws(RADOSError) {
@@ -62,37 +63,43 @@ public final class Lease: @unchecked Sendable {
         return message
     }
 
-    /// Starts renewing every third of the lease's duration.
+    /// Starts renewing every third of the lease's duration, and calling `onTick` as often
+    /// on a thread of its own: a write-back that takes long (thousands of dirty inodes on a
+    /// loaded cluster) must not delay the renewal past the lease's end.
     public func startRenewing() {
-        let box = Unmanaged.passRetained(self)
-        var t = pthread_t()
-        pthread_create(&t, nil, { raw in
-            let lease = Unmanaged<Lease>.fromOpaque(raw!).takeRetainedValue()
-            lease.renewLoop()
-            return nil
-        }, box.toOpaque())
-        thread = t
-    }
-
-    private func renewLoop() {
         let interval = max(1, seconds / 3)
-        var lastRenewal = monotonicSeconds()
-        while true {
-            for _ in 0..<(interval * 10) {
-                if state.withLock({ $0.stopping }) { return }
-                usleep(100_000)
-            }
+        state.withLock { $0.lastRenewal = monotonicSeconds() }
+        threads.append(repeating(every: interval) { [self] in
             let rc = pool.lockExclusive(Layout.superObject, name: Layout.leaseName, cookie: cookie,
                                         description: "ferry", seconds: seconds, renew: true)
             let now = monotonicSeconds()
-            if rc < 0 || now - lastRenewal >= Double(seconds) {
-                // Someone else may hold it now: stop writing rather than race them.
-                state.withLock { $0.lost = true }
-            } else {
-                lastRenewal = now
+            state.withLock { s in
+                // Failed, or too late: someone else may hold it now; stop writing rather than race them.
+                if rc < 0 || now - s.lastRenewal >= Double(seconds) { s.lost = true } else { s.lastRenewal = now }
             }
-            onTick?()
+        })
+        if let onTick { threads.append(repeating(every: interval, onTick)) }
+    }
+
+    /// A thread that runs `body` every `interval` seconds until the lease is released.
+    private func repeating(every interval: Int, _ body: @escaping @Sendable () -> Void) -> pthread_t {
+        final class Loop: @unchecked Sendable {
+            let lease: Lease, interval: Int, body: @Sendable () -> Void
+            init(_ lease: Lease, _ interval: Int, _ body: @escaping @Sendable () -> Void) { self.lease = lease; self.interval = interval; self.body = body }
         }
+        let box = Unmanaged.passRetained(Loop(self, interval, body))
+        var t = pthread_t()
+        pthread_create(&t, nil, { raw in
+            let loop = Unmanaged<Loop>.fromOpaque(raw!).takeRetainedValue()
+            while true {
+                for _ in 0..<(loop.interval * 10) {
+                    if loop.lease.state.withLock({ $0.stopping }) { return nil }
+                    usleep(100_000)
+                }
+                loop.body()
+            }
+        }, box.toOpaque())
+        return t
     }
 
     /// False once a renewal failed or came too late.
@@ -105,7 +112,8 @@ public final class Lease: @unchecked Sendable {
             defer { s.held = false }
             return s.held
         }
-        if let thread { pthread_join(thread, nil); self.thread = nil }
+        for thread in threads { pthread_join(thread, nil) }
+        threads.removeAll()
         if wasHeld && isStillOurs() {
             _ = pool.write(Layout.superObject) { op in op.rmxattr(Layout.holderXattr) }
             _ = pool.unlock(Layout.superObject, name: Layout.leaseName, cookie: cookie)

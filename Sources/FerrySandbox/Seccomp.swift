@@ -80,9 +80,15 @@ public enum SyscallAllowlist {
         "getsockname", "getpeername", "sysinfo",
     ]
 
-    /// The calls a process serving `kinds` may make, sorted and without repeats.
-    public static func effective(for kinds: Set<BackendKind>) -> [String] {
+    /// `ferry mount`: the /dev/fuse session reads and writes a descriptor it holds (as in
+    /// `base`); the process unmounts at exit.
+    static let hostMount: [String] = ["umount2"]
+
+    /// The calls a process serving `kinds` may make, sorted and without repeats;
+    /// `hostMount`: through a mount on the host (`ferry mount`) rather than vhost-user.
+    public static func effective(for kinds: Set<BackendKind>, hostMount: Bool = false) -> [String] {
         var names = Set(base)
+        if hostMount { names.formUnion(Self.hostMount) }
         for kind in kinds {
             switch kind {
             case .posix: names.formUnion(posix)
@@ -104,7 +110,7 @@ public enum Seccomp {
     /// Loads the filter for `kinds` into every thread of the process (TSYNC), with `action`
     /// for everything else. `none` loads nothing. No new privileges must already be set
     /// (or the process must hold CAP_SYS_ADMIN).
-    public static func install(_ action: SeccompAction, for kinds: Set<BackendKind>) throws(SandboxError) {
+    public static func install(_ action: SeccompAction, for kinds: Set<BackendKind>, hostMount: Bool = false) throws(SandboxError) {
         let defaultAction: UInt32
         switch action {
         case .none: return
@@ -116,7 +122,7 @@ public enum Seccomp {
         }
         guard let filter = seccomp_init(defaultAction) else { throw SandboxError("seccomp_init failed") }
         defer { seccomp_release(filter) }
-        for name in SyscallAllowlist.effective(for: kinds) {
+        for name in SyscallAllowlist.effective(for: kinds, hostMount: hostMount) {
             let number = seccomp_syscall_resolve_name(name)
             // A call this architecture does not have (time on some, for instance).
             if number == __NR_SCMP_ERROR { continue }

@@ -60,6 +60,9 @@ func nativeDirectoryBaseline() throws {
 func sigtermUnmountsCleanly() throws {
     let mount = try FerryMount()
     defer { mount.stop() }
+    // Confined by default: the filter (whose allowlist has umount2) is what the unmount runs under.
+    let status = try String(contentsOfFile: "/proc/\(mount.process.processIdentifier)/status", encoding: .utf8)
+    #expect(status.contains("Seccomp:\t2\n") && status.contains("NoNewPrivs:\t1\n"), "\(status)")
     #expect(FileManager.default.createFile(atPath: mount.mountpoint + "/alive", contents: Data("x".utf8)))
     let exited = mount.terminate(timeout: 20)
     try #require(exited, "ferry still running 20 s after SIGTERM; log:\n\(mount.log)")
