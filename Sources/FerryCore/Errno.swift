@@ -36,6 +36,7 @@ public struct Errno: Error, Hashable, Sendable, CustomStringConvertible {
     public static let again = Errno(EAGAIN)
     public static let protocolError = Errno(EPROTO)
     public static let quotaExceeded = Errno(EDQUOT)
+    public static let fileTooBig = Errno(EFBIG)
 
     public var description: String { String(cString: strerror(rawValue)) + " (\(rawValue))" }
 }

@@ -157,7 +157,7 @@ extension FUSEServer {
             let killSuidGid = w.writeFlags & FUSERequestFlag.writeKillSuidGid != 0
             let length = payload?.totalLength ?? data.count
             var written = 0
-            try growing(h.nodeID, open, to: w.offset + UInt64(length), caller) { () throws(Errno) -> UInt64 in
+            try growing(h.nodeID, open, to: try rangeEnd(w.offset, UInt64(length)), caller) { () throws(Errno) -> UInt64 in
                 if let payload {
                     written = try driver.write(open, offset: w.offset, from: payload, killSuidGid: killSuidGid, caller)
                 } else {
@@ -272,9 +272,10 @@ extension FUSEServer {
             try writable()
             let open = try file(f.fh)
             let keepSize = Int32(bitPattern: f.mode) & 0x01 != 0   // FALLOC_FL_KEEP_SIZE
-            try growing(h.nodeID, open, to: keepSize ? nil : f.offset + f.length, caller) { () throws(Errno) -> UInt64 in
+            let end = try rangeEnd(f.offset, f.length)
+            try growing(h.nodeID, open, to: keepSize ? nil : end, caller) { () throws(Errno) -> UInt64 in
                 try driver.fallocate(open, mode: Int32(bitPattern: f.mode), offset: f.offset, length: f.length, caller)
-                return f.offset + f.length
+                return end
             }
             return emptyReply(unique, reply)
 
@@ -286,7 +287,8 @@ extension FUSEServer {
             try writable()
             let source = try file(c.fhIn), destination = try file(c.fhOut)
             var n = 0
-            try growing(c.nodeIDOut, destination, to: c.offsetOut + c.length, caller) { () throws(Errno) -> UInt64 in
+            _ = try rangeEnd(c.offsetIn, c.length)
+            try growing(c.nodeIDOut, destination, to: try rangeEnd(c.offsetOut, c.length), caller) { () throws(Errno) -> UInt64 in
                 n = try driver.copyFileRange(from: source, at: c.offsetIn, to: destination, at: c.offsetOut,
                                              length: c.length, flags: c.flags, caller)
                 return c.offsetOut + UInt64(n)
@@ -302,6 +304,15 @@ extension FUSEServer {
             logger.debug("unknown opcode", metadata: ["opcode": "\(opcode)"])
             throw .notImplemented
         }
+    }
+
+    /// Where a guest's range ends. Offsets and lengths are the guest's: a range past the
+    /// largest file offset (loff_t) is EFBIG, as the kernel answers for a local file, never
+    /// an overflow trap.
+    private func rangeEnd(_ offset: UInt64, _ length: UInt64) throws(Errno) -> UInt64 {
+        let (end, overflow) = offset.addingReportingOverflow(length)
+        guard !overflow, end <= UInt64(Int64.max) else { throw .fileTooBig }
+        return end
     }
 
     private func changes(_ s: FUSESetattrIn) -> AttributeChanges {

@@ -78,6 +78,31 @@ import Testing
         #expect(e.server.statistics.snapshot().quotaRefusals == 1)
     }
 
+    /// Ranges whose end does not fit a file offset (found by the server fuzz target: the
+    /// sum trapped and took the daemon down): EFBIG, with or without a quota, and the
+    /// export keeps serving.
+    @Test(arguments: [false, true])
+    func rangesPastTheLargestOffsetGetEFBIG(withQuota: Bool) throws {
+        var policy = ExportPolicy()
+        if withQuota { policy.quota = QuotaLimits(bytes: 1 << 20) }
+        let e = try Export(policy: policy)
+        let f = e.create("file")
+        let huge: UInt64 = 0xFFFF_FFFF_FFFF_FFCD
+        #expect(e.write(node: f.node, fh: f.fh, offset: huge, count: 100).error == -EFBIG)
+        #expect(e.write(node: f.node, fh: f.fh, offset: UInt64(Int64.max) - 10, count: 100).error == -EFBIG)
+        var fallocate = RequestBuilder()
+        fallocate.u64(f.fh); fallocate.u64(huge); fallocate.u64(4096); fallocate.u32(0); fallocate.u32(0)
+        #expect(e.transport.send(fallocate.request(.fallocate, nodeID: f.node))!.error == -EFBIG)
+        for (offsetIn, offsetOut) in [(UInt64(0), huge), (huge, UInt64(0))] {
+            var copy = RequestBuilder()
+            copy.u64(f.fh); copy.u64(offsetIn); copy.u64(f.node); copy.u64(f.fh); copy.u64(offsetOut)
+            copy.u64(0xFFFF_FFFF_FFFF_FF00); copy.u64(0)
+            #expect(e.transport.send(copy.request(.copyFileRange, nodeID: f.node))!.error == -EFBIG)
+        }
+        #expect(e.write(node: f.node, fh: f.fh, offset: 0, count: 100).error == 0)
+        #expect(try e.size("file") == 100)
+    }
+
     @Test func truncatingGivesSpaceBackAndGrowingPastTheQuotaIsRefused() throws {
         var policy = ExportPolicy()
         policy.quota = QuotaLimits(bytes: 4096)
