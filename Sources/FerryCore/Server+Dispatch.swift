@@ -272,7 +272,14 @@ extension FUSEServer {
             try writable()
             let open = try file(f.fh)
             let keepSize = Int32(bitPattern: f.mode) & 0x01 != 0   // FALLOC_FL_KEEP_SIZE
+            let punchHole = Int32(bitPattern: f.mode) & 0x02 != 0  // FALLOC_FL_PUNCH_HOLE
             let end = try rangeEnd(f.offset, f.length)
+            // A byte quota counts file sizes; blocks preallocated past the end (KEEP_SIZE)
+            // take host space no size shows, so under one they are refused.
+            if keepSize && !punchHole, quota?.limits.bytes != nil,
+               end > (try driver.getattr(try inode(h.nodeID), open, caller).size) {
+                throw .notSupported
+            }
             try growing(h.nodeID, open, to: keepSize ? nil : end, caller) { () throws(Errno) -> UInt64 in
                 try driver.fallocate(open, mode: Int32(bitPattern: f.mode), offset: f.offset, length: f.length, caller)
                 return end

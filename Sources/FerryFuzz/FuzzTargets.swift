@@ -56,7 +56,11 @@ final class FuzzServer: @unchecked Sendable {
         try? FileManager.default.createDirectory(atPath: root + "/dir", withIntermediateDirectories: false)
         var logger = Logger(label: "ferry.fuzz")
         logger.logLevel = .critical
-        server = try! FUSEServer(driver: POSIXDriver(root: root), policy: ExportPolicy(xattr: true, maxNodes: 4096, maxOpenHandles: 1024), logger: logger)
+        // A quota, as a tenant's export would have: its code is fuzzed too, and a FALLOCATE of
+        // gigabytes is refused rather than filling the host's disk (a run without one did).
+        var policy = ExportPolicy(xattr: true, maxNodes: 4096, maxOpenHandles: 1024)
+        policy.quota = QuotaLimits(bytes: 256 << 20, inodes: 100_000)
+        server = try! FUSEServer(driver: POSIXDriver(root: root), policy: policy, logger: logger)
         var initRequest = [UInt8](repeating: 0, count: FUSEInHeader.size + FUSEInitIn.size)
         initRequest.withUnsafeMutableBytes { b in
             FUSEInHeader(length: UInt32(b.count), opcode: FUSEOpcode.`init`.rawValue, unique: 1, nodeID: 0, uid: 0, gid: 0, pid: 0)

@@ -103,6 +103,28 @@ import Testing
         #expect(try e.size("file") == 100)
     }
 
+    /// Preallocation past the end of a file (FALLOC_FL_KEEP_SIZE) takes host blocks that no
+    /// file size shows: under a byte quota it is refused, inside the file it is fine, and a
+    /// hole can still be punched.
+    @Test func preallocationPastTheEndIsRefusedUnderAByteQuota() throws {
+        var policy = ExportPolicy()
+        policy.quota = QuotaLimits(bytes: 1 << 20)
+        let e = try Export(policy: policy)
+        let f = e.create("file")
+        #expect(e.write(node: f.node, fh: f.fh, offset: 0, count: 8192).error == 0)
+        func fallocate(mode: UInt32, offset: UInt64, length: UInt64) -> Int32 {
+            var b = RequestBuilder()
+            b.u64(f.fh); b.u64(offset); b.u64(length); b.u32(mode); b.u32(0)
+            return e.transport.send(b.request(.fallocate, nodeID: f.node))!.error
+        }
+        #expect(fallocate(mode: 0x01, offset: 0, length: 1 << 30) == -EOPNOTSUPP)
+        #expect(fallocate(mode: 0x01, offset: 0, length: 4096) == 0)
+        #expect(fallocate(mode: 0x03, offset: 0, length: 4096) == 0)
+        #expect(fallocate(mode: 0, offset: 0, length: 2 << 20) == -EDQUOT)
+        var st = stat()
+        #expect(stat(e.root + "/file", &st) == 0 && st.st_blocks * 512 < 1 << 20)
+    }
+
     @Test func truncatingGivesSpaceBackAndGrowingPastTheQuotaIsRefused() throws {
         var policy = ExportPolicy()
         policy.quota = QuotaLimits(bytes: 4096)
