@@ -30,7 +30,7 @@ func runConformance(in directory: String, _ selection: [String]) throws -> Proce
 @Suite("POSIX conformance through ferry mount", .serialized,
        .enabled(if: canMountFUSE, "needs /dev/fuse and root to mount ferry"))
 struct ConformanceThroughFerryMount {
-    @Test("Check passes through a live ferry mount", .timeLimit(.minutes(3)),
+    @Test("Check passes through a live ferry mount", .timeLimit(.minutes(10)),
           arguments: conformanceCheckNames)
     func check(_ name: String) throws {
         try #require(name != missingProgramSentinel, "ferry-conformance is not built")
@@ -45,7 +45,7 @@ struct ConformanceThroughFerryMount {
 }
 
 @Test("Every check passes on a native directory (proves the checks themselves)",
-      .timeLimit(.minutes(5)))
+      .timeLimit(.minutes(10)))
 func nativeDirectoryBaseline() throws {
     let dir = try makeTemporaryDirectory("ferry-conformance-native")
     defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -55,7 +55,7 @@ func nativeDirectoryBaseline() throws {
     #expect(result.output.contains(" passed, 0 failed"), "no summary line:\n\(result.output)")
 }
 
-@Test("SIGTERM unmounts and ferry exits 0", .timeLimit(.minutes(5)),
+@Test("SIGTERM unmounts and ferry exits 0", .timeLimit(.minutes(10)),
       .enabled(if: canMountFUSE, "needs /dev/fuse and root to mount ferry"))
 func sigtermUnmountsCleanly() throws {
     let mount = try FerryMount()

@@ -35,7 +35,7 @@ let nfsConformanceCases: [(Int, String)] = [3, 4].flatMap { v in conformanceChec
 @Suite("POSIX conformance through ferry mount nfs://", .serialized,
        .enabled(if: canMountFUSE && NFSTestServer.isInstalled, "\(NFSTestServer.whyNotInstalled), and /dev/fuse"))
 struct NFSConformanceThroughFerryMount {
-    @Test("Check passes (or is reported unsupported) on an NFS export", .timeLimit(.minutes(3)),
+    @Test("Check passes (or is reported unsupported) on an NFS export", .timeLimit(.minutes(10)),
           arguments: nfsConformanceCases)
     func check(_ version: Int, _ name: String) throws {
         try #require(name != missingProgramSentinel, "ferry-conformance is not built")

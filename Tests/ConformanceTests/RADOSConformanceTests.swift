@@ -38,7 +38,7 @@ enum SharedRADOSMount {
        .enabled(if: canMountFUSE, "needs /dev/fuse and root to mount ferry"),
        .enabled(if: CephCluster.isInstalled, "Ceph (ceph-mon, ceph-osd) is not installed: scripts/install-deps"))
 struct RADOSConformanceThroughFerryMount {
-    @Test("Check passes through ferry mount rados://", .timeLimit(.minutes(3)), arguments: conformanceCheckNames)
+    @Test("Check passes through ferry mount rados://", .timeLimit(.minutes(10)), arguments: conformanceCheckNames)
     func check(_ name: String) throws {
         try #require(name != missingProgramSentinel, "ferry-conformance is not built")
         let mount = try SharedRADOSMount.get()

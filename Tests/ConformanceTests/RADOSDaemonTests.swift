@@ -34,7 +34,7 @@ func runShell(_ script: String) throws -> ProcessOutput {
        .enabled(if: canMountFUSE, "needs /dev/fuse and root to mount ferry"),
        .enabled(if: CephCluster.isInstalled, "Ceph (ceph-mon, ceph-osd) is not installed: scripts/install-deps"))
 struct RADOSDaemonTests {
-    @Test("Serving an unformatted namespace says so", .timeLimit(.minutes(2)))
+    @Test("Serving an unformatted namespace says so", .timeLimit(.minutes(10)))
     func unformattedNamespaceIsRefused() throws {
         let cluster = try CephCluster.shared()
         let ferry = try BuiltProducts.require("ferry")
@@ -49,7 +49,7 @@ struct RADOSDaemonTests {
         #expect(!twice.succeeded && twice.output.contains("already holds"), "\(twice.output)")
     }
 
-    @Test("Files, links and attributes persist across a daemon restart", .timeLimit(.minutes(3)))
+    @Test("Files, links and attributes persist across a daemon restart", .timeLimit(.minutes(10)))
     func persistsAcrossRestart() throws {
         let (cluster, first) = try mountFreshRADOS("persist")
         let m = first.mountpoint
@@ -80,7 +80,7 @@ struct RADOSDaemonTests {
         #expect(check.succeeded && findings(check.output).isEmpty, "\(check.output)")
     }
 
-    @Test("A second daemon is refused while the first holds the lease, and takes over after it dies", .timeLimit(.minutes(3)))
+    @Test("A second daemon is refused while the first holds the lease, and takes over after it dies", .timeLimit(.minutes(10)))
     func secondDaemonRefused() throws {
         let (cluster, first) = try mountFreshRADOS("lease", extraArguments: ["--ceph-lease-seconds", "6"])
         defer { first.stop() }
@@ -108,7 +108,7 @@ struct RADOSDaemonTests {
         second.stop()
     }
 
-    @Test("A holder paused past its lease is fenced off when another daemon takes over", .timeLimit(.minutes(3)))
+    @Test("A holder paused past its lease is fenced off when another daemon takes over", .timeLimit(.minutes(10)))
     func pausedHolderIsFenced() throws {
         let (cluster, first) = try mountFreshRADOS("fence", extraArguments: ["--ceph-lease-seconds", "6"])
         defer {
@@ -130,7 +130,7 @@ struct RADOSDaemonTests {
     }
 
     @Test("SIGKILL during a create/rename/link/unlink/mkdir/rmdir/write storm: fsck repairs only leaks, every fsynced byte is there",
-          .timeLimit(.minutes(6)))
+          .timeLimit(.minutes(10)))
     func crashConsistency() throws {
         let cluster = try CephCluster.shared()
         let ferry = try BuiltProducts.require("ferry")

@@ -13,7 +13,7 @@ import Glibc
        .enabled(if: CephCluster.isInstalled, "Ceph (ceph-mon, ceph-osd) is not installed: scripts/install-deps"))
 struct RADOSFaultTests {
     @Test("An OSD killed and restarted in the middle of writes: writes wait and go on, nothing is corrupt",
-          .timeLimit(.minutes(5)))
+          .timeLimit(.minutes(10)))
     func osdRestartDuringWrites() throws {
         let cluster = try CephCluster(name: "osd-restart", store: "bluestore")
         defer { cluster.stop() }
@@ -70,7 +70,7 @@ struct RADOSFaultTests {
        .enabled(if: canMountFUSE, "needs /dev/fuse and root to mount ferry"),
        .enabled(if: CephCluster.isInstalled, "Ceph (ceph-mon, ceph-osd) is not installed: scripts/install-deps"))
 struct RADOSCephxTests {
-    @Test("A cephx client with its keyring formats, serves and fences; an unknown one is refused", .timeLimit(.minutes(3)))
+    @Test("A cephx client with its keyring formats, serves and fences; an unknown one is refused", .timeLimit(.minutes(10)))
     func cephxClientWithKeyring() throws {
         let cluster = try CephCluster(name: "cephx", store: "memstore", cephx: true)
         defer { cluster.stop() }
