@@ -9,6 +9,38 @@ import Glibc
 /// seccomp kill) while the operator reloads the daemon around it.
 @Suite(.serialized, .enabled(if: Guest.available, "needs root and qemu-system-x86_64"))
 struct ServeGuestTests {
+    /// The guest conformance checks on an export of `ferry serve` as it runs by default:
+    /// namespaces, its private root, seccomp kill, reduced capabilities.
+    @Test(.timeLimit(.minutes(20)))
+    func theConformanceChecksPassInAGuestOnASandboxedDaemon() throws {
+        let top = try makeTemporaryDirectory("ferry-serve-conformance")
+        let config = top + "/config"
+        try FileManager.default.createDirectory(atPath: config + "/tenants", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: top + "/export", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: top + "/run", withIntermediateDirectories: true)
+        try "control_socket = \"\(top)/run/control.sock\"\n".write(toFile: config + "/ferry.toml", atomically: true, encoding: .utf8)
+        try """
+            name = "conformance"
+            [[export]]
+            name = "checks"
+            tag = "checks"
+            socket = "\(top)/run/checks.sock"
+            xattr = true
+            [export.backend]
+            kind = "posix"
+            path = "\(top)/export"
+            """.write(toFile: config + "/tenants/conformance.toml", atomically: true, encoding: .utf8)
+        let daemon = try Daemon.serve(config: config, socket: top + "/run/checks.sock")
+        let run = try Guest.run(socket: daemon.socket, command: "ferry-conformance --dir /mnt --timeout 240", timeout: 900)
+        #expect(daemon.stop() == 0, "ferry serve log:\n\(daemon.log)")
+        #expect(!daemon.log.contains("seccomp stopped"), "\(daemon.log)")
+        let results = conformanceResults(run.output)
+        #expect(results.count >= 40, "too few checks ran:\n\(run.log)")
+        let failed = results.filter { !$0.value }.keys.sorted()
+        #expect(failed.isEmpty, "failed on ferry serve: \(failed)\n\(run.output)")
+        #expect(run.status == 0)
+    }
+
     @Test(.timeLimit(.minutes(10)))
     func aGuestOnExportASeesNoErrorWhileExportBIsAddedChangedAndRemoved() throws {
         let top = try makeTemporaryDirectory("ferry-serve-guest")
