@@ -139,8 +139,20 @@ final class NFSConnection: @unchecked Sendable {
     /// Services the socket until every call in `calls` has finished, the connection breaks,
     /// or the deadline passes. On failure the calls are abandoned and the context dropped.
     func wait(for calls: [PendingCall], deadline: Deadline) throws(ConnectionFailure) {
+        try service(calls, deadline: deadline) { calls.allSatisfy { $0.finished } }
+    }
+
+    /// Services the socket until everything queued on it (`calls` and any other request's)
+    /// has been written to it, without waiting for replies: a write-behind WRITE's calls stay
+    /// outstanding on the connection once it is unlocked, and whoever services it next
+    /// (another request, or the drain at FSYNC) takes their replies in. Failures as `wait`.
+    func flushOut(_ calls: [PendingCall], deadline: Deadline) throws(ConnectionFailure) {
+        try service(calls, deadline: deadline) { rpc.map { rpc_which_events($0) & Int32(POLLOUT) == 0 } ?? false }
+    }
+
+    private func service(_ calls: [PendingCall], deadline: Deadline, until done: () -> Bool) throws(ConnectionFailure) {
         func fail(_ failure: ConnectionFailure) -> ConnectionFailure { abandon(calls, failure) }
-        while !calls.allSatisfy({ $0.finished }) {
+        while !done() {
             guard let rpc else { throw fail(.broken("connection dropped")) }
             // Wake at least every 100 ms: libnfs runs its own timers from rpc_service.
             let wait = min(deadline.millisecondsLeft, 100)

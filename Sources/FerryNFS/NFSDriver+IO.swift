@@ -38,8 +38,8 @@ extension NFSDriver {
     }
 
     public func release(_ file: NFSFile, flags: Int32, _ caller: Credentials) {
-        do throws(Errno) { try commit(file, caller) } catch {
-            logger.warning("NFS COMMIT on release failed: \(error)")
+        do throws(Errno) { try sync(file, caller) } catch {
+            logger.warning("NFS WRITE or COMMIT failed, reported at release: \(error)")
         }
         let hidden = openFiles.withLock { open -> (directory: FileHandle, name: String, uid: UInt32, gid: UInt32)? in
             let handle = file.inode.handle
@@ -85,6 +85,7 @@ extension NFSDriver {
     public func read(_ file: NFSFile, offset: UInt64, into buffers: IOVectors, _ caller: Credentials) throws(Errno) -> Int {
         let total = buffers.totalLength
         if total == 0 { return 0 }
+        drainWritesBehind(file.inode)
         let handle = file.inode.handle
         let pieces = (total + readMax - 1) / readMax
         let maxPiece = readMax

@@ -14,12 +14,14 @@ extension NFSDriver {
     public func write(_ file: NFSFile, offset: UInt64, from buffers: IOVectors, killSuidGid: Bool, _ caller: Credentials) throws(Errno) -> Int {
         let total = buffers.totalLength
         if total == 0 { return 0 }
+        if let error = file.writeError.withLock({ $0 }) { throw error }
         let stable = file.synchronous ? FILE_SYNC : UNSTABLE
+        makeRoomBehind(file.inode, for: offset..<offset + UInt64(total))
         // Contiguous data is sent from where it is and copied to retained memory while the WRITE
         // is in flight; scattered data is copied first and sent from the copy (a WRITE needs
         // contiguous bytes). Either way one copy, into memory that is recycled, never fresh.
         let contiguous = buffers.count == 1 ? UnsafeRawBufferPointer(start: buffers.base[0].iov_base, count: total) : nil
-        let space = stable == UNSTABLE || contiguous == nil ? file.uncommitted.withLock { $0.reserve(total, from: retainPool) } : nil
+        var space = stable == UNSTABLE || contiguous == nil ? file.uncommitted.withLock { $0.reserve(total, from: retainPool) } : nil
         var late: RetainSpace?
         func finish(_ reserved: RetainSpace?) {
             if let reserved { file.uncommitted.withLock { $0.finish(reserved, pool: retainPool) } }
@@ -32,6 +34,12 @@ extension NFSDriver {
         }
 
         let behind = stable == UNSTABLE ? file.uncommitted.withLock { $0.bytes >= commitBehind ? $0.newest : nil } : nil
+        // Write-behind unless this WRITE commits behind or must clear set-id bits (it needs the reply's mode).
+        if let reserved = space, stable == UNSTABLE, behind == nil, !killSuidGid, writeBehindLimit > 0 {
+            try sendBehind(file, source, at: offset, space: reserved, caller, whileInFlight: copyWhileInFlight)
+            space = nil   // the write behind holds the reservation now
+            return total
+        }
         var sent: [SentPiece]? = nil
         if let behind {
             // Only one COMMIT of a file settles at a time; if another is under way, this WRITE goes alone.
@@ -50,23 +58,9 @@ extension NFSDriver {
         if sent == nil { sent = try send(file, source, at: offset, stable: stable, caller, whileInFlight: copyWhileInFlight).pieces }
         let pieces = sent!
 
-        // What the server took: the pieces up to the first error or short write.
-        var written = 0, counted = 0, unstable = false
-        var after: Attributes?
-        for piece in pieces {
-            switch piece.result {
-            case .failure(let error):
-                if written == 0 { throw error }
-            case .success(let reply):
-                written += reply.count
-                after = reply.after ?? after
-                counted += 1
-                unstable = unstable || reply.committed == UNSTABLE
-                if reply.count == piece.length { continue }
-            }
-            break
-        }
-        if unstable {
+        let took = taken(pieces)
+        if took.written == 0, let error = took.error { throw error }
+        if took.unstable {
             // A server may answer less stable than asked (FILE_SYNC, sent without a copy): keep one then too.
             let kept = space ?? file.uncommitted.withLock { u in
                 let reserved = u.reserve(total, from: retainPool)
@@ -74,26 +68,52 @@ extension NFSDriver {
                 return reserved
             }
             if space == nil { buffers.copyOut(into: kept.bytes) }
-            let pending = file.uncommitted.withLock { u -> Int in
-                for piece in pieces[..<counted] {
-                    guard case .success(let reply) = piece.result, reply.committed == UNSTABLE else { continue }
-                    u.keep(kept, at: piece.start, count: reply.count, offset: offset + UInt64(piece.start), verifier: reply.verifier)
-                }
-                return u.bytes
-            }
+            let pending = keepUnstable(file, kept, pieces[..<took.counted], offset: offset)
             // COMMIT-behind cannot keep up (a COMMIT failing, or always busy): commit now.
             if pending > uncommittedLimit { try commit(file, caller) }
         }
-        if killSuidGid, let mode = after?.mode, mode & UInt32(S_ISUID | S_ISGID) != 0 {
+        if killSuidGid, let mode = took.after?.mode, mode & UInt32(S_ISUID | S_ISGID) != 0 {
             var s = unchangedAttributes()
             s.mode.set_it = 1; s.mode.set_mode3_u.mode = mode & 0o7777 & ~UInt32(S_ISUID | S_ISGID)
             _ = try setattr(file.inode.handle, s, caller)
         }
-        return written
+        return took.written
     }
 
     struct WriteReply { var count: Int; var committed: stable_how; var verifier: UInt64; var after: Attributes? }
     struct SentPiece { var start: Int; var length: Int; var result: Result<WriteReply, Errno> }
+
+    /// What the server took of a WRITE's pieces: those up to the first error or short
+    /// piece (`error` is that error, nil when all were taken or one was short).
+    func taken(_ pieces: [SentPiece]) -> (written: Int, counted: Int, unstable: Bool, after: Attributes?, error: Errno?) {
+        var written = 0, counted = 0, unstable = false
+        var after: Attributes?
+        for piece in pieces {
+            switch piece.result {
+            case .failure(let error):
+                return (written, counted, unstable, after, error)
+            case .success(let reply):
+                written += reply.count
+                after = reply.after ?? after
+                counted += 1
+                unstable = unstable || reply.committed == UNSTABLE
+                if reply.count < piece.length { return (written, counted, unstable, after, nil) }
+            }
+        }
+        return (written, counted, unstable, after, nil)
+    }
+
+    /// Keeps the pieces the server took UNSTABLE (their bytes at their place in `space`, a
+    /// copy of the data written at `offset`) until a COMMIT; returns the file's uncommitted bytes.
+    func keepUnstable(_ file: NFSFile, _ space: RetainSpace, _ pieces: ArraySlice<SentPiece>, offset: UInt64) -> Int {
+        file.uncommitted.withLock { u -> Int in
+            for piece in pieces {
+                guard case .success(let reply) = piece.result, reply.committed == UNSTABLE else { continue }
+                u.keep(space, at: piece.start, count: reply.count, offset: offset + UInt64(piece.start), verifier: reply.verifier)
+            }
+            return u.bytes
+        }
+    }
 
     /// WRITEs `data` at `offset` in pieces the server accepts, all in flight at once, and
     /// with `commit` a COMMIT of the file after them (its verifier is returned).
@@ -101,62 +121,66 @@ extension NFSDriver {
     func send(_ file: NFSFile, _ data: UnsafeRawBufferPointer, at offset: UInt64, stable: stable_how, _ caller: Credentials,
               commit: Bool = false, whileInFlight: () -> Void = {}) throws(Errno) -> (pieces: [SentPiece], committed: Result<UInt64, Errno>?) {
         let handle = file.inode.handle
-        let maxPiece = writeMax
-        let isV4 = v4 != nil
-        let stable4 = stable_how4(stable.rawValue)
-        let pieces = (data.count + maxPiece - 1) / maxPiece
         return try client.perform(caller) { connection, deadline throws(ConnectionFailure) -> ([SentPiece], Result<UInt64, Errno>?) in
-            var sent = (0..<pieces).map { i in
-                SentPiece(start: i * maxPiece, length: min(maxPiece, data.count - i * maxPiece), result: .failure(.io))
-            }
-            var calls: [PendingCall] = []
-            calls.reserveCapacity(pieces + 1)
-            for i in 0..<pieces {
-                let (start, length) = (sent[i].start, sent[i].length)
-                if isV4 {
-                    let c = NFS4Compound()
-                    c.putfh(handle)
-                    c.write(offset: offset + UInt64(start), stable: stable4, data: UnsafeRawBufferPointer(rebasing: data[start..<start + length]))
-                    c.getattr(NFS4Attribute.forAttributes)
-                    // Sound: `data` outlives the send, which copies the bytes into the call.
-                    calls.append(try connection.send({ rpc, cb, token in c.send(rpc, cb, token) }, onSuccess: { reply in
-                        let res = reply.assumingMemoryBound(to: COMPOUND4res.self).pointee
-                        guard res.status == NFS4_OK else { sent[i].result = .failure(Errno(nfs4: res.status)); return }
-                        let ok = res.resarray.resarray_val[1].nfs_resop4_u.opwrite.WRITE4res_u.resok4
-                        let after = try? NFSDriver.attributes4(res.resarray.resarray_val[2]).get()
-                        sent[i].result = .success(WriteReply(count: min(Int(ok.count), length), committed: stable_how(ok.committed.rawValue),
-                                                             verifier: withUnsafeBytes(of: ok.writeverf) { $0.loadUnaligned(as: UInt64.self) },
-                                                             after: after))
-                    }))
-                    continue
-                }
-                calls.append(try connection.send({ rpc, cb, token in
-                    handle.withNFS { fh in
-                        var args = WRITE3args()
-                        args.file = fh
-                        args.offset = offset + UInt64(start)
-                        args.count = count3(length)
-                        args.stable = stable
-                        args.data.data_len = u_int(length)
-                        // Sound: libnfs copies the data into the call before returning.
-                        args.data.data_val = UnsafeMutablePointer(mutating: (data.baseAddress! + start).assumingMemoryBound(to: CChar.self))
-                        return rpc_nfs3_write_async(rpc, cb, &args, token)
-                    }
-                }, onSuccess: { reply in
-                    let res = reply.assumingMemoryBound(to: WRITE3res.self).pointee
-                    guard res.status == NFS3_OK else { sent[i].result = .failure(Errno(nfs: res.status)); return }
-                    let ok = res.WRITE3res_u.resok
-                    sent[i].result = .success(WriteReply(count: min(Int(ok.count), length), committed: ok.committed,
-                                                         verifier: verifier(ok.verf), after: attributes(ok.file_wcc.after)))
-                }))
-            }
+            let replies = WriteReplies(count: data.count, piece: writeMax)
+            var calls = try queueWrites(handle, data, at: offset, stable: stable, into: replies, on: connection)
             var committed: Result<UInt64, Errno>? = nil
             if commit { calls.append(try queueCommit(handle, on: connection) { committed = $0 }) }
             try connection.pushOut(calls)
             whileInFlight()
             try connection.wait(for: calls, deadline: deadline)
-            return (sent, commit ? committed ?? .failure(.io) : nil)
+            return (replies.pieces, commit ? committed ?? .failure(.io) : nil)
         }
+    }
+
+    /// Queues the WRITE calls of `data` at `offset` on `connection`, one per piece the server
+    /// accepts; their replies go to `replies` as they are taken in, by whoever services the
+    /// connection then.
+    func queueWrites(_ handle: FileHandle, _ data: UnsafeRawBufferPointer, at offset: UInt64, stable: stable_how,
+                     into replies: WriteReplies, on connection: NFSConnection) throws(ConnectionFailure) -> [PendingCall] {
+        let stable4 = stable_how4(stable.rawValue)
+        var calls: [PendingCall] = []
+        calls.reserveCapacity(replies.pieces.count + 1)
+        for (i, piece) in replies.pieces.enumerated() {
+            let (start, length) = (piece.start, piece.length)
+            if v4 != nil {
+                let c = NFS4Compound()
+                c.putfh(handle)
+                c.write(offset: offset + UInt64(start), stable: stable4, data: UnsafeRawBufferPointer(rebasing: data[start..<start + length]))
+                c.getattr(NFS4Attribute.forAttributes)
+                // Sound: `data` outlives the send, which copies the bytes into the call.
+                calls.append(try connection.send({ rpc, cb, token in c.send(rpc, cb, token) }, onSuccess: { reply in
+                    let res = reply.assumingMemoryBound(to: COMPOUND4res.self).pointee
+                    guard res.status == NFS4_OK else { replies.pieces[i].result = .failure(Errno(nfs4: res.status)); return }
+                    let ok = res.resarray.resarray_val[1].nfs_resop4_u.opwrite.WRITE4res_u.resok4
+                    let after = try? NFSDriver.attributes4(res.resarray.resarray_val[2]).get()
+                    replies.pieces[i].result = .success(WriteReply(count: min(Int(ok.count), length), committed: stable_how(ok.committed.rawValue),
+                                                                   verifier: withUnsafeBytes(of: ok.writeverf) { $0.loadUnaligned(as: UInt64.self) },
+                                                                   after: after))
+                }))
+                continue
+            }
+            calls.append(try connection.send({ rpc, cb, token in
+                handle.withNFS { fh in
+                    var args = WRITE3args()
+                    args.file = fh
+                    args.offset = offset + UInt64(start)
+                    args.count = count3(length)
+                    args.stable = stable
+                    args.data.data_len = u_int(length)
+                    // Sound: libnfs copies the data into the call before returning.
+                    args.data.data_val = UnsafeMutablePointer(mutating: (data.baseAddress! + start).assumingMemoryBound(to: CChar.self))
+                    return rpc_nfs3_write_async(rpc, cb, &args, token)
+                }
+            }, onSuccess: { reply in
+                let res = reply.assumingMemoryBound(to: WRITE3res.self).pointee
+                guard res.status == NFS3_OK else { replies.pieces[i].result = .failure(Errno(nfs: res.status)); return }
+                let ok = res.WRITE3res_u.resok
+                replies.pieces[i].result = .success(WriteReply(count: min(Int(ok.count), length), committed: ok.committed,
+                                                               verifier: verifier(ok.verf), after: attributes(ok.file_wcc.after)))
+            }))
+        }
+        return calls
     }
 
     /// Queues a COMMIT of the whole file; `done` gets the verifier of the reply.
@@ -184,11 +208,21 @@ extension NFSDriver {
     }
 
     public func flush(_ file: NFSFile, lockOwner: UInt64, _ caller: Credentials) throws(Errno) {
-        try commit(file, caller)
+        try sync(file, caller)
     }
 
     public func fsync(_ file: NFSFile, dataOnly: Bool, _ caller: Credentials) throws(Errno) {
-        try commit(file, caller)
+        try sync(file, caller)
+    }
+
+    /// FSYNC, FLUSH and RELEASE: waits for the file's writes behind, COMMITs, and returns a
+    /// write-behind failure (once: it is forgotten when returned).
+    func sync(_ file: NFSFile, _ caller: Credentials) throws(Errno) {
+        drainWritesBehind(file.inode)
+        var failed: Errno?
+        do throws(Errno) { try commit(file, caller) } catch { failed = error }
+        if let error = file.writeError.withLock({ e in defer { e = nil }; return e }) { throw error }
+        if let failed { throw failed }
     }
 
     /// COMMITs what this file wrote UNSTABLE and settles it (see `settle`).

@@ -23,6 +23,8 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
                            value: client.callsRetried.load(ordering: .relaxed)),
             BackendCounter(name: "nfs_timeouts", help: "Requests answered EIO because the NFS server did not answer in time.",
                            value: client.timeouts.load(ordering: .relaxed)),
+            BackendCounter(name: "nfs_writes_behind", help: "WRITEs answered before the NFS server answered them (write-behind).",
+                           value: UInt64(writesBehind.load(ordering: .relaxed))),
             BackendCounter(name: "nfs_commits_behind", help: "COMMITs sent along with a WRITE to release retained uncommitted data.",
                            value: UInt64(commitsBehind.load(ordering: .relaxed))),
         ]
@@ -47,6 +49,9 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
     /// Uncommitted bytes per open file beyond which a WRITE waits for a COMMIT (when
     /// COMMIT-behind cannot keep up): the bound on what is kept.
     let uncommittedLimit = 64 << 20
+    /// Unanswered write-behind bytes per file beyond which a WRITE waits for the oldest
+    /// replies (WriteBehind.swift); 0 makes every WRITE wait for its reply.
+    let writeBehindLimit: Int
     /// Recycled memory for the copies of uncommitted writes (RetainedWrites.swift).
     let retainPool = RetainPool(maxIdle: 16)
     /// Prefix of hidden names of files unlinked while open: `.ferry-unlinked-HOST-PID-N`.
@@ -55,10 +60,12 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
     /// Statistics for tests and metrics.
     public let resentAfterVerifierChange = Atomic<Int>(0)
     public let commitsBehind = Atomic<Int>(0)
+    public let writesBehind = Atomic<Int>(0)
 
     /// Mounts the export (MOUNT protocol) and asks the server for its transfer sizes.
-    public init(options: NFSOptions, logger: Logger) throws(Errno) {
+    public init(options: NFSOptions, logger: Logger, writeBehindLimit: Int = 8 << 20) throws(Errno) {
         self.logger = logger
+        self.writeBehindLimit = writeBehindLimit
         client = NFSClient(options: options, logger: logger)
         v4 = options.version == .v4 ? NFS4Session() : nil
         rootHandle = options.version == .v4 ? try client.root4(path: options.path) : try client.mountRoot()
@@ -97,10 +104,20 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
     public func lookup(_ parent: NFSInode, _ name: FileName, _ caller: Credentials,
                        existing: (FileHandle) -> NFSInode?) throws(Errno) -> Entry {
         if let (handle, attributes) = takeReaddirEntry(parent, name) {
-            return entry(handle, attributes, existing: existing)
+            return try entry(handle, attributes, existing: existing, caller)
         }
         let (handle, attributes) = try lookupHandle(parent.handle, name.cString, caller)
-        return entry(handle, attributes, existing: existing)
+        return try entry(handle, attributes, existing: existing, caller)
+    }
+
+    /// The entry of `handle`; if it is a node with writes behind, they are taken in first and
+    /// the attributes asked again, so its size is never older than what WRITE answered.
+    func entry(_ handle: FileHandle, _ attributes: Attributes, existing: (FileHandle) -> NFSInode?,
+               _ caller: Credentials) throws(Errno) -> Entry {
+        guard let inode = existing(handle) else { return entry(handle, attributes) }
+        guard inode.writesBehind.withLock({ $0.bytes > 0 }) else { return Entry(key: handle, inode: inode, attributes: attributes) }
+        drainWritesBehind(inode)
+        return Entry(key: handle, inode: inode, attributes: try getattr(handle, caller))
     }
 
     /// What READDIRPLUS said about `name` a moment ago, if the core is looking up the
@@ -134,7 +151,8 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
     }
 
     public func getattr(_ inode: NFSInode, _ file: NFSFile?, _ caller: Credentials) throws(Errno) -> Attributes {
-        hiddenAdjusted(try getattr(inode.handle, caller), inode.handle)
+        drainWritesBehind(inode)
+        return hiddenAdjusted(try getattr(inode.handle, caller), inode.handle)
     }
 
     /// A file unlinked while open still has its hidden name on the server; the client must
@@ -175,6 +193,8 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
             s.mtime.set_it = SET_TO_CLIENT_TIME
             s.mtime.set_mtime_u.mtime = nfstime3(seconds: u_int(truncatingIfNeeded: t.seconds), nseconds: t.nanoseconds)
         }
+        // A WRITE still unanswered could land after this change (a truncate, a time).
+        drainWritesBehind(inode)
         if changes.size != nil, let file { try commit(file, caller) }
         let handle = inode.handle
         let after = try attributesOrFetch(try setattr(handle, s, caller), handle, caller)

@@ -13,6 +13,13 @@ public final class NFSInode: @unchecked Sendable {
     /// Entries READDIRPLUS just brought in, by name, so the LOOKUPs the core makes for
     /// them are answered without a round trip. Filled and emptied within one READDIR.
     let readdirEntries = Mutex<[[UInt8]: (FileHandle, Attributes)]>([:])
+    /// WRITEs of this file answered before the server answered them (WriteBehind.swift),
+    /// oldest first, kept here rather than per open file so that every READ, GETATTR and
+    /// LOOKUP of the file, through any handle, waits for them.
+    let writesBehind = Mutex<WritesBehind>(WritesBehind())
+    /// Held while the writes behind are drained: one drain at a time, in order, so a
+    /// drain that returns has seen every write queued before it began.
+    let drainingBehind = Mutex<Void>(())
 
     init(handle: FileHandle, fileType: UInt32) {
         self.handle = handle
@@ -33,9 +40,14 @@ public final class NFSFile: @unchecked Sendable {
     /// Held while a COMMIT of this file is settled: pieces are read (to send again) and
     /// their memory recycled by one COMMIT at a time.
     let committing = Mutex<Void>(())
+    /// A write-behind WRITE's failure (the server's error, or no answer within the
+    /// export's timeout), kept until FSYNC or FLUSH returns it; WRITEs fail with it meanwhile.
+    let writeError = Mutex<Errno?>(nil)
 
     /// Bytes written UNSTABLE and kept until a COMMIT.
     public var uncommittedBytes: Int { uncommitted.withLock { $0.bytes } }
+    /// Bytes of this file's node written behind whose replies are not taken in yet.
+    public var writeBehindBytes: Int { inode.writesBehind.withLock { $0.bytes } }
 
     init(inode: NFSInode, flags: Int32) {
         self.inode = inode

@@ -14,9 +14,9 @@ import Glibc
 @Suite("NFS driver against nfs-ganesha", .serialized,
        .enabled(if: NFSTestServer.isInstalled, "\(NFSTestServer.whyNotInstalled)"))
 struct NFSDriverTests {
-    static func driver(_ export: String, version: Int = 3, timeout: Double? = 5) throws -> NFSDriver {
+    static func driver(_ export: String, version: Int = 3, timeout: Double? = 5, writeBehindLimit: Int = 8 << 20) throws -> NFSDriver {
         try NFSDriver(options: NFSOptions(server: "127.0.0.1", path: export, version: version == 4 ? .v4 : .v3, timeout: timeout),
-                      logger: Logger(label: "ferry.nfs.test"))
+                      logger: Logger(label: "ferry.nfs.test"), writeBehindLimit: writeBehindLimit)
     }
 
     let root = Credentials.root
@@ -53,7 +53,8 @@ struct NFSDriverTests {
         try server.shared {
             let export = try server.makeExport("driver-commit-behind-v\(version)")
             let driver = try NFSDriverTests.driver(export, version: version)
-            let writes = try SequentialWrites(driver, mebibytes: version == 4 ? 12 : 24)   // v4 goes in small pieces
+            // COMMIT-behind starts once 8 MiB are written behind and 8 MiB more answered; v4 goes in small pieces.
+            let writes = try SequentialWrites(driver, mebibytes: version == 4 ? 20 : 24)
             var most = 0
             for i in 0..<writes.mebibytes {
                 try writes.write(i)
@@ -73,13 +74,13 @@ struct NFSDriverTests {
         try server.exclusive {
             let export = try server.makeExport("driver-behind-restart-v\(version)")
             let driver = try NFSDriverTests.driver(export, version: version)
-            let writes = try SequentialWrites(driver, mebibytes: 20)
-            for i in 0..<12 { try writes.write(i) }
+            let writes = try SequentialWrites(driver, mebibytes: 28)
+            for i in 0..<20 { try writes.write(i) }
             let uncommittedAtRestart = writes.file.uncommittedBytes
             #expect(uncommittedAtRestart > 0 && driver.commitsBehind.load(ordering: .relaxed) > 0)
             try server.stop()
             try server.start()
-            for i in 12..<writes.mebibytes { try writes.write(i) }
+            for i in 20..<writes.mebibytes { try writes.write(i) }
             try writes.finish(expecting: export + "/f") {
                 #expect(driver.resentAfterVerifierChange.load(ordering: .relaxed) << 20 >= uncommittedAtRestart,
                         "not everything uncommitted at the restart was sent again")
