@@ -245,7 +245,14 @@ extension NFSDriver {
     /// and may be gone: they are sent again FILE_SYNC, in their original order, first.
     /// The caller holds `file.committing`, so no other COMMIT recycles their memory meanwhile.
     func settle(_ file: NFSFile, through: UInt64, committed: UInt64, _ caller: Credentials) throws(Errno) {
-        let lost = file.uncommitted.withLock { u in u.pieces.prefix { $0.sequence <= through }.filter { $0.verifier != committed } }
+        // From the first piece the server may have lost, every later piece goes again too, in
+        // the order the guest wrote them: a piece written after the restart (the new
+        // verifier) may overlap a lost one, and must stay on top.
+        let lost = file.uncommitted.withLock { u -> [UncommittedWrites.Piece] in
+            let pieces = Array(u.pieces.prefix { $0.sequence <= through })
+            guard let first = pieces.firstIndex(where: { $0.verifier != committed }) else { return [] }
+            return Array(pieces[first...])
+        }
         if !lost.isEmpty {
             logger.warning("NFS write verifier changed (server restarted): sending \(lost.count) uncommitted writes again")
             for piece in lost {

@@ -46,6 +46,35 @@ struct NFSDriverTests {
         }
     }
 
+    /// A write made after the server restarted, over bytes the server lost, stays on top:
+    /// the resend after the verifier change sends the lost write and everything after it,
+    /// in the guest's order, never the lost one alone over a newer one.
+    @Test(arguments: [3, 4]) func aResendAfterARestartKeepsTheNewerWriteOnTop(version: Int) throws {
+        let server = try NFSTestServer.shared()
+        try server.exclusive {
+            let export = try server.makeExport("driver-resend-order-v\(version)")
+            let driver = try NFSDriverTests.driver(export, version: version)
+            let rootEntry = try driver.root()
+            let old = [UInt8](repeating: 0x41, count: 64 << 10)
+            let new = [UInt8](repeating: 0x42, count: 4096)
+            let (entry, opened) = try withName("f") { name in
+                try driver.create(rootEntry.inode, name, mode: 0o644, flags: O_RDWR, root)
+            }
+            #expect(try withVectors(old) { try driver.write(opened.file, offset: 0, from: $0, killSuidGid: false, root) } == old.count)
+            // A GETATTR waits for the file's writes behind: the server has the old bytes, uncommitted.
+            _ = try driver.getattr(entry.inode, opened.file, root)
+            try server.stop()
+            try server.start()
+            #expect(try withVectors(new) { try driver.write(opened.file, offset: 4096, from: $0, killSuidGid: false, root) } == new.count)
+            try driver.fsync(opened.file, dataOnly: false, root)
+            #expect(driver.resentAfterVerifierChange.load(ordering: .relaxed) > 0)
+            driver.release(opened.file, flags: 0, root)
+            var expected = old
+            expected.replaceSubrange(4096..<8192, with: new)
+            #expect(FileManager.default.contents(atPath: export + "/f") == Data(expected))
+        }
+    }
+
     /// A long sequential write does not keep everything until close: WRITEs take COMMITs
     /// along once 8 MiB are uncommitted, so what is retained stays near that.
     @Test(arguments: [3, 4]) func aLongWriteCommitsBehindAndKeepsLittleUncommitted(version: Int) throws {
