@@ -179,20 +179,8 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
         if let uid = changes.uid { s.uid.set_it = 1; s.uid.set_uid3_u.uid = uid }
         if let gid = changes.gid { s.gid.set_it = 1; s.gid.set_gid3_u.gid = gid }
         if let size = changes.size { s.size.set_it = 1; s.size.set_size3_u.size = size }
-        switch changes.accessTime {
-        case .none: break
-        case .now: s.atime.set_it = SET_TO_SERVER_TIME
-        case .set(let t):
-            s.atime.set_it = SET_TO_CLIENT_TIME
-            s.atime.set_atime_u.atime = nfstime3(seconds: u_int(truncatingIfNeeded: t.seconds), nseconds: t.nanoseconds)
-        }
-        switch changes.modificationTime {
-        case .none: break
-        case .now: s.mtime.set_it = SET_TO_SERVER_TIME
-        case .set(let t):
-            s.mtime.set_it = SET_TO_CLIENT_TIME
-            s.mtime.set_mtime_u.mtime = nfstime3(seconds: u_int(truncatingIfNeeded: t.seconds), nseconds: t.nanoseconds)
-        }
+        (s.atime.set_it, s.atime.set_atime_u.atime) = nfsTime(changes.accessTime)
+        (s.mtime.set_it, s.mtime.set_mtime_u.mtime) = nfsTime(changes.modificationTime)
         // A WRITE still unanswered could land after this change (a truncate, a time).
         drainWritesBehind(inode)
         if changes.size != nil, let file { try commit(file, caller) }

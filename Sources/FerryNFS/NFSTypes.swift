@@ -134,3 +134,13 @@ func verifier(_ v: (CChar, CChar, CChar, CChar, CChar, CChar, CChar, CChar)) -> 
 func withCName<R>(_ string: String, _ body: (UnsafePointer<CChar>) throws(Errno) -> R) throws(Errno) -> R {
     try Array(string.utf8CString).withUnsafeBufferPointer { buffer throws(Errno) in try body(buffer.baseAddress!) }
 }
+
+/// How SETATTR sets one of a file's times: not at all, to the server's clock, or to the
+/// time the client gives.
+func nfsTime(_ change: AttributeChanges.TimeChange?) -> (time_how, nfstime3) {
+    switch change {
+    case nil: return (DONT_CHANGE, nfstime3())
+    case .now?: return (SET_TO_SERVER_TIME, nfstime3())
+    case .set(let t)?: return (SET_TO_CLIENT_TIME, nfstime3(seconds: u_int(truncatingIfNeeded: t.seconds), nseconds: t.nanoseconds))
+    }
+}

@@ -76,9 +76,9 @@ public final class Inode: Sendable {
     }
 
     var usesHandle: Bool { pinnedFD < 0 }
-    var isDirectory: Bool { fileType == typeDirectory }
-    var isRegularFile: Bool { fileType == typeRegular }
-    var isSymlink: Bool { fileType == typeSymlink }
+    var isDirectory: Bool { fileType == FileMode.directory }
+    var isRegularFile: Bool { fileType == FileMode.regular }
+    var isSymlink: Bool { fileType == FileMode.symlink }
 
     deinit {
         if pinnedFD >= 0 { close(pinnedFD) }

@@ -105,7 +105,7 @@ public final class POSIXDriver: FileSystemDriver {
         self.budget = DescriptorBudget(limit: options.maxCachedDescriptors)
         self.rootInode = Inode(key: InodeKey(device: stx.device, inode: stx.stx_ino, mountID: mountID),
                                fileType: stx.fileType, pinnedFD: rootFD)
-        if rootInode.fileType != typeDirectory { throw .notDirectory }  // O_DIRECTORY makes this unreachable
+        if rootInode.fileType != FileMode.directory { throw .notDirectory }  // O_DIRECTORY makes this unreachable
     }
 
     deinit {
@@ -242,9 +242,9 @@ public final class POSIXDriver: FileSystemDriver {
     @inline(__always)
     func checkRegularFile(_ inode: Inode) throws(Errno) {
         switch inode.fileType {
-        case typeRegular: return
-        case typeDirectory: throw .isDirectory
-        case typeSymlink: throw .loop
+        case FileMode.regular: return
+        case FileMode.directory: throw .isDirectory
+        case FileMode.symlink: throw .loop
         default: throw .noDevice
         }
     }
@@ -273,8 +273,8 @@ public final class POSIXDriver: FileSystemDriver {
         guard fstat(fd, &st) == 0 else { return }
         let mode = UInt32(st.st_mode)
         var newMode = mode & 0o7777
-        if mode & modeSetUID != 0 { newMode &= ~modeSetUID }
-        if mode & modeSetGID != 0 && mode & modeGroupExecute != 0 { newMode &= ~modeSetGID }
+        if mode & FileMode.setUID != 0 { newMode &= ~FileMode.setUID }
+        if mode & FileMode.setGID != 0 && mode & FileMode.groupExecute != 0 { newMode &= ~FileMode.setGID }
         if newMode != mode & 0o7777 {
             _ = try? ThreadCredentialState.current.asDaemon { () throws(Errno) in _ = fchmod(fd, mode_t(newMode)) }
         }
@@ -380,8 +380,8 @@ public final class POSIXDriver: FileSystemDriver {
                 if statxFD(pathFD, &stx) {
                     let mode = UInt32(stx.stx_mode)
                     var newMode = mode & 0o7777
-                    if mode & modeSetUID != 0 { newMode &= ~modeSetUID }
-                    if mode & modeSetGID != 0 && mode & modeGroupExecute != 0 { newMode &= ~modeSetGID }
+                    if mode & FileMode.setUID != 0 { newMode &= ~FileMode.setUID }
+                    if mode & FileMode.setGID != 0 && mode & FileMode.groupExecute != 0 { newMode &= ~FileMode.setGID }
                     if newMode != mode & 0o7777 {
                         try ThreadCredentialState.current.asDaemon { () throws(Errno) in
                             try withDescriptorName(pathFD) { name throws(Errno) in
@@ -437,7 +437,7 @@ public final class POSIXDriver: FileSystemDriver {
     }
 
     public func mknod(_ parent: Inode, _ name: FileName, mode: UInt32, rdev: UInt32, _ caller: Credentials) throws(Errno) -> Entry {
-        let type = mode & typeMask
+        let type = mode & FileMode.typeMask
         let bits = creationMode(mode, caller)
         return try createNode(parent, name, caller) { parentFD in
             mknodat(parentFD, name.cString, mode_t(type | bits), dev_t(rdev))

@@ -47,7 +47,7 @@ extension statx {
         return withUnsafeBytes(of: self) { Int32(truncatingIfNeeded: $0.load(fromByteOffset: offset, as: UInt64.self)) }
     }
     var device: UInt64 { UInt64(stx_dev_major) << 32 | UInt64(stx_dev_minor) }
-    var fileType: UInt32 { UInt32(stx_mode) & typeMask }
+    var fileType: UInt32 { UInt32(stx_mode) & FileMode.typeMask }
 }
 
 @inline(__always)
@@ -103,11 +103,3 @@ func hasPrefix(_ bytes: UnsafeRawBufferPointer, _ prefix: StaticString) -> Bool 
     return true
 }
 
-// File type and mode bits as UInt32 (Glibc and CFerry both import the macros, ambiguously).
-let typeMask: UInt32 = 0o170000     // S_IFMT
-let typeDirectory: UInt32 = 0o040000
-let typeRegular: UInt32 = 0o100000
-let typeSymlink: UInt32 = 0o120000
-let modeSetUID: UInt32 = 0o4000
-let modeSetGID: UInt32 = 0o2000
-let modeGroupExecute: UInt32 = 0o0010

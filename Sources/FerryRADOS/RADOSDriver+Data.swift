@@ -45,15 +45,15 @@ extension RADOSDriver {
 
     public func create(_ parent: RADOSInode, _ name: FileName, mode: UInt32, flags: Int32, _ caller: Credentials) throws(Errno) -> (Entry, OpenedFile<RADOSFile>) {
         try meta.withLock { () throws(Errno) -> (Entry, OpenedFile<RADOSFile>) in
-            let inode = try makeNode(parent, name, mode: regularType | (mode & 0o7777), caller)
+            let inode = try makeNode(parent, name, mode: FileMode.regular | (mode & 0o7777), caller)
             inode.openCount += 1
             return (entry(inode), OpenedFile(file: RADOSFile(inode)))
         }
     }
 
     func killSetID(_ inode: RADOSInode) {
-        inode.record.mode &= ~setUID
-        if inode.record.mode & 0o010 != 0 { inode.record.mode &= ~setGID }
+        inode.record.mode &= ~FileMode.setUID
+        if inode.record.mode & 0o010 != 0 { inode.record.mode &= ~FileMode.setGID }
     }
 
     public func read(_ file: RADOSFile, offset: UInt64, into buffers: IOVectors, _ caller: Credentials) throws(Errno) -> Int {
@@ -124,7 +124,7 @@ extension RADOSDriver {
             inode.record.allocated = min(inode.record.allocated + UInt64(length), inode.record.size)
             inode.record.mtime = now
             inode.record.ctime = now
-            if killSuidGid && inode.record.mode & (setUID | setGID) != 0 {
+            if killSuidGid && inode.record.mode & (FileMode.setUID | FileMode.setGID) != 0 {
                 killSetID(inode)
                 try persist(inode)
             } else {

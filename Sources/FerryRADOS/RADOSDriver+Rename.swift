@@ -48,10 +48,7 @@ extension RADOSDriver {
                 parent.names[sourceKey] = .some(nil)
                 newParent.names[targetKey] = .some(source)
             } else {
-                let intent = RenameIntent(sourceDirectory: parent.ino, sourceName: sourceKey,
-                                          targetDirectory: newParent.ino, targetName: targetKey,
-                                          moved: source, replaced: target, exchange: false)
-                let key = try RADOSIntents.record(pool, intent, sequence: &intentSequence)
+                let key = try recordRenameIntent(parent, sourceKey, source, newParent, targetKey, target, exchange: false)
                 try setDentry(newParent, targetKey, source)
                 try removeDentry(parent, sourceKey)
                 if movesDirectory {
@@ -86,6 +83,17 @@ extension RADOSDriver {
         }
     }
 
+    /// Writes the intent of a rename across shard objects (finished by the next start or by
+    /// fsck if this one stops halfway); answers its key, for `RADOSIntents.forget`.
+    private func recordRenameIntent(_ parent: RADOSInode, _ sourceKey: [UInt8], _ source: Dentry,
+                                    _ newParent: RADOSInode, _ targetKey: [UInt8], _ target: Dentry?,
+                                    exchange: Bool) throws(Errno) -> [UInt8] {
+        let intent = RenameIntent(sourceDirectory: parent.ino, sourceName: sourceKey,
+                                  targetDirectory: newParent.ino, targetName: targetKey,
+                                  moved: source, replaced: target, exchange: exchange)
+        return try RADOSIntents.record(pool, intent, sequence: &intentSequence)
+    }
+
     func renameExchange(_ parent: RADOSInode, _ sourceKey: [UInt8], _ source: Dentry,
                         _ newParent: RADOSInode, _ targetKey: [UInt8], _ target: Dentry) throws(Errno) {
         let a = try loadInode(source.ino), b = try loadInode(target.ino)
@@ -98,10 +106,7 @@ extension RADOSDriver {
             parent.names[sourceKey] = .some(target)
             newParent.names[targetKey] = .some(source)
         } else {
-            let intent = RenameIntent(sourceDirectory: parent.ino, sourceName: sourceKey,
-                                      targetDirectory: newParent.ino, targetName: targetKey,
-                                      moved: source, replaced: target, exchange: true)
-            let key = try RADOSIntents.record(pool, intent, sequence: &intentSequence)
+            let key = try recordRenameIntent(parent, sourceKey, source, newParent, targetKey, target, exchange: true)
             try setDentry(newParent, targetKey, source)
             try setDentry(parent, sourceKey, target)
             if parent !== newParent {

@@ -16,12 +16,6 @@ public struct RADOSOptions: Sendable {
     }
 }
 
-let fileTypeMask: UInt32 = 0o170000
-let directoryType: UInt32 = 0o040000
-let regularType: UInt32 = 0o100000
-let symlinkType: UInt32 = 0o120000
-let setUID: UInt32 = 0o4000
-let setGID: UInt32 = 0o2000
 
 /// A POSIX namespace kept in a RADOS pool (docs/backends/rados.md). One metadata lock
 /// orders every namespace change, so the multi-object sequences of the format happen one at
@@ -232,14 +226,14 @@ public final class RADOSDriver: FileSystemDriver, @unchecked Sendable {
         if try dentry(parent, key) != nil { throw .exists }
         let ino = try allocateIno()
         let now = Timestamp.now()
-        let isDirectory = mode & fileTypeMask == directoryType
+        let isDirectory = mode & FileMode.typeMask == FileMode.directory
         var permissions = mode & 0o7777 & ~caller.umask
         var gid = caller.gid
-        if parent.record.mode & setGID != 0 {
+        if parent.record.mode & FileMode.setGID != 0 {
             gid = parent.record.gid
-            if isDirectory { permissions |= setGID }
+            if isDirectory { permissions |= FileMode.setGID }
         }
-        var record = InodeRecord(mode: (mode & fileTypeMask) | permissions, uid: caller.uid, gid: gid,
+        var record = InodeRecord(mode: (mode & FileMode.typeMask) | permissions, uid: caller.uid, gid: gid,
                                  nlink: isDirectory ? 2 : 1, time: now)
         record.rdev = rdev
         if isDirectory { record.parent = parent.ino }
@@ -357,19 +351,19 @@ public final class RADOSDriver: FileSystemDriver, @unchecked Sendable {
                 r.allocated = min(r.allocated, size)
                 r.mtime = now
             }
-            if let mode = changes.mode { r.mode = (r.mode & fileTypeMask) | (mode & 0o7777) }
+            if let mode = changes.mode { r.mode = (r.mode & FileMode.typeMask) | (mode & 0o7777) }
             if changes.uid != nil || changes.gid != nil {
                 if let uid = changes.uid { r.uid = uid }
                 if let gid = changes.gid { r.gid = gid }
                 // chown of a regular file drops set-id bits (setgid only when group-executable).
                 if r.isRegular, changes.mode == nil {
-                    r.mode &= ~setUID
-                    if r.mode & 0o010 != 0 { r.mode &= ~setGID }
+                    r.mode &= ~FileMode.setUID
+                    if r.mode & 0o010 != 0 { r.mode &= ~FileMode.setGID }
                 }
             }
             if changes.killSuidGid, r.isRegular {
-                r.mode &= ~setUID
-                if r.mode & 0o010 != 0 { r.mode &= ~setGID }
+                r.mode &= ~FileMode.setUID
+                if r.mode & 0o010 != 0 { r.mode &= ~FileMode.setGID }
             }
             switch changes.accessTime { case .now?: r.atime = now; case .set(let t)?: r.atime = t; case nil: break }
             switch changes.modificationTime { case .now?: r.mtime = now; case .set(let t)?: r.mtime = t; case nil: break }
@@ -382,7 +376,7 @@ public final class RADOSDriver: FileSystemDriver, @unchecked Sendable {
 
     public func readlink(_ inode: RADOSInode, into buffer: UnsafeMutableRawBufferPointer, _ caller: Credentials) throws(Errno) -> Int {
         try meta.withLock { () throws(Errno) -> Int in
-            guard inode.record.fileType == symlinkType else { throw .invalid }
+            guard inode.record.fileType == FileMode.symlink else { throw .invalid }
             if inode.target == nil {
                 switch pool.xattr(Layout.inodeObject(inode.ino), Layout.targetXattr, capacity: 4097) {
                 case .success(let t?): inode.target = t
@@ -400,7 +394,7 @@ public final class RADOSDriver: FileSystemDriver, @unchecked Sendable {
     public func symlink(_ parent: RADOSInode, _ name: FileName, target: UnsafeRawBufferPointer, _ caller: Credentials) throws(Errno) -> Entry {
         try meta.withLock { () throws(Errno) -> Entry in
             if target.count > 4095 { throw .nameTooLong }
-            return entry(try makeNode(parent, name, mode: symlinkType | 0o777, target: target,
+            return entry(try makeNode(parent, name, mode: FileMode.symlink | 0o777, target: target,
                                       Credentials(uid: caller.uid, gid: caller.gid, pid: caller.pid)))
         }
     }
@@ -411,7 +405,7 @@ public final class RADOSDriver: FileSystemDriver, @unchecked Sendable {
 
     public func mkdir(_ parent: RADOSInode, _ name: FileName, mode: UInt32, _ caller: Credentials) throws(Errno) -> Entry {
         try meta.withLock { () throws(Errno) -> Entry in
-            entry(try makeNode(parent, name, mode: directoryType | (mode & 0o7777), caller))
+            entry(try makeNode(parent, name, mode: FileMode.directory | (mode & 0o7777), caller))
         }
     }
 

@@ -106,3 +106,36 @@ public func runWithDefaultSignalMask(_ process: Process) throws {
     defer { pthread_sigmask(SIG_SETMASK, &saved, nil) }
     try process.run()
 }
+
+/// Runs `/bin/bash` with `arguments` through posix_spawn and a blocking waitpid: standard
+/// input from /dev/null, output and errors into one file, no signal blocked. For the scripts
+/// that start daemons (ganesha, Ceph): Foundation's Process was seen never to notice the end
+/// of a script whose children daemonize. `status` is nil when the script was reaped by
+/// someone else (ECHILD); its output then tells how it went.
+func runBashScript(_ arguments: [String]) throws -> (status: Int32?, output: String) {
+    let log = try makeTemporaryDirectory("ferry-script") + "/output"
+    defer { try? FileManager.default.removeItem(atPath: (log as NSString).deletingLastPathComponent) }
+    let argv = (["/bin/bash"] + arguments).map { strdup($0) } + [nil]
+    defer { argv.forEach { free($0) } }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+    posix_spawn_file_actions_adddup2(&actions, 1, 2)
+    var attributes = posix_spawnattr_t()
+    posix_spawnattr_init(&attributes)
+    defer { posix_spawnattr_destroy(&attributes) }
+    var empty = sigset_t()
+    sigemptyset(&empty)
+    posix_spawnattr_setsigmask(&attributes, &empty)
+    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK))
+    var pid: pid_t = 0
+    let rc = posix_spawn(&pid, "/bin/bash", &actions, &attributes, argv, environ)
+    guard rc == 0 else { throw HarnessError("posix_spawn /bin/bash: \(String(cString: strerror(rc)))") }
+    var status: Int32 = 0
+    var waited: pid_t
+    repeat { waited = waitpid(pid, &status, 0) } while waited < 0 && errno == EINTR
+    let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+    return (waited == pid ? status : nil, output)
+}

@@ -45,34 +45,11 @@ public final class CephCluster: @unchecked Sendable {
         guard result.succeeded else { throw HarnessError("scripts/ceph/restart-osd failed:\n\(result.output)") }
     }
 
-    /// Runs a script of scripts/ceph with posix_spawn and a blocking waitpid. (Foundation's
-    /// Process never noticed the end of a script whose children daemonize: the test hung.)
+    /// Runs a script of scripts/ceph (see `runBashScript`).
     static func runScript(_ arguments: [String]) throws -> ProcessOutput {
-        let log = try makeTemporaryDirectory("ferry-ceph-script") + "/output"
-        defer { try? FileManager.default.removeItem(atPath: (log as NSString).deletingLastPathComponent) }
-        let argv = (["/bin/bash"] + arguments).map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var empty = sigset_t()
-        sigemptyset(&empty)
-        posix_spawnattr_setsigmask(&attributes, &empty)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK))
-        var pid: pid_t = 0
-        let rc = posix_spawn(&pid, "/bin/bash", &actions, &attributes, argv, environ)
-        guard rc == 0 else { throw HarnessError("posix_spawn /bin/bash: \(String(cString: strerror(rc)))") }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
-        let exited = status & 0x7f == 0
-        return ProcessOutput(status: exited ? (status >> 8) & 0xff : status & 0x7f, exitedNormally: exited, output: output)
+        let (status, output) = try runBashScript(arguments)
+        let exited = (status ?? 0) & 0x7f == 0
+        return ProcessOutput(status: exited ? ((status ?? 0) >> 8) & 0xff : (status ?? 0) & 0x7f, exitedNormally: exited, output: output)
     }
 
     /// `rados` with this cluster's conf.

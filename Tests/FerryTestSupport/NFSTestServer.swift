@@ -72,32 +72,11 @@ public final class NFSTestServer: @unchecked Sendable {
 
     static func script(_ name: String) -> String { BuiltProducts.packageRoot.path + "/scripts/nfs/" + name }
 
-    /// Runs one of scripts/nfs and returns its output, or throws it. Not through Foundation's
-    /// Process: with the daemons these scripts leave behind, its child reaping was seen to
-    /// never notice the script's exit, so this spawns and waits for the pid itself.
+    /// Runs one of scripts/nfs and returns its output, or throws it (see `runBashScript`).
     static func runScript(_ name: String, _ arguments: [String]) throws -> String {
-        let outputPath = NSTemporaryDirectory() + "/ferry-nfs-script-\(getpid())-\(UUID().uuidString.prefix(8)).log"
-        defer { unlink(outputPath) }
-        let command = "exec \"$0\" \"$@\" </dev/null >'\(outputPath)' 2>&1"
-        let argv = ["/bin/bash", "-c", command, script(name)] + arguments
-        var cArgs = argv.map { strdup($0) } + [nil]
-        defer { for p in cArgs { free(p) } }
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var noSignals = sigset_t()
-        sigemptyset(&noSignals)
-        posix_spawnattr_setsigmask(&attributes, &noSignals)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK))
-        var pid: pid_t = 0
-        let rc = posix_spawn(&pid, "/bin/bash", nil, &attributes, &cArgs, environ)
-        guard rc == 0 else { throw HarnessError("posix_spawn bash: \(String(cString: strerror(rc)))") }
-        var status: Int32 = 0
-        var waited: pid_t
-        repeat { waited = waitpid(pid, &status, 0) } while waited < 0 && errno == EINTR
-        let output = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
-        // ECHILD: someone else reaped it; the script's own output says how it went.
-        let succeeded = waited == pid ? (status & 0x7f) == 0 && (status >> 8) & 0xff == 0 : !output.contains("start-ganesha:")
+        let (status, output) = try runBashScript([script(name)] + arguments)
+        // Reaped by someone else: the script's own output says how it went.
+        let succeeded = status.map { $0 & 0x7f == 0 && ($0 >> 8) & 0xff == 0 } ?? !output.contains("start-ganesha:")
         guard succeeded else { throw HarnessError("scripts/nfs/\(name) failed:\n\(output)") }
         return output
     }
