@@ -6,7 +6,14 @@ import Synchronization
 ///
 /// Node id `n` is slot `n - 1`; node id 1 is the root and is never forgotten. A slot
 /// freed by FORGET is reused with a new generation, which goes to the kernel in every
-/// entry so a reused id is never mistaken for the old file.
+/// entry so a reused id is never mistaken for the old file (the kernel keeps an inode
+/// whose node id and generation both match, and drops one whose generation differs).
+/// Generations come from one counter for the table's whole life, resets included, so no
+/// (node id, generation) pair is ever given to two files.
+///
+/// A key names one file for as long as the kernel holds its node: the driver must make
+/// keys that a new file can never share with a deleted one (see the POSIX driver's
+/// `InodeKey`), because `intern` gives every entry with an equal key the same node.
 final class NodeTable<Key: Hashable & Sendable, Inode: AnyObject & Sendable>: @unchecked Sendable {
     private struct Slot {
         var inode: Inode?
@@ -19,6 +26,8 @@ final class NodeTable<Key: Hashable & Sendable, Inode: AnyObject & Sendable>: @u
         var slots: [Slot] = []
         var free: [Int] = []
         var byKey: [Key: Int] = [:]
+        /// The generation the next new or reused slot gets.
+        var nextGeneration: UInt64 = 1
     }
 
     private let state = Mutex(State())
@@ -64,11 +73,12 @@ final class NodeTable<Key: Hashable & Sendable, Inode: AnyObject & Sendable>: @u
                 s.slots[index].inode = inode
                 s.slots[index].key = key
                 s.slots[index].lookups = 1
-                s.slots[index].generation += 1
+                s.slots[index].generation = s.nextGeneration
             } else {
                 index = s.slots.count
-                s.slots.append(Slot(inode: inode, key: key, lookups: 1, generation: 0))
+                s.slots.append(Slot(inode: inode, key: key, lookups: 1, generation: s.nextGeneration))
             }
+            s.nextGeneration += 1
             s.byKey[key] = index
             return .success((UInt64(index) + 1, s.slots[index].generation))
         }

@@ -5,14 +5,23 @@ import CFerry
 import FerryCore
 import Synchronization
 
-/// The identity of a host file: device, inode number and mount id. Two lookups of the
-/// same file give equal keys.
+/// The identity of a host file: device, inode number, mount id and which incarnation of
+/// that inode number it is. Two lookups of the same file give equal keys; a file created
+/// on a number a deleted file used gives a different key.
+///
+/// The inode number alone is not an identity: ext4 (like most file systems) gives a freed
+/// number to the next file it creates, while the client may still hold a node for the
+/// deleted one. `incarnation` is a digest of the file's kernel file handle, which carries
+/// the file system's generation number, the same thing that tells an NFS server a handle
+/// is stale. It is 0 only for a node that pins its host inode with a descriptor (no file
+/// handle to be had): a number held open cannot be given to another file meanwhile.
 public struct InodeKey: Hashable, Sendable {
     public var device: UInt64
     public var inode: UInt64
     public var mountID: Int32
-    public init(device: UInt64, inode: UInt64, mountID: Int32) {
-        self.device = device; self.inode = inode; self.mountID = mountID
+    public var incarnation: UInt64
+    public init(device: UInt64, inode: UInt64, mountID: Int32, incarnation: UInt64 = 0) {
+        self.device = device; self.inode = inode; self.mountID = mountID; self.incarnation = incarnation
     }
 }
 
@@ -23,6 +32,33 @@ struct KernelFileHandle {
     var storage: Storage = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)  // 128 bytes = MAX_HANDLE_SZ
     var length: UInt32 = 0
     var type: Int32 = 0
+    /// The mount `name_to_handle_at` found the file on.
+    var mountID: Int32 = 0
+
+    /// The handle of `name` in `directory` (the last component is not followed), or of
+    /// `directory` itself with `emptyPath` and `AT_EMPTY_PATH`; nil with errno set when the
+    /// file system gives none.
+    init?(_ directory: Int32, _ name: UnsafePointer<CChar>, flags: Int32) {
+        var length = UInt32(FERRY_MAX_HANDLE_SZ), type: Int32 = 0, mount: Int32 = 0
+        let rc = withUnsafeMutableBytes(of: &storage) {
+            ferry_name_to_handle(directory, name, flags, $0.baseAddress!.assumingMemoryBound(to: UInt8.self),
+                                 &length, &type, &mount)
+        }
+        if rc != 0 { return nil }
+        self.length = length; self.type = type; self.mountID = mount
+    }
+
+    init() {}
+
+    /// A digest of the handle (its type and bytes; the mount is in the key already), never
+    /// 0, for `InodeKey.incarnation`. Seeded per process (Swift's Hasher): a guest cannot
+    /// choose files whose digests collide.
+    var digest: UInt64 {
+        var hasher = Hasher()
+        hasher.combine(type)
+        withUnsafeBytes(of: storage) { hasher.combine(bytes: UnsafeRawBufferPointer(rebasing: $0[0..<Int(min(length, 128))])) }
+        return UInt64(bitPattern: Int64(hasher.finalize())) | 1
+    }
 }
 
 /// How many O_PATH descriptors the driver caches on inodes that have a file handle.

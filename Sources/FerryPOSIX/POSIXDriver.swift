@@ -74,18 +74,14 @@ public final class POSIXDriver: FileSystemDriver {
         var mode = options.fileHandles
         var mountID = stx.mountID
         if mode != .never {
-            var bytes = KernelFileHandle()
-            var length: UInt32 = UInt32(FERRY_MAX_HANDLE_SZ), type: Int32 = 0, handleMount: Int32 = 0
-            var rc = withUnsafeMutableBytes(of: &bytes.storage) {
-                ferry_name_to_handle(rootFD, emptyPath, Int32(FERRY_AT_EMPTY_PATH),
-                                     $0.baseAddress!.assumingMemoryBound(to: UInt8.self), &length, &type, &handleMount)
-            }
-            if rc == 0 {
+            var rc: Int32 = -1
+            if let handle = KernelFileHandle(rootFD, emptyPath, flags: Int32(FERRY_AT_EMPTY_PATH)) {
                 // Probe open_by_handle_at: it needs CAP_DAC_READ_SEARCH.
-                rc = withUnsafeBytes(of: &bytes.storage) {
-                    ferry_open_by_handle(mountFD, $0.baseAddress!.assumingMemoryBound(to: UInt8.self), length, type, oPath | O_CLOEXEC)
+                rc = withUnsafeBytes(of: handle.storage) {
+                    ferry_open_by_handle(mountFD, $0.baseAddress!.assumingMemoryBound(to: UInt8.self),
+                                         handle.length, handle.type, oPath | O_CLOEXEC)
                 }
-                if rc >= 0 { close(rc); rc = 0; mountID = handleMount }
+                if rc >= 0 { close(rc); rc = 0; mountID = handle.mountID }
             }
             if rc != 0 {
                 if mode == .mandatory {
@@ -192,35 +188,37 @@ public final class POSIXDriver: FileSystemDriver {
     }
 
     /// An entry for the node `fd` (an O_PATH fd, consumed: it becomes the inode's pinned or
-    /// cached fd, or is closed).
-    func makeEntry(pathFD fd: Int32, pin: Bool = false) throws(Errno) -> Entry {
+    /// cached fd, or is closed). A node the core already holds under the same key is reused
+    /// (`existing`), so a name looked up again allocates nothing.
+    ///
+    /// The key's incarnation comes from the file handle whenever the file system gives one,
+    /// pinned node or not, so every path to a file (this one, LOOKUP's statx path) computes
+    /// the same key; a key without one is only ever a pinned node's.
+    func makeEntry(pathFD fd: Int32, pin: Bool = false,
+                   existing: (InodeKey) -> Inode? = { _ in nil }) throws(Errno) -> Entry {
         var stx = statx()
         if !statxFD(fd, &stx) { let e = ownFailure("statx"); close(fd); throw e }
         let attributes = Attributes(stx)
-        var mountID = stx.mountID
-        if effectiveHandleMode != .never && !pin {
-            var handle = KernelFileHandle()
-            var length = UInt32(FERRY_MAX_HANDLE_SZ), type: Int32 = 0, handleMount: Int32 = 0
-            let rc = withUnsafeMutableBytes(of: &handle.storage) {
-                ferry_name_to_handle(fd, emptyPath, Int32(FERRY_AT_EMPTY_PATH),
-                                     $0.baseAddress!.assumingMemoryBound(to: UInt8.self), &length, &type, &handleMount)
-            }
-            if rc == 0 && handleMount == rootMountID {
-                handle.length = length; handle.type = type
-                let key = InodeKey(device: stx.device, inode: stx.stx_ino, mountID: handleMount)
-                var cached: Int32 = -1
-                if budget.tryAcquire() { cached = fd } else { close(fd) }
-                let inode = Inode(key: key, fileType: stx.fileType, handle: handle, cachedFD: cached, budget: budget)
-                return Entry(key: key, inode: inode, attributes: attributes)
-            }
-            if effectiveHandleMode == .mandatory {
-                let e = rc == 0 ? Errno(EXDEV) : ownFailure("name_to_handle_at")
+        var handle: KernelFileHandle?
+        if effectiveHandleMode != .never {
+            handle = KernelFileHandle(fd, emptyPath, flags: Int32(FERRY_AT_EMPTY_PATH))
+            if effectiveHandleMode == .mandatory && !pin && handle?.mountID != rootMountID {
+                let e = handle == nil ? ownFailure("name_to_handle_at") : Errno(EXDEV)
                 close(fd)
                 throw e
             }
-            if rc == 0 { mountID = handleMount }
         }
-        let key = InodeKey(device: stx.device, inode: stx.stx_ino, mountID: mountID)
+        let key = InodeKey(device: stx.device, inode: stx.stx_ino, mountID: stx.mountID, incarnation: handle?.digest ?? 0)
+        if let known = existing(key) {
+            close(fd)
+            return Entry(key: key, inode: known, attributes: attributes)
+        }
+        if let handle, !pin, handle.mountID == rootMountID {
+            var cached: Int32 = -1
+            if budget.tryAcquire() { cached = fd } else { close(fd) }
+            let inode = Inode(key: key, fileType: stx.fileType, handle: handle, cachedFD: cached, budget: budget)
+            return Entry(key: key, inode: inode, attributes: attributes)
+        }
         return Entry(key: key, inode: Inode(key: key, fileType: stx.fileType, pinnedFD: fd), attributes: attributes)
     }
 
@@ -297,29 +295,35 @@ public final class POSIXDriver: FileSystemDriver {
                        existing: (InodeKey) -> Inode?) throws(Errno) -> Entry {
         become(caller)
         guard parent.isDirectory else { throw .notDirectory }
-        // A name the kernel looks up again: one statx, no open or close. `name` is a single
-        // validated component and the last one is not followed, so nothing is traversed;
-        // an identity we do not hold falls through to the confined open below.
+        // A name the kernel looks up again: statx and name_to_handle_at on the name, no open
+        // or close. `name` is a single validated component and the last one is not followed,
+        // so nothing is traversed; an identity we do not hold falls through to the confined
+        // open below. The handle is what tells a file on a reused inode number from the
+        // deleted file whose node the kernel may still hold (InodeKey).
         var known = statx()
-        let found = try withPathFD(parent) { parentFD throws(Errno) -> Bool in
-            if ferry_statx(parentFD, name.cString, Int32(FERRY_AT_SYMLINK_NOFOLLOW), statxMask, &known) == 0 { return true }
-            if errno == ENOENT { throw .noEntry }
-            return false
+        let key = try withPathFD(parent) { parentFD throws(Errno) -> InodeKey? in
+            if ferry_statx(parentFD, name.cString, Int32(FERRY_AT_SYMLINK_NOFOLLOW), statxMask, &known) != 0 {
+                if errno == ENOENT { throw .noEntry }
+                return nil
+            }
+            var incarnation: UInt64 = 0
+            if effectiveHandleMode != .never {
+                if let handle = KernelFileHandle(parentFD, name.cString, flags: 0) {
+                    incarnation = handle.digest
+                } else if errno == ENOENT {
+                    return nil
+                }
+                // No handle to be had: 0, which only a node holding its inode open has.
+            }
+            return InodeKey(device: known.device, inode: known.stx_ino, mountID: known.mountID, incarnation: incarnation)
         }
-        if found {
-            let key = InodeKey(device: known.device, inode: known.stx_ino, mountID: known.mountID)
-            if let inode = existing(key) { return Entry(key: key, inode: inode, attributes: Attributes(known)) }
+        // A name replaced between the two calls gives a key no node has, or the new file's
+        // key with the old file's attributes: the type check sends that to the slow path.
+        if let key, let inode = existing(key), inode.fileType == known.fileType {
+            return Entry(key: key, inode: inode, attributes: Attributes(known))
         }
         let fd = try withPathFD(parent) { parentFD throws(Errno) in try openChild(parentFD, name) }
-        var stx = statx()
-        if !statxFD(fd, &stx) { let e = ownFailure("statx"); close(fd); throw e }
-        // The same identity makeEntry gives a node: name_to_handle_at's mount id is statx's.
-        let key = InodeKey(device: stx.device, inode: stx.stx_ino, mountID: stx.mountID)
-        if let known = existing(key) {
-            close(fd)
-            return Entry(key: key, inode: known, attributes: Attributes(stx))
-        }
-        return try makeEntry(pathFD: fd)
+        return try makeEntry(pathFD: fd, existing: existing)
     }
 
     public func getattr(_ inode: Inode, _ file: File?, _ caller: Credentials) throws(Errno) -> Attributes {

@@ -1,5 +1,7 @@
 import FerryCore
 import FerryFUSE
+import FerryPOSIX
+import Foundation
 import Logging
 import Testing
 #if canImport(Glibc)
@@ -74,6 +76,51 @@ func makeServer(_ driver: MemoryDriver = MemoryDriver(), policy: ExportPolicy = 
         let b = t.mkdir("b")
         #expect(b.nodeID == a.nodeID)
         #expect(b.generation != a.generation)
+    }
+
+    @Test func generationsStayUniqueAcrossAConnectionReset() throws {
+        let server = try makeServer()
+        let before = TestTransport(server).mkdir("a")
+        server.connectionLost()
+        let after = TestTransport(server).mkdir("b")
+        #expect(after.nodeID == before.nodeID)
+        #expect(after.generation != before.generation)
+    }
+
+    /// The kernel holds the node of a directory that is then removed (a process's cwd, an
+    /// O_PATH descriptor, a FORGET still queued); the host gives its inode number to a new
+    /// directory. A LOOKUP of the new one must not answer with the old node: the kernel
+    /// would take it for the deleted directory, and every request on it would fail.
+    @Test func aDirectoryOnAReusedInodeNumberGetsItsOwnNode() throws {
+        var template = Array("/tmp/ferry-reuse-XXXXXX".utf8CString)
+        let source = String(cString: try #require(mkdtemp(&template)))
+        defer { try? FileManager.default.removeItem(atPath: source) }
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        // Handles only, no cached descriptor: nothing on the host pins a node's inode.
+        let driver = try POSIXDriver(root: source, options: POSIXOptions(fileHandles: .mandatory, maxCachedDescriptors: 0))
+        let server = try FUSEServer(driver: driver, policy: ExportPolicy(), logger: logger)
+        let t = TestTransport(server)
+
+        let old = t.mkdir("old")
+        try #require(old.error == 0)
+        var st = stat()
+        try #require(lstat(source + "/old", &st) == 0)
+        let number = st.st_ino
+        try #require(rmdir(source + "/old") == 0)
+        var reused: String?
+        for i in 0..<256 where reused == nil {
+            let path = source + "/new\(i)"
+            try #require(mkdir(path, 0o755) == 0)
+            if lstat(path, &st) == 0 && st.st_ino == number { reused = "new\(i)" }
+        }
+        let name = try #require(reused, "the host never reused inode \(number) (this test needs ext4, as /tmp is here)")
+
+        let new = t.lookup(name)
+        #expect(new.error == 0)
+        #expect(new.nodeID != old.nodeID || new.generation != old.generation)
+        #expect(t.mkdir("inside", in: new.nodeID).error == 0)
+        #expect(FileManager.default.fileExists(atPath: source + "/" + name + "/inside"))
     }
 
     @Test func eachExportHasItsOwnNodeIds() throws {
