@@ -267,6 +267,7 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, @un
         if policy.posixACL { wanted.insert(.posixACL) }
         if policy.writeback { wanted.insert(.writebackCache) }
         if policy.announceSubmounts { wanted.insert(.submounts) }
+        if policy.allowMmap { wanted.insert(.directIOAllowMmap) }
         let config = FUSEInitConfig(wanted: wanted, maxWrite: policy.maxWrite)
         switch FUSEInitNegotiation.negotiate(initIn, config: config) {
         case .accepted(let out, let agreed, let minor):
