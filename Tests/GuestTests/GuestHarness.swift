@@ -180,6 +180,29 @@ final class Daemon {
         return try Daemon(executable: ferry, arguments: ["serve", "--config", config], socket: socket, logPath: dir + "/serve.log")
     }
 
+    /// `ferry serve` with one tenant and one POSIX export of a fresh directory, `keys` (TOML
+    /// lines) added to its `[[export]]`; ready once its socket exists.
+    static func serveOnePOSIXExport(keys: String = "") throws -> (daemon: Daemon, export: String) {
+        let top = try makeTemporaryDirectory("ferry-serve-guest")
+        let config = top + "/config"
+        try FileManager.default.createDirectory(atPath: config + "/tenants", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: top + "/export", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: top + "/run", withIntermediateDirectories: true)
+        try "control_socket = \"\(top)/run/control.sock\"\n".write(toFile: config + "/ferry.toml", atomically: true, encoding: .utf8)
+        try """
+            name = "guest"
+            [[export]]
+            name = "data"
+            tag = "data"
+            socket = "\(top)/run/data.sock"
+            \(keys)
+            [export.backend]
+            kind = "posix"
+            path = "\(top)/export"
+            """.write(toFile: config + "/tenants/guest.toml", atomically: true, encoding: .utf8)
+        return (try serve(config: config, socket: top + "/run/data.sock"), top + "/export")
+    }
+
     /// The reference C virtiofsd (QEMU 7.2): serves one guest, then exits.
     static func reference(export: String, extra: [String] = []) throws -> Daemon {
         let dir = try makeTemporaryDirectory("virtiofsd-daemon")

@@ -32,7 +32,7 @@ struct RemountGuestTests {
     }
 
     func expectRemounted(_ run: Guest.Run, export: String, daemonLog: @autoclosure () -> String) throws {
-        #expect(run.status == 0, "guest:\n\(run.output)\ndaemon:\n\(daemonLog())")
+        #expect(run.status == 0, "guest console:\n\(run.log)\ndaemon:\n\(daemonLog())")
         #expect(run.output.contains("remounted \(Self.rounds) times"), "\(run.log)")
         let rounds = try String(contentsOfFile: export + "/rounds", encoding: .utf8)
         #expect(rounds == (1...Self.rounds).map { "round \($0)\n" }.joined())
@@ -49,26 +49,9 @@ struct RemountGuestTests {
 
     @Test(.timeLimit(.minutes(10)), arguments: [GuestMachine.Kernel.linux6_1, .linux6_12])
     func aGuestMountsTheSameTagAgainInOneBootOnFerryServe(kernel: GuestMachine.Kernel) throws {
-        let top = try makeTemporaryDirectory("ferry-serve-remount")
-        let config = top + "/config"
-        try FileManager.default.createDirectory(atPath: config + "/tenants", withIntermediateDirectories: true)
-        try FileManager.default.createDirectory(atPath: top + "/export", withIntermediateDirectories: true)
-        try FileManager.default.createDirectory(atPath: top + "/run", withIntermediateDirectories: true)
-        try "control_socket = \"\(top)/run/control.sock\"\n".write(toFile: config + "/ferry.toml", atomically: true, encoding: .utf8)
-        try """
-            name = "remount"
-            [[export]]
-            name = "data"
-            tag = "data"
-            socket = "\(top)/run/data.sock"
-            queues = 4
-            [export.backend]
-            kind = "posix"
-            path = "\(top)/export"
-            """.write(toFile: config + "/tenants/remount.toml", atomically: true, encoding: .utf8)
-        let daemon = try Daemon.serve(config: config, socket: top + "/run/data.sock")
+        let (daemon, export) = try Daemon.serveOnePOSIXExport(keys: "queues = 4")
         let run = try Guest.run(socket: daemon.socket, command: Self.command, timeout: 300, machine: Self.machine(kernel))
-        try expectRemounted(run, export: top + "/export", daemonLog: daemon.log)
+        try expectRemounted(run, export: export, daemonLog: daemon.log)
         #expect(daemon.stop() == 0, "ferry serve log:\n\(daemon.log)")
     }
 }
