@@ -9,7 +9,7 @@ extension ExportConfig {
             cache: cache, xattr: xattr, readOnly: readOnly,
             maxNodes: limits.inodes.map { Int(clamping: $0) } ?? 1_000_000,
             maxOpenHandles: limits.openFiles.map { Int(clamping: $0) } ?? 65_536,
-            maxWrite: maxWrite)
+            maxWrite: maxWrite, allowMmap: allowMmap)
         policy.idMap = idMap
         policy.quota = QuotaLimits(bytes: quota.bytes, inodes: quota.inodes)
         policy.qos = QoSLimits(iops: qos.iops, bytesPerSecond: qos.bandwidth)
@@ -44,7 +44,7 @@ extension ExportConfig {
     /// Everything that makes an export what it is, to tell on reload whether it changed
     /// (where it was written does not count).
     var fingerprint: String {
-        [tag, socket, "\(queues)", "\(requestThreads)", "\(readOnly)", cache.rawValue, "\(xattr)", "\(idMapping)", "\(limits)",
+        [tag, socket, "\(queues)", "\(requestThreads)", "\(readOnly)", cache.rawValue, "\(allowMmap)", "\(xattr)", "\(idMapping)", "\(limits)",
          "\(quota)", "\(qos)", "\(backend)"].joined(separator: "\u{1F}")
     }
 }

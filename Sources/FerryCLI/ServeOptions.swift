@@ -51,6 +51,9 @@ struct ExportOptions: ParsableArguments {
     @Flag(help: "Let the kernel use its writeback cache.")
     var writeback = false
 
+    @Flag(inversion: .prefixedNo, help: "Let the client map files MAP_SHARED with --cache never or metadata (FUSE_DIRECT_IO_ALLOW_MMAP, Linux 6.6+); without it such a mapping fails with ENODEV.")
+    var allowMmap = true
+
     @Flag(help: "Re-check every request's permissions on the host as the caller (uid, primary gid and the group FUSE sends on create). Stricter, but refuses access a caller has only through other supplementary groups, which FUSE does not send.")
     var hostPermissionChecks = false
 
@@ -65,7 +68,7 @@ struct ExportOptions: ParsableArguments {
 
     var policy: ExportPolicy {
         ExportPolicy(cache: cache, xattr: xattr, posixACL: posixACL, allowDevices: allowDevices,
-                     readOnly: readonly, writeback: writeback, maxNodes: maxInodes)
+                     readOnly: readonly, writeback: writeback, maxNodes: maxInodes, allowMmap: allowMmap)
     }
 
     var posixOptions: POSIXOptions {

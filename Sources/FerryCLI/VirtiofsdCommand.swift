@@ -90,6 +90,9 @@ let virtiofsdHelp = """
       --readonly                  Refuse every change with EROFS
       --writeback                 Enable the writeback cache (legacy -o writeback / -o no_writeback)
       --allow-direct-io           Honour O_DIRECT from guest applications (legacy -o allow_direct_io)
+      --allow-mmap                Let the guest map files MAP_SHARED with --cache=never or metadata
+                                  (FUSE_DIRECT_IO_ALLOW_MMAP, Linux 6.6+ guests); Ferry's default
+      --no-allow-mmap             Do not: shared mmap of those files fails with ENODEV (virtiofsd's default)
       --announce-submounts        Tell the guest which directories are mount points (default)
       --no-announce-submounts     Do not
       --no-readdirplus            Disable READDIRPLUS (legacy -o no_readdirplus)

@@ -28,6 +28,9 @@ public struct VirtiofsdPlan: Equatable, Sendable {
     public var allowDirectIO = false
     /// Off with `--no-readdirplus` / `-o no_readdirplus`.
     public var readdirplus = true
+    /// Shared mmap of direct I/O files (`--allow-mmap`): on unless `--no-allow-mmap`
+    /// (`ExportPolicy.allowMmap` says why Ferry differs from virtiofsd here).
+    public var allowMmap = true
     public var inodeFileHandles: FileHandleMode = .prefer
     /// Worker threads for each queue's requests; 0 serves them on the queue threads
     /// (virtiofsd's default); nil (not given): what suits the source
@@ -57,7 +60,7 @@ public struct VirtiofsdPlan: Equatable, Sendable {
     public var policy: ExportPolicy {
         ExportPolicy(cache: cache, xattr: xattr, posixACL: posixACL, readOnly: readonly,
                      writeback: writeback, announceSubmounts: announceSubmounts,
-                     allowDirectIO: allowDirectIO, readdirplus: readdirplus)
+                     allowDirectIO: allowDirectIO, readdirplus: readdirplus, allowMmap: allowMmap)
     }
 
     public var posixOptions: POSIXOptions {
@@ -120,7 +123,6 @@ private let unsupportedLongOptions: [String: String] = [
     "migration-on-error": "Ferry cannot migrate a device's state yet",
     "migration-verify-handles": "Ferry cannot migrate a device's state yet",
     "migration-confirm-paths": "Ferry cannot migrate a device's state yet",
-    "allow-mmap": "Ferry does not allow shared mmap with --cache=never or metadata yet; use --cache=auto or always",
     "killpriv-v2": "Ferry does not negotiate FUSE_HANDLE_KILLPRIV_V2 yet; leave the option out",
     "security-label": "security label support is not implemented by Ferry yet",
     "posix-acl-create-fallback": "needs --xattrmap, which Ferry does not implement yet",
@@ -281,6 +283,8 @@ struct VirtiofsdParser {
         case "readonly": plan.readonly = true
         case "writeback": plan.writeback = true
         case "allow-direct-io": plan.allowDirectIO = true
+        case "allow-mmap": plan.allowMmap = true
+        case "no-allow-mmap": plan.allowMmap = false
         case "announce-submounts": plan.announceSubmounts = true
         case "no-announce-submounts": plan.announceSubmounts = false
         case "no-readdirplus": plan.readdirplus = false

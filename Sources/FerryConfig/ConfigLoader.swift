@@ -326,6 +326,7 @@ private struct Loader {
         }
         let readOnly = r.bool("read_only") ?? false
         let cache = r.choice("cache", CachePolicy.self) ?? .auto
+        let allowMmap = r.bool("allow_mmap") ?? true
         let xattr = r.bool("xattr") ?? false
 
         var mapping = IDMapping()
@@ -353,7 +354,7 @@ private struct Loader {
         var backend: Backend?
         if let b = r.table("backend", required: true, name: "[export.backend]") { backend = readBackend(b) }
 
-        r.finish(known: ["name", "tag", "socket", "queues", "threads_per_queue", "read_only", "cache", "xattr", "id_mapping", "limits", "quota", "qos", "backend"])
+        r.finish(known: ["name", "tag", "socket", "queues", "threads_per_queue", "read_only", "cache", "allow_mmap", "xattr", "id_mapping", "limits", "quota", "qos", "backend"])
 
         guard let (n, nameAt) = name, let (t, tagAt) = tag, let (s, socketAt) = socket, let backend else { return nil }
         var export = ExportConfig(
@@ -364,6 +365,7 @@ private struct Loader {
         export.threadsPerQueue = threadsPerQueue
         export.readOnly = readOnly
         export.cache = cache
+        export.allowMmap = allowMmap
         export.xattr = xattr
         export.idMapping = mapping
         export.limits = limits

@@ -194,6 +194,8 @@ public struct ExportConfig: Sendable {
     public var threadsPerQueue: Int?
     public var readOnly = false
     public var cache: CachePolicy = .auto
+    /// `allow_mmap`: shared mmap of files opened in direct I/O mode (`ExportPolicy.allowMmap`).
+    public var allowMmap = true
     public var xattr = false
     public var idMapping = IDMapping()
     public var limits = ExportLimits()

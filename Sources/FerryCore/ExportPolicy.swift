@@ -63,6 +63,13 @@ public struct ExportPolicy: Sendable {
     public var allowDirectIO: Bool
     /// Offer READDIRPLUS (entries with attributes) to the kernel.
     public var readdirplus: Bool
+    /// Negotiate FUSE_DIRECT_IO_ALLOW_MMAP (virtiofsd's `--allow-mmap`) when the kernel offers
+    /// it (Linux 6.6+): files opened in direct I/O mode (cache `never` and `metadata`) may
+    /// then be mapped MAP_SHARED instead of failing with ENODEV. On by default, unlike
+    /// virtiofsd: programs that map files (databases, linkers, package managers) are what
+    /// operators of those cache modes run, and the kernel itself writes mapped pages back
+    /// before direct I/O on the same file; only a mapped file's pages are cached.
+    public var allowMmap: Bool
     /// Guest ids to host ids and back (squash, ranges).
     public var idMap = IDMap.identity
     /// Bytes and inodes the export may use (EDQUOT beyond).
@@ -73,11 +80,13 @@ public struct ExportPolicy: Sendable {
     public init(cache: CachePolicy = .auto, xattr: Bool = false, posixACL: Bool = false,
                 allowDevices: Bool = false, readOnly: Bool = false, writeback: Bool = false,
                 announceSubmounts: Bool = false, maxNodes: Int = 1_000_000, maxOpenHandles: Int = 65_536,
-                maxWrite: UInt32 = 1 << 20, allowDirectIO: Bool = false, readdirplus: Bool = true) {
+                maxWrite: UInt32 = 1 << 20, allowDirectIO: Bool = false, readdirplus: Bool = true,
+                allowMmap: Bool = true) {
         self.cache = cache; self.xattr = xattr || posixACL; self.posixACL = posixACL
         self.allowDevices = allowDevices; self.readOnly = readOnly; self.writeback = writeback
         self.announceSubmounts = announceSubmounts; self.maxNodes = maxNodes
         self.maxOpenHandles = maxOpenHandles; self.maxWrite = maxWrite
         self.allowDirectIO = allowDirectIO; self.readdirplus = readdirplus
+        self.allowMmap = allowMmap
     }
 }

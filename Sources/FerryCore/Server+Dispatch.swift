@@ -13,9 +13,9 @@ extension FUSEServer {
             throw .protocolError
 
         case .destroy:
-            files.removeAll()
-            directories.removeAll()
-            nodes.reset()
+            // The session ends here, as when the connection is lost, so the guest can
+            // mount the same tag again (a new INIT) in the same boot.
+            destroySession()
             return emptyReply(unique, reply)
 
         case .lookup(let rawName):

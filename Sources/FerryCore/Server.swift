@@ -47,6 +47,9 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, @un
     }
 
     private let session: Atomic<UInt64>
+    /// Requests of the current session being served, on every queue: DESTROY waits for
+    /// them before it drops the nodes and handles they may still be using or creating.
+    private let inFlight: Atomic<Int>
     /// Malformed requests seen; only some are logged, so a hostile client cannot flood the log.
     private let malformedCount: Atomic<UInt64>
 
@@ -64,6 +67,7 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, @un
         let root = try driver.root()
         let used = policy.quota.isUnlimited ? nil : try QuotaScan.usage(of: driver)
         session = Atomic(FUSESessionWord.uninitialized.raw)
+        inFlight = Atomic(0)
         malformedCount = Atomic(0)
         statistics = ExportStatistics()
         self.driver = driver
@@ -86,11 +90,39 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, @un
     /// The lookup count the kernel owes on `nodeID`, or nil for an unknown node.
     public func lookupCount(of nodeID: UInt64) -> UInt64? { nodes.lookupCount(nodeID) }
 
+    /// The front-end is gone (or reset the device): its session ends, as with DESTROY.
+    /// The transport calls this once its queue threads have stopped.
     public func connectionLost() {
+        endSession()
+    }
+
+    /// Ends the session: every later request but INIT gets EIO, and every node (but the
+    /// root) and every handle is dropped, so the next INIT starts a fresh session.
+    func endSession() {
+        session.store(FUSESessionWord.uninitialized.raw, ordering: .sequentiallyConsistent)
         files.removeAll()
         directories.removeAll()
         nodes.reset()
-        session.store(FUSESessionWord.uninitialized.raw, ordering: .releasing)
+    }
+
+    /// DESTROY: the guest unmounted and may mount the same tag again in this boot. Other
+    /// queues may still be running requests that passed the session check before it
+    /// ended (a well-behaved kernel has drained them; a hostile one need not have): wait
+    /// for them, so none interns a node or opens a handle into the next session's tables.
+    /// Requests arriving after the session ended are not counted (they get EIO), so a
+    /// guest flooding other queues cannot hold DESTROY back.
+    func destroySession() {
+        session.store(FUSESessionWord.uninitialized.raw, ordering: .sequentiallyConsistent)
+        // Not counting itself while it waits, so two DESTROYs racing on two queues do not
+        // wait for each other; counted again afterwards for `handle`'s decrement.
+        inFlight.wrappingSubtract(1, ordering: .sequentiallyConsistent)
+        var spins = 0
+        while inFlight.load(ordering: .sequentiallyConsistent) > 0 {
+            spins += 1
+            if spins < 100 { sched_yield() } else { usleep(100) }
+        }
+        inFlight.wrappingAdd(1, ordering: .sequentiallyConsistent)
+        endSession()
     }
 
     /// Stops serving for good: drops every node and handle and tells the driver.
@@ -109,7 +141,16 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, @un
 
     private func handle(_ bytes: UnsafeRawBufferPointer, payload: IOVectors?, reply: inout ReplyArea) -> ReplyDisposition {
         let started = ferry_monotonic_ns()
-        let current = FUSESessionWord(raw: session.load(ordering: .acquiring))
+        // Counted before the session is read, both sequentially consistent, against
+        // DESTROY's store then count (`destroySession`): either DESTROY sees this request
+        // and waits for it, or this request sees the session ended.
+        inFlight.wrappingAdd(1, ordering: .sequentiallyConsistent)
+        let current = FUSESessionWord(raw: session.load(ordering: .sequentiallyConsistent))
+        guard current.initialized else {
+            inFlight.wrappingSubtract(1, ordering: .sequentiallyConsistent)
+            return handleOutsideSession(bytes, payload: payload, reply: reply)
+        }
+        defer { inFlight.wrappingSubtract(1, ordering: .sequentiallyConsistent) }
         let decoded: FUSEDecodedRequest
         do {
             decoded = try FUSEDecoder.decode(bytes, externalPayloadLength: payload?.totalLength ?? 0,
@@ -119,12 +160,6 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, @un
             return refuseMalformed(bytes, error, reply: reply)
         }
         let header = decoded.header
-        guard current.initialized else {
-            if case .initialize(let initIn) = decoded.request {
-                return initialize(initIn, unique: header.unique, reply: reply)
-            }
-            return errorReply(.io, header.unique, reply)
-        }
         if let throttle {
             let waited = throttle.admit(bytes: Self.payloadSize(decoded.request, payload))
             if waited > 0 { statistics.addThrottle(nanoseconds: waited) }
@@ -158,6 +193,25 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, @un
         }
         statistics.record(opcode: header.opcode, nanoseconds: ferry_monotonic_ns() &- started, failed: failed)
         return disposition
+    }
+
+    /// Before INIT, or after DESTROY or a lost connection: INIT starts a session, anything
+    /// else gets EIO.
+    private func handleOutsideSession(_ bytes: UnsafeRawBufferPointer, payload: IOVectors?, reply: ReplyArea) -> ReplyDisposition {
+        let decoded: FUSEDecodedRequest
+        do {
+            decoded = try FUSEDecoder.decode(bytes, externalPayloadLength: payload?.totalLength ?? 0,
+                                             options: FUSESessionWord.uninitialized.decodeOptions)
+        } catch {
+            statistics.addMalformed()
+            return refuseMalformed(bytes, error, reply: reply)
+        }
+        switch decoded.request {
+        case .initialize(let initIn): return initialize(initIn, unique: decoded.header.unique, reply: reply)
+        // No reply, ever; a FORGET of the ended session may still be on its way.
+        case .forget, .batchForget, .interrupt: return .none
+        default: return errorReply(.io, decoded.header.unique, reply)
+        }
     }
 
     @inline(__always)
@@ -213,6 +267,7 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, @un
         if policy.posixACL { wanted.insert(.posixACL) }
         if policy.writeback { wanted.insert(.writebackCache) }
         if policy.announceSubmounts { wanted.insert(.submounts) }
+        if policy.allowMmap { wanted.insert(.directIOAllowMmap) }
         let config = FUSEInitConfig(wanted: wanted, maxWrite: policy.maxWrite)
         switch FUSEInitNegotiation.negotiate(initIn, config: config) {
         case .accepted(let out, let agreed, let minor):

@@ -1,5 +1,6 @@
 /// FUSE_INIT capability bits (`fuse_init_in.flags` / `flags2`), protocol 7.38 plus
-/// FUSE_CREATE_SUPP_GROUP from 7.39. Bits 32-63 travel in `flags2` under FUSE_INIT_EXT.
+/// FUSE_CREATE_SUPP_GROUP and FUSE_DIRECT_IO_ALLOW_MMAP from 7.39 (defined here: the host's
+/// <linux/fuse.h> may be 7.38). Bits 32-63 travel in `flags2` under FUSE_INIT_EXT.
 public struct FUSEInitFlags: OptionSet, Sendable, Hashable {
     public let rawValue: UInt64
     public init(rawValue: UInt64) { self.rawValue = rawValue }
@@ -42,6 +43,9 @@ public struct FUSEInitFlags: OptionSet, Sendable, Hashable {
     /// FUSE_CREATE_SUPP_GROUP (7.39): creating requests carry a FUSE_EXT_GROUPS extension.
     public static let createSuppGroup = FUSEInitFlags(rawValue: 1 << 34)
     public static let hasExpireOnly = FUSEInitFlags(rawValue: 1 << 35)
+    /// FUSE_DIRECT_IO_ALLOW_MMAP (7.39, Linux 6.6+; first named FUSE_DIRECT_IO_RELAX): files
+    /// opened with FOPEN_DIRECT_IO may be mapped MAP_SHARED (ENODEV without it).
+    public static let directIOAllowMmap = FUSEInitFlags(rawValue: 1 << 36)
 }
 
 /// What the server would like from INIT; the kernel's offer bounds what it gets.

@@ -98,6 +98,11 @@ private let base = "--socket-path=/run/vfs.sock --shared-dir=/srv"
         #expect(try plan("\(base) -o allow_direct_io").allowDirectIO)
         #expect(try plan("\(base) -o allow_direct_io -o no_allow_direct_io").allowDirectIO == false)
 
+        // Shared mmap of direct I/O files: Ferry's default, virtiofsd's --allow-mmap.
+        #expect(try plan("\(base) --cache=never").policy.allowMmap)
+        #expect(try plan("\(base) --cache=never --allow-mmap").policy.allowMmap)
+        #expect(try plan("\(base) --cache=never --no-allow-mmap").policy.allowMmap == false)
+
         #expect(try plan("\(base) --announce-submounts").announceSubmounts)
         #expect(try plan("\(base) -o announce_submounts").announceSubmounts)
         #expect(try plan("\(base) --no-announce-submounts").policy.announceSubmounts == false)
@@ -260,7 +265,7 @@ private let base = "--socket-path=/run/vfs.sock --shared-dir=/srv"
 
     @Test func unimplementedOptionsFailOnlyWhenGiven() {
         for option in ["--tag=fs0", "--xattrmap=:ok:all:::", "--modcaps=+sys_admin", "--uid-map=:0:1000:1:",
-                       "--translate-uid=guest:0:1000:1", "--migration-mode=file-handles", "--allow-mmap",
+                       "--translate-uid=guest:0:1000:1", "--migration-mode=file-handles",
                        "--killpriv-v2", "--security-label", "--preserve-noatime", "--migration-verify-handles"] {
             let name = option.split(separator: "=")[0]
             #expect(failure("\(base) \(option)")?.hasPrefix("\(name) is not supported: ") == true, "\(option)")

@@ -84,7 +84,18 @@ let sampleDirectory: String = {
         let c = try ConfigLoader.load(directory: s.path).get()
         let e = try #require(c.exports.first?.export)
         #expect(e.queues == 1 && e.cache == .auto && !e.readOnly && e.idMapping.squash == .none)
+        #expect(e.allowMmap)
         #expect(c.daemon.logLevel == .info)
+    }
+
+    @Test func allowMmapCanBeTurnedOffPerExport() throws {
+        let s = try Scratch(["tenants/acme.toml": tenant(extra: "cache = \"never\"\nallow_mmap = false")])
+        defer { s.remove() }
+        let e = try #require(try ConfigLoader.load(directory: s.path).get().exports.first?.export)
+        #expect(e.cache == .never && !e.allowMmap)
+        let bad = try Scratch(["tenants/acme.toml": tenant(extra: "allow_mmap = \"yes\"")])
+        defer { bad.remove() }
+        #expect(bad.problems().count == 1)
     }
 
     @Test func syntaxErrorHasFileLineAndColumn() throws {

@@ -32,6 +32,9 @@ final class MemoryDriver: FileSystemDriver, @unchecked Sendable {
     private(set) var rootNode: Node!
     /// Every (operation, uid, gid, pid) the driver saw.
     private(set) var calls: [(String, UInt32, UInt32, UInt32)] = []
+    /// Called with the name at the start of every LOOKUP, on the request's thread: a test
+    /// can hold a request inside the driver while others run.
+    var beforeLookup: (@Sendable (String) -> Void)?
 
     init() { rootNode = Node(number: 1, mode: UInt32(S_IFDIR) | 0o755, released: released) }
 
@@ -43,6 +46,7 @@ final class MemoryDriver: FileSystemDriver, @unchecked Sendable {
 
     func lookup(_ parent: Node, _ name: FileName, _ caller: Credentials) throws(Errno) -> Entry {
         record("lookup", caller)
+        beforeLookup?(name.string)
         guard let child = lock.withLock({ _ in parent.children[name.string] }) else { throw .noEntry }
         return entry(child)
     }

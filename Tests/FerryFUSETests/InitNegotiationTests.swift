@@ -137,5 +137,19 @@ import Testing
         #expect(FUSEInitFlags.hasInodeDax.rawValue == 1 << 33)
         #expect(FUSEInitFlags.createSuppGroup.rawValue == 1 << 34)
         #expect(FUSEInitFlags.hasExpireOnly.rawValue == 1 << 35)
+        #expect(FUSEInitFlags.directIOAllowMmap.rawValue == 1 << 36)   // 7.39; the host's fuse.h may lack it
+    }
+
+    @Test func directIOAllowMmapTravelsInFlags2() throws {
+        // A 6.12 kernel: INIT_EXT, and DIRECT_IO_ALLOW_MMAP as bit 4 of flags2.
+        let bytes = request(.`init`) { w in w.u32(7); w.u32(41); w.u32(0); w.u32(1 << 30); w.u32(1 << 4); w.zeros(44) }
+        try withDecoded(bytes) { d in
+            guard case let .initialize(kernel) = d.request else { return unexpected(d.request) }
+            let r = try #require(accepted(FUSEInitNegotiation.negotiate(kernel, config: FUSEInitConfig(wanted: [.directIOAllowMmap]))))
+            #expect(r.agreed == [.directIOAllowMmap])
+            let out = body(r.reply)
+            #expect(Array(out[12..<16]) == [0, 0, 0, 0x40])   // flags: INIT_EXT
+            #expect(Array(out[32..<36]) == [0x10, 0, 0, 0])   // flags2: DIRECT_IO_ALLOW_MMAP
+        }
     }
 }

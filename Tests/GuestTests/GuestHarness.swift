@@ -4,6 +4,26 @@ import Foundation
 import Glibc
 #endif
 
+/// The guest to boot: its kernel, vCPUs and request queues.
+struct GuestMachine: Sendable {
+    /// `scripts/guest/build-image --kernel`.
+    enum Kernel: String, Sendable {
+        /// Debian 12's default kernel (modules loaded by /init); spreads nothing over queues.
+        case linux6_1 = "6.1"
+        /// Debian 12's 6.12 (virtio and virtiofs built in): spreads requests over
+        /// min(request queues, vCPUs) queues, offers FUSE_DIRECT_IO_ALLOW_MMAP.
+        case linux6_12 = "6.12"
+    }
+    var kernel: Kernel = .linux6_1
+    var smp = 1
+    var queues = 1
+
+    /// The default test guest: 6.1, one vCPU, one request queue.
+    static let linux61 = GuestMachine()
+    /// 6.12 with 2 vCPUs and 4 request queues, so its requests really go over two queues at once.
+    static let linux612 = GuestMachine(kernel: .linux6_12, smp: 2, queues: 4)
+}
+
 /// Boots the project's test guest (scripts/guest) and reads what it printed.
 enum Guest {
     static let repo = BuiltProducts.packageRoot.path
@@ -13,15 +33,40 @@ enum Guest {
     static var available: Bool { FileManager.default.isExecutableFile(atPath: qemu) && getuid() == 0 }
     static var referenceAvailable: Bool { FileManager.default.isExecutableFile(atPath: referenceVirtiofsd) }
 
-    /// Builds the image once per test process (the script caches across runs too).
-    static let image: Result<Void, HarnessError> = {
+    /// Each kernel's default image (.build/guest, .build/guest-6.12), built once per test
+    /// process (the script caches across runs too).
+    static let image61 = buildImage(kernel: .linux6_1)
+    static let image612 = buildImage(kernel: .linux6_12)
+    /// The default (6.1) image, as suites written before `GuestMachine` ask for it.
+    static var image: Result<Void, HarnessError> { image61.map { _ in () } }
+
+    static func image(for kernel: GuestMachine.Kernel) throws -> String {
+        try (kernel == .linux6_1 ? image61 : image612).get()
+    }
+
+    /// Builds an image for `kernel` into `directory` (default: that kernel's default image),
+    /// with `extras` in the guest's /opt/ferry/bin. Images with extras go to their own
+    /// directory, so the default ones stay as they are.
+    static func buildImage(kernel: GuestMachine.Kernel, directory: String? = nil, extras: [String] = []) -> Result<String, HarnessError> {
+        let outdir = directory ?? repo + (kernel == .linux6_1 ? "/.build/guest" : "/.build/guest-6.12")
         do {
-            let r = try runToCompletion(repo + "/scripts/guest/build-image", [])
-            return r.succeeded ? .success(()) : .failure(HarnessError("build-image failed:\n\(r.output)"))
+            let r = try runToCompletion(repo + "/scripts/guest/build-image",
+                                        [outdir, "--kernel", kernel.rawValue] + extras.flatMap { ["--extra", $0] })
+            return r.succeeded ? .success(outdir) : .failure(HarnessError("build-image failed:\n\(r.output)"))
         } catch {
             return .failure(HarnessError("build-image: \(error)"))
         }
-    }()
+    }
+
+    /// Compiles one C file of scripts/guest/programs statically (the guest has no libc)
+    /// into a fresh directory; returns the program's path.
+    static func compileGuestProgram(_ name: String) throws -> String {
+        let output = try makeTemporaryDirectory("ferry-guest-program") + "/" + name
+        let r = try runToCompletion("/usr/bin/gcc", ["-static", "-O2", "-Wall", "-o", output,
+                                                     repo + "/scripts/guest/programs/\(name).c"])
+        guard r.succeeded else { throw HarnessError("gcc \(name).c failed:\n\(r.output)") }
+        return output
+    }
 
     /// The result of one guest run.
     struct Run {
@@ -33,14 +78,25 @@ enum Guest {
         let log: String
     }
 
-    /// Boots a guest against the back-end listening on `socket` and runs `command` in it.
+    /// Boots the default 6.1 guest against the back-end listening on `socket` and runs
+    /// `command` in it.
     static func run(socket: String, command: String, timeout: Int = 300, queues: Int = 1, smp: Int = 1,
                     pidfile: String? = nil) throws -> Run {
-        try image.get()
+        try run(socket: socket, command: command, timeout: timeout,
+                machine: GuestMachine(kernel: .linux6_1, smp: smp, queues: queues), pidfile: pidfile)
+    }
+
+    /// Boots `machine` (`.linux612`: 6.12, 2 vCPUs, 4 request queues) against the back-end
+    /// listening on `socket` and runs `command` in it; `image`: a directory made by
+    /// `buildImage` with the same kernel, instead of that kernel's default image.
+    static func run(socket: String, command: String, timeout: Int = 300, machine: GuestMachine,
+                    image: String? = nil, pidfile: String? = nil) throws -> Run {
+        let imageDirectory = try image ?? Guest.image(for: machine.kernel)
         let log = try makeTemporaryDirectory("ferry-guest-log") + "/console.log"
-        var arguments = ["--socket", socket, "--cmd", command, "--timeout", "\(timeout)", "--quiet", "--log", log]
-        if queues > 1 { arguments += ["--queues", "\(queues)"] }
-        if smp > 1 { arguments += ["--smp", "\(smp)"] }
+        var arguments = ["--socket", socket, "--cmd", command, "--timeout", "\(timeout)", "--quiet", "--log", log,
+                         "--image", imageDirectory, "--kernel", machine.kernel.rawValue]
+        if machine.queues > 1 { arguments += ["--queues", "\(machine.queues)"] }
+        if machine.smp > 1 { arguments += ["--smp", "\(machine.smp)"] }
         if let pidfile { arguments += ["--pidfile", pidfile] }
         let result = try runToCompletion(repo + "/scripts/guest/run-guest", arguments)
         let text = ((try? String(contentsOfFile: log, encoding: .utf8)) ?? result.output).replacingOccurrences(of: "\r", with: "")
@@ -124,6 +180,29 @@ final class Daemon {
         let ferry = try BuiltProducts.require("ferry")
         let dir = try makeTemporaryDirectory("ferry-serve-daemon")
         return try Daemon(executable: ferry, arguments: ["serve", "--config", config], socket: socket, logPath: dir + "/serve.log")
+    }
+
+    /// `ferry serve` with one tenant and one POSIX export of a fresh directory, `keys` (TOML
+    /// lines) added to its `[[export]]`; ready once its socket exists.
+    static func serveOnePOSIXExport(keys: String = "") throws -> (daemon: Daemon, export: String) {
+        let top = try makeTemporaryDirectory("ferry-serve-guest")
+        let config = top + "/config"
+        try FileManager.default.createDirectory(atPath: config + "/tenants", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: top + "/export", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: top + "/run", withIntermediateDirectories: true)
+        try "control_socket = \"\(top)/run/control.sock\"\n".write(toFile: config + "/ferry.toml", atomically: true, encoding: .utf8)
+        try """
+            name = "guest"
+            [[export]]
+            name = "data"
+            tag = "data"
+            socket = "\(top)/run/data.sock"
+            \(keys)
+            [export.backend]
+            kind = "posix"
+            path = "\(top)/export"
+            """.write(toFile: config + "/tenants/guest.toml", atomically: true, encoding: .utf8)
+        return (try serve(config: config, socket: top + "/run/data.sock"), top + "/export")
     }
 
     /// The reference C virtiofsd (QEMU 7.2): serves one guest, then exits.

@@ -13,24 +13,7 @@ struct ServeGuestTests {
     /// namespaces, its private root, seccomp kill, reduced capabilities.
     @Test(.timeLimit(.minutes(20)))
     func theConformanceChecksPassInAGuestOnASandboxedDaemon() throws {
-        let top = try makeTemporaryDirectory("ferry-serve-conformance")
-        let config = top + "/config"
-        try FileManager.default.createDirectory(atPath: config + "/tenants", withIntermediateDirectories: true)
-        try FileManager.default.createDirectory(atPath: top + "/export", withIntermediateDirectories: true)
-        try FileManager.default.createDirectory(atPath: top + "/run", withIntermediateDirectories: true)
-        try "control_socket = \"\(top)/run/control.sock\"\n".write(toFile: config + "/ferry.toml", atomically: true, encoding: .utf8)
-        try """
-            name = "conformance"
-            [[export]]
-            name = "checks"
-            tag = "checks"
-            socket = "\(top)/run/checks.sock"
-            xattr = true
-            [export.backend]
-            kind = "posix"
-            path = "\(top)/export"
-            """.write(toFile: config + "/tenants/conformance.toml", atomically: true, encoding: .utf8)
-        let daemon = try Daemon.serve(config: config, socket: top + "/run/checks.sock")
+        let (daemon, _) = try Daemon.serveOnePOSIXExport(keys: "xattr = true")
         let run = try Guest.run(socket: daemon.socket, command: "ferry-conformance --dir /mnt --timeout 240", timeout: 900)
         #expect(daemon.stop() == 0, "ferry serve log:\n\(daemon.log)")
         #expect(!daemon.log.contains("seccomp stopped"), "\(daemon.log)")
