@@ -69,6 +69,7 @@ int content_check(const char *buf, size_t len, const char *id, long want_gen, ch
 int write_new(const char *op, const char *path, const char *buf, size_t len);
 /* Reads a whole file into buf (at most cap); returns its length, -1 with errno set. */
 ssize_t read_all(const char *path, char *buf, size_t cap);
+extern const char *read_all_step;   /* "open" or "read": where read_all failed */
 
 /* The worker's loop and the final sweep. */
 void worker_run(void);

@@ -33,7 +33,7 @@ static void read_other(const char *path, const char *name)
     me->reads++;
     if (n < 0) {
         if (errno != ENOENT)
-            fail("look", path, "open or read: %s", errno_name(errno));
+            fail("look", path, "%s: %s", read_all_step, errno_name(errno));
         return;
     }
     if (content_check(lbuf, (size_t)n, id, -1, why, sizeof why) != 0)
@@ -179,7 +179,7 @@ void op_reuse(void)
     ssize_t got = read_all(b, lbuf, sizeof lbuf);
     me->reads++;
     if (got < 0)
-        fail("reuse", b, "read: %s", errno_name(errno));
+        fail("reuse", b, "%s: %s", read_all_step, errno_name(errno));
     else if (content_check(lbuf, (size_t)got, idb, 1, why, sizeof why) != 0)
         fail("reuse", b, "%s (the deleted file was %s, inode %llu)", why, ida, (unsigned long long)sa.st_ino);
     if (stat(a, &st) == 0)

@@ -31,12 +31,22 @@ const char *errno_name(int e)
     case EBUSY: return "EBUSY";
     case EXDEV: return "EXDEV";
     case ENOTCONN: return "ENOTCONN";
+    case ENODEV: return "ENODEV";
+    case ENXIO: return "ENXIO";
+    case EROFS: return "EROFS";
+    case EFBIG: return "EFBIG";
+    case ELOOP: return "ELOOP";
     case ENOSYS: return "ENOSYS";
     case EOPNOTSUPP: return "EOPNOTSUPP";
     case EAGAIN: return "EAGAIN";
     case EINTR: return "EINTR";
     case ENAMETOOLONG: return "ENAMETOOLONG";
-    default: return "E?";
+    case ECONNREFUSED: return "ECONNREFUSED";
+    default: {
+        static char other[32];
+        snprintf(other, sizeof other, "errno %d", e);
+        return other;
+    }
     }
 }
 
@@ -157,11 +167,15 @@ int write_new(const char *op, const char *path, const char *buf, size_t len)
     return 0;
 }
 
+const char *read_all_step;
+
 ssize_t read_all(const char *path, char *buf, size_t cap)
 {
+    read_all_step = "open";
     int fd = open(path, O_RDONLY | O_NOFOLLOW);
     if (fd < 0)
         return -1;
+    read_all_step = "read";
     size_t len = 0;
     for (;;) {
         ssize_t n = read(fd, buf + len, cap - len);

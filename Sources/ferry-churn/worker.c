@@ -76,7 +76,7 @@ static int check_own_content(const char *op, const char *path, const struct slot
     ssize_t n = read_all(path, rbuf, sizeof rbuf);
     me->reads++;
     if (n < 0) {
-        fail(op, path, "read of own file: %s", errno_name(errno));
+        fail(op, path, "%s of own file: %s", read_all_step, errno_name(errno));
         return -1;
     }
     if (content_check(rbuf, (size_t)n, id, s->gen, why, sizeof why) != 0) {
@@ -119,7 +119,8 @@ static int publish(const char *op, const char *path, struct slot *s, unsigned di
         return -1;
     }
     if ((size_t)st.st_size != len) {
-        fail(op, tmp, "size %lld right after writing %zu bytes", (long long)st.st_size, len);
+        fail(op, tmp, "size %lld right after writing %zu bytes and closing", (long long)st.st_size, len);
+        unlink(tmp);
         return -1;
     }
     if (rename(tmp, path) != 0) {

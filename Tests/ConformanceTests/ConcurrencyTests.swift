@@ -30,7 +30,7 @@ enum Concurrency {
 
     /// scripts/stress-fs DIR --quick.
     static func stress(in dir: String) throws -> ProcessOutput {
-        try runToCompletion("/bin/bash", [BuiltProducts.packageRoot.path + "/scripts/stress-fs", dir, "--quick"])
+        try runToCompletion("/bin/sh", [BuiltProducts.packageRoot.path + "/scripts/stress-fs", dir, "--quick"])
     }
 
     static func expectStressPassed(_ result: ProcessOutput, on what: String, log: @autoclosure () -> String,
