@@ -148,8 +148,9 @@ import Testing
     /// Heavier: the POSIX conformance checks plus parallel I/O in the guest, inline and pooled.
     /// Opt-in (FERRY_VHOST_STRESS=1): slow under TCG. Only the transport is judged here: the run
     /// must complete (no hang, no broken device); check failures belong to the server core.
-    @Test(.enabled(if: GuestIntegrationTests.qemuAvailable && ProcessInfo.processInfo.environment["FERRY_VHOST_STRESS"] == "1",
+    @Test(.enabled(if: ProcessInfo.processInfo.environment["FERRY_VHOST_STRESS"] == "1",
                    "opt-in, off by default: set FERRY_VHOST_STRESS=1 (slow under TCG)"),
+          .requires(.qemu),
           arguments: [0, 2])
     func stress(threadPoolSize: Int) throws {
         #expect(try Self.script("build-image", []) == 0)
