@@ -13,6 +13,7 @@ let package = Package(
     products: [
         .executable(name: "ferry", targets: ["ferry"]),
         .executable(name: "ferry-conformance", targets: ["ferry-conformance"]),
+        .executable(name: "ferry-churn", targets: ["ferry-churn"]),
         .executable(name: "ferry-fuzz", targets: ["ferry-fuzz"]),
         .plugin(name: "Conformance", targets: ["Conformance"]),
     ],
@@ -81,6 +82,9 @@ let package = Package(
         // The POSIX conformance checks, in C so the same program runs on the host and,
         // statically linked, inside a test guest.
         .executableTarget(name: "ferry-conformance"),
+        // Concurrent workers creating, renaming, linking, deleting and listing while others
+        // look: C for the same reason (static in the guest too).
+        .executableTarget(name: "ferry-churn"),
 
         .plugin(
             name: "Conformance",
@@ -96,6 +100,7 @@ let package = Package(
         .testTarget(name: "FerryVirtioTests", dependencies: ["FerryVirtio"]),
         .testTarget(name: "FerryVhostUserTests", dependencies: [
             "FerryVhostUser", "FerryVhostFrontend", "FerryCore", "FerryFUSE", "FerryVirtio", "FerryPOSIX", "CFerry",
+            "FerryTestSupport",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "FerryCLITests", dependencies: ["FerryCLI", "FerryTestSupport", "FerryVhostFrontend", "FerryFUSE", "CFerry"]),

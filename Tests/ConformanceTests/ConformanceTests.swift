@@ -28,7 +28,7 @@ func runConformance(in directory: String, _ selection: [String]) throws -> Proce
 }
 
 @Suite("POSIX conformance through ferry mount", .serialized,
-       .enabled(if: canMountFUSE, "needs /dev/fuse and root to mount ferry"))
+       .requires(.root, .devFUSE))
 struct ConformanceThroughFerryMount {
     @Test("Check passes through a live ferry mount", .timeLimit(.minutes(10)),
           arguments: conformanceCheckNames)
@@ -56,7 +56,7 @@ func nativeDirectoryBaseline() throws {
 }
 
 @Test("SIGTERM unmounts and ferry exits 0", .timeLimit(.minutes(10)),
-      .enabled(if: canMountFUSE, "needs /dev/fuse and root to mount ferry"))
+      .requires(.root, .devFUSE))
 func sigtermUnmountsCleanly() throws {
     let mount = try FerryMount()
     defer { mount.stop() }

@@ -33,8 +33,7 @@ import Testing
         }
     }
 
-    @Test(.enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv"),
-                   "needs root to drop to another user"))
+    @Test(.requires(.root, .setpriv))
     func anUnprivilegedUserIsToldToRunAsRoot() throws {
         let ferry = try BuiltProducts.require("ferry")
         let source = try makeTemporaryDirectory("ferry-src"), mnt = try makeTemporaryDirectory("ferry-mnt")

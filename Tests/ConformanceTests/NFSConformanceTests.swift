@@ -33,7 +33,7 @@ enum NFSSharedMount {
 let nfsConformanceCases: [(Int, String)] = [3, 4].flatMap { v in conformanceCheckNames.map { (v, $0) } }
 
 @Suite("POSIX conformance through ferry mount nfs://", .serialized,
-       .enabled(if: canMountFUSE && NFSTestServer.isInstalled, "\(NFSTestServer.whyNotInstalled), and /dev/fuse"))
+       .requires(.root, .devFUSE, .ganesha))
 struct NFSConformanceThroughFerryMount {
     @Test("Check passes (or is reported unsupported) on an NFS export", .timeLimit(.minutes(10)),
           arguments: nfsConformanceCases)

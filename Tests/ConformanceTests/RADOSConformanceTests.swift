@@ -35,8 +35,7 @@ enum SharedRADOSMount {
 }
 
 @Suite("POSIX conformance through ferry mount rados://", .serialized,
-       .enabled(if: canMountFUSE, "needs /dev/fuse and root to mount ferry"),
-       .enabled(if: CephCluster.isInstalled, "Ceph (ceph-mon, ceph-osd) is not installed: scripts/install-deps"))
+       .requires(.root, .devFUSE, .ceph))
 struct RADOSConformanceThroughFerryMount {
     @Test("Check passes through ferry mount rados://", .timeLimit(.minutes(10)), arguments: conformanceCheckNames)
     func check(_ name: String) throws {

@@ -31,8 +31,7 @@ func runShell(_ script: String) throws -> ProcessOutput {
 }
 
 @Suite("RADOS backend: the daemon", .serialized,
-       .enabled(if: canMountFUSE, "needs /dev/fuse and root to mount ferry"),
-       .enabled(if: CephCluster.isInstalled, "Ceph (ceph-mon, ceph-osd) is not installed: scripts/install-deps"))
+       .requires(.root, .devFUSE, .ceph))
 struct RADOSDaemonTests {
     @Test("Serving an unformatted namespace says so", .timeLimit(.minutes(10)))
     func unformattedNamespaceIsRefused() throws {

@@ -9,8 +9,7 @@ import Glibc
 /// An OSD outage under a writing client, on a cluster of its own (bluestore keeps the data
 /// across the OSD's restart; the shared cluster's other tests must not stall meanwhile).
 @Suite("RADOS backend: OSD restart", .serialized,
-       .enabled(if: canMountFUSE, "needs /dev/fuse and root to mount ferry"),
-       .enabled(if: CephCluster.isInstalled, "Ceph (ceph-mon, ceph-osd) is not installed: scripts/install-deps"))
+       .requires(.root, .devFUSE, .ceph))
 struct RADOSFaultTests {
     @Test("An OSD killed and restarted in the middle of writes: writes wait and go on, nothing is corrupt",
           .timeLimit(.minutes(10)))
@@ -67,8 +66,7 @@ struct RADOSFaultTests {
 }
 
 @Suite("RADOS backend: cephx", .serialized,
-       .enabled(if: canMountFUSE, "needs /dev/fuse and root to mount ferry"),
-       .enabled(if: CephCluster.isInstalled, "Ceph (ceph-mon, ceph-osd) is not installed: scripts/install-deps"))
+       .requires(.root, .devFUSE, .ceph))
 struct RADOSCephxTests {
     @Test("A cephx client with its keyring formats, serves and fences; an unknown one is refused", .timeLimit(.minutes(10)))
     func cephxClientWithKeyring() throws {

@@ -12,7 +12,7 @@ import Glibc
 /// with the sandbox on (the default: namespaces, pivot_root, seccomp kill) and off. Every
 /// attempt is refused or stays inside the export, and nothing outside it is ever opened,
 /// created or changed.
-@Suite(.serialized, .enabled(if: getuid() == 0, "needs root (device nodes, ownership, the namespace sandbox)"))
+@Suite(.serialized, .requires(.root))
 struct EscapeSuiteTests {
     enum Mode: String, CaseIterable { case sandboxed, unsandboxed }
 

@@ -11,7 +11,7 @@ import Glibc
 /// request in flight on every NFS connection, its hiprio queue (FORGET) is still served,
 /// another tenant's export and the control socket answer as before, and when the server
 /// comes back every waiting request is answered, correctly.
-@Suite(.serialized, .enabled(if: NFSTestServer.isInstalled, "\(NFSTestServer.whyNotInstalled)"))
+@Suite(.serialized, .requires(.root, .ganesha))
 struct NFSOutageServeTests {
     static let connections = 4
 

@@ -68,7 +68,7 @@ import Glibc
         }
     }
 
-    @Test(.enabled(if: getuid() == 0, "the namespace sandbox needs root"))
+    @Test(.requires(.root))
     func virtiofsdIsSandboxedByDefault() throws {
         let d = try Virtiofsd([])
         #expect(d.process.isRunning)
@@ -94,7 +94,7 @@ import Glibc
         #expect(!FileManager.default.fileExists(atPath: d.socket), "the launcher removes the socket its child made")
     }
 
-    @Test(.enabled(if: getuid() == 0, "chroot needs root"))
+    @Test(.requires(.root))
     func chrootModeConfinesTheProcessItself() throws {
         let d = try Virtiofsd(["--sandbox=chroot"])
         let pid = d.process.processIdentifier

@@ -10,7 +10,7 @@ import Glibc
 /// operator sees them from outside (/proc/PID/root, /proc/PID/mountinfo), with real work
 /// through the vhost-user front-end under the default sandbox (seccomp kill), against the
 /// real nfs-ganesha and a real Ceph cluster with cephx.
-@Suite(.serialized, .enabled(if: getuid() == 0, "the namespace sandbox needs root"))
+@Suite(.serialized, .requires(.root))
 struct ServeSandboxTests {
     /// The mount points of a process's mount namespace, as it names them.
     static func mountPoints(of pid: pid_t) throws -> Set<String> {
@@ -102,7 +102,7 @@ struct ServeSandboxTests {
         #expect(f.stop() == 0, "\(f.log)")
     }
 
-    @Test(.enabled(if: NFSTestServer.isInstalled, "\(NFSTestServer.whyNotInstalled)"))
+    @Test(.requires(.root, .ganesha))
     func anNFSExportServesInsideTheDaemonsRoot() throws {
         let nfs = try NFSTestServer.shared()
         try nfs.shared {
@@ -145,7 +145,7 @@ struct ServeSandboxTests {
         return (cluster, namespace)
     }
 
-    @Test(.enabled(if: CephCluster.isInstalled, "needs the Ceph daemons (scripts/install-deps)"))
+    @Test(.requires(.ceph))
     func aRADOSExportServesInsideTheDaemonsRoot() throws {
         let (cluster, namespace) = try Self.formattedNamespace("serve")
         let f = try ServeFixture(sandboxed: true)
@@ -204,7 +204,7 @@ struct ServeSandboxTests {
         }
     }
 
-    @Test(.enabled(if: NFSTestServer.isInstalled, "\(NFSTestServer.whyNotInstalled)"))
+    @Test(.requires(.root, .ganesha))
     func virtiofsdWithAnNFSSourcePivotsIntoAMinimalRoot() throws {
         let nfs = try NFSTestServer.shared()
         try nfs.shared {
@@ -217,7 +217,7 @@ struct ServeSandboxTests {
         }
     }
 
-    @Test(.enabled(if: CephCluster.isInstalled, "needs the Ceph daemons (scripts/install-deps)"))
+    @Test(.requires(.ceph))
     func virtiofsdWithARADOSSourcePivotsIntoAnEmptyRoot() throws {
         let (cluster, namespace) = try Self.formattedNamespace("virtiofsd")
         let d = try NetworkVirtiofsd(["--source=\(cluster.source(namespace))", "--ceph-id=ferry",

@@ -239,7 +239,7 @@ import Glibc
         #expect(f.stop() == 0)
     }
 
-    @Test(.enabled(if: getuid() == 0, "the namespace sandbox needs root"))
+    @Test(.requires(.root))
     func theDaemonIsSandboxedByDefaultAndServesAndReloadsUnderSeccompKill() throws {
         let f = try ServeFixture(sandboxed: true, withExportsRoot: true)
         let a = try f.directory("a"), b = try f.directory("pool/b")

@@ -6,7 +6,7 @@ import Testing
 @Suite struct SystemdUnitTests {
     static let analyzer = "/usr/bin/systemd-analyze"
 
-    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: analyzer), "needs systemd-analyze"))
+    @Test(.requires(.systemdAnalyze))
     func theUnitVerifiesWithTheBuiltBinary() throws {
         let unit = try String(contentsOfFile: BuiltProducts.packageRoot.path + "/config/ferry.service", encoding: .utf8)
         #expect(unit.contains("ExecStart=/usr/local/bin/ferry serve --config /etc/ferry"))

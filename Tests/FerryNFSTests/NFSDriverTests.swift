@@ -12,7 +12,7 @@ import Glibc
 /// The NFS driver against the real nfs-ganesha of scripts/nfs (shared with the other NFS
 /// suites of this process), called directly, without a kernel in between.
 @Suite("NFS driver against nfs-ganesha", .serialized,
-       .enabled(if: NFSTestServer.isInstalled, "\(NFSTestServer.whyNotInstalled)"))
+       .requires(.root, .ganesha))
 struct NFSDriverTests {
     static func driver(_ export: String, version: Int = 3, timeout: Double? = 5, writeBehindLimit: Int = 8 << 20) throws -> NFSDriver {
         try NFSDriver(options: NFSOptions(server: "127.0.0.1", path: export, version: version == 4 ? .v4 : .v3, timeout: timeout),

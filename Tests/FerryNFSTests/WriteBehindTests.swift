@@ -10,7 +10,7 @@ import Glibc
 /// Write-behind: WRITEs answered before the server answers them must still lose nothing,
 /// hide no error, show their data to READ and GETATTR, and stay within their bound.
 @Suite("NFS write-behind against nfs-ganesha", .serialized,
-       .enabled(if: NFSTestServer.isInstalled, "\(NFSTestServer.whyNotInstalled)"))
+       .requires(.root, .ganesha))
 struct WriteBehindTests {
     let root = Credentials.root
     /// Not the owner of root's 0644 files: the server refuses its WRITEs.

@@ -25,7 +25,7 @@ func freshTarget(_ namespace: String) throws -> RADOSTarget {
 let root = Credentials.root
 
 @Suite("RADOS backend against a real cluster", .serialized,
-       .enabled(if: CephCluster.isInstalled, "Ceph (ceph-mon, ceph-osd) is not installed: scripts/install-deps"))
+       .requires(.ceph))
 struct RADOSClusterTests {
     @Test func fsckReportsAndRepairsEveryKindOfDamage() throws {
         let target = try freshTarget("fsck-kinds")

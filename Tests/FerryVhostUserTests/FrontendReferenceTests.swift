@@ -1,4 +1,5 @@
 import FerryFUSE
+import FerryTestSupport
 import FerryVhostFrontend
 import FerryVirtio
 import Foundation
@@ -7,7 +8,7 @@ import Testing
 
 /// The front-end against the reference C virtiofsd: if these pass, the front-end speaks
 /// vhost-user and FUSE-over-virtio the way QEMU and a Linux guest do.
-@Suite(.serialized, .enabled(if: ReferenceVirtiofsd.isInstalled, "reference virtiofsd not installed at /usr/lib/qemu/virtiofsd"))
+@Suite(.serialized, .requires(.referenceVirtiofsd))
 struct FrontendReferenceTests {
     @Test func handshakeNegotiatesWhatVirtiofsdOffers() throws {
         let daemon = try ReferenceVirtiofsd()
@@ -157,7 +158,7 @@ struct FrontendReferenceTests {
 }
 
 /// `Benchmark.run` end to end against the reference virtiofsd, briefly.
-@Suite(.serialized, .enabled(if: ReferenceVirtiofsd.isInstalled, "reference virtiofsd not installed at /usr/lib/qemu/virtiofsd"))
+@Suite(.serialized, .requires(.referenceVirtiofsd))
 struct FrontendBenchTests {
     @Test(arguments: [BenchWorkload.stat, .lookup, .create, .write1m])
     func workloadRunsWithoutErrors(_ workload: BenchWorkload) throws {

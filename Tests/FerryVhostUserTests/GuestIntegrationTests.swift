@@ -1,5 +1,6 @@
 import FerryCore
 import FerryPOSIX
+import FerryTestSupport
 @testable import FerryVhostUser
 import Foundation
 import Logging
@@ -70,7 +71,7 @@ import Testing
         deinit { _ = try? FileManager.default.removeItem(atPath: top) }
     }
 
-    @Test(.enabled(if: GuestIntegrationTests.qemuAvailable, "qemu-system-x86_64 is not installed (scripts/guest/install-deps)"))
+    @Test(.requires(.qemu))
     func realGuestServedTwiceThenMultiqueue() throws {
         #expect(try Self.script("build-image", []) == 0, "scripts/guest/build-image failed")
         let f = try Fixture()
@@ -132,7 +133,7 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: f.socket))
     }
 
-    @Test(.enabled(if: GuestIntegrationTests.qemuAvailable, "qemu-system-x86_64 is not installed (scripts/guest/install-deps)"))
+    @Test(.requires(.qemu))
     func realGuestWithThreadPool() throws {
         #expect(try Self.script("build-image", []) == 0, "scripts/guest/build-image failed")
         let f = try Fixture(options: .init(threadPoolSize: 1))      // what Kata passes
@@ -147,7 +148,9 @@ import Testing
     /// Heavier: the POSIX conformance checks plus parallel I/O in the guest, inline and pooled.
     /// Opt-in (FERRY_VHOST_STRESS=1): slow under TCG. Only the transport is judged here: the run
     /// must complete (no hang, no broken device); check failures belong to the server core.
-    @Test(.enabled(if: GuestIntegrationTests.qemuAvailable && ProcessInfo.processInfo.environment["FERRY_VHOST_STRESS"] == "1"),
+    @Test(.enabled(if: ProcessInfo.processInfo.environment["FERRY_VHOST_STRESS"] == "1",
+                   "opt-in, off by default: set FERRY_VHOST_STRESS=1 (slow under TCG)"),
+          .requires(.qemu),
           arguments: [0, 2])
     func stress(threadPoolSize: Int) throws {
         #expect(try Self.script("build-image", []) == 0)

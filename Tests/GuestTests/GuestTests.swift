@@ -8,7 +8,7 @@ import Glibc
 /// A real Linux guest (Debian's kernel, busybox, under QEMU TCG) mounts an export through
 /// vhost-user-fs-pci served by `ferry virtiofsd`, and by the reference virtiofsd.
 @Suite("Real Linux guest over vhost-user", .serialized,
-       .enabled(if: Guest.available, "needs root and qemu-system-x86_64 (scripts/guest/install-deps)"))
+       .requires(.root, .qemu))
 struct GuestTests {
     /// The host POSIX conformance checks, run inside the guest on Ferry's export and, in the
     /// same test, on the reference virtiofsd's: everything passes on Ferry, and nothing that

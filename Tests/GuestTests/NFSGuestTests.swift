@@ -9,7 +9,7 @@ import Glibc
 /// (scripts/nfs): the conformance checks, a server restart between fsync and read-back, and
 /// a server outage.
 @Suite("Real Linux guest over vhost-user on an NFS export", .serialized,
-       .enabled(if: Guest.available && NFSTestServer.isInstalled, "needs qemu-system-x86_64; \(NFSTestServer.whyNotInstalled)"))
+       .requires(.root, .qemu, .ganesha))
 struct NFSGuestTests {
     /// `ferry virtiofsd` serving `url`.
     static func daemon(_ url: String) throws -> Daemon { try Daemon.ferry(source: url) }

@@ -7,8 +7,7 @@ import Glibc
 
 /// A real guest on `ferry virtiofsd` serving a RADOS namespace of the shared test cluster.
 @Suite("Real Linux guest over vhost-user on rados://", .serialized,
-       .enabled(if: Guest.available, "needs root and qemu-system-x86_64 (scripts/guest/install-deps)"),
-       .enabled(if: CephCluster.isInstalled, "Ceph (ceph-mon, ceph-osd) is not installed: scripts/install-deps"))
+       .requires(.root, .qemu, .ceph))
 struct RADOSGuestTests {
     @Test(.timeLimit(.minutes(20)))
     func theConformanceChecksPassInAGuestOnRADOS() throws {

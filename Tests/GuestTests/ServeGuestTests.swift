@@ -7,7 +7,7 @@ import Glibc
 
 /// A real guest on one export of `ferry serve` (sandboxed by default: namespaces,
 /// seccomp kill) while the operator reloads the daemon around it.
-@Suite(.serialized, .enabled(if: Guest.available, "needs root and qemu-system-x86_64"))
+@Suite(.serialized, .requires(.root, .qemu))
 struct ServeGuestTests {
     /// The guest conformance checks on an export of `ferry serve` as it runs by default:
     /// namespaces, its private root, seccomp kill, reduced capabilities.
