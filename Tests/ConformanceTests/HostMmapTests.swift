@@ -8,7 +8,7 @@ import Glibc
 /// Shared mmap through `ferry mount --cache never` on the host kernel (6.6+ offers
 /// FUSE_DIRECT_IO_ALLOW_MMAP): files are opened in direct I/O mode, and mapping them
 /// MAP_SHARED works unless `--no-allow-mmap`.
-@Suite(.serialized, .enabled(if: canMountFUSE, "needs root and /dev/fuse"))
+@Suite(.serialized, .requires(.root, .devFUSE))
 struct HostMmapTests {
     static let page = 4096
 

@@ -14,7 +14,7 @@ import Musl
 /// the old nodes. With the default descriptor budget and with none at all (every node held
 /// by file handle alone, which pins nothing on the host).
 @Suite("Node identity through ferry mount", .serialized,
-       .enabled(if: canMountFUSE, "needs /dev/fuse and root to mount ferry"))
+       .requires(.root, .devFUSE))
 struct NodeIdentityThroughFerryMount {
     static let budgets = ["default", "0"]
 

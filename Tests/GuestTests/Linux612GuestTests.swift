@@ -5,7 +5,7 @@ import Testing
 /// A Linux 6.12 guest with 2 vCPUs and 4 request queues (`GuestMachine.linux612`): unlike
 /// the 6.1 guest it sends requests on several queues at once, from each CPU.
 @Suite("Linux 6.12 guest, 2 vCPUs, 4 request queues", .serialized,
-       .enabled(if: Guest.available, "needs root and qemu-system-x86_64 (scripts/guest/install-deps)"))
+       .requires(.root, .qemu))
 struct Linux612GuestTests {
     /// Interrupts per request queue as the guest's /proc/interrupts counts them, summed over
     /// CPUs: "virtio0-requests.N" → count. The device raises a queue's interrupt only after

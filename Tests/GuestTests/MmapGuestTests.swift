@@ -4,7 +4,7 @@ import Testing
 
 /// Shared mmap on an export served with `--cache=never` (files opened in direct I/O mode):
 /// the 6.12 guest offers FUSE_DIRECT_IO_ALLOW_MMAP, and Ferry takes it unless told not to.
-@Suite(.serialized, .enabled(if: Guest.available, "needs root and qemu-system-x86_64 (scripts/guest/install-deps)"))
+@Suite(.serialized, .requires(.root, .qemu))
 struct MmapGuestTests {
     /// A 6.12 image of its own with scripts/guest/programs/mmap-shared.c in /opt/ferry/bin.
     static let image: Result<String, HarnessError> = {

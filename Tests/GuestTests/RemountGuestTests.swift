@@ -5,7 +5,7 @@ import Testing
 /// A guest unmounts its export and mounts the same tag again, several times in one boot
 /// (each unmount is a FUSE DESTROY, each mount a new INIT), on `ferry virtiofsd` and on an
 /// export of `ferry serve`, with the 6.1 guest and the 6.12 one (2 vCPUs, 4 queues).
-@Suite(.serialized, .enabled(if: Guest.available, "needs root and qemu-system-x86_64 (scripts/guest/install-deps)"))
+@Suite(.serialized, .requires(.root, .qemu))
 struct RemountGuestTests {
     static let rounds = 4
 
