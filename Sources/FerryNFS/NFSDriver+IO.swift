@@ -16,8 +16,8 @@ extension NFSDriver {
         if flags & O_TRUNC != 0 {
             var s = unchangedAttributes()
             s.size.set_it = 1; s.size.set_size3_u.size = 0
-            _ = try setattr(inode.handle, s, caller)
-            if killSuidGid { _ = try setattr(inode, nil, AttributeChanges(killSuidGid: true), caller) }
+            let truncated = try setattr(inode.handle, s, caller)
+            if killSuidGid { _ = try clearSetID(inode.handle, try attributesOrFetch(truncated, inode.handle, caller), caller) }
         } else {
             // NFSv3 has no OPEN: ask the server whether this caller may do what the flags say,
             // so an open the server would refuse fails now rather than at the first READ/WRITE.

@@ -169,12 +169,6 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
         if var mode = changes.mode {
             if changes.killSuidGid { mode &= ~UInt32(S_ISUID | S_ISGID) }
             s.mode.set_it = 1; s.mode.set_mode3_u.mode = mode & 0o7777
-        } else if changes.killSuidGid && inode.isRegularFile {
-            // The kernel asks us to drop set-id bits with this change; NFSv3 has no flag for it.
-            let current = try getattr(inode.handle, caller).mode
-            if current & UInt32(S_ISUID | S_ISGID) != 0 {
-                s.mode.set_it = 1; s.mode.set_mode3_u.mode = current & 0o7777 & ~UInt32(S_ISUID | S_ISGID)
-            }
         }
         if let uid = changes.uid { s.uid.set_it = 1; s.uid.set_uid3_u.uid = uid }
         if let gid = changes.gid { s.gid.set_it = 1; s.gid.set_gid3_u.gid = gid }
@@ -185,7 +179,10 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
         drainWritesBehind(inode)
         if changes.size != nil, let file { try commit(file, caller) }
         let handle = inode.handle
-        let after = try attributesOrFetch(try setattr(handle, s, caller), handle, caller)
+        var after = try setattrAsKernelAllowed(handle, s, caller)
+        // The kernel asks us to drop set-id bits with this change (a truncate); NFS has no
+        // flag for it, and the caller may not own the file: the owner drops them after.
+        if changes.mode == nil && changes.killSuidGid { after = try clearSetID(handle, after, caller) }
         // A server may accept a time it cannot store (nfs-ganesha's VFS FSAL and symlinks):
         // say so rather than report a change that did not happen.
         if case .set(let t)? = changes.modificationTime, after.modificationTime.seconds != t.seconds { throw .notSupported }
