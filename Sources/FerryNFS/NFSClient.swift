@@ -112,6 +112,9 @@ final class NFSClient: @unchecked Sendable {
                 return try body(connection, deadline)
             } catch {
                 switch error {
+                case .refused(let why):
+                    logger.warning("NFS call to \(options.server) cannot be made: \(why)")
+                    throw .io
                 case .timedOut:
                     logger.warning("NFS server \(options.server) did not answer within the export's timeout (\(lastFailure))")
                     timeouts.add(1, ordering: .relaxed)

@@ -250,16 +250,21 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
             let (h, a) = try create4(directory, name, type: NF4LNK, mode: 0o777, linkTarget: target, caller)
             return entry(h, a)
         }
-        let (h, a) = try client.call(caller, on: directory, rpc_nfs3_symlink_async, { fh in
+        let arguments = { (fh: nfs_fh3) -> SYMLINK3args in
             var args = SYMLINK3args()
             args.where = diropargs3(dir: fh, name: UnsafeMutablePointer(mutating: name.cString))
             args.symlink.symlink_attributes = createAttributes(mode: 0o777)
             // Sound: the core guarantees a NUL right after the target's bytes.
             args.symlink.symlink_data = UnsafeMutablePointer(mutating: target.baseAddress!.assumingMemoryBound(to: CChar.self))
             return args
-        }, reply: { (res: SYMLINK3res) -> Result<Made, Errno> in
-            return .success((handle(res.SYMLINK3res_u.resok.obj), attributes(res.SYMLINK3res_u.resok.obj_attributes)))
-        })
+        }
+        let reply = { (res: SYMLINK3res) -> Result<Made, Errno> in
+            .success((handle(res.SYMLINK3res_u.resok.obj), attributes(res.SYMLINK3res_u.resok.obj_attributes)))
+        }
+        let (h, a) = target.count <= NFSDriver.libnfsSymlinkTarget
+            ? try client.call(caller, on: directory, rpc_nfs3_symlink_async, arguments, reply: reply)
+            : try client.callOnOwnSocket(caller, on: directory, procedure: UInt32(NFS3_SYMLINK), size: NFSDriver.longCallSize,
+                                         zdr_SYMLINK3args, zdr_SYMLINK3res, arguments, reply: reply)
         return try made(parent, name, h, a, caller)
     }
 
@@ -440,7 +445,43 @@ extension ACCESS3res: NFS3Reply {}
 extension COMMIT3res: NFS3Reply {}
 extension READDIRPLUS3res: NFS3Reply {}
 
+extension NFSDriver {
+    /// Longest symlink target sent on libnfs's own connections: libnfs 4.0 encodes a call
+    /// into 4096 bytes, which must also hold the credentials (16 groups), the directory's
+    /// handle (v4: 128 bytes) and name (255) and the rest of the call; longer targets go
+    /// through `callOnOwnSocket` (NFSConnection+OwnSocket.swift).
+    static let libnfsSymlinkTarget = 2048
+    /// The encode buffer of a call sent on its own socket: a PATH_MAX target and all the rest.
+    static let longCallSize = 16 << 10
+}
+
 extension NFSClient {
+    /// `call(_:on:_:_:reply:)` for a call libnfs cannot encode (a long symlink target): the
+    /// same arguments and reply, encoded and decoded by `encode` and `decode` (the
+    /// procedure's libnfs `zdr_*` functions) and sent on a connection of its own.
+    func callOnOwnSocket<Arguments, Reply: NFS3Reply, T>(
+        _ caller: Credentials, on handle: FileHandle, procedure: UInt32, size: Int,
+        _ encode: @escaping (UnsafeMutablePointer<ZDR>?, UnsafeMutablePointer<Arguments>?) -> UInt32,
+        _ decode: @escaping (UnsafeMutablePointer<ZDR>?, UnsafeMutablePointer<Reply>?) -> UInt32,
+        _ arguments: (nfs_fh3) -> Arguments,
+        reply: @escaping (Reply) -> Result<T, Errno>) throws(Errno) -> T {
+        try perform(caller) { connection, deadline throws(ConnectionFailure) -> Result<T, Errno> in
+            var result: Result<T, Errno> = .failure(.io)
+            try handle.withNFS { fh throws(ConnectionFailure) in
+                var args = arguments(fh)
+                try connection.callOnOwnSocket(caller, version: 3, procedure: procedure, size: size, deadline: deadline,
+                                               encode: { encode($0, &args) != 0 }, decode: { zdr in
+                    let res = UnsafeMutablePointer<Reply>.allocate(capacity: 1)
+                    defer { res.deallocate() }
+                    memset(res, 0, MemoryLayout<Reply>.size)
+                    guard decode(zdr, res) != 0 else { return }
+                    result = res.pointee.status == NFS3_OK ? reply(res.pointee) : .failure(Errno(nfs: res.pointee.status))
+                })
+            }
+            return result
+        }.get()
+    }
+
     /// One NFSv3 call on `handle`: `arguments` builds the call's arguments around the handle
     /// (libnfs encodes them before `send` returns); `reply` reads a successful reply during
     /// the callback and copies out what it needs. A failed status is thrown as its errno.
