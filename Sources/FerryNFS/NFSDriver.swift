@@ -179,6 +179,10 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
         drainWritesBehind(inode)
         if changes.size != nil, let file { try commit(file, caller) }
         let handle = inode.handle
+        // A symlink's times set to "now" cannot be told from times left alone by the reply's
+        // times; its ctime can (any change moves it): see the check below.
+        let setsTimeNow = changes.accessTime == .now || changes.modificationTime == .now
+        let ctimeBefore = setsTimeNow && inode.fileType == UInt32(S_IFLNK) ? try getattr(handle, caller).changeTime : nil
         var after = try setattrAsKernelAllowed(handle, s, caller)
         // The kernel asks us to drop set-id bits with this change (a truncate); NFS has no
         // flag for it, and the caller may not own the file: the owner drops them after.
@@ -187,6 +191,7 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
         // say so rather than report a change that did not happen.
         if case .set(let t)? = changes.modificationTime, after.modificationTime.seconds != t.seconds { throw .notSupported }
         if case .set(let t)? = changes.accessTime, after.accessTime.seconds != t.seconds { throw .notSupported }
+        if let ctimeBefore, after.changeTime == ctimeBefore { throw .notSupported }
         return hiddenAdjusted(after, handle)
     }
 

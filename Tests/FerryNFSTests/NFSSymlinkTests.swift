@@ -42,3 +42,38 @@ struct NFSSymlinkTests {
         }
     }
 }
+
+extension NFSSymlinkTests {
+    /// nfs-ganesha's VFS FSAL answers SETATTR of a symlink's times with success and leaves
+    /// them as they were (FSAL_VFS/file.c: "Setting time on symlinks is illegal"); the driver
+    /// says EOPNOTSUPP rather than report a change that did not happen, and touches neither
+    /// the link nor its target. A server that stores them makes the first expectation fail.
+    @Test(arguments: [3, 4]) func aSymlinksOwnTimesAreSetOrRefusedNeverPretended(version: Int) throws {
+        let server = try NFSTestServer.shared()
+        try server.shared {
+            let export = try server.makeExport("driver-symlink-times-v\(version)")
+            #expect(FileManager.default.createFile(atPath: export + "/f", contents: nil))
+            let driver = try NFSDriverTests.driver(export, version: version)
+            let rootEntry = try driver.root()
+            let made = try Array("f\0".utf8).withUnsafeBytes { bytes in
+                try withName("l") { try driver.symlink(rootEntry.inode, $0, target: UnsafeRawBufferPointer(rebasing: bytes[0..<1]), root) }
+            }
+            var before = stat(), target = stat()
+            #expect(lstat(export + "/l", &before) == 0 && stat(export + "/f", &target) == 0)
+            let old = Timestamp(seconds: 1_000_000_000, nanoseconds: 6)
+            #expect(throws: Errno.notSupported) {
+                try driver.setattr(made.inode, nil, AttributeChanges(accessTime: .set(old), modificationTime: .set(old)), root)
+            }
+            #expect(throws: Errno.notSupported, "touch -h: the times set to the server's clock") {
+                try driver.setattr(made.inode, nil, AttributeChanges(accessTime: .now, modificationTime: .now), root)
+            }
+            var after = stat(), targetAfter = stat()
+            #expect(lstat(export + "/l", &after) == 0 && after.st_mtim.tv_sec == before.st_mtim.tv_sec)
+            #expect(stat(export + "/f", &targetAfter) == 0 && targetAfter.st_mtim.tv_sec == target.st_mtim.tv_sec)
+            // The same SETATTR on a regular file is stored to the nanosecond.
+            let file = try withName("f") { try driver.lookup(rootEntry.inode, $0, root) }
+            let set = try driver.setattr(file.inode, nil, AttributeChanges(accessTime: .set(old), modificationTime: .set(old)), root)
+            #expect(set.modificationTime == old && set.accessTime == old)
+        }
+    }
+}
