@@ -62,3 +62,23 @@ extension NFSDriver {
         return try attributesOrFetch(try setattr(handle, s, owner), handle, owner)
     }
 }
+
+extension NFSDriver {
+    /// `body` as `caller`, and if the server refuses it (EACCES) once more with `directory`'s
+    /// group among the caller's. The kernel let the request through (default_permissions):
+    /// when the group class of `directory` is what allowed it, the caller is in that group,
+    /// which the server cannot know (FUSE_CREATE_SUPP_GROUP carries it on creation only, not
+    /// on the LOOKUP before it). Only a refusal costs the extra GETATTR and call. A guest that
+    /// forges requests gains nothing: it could name that group as its primary gid anyway.
+    func inDirectory<R>(_ directory: FileHandle, _ caller: Credentials,
+                        _ body: (Credentials) throws(Errno) -> R) throws(Errno) -> R {
+        do {
+            return try body(caller)
+        } catch {
+            guard error == .accessDenied, caller.uid != 0 else { throw error }
+            let gid = try getattr(directory, caller).gid
+            guard gid != caller.gid, !caller.groups.contains(gid) else { throw error }
+            return try withGroup(gid, added: caller, body)
+        }
+    }
+}

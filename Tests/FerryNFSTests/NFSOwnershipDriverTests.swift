@@ -98,4 +98,33 @@ struct NFSOwnershipDriverTests {
             #expect(NFSOwnershipDriverTests.onDisk(path).st_mode & 0o7777 == 0o2767)
         }
     }
+
+    /// A directory whose group is one of the caller's supplementary groups (the kernel
+    /// checked that before it sent the request; FUSE carries that group only on the create
+    /// itself): LOOKUP, creating, listing and removing in it work as for the kernel. What
+    /// the group class does not grant is still refused by the server.
+    @Test(arguments: [3, 4]) func aSupplementaryGroupMemberWorksInTheGroupsDirectory(version: Int) throws {
+        let server = try NFSTestServer.shared()
+        try server.shared {
+            let export = try server.makeExport("driver-team-v\(version)")
+            for (name, mode) in [("team", mode_t(0o770)), ("private", mode_t(0o700))] {
+                #expect(mkdir(export + "/" + name, mode) == 0 && chown(export + "/" + name, 0, 4444) == 0 && chmod(export + "/" + name, mode) == 0)
+            }
+            let driver = try NFSDriverTests.driver(export, version: version)
+            let rootEntry = try driver.root()
+            let member = Credentials(uid: 65534, gid: 65534, pid: 1)
+            let team = try withName("team") { try driver.lookup(rootEntry.inode, $0, member) }
+            #expect(throws: Errno.noEntry) { try withName("by-member") { try driver.lookup(team.inode, $0, member) } }
+            let (made, opened) = try withName("by-member") { try driver.create(team.inode, $0, mode: 0o644, flags: O_WRONLY | O_EXCL, member) }
+            driver.release(opened.file, flags: 0, member)
+            #expect(made.attributes.uid == 65534)
+            _ = try withName("dir-by-member") { try driver.mkdir(team.inode, $0, mode: 0o755, member) }
+            #expect(try withName("by-member") { try driver.lookup(team.inode, $0, member) }.attributes.uid == 65534)
+            #expect(Set(try listing(driver, team.inode, as: member)) == ["by-member", "dir-by-member"])
+            try withName("by-member") { try driver.unlink(team.inode, $0, member) }
+            let privateDirectory = try withName("private") { try driver.lookup(rootEntry.inode, $0, member) }
+            #expect(throws: Errno.accessDenied) { try withName("x") { try driver.mkdir(privateDirectory.inode, $0, mode: 0o755, member) } }
+            #expect(throws: Errno.accessDenied) { try withName("x") { try driver.lookup(privateDirectory.inode, $0, member) } }
+        }
+    }
 }

@@ -36,7 +36,6 @@ public final class NFSTestServer: @unchecked Sendable {
             "rename_noreplace": ("EINVAL", "NFS RENAME has no flags; emulating RENAME_NOREPLACE would race"),
             "rename_exchange": ("EINVAL", "NFS RENAME has no flags; there is no atomic exchange"),
             "utimens_nsec": ("EOPNOTSUPP", "nfs-ganesha 4.3's VFS FSAL answers SETATTR of a symlink's times with success and leaves them (FSAL_VFS: \"Setting time on symlinks is illegal\"); Ferry says so"),
-            "supplementary_group_create": ("EACCES", "FUSE sends no supplementary groups, and the NFS server checks with the caller's AUTH_SYS groups"),
             "xattr_create_replace": ("skip", "\(version) has no extended attributes"),
         ]
     }
