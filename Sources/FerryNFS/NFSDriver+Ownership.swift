@@ -30,7 +30,8 @@ extension NFSDriver {
     /// as that user, so the set-id bits of a regular file are cleared as chown(2) clears them.
     /// A mode with S_ISGID that the server dropped (it did not know the caller is in the
     /// file's group, which the kernel checked before it let S_ISGID through) is sent again
-    /// with the file's group.
+    /// with the file's group (only with `trustClientGroups`: the file's group may be one a
+    /// guest with mapped ids could not name; the target of a chgrp went through the id map).
     func setattrAsKernelAllowed(_ handle: FileHandle, _ s: sattr3, _ caller: Credentials) throws(Errno) -> Attributes {
         let gid = s.gid.set_it != 0 ? s.gid.set_gid3_u.gid : nil
         let sent = { (caller: Credentials) throws(Errno) -> Attributes in
@@ -39,7 +40,8 @@ extension NFSDriver {
         let after: Attributes
         if let gid { after = try withGroup(gid, added: caller, sent) } else { after = try sent(caller) }
         let setgid = UInt32(S_ISGID)
-        guard s.mode.set_it != 0, s.mode.set_mode3_u.mode & setgid != 0, after.mode & setgid == 0, caller.uid != 0 else { return after }
+        guard client.options.trustClientGroups, s.mode.set_it != 0, s.mode.set_mode3_u.mode & setgid != 0,
+              after.mode & setgid == 0, caller.uid != 0 else { return after }
         var again = unchangedAttributes()
         again.mode = s.mode
         return try withGroup(after.gid, added: caller) { vouched throws(Errno) in
@@ -69,13 +71,14 @@ extension NFSDriver {
     /// when the group class of `directory` is what allowed it, the caller is in that group,
     /// which the server cannot know (FUSE_CREATE_SUPP_GROUP carries it on creation only, not
     /// on the LOOKUP before it). Only a refusal costs the extra GETATTR and call. A guest that
-    /// forges requests gains nothing: it could name that group as its primary gid anyway.
+    /// forges requests gains nothing: it could name that group as its primary gid anyway;
+    /// with ids mapped or squashed it could not, so then nothing is added (`trustClientGroups`).
     func inDirectory<R>(_ directory: FileHandle, _ caller: Credentials,
                         _ body: (Credentials) throws(Errno) -> R) throws(Errno) -> R {
         do {
             return try body(caller)
         } catch {
-            guard error == .accessDenied, caller.uid != 0 else { throw error }
+            guard error == .accessDenied, caller.uid != 0, client.options.trustClientGroups else { throw error }
             let gid = try getattr(directory, caller).gid
             guard gid != caller.gid, !caller.groups.contains(gid) else { throw error }
             return try withGroup(gid, added: caller, body)

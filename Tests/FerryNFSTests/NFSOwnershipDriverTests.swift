@@ -2,6 +2,7 @@ import FerryCore
 import FerryNFS
 import FerryTestSupport
 import Foundation
+import Logging
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -125,6 +126,22 @@ struct NFSOwnershipDriverTests {
             let privateDirectory = try withName("private") { try driver.lookup(rootEntry.inode, $0, member) }
             #expect(throws: Errno.accessDenied) { try withName("x") { try driver.mkdir(privateDirectory.inode, $0, mode: 0o755, member) } }
             #expect(throws: Errno.accessDenied) { try withName("x") { try driver.lookup(privateDirectory.inode, $0, member) } }
+        }
+    }
+
+    /// With ids mapped or squashed (`trustClientGroups` off) a guest could not name the
+    /// directory's group, so none is added: the server's refusal stands.
+    @Test(arguments: [3, 4]) func noGroupIsAddedWhenTheGuestsIdsAreMapped(version: Int) throws {
+        let server = try NFSTestServer.shared()
+        try server.shared {
+            let export = try server.makeExport("driver-team-mapped-v\(version)")
+            #expect(mkdir(export + "/team", 0o770) == 0 && chown(export + "/team", 0, 4444) == 0 && chmod(export + "/team", 0o770) == 0)
+            let options = NFSOptions(server: "127.0.0.1", path: export, version: version == 4 ? .v4 : .v3, timeout: 5, trustClientGroups: false)
+            let driver = try NFSDriver(options: options, logger: Logger(label: "ferry.nfs.test"))
+            let caller = Credentials(uid: 65534, gid: 65534, pid: 1)
+            let team = try withName("team") { try driver.lookup(try driver.root().inode, $0, caller) }
+            #expect(throws: Errno.accessDenied) { try withName("x") { try driver.lookup(team.inode, $0, caller) } }
+            #expect(throws: Errno.accessDenied) { try withName("x") { try driver.mkdir(team.inode, $0, mode: 0o755, caller) } }
         }
     }
 }
