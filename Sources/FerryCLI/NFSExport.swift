@@ -84,7 +84,8 @@ final class NFSExportHandler: DriverExportHandler, @unchecked Sendable {
 
 func openNFSExport(_ source: NFSSource, policy: ExportPolicy, logger: Logger) throws(CLIError) -> any ServedExport {
     let options = NFSOptions(server: source.server, path: source.path, version: source.version == .v4 ? .v4 : .v3,
-                             timeout: source.timeout, connections: source.connections)
+                             timeout: source.timeout, connections: source.connections,
+                             trustClientGroups: policy.idMap.isIdentity)
     do {
         let driver = try NFSDriver(options: options, logger: logger)
         return NFSExportHandler(try FUSEServer(driver: driver, policy: policy, logger: logger))

@@ -161,12 +161,17 @@ final class NFS4Compound {
 
     /// Queues the COMPOUND on `rpc` (libnfs encodes it before returning).
     func send(_ rpc: OpaquePointer, _ cb: rpc_cb, _ data: UnsafeMutableRawPointer) -> Int32 {
+        withArguments { rpc_nfs4_compound_async(rpc, cb, $0, data) }
+    }
+
+    /// `body` with the COMPOUND's arguments, valid during the call.
+    func withArguments<R>(_ body: (UnsafeMutablePointer<COMPOUND4args>) -> R) -> R {
         ops.withUnsafeMutableBufferPointer { buffer in
             var args = COMPOUND4args()
             args.minorversion = 0
             args.argarray.argarray_len = u_int(buffer.count)
             args.argarray.argarray_val = buffer.baseAddress
-            return rpc_nfs4_compound_async(rpc, cb, &args, data)
+            return body(&args)
         }
     }
 }

@@ -21,10 +21,17 @@ public struct NFSOptions: Sendable {
     public var timeout: Double?
     /// libnfs contexts (TCP connections) per export: how many requests reach the server at once.
     public var connections: Int
+    /// Whether a group the kernel must have found the caller in (a directory's or file's
+    /// group, when the server refuses a request the kernel allowed) may be added to the
+    /// caller's AUTH_SYS groups (NFSDriver+Ownership.swift). Only when the guest's ids are
+    /// the server's (no id mapping or squash): a mapped guest could not name such a group.
+    public var trustClientGroups: Bool
 
-    public init(server: String, path: String, version: NFSProtocolVersion = .v3, timeout: Double? = 30, connections: Int = 4) {
+    public init(server: String, path: String, version: NFSProtocolVersion = .v3, timeout: Double? = 30, connections: Int = 4,
+                trustClientGroups: Bool = true) {
         self.server = server; self.path = path; self.version = version; self.timeout = timeout
         self.connections = max(1, connections)
+        self.trustClientGroups = trustClientGroups
     }
 }
 
@@ -112,6 +119,9 @@ final class NFSClient: @unchecked Sendable {
                 return try body(connection, deadline)
             } catch {
                 switch error {
+                case .refused(let why):
+                    logger.warning("NFS call to \(options.server) cannot be made: \(why)")
+                    throw .io
                 case .timedOut:
                     logger.warning("NFS server \(options.server) did not answer within the export's timeout (\(lastFailure))")
                     timeouts.add(1, ordering: .relaxed)

@@ -33,6 +33,9 @@ enum ConnectionFailure: Error {
     case broken(String)
     /// The request's deadline passed.
     case timedOut
+    /// The call cannot be made at all (it does not encode, or the server refused the RPC
+    /// itself): sending it again would fail the same way.
+    case refused(String)
 }
 
 /// One libnfs RPC context connected to the server's NFS program: single-threaded, so a
@@ -42,7 +45,7 @@ enum ConnectionFailure: Error {
 final class NFSConnection: @unchecked Sendable {
     let server: String
     private let lock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    private var rpc: OpaquePointer?
+    private(set) var rpc: OpaquePointer?
     /// The AUTH_SYS identity now set on `rpc`, so the same caller costs nothing.
     private var authUID: UInt32 = .max, authGID: UInt32 = .max
     private var authGroups: [UInt32] = []
@@ -129,9 +132,13 @@ final class NFSConnection: @unchecked Sendable {
         guard let rpc else { throw .broken("not connected") }
         let call = PendingCall(onSuccess)
         let privateData = Unmanaged.passRetained(call).toOpaque()
-        if issue(rpc, completion, privateData) != 0 {
+        let queued = issue(rpc, completion, privateData)
+        if queued != 0 {
             Unmanaged<PendingCall>.fromOpaque(privateData).release()
-            throw .broken(errorText(rpc))
+            // libnfs's rpc_*_async: -2 is "ZDR error: Failed to encode": no connection helps.
+            let why = errorText(rpc)
+            if queued == -2 || why.contains("encode") { throw .refused(why) }
+            throw .broken(why)
         }
         return call
     }

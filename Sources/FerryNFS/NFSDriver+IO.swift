@@ -16,8 +16,8 @@ extension NFSDriver {
         if flags & O_TRUNC != 0 {
             var s = unchangedAttributes()
             s.size.set_it = 1; s.size.set_size3_u.size = 0
-            _ = try setattr(inode.handle, s, caller)
-            if killSuidGid { _ = try setattr(inode, nil, AttributeChanges(killSuidGid: true), caller) }
+            let truncated = try setattr(inode.handle, s, caller)
+            if killSuidGid { _ = try clearSetID(inode.handle, try attributesOrFetch(truncated, inode.handle, caller), caller) }
         } else {
             // NFSv3 has no OPEN: ask the server whether this caller may do what the flags say,
             // so an open the server would refuse fails now rather than at the first READ/WRITE.
@@ -173,7 +173,14 @@ extension NFSDriver {
                         _ emit: (DirectoryEntry) -> Bool) throws(Errno) {
         let handle = directory.inode.handle
         let cookieVerifier = offset == 0 ? 0 : directory.cookieVerifier.withLock { $0 }
-        let (entries, verifierOut) = v4 != nil ? try readdir4(handle, cookie: offset, verifier: cookieVerifier, caller) : try client.call(caller, on: handle, rpc_nfs3_readdirplus_async, { fh in
+        let (entries, verifierOut) = try inDirectory(handle, caller) { caller throws(Errno) in try listed(handle, offset, cookieVerifier, caller) }
+        directory.cookieVerifier.withLock { $0 = verifierOut }
+        try emitListed(entries, directory, handle, caller, emit)
+    }
+
+    private func listed(_ handle: FileHandle, _ offset: UInt64, _ cookieVerifier: UInt64, _ caller: Credentials) throws(Errno) -> ([ListedEntry], UInt64) {
+        if v4 != nil { return try readdir4(handle, cookie: offset, verifier: cookieVerifier, caller) }
+        return try client.call(caller, on: handle, rpc_nfs3_readdirplus_async, { fh in
             var args = READDIRPLUS3args()
             args.dir = fh
             args.cookie = offset
@@ -198,7 +205,10 @@ extension NFSDriver {
             }
             return .success((list, verifier(ok.cookieverf)))
         })
-        directory.cookieVerifier.withLock { $0 = verifierOut }
+    }
+
+    private func emitListed(_ entries: [ListedEntry], _ directory: NFSDirectory, _ handle: FileHandle, _ caller: Credentials,
+                            _ emit: (DirectoryEntry) -> Bool) throws(Errno) {
         let inode = directory.inode
         inode.readdirEntries.withLock { cache in
             for entry in entries {

@@ -16,19 +16,23 @@ final class NFS4Session: @unchecked Sendable {
 }
 
 extension NFSClient {
-    func compound<T>(_ caller: Credentials, _ build: (NFS4Compound) -> Void,
+    /// One COMPOUND. `large` sends it on a connection of its own (libnfs 4.0 cannot encode a
+    /// call of more than 4 KiB: a long symlink target; NFSConnection+OwnSocket.swift).
+    func compound<T>(_ caller: Credentials, large: Bool = false, _ build: (NFS4Compound) -> Void,
                      decode: @escaping (NFS4Results) -> Result<T, Errno>) throws(Errno) -> T {
         let c = NFS4Compound()
         build(c)
+        let results = { (raw: UnsafeMutableRawPointer) -> Result<T, Errno> in
+            let res = raw.assumingMemoryBound(to: COMPOUND4res.self).pointee
+            if res.status != NFS4_OK { return .failure(Errno(nfs4: res.status)) }
+            return decode(NFS4Results(results: UnsafeBufferPointer(start: res.resarray.resarray_val,
+                                                                   count: Int(res.resarray.resarray_len))))
+        }
         var attempts = 0
         while true {
             do throws(Errno) {
-                return try call(caller, { rpc, cb, data in c.send(rpc, cb, data) }, decode: { raw in
-                    let res = raw.assumingMemoryBound(to: COMPOUND4res.self).pointee
-                    if res.status != NFS4_OK { return .failure(Errno(nfs4: res.status)) }
-                    return decode(NFS4Results(results: UnsafeBufferPointer(start: res.resarray.resarray_val,
-                                                                           count: Int(res.resarray.resarray_len))))
-                })
+                if large { return try compoundOnOwnSocket(caller, c, results) }
+                return try call(caller, { rpc, cb, data in c.send(rpc, cb, data) }, decode: results)
             } catch {
                 // NFS4ERR_DELAY / GRACE: the server asks us to come back shortly.
                 attempts += 1
@@ -36,6 +40,21 @@ extension NFSClient {
                 usleep(100_000)
             }
         }
+    }
+
+    private func compoundOnOwnSocket<T>(_ caller: Credentials, _ c: NFS4Compound,
+                                        _ results: @escaping (UnsafeMutableRawPointer) -> Result<T, Errno>) throws(Errno) -> T {
+        try perform(caller) { connection, deadline throws(ConnectionFailure) -> Result<T, Errno> in
+            var result: Result<T, Errno> = .failure(.io)
+            try connection.callOnOwnSocket(caller, version: UInt32(ferry_nfs_v4), procedure: UInt32(NFSPROC4_COMPOUND),
+                                           size: NFSDriver.longCallSize, deadline: deadline,
+                                           encode: { zdr in c.withArguments { zdr_COMPOUND4args(zdr, $0) != 0 } }, decode: { zdr in
+                var res = COMPOUND4res()
+                guard zdr_COMPOUND4res(zdr, &res) != 0 else { return }
+                result = withUnsafeMutablePointer(to: &res) { results(UnsafeMutableRawPointer($0)) }
+            })
+            return result
+        }.get()
     }
 
     /// PUTROOTFH, then LOOKUP each component of the export path.
@@ -104,7 +123,7 @@ extension NFSDriver {
     /// CREATE (directories, symlinks, special files), then the new node's handle and attributes.
     func create4(_ directory: FileHandle, _ name: FileName, type: nfs_ftype4, mode: UInt32, linkTarget: UnsafeRawBufferPointer? = nil,
                  device: (UInt32, UInt32) = (0, 0), _ caller: Credentials) throws(Errno) -> (FileHandle, Attributes) {
-        try client.compound(caller, { c in
+        try client.compound(caller, large: (linkTarget?.count ?? 0) > NFSDriver.libnfsSymlinkTarget, { c in
             c.putfh(directory)
             c.create(type: type, name: name.bytes, attributes: Encoded4(createAttributes(mode: mode)), linkTarget: linkTarget, device: device)
             c.getfh(); c.getattr(NFS4Attribute.forAttributes)

@@ -72,10 +72,9 @@ extension NFSDriver {
             // COMMIT-behind cannot keep up (a COMMIT failing, or always busy): commit now.
             if pending > uncommittedLimit { try commit(file, caller) }
         }
-        if killSuidGid, let mode = took.after?.mode, mode & UInt32(S_ISUID | S_ISGID) != 0 {
-            var s = unchangedAttributes()
-            s.mode.set_it = 1; s.mode.set_mode3_u.mode = mode & 0o7777 & ~UInt32(S_ISUID | S_ISGID)
-            _ = try setattr(file.inode.handle, s, caller)
+        if killSuidGid {
+            let handle = file.inode.handle
+            _ = try clearSetID(handle, try attributesOrFetch(took.after, handle, caller), caller)
         }
         return took.written
     }

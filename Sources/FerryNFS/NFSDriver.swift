@@ -106,7 +106,9 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
         if let (handle, attributes) = takeReaddirEntry(parent, name) {
             return try entry(handle, attributes, existing: existing, caller)
         }
-        let (handle, attributes) = try lookupHandle(parent.handle, name.cString, caller)
+        let (handle, attributes) = try inDirectory(parent.handle, caller) { caller throws(Errno) in
+            try lookupHandle(parent.handle, name.cString, caller)
+        }
         return try entry(handle, attributes, existing: existing, caller)
     }
 
@@ -169,12 +171,6 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
         if var mode = changes.mode {
             if changes.killSuidGid { mode &= ~UInt32(S_ISUID | S_ISGID) }
             s.mode.set_it = 1; s.mode.set_mode3_u.mode = mode & 0o7777
-        } else if changes.killSuidGid && inode.isRegularFile {
-            // The kernel asks us to drop set-id bits with this change; NFSv3 has no flag for it.
-            let current = try getattr(inode.handle, caller).mode
-            if current & UInt32(S_ISUID | S_ISGID) != 0 {
-                s.mode.set_it = 1; s.mode.set_mode3_u.mode = current & 0o7777 & ~UInt32(S_ISUID | S_ISGID)
-            }
         }
         if let uid = changes.uid { s.uid.set_it = 1; s.uid.set_uid3_u.uid = uid }
         if let gid = changes.gid { s.gid.set_it = 1; s.gid.set_gid3_u.gid = gid }
@@ -185,11 +181,19 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
         drainWritesBehind(inode)
         if changes.size != nil, let file { try commit(file, caller) }
         let handle = inode.handle
-        let after = try attributesOrFetch(try setattr(handle, s, caller), handle, caller)
+        // A symlink's times set to "now" cannot be told from times left alone by the reply's
+        // times; its ctime can (any change moves it): see the check below.
+        let setsTimeNow = changes.accessTime == .now || changes.modificationTime == .now
+        let ctimeBefore = setsTimeNow && inode.fileType == UInt32(S_IFLNK) ? try getattr(handle, caller).changeTime : nil
+        var after = try setattrAsKernelAllowed(handle, s, caller)
+        // The kernel asks us to drop set-id bits with this change (a truncate); NFS has no
+        // flag for it, and the caller may not own the file: the owner drops them after.
+        if changes.mode == nil && changes.killSuidGid { after = try clearSetID(handle, after, caller) }
         // A server may accept a time it cannot store (nfs-ganesha's VFS FSAL and symlinks):
         // say so rather than report a change that did not happen.
         if case .set(let t)? = changes.modificationTime, after.modificationTime.seconds != t.seconds { throw .notSupported }
         if case .set(let t)? = changes.accessTime, after.accessTime.seconds != t.seconds { throw .notSupported }
+        if let ctimeBefore, after.changeTime == ctimeBefore { throw .notSupported }
         return hiddenAdjusted(after, handle)
     }
 
@@ -233,118 +237,135 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
     typealias Made = (FileHandle?, Attributes?)
 
     public func mkdir(_ parent: NFSInode, _ name: FileName, mode: UInt32, _ caller: Credentials) throws(Errno) -> Entry {
-        let directory = parent.handle
-        if v4 != nil {
-            let (h, a) = try create4(directory, name, type: NF4DIR, mode: mode & ~caller.umask, caller)
-            return entry(h, a)
+        try inDirectory(parent.handle, caller) { caller throws(Errno) -> Entry in
+            let directory = parent.handle
+            if v4 != nil {
+                let (h, a) = try create4(directory, name, type: NF4DIR, mode: mode & ~caller.umask, caller)
+                return entry(h, a)
+            }
+            let (h, a) = try client.call(caller, on: directory, rpc_nfs3_mkdir_async, { fh in
+                MKDIR3args(where: diropargs3(dir: fh, name: UnsafeMutablePointer(mutating: name.cString)),
+                           attributes: createAttributes(mode: mode & ~caller.umask))
+            }, reply: { (res: MKDIR3res) -> Result<Made, Errno> in
+                return .success((handle(res.MKDIR3res_u.resok.obj), attributes(res.MKDIR3res_u.resok.obj_attributes)))
+            })
+            return try made(parent, name, h, a, caller)
         }
-        let (h, a) = try client.call(caller, on: directory, rpc_nfs3_mkdir_async, { fh in
-            MKDIR3args(where: diropargs3(dir: fh, name: UnsafeMutablePointer(mutating: name.cString)),
-                       attributes: createAttributes(mode: mode & ~caller.umask))
-        }, reply: { (res: MKDIR3res) -> Result<Made, Errno> in
-            return .success((handle(res.MKDIR3res_u.resok.obj), attributes(res.MKDIR3res_u.resok.obj_attributes)))
-        })
-        return try made(parent, name, h, a, caller)
     }
 
     public func symlink(_ parent: NFSInode, _ name: FileName, target: UnsafeRawBufferPointer, _ caller: Credentials) throws(Errno) -> Entry {
-        let directory = parent.handle
-        if v4 != nil {
-            let (h, a) = try create4(directory, name, type: NF4LNK, mode: 0o777, linkTarget: target, caller)
-            return entry(h, a)
+        try inDirectory(parent.handle, caller) { caller throws(Errno) -> Entry in
+            let directory = parent.handle
+            if v4 != nil {
+                let (h, a) = try create4(directory, name, type: NF4LNK, mode: 0o777, linkTarget: target, caller)
+                return entry(h, a)
+            }
+            let arguments = { (fh: nfs_fh3) -> SYMLINK3args in
+                var args = SYMLINK3args()
+                args.where = diropargs3(dir: fh, name: UnsafeMutablePointer(mutating: name.cString))
+                args.symlink.symlink_attributes = createAttributes(mode: 0o777)
+                // Sound: the core guarantees a NUL right after the target's bytes.
+                args.symlink.symlink_data = UnsafeMutablePointer(mutating: target.baseAddress!.assumingMemoryBound(to: CChar.self))
+                return args
+            }
+            let reply = { (res: SYMLINK3res) -> Result<Made, Errno> in
+                .success((handle(res.SYMLINK3res_u.resok.obj), attributes(res.SYMLINK3res_u.resok.obj_attributes)))
+            }
+            let (h, a) = target.count <= NFSDriver.libnfsSymlinkTarget
+                ? try client.call(caller, on: directory, rpc_nfs3_symlink_async, arguments, reply: reply)
+                : try client.callOnOwnSocket(caller, on: directory, procedure: UInt32(NFS3_SYMLINK), size: NFSDriver.longCallSize,
+                                             zdr_SYMLINK3args, zdr_SYMLINK3res, arguments, reply: reply)
+            return try made(parent, name, h, a, caller)
         }
-        let (h, a) = try client.call(caller, on: directory, rpc_nfs3_symlink_async, { fh in
-            var args = SYMLINK3args()
-            args.where = diropargs3(dir: fh, name: UnsafeMutablePointer(mutating: name.cString))
-            args.symlink.symlink_attributes = createAttributes(mode: 0o777)
-            // Sound: the core guarantees a NUL right after the target's bytes.
-            args.symlink.symlink_data = UnsafeMutablePointer(mutating: target.baseAddress!.assumingMemoryBound(to: CChar.self))
-            return args
-        }, reply: { (res: SYMLINK3res) -> Result<Made, Errno> in
-            return .success((handle(res.SYMLINK3res_u.resok.obj), attributes(res.SYMLINK3res_u.resok.obj_attributes)))
-        })
-        return try made(parent, name, h, a, caller)
     }
 
     public func mknod(_ parent: NFSInode, _ name: FileName, mode: UInt32, rdev: UInt32, _ caller: Credentials) throws(Errno) -> Entry {
-        if mode & UInt32(S_IFMT) == UInt32(S_IFREG) {
-            let (entry, opened) = try create(parent, name, mode: mode, flags: O_EXCL | O_WRONLY, caller)
-            release(opened.file, flags: 0, caller)
-            return entry
+        try inDirectory(parent.handle, caller) { caller throws(Errno) -> Entry in
+            if mode & UInt32(S_IFMT) == UInt32(S_IFREG) {
+                let (entry, opened) = try create(parent, name, mode: mode, flags: O_EXCL | O_WRONLY, caller)
+                release(opened.file, flags: 0, caller)
+                return entry
+            }
+            var what = mknoddata3()
+            let attributes = createAttributes(mode: mode & ~caller.umask)
+            switch mode & UInt32(S_IFMT) {
+            case UInt32(S_IFIFO): what.type = NF3FIFO; what.mknoddata3_u.pipe_attributes = attributes
+            case UInt32(S_IFSOCK): what.type = NF3SOCK; what.mknoddata3_u.sock_attributes = attributes
+            case UInt32(S_IFCHR), UInt32(S_IFBLK):
+                what.type = mode & UInt32(S_IFMT) == UInt32(S_IFCHR) ? NF3CHR : NF3BLK
+                what.mknoddata3_u.chr_device = devicedata3(dev_attributes: attributes,
+                                                           spec: specdata3(specdata1: deviceMajor(rdev), specdata2: deviceMinor(rdev)))
+            default: throw .invalid
+            }
+            let directory = parent.handle
+            if v4 != nil {
+                let type: nfs_ftype4 = [NF3FIFO: NF4FIFO, NF3SOCK: NF4SOCK, NF3CHR: NF4CHR, NF3BLK: NF4BLK][what.type] ?? NF4FIFO
+                let (h, a) = try create4(directory, name, type: type, mode: mode & ~caller.umask,
+                                         device: (deviceMajor(rdev), deviceMinor(rdev)), caller)
+                return entry(h, a)
+            }
+            let (h, a) = try client.call(caller, on: directory, rpc_nfs3_mknod_async, { fh in MKNOD3args(where: diropargs3(dir: fh, name: UnsafeMutablePointer(mutating: name.cString)), what: what) }, reply: { (res: MKNOD3res) -> Result<Made, Errno> in
+                return .success((handle(res.MKNOD3res_u.resok.obj), FerryNFS.attributes(res.MKNOD3res_u.resok.obj_attributes)))
+            })
+            return try made(parent, name, h, a, caller)
         }
-        var what = mknoddata3()
-        let attributes = createAttributes(mode: mode & ~caller.umask)
-        switch mode & UInt32(S_IFMT) {
-        case UInt32(S_IFIFO): what.type = NF3FIFO; what.mknoddata3_u.pipe_attributes = attributes
-        case UInt32(S_IFSOCK): what.type = NF3SOCK; what.mknoddata3_u.sock_attributes = attributes
-        case UInt32(S_IFCHR), UInt32(S_IFBLK):
-            what.type = mode & UInt32(S_IFMT) == UInt32(S_IFCHR) ? NF3CHR : NF3BLK
-            what.mknoddata3_u.chr_device = devicedata3(dev_attributes: attributes,
-                                                       spec: specdata3(specdata1: deviceMajor(rdev), specdata2: deviceMinor(rdev)))
-        default: throw .invalid
-        }
-        let directory = parent.handle
-        if v4 != nil {
-            let type: nfs_ftype4 = [NF3FIFO: NF4FIFO, NF3SOCK: NF4SOCK, NF3CHR: NF4CHR, NF3BLK: NF4BLK][what.type] ?? NF4FIFO
-            let (h, a) = try create4(directory, name, type: type, mode: mode & ~caller.umask,
-                                     device: (deviceMajor(rdev), deviceMinor(rdev)), caller)
-            return entry(h, a)
-        }
-        let (h, a) = try client.call(caller, on: directory, rpc_nfs3_mknod_async, { fh in MKNOD3args(where: diropargs3(dir: fh, name: UnsafeMutablePointer(mutating: name.cString)), what: what) }, reply: { (res: MKNOD3res) -> Result<Made, Errno> in
-            return .success((handle(res.MKNOD3res_u.resok.obj), FerryNFS.attributes(res.MKNOD3res_u.resok.obj_attributes)))
-        })
-        return try made(parent, name, h, a, caller)
     }
 
     public func create(_ parent: NFSInode, _ name: FileName, mode: UInt32, flags: Int32, _ caller: Credentials) throws(Errno) -> (Entry, OpenedFile<NFSFile>) {
-        let directory = parent.handle
-        if v4 != nil {
-            let (h, a) = try createFile4(directory, name, mode: mode & ~caller.umask, exclusive: flags & O_EXCL != 0,
-                                         truncate: flags & O_TRUNC != 0 && flags & O_EXCL == 0, caller)
-            let made = entry(h, a)
-            guard made.inode.isRegularFile else { throw .exists }
-            return (made, opened(made.inode, flags: flags))
-        }
-        let (h, a) = try client.call(caller, on: directory, rpc_nfs3_create_async, { fh in
-            var args = CREATE3args()
-            args.where = diropargs3(dir: fh, name: UnsafeMutablePointer(mutating: name.cString))
-            // GUARDED fails on an existing name (O_EXCL); UNCHECKED opens what is there.
-            args.how.mode = flags & O_EXCL != 0 ? GUARDED : UNCHECKED
-            args.how.createhow3_u.obj_attributes = createAttributes(mode: mode & ~caller.umask)
-            if flags & O_TRUNC != 0 && flags & O_EXCL == 0 {
-                args.how.createhow3_u.obj_attributes.size.set_it = 1
-                args.how.createhow3_u.obj_attributes.size.set_size3_u.size = 0
+        try inDirectory(parent.handle, caller) { caller throws(Errno) -> (Entry, OpenedFile<NFSFile>) in
+            let directory = parent.handle
+            if v4 != nil {
+                let (h, a) = try createFile4(directory, name, mode: mode & ~caller.umask, exclusive: flags & O_EXCL != 0,
+                                             truncate: flags & O_TRUNC != 0 && flags & O_EXCL == 0, caller)
+                let made = entry(h, a)
+                guard made.inode.isRegularFile else { throw .exists }
+                return (made, opened(made.inode, flags: flags))
             }
-            return args
-        }, reply: { (res: CREATE3res) -> Result<Made, Errno> in
-            return .success((handle(res.CREATE3res_u.resok.obj), attributes(res.CREATE3res_u.resok.obj_attributes)))
-        })
-        let entry = try made(parent, name, h, a, caller)
-        guard entry.inode.isRegularFile else { throw .exists }
-        return (entry, opened(entry.inode, flags: flags))
+            let (h, a) = try client.call(caller, on: directory, rpc_nfs3_create_async, { fh in
+                var args = CREATE3args()
+                args.where = diropargs3(dir: fh, name: UnsafeMutablePointer(mutating: name.cString))
+                // GUARDED fails on an existing name (O_EXCL); UNCHECKED opens what is there.
+                args.how.mode = flags & O_EXCL != 0 ? GUARDED : UNCHECKED
+                args.how.createhow3_u.obj_attributes = createAttributes(mode: mode & ~caller.umask)
+                if flags & O_TRUNC != 0 && flags & O_EXCL == 0 {
+                    args.how.createhow3_u.obj_attributes.size.set_it = 1
+                    args.how.createhow3_u.obj_attributes.size.set_size3_u.size = 0
+                }
+                return args
+            }, reply: { (res: CREATE3res) -> Result<Made, Errno> in
+                return .success((handle(res.CREATE3res_u.resok.obj), attributes(res.CREATE3res_u.resok.obj_attributes)))
+            })
+            let entry = try made(parent, name, h, a, caller)
+            guard entry.inode.isRegularFile else { throw .exists }
+            return (entry, opened(entry.inode, flags: flags))
+        }
     }
 
     public func link(_ inode: NFSInode, to newParent: NFSInode, _ newName: FileName, _ caller: Credentials) throws(Errno) -> Entry {
-        let file = inode.handle, directory = newParent.handle
-        if v4 != nil { return Entry(key: file, inode: inode, attributes: try link4(file, directory, newName, caller)) }
-        let a = try client.call(caller, { rpc, cb, data in
-            file.withNFS { fileFH in
-                directory.withNFS { dirFH in
-                    var args = LINK3args(file: fileFH, link: diropargs3(dir: dirFH, name: UnsafeMutablePointer(mutating: newName.cString)))
-                    return rpc_nfs3_link_async(rpc, cb, &args, data)
+        try inDirectory(newParent.handle, caller) { caller throws(Errno) -> Entry in
+            let file = inode.handle, directory = newParent.handle
+            if v4 != nil { return Entry(key: file, inode: inode, attributes: try link4(file, directory, newName, caller)) }
+            let a = try client.call(caller, { rpc, cb, data in
+                file.withNFS { fileFH in
+                    directory.withNFS { dirFH in
+                        var args = LINK3args(file: fileFH, link: diropargs3(dir: dirFH, name: UnsafeMutablePointer(mutating: newName.cString)))
+                        return rpc_nfs3_link_async(rpc, cb, &args, data)
+                    }
                 }
-            }
-        }, decode: { reply -> Result<Attributes?, Errno> in
-            let res = reply.assumingMemoryBound(to: LINK3res.self).pointee
-            guard res.status == NFS3_OK else { return .failure(Errno(nfs: res.status)) }
-            return .success(attributes(res.LINK3res_u.resok.file_attributes))
-        })
-        return Entry(key: file, inode: inode, attributes: try attributesOrFetch(a, file, caller))
+            }, decode: { reply -> Result<Attributes?, Errno> in
+                let res = reply.assumingMemoryBound(to: LINK3res.self).pointee
+                guard res.status == NFS3_OK else { return .failure(Errno(nfs: res.status)) }
+                return .success(attributes(res.LINK3res_u.resok.file_attributes))
+            })
+            return Entry(key: file, inode: inode, attributes: try attributesOrFetch(a, file, caller))
+        }
     }
 
     public func unlink(_ parent: NFSInode, _ name: FileName, _ caller: Credentials) throws(Errno) {
-        if try hideIfOpen(parent.handle, name.cString, caller) { return }
-        try remove(parent.handle, name.cString, caller)
+        try inDirectory(parent.handle, caller) { caller throws(Errno) -> Void in
+            if try hideIfOpen(parent.handle, name.cString, caller) { return }
+            try remove(parent.handle, name.cString, caller)
+        }
     }
 
     func remove(_ directory: FileHandle, _ name: UnsafePointer<CChar>, _ caller: Credentials) throws(Errno) {
@@ -355,11 +376,13 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
     }
 
     public func rmdir(_ parent: NFSInode, _ name: FileName, _ caller: Credentials) throws(Errno) {
-        let directory = parent.handle
-        if v4 != nil { return try remove4(directory, name.cString, caller) }
-        try client.call(caller, on: directory, rpc_nfs3_rmdir_async, { fh in RMDIR3args(object: diropargs3(dir: fh, name: UnsafeMutablePointer(mutating: name.cString))) }, reply: { (res: RMDIR3res) in
-            return .success(())
-        })
+        try inDirectory(parent.handle, caller) { caller throws(Errno) -> Void in
+            let directory = parent.handle
+            if v4 != nil { return try remove4(directory, name.cString, caller) }
+            try client.call(caller, on: directory, rpc_nfs3_rmdir_async, { fh in RMDIR3args(object: diropargs3(dir: fh, name: UnsafeMutablePointer(mutating: name.cString))) }, reply: { (res: RMDIR3res) in
+                return .success(())
+            })
+        }
     }
 
     /// NFSv3's RENAME replaces an existing target atomically; RENAME_NOREPLACE and
@@ -369,9 +392,13 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
     public func rename(_ parent: NFSInode, _ name: FileName, to newParent: NFSInode, _ newName: FileName,
                        flags: UInt32, _ caller: Credentials) throws(Errno) {
         if flags != 0 { throw .notImplemented }
-        // A target still open somewhere keeps its data: move it aside first.
-        _ = try hideIfOpen(newParent.handle, newName.cString, caller)
-        try rename(parent.handle, name.cString, newParent.handle, newName.cString, caller)
+        try inDirectory(parent.handle, caller) { caller throws(Errno) in
+            try inDirectory(newParent.handle, caller) { caller throws(Errno) in
+                // A target still open somewhere keeps its data: move it aside first.
+                _ = try hideIfOpen(newParent.handle, newName.cString, caller)
+                try rename(parent.handle, name.cString, newParent.handle, newName.cString, caller)
+            }
+        }
     }
 
     func rename(_ from: FileHandle, _ name: UnsafePointer<CChar>, _ to: FileHandle, _ newName: UnsafePointer<CChar>,
@@ -443,7 +470,43 @@ extension ACCESS3res: NFS3Reply {}
 extension COMMIT3res: NFS3Reply {}
 extension READDIRPLUS3res: NFS3Reply {}
 
+extension NFSDriver {
+    /// Longest symlink target sent on libnfs's own connections: libnfs 4.0 encodes a call
+    /// into 4096 bytes, which must also hold the credentials (16 groups), the directory's
+    /// handle (v4: 128 bytes) and name (255) and the rest of the call; longer targets go
+    /// through `callOnOwnSocket` (NFSConnection+OwnSocket.swift).
+    static let libnfsSymlinkTarget = 2048
+    /// The encode buffer of a call sent on its own socket: a PATH_MAX target and all the rest.
+    static let longCallSize = 16 << 10
+}
+
 extension NFSClient {
+    /// `call(_:on:_:_:reply:)` for a call libnfs cannot encode (a long symlink target): the
+    /// same arguments and reply, encoded and decoded by `encode` and `decode` (the
+    /// procedure's libnfs `zdr_*` functions) and sent on a connection of its own.
+    func callOnOwnSocket<Arguments, Reply: NFS3Reply, T>(
+        _ caller: Credentials, on handle: FileHandle, procedure: UInt32, size: Int,
+        _ encode: @escaping (UnsafeMutablePointer<ZDR>?, UnsafeMutablePointer<Arguments>?) -> UInt32,
+        _ decode: @escaping (UnsafeMutablePointer<ZDR>?, UnsafeMutablePointer<Reply>?) -> UInt32,
+        _ arguments: (nfs_fh3) -> Arguments,
+        reply: @escaping (Reply) -> Result<T, Errno>) throws(Errno) -> T {
+        try perform(caller) { connection, deadline throws(ConnectionFailure) -> Result<T, Errno> in
+            var result: Result<T, Errno> = .failure(.io)
+            try handle.withNFS { fh throws(ConnectionFailure) in
+                var args = arguments(fh)
+                try connection.callOnOwnSocket(caller, version: 3, procedure: procedure, size: size, deadline: deadline,
+                                               encode: { encode($0, &args) != 0 }, decode: { zdr in
+                    let res = UnsafeMutablePointer<Reply>.allocate(capacity: 1)
+                    defer { res.deallocate() }
+                    memset(res, 0, MemoryLayout<Reply>.size)
+                    guard decode(zdr, res) != 0 else { return }
+                    result = res.pointee.status == NFS3_OK ? reply(res.pointee) : .failure(Errno(nfs: res.pointee.status))
+                })
+            }
+            return result
+        }.get()
+    }
+
     /// One NFSv3 call on `handle`: `arguments` builds the call's arguments around the handle
     /// (libnfs encodes them before `send` returns); `reply` reads a successful reply during
     /// the callback and copies out what it needs. A failed status is thrown as its errno.

@@ -54,3 +54,31 @@ struct NFSConformanceThroughFerryMount {
         }
     }
 }
+
+/// What `ferry-conformance` does not reach on NFS: symlink targets of PATH_MAX - 1 bytes
+/// (more than libnfs 4.0 can encode in one call) through a real mount.
+@Suite("Symlinks through ferry mount nfs://", .serialized,
+       .enabled(if: canMountFUSE && NFSTestServer.isInstalled, "\(NFSTestServer.whyNotInstalled), and /dev/fuse"))
+struct NFSSymlinksThroughFerryMount {
+    @Test(arguments: [3, 4]) func aSymlinkTargetOfPathMaxMinusOneBytesIsCreatedAndReadBack(version: Int) throws {
+        let server = try NFSTestServer.shared()
+        try server.shared {
+            let mount = try NFSSharedMount.get(version: version)
+            let directory = mount.mountpoint + "/symlinks-" + UUID().uuidString.prefix(8)
+            #expect(mkdir(directory, 0o755) == 0)
+            for length in [1023, Int(PATH_MAX) - 1] {
+                let target = String((0..<length).map { $0 % 16 == 15 ? "/" : Character(UnicodeScalar(UInt8(ascii: "a") + UInt8($0 % 26))) })
+                let link = directory + "/l\(length)"
+                #expect(symlink(target, link) == 0, "symlink of \(length) bytes over NFSv\(version): \(String(cString: strerror(errno)))")
+                var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+                let n = readlink(link, &buffer, buffer.count)
+                #expect(n == length && String(decoding: buffer[0..<max(0, n)].map { UInt8(bitPattern: $0) }, as: UTF8.self) == target)
+                var st = stat()
+                #expect(lstat(link, &st) == 0 && st.st_size == length)
+            }
+            // PATH_MAX bytes is too long for the kernel before it reaches Ferry.
+            let tooLong = String(repeating: "x", count: Int(PATH_MAX))
+            #expect(symlink(tooLong, directory + "/l4096") == -1 && errno == ENAMETOOLONG)
+        }
+    }
+}

@@ -272,14 +272,14 @@ struct SequentialWrites {
 }
 
 /// Every name in `directory` but `.` and `..`, read `batch` entries per READDIR call.
-func listing(_ driver: NFSDriver, _ directory: NFSInode, batch: Int = 1000) throws -> [String] {
-    let open = try driver.opendir(directory, flags: 0, .root)
+func listing(_ driver: NFSDriver, _ directory: NFSInode, batch: Int = 1000, as caller: Credentials = .root) throws -> [String] {
+    let open = try driver.opendir(directory, flags: 0, caller)
     defer { driver.releasedir(open) }
     var names: [String] = []
     var offset: UInt64 = 0
     while true {
         var got = 0
-        try driver.readdir(open, at: offset, .root) { entry in
+        try driver.readdir(open, at: offset, caller) { entry in
             if !entry.isDotOrDotDot { names.append(String(decoding: entry.name, as: UTF8.self)) }
             offset = entry.nextOffset
             got += 1

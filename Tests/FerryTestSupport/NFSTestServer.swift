@@ -35,8 +35,7 @@ public final class NFSTestServer: @unchecked Sendable {
             "seek_data_hole": ("expected a hole", "\(version) has no SEEK: the kernel reports the whole file as data"),
             "rename_noreplace": ("EINVAL", "NFS RENAME has no flags; emulating RENAME_NOREPLACE would race"),
             "rename_exchange": ("EINVAL", "NFS RENAME has no flags; there is no atomic exchange"),
-            "utimens_nsec": ("EOPNOTSUPP", "nfs-ganesha's VFS FSAL ignores SETATTR of a symlink's times; Ferry says so"),
-            "supplementary_group_create": ("EACCES", "FUSE sends no supplementary groups, and the NFS server checks with the caller's AUTH_SYS groups"),
+            "utimens_nsec": ("EOPNOTSUPP", "nfs-ganesha 4.3's VFS FSAL answers SETATTR of a symlink's times with success and leaves them (FSAL_VFS: \"Setting time on symlinks is illegal\"); Ferry says so"),
             "xattr_create_replace": ("skip", "\(version) has no extended attributes"),
         ]
     }
