@@ -135,7 +135,8 @@ extension FUSEServer {
             let parent = try inode(h.nodeID)
             let mode = (c.mode & 0o7777) | UInt32(S_IFREG)
             let (entry, opened) = try makingInode { () throws(Errno) -> (Driver.Entry, OpenedFile<Driver.File>) in
-                try driver.create(parent, try name(rawName), mode: mode, flags: driverOpenFlags(c.flags), caller)
+                try driver.create(parent, try name(rawName), mode: mode, flags: driverOpenFlags(c.flags),
+                                  killSuidGid: c.openFlags & FUSERequestFlag.openKillSuidGid != 0, caller)
             }
             return try createReply(entry, opened, unique, reply)
 
@@ -219,7 +220,9 @@ extension FUSEServer {
             guard policy.xattr else { throw .notImplemented }
             try writable()
             let attribute = try AttributeName.validated(rawName).get()
-            try driver.setxattr(try inode(h.nodeID), name: attribute, value: value, flags: Int32(bitPattern: s.flags), caller)
+            let clearingSetGID = s.setxattrFlags & FUSERequestFlag.setxattrACLKillSGID != 0
+            try driver.setxattr(try inode(h.nodeID), name: attribute, value: value, flags: Int32(bitPattern: s.flags),
+                                clearingSetGID: clearingSetGID, caller)
             return emptyReply(unique, reply)
 
         case .getxattr(let size, let rawName):
