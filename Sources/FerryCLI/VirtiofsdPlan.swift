@@ -28,6 +28,9 @@ public struct VirtiofsdPlan: Equatable, Sendable {
     public var allowDirectIO = false
     /// Off with `--no-readdirplus` / `-o no_readdirplus`.
     public var readdirplus = true
+    /// FUSE_HANDLE_KILLPRIV_V2, offered by default as virtiofsd does; off with
+    /// `--no-killpriv-v2` / `-o no_killpriv_v2`.
+    public var killPrivV2 = true
     public var inodeFileHandles: FileHandleMode = .prefer
     /// Worker threads for each queue's requests; 0 serves them on the queue threads
     /// (virtiofsd's default); nil (not given): what suits the source
@@ -55,9 +58,11 @@ public struct VirtiofsdPlan: Equatable, Sendable {
 
     /// What the server core applies for every request.
     public var policy: ExportPolicy {
-        ExportPolicy(cache: cache, xattr: xattr, posixACL: posixACL, readOnly: readonly,
-                     writeback: writeback, announceSubmounts: announceSubmounts,
-                     allowDirectIO: allowDirectIO, readdirplus: readdirplus)
+        var policy = ExportPolicy(cache: cache, xattr: xattr, posixACL: posixACL, readOnly: readonly,
+                                  writeback: writeback, announceSubmounts: announceSubmounts,
+                                  allowDirectIO: allowDirectIO, readdirplus: readdirplus)
+        policy.killPrivV2 = killPrivV2
+        return policy
     }
 
     public var posixOptions: POSIXOptions {
@@ -121,7 +126,6 @@ private let unsupportedLongOptions: [String: String] = [
     "migration-verify-handles": "Ferry cannot migrate a device's state yet",
     "migration-confirm-paths": "Ferry cannot migrate a device's state yet",
     "allow-mmap": "Ferry does not allow shared mmap with --cache=never or metadata yet; use --cache=auto or always",
-    "killpriv-v2": "Ferry does not negotiate FUSE_HANDLE_KILLPRIV_V2 yet; leave the option out",
     "security-label": "security label support is not implemented by Ferry yet",
     "posix-acl-create-fallback": "needs --xattrmap, which Ferry does not implement yet",
     "preserve-noatime": "Ferry does not pass O_NOATIME through yet; leave the option out",
@@ -284,7 +288,8 @@ struct VirtiofsdParser {
         case "announce-submounts": plan.announceSubmounts = true
         case "no-announce-submounts": plan.announceSubmounts = false
         case "no-readdirplus": plan.readdirplus = false
-        case "no-killpriv-v2": break  // the default: Ferry never negotiates KILLPRIV_V2
+        case "killpriv-v2": plan.killPrivV2 = true
+        case "no-killpriv-v2": plan.killPrivV2 = false
         case "syslog": plan.syslog = true
         case "debug": debug = true
         case "print-capabilities": printCapabilities = true
@@ -338,12 +343,12 @@ struct VirtiofsdParser {
         case "no_allow_direct_io": plan.allowDirectIO = false
         case "announce_submounts": plan.announceSubmounts = true
         case "debug": debug = true
-        // What these ask for is what Ferry does: locks stay in the guest, no KILLPRIV_V2.
-        case "no_flock", "no_posix_lock", "no_killpriv_v2", "no_security_label": break
+        case "killpriv_v2": plan.killPrivV2 = true
+        case "no_killpriv_v2": plan.killPrivV2 = false
+        // What these ask for is what Ferry does: locks stay in the guest, no security labels.
+        case "no_flock", "no_posix_lock", "no_security_label": break
         case "flock", "posix_lock":
             throw CLIError("-o \(option) is not supported: Ferry does not serve remote locks yet (the guest kernel then locks locally); use -o no_\(option) or leave it out")
-        case "killpriv_v2":
-            throw CLIError("-o killpriv_v2 is not supported: \(unsupportedLongOptions["killpriv-v2"]!)")
         case "security_label":
             throw CLIError("-o security_label is not supported: \(unsupportedLongOptions["security-label"]!)")
         case "norace":

@@ -63,6 +63,9 @@ public struct ExportPolicy: Sendable {
     public var allowDirectIO: Bool
     /// Offer READDIRPLUS (entries with attributes) to the kernel.
     public var readdirplus: Bool
+    /// Negotiate FUSE_HANDLE_KILLPRIV_V2 (virtiofsd's default; `--no-killpriv-v2` turns it off):
+    /// the server clears set-id bits on write, chown and truncation when the kernel asks.
+    public var killPrivV2 = true
     /// Guest ids to host ids and back (squash, ranges).
     public var idMap = IDMap.identity
     /// Bytes and inodes the export may use (EDQUOT beyond).
