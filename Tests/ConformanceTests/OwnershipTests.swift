@@ -1,0 +1,82 @@
+import Foundation
+import FerryTestSupport
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Ownership and set-id bits through a real `ferry mount` of a local directory, changed by
+/// real processes that become an unprivileged user with supplementary groups (setpriv:
+/// setgroups, setgid, setuid). The host kernel checks them with all the groups
+/// (default_permissions); FUSE tells the server the uid and gid only (issue 11, defect 3).
+@Suite(.serialized, .enabled(if: canMountFUSE && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv"),
+                             "needs /dev/fuse, root and setpriv"))
+struct OwnershipTests {
+    /// Owns the files; also in group 1001, which only the kernel knows.
+    static let owner = ["--reuid=1000", "--regid=1000", "--groups=1000,1001"]
+    static let stranger = ["--reuid=1002", "--regid=1002", "--clear-groups"]
+
+    @Test func ownerChgrpsToASupplementaryGroupAndSetIDBitsAreCleared() throws {
+        let mount = try FerryMount()
+        defer { mount.stop() }
+        let m = mount.mountpoint
+        #expect(chmod(m, 0o755) == 0)
+        for name in ["chgrp", "chown"] {
+            try makeFile("\(m)/\(name)", uid: 1000, gid: 1000, mode: 0o6755)
+        }
+        let chgrp = try runAs(Self.owner, "/usr/bin/chgrp", ["1001", "\(m)/chgrp"])
+        #expect(chgrp.succeeded, "\(chgrp.output)")
+        let chown = try runAs(Self.owner, "/usr/bin/chown", ["1000:1001", "\(m)/chown"])
+        #expect(chown.succeeded, "\(chown.output)")
+        for name in ["chgrp", "chown"] {
+            let st = try hostStat("\(mount.source)/\(name)")
+            #expect(st.st_gid == 1001 && st.st_uid == 1000, "\(name)")
+            #expect(st.st_mode & 0o7777 == 0o755, "\(name): set-id bits must be cleared")
+        }
+    }
+
+    @Test func ownerSetsSetGIDOnAFileOfASupplementaryGroup() throws {
+        let mount = try FerryMount()
+        defer { mount.stop() }
+        let m = mount.mountpoint
+        #expect(chmod(m, 0o755) == 0)
+        try makeFile("\(m)/f", uid: 1000, gid: 1001, mode: 0o644)
+        let result = try runAs(Self.owner, "/usr/bin/chmod", ["2755", "\(m)/f"])
+        #expect(result.succeeded, "\(result.output)")
+        #expect(try hostStat("\(mount.source)/f").st_mode & 0o7777 == 0o2755)
+    }
+
+    @Test func aWriteByAnotherUserClearsSetUIDAndSetGID() throws {
+        let mount = try FerryMount()
+        defer { mount.stop() }
+        let m = mount.mountpoint
+        #expect(chmod(m, 0o755) == 0)
+        try makeFile("\(m)/w", uid: 0, gid: 0, mode: 0o6777)
+        let result = try runAs(Self.stranger, "/bin/sh", ["-c", "printf x >> \(m)/w"])
+        #expect(result.succeeded, "\(result.output)")
+        #expect(try hostStat("\(mount.source)/w").st_mode & 0o7777 == 0o777)
+    }
+
+    // MARK: - Helpers
+
+    /// Creates `path` through the mount as root, then gives it its owner and mode (chown
+    /// first: it clears set-id bits).
+    private func makeFile(_ path: String, uid: uid_t, gid: gid_t, mode: mode_t) throws {
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o644)
+        try #require(fd >= 0, "create \(path): errno \(errno)")
+        close(fd)
+        try #require(chown(path, uid, gid) == 0, "chown \(path): errno \(errno)")
+        try #require(chmod(path, mode) == 0, "chmod \(path): errno \(errno)")
+    }
+
+    private func runAs(_ identity: [String], _ program: String, _ arguments: [String]) throws -> ProcessOutput {
+        try runToCompletion("/usr/bin/setpriv", identity + ["--", program] + arguments)
+    }
+
+    private func hostStat(_ path: String) throws -> stat {
+        var st = stat()
+        try #require(lstat(path, &st) == 0, "lstat \(path): errno \(errno)")
+        return st
+    }
+}
