@@ -58,6 +58,26 @@ struct OwnershipTests {
         #expect(try hostStat("\(mount.source)/w").st_mode & 0o7777 == 0o777)
     }
 
+    /// With --posix-acl the umask is the server's to apply (FUSE_DONT_MASK): in a directory
+    /// with a default ACL the ACL replaces it, elsewhere it still applies.
+    @Test func aDefaultACLReplacesTheUmaskThroughAPosixACLMount() throws {
+        let mount = try FerryMount(extraArguments: ["--posix-acl"])
+        defer { mount.stop() }
+        let m = mount.mountpoint
+        #expect(mkdir("\(m)/acl", 0o777) == 0 && mkdir("\(m)/plain", 0o777) == 0)
+        let set = try #require(setxattrFunction, "setxattr not found in the C library")
+        let value = defaultACL(user: 7, group: 7, other: 7)
+        #expect(value.withUnsafeBytes { set("\(m)/acl", "system.posix_acl_default", $0.baseAddress!, $0.count, 0) } == 0,
+                "set the default ACL: errno \(errno)")
+        let script = "umask 077 && : > \(m)/acl/f && mkdir \(m)/acl/d && : > \(m)/plain/f && mkdir \(m)/plain/d"
+        let result = try runToCompletion("/bin/sh", ["-c", script])
+        #expect(result.succeeded, "\(result.output)")
+        #expect(try hostStat("\(mount.source)/acl/f").st_mode & 0o777 == 0o666)
+        #expect(try hostStat("\(mount.source)/acl/d").st_mode & 0o777 == 0o777)
+        #expect(try hostStat("\(mount.source)/plain/f").st_mode & 0o777 == 0o600)
+        #expect(try hostStat("\(mount.source)/plain/d").st_mode & 0o777 == 0o700)
+    }
+
     // MARK: - Helpers
 
     /// Creates `path` through the mount as root, then gives it its owner and mode (chown
@@ -79,4 +99,23 @@ struct OwnershipTests {
         try #require(lstat(path, &st) == 0, "lstat \(path): errno \(errno)")
         return st
     }
+}
+
+/// glibc's setxattr(2) wrapper, looked up at run time (the Glibc module does not export
+/// <sys/xattr.h>, and this test target has no C shim of its own).
+private let setxattrFunction: (@convention(c) (UnsafePointer<CChar>, UnsafePointer<CChar>, UnsafeRawPointer, Int, Int32) -> Int32)? = {
+    guard let symbol = dlsym(nil, "setxattr") else { return nil }
+    return unsafeBitCast(symbol, to: (@convention(c) (UnsafePointer<CChar>, UnsafePointer<CChar>, UnsafeRawPointer, Int, Int32) -> Int32).self)
+}()
+
+/// A POSIX ACL xattr value with the three base entries (perms as rwx octal digits).
+private func defaultACL(user: UInt16, group: UInt16, other: UInt16) -> [UInt8] {
+    var bytes: [UInt8] = []
+    func u16(_ v: UInt16) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
+    func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
+    u32(2)  // POSIX_ACL_XATTR_VERSION
+    for (tag, perm) in [(UInt16(0x01), user), (0x04, group), (0x20, other)] {  // USER_OBJ, GROUP_OBJ, OTHER
+        u16(tag); u16(perm); u32(UInt32.max)
+    }
+    return bytes
 }
