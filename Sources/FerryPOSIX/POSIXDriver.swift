@@ -305,11 +305,19 @@ public final class POSIXDriver: FileSystemDriver {
         if creation.parentHasDefaultACL == true { return }
         // The host decided the set-id bits (setgid inherited, or stripped): keep its choice.
         let settled = (mode & 0o7000) | (creation.wanted & 0o777)
-        let done: Bool? = try? ThreadCredentialState.current.asDaemon { () throws(Errno) -> Bool in
-            if let ioFD { return fchmod(ioFD, mode_t(settled)) == 0 }
-            return try withPathFD(entry.inode) { fd throws(Errno) -> Bool in
-                try withDescriptorName(fd) { name throws(Errno) -> Bool in fchmodat(procFD, name, mode_t(settled), 0) == 0 }
+        // The descriptor is taken before acting as the daemon: opening one by handle switches
+        // credentials itself, and would end the daemon's turn early.
+        let chmod = { (fd: Int32, byPath: Bool) throws(Errno) -> Bool in
+            try ThreadCredentialState.current.asDaemon { () throws(Errno) -> Bool in
+                if !byPath { return fchmod(fd, mode_t(settled)) == 0 }
+                return try withDescriptorName(fd) { name throws(Errno) -> Bool in fchmodat(self.procFD, name, mode_t(settled), 0) == 0 }
             }
+        }
+        let done: Bool?
+        if let ioFD {
+            done = try? chmod(ioFD, false)
+        } else {
+            done = try? withPathFD(entry.inode) { fd throws(Errno) -> Bool in try chmod(fd, true) }
         }
         if done == true { entry.attributes.mode = (mode & ~0o7777) | settled }
     }
