@@ -78,6 +78,25 @@ struct OwnershipTests {
         #expect(try hostStat("\(mount.source)/plain/d").st_mode & 0o777 == 0o700)
     }
 
+    /// Setting an access ACL clears S_ISGID only for a caller outside the file's group: the
+    /// kernel, which knows the groups, says so (FUSE_SETXATTR_ACL_KILL_SGID).
+    @Test func settingAnAccessACLClearsSetGIDExactlyForCallersOutsideTheGroup() throws {
+        let mount = try FerryMount(extraArguments: ["--posix-acl"])
+        defer { mount.stop() }
+        let m = mount.mountpoint
+        #expect(chmod(m, 0o755) == 0)
+        try makeFile("\(m)/member", uid: 1000, gid: 1001, mode: 0o2775)
+        try makeFile("\(m)/outsider", uid: 1000, gid: 1003, mode: 0o2775)
+        let acl = "bytes([2,0,0,0, 1,0,7,0,255,255,255,255, 4,0,7,0,255,255,255,255, 32,0,5,0,255,255,255,255])"
+        for name in ["member", "outsider"] {
+            let script = "import os; os.setxattr('\(m)/\(name)', 'system.posix_acl_access', \(acl))"
+            let result = try runAs(Self.owner, "/usr/bin/python3", ["-c", script])
+            #expect(result.succeeded, "\(name): \(result.output)")
+        }
+        #expect(try hostStat("\(mount.source)/member").st_mode & 0o7777 == 0o2775)
+        #expect(try hostStat("\(mount.source)/outsider").st_mode & 0o7777 == 0o775)
+    }
+
     // MARK: - Helpers
 
     /// Creates `path` through the mount as root, then gives it its owner and mode (chown
