@@ -461,11 +461,22 @@ public final class POSIXDriver: FileSystemDriver {
         }
         var stx = statx()
         if !statxFD(pathFD, &stx) { throw ownFailure("statx") }
-        guard stx.stx_uid == caller.uid else { throw .notPermitted }
+        guard stx.stx_uid == caller.uid || Self.onlyClearsSetIDBits(changes, from: UInt32(stx.stx_mode)) else {
+            throw .notPermitted
+        }
         if let uid = changes.uid, uid != stx.stx_uid { throw .notPermitted }
         try ThreadCredentialState.current.asDaemon { () throws(Errno) in
             try applyModeAndOwner(inode, file, pathFD, changes)
         }
+    }
+
+    /// A chmod that only clears S_ISUID or S_ISGID: what a kernel without KILLPRIV_V2 sends for
+    /// a write or truncation by any user (not only the owner) of a set-id file.
+    static func onlyClearsSetIDBits(_ changes: AttributeChanges, from current: UInt32) -> Bool {
+        guard changes.uid == nil, changes.gid == nil, let mode = changes.mode else { return false }
+        let setID = FileMode.setUID | FileMode.setGID
+        let now = current & 0o7777, wanted = mode & 0o7777
+        return wanted & ~now == 0 && now & ~setID == wanted & ~setID
     }
 
     private func applyModeAndOwner(_ inode: Inode, _ file: File?, _ pathFD: Int32, _ changes: AttributeChanges) throws(Errno) {

@@ -82,6 +82,21 @@ import FerryCore
         }
     }
 
+    /// Without KILLPRIV_V2 the kernel clears set-id bits for a write or truncation by any
+    /// user with a SETATTR of the mode minus those bits, sent as that user: it must succeed
+    /// (else the write fails with EPERM), and nothing more may be changed that way.
+    @Test func anyUserMayClearSetIDBitsAsAWriteWouldButChangeNothingElse() throws {
+        try withExport { path, driver in
+            let file = try makeFile(driver, "f", uid: 0, gid: 0, mode: 0o6777)
+            let after = try driver.setattr(file.inode, nil, AttributeChanges(mode: 0o777), Self.stranger)
+            #expect(after.mode & 0o7777 == 0o777)
+            let other = try makeFile(driver, "g", uid: 0, gid: 0, mode: 0o6755)
+            #expect(errnoOf { _ = try driver.setattr(other.inode, nil, AttributeChanges(mode: 0o757), Self.stranger) } == EPERM)
+            #expect(errnoOf { _ = try driver.setattr(other.inode, nil, AttributeChanges(mode: 0o7755), Self.stranger) } == EPERM)
+            #expect(try driver.getattr(other.inode, nil, .root).mode & 0o7777 == 0o6755)
+        }
+    }
+
     // MARK: - Writes
 
     @Test func aWriteByAnotherUserClearsSetUIDAndGroupExecutableSetGID() throws {
