@@ -451,19 +451,19 @@ public final class POSIXDriver: FileSystemDriver {
     /// refuse an owner's chgrp to one of its supplementary groups (EPERM) and strip S_ISGID
     /// from an owner's chmod of a file in such a group. So when the client's checks are
     /// trusted, both run as the daemon, after the checks the host can make by itself: a
-    /// caller other than root must own the node and cannot give it away. The daemon's chown
+    /// caller other than root must own the node and cannot give it away. A chmod that only
+    /// clears set-id bits runs as the daemon for anyone, in either mode. The daemon's chown
     /// clears what Linux's chown(2) clears on a non-directory: S_ISUID, S_ISGID when group
     /// executable, and security.capability (FATTR_KILL_SUIDGID's semantics too).
     func changeModeAndOwner(_ inode: Inode, _ file: File?, _ pathFD: Int32, _ changes: AttributeChanges,
                             _ caller: Credentials) throws(Errno) {
-        guard options.trustClientPermissions && caller.uid != 0 else {
-            return try applyModeAndOwner(inode, file, pathFD, changes)
-        }
+        if caller.uid == 0 { return try applyModeAndOwner(inode, file, pathFD, changes) }
         var stx = statx()
         if !statxFD(pathFD, &stx) { throw ownFailure("statx") }
-        guard stx.stx_uid == caller.uid || Self.onlyClearsSetIDBits(changes, from: UInt32(stx.stx_mode)) else {
-            throw .notPermitted
-        }
+        // Giving up set-id bits is safe whoever asks, even when the host re-checks the rest.
+        let clearing = Self.onlyClearsSetIDBits(changes, from: UInt32(stx.stx_mode))
+        if !options.trustClientPermissions && !clearing { return try applyModeAndOwner(inode, file, pathFD, changes) }
+        guard stx.stx_uid == caller.uid || clearing else { throw .notPermitted }
         if let uid = changes.uid, uid != stx.stx_uid { throw .notPermitted }
         try ThreadCredentialState.current.asDaemon { () throws(Errno) in
             try applyModeAndOwner(inode, file, pathFD, changes)

@@ -95,6 +95,12 @@ import FerryCore
             #expect(errnoOf { _ = try driver.setattr(other.inode, nil, AttributeChanges(mode: 0o7755), Self.stranger) } == EPERM)
             #expect(try driver.getattr(other.inode, nil, .root).mode & 0o7777 == 0o6755)
         }
+        // Also when the host re-checks every request as the caller.
+        try withExport(POSIXOptions(trustClientPermissions: false)) { path, driver in
+            let file = try makeFile(driver, "f", uid: 0, gid: 0, mode: 0o4755)
+            #expect(try driver.setattr(file.inode, nil, AttributeChanges(mode: 0o755), Self.stranger).mode & 0o7777 == 0o755)
+            #expect(errnoOf { _ = try driver.setattr(file.inode, nil, AttributeChanges(mode: 0o777), Self.stranger) } == EPERM)
+        }
     }
 
     // MARK: - Writes
