@@ -461,7 +461,7 @@ public final class POSIXDriver: FileSystemDriver {
         var stx = statx()
         if !statxFD(pathFD, &stx) { throw ownFailure("statx") }
         // Giving up set-id bits is safe whoever asks, even when the host re-checks the rest.
-        let clearing = Self.onlyClearsSetIDBits(changes, from: UInt32(stx.stx_mode))
+        let clearing = inode.isRegularFile && Self.onlyClearsSetIDBits(changes, from: UInt32(stx.stx_mode))
         if !options.trustClientPermissions && !clearing { return try applyModeAndOwner(inode, file, pathFD, changes) }
         guard stx.stx_uid == caller.uid || clearing else { throw .notPermitted }
         if let uid = changes.uid, uid != stx.stx_uid { throw .notPermitted }
@@ -471,7 +471,7 @@ public final class POSIXDriver: FileSystemDriver {
     }
 
     /// A chmod that only clears S_ISUID or S_ISGID: what a kernel without KILLPRIV_V2 sends for
-    /// a write or truncation by any user (not only the owner) of a set-id file.
+    /// a write or truncation by any user (not only the owner) of a set-id regular file.
     static func onlyClearsSetIDBits(_ changes: AttributeChanges, from current: UInt32) -> Bool {
         guard changes.uid == nil, changes.gid == nil, let mode = changes.mode else { return false }
         let setID = FileMode.setUID | FileMode.setGID

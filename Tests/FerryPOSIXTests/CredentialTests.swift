@@ -94,6 +94,11 @@ import FerryCore
             #expect(errnoOf { _ = try driver.setattr(other.inode, nil, AttributeChanges(mode: 0o757), Self.stranger) } == EPERM)
             #expect(errnoOf { _ = try driver.setattr(other.inode, nil, AttributeChanges(mode: 0o7755), Self.stranger) } == EPERM)
             #expect(try driver.getattr(other.inode, nil, .root).mode & 0o7777 == 0o6755)
+            // Only regular files: a directory's set-group-ID is no privilege a write gives up.
+            let dir = try withName("d") { try driver.mkdir(try driver.rootInode(), $0, mode: 0o775, .root) }
+            _ = try driver.setattr(dir.inode, nil, AttributeChanges(mode: 0o2775), .root)
+            #expect(errnoOf { _ = try driver.setattr(dir.inode, nil, AttributeChanges(mode: 0o775), Self.stranger) } == EPERM)
+            #expect(try driver.getattr(dir.inode, nil, .root).mode & 0o7777 == 0o2775)
         }
         // Also when the host re-checks every request as the caller.
         try withExport(POSIXOptions(trustClientPermissions: false)) { path, driver in
