@@ -103,10 +103,11 @@ let package = Package(
             "FerryTestSupport",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .testTarget(name: "FerryCLITests", dependencies: ["FerryCLI", "FerryTestSupport", "FerryVhostFrontend", "FerryFUSE", "CFerry"]),
+        .testTarget(name: "FerryCLITests", dependencies: ["FerryCLI", "FerryTestSupport", "FerryVhostFrontend", "FerryFUSE", "CFerry",
+                                                     "CFerrySandbox", "CSeccomp"]),
         .testTarget(name: "FerryConfigTests", dependencies: ["FerryConfig"]),
         .testTarget(name: "FerryCoreTests", dependencies: ["FerryCore", "FerryFUSE", "FerryPOSIX", "CMallocCounter"]),
-        .testTarget(name: "FerryPOSIXTests", dependencies: ["FerryPOSIX", "FerryCore", "CFerry"]),
+        .testTarget(name: "FerryPOSIXTests", dependencies: ["FerryPOSIX", "FerryCore", "CFerry", "CFerrySandbox"]),
         // Against a real nfs-ganesha (scripts/nfs) and a real one-node Ceph cluster (scripts/ceph).
         .testTarget(name: "FuzzCorpusTests", dependencies: ["FerryFuzz", "FerryTestSupport"]),
         .testTarget(name: "FerryNFSTests", dependencies: ["FerryNFS", "FerryCore", "FerryFUSE", "CFerry", "FerryTestSupport"]),

@@ -16,6 +16,8 @@
 #include <linux/openat2.h>
 #include <linux/capability.h>
 
+const int ferry_o_direct = O_DIRECT;
+
 int ferry_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode, uint64_t resolve) {
     struct open_how how = { .flags = flags, .mode = mode, .resolve = resolve };
     return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);

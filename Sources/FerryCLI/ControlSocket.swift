@@ -46,18 +46,26 @@ final class ControlServer: @unchecked Sendable {
         self.path = path
         self.daemon = daemon
         self.logger = logger
+        listenFD = try Self.listen(at: path)
+    }
+
+    /// The listening socket at `path`, created 0600 and never more open than that.
+    static func listen(at path: String) throws(CLIError) -> Int32 {
         try createParentDirectory(of: path)
         // A socket file left by a daemon that died is in the way; a live one is not ours to take.
         if probeControlSocket(path) { throw CLIError("another ferry daemon is already answering on \(path)") }
         unlink(path)
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw CLIError("control socket: \(String(cString: strerror(errno)))") }
-        guard bindUnix(fd, path), chmod(path, 0o600) == 0, listen(fd, 16) == 0 else {
+        // fchmod before bind: Linux creates the socket file with the socket's mode minus the
+        // umask, so it is 0600 from the start (see VhostUserFSBackend.bindPrivately), never
+        // the umask's mode until a chmod after bind.
+        guard fchmod(fd, 0o600) == 0, bindUnix(fd, path), Glibc.listen(fd, 16) == 0 else {
             let reason = String(cString: strerror(errno))
             close(fd)
             throw CLIError("cannot listen on the control socket \(path): \(reason)")
         }
-        listenFD = fd
+        return fd
     }
 
     func start() {

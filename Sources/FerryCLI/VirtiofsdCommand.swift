@@ -96,6 +96,9 @@ let virtiofsdHelp = """
       --announce-submounts        Tell the guest which directories are mount points (default)
       --no-announce-submounts     Do not
       --no-readdirplus            Disable READDIRPLUS (legacy -o no_readdirplus)
+      --killpriv-v2               Offer FUSE_HANDLE_KILLPRIV_V2: the server clears setuid/setgid on
+                                  write, chown and truncation (default; legacy -o killpriv_v2)
+      --no-killpriv-v2            Do not: the guest kernel clears them (legacy -o no_killpriv_v2)
       --inode-file-handles=never|prefer|mandatory   Hold inodes by file handle (default prefer)
 
     Process:

@@ -31,6 +31,9 @@ public struct VirtiofsdPlan: Equatable, Sendable {
     /// Shared mmap of direct I/O files (`--allow-mmap`): on unless `--no-allow-mmap`
     /// (`ExportPolicy.allowMmap` says why Ferry differs from virtiofsd here).
     public var allowMmap = true
+    /// FUSE_HANDLE_KILLPRIV_V2, offered by default as virtiofsd does; off with
+    /// `--no-killpriv-v2` / `-o no_killpriv_v2`.
+    public var killPrivV2 = true
     public var inodeFileHandles: FileHandleMode = .prefer
     /// Worker threads for each queue's requests; 0 serves them on the queue threads
     /// (virtiofsd's default); nil (not given): what suits the source
@@ -58,9 +61,11 @@ public struct VirtiofsdPlan: Equatable, Sendable {
 
     /// What the server core applies for every request.
     public var policy: ExportPolicy {
-        ExportPolicy(cache: cache, xattr: xattr, posixACL: posixACL, readOnly: readonly,
-                     writeback: writeback, announceSubmounts: announceSubmounts,
-                     allowDirectIO: allowDirectIO, readdirplus: readdirplus, allowMmap: allowMmap)
+        var policy = ExportPolicy(cache: cache, xattr: xattr, posixACL: posixACL, readOnly: readonly,
+                                  writeback: writeback, announceSubmounts: announceSubmounts,
+                                  allowDirectIO: allowDirectIO, readdirplus: readdirplus, allowMmap: allowMmap)
+        policy.killPrivV2 = killPrivV2
+        return policy
     }
 
     public var posixOptions: POSIXOptions {
@@ -123,7 +128,6 @@ private let unsupportedLongOptions: [String: String] = [
     "migration-on-error": "Ferry cannot migrate a device's state yet",
     "migration-verify-handles": "Ferry cannot migrate a device's state yet",
     "migration-confirm-paths": "Ferry cannot migrate a device's state yet",
-    "killpriv-v2": "Ferry does not negotiate FUSE_HANDLE_KILLPRIV_V2 yet; leave the option out",
     "security-label": "security label support is not implemented by Ferry yet",
     "posix-acl-create-fallback": "needs --xattrmap, which Ferry does not implement yet",
     "preserve-noatime": "Ferry does not pass O_NOATIME through yet; leave the option out",
@@ -288,7 +292,8 @@ struct VirtiofsdParser {
         case "announce-submounts": plan.announceSubmounts = true
         case "no-announce-submounts": plan.announceSubmounts = false
         case "no-readdirplus": plan.readdirplus = false
-        case "no-killpriv-v2": break  // the default: Ferry never negotiates KILLPRIV_V2
+        case "killpriv-v2": plan.killPrivV2 = true
+        case "no-killpriv-v2": plan.killPrivV2 = false
         case "syslog": plan.syslog = true
         case "debug": debug = true
         case "print-capabilities": printCapabilities = true
@@ -342,12 +347,12 @@ struct VirtiofsdParser {
         case "no_allow_direct_io": plan.allowDirectIO = false
         case "announce_submounts": plan.announceSubmounts = true
         case "debug": debug = true
-        // What these ask for is what Ferry does: locks stay in the guest, no KILLPRIV_V2.
-        case "no_flock", "no_posix_lock", "no_killpriv_v2", "no_security_label": break
+        case "killpriv_v2": plan.killPrivV2 = true
+        case "no_killpriv_v2": plan.killPrivV2 = false
+        // What these ask for is what Ferry does: locks stay in the guest, no security labels.
+        case "no_flock", "no_posix_lock", "no_security_label": break
         case "flock", "posix_lock":
             throw CLIError("-o \(option) is not supported: Ferry does not serve remote locks yet (the guest kernel then locks locally); use -o no_\(option) or leave it out")
-        case "killpriv_v2":
-            throw CLIError("-o killpriv_v2 is not supported: \(unsupportedLongOptions["killpriv-v2"]!)")
         case "security_label":
             throw CLIError("-o security_label is not supported: \(unsupportedLongOptions["security-label"]!)")
         case "norace":

@@ -85,6 +85,11 @@ public protocol FileSystemDriver: AnyObject, Sendable {
     /// opened this way; anything else must be refused (never open a fifo or device).
     func open(_ inode: Inode, flags: Int32, killSuidGid: Bool, _ caller: Credentials) throws(Errno) -> OpenedFile<File>
     func create(_ parent: Inode, _ name: FileName, mode: UInt32, flags: Int32, _ caller: Credentials) throws(Errno) -> (Entry, OpenedFile<File>)
+    /// CREATE with FUSE_OPEN_KILL_SUIDGID: when the name exists and O_TRUNC truncates it, clear
+    /// setuid (and setgid if group-executable) as a truncation by a caller without CAP_FSETID
+    /// does. The default ignores the flag and calls `create(_:_:mode:flags:_:)`.
+    func create(_ parent: Inode, _ name: FileName, mode: UInt32, flags: Int32, killSuidGid: Bool,
+                _ caller: Credentials) throws(Errno) -> (Entry, OpenedFile<File>)
     /// Reads up to `buffers.totalLength` bytes at `offset` straight into `buffers`; returns bytes read.
     func read(_ file: File, offset: UInt64, into buffers: IOVectors, _ caller: Credentials) throws(Errno) -> Int
     /// Writes `buffers` at `offset`; returns bytes written. With `killSuidGid` the driver clears
@@ -103,6 +108,13 @@ public protocol FileSystemDriver: AnyObject, Sendable {
     func statfs(_ inode: Inode, _ caller: Credentials) throws(Errno) -> FileSystemStatistics
     /// `flags` are XATTR_CREATE / XATTR_REPLACE.
     func setxattr(_ inode: Inode, name: AttributeName, value: UnsafeRawBufferPointer, flags: Int32, _ caller: Credentials) throws(Errno)
+    /// SETXATTR with FUSE_SETXATTR_ACL_KILL_SGID: `clearingSetGID` when the client kernel, which
+    /// knows the caller's groups, says that the caller setting an access ACL is neither in the
+    /// file's group nor holds CAP_FSETID, so S_ISGID must be cleared as setting it locally
+    /// would. The default calls `setxattr(_:name:value:flags:_:)`, then clears the bit with
+    /// `getattr` and `setattr`.
+    func setxattr(_ inode: Inode, name: AttributeName, value: UnsafeRawBufferPointer, flags: Int32, clearingSetGID: Bool,
+                  _ caller: Credentials) throws(Errno)
     /// With an empty `buffer`, returns the value's size; otherwise fills it (ERANGE if too small).
     func getxattr(_ inode: Inode, name: AttributeName, into buffer: UnsafeMutableRawBufferPointer, _ caller: Credentials) throws(Errno) -> Int
     /// NUL-separated names; empty `buffer` asks for the size.
@@ -141,6 +153,10 @@ extension FileSystemDriver {
     public func link(_ inode: Inode, to newParent: Inode, _ newName: FileName, _ caller: Credentials) throws(Errno) -> Entry { throw .notImplemented }
     public func open(_ inode: Inode, flags: Int32, killSuidGid: Bool, _ caller: Credentials) throws(Errno) -> OpenedFile<File> { throw .notImplemented }
     public func create(_ parent: Inode, _ name: FileName, mode: UInt32, flags: Int32, _ caller: Credentials) throws(Errno) -> (Entry, OpenedFile<File>) { throw .notImplemented }
+    public func create(_ parent: Inode, _ name: FileName, mode: UInt32, flags: Int32, killSuidGid: Bool,
+                       _ caller: Credentials) throws(Errno) -> (Entry, OpenedFile<File>) {
+        try create(parent, name, mode: mode, flags: flags, caller)
+    }
     public func read(_ file: File, offset: UInt64, into buffers: IOVectors, _ caller: Credentials) throws(Errno) -> Int { throw .notImplemented }
     public func write(_ file: File, offset: UInt64, from buffers: IOVectors, killSuidGid: Bool, _ caller: Credentials) throws(Errno) -> Int { throw .notImplemented }
     public func flush(_ file: File, lockOwner: UInt64, _ caller: Credentials) throws(Errno) {}
@@ -152,6 +168,15 @@ extension FileSystemDriver {
     public func fsyncdir(_ directory: Directory, dataOnly: Bool, _ caller: Credentials) throws(Errno) { throw .notImplemented }
     public func statfs(_ inode: Inode, _ caller: Credentials) throws(Errno) -> FileSystemStatistics { throw .notImplemented }
     public func setxattr(_ inode: Inode, name: AttributeName, value: UnsafeRawBufferPointer, flags: Int32, _ caller: Credentials) throws(Errno) { throw .notImplemented }
+    public func setxattr(_ inode: Inode, name: AttributeName, value: UnsafeRawBufferPointer, flags: Int32, clearingSetGID: Bool,
+                         _ caller: Credentials) throws(Errno) {
+        try setxattr(inode, name: name, value: value, flags: flags, caller)
+        guard clearingSetGID else { return }
+        let mode = try getattr(inode, nil, caller).mode
+        if mode & FileMode.setGID != 0 {
+            _ = try setattr(inode, nil, AttributeChanges(mode: mode & 0o7777 & ~FileMode.setGID), caller)
+        }
+    }
     public func getxattr(_ inode: Inode, name: AttributeName, into buffer: UnsafeMutableRawBufferPointer, _ caller: Credentials) throws(Errno) -> Int { throw .notImplemented }
     public func listxattr(_ inode: Inode, into buffer: UnsafeMutableRawBufferPointer, _ caller: Credentials) throws(Errno) -> Int { throw .notImplemented }
     public func removexattr(_ inode: Inode, name: AttributeName, _ caller: Credentials) throws(Errno) { throw .notImplemented }

@@ -70,6 +70,9 @@ public struct ExportPolicy: Sendable {
     /// operators of those cache modes run, and the kernel itself writes mapped pages back
     /// before direct I/O on the same file; only a mapped file's pages are cached.
     public var allowMmap: Bool
+    /// Negotiate FUSE_HANDLE_KILLPRIV_V2 (virtiofsd's default; `--no-killpriv-v2` turns it off):
+    /// the server clears set-id bits on write, chown and truncation when the kernel asks.
+    public var killPrivV2 = true
     /// Guest ids to host ids and back (squash, ranges).
     public var idMap = IDMap.identity
     /// Bytes and inodes the export may use (EDQUOT beyond).

@@ -76,8 +76,10 @@ extension FUSEServer {
             default: throw .invalid
             }
             let parent = try inode(h.nodeID)
+            var creator = caller
+            creator.umask = creationUmask(m.umask)
             let entry = try makingInode { () throws(Errno) -> Driver.Entry in
-                try driver.mknod(parent, try name(rawName), mode: m.mode, rdev: m.rdev, caller)
+                try driver.mknod(parent, try name(rawName), mode: m.mode, rdev: m.rdev, creator)
             }
             return try entryReply(entry, unique, reply)
 
@@ -85,8 +87,10 @@ extension FUSEServer {
             try writable()
             let parent = try inode(h.nodeID)
             let mode = (m.mode & 0o7777) | UInt32(S_IFDIR)
+            var creator = caller
+            creator.umask = creationUmask(m.umask)
             let entry = try makingInode { () throws(Errno) -> Driver.Entry in
-                try driver.mkdir(parent, try name(rawName), mode: mode, caller)
+                try driver.mkdir(parent, try name(rawName), mode: mode, creator)
             }
             return try entryReply(entry, unique, reply)
 
@@ -134,8 +138,11 @@ extension FUSEServer {
             try writable()
             let parent = try inode(h.nodeID)
             let mode = (c.mode & 0o7777) | UInt32(S_IFREG)
+            var creator = caller
+            creator.umask = creationUmask(c.umask)
             let (entry, opened) = try makingInode { () throws(Errno) -> (Driver.Entry, OpenedFile<Driver.File>) in
-                try driver.create(parent, try name(rawName), mode: mode, flags: driverOpenFlags(c.flags), caller)
+                try driver.create(parent, try name(rawName), mode: mode, flags: driverOpenFlags(c.flags),
+                                  killSuidGid: c.openFlags & FUSERequestFlag.openKillSuidGid != 0, creator)
             }
             return try createReply(entry, opened, unique, reply)
 
@@ -143,8 +150,10 @@ extension FUSEServer {
             try writable()
             let parent = try inode(h.nodeID)
             let mode = (c.mode & 0o7777) | UInt32(S_IFREG)
+            var creator = caller
+            creator.umask = creationUmask(c.umask)
             let (entry, opened) = try makingInode { () throws(Errno) -> (Driver.Entry, OpenedFile<Driver.File>) in
-                try driver.tmpfile(parent, mode: mode, flags: driverOpenFlags(c.flags), caller)
+                try driver.tmpfile(parent, mode: mode, flags: driverOpenFlags(c.flags), creator)
             }
             return try createReply(entry, opened, unique, reply)
 
@@ -219,7 +228,9 @@ extension FUSEServer {
             guard policy.xattr else { throw .notImplemented }
             try writable()
             let attribute = try AttributeName.validated(rawName).get()
-            try driver.setxattr(try inode(h.nodeID), name: attribute, value: value, flags: Int32(bitPattern: s.flags), caller)
+            let clearingSetGID = s.setxattrFlags & FUSERequestFlag.setxattrACLKillSGID != 0
+            try driver.setxattr(try inode(h.nodeID), name: attribute, value: value, flags: Int32(bitPattern: s.flags),
+                                clearingSetGID: clearingSetGID, caller)
             return emptyReply(unique, reply)
 
         case .getxattr(let size, let rawName):

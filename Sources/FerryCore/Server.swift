@@ -261,10 +261,16 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, @un
     private func initialize(_ initIn: FUSEInitIn, unique: UInt64, reply: ReplyArea) -> ReplyDisposition {
         var wanted: FUSEInitFlags = [
             .asyncRead, .atomicOTrunc, .bigWrites, .autoInvalData, .asyncDio, .parallelDirops,
-            .handleKillprivV2, .maxPages, .cacheSymlinks, .setxattrExt, .initExt, .createSuppGroup,
+            .maxPages, .cacheSymlinks, .setxattrExt, .initExt, .createSuppGroup,
         ]
         if policy.readdirplus { wanted.formUnion([.doReaddirplus, .readdirplusAuto]) }
-        if policy.posixACL { wanted.insert(.posixACL) }
+        // The server clears set-id bits (and the host, security.capability) on write, chown
+        // and truncation when the kernel asks (the *_KILL_SUIDGID flags), so the kernel need
+        // not send a GETXATTR and a SETATTR around every write.
+        if policy.killPrivV2 { wanted.insert(.handleKillprivV2) }
+        // With POSIX ACLs the umask must not be applied where a default ACL is: the kernel
+        // leaves it to us (FUSE_DONT_MASK) and sends it with each creating request.
+        if policy.posixACL { wanted.formUnion([.posixACL, .dontMask]) }
         if policy.writeback { wanted.insert(.writebackCache) }
         if policy.announceSubmounts { wanted.insert(.submounts) }
         if policy.allowMmap { wanted.insert(.directIOAllowMmap) }
@@ -371,12 +377,19 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, @un
         return out
     }
 
+    /// The caller's umask for a creating request: the request's own under FUSE_DONT_MASK;
+    /// otherwise 0, the kernel having applied it to the mode already.
+    @inline(__always)
+    func creationUmask(_ umask: UInt32) -> UInt32 {
+        FUSESessionWord(raw: session.load(ordering: .relaxed)).agreed.contains(.dontMask) ? umask & 0o777 : 0
+    }
+
     /// Open flags as the driver should see them: creation bits are the server's business,
     /// and with the writeback cache the kernel may read through a write-only open and
     /// handles O_APPEND itself.
     func driverOpenFlags(_ raw: UInt32) -> Int32 {
         var flags = Int32(bitPattern: raw) & ~(O_CREAT | O_EXCL | O_NOCTTY)
-        if !policy.allowDirectIO { flags &= ~0o40000 }     // O_DIRECT (x86-64), which Glibc hides without _GNU_SOURCE
+        if !policy.allowDirectIO { flags &= ~ferry_o_direct }
         if policy.writeback {
             if flags & O_ACCMODE == O_WRONLY { flags = (flags & ~O_ACCMODE) | O_RDWR }
             flags &= ~O_APPEND

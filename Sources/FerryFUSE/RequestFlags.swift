@@ -22,6 +22,9 @@ public enum FUSERequestFlag {
     public static let getattrFH: UInt32 = 1 << 0
     /// `fuse_open_in.open_flags`: clear setuid/setgid (O_TRUNC by an unprivileged caller).
     public static let openKillSuidGid: UInt32 = 1 << 0
+    /// `fuse_setxattr_in.setxattr_flags` (FUSE_SETXATTR_EXT): the caller setting an access
+    /// ACL is not in the file's group and lacks CAP_FSETID: clear setgid.
+    public static let setxattrACLKillSGID: UInt32 = 1 << 0
     /// `fuse_write_in.write_flags`: clear setuid/setgid after this write.
     public static let writeKillSuidGid: UInt32 = 1 << 2
     /// `fuse_fsync_in.fsync_flags`: data only (fdatasync).

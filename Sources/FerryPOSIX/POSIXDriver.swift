@@ -90,8 +90,8 @@ public final class POSIXDriver: FileSystemDriver {
                 mode = .never
             }
         }
-        // The guest's umask is applied by us (`Credentials.umask`); the daemon's own must not.
-        umask(0)
+        // The process umask is left alone (a library must not change process state): the
+        // creating calls make their nodes' modes exact afterwards (`settleCreationMode`).
 
         self.options = options
         self.procFD = procFD
@@ -259,9 +259,65 @@ public final class POSIXDriver: FileSystemDriver {
         (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC) != 0
     }
 
-    @inline(__always)
-    func creationMode(_ mode: UInt32, _ caller: Credentials) -> UInt32 {
-        mode & 0o7777 & ~caller.umask
+    /// The mode a node is created with. `requested` are the bits the client sent; `wanted`
+    /// what the node must end up with where no default ACL applies: without the caller's
+    /// umask, which comes with the request only under FUSE_DONT_MASK (otherwise the client
+    /// kernel has applied it already). In a directory with a default ACL the host applies the
+    /// ACL to `requested` and no umask at all, which is what POSIX ACLs ask for.
+    struct CreationMode {
+        let requested: UInt32
+        let wanted: UInt32
+        /// nil until looked at: only done when a umask must be applied or a result differs.
+        var parentHasDefaultACL: Bool?
+        /// The mode for the creating system call.
+        var syscallMode: mode_t { mode_t(parentHasDefaultACL == false ? wanted : requested) }
+    }
+
+    func creationMode(_ mode: UInt32, _ caller: Credentials, parentFD: Int32) -> CreationMode {
+        let requested = mode & 0o7777
+        var creation = CreationMode(requested: requested, wanted: requested & ~(caller.umask & 0o777))
+        if creation.wanted != requested { creation.parentHasDefaultACL = hasDefaultACL(parentFD) }
+        return creation
+    }
+
+    /// Whether the directory has a default ACL (read as the daemon: reading it needs no
+    /// permission, and reopening the directory might). Unknown counts as none.
+    func hasDefaultACL(_ directoryFD: Int32) -> Bool {
+        (try? ThreadCredentialState.current.asDaemon { () throws(Errno) -> Bool in
+            let fd = try reopen(directoryFD, flags: O_RDONLY | O_DIRECTORY | O_NONBLOCK | O_CLOEXEC)
+            defer { close(fd) }
+            return ferry_fgetxattr(fd, defaultACLName, nil, 0) > 0
+        }) ?? false
+    }
+
+    /// Gives a node this request just created exactly the permission bits the client asked
+    /// for. The process umask (whatever the program embedding the driver set; never changed
+    /// here) may have taken bits away, which a chmod as the daemon puts back; a default ACL's
+    /// result is left as the host made it. No system call when the mode is already right
+    /// (a process umask of 0, as the `ferry` commands set, or one that took nothing away).
+    /// Best effort: if the chmod fails the node keeps a stricter mode, which is reported.
+    func settleCreationMode(_ entry: inout Entry, _ creation: inout CreationMode, parentFD: Int32, ioFD: Int32?) {
+        let mode = entry.attributes.mode
+        if mode & FileMode.typeMask == FileMode.symlink || mode & 0o777 == creation.wanted & 0o777 { return }
+        if creation.parentHasDefaultACL == nil { creation.parentHasDefaultACL = hasDefaultACL(parentFD) }
+        if creation.parentHasDefaultACL == true { return }
+        // The host decided the set-id bits (setgid inherited, or stripped): keep its choice.
+        let settled = (mode & 0o7000) | (creation.wanted & 0o777)
+        // The descriptor is taken before acting as the daemon: opening one by handle switches
+        // credentials itself, and would end the daemon's turn early.
+        let chmod = { (fd: Int32, byPath: Bool) throws(Errno) -> Bool in
+            try ThreadCredentialState.current.asDaemon { () throws(Errno) -> Bool in
+                if !byPath { return fchmod(fd, mode_t(settled)) == 0 }
+                return try withDescriptorName(fd) { name throws(Errno) -> Bool in fchmodat(self.procFD, name, mode_t(settled), 0) == 0 }
+            }
+        }
+        let done: Bool?
+        if let ioFD {
+            done = try? chmod(ioFD, false)
+        } else {
+            done = try? withPathFD(entry.inode) { fd throws(Errno) -> Bool in try chmod(fd, true) }
+        }
+        if done == true { entry.attributes.mode = (mode & ~0o7777) | settled }
     }
 
     /// Clears setuid, and setgid when group-executable, on an open file (as a write by an
@@ -336,22 +392,8 @@ public final class POSIXDriver: FileSystemDriver {
         become(caller)
         try checkWritable()
         return try withPathFD(inode) { pathFD throws(Errno) -> Attributes in
-            if let mode = changes.mode {
-                let bits = mode_t(mode & 0o7777)
-                if let file {
-                    if fchmod(file.fd, bits) != 0 { throw ownFailure("fchmod") }
-                } else {
-                    // chmod on an O_PATH fd is refused; go through the magic link (which
-                    // lands on the inode itself). Linux cannot chmod a symlink.
-                    if inode.isSymlink { throw .notSupported }
-                    try withDescriptorName(pathFD) { name throws(Errno) in
-                        if fchmodat(procFD, name, bits, 0) != 0 { throw ownFailure("fchmodat") }
-                    }
-                }
-            }
-            if changes.uid != nil || changes.gid != nil {
-                let uid = changes.uid ?? UInt32.max, gid = changes.gid ?? UInt32.max
-                if fchownat(pathFD, emptyPath, uid, gid, emptyPathNoFollow) != 0 { throw ownFailure("fchownat") }
+            if changes.mode != nil || changes.uid != nil || changes.gid != nil {
+                try changeModeAndOwner(inode, file, pathFD, changes, caller)
             }
             if let size = changes.size {
                 guard size <= UInt64(Int64.max) else { throw .invalid }
@@ -408,6 +450,59 @@ public final class POSIXDriver: FileSystemDriver {
         }
     }
 
+    /// chmod and chown. The client kernel has checked them with the caller's full group
+    /// list, which FUSE never sends: acting with only the caller's uid and gid, the host would
+    /// refuse an owner's chgrp to one of its supplementary groups (EPERM) and strip S_ISGID
+    /// from an owner's chmod of a file in such a group. So when the client's checks are
+    /// trusted, both run as the daemon, after the checks the host can make by itself: a
+    /// caller other than root must own the node and cannot give it away. A chmod that only
+    /// clears set-id bits runs as the daemon for anyone, in either mode. The daemon's chown
+    /// clears what Linux's chown(2) clears on a non-directory: S_ISUID, S_ISGID when group
+    /// executable, and security.capability (FATTR_KILL_SUIDGID's semantics too).
+    func changeModeAndOwner(_ inode: Inode, _ file: File?, _ pathFD: Int32, _ changes: AttributeChanges,
+                            _ caller: Credentials) throws(Errno) {
+        if caller.uid == 0 { return try applyModeAndOwner(inode, file, pathFD, changes) }
+        var stx = statx()
+        if !statxFD(pathFD, &stx) { throw ownFailure("statx") }
+        // Giving up set-id bits is safe whoever asks, even when the host re-checks the rest.
+        let clearing = inode.isRegularFile && Self.onlyClearsSetIDBits(changes, from: UInt32(stx.stx_mode))
+        if !options.trustClientPermissions && !clearing { return try applyModeAndOwner(inode, file, pathFD, changes) }
+        guard stx.stx_uid == caller.uid || clearing else { throw .notPermitted }
+        if let uid = changes.uid, uid != stx.stx_uid { throw .notPermitted }
+        try ThreadCredentialState.current.asDaemon { () throws(Errno) in
+            try applyModeAndOwner(inode, file, pathFD, changes)
+        }
+    }
+
+    /// A chmod that only clears S_ISUID or S_ISGID: what a kernel without KILLPRIV_V2 sends for
+    /// a write or truncation by any user (not only the owner) of a set-id regular file.
+    static func onlyClearsSetIDBits(_ changes: AttributeChanges, from current: UInt32) -> Bool {
+        guard changes.uid == nil, changes.gid == nil, let mode = changes.mode else { return false }
+        let setID = FileMode.setUID | FileMode.setGID
+        let now = current & 0o7777, wanted = mode & 0o7777
+        return wanted & ~now == 0 && now & ~setID == wanted & ~setID
+    }
+
+    private func applyModeAndOwner(_ inode: Inode, _ file: File?, _ pathFD: Int32, _ changes: AttributeChanges) throws(Errno) {
+        if let mode = changes.mode {
+            let bits = mode_t(mode & 0o7777)
+            if let file {
+                if fchmod(file.fd, bits) != 0 { throw ownFailure("fchmod") }
+            } else {
+                // chmod on an O_PATH fd is refused; go through the magic link (which
+                // lands on the inode itself). Linux cannot chmod a symlink.
+                if inode.isSymlink { throw .notSupported }
+                try withDescriptorName(pathFD) { name throws(Errno) in
+                    if fchmodat(procFD, name, bits, 0) != 0 { throw ownFailure("fchmodat") }
+                }
+            }
+        }
+        if changes.uid != nil || changes.gid != nil {
+            let uid = changes.uid ?? UInt32.max, gid = changes.gid ?? UInt32.max
+            if fchownat(pathFD, emptyPath, uid, gid, emptyPathNoFollow) != 0 { throw ownFailure("fchownat") }
+        }
+    }
+
     public func readlink(_ inode: Inode, into buffer: UnsafeMutableRawBufferPointer, _ caller: Credentials) throws(Errno) -> Int {
         become(caller)
         guard inode.isSymlink else { throw .invalid }
@@ -419,39 +514,40 @@ public final class POSIXDriver: FileSystemDriver {
         }
     }
 
-    /// Creates a node with `make(parentFD)` and looks it up.
+    /// Creates a node with `make(parentFD, mode)` and looks it up. `mode`: the permission
+    /// bits asked for (nil for a symlink).
     @inline(__always)
-    func createNode(_ parent: Inode, _ name: FileName, _ caller: Credentials,
-                    _ make: (Int32) -> Int32) throws(Errno) -> Entry {
+    func createNode(_ parent: Inode, _ name: FileName, _ caller: Credentials, mode: UInt32?,
+                    _ make: (Int32, mode_t) -> Int32) throws(Errno) -> Entry {
         become(caller)
         try checkWritable()
         guard parent.isDirectory else { throw .notDirectory }
-        let fd = try withPathFD(parent) { parentFD throws(Errno) -> Int32 in
-            if make(parentFD) != 0 { throw ownFailure("create node") }
-            return try openChild(parentFD, name)
+        return try withPathFD(parent) { parentFD throws(Errno) -> Entry in
+            var creation = mode.map { creationMode($0, caller, parentFD: parentFD) }
+            if make(parentFD, creation?.syscallMode ?? 0) != 0 { throw ownFailure("create node") }
+            var entry = try makeEntry(pathFD: try openChild(parentFD, name))
+            if creation != nil { settleCreationMode(&entry, &creation!, parentFD: parentFD, ioFD: nil) }
+            return entry
         }
-        return try makeEntry(pathFD: fd)
     }
 
     public func symlink(_ parent: Inode, _ name: FileName, target: UnsafeRawBufferPointer, _ caller: Credentials) throws(Errno) -> Entry {
         guard let base = target.baseAddress, !target.isEmpty else { throw .noEntry }
-        return try createNode(parent, name, caller) { parentFD in
+        return try createNode(parent, name, caller, mode: nil) { parentFD, _ in
             symlinkat(base.assumingMemoryBound(to: CChar.self), parentFD, name.cString)
         }
     }
 
     public func mknod(_ parent: Inode, _ name: FileName, mode: UInt32, rdev: UInt32, _ caller: Credentials) throws(Errno) -> Entry {
         let type = mode & FileMode.typeMask
-        let bits = creationMode(mode, caller)
-        return try createNode(parent, name, caller) { parentFD in
-            mknodat(parentFD, name.cString, mode_t(type | bits), dev_t(rdev))
+        return try createNode(parent, name, caller, mode: mode) { parentFD, bits in
+            mknodat(parentFD, name.cString, mode_t(type) | bits, dev_t(rdev))
         }
     }
 
     public func mkdir(_ parent: Inode, _ name: FileName, mode: UInt32, _ caller: Credentials) throws(Errno) -> Entry {
-        let bits = creationMode(mode, caller)
-        return try createNode(parent, name, caller) { parentFD in
-            mkdirat(parentFD, name.cString, mode_t(bits))
+        try createNode(parent, name, caller, mode: mode) { parentFD, bits in
+            mkdirat(parentFD, name.cString, bits)
         }
     }
 
@@ -524,21 +620,30 @@ public final class POSIXDriver: FileSystemDriver {
 
     public func create(_ parent: Inode, _ name: FileName, mode: UInt32, flags: Int32,
                        _ caller: Credentials) throws(Errno) -> (Entry, OpenedFile<File>) {
+        try create(parent, name, mode: mode, flags: flags, killSuidGid: false, caller)
+    }
+
+    /// `killSuidGid` (FUSE_OPEN_KILL_SUIDGID) matters when the name exists and is truncated:
+    /// the client kernel asks for what a truncation by a caller without CAP_FSETID does.
+    public func create(_ parent: Inode, _ name: FileName, mode: UInt32, flags: Int32, killSuidGid: Bool,
+                       _ caller: Credentials) throws(Errno) -> (Entry, OpenedFile<File>) {
         become(caller)
         try checkWritable()
         guard parent.isDirectory else { throw .notDirectory }
         let openFlags = sanitizedOpenFlags(flags)
-        let bits = creationMode(mode, caller)
         return try withPathFD(parent) { parentFD throws(Errno) -> (Entry, OpenedFile<File>) in
+            var creation = creationMode(mode, caller, parentFD: parentFD)
             // Always O_EXCL: O_CREAT on an existing name would open whatever is there (a fifo
             // would block us, a device would be opened). O_NOFOLLOW + RESOLVE_NO_SYMLINKS:
             // never create through a symlink.
             let fd = ferry_openat2(parentFD, name.cString,
                                    UInt64(bitPattern: Int64(openFlags | O_CREAT | O_EXCL | O_NOFOLLOW)),
-                                   UInt64(bits), openat2Resolve)
+                                   UInt64(creation.syscallMode), openat2Resolve)
             if fd >= 0 {
                 let file = File(fd: fd)
-                return (try makeEntry(ioFD: fd), OpenedFile(file: file))
+                var entry = try makeEntry(ioFD: fd)
+                settleCreationMode(&entry, &creation, parentFD: parentFD, ioFD: fd)
+                return (entry, OpenedFile(file: file))
             }
             if errno != EEXIST || flags & O_EXCL != 0 { throw ownFailure("openat2(O_CREAT)") }
             // It exists and the caller did not ask for exclusivity: open it like OPEN does,
@@ -547,6 +652,7 @@ public final class POSIXDriver: FileSystemDriver {
             let entry = try makeEntry(pathFD: pathFD, pin: false)
             try checkRegularFile(entry.inode)
             let ioFD = try withPathFD(entry.inode) { fd throws(Errno) in try reopen(fd, flags: openFlags) }
+            if killSuidGid && flags & O_TRUNC != 0 { killSetIDBits(ioFD: ioFD) }
             return (entry, OpenedFile(file: File(fd: ioFD)))
         }
     }
@@ -718,11 +824,44 @@ public final class POSIXDriver: FileSystemDriver {
 
     public func setxattr(_ inode: Inode, name: AttributeName, value: UnsafeRawBufferPointer, flags: Int32,
                          _ caller: Credentials) throws(Errno) {
+        try setxattr(inode, name: name, value: value, flags: flags, clearingSetGID: false, caller)
+    }
+
+    /// Setting an access ACL sets the mode's group bits, and the host clears S_ISGID when the
+    /// caller is not in the file's group, which it judges from the groups FUSE gives us (the
+    /// primary one alone). The client kernel judged with all of them and says what to do
+    /// (`clearingSetGID`, FUSE_SETXATTR_ACL_KILL_SGID); so when its checks are trusted, the
+    /// owner's access ACL is set as the daemon, which never clears, and S_ISGID is cleared
+    /// exactly when asked.
+    public func setxattr(_ inode: Inode, name: AttributeName, value: UnsafeRawBufferPointer, flags: Int32,
+                         clearingSetGID: Bool, _ caller: Credentials) throws(Errno) {
         become(caller)
         try checkWritable()
         try checkPrivilegedXattr(name, caller)
+        let accessACL = name.bytes.count == 23 && strcmp(name.cString, accessACLName) == 0
         try withXattrFD(inode) { fd throws(Errno) in
-            if ferry_fsetxattr(fd, name.cString, value.baseAddress, value.count, flags) != 0 { throw ownFailure("setxattr") }
+            if accessACL && options.trustClientPermissions && caller.uid != 0 {
+                var st = stat()
+                if fstat(fd, &st) != 0 { throw ownFailure("fstat") }
+                guard st.st_uid == caller.uid else { throw .notPermitted }  // only the owner sets ACLs
+                try ThreadCredentialState.current.asDaemon { () throws(Errno) in
+                    if ferry_fsetxattr(fd, name.cString, value.baseAddress, value.count, flags) != 0 { throw ownFailure("setxattr") }
+                }
+            } else if ferry_fsetxattr(fd, name.cString, value.baseAddress, value.count, flags) != 0 {
+                throw ownFailure("setxattr")
+            }
+            if clearingSetGID && accessACL { try clearSetGID(ioFD: fd) }
+        }
+    }
+
+    /// Clears S_ISGID on an open node, as the daemon (its group bits stay, so an ACL's mask does).
+    func clearSetGID(ioFD fd: Int32) throws(Errno) {
+        var st = stat()
+        if fstat(fd, &st) != 0 { throw ownFailure("fstat") }
+        let mode = UInt32(st.st_mode)
+        guard mode & FileMode.setGID != 0 else { return }
+        try ThreadCredentialState.current.asDaemon { () throws(Errno) in
+            if fchmod(fd, mode_t(mode & 0o7777 & ~FileMode.setGID)) != 0 { throw ownFailure("fchmod") }
         }
     }
 
@@ -833,12 +972,14 @@ public final class POSIXDriver: FileSystemDriver {
         var openFlags = sanitizedOpenFlags(flags) & ~O_DIRECTORY
         if flags & O_EXCL != 0 { openFlags |= O_EXCL }  // O_TMPFILE|O_EXCL: never linkable
         if openFlags & O_ACCMODE == O_RDONLY { openFlags = (openFlags & ~O_ACCMODE) | O_RDWR }
-        let bits = creationMode(mode, caller)
-        let fd = try withPathFD(parent) { pathFD throws(Errno) in
-            try reopen(pathFD, flags: oTmpfile | openFlags, mode: bits)
+        return try withPathFD(parent) { pathFD throws(Errno) -> (Entry, OpenedFile<File>) in
+            var creation = creationMode(mode, caller, parentFD: pathFD)
+            let fd = try reopen(pathFD, flags: oTmpfile | openFlags, mode: UInt32(creation.syscallMode))
+            let file = File(fd: fd)
+            // Pinned: an unlinked inode may not be reachable by file handle.
+            var entry = try makeEntry(ioFD: fd, pin: true)
+            settleCreationMode(&entry, &creation, parentFD: pathFD, ioFD: fd)
+            return (entry, OpenedFile(file: file))
         }
-        let file = File(fd: fd)
-        // Pinned: an unlinked inode may not be reachable by file handle.
-        return (try makeEntry(ioFD: fd, pin: true), OpenedFile(file: file))
     }
 }

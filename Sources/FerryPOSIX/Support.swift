@@ -33,6 +33,19 @@ let emptyPath: UnsafePointer<CChar> = {
     return UnsafePointer(p)
 }()
 
+/// "system.posix_acl_default", made once like `emptyPath`.
+let defaultACLName: UnsafePointer<CChar> = cString("system.posix_acl_default")
+/// "system.posix_acl_access".
+let accessACLName: UnsafePointer<CChar> = cString("system.posix_acl_access")
+
+private func cString(_ s: StaticString) -> UnsafePointer<CChar> {
+    let count = s.utf8CodeUnitCount
+    let p = UnsafeMutablePointer<CChar>.allocate(capacity: count + 1)
+    for i in 0..<count { p[i] = CChar(bitPattern: s.utf8Start[i]) }
+    p[count] = 0
+    return UnsafePointer(p)
+}
+
 /// Stats an fd (O_PATH or open) without following anything.
 @inline(__always)
 func statxFD(_ fd: Int32, _ out: inout statx) -> Bool {

@@ -63,7 +63,8 @@ public final class VhostUserFSBackend: @unchecked Sendable {
     private let message: UnsafeMutableRawBufferPointer
 
     /// Binds and listens on `socketPath` (a stale socket there is removed; anything else
-    /// is refused). The socket is mode 0600, or 0660 and group `socketGroup` when given.
+    /// is refused). The socket is mode 0600, or 0660 and group `socketGroup` when given,
+    /// and never more open than that, whatever the process umask: see `bindPrivately`.
     public init(socketPath: String, socketGroup: UInt32? = nil, handler: any FUSERequestHandler,
                 options: VhostUserFSOptions = .init(), logger: Logger) throws(VhostUserError) {
         try Self.validate(options)
@@ -86,12 +87,12 @@ public final class VhostUserFSBackend: @unchecked Sendable {
         }
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw VhostUserError("socket() failed: errno \(errno)") }
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        guard Self.bindPrivately(fd, &address) == 0 else {
+            let e = errno; close(fd); throw VhostUserError("bind(\(socketPath)) failed: errno \(e)")
         }
-        guard bound == 0 else { let e = errno; close(fd); throw VhostUserError("bind(\(socketPath)) failed: errno \(e)") }
-        var ok = chmod(socketPath, socketGroup == nil ? 0o600 : 0o660) == 0
-        if ok, let g = socketGroup { ok = chown(socketPath, uid_t.max, g) == 0 }
+        // The group gets its access only once the file is its own.
+        var ok = true
+        if let g = socketGroup { ok = chown(socketPath, uid_t.max, g) == 0 && chmod(socketPath, 0o660) == 0 }
         guard ok, listen(fd, 1) == 0 else {
             let e = errno; close(fd); unlink(socketPath)
             throw VhostUserError("setting up \(socketPath) failed: errno \(e)")
@@ -119,6 +120,19 @@ public final class VhostUserFSBackend: @unchecked Sendable {
         stopFD = ferry_eventfd(0, Int32(FERRY_EFD_CLOEXEC | FERRY_EFD_NONBLOCK))
         device = VhostUserFSDevice(handler: handler, options: options, logger: logger)
         message = .allocate(byteCount: VhostUserHeader.size + VhostUserHeader.maximumPayload, alignment: 8)
+    }
+
+    /// bind(2) that creates the socket file 0600 (less if the umask takes more): Linux gives
+    /// a socket's file the mode of the socket's own inode minus the umask, so an fchmod
+    /// before bind is honoured, and the file never exists with more access, as it did
+    /// between a bind with the process umask (0 in `ferry` commands) and a chmod after it.
+    /// Changing the umask around bind instead would change process state other threads
+    /// see. Returns bind's result.
+    static func bindPrivately(_ fd: Int32, _ address: inout sockaddr_un) -> Int32 {
+        guard fchmod(fd, 0o600) == 0 else { return -1 }
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
     }
 
     private static func validate(_ o: VhostUserFSOptions) throws(VhostUserError) {

@@ -113,7 +113,11 @@ private let base = "--socket-path=/run/vfs.sock --shared-dir=/srv"
 
         #expect(try plan("\(base) --syslog").syslog)
         #expect(try plan("\(base) -f") == plan(base))
-        #expect(try plan("\(base) --no-killpriv-v2 -o no_killpriv_v2") == plan(base))
+        // KILLPRIV_V2 is offered unless turned off, as in virtiofsd.
+        #expect(try plan(base).policy.killPrivV2)
+        #expect(try plan("\(base) --killpriv-v2 -o killpriv_v2") == plan(base))
+        #expect(try plan("\(base) --no-killpriv-v2").policy.killPrivV2 == false)
+        #expect(try plan("\(base) -o no_killpriv_v2").policy.killPrivV2 == false)
         // Asking for what Ferry does anyway: no remote locks.
         #expect(try plan("\(base) -o no_flock,no_posix_lock") == plan(base))
     }
@@ -255,7 +259,6 @@ private let base = "--socket-path=/run/vfs.sock --shared-dir=/srv"
         #expect(failure("\(base) -o flock") == "-o flock is not supported: Ferry does not serve remote locks yet (the guest kernel then locks locally); use -o no_flock or leave it out")
         #expect(failure("\(base) -o posix_lock")?.hasPrefix("-o posix_lock is not supported") == true)
         #expect(failure("\(base) -o norace")?.hasPrefix("-o norace is not supported") == true)
-        #expect(failure("\(base) -o killpriv_v2")?.hasPrefix("-o killpriv_v2 is not supported") == true)
         #expect(failure("\(base) -o security_label")?.hasPrefix("-o security_label is not supported") == true)
         #expect(failure("\(base) -o modcaps=+sys_admin")?.hasPrefix("-o modcaps= is not supported") == true)
         #expect(failure("\(base) -o xattrmap=:map::user.x.:")?.hasPrefix("-o xattrmap= is not supported") == true)
@@ -266,7 +269,7 @@ private let base = "--socket-path=/run/vfs.sock --shared-dir=/srv"
     @Test func unimplementedOptionsFailOnlyWhenGiven() {
         for option in ["--tag=fs0", "--xattrmap=:ok:all:::", "--modcaps=+sys_admin", "--uid-map=:0:1000:1:",
                        "--translate-uid=guest:0:1000:1", "--migration-mode=file-handles",
-                       "--killpriv-v2", "--security-label", "--preserve-noatime", "--migration-verify-handles"] {
+                       "--security-label", "--preserve-noatime", "--migration-verify-handles"] {
             let name = option.split(separator: "=")[0]
             #expect(failure("\(base) \(option)")?.hasPrefix("\(name) is not supported: ") == true, "\(option)")
         }

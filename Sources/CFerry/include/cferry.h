@@ -51,6 +51,10 @@ int ferry_thread_raise_dac(void);
 int ferry_umount2(const char *target, int flags);
 pid_t ferry_gettid(void);
 
+/// O_DIRECT as this architecture's <fcntl.h> defines it (it differs between architectures,
+/// and Swift's Glibc module hides it without _GNU_SOURCE).
+extern const int ferry_o_direct;
+
 /// Constants that are macros or enums Swift may not import cleanly.
 enum {
     FERRY_RENAME_NOREPLACE = 1,
