@@ -58,7 +58,7 @@ struct NFSConformanceThroughFerryMount {
 /// What `ferry-conformance` does not reach on NFS: symlink targets of PATH_MAX - 1 bytes
 /// (more than libnfs 4.0 can encode in one call) through a real mount.
 @Suite("Symlinks through ferry mount nfs://", .serialized,
-       .enabled(if: canMountFUSE && NFSTestServer.isInstalled, "\(NFSTestServer.whyNotInstalled), and /dev/fuse"))
+       .requires(.root, .devFUSE, .ganesha))
 struct NFSSymlinksThroughFerryMount {
     @Test(arguments: [3, 4]) func aSymlinkTargetOfPathMaxMinusOneBytesIsCreatedAndReadBack(version: Int) throws {
         let server = try NFSTestServer.shared()

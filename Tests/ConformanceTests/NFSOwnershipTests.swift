@@ -10,7 +10,7 @@ import Glibc
 /// uid, gid and supplementary groups (setpriv: setgroups, setgid, setuid, exec) run chgrp,
 /// truncate and appends on a file the mount serves from nfs-ganesha.
 @Suite("Ownership through ferry mount nfs://", .serialized,
-       .enabled(if: canMountFUSE && NFSTestServer.isInstalled, "\(NFSTestServer.whyNotInstalled), and /dev/fuse"))
+       .requires(.root, .devFUSE, .ganesha))
 struct NFSOwnershipThroughFerryMount {
     static let owner = "4321", supplementaryGroup: gid_t = 5555
 

@@ -10,8 +10,7 @@ import Glibc
 /// real processes that become an unprivileged user with supplementary groups (setpriv:
 /// setgroups, setgid, setuid). The host kernel checks them with all the groups
 /// (default_permissions); FUSE tells the server the uid and gid only (issue 11, defect 3).
-@Suite(.serialized, .enabled(if: canMountFUSE && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv"),
-                             "needs /dev/fuse, root and setpriv"))
+@Suite(.serialized, .requires(.root, .devFUSE, .setpriv))
 struct OwnershipTests {
     /// Owns the files; also in group 1001, which only the kernel knows.
     static let owner = ["--reuid=1000", "--regid=1000", "--groups=1000,1001"]

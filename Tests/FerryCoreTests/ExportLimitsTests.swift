@@ -215,8 +215,13 @@ import Testing
         let started = Date()
         // The bucket starts full (50); 100 more requests must wait for 50 new tokens: ≥ 1 s.
         for _ in 0..<150 { #expect(e.transport.getattr(1).error == 0) }
-        #expect(Date().timeIntervalSince(started) >= 0.95)
-        #expect(e.server.statistics.snapshot().throttledRequests >= 90)
+        let elapsed = Date().timeIntervalSince(started)
+        #expect(elapsed >= 0.95)
+        // A request passes without waiting only on a token the bucket already had: the 50 it
+        // started with and the 50 a second it earned meanwhile (a slow machine earns more, so
+        // the bound follows the time the loop took, not a fixed count).
+        let unthrottledAtMost = 50 + Int((50 * elapsed).rounded(.up)) + 1
+        #expect(e.server.statistics.snapshot().throttledRequests >= UInt64(max(0, 150 - unthrottledAtMost)))
     }
 
     @Test func bandwidthLimitThrottlesWrites() throws {

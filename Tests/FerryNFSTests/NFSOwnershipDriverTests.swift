@@ -11,7 +11,7 @@ import Glibc
 /// Ownership and set-id bits over NFS, called as FUSE calls the driver: with the caller's uid
 /// and gid and no supplementary groups, after the kernel has checked the permission.
 @Suite("NFS ownership and set-id bits against nfs-ganesha", .serialized,
-       .enabled(if: NFSTestServer.isInstalled, "\(NFSTestServer.whyNotInstalled)"))
+       .requires(.root, .ganesha))
 struct NFSOwnershipDriverTests {
     static let owner = Credentials(uid: 4321, gid: 4321, pid: 1)
     static let other = Credentials(uid: 1111, gid: 1111, pid: 1)

@@ -9,7 +9,7 @@ import Glibc
 
 /// Symlinks over NFS: targets up to PATH_MAX - 1 bytes, and a symlink's own times.
 @Suite("NFS symlinks against nfs-ganesha", .serialized,
-       .enabled(if: NFSTestServer.isInstalled, "\(NFSTestServer.whyNotInstalled)"))
+       .requires(.root, .ganesha))
 struct NFSSymlinkTests {
     let root = Credentials.root
 
