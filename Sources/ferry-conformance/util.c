@@ -265,7 +265,8 @@ int wait_child_within(pid_t pid, unsigned seconds, const char *what)
             return WEXITSTATUS(status);
         }
         clock_gettime(CLOCK_MONOTONIC, &now);
-        if (now.tv_sec - start.tv_sec >= (time_t)seconds)
+        long long elapsed_ns = (now.tv_sec - start.tv_sec) * 1000000000LL + (now.tv_nsec - start.tv_nsec);
+        if (elapsed_ns >= (long long)seconds * 1000000000LL)
             return CHECK_TIMED_OUT;
         nanosleep(&pause, NULL);
     }
