@@ -31,7 +31,7 @@ struct ServeGuestTests {
             path = "\(top)/export"
             """.write(toFile: config + "/tenants/conformance.toml", atomically: true, encoding: .utf8)
         let daemon = try Daemon.serve(config: config, socket: top + "/run/checks.sock")
-        let run = try Guest.run(socket: daemon.socket, command: "ferry-conformance --dir /mnt --timeout 240", timeout: 900)
+        let run = try Guest.run(socket: daemon.socket, command: guestConformanceCommand, timeout: 900)
         #expect(daemon.stop() == 0, "ferry serve log:\n\(daemon.log)")
         #expect(!daemon.log.contains("seccomp stopped"), "\(daemon.log)")
         let results = conformanceResults(run.output)
