@@ -5,14 +5,6 @@
 
 #define MiB (1024L * 1024L)
 
-static int is_zero(const unsigned char *p, size_t len)
-{
-    for (size_t i = 0; i < len; i++)
-        if (p[i])
-            return 0;
-    return 1;
-}
-
 static int append(void)
 {
     MUST(put_file("f", "hello", 5));

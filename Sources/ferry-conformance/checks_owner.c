@@ -29,8 +29,6 @@ static int expect_mode(const char *path, mode_t mode, const char *after)
     return CHECK_OK;
 }
 
-#define EXPECT(call) do { int r_ = (call); if (r_ != CHECK_OK) return r_; } while (0)
-
 static int owner_chowns_to_its_groups(void *arg)
 {
     (void)arg;

@@ -29,14 +29,6 @@ static void step(struct progress *p, const char *what)
     snprintf(p->step, sizeof p->step, "%s", what);
 }
 
-static int is_zero(const char *p, size_t len)
-{
-    for (size_t i = 0; i < len; i++)
-        if (p[i])
-            return 0;
-    return 1;
-}
-
 /*
  * The largest size from 1 PiB down by halves that ftruncate accepts. EFBIG is the file
  * system's own limit (ext4 stops below 16 TiB); anything else, or EFBIG at 1 TiB, fails.

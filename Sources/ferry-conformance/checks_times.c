@@ -20,8 +20,6 @@ static int expect_times(const char *what, const struct stat *st, const struct ti
     return CHECK_OK;
 }
 
-#define EXPECT(call) do { int r_ = (call); if (r_ != CHECK_OK) return r_; } while (0)
-
 static int expect_path_times(const char *path, const struct timespec ts[2])
 {
     struct stat st;

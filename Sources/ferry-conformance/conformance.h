@@ -82,6 +82,9 @@ void report(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #define MUST_TRUE(cond, ...) do { if (!(cond)) FAIL(__VA_ARGS__); } while (0)
 
+/* Return from the calling check unless a helper that reports its own failure passed. */
+#define EXPECT(call) do { int r_ = (call); if (r_ != CHECK_OK) return r_; } while (0)
+
 /* errno's symbolic name ("EEXIST"), because messages compare errno values. */
 const char *errno_name(int err);
 
@@ -103,6 +106,9 @@ int file_is(const char *path, const char *expected);
 
 /* Remove a tree without following symlinks; 0 or -1 with errno. */
 int remove_tree(const char *path);
+
+/* Whether all `len` bytes are zero. */
+int is_zero(const void *p, size_t len);
 
 /* Returns the index of the first differing byte, or -1 if equal. */
 long first_difference(const unsigned char *a, const unsigned char *b, size_t len);

@@ -198,6 +198,15 @@ int remove_tree(const char *path)
     return nftw(path, remove_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+int is_zero(const void *p, size_t len)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < len; i++)
+        if (b[i])
+            return 0;
+    return 1;
+}
+
 long first_difference(const unsigned char *a, const unsigned char *b, size_t len)
 {
     for (size_t i = 0; i < len; i++)
