@@ -20,8 +20,15 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-/* A check's result, which is also its child's exit status. */
-enum { CHECK_OK = 0, CHECK_FAIL = 1, CHECK_SKIP = 2 };
+/*
+ * A check's result, which is also its child's exit status. CHECK_ABANDONED fails the check
+ * and tells the runner to leave its directory alone: a request there has not returned, and
+ * removing the tree would wait behind it (the directory stays locked until it does).
+ */
+enum { CHECK_OK = 0, CHECK_FAIL = 1, CHECK_SKIP = 2, CHECK_ABANDONED = 3 };
+
+/* wait_child_within's answer when the child is still running at the deadline. */
+#define CHECK_TIMED_OUT (-1)
 
 struct check {
     const char *name;
@@ -36,6 +43,14 @@ extern const struct check link_checks[];
 extern const struct check rename_checks[];
 extern const struct check attr_checks[];
 extern const struct check proc_checks[];
+extern const struct check owner_checks[];
+extern const struct check time_checks[];
+extern const struct check limit_checks[];
+extern const struct check bigdir_checks[];
+extern const struct check petabyte_checks[];
+
+/* Entries the wide-directory check creates (--entries; 100,000 unless told). */
+extern long big_dir_entries;
 
 /*
  * Reporting goes straight to the runner's pipe (not a buffer) so that messages from
@@ -67,6 +82,9 @@ void report(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #define MUST_TRUE(cond, ...) do { if (!(cond)) FAIL(__VA_ARGS__); } while (0)
 
+/* Return from the calling check unless a helper that reports its own failure passed. */
+#define EXPECT(call) do { int r_ = (call); if (r_ != CHECK_OK) return r_; } while (0)
+
 /* errno's symbolic name ("EEXIST"), because messages compare errno values. */
 const char *errno_name(int err);
 
@@ -89,6 +107,9 @@ int file_is(const char *path, const char *expected);
 /* Remove a tree without following symlinks; 0 or -1 with errno. */
 int remove_tree(const char *path);
 
+/* Whether all `len` bytes are zero. */
+int is_zero(const void *p, size_t len);
+
 /* Returns the index of the first differing byte, or -1 if equal. */
 long first_difference(const unsigned char *a, const unsigned char *b, size_t len);
 
@@ -98,6 +119,21 @@ long first_difference(const unsigned char *a, const unsigned char *b, size_t len
  */
 int run_as_nobody(int (*fn)(void *), void *arg);
 #define NOBODY 65534
+/* The same with any uid, gid and supplementary groups. */
+int run_as(uid_t uid, gid_t gid, const gid_t *groups, size_t ngroups, int (*fn)(void *), void *arg);
+
+/*
+ * Wait at most `seconds` for a child: its check result, or CHECK_TIMED_OUT with the child
+ * still running. For a step whose cost must follow the data it touches, not its size.
+ */
+int wait_child_within(pid_t pid, unsigned seconds, const char *what);
+
+/*
+ * stat that asks the file server (AT_STATX_FORCE_SYNC) instead of answering from a cache, so
+ * a check sees what was stored rather than what the client remembers it asked for.
+ */
+int lstat_fresh(const char *path, struct stat *st);
+int fstat_fresh(int fd, struct stat *st);
 
 /* Wait for a child and turn its exit into a check result, reporting abnormal ends. */
 int wait_child(pid_t pid, const char *what);

@@ -5,6 +5,7 @@
 #include <grp.h>
 #include <stdarg.h>
 #include <sys/wait.h>
+#include <time.h>
 
 int report_fd = 2;
 
@@ -197,6 +198,15 @@ int remove_tree(const char *path)
     return nftw(path, remove_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+int is_zero(const void *p, size_t len)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < len; i++)
+        if (b[i])
+            return 0;
+    return 1;
+}
+
 long first_difference(const unsigned char *a, const unsigned char *b, size_t len)
 {
     for (size_t i = 0; i < len; i++)
@@ -221,7 +231,7 @@ int wait_child(pid_t pid, const char *what)
     return WEXITSTATUS(status);
 }
 
-int run_as_nobody(int (*fn)(void *), void *arg)
+int run_as(uid_t uid, gid_t gid, const gid_t *groups, size_t ngroups, int (*fn)(void *), void *arg)
 {
     pid_t pid = fork();
     if (pid < 0) {
@@ -230,11 +240,80 @@ int run_as_nobody(int (*fn)(void *), void *arg)
     }
     if (pid == 0) {
         /* Order matters: groups and gid must go while we are still root. */
-        if (setgroups(0, NULL) < 0 || setgid(NOBODY) < 0 || setuid(NOBODY) < 0) {
-            report("dropping to uid/gid %d: %s", NOBODY, strerror(errno));
+        if (setgroups(ngroups, groups) < 0 || setgid(gid) < 0 || setuid(uid) < 0) {
+            report("dropping to uid %d gid %d with %zu supplementary group(s): %s", (int)uid,
+                   (int)gid, ngroups, strerror(errno));
             _exit(CHECK_FAIL);
         }
         _exit(fn(arg));
     }
     return wait_child(pid, "unprivileged child");
+}
+
+int run_as_nobody(int (*fn)(void *), void *arg)
+{
+    return run_as(NOBODY, NOBODY, NULL, 0, fn, arg);
+}
+
+int wait_child_within(pid_t pid, unsigned seconds, const char *what)
+{
+    struct timespec start, now, pause = {0, 20 * 1000 * 1000};
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        int status;
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r < 0 && errno != EINTR) {
+            report("waitpid(%s): %s", what, strerror(errno));
+            return CHECK_FAIL;
+        }
+        if (r == pid) {
+            if (WIFSIGNALED(status)) {
+                report("%s: killed by signal %d", what, WTERMSIG(status));
+                return CHECK_FAIL;
+            }
+            return WEXITSTATUS(status);
+        }
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long long elapsed_ns = (now.tv_sec - start.tv_sec) * 1000000000LL + (now.tv_nsec - start.tv_nsec);
+        if (elapsed_ns >= (long long)seconds * 1000000000LL)
+            return CHECK_TIMED_OUT;
+        nanosleep(&pause, NULL);
+    }
+}
+
+/* Copies what the checks compare; statx has no struct stat of its own. */
+static void from_statx(const struct statx *sx, struct stat *st)
+{
+    memset(st, 0, sizeof *st);
+    st->st_mode = sx->stx_mode;
+    st->st_nlink = sx->stx_nlink;
+    st->st_uid = sx->stx_uid;
+    st->st_gid = sx->stx_gid;
+    st->st_size = (off_t)sx->stx_size;
+    st->st_blocks = (blkcnt_t)sx->stx_blocks;
+    st->st_ino = sx->stx_ino;
+    st->st_atim.tv_sec = sx->stx_atime.tv_sec;
+    st->st_atim.tv_nsec = sx->stx_atime.tv_nsec;
+    st->st_mtim.tv_sec = sx->stx_mtime.tv_sec;
+    st->st_mtim.tv_nsec = sx->stx_mtime.tv_nsec;
+    st->st_ctim.tv_sec = sx->stx_ctime.tv_sec;
+    st->st_ctim.tv_nsec = sx->stx_ctime.tv_nsec;
+}
+
+int lstat_fresh(const char *path, struct stat *st)
+{
+    struct statx sx;
+    if (statx(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW | AT_STATX_FORCE_SYNC, STATX_BASIC_STATS, &sx) < 0)
+        return -1;
+    from_statx(&sx, st);
+    return 0;
+}
+
+int fstat_fresh(int fd, struct stat *st)
+{
+    struct statx sx;
+    if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_FORCE_SYNC, STATX_BASIC_STATS, &sx) < 0)
+        return -1;
+    from_statx(&sx, st);
+    return 0;
 }

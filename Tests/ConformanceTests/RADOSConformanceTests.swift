@@ -41,7 +41,7 @@ struct RADOSConformanceThroughFerryMount {
     func check(_ name: String) throws {
         try #require(name != missingProgramSentinel, "ferry-conformance is not built")
         let mount = try SharedRADOSMount.get()
-        let result = try runConformance(in: mount.mountpoint, ["--check", name])
+        let result = try runConformance(in: mount.mountpoint, ["--check", name], entries: radosDirectoryEntries)
         #expect(result.succeeded, "\(name) through ferry (source \(mount.source)):\n\(result.output)\nferry's log:\n\(mount.log)")
     }
 }

@@ -15,7 +15,7 @@ struct GuestTests {
     /// passes on the reference fails on Ferry.
     @Test(.timeLimit(.minutes(20)))
     func theConformanceChecksPassInAGuestOnFerry() throws {
-        let command = "ferry-conformance --dir /mnt --timeout 240"
+        let command = guestConformanceCommand
         let ferryExport = try makeTemporaryDirectory("ferry-guest-export")
         let ferry = try Daemon.ferry(export: ferryExport, extra: ["--xattr"])
         let onFerry = try Guest.run(socket: ferry.socket, command: command, timeout: 900)

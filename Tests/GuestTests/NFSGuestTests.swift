@@ -22,7 +22,7 @@ struct NFSGuestTests {
         try server.shared {
             let export = try server.makeExport("guest-conformance-v\(version)")
             let ferry = try NFSGuestTests.daemon(server.url(export, version: version))
-            let run = try Guest.run(socket: ferry.socket, command: "ferry-conformance --dir /mnt --timeout 240", timeout: 900)
+            let run = try Guest.run(socket: ferry.socket, command: guestConformanceCommand, timeout: 900)
             #expect(ferry.stop() == 0, "ferry virtiofsd log:\n\(ferry.log)")
             let results = conformanceResults(run.output)
             #expect(results.count >= 40, "too few checks ran:\n\(run.log)")

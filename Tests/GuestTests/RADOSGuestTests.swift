@@ -17,7 +17,7 @@ struct RADOSGuestTests {
         try #require(formatted.succeeded, "\(formatted.output)")
         // --shared-dir takes any source `ferry mount` takes.
         let daemon = try Daemon.ferry(export: cluster.source("guest"), extra: ["--xattr"] + cluster.cephArguments)
-        let run = try Guest.run(socket: daemon.socket, command: "ferry-conformance --dir /mnt --timeout 240", timeout: 900)
+        let run = try Guest.run(socket: daemon.socket, command: guestConformanceCommand, timeout: 900)
         #expect(daemon.stop() == 0, "ferry virtiofsd log:\n\(daemon.log)")
         let results = conformanceResults(run.output)
         #expect(results.count >= 40, "too few checks ran:\n\(run.log)")

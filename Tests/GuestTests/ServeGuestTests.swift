@@ -14,7 +14,7 @@ struct ServeGuestTests {
     @Test(.timeLimit(.minutes(20)))
     func theConformanceChecksPassInAGuestOnASandboxedDaemon() throws {
         let (daemon, _) = try Daemon.serveOnePOSIXExport(keys: "xattr = true")
-        let run = try Guest.run(socket: daemon.socket, command: "ferry-conformance --dir /mnt --timeout 240", timeout: 900)
+        let run = try Guest.run(socket: daemon.socket, command: guestConformanceCommand, timeout: 900)
         #expect(daemon.stop() == 0, "ferry serve log:\n\(daemon.log)")
         #expect(!daemon.log.contains("seccomp stopped"), "\(daemon.log)")
         let results = conformanceResults(run.output)
