@@ -48,7 +48,7 @@ struct Linux612GuestTests {
     func theConformanceChecksPassOnA612GuestWithTwoCPUsAndFourQueues() throws {
         let export = try makeTemporaryDirectory("ferry-guest-export")
         let ferry = try Daemon.ferry(export: export, extra: ["--xattr"])
-        let run = try Guest.run(socket: ferry.socket, command: "ferry-conformance --dir /mnt --timeout 240",
+        let run = try Guest.run(socket: ferry.socket, command: guestConformanceCommand,
                                 timeout: 900, machine: .linux612)
         #expect(ferry.stop() == 0, "ferry virtiofsd log:\n\(ferry.log)")
         let results = conformanceResults(run.output)

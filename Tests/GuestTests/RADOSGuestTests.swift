@@ -5,7 +5,8 @@ import Testing
 import Glibc
 #endif
 
-/// A real guest on `ferry virtiofsd` serving a RADOS namespace of the shared test cluster.
+/// A real guest (Linux 6.12, 2 vCPUs, 4 request queues) on `ferry virtiofsd` serving a RADOS
+/// namespace of the shared test cluster.
 @Suite("Real Linux guest over vhost-user on rados://", .serialized,
        .requires(.root, .qemu, .ceph))
 struct RADOSGuestTests {
@@ -17,7 +18,7 @@ struct RADOSGuestTests {
         try #require(formatted.succeeded, "\(formatted.output)")
         // --shared-dir takes any source `ferry mount` takes.
         let daemon = try Daemon.ferry(export: cluster.source("guest"), extra: ["--xattr"] + cluster.cephArguments)
-        let run = try Guest.run(socket: daemon.socket, command: guestConformanceCommand, timeout: 900)
+        let run = try Guest.run(socket: daemon.socket, command: guestConformanceCommand, timeout: 900, machine: .linux612)
         #expect(daemon.stop() == 0, "ferry virtiofsd log:\n\(daemon.log)")
         let results = conformanceResults(run.output)
         #expect(results.count >= 40, "too few checks ran:\n\(run.log)")
