@@ -103,6 +103,44 @@ struct RADOSObjectMapTests {
         #expect(try RADOSFsck.run(pool, repair: false).isEmpty)
     }
 
+    @Test("Punching a hole across a huge sparse file removes only the objects in it")
+    func hugeSparsePunchHole() throws {
+        let target = try freshTarget("punch")
+        let driver = try RADOSDriver(target: target)
+        defer { driver.close() }
+        let pool = driver.pool
+        let bs = driver.blockSize
+        let (ino, file, _) = try sparseFile(driver, "huge", size: petabyte)
+        let before = pool.removeOperations.load(ordering: .relaxed)
+        // From inside block 0 to the end: block 0 zeroed from 100 on, blocks 16 and the last removed.
+        try driver.fallocate(file, mode: 0x03, offset: 100, length: petabyte - 100, root)
+        #expect(pool.removeOperations.load(ordering: .relaxed) - before == 2)
+        #expect(try dataBlocks(pool, ino) == [0])
+        #expect(try readBytes(driver, file, at: 0, count: 200) == [UInt8](repeating: 1, count: 100) + [UInt8](repeating: 0, count: 100))
+        #expect(try readBytes(driver, file, at: 16 * bs + 10, count: 10) == [UInt8](repeating: 0, count: 10))
+        #expect(file.inode.record.size == petabyte)
+        driver.release(file, flags: 0, root)
+        #expect(try RADOSFsck.run(pool, repair: false).isEmpty)
+    }
+
+    @Test("Inode numbers are never reused after an unlink, by this server or the next")
+    func inodeNumbersAreNotReused() throws {
+        let target = try freshTarget("ino-reuse")
+        var seen = Set<UInt64>()
+        for round in 0..<2 {
+            let driver = try RADOSDriver(target: target)
+            defer { driver.close() }
+            let top = try driver.root().inode
+            for i in 0..<5 {
+                let (entry, opened) = try withName("f\(round).\(i)") { try driver.create(top, $0, mode: 0o644, flags: O_RDWR, root) }
+                driver.release(opened.file, flags: 0, root)
+                #expect(seen.insert(entry.key).inserted, "inode \(entry.key) handed out twice")
+                try withName("f\(round).\(i)") { try driver.unlink(top, $0, root) }
+                try driver.drainPurges()
+            }
+        }
+    }
+
     @Test("An unlinked file queued for purging is purged by the next server after a crash")
     func purgeQueueSurvivesACrash() throws {
         let target = try freshTarget("purge-crash")
