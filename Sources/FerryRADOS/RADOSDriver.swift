@@ -295,15 +295,19 @@ public final class RADOSDriver: FileSystemDriver, @unchecked Sendable {
         return inode
     }
 
-    /// Drops one link of a non-directory. The last one queues the inode for purging (before
-    /// its record says nlink 0, so a crash in between leaves it queued, not orphaned); the
-    /// worker removes it once no one has it open.
+    /// Drops one link of a non-directory. The last one queues the inode for purging instead
+    /// of writing its record: the queue entry is what says no name is left (a crash after it
+    /// leaves the inode queued, never orphaned), so an unlink costs two ops, the dentry and
+    /// the entry, whatever the file holds. The worker removes it once no one has it open.
     func dropLink(_ inode: RADOSInode) throws(Errno) {
         if inode.record.nlink > 0 { inode.record.nlink -= 1 }
         inode.record.ctime = Timestamp.now()
-        if inode.record.nlink == 0 { try enqueuePurge(inode) }
-        try persist(inode)
-        if inode.record.nlink == 0 && inode.openCount == 0 { purgeWorker.wake() }
+        guard inode.record.nlink == 0 else { return try persist(inode) }
+        try enqueuePurge(inode)
+        // Nothing of it is written again: the record goes with the purge.
+        inode.dirty = false
+        dirtyInodes[inode.ino] = nil
+        if inode.openCount == 0 { purgeWorker.wake() }
     }
 
     /// Removes a directory with no names left: its shards first, its object last.
