@@ -47,14 +47,46 @@ public enum RADOSFormat {
         guard let tag = try attribute(Layout.formatXattr) else {
             throw RADOSError(ENOENT, explanation: "\(pool.target) is not formatted: run `ferry format \(pool.target)` first")
         }
-        guard tag == Layout.formatTag else {
-            throw RADOSError(EINVAL, explanation: "\(pool.target) holds format '\(tag)'; this ferry reads '\(Layout.formatTag)' only")
+        guard tag == Layout.formatTag || tag == Layout.legacyFormatTag else {
+            throw RADOSError(EINVAL, explanation: "\(pool.target) holds format '\(tag)'; this ferry reads '\(Layout.formatTag)' "
+                             + "(and upgrades '\(Layout.legacyFormatTag)')")
         }
         guard let b = try attribute(Layout.blockSizeXattr).flatMap({ Int($0) }), b >= 4096,
               let s = try attribute(Layout.shardsXattr).flatMap({ Int($0) }), s > 0, s <= 256,
               let n = try attribute(Layout.nextInoXattr).flatMap({ UInt64($0) })
         else { throw RADOSError(EINVAL, explanation: "the superblock of \(pool.target) is damaged") }
-        return Superblock(blockSize: b, shards: s, nextIno: n)
+        return Superblock(blockSize: b, shards: s, nextIno: n, version: tag == Layout.formatTag ? Layout.formatVersion : 1)
+    }
+
+    /// Upgrades a version 1 file system (no object maps) to version 2, with the lease held:
+    /// lists the namespace's objects once and records every data object in its inode's object
+    /// map (one omap op per inode), then sets the new tag. Idempotent, so a crash halfway
+    /// only means doing it again. Returns how many data objects were mapped.
+    @discardableResult
+    public static func upgrade(_ pool: RADOSPool) throws(RADOSError) -> Int {
+        let objects: [String]
+        switch pool.listObjects() {
+        case .failure(let e): throw e
+        case .success(let o): objects = o
+        }
+        var blocks: [UInt64: [UInt64]] = [:]
+        for name in objects {
+            if case .data(let ino, let b) = Layout.classify(name) { blocks[ino, default: []].append(b) }
+        }
+        for (ino, list) in blocks {
+            for start in stride(from: 0, to: list.count, by: 1024) {
+                let keys = list[start..<min(list.count, start + 1024)].map { (Layout.objectMapKey($0), [UInt8]()) }
+                let rc = pool.write(Layout.inodeObject(ino)) { op in op.assertExists(); op.omapSet(keys) }
+                // ENOENT: data of an inode that is gone (fsck removes it).
+                if rc < 0 && rc != -ENOENT { throw RADOSError(-rc, "recording the object map of inode \(ino)") }
+            }
+        }
+        let rc = pool.write(Layout.superObject) { op in
+            op.compareXattrEqual(Layout.formatXattr, Array(Layout.legacyFormatTag.utf8))
+            op.setxattr(Layout.formatXattr, Array(Layout.formatTag.utf8))
+        }
+        if rc < 0 && rc != -ECANCELED { throw RADOSError(-rc, "writing the format version of \(pool.target)") }
+        return blocks.values.reduce(0) { $0 + $1.count }
     }
 
     /// Reserves `Layout.allocationRange` inode numbers: one guarded compound op, so two

@@ -24,6 +24,16 @@ public struct FsckFinding: Sendable, CustomStringConvertible {
         case strayObject = "stray-object"
         /// An object whose name is not in the format, or an unreadable record.
         case foreignObject = "foreign-object"
+        /// An inode queued for purging that no server purged yet (purged).
+        case pendingPurge = "pending-purge"
+        /// An object map key whose data object does not exist: a crash between the key and
+        /// the object's first write, or a write that failed. Harmless (removed).
+        case staleMapEntry = "stale-map-entry"
+        /// A data object its inode's object map does not list: an unlink or truncate would
+        /// leave it behind. Never produced by Ferry's ordering (recorded).
+        case unmappedData = "unmapped-data"
+        /// A version 1 file system, without object maps (upgraded).
+        case oldFormat = "old-format"
     }
     public var kind: Kind
     public var detail: String
@@ -33,8 +43,8 @@ public struct FsckFinding: Sendable, CustomStringConvertible {
     /// Kinds a crash of a server can leave behind (the format's ordering guarantees no others).
     public var isCrashLeftover: Bool {
         switch kind {
-        case .pendingIntent, .orphanInode, .wrongLinkCount, .dataPastSize, .strayObject: return true
-        case .danglingDentry, .wrongParent, .foreignObject: return false
+        case .pendingIntent, .orphanInode, .wrongLinkCount, .dataPastSize, .strayObject, .pendingPurge, .staleMapEntry: return true
+        case .danglingDentry, .wrongParent, .foreignObject, .unmappedData, .oldFormat: return false
         }
     }
 }
@@ -45,11 +55,34 @@ public enum RADOSFsck {
     public static func run(_ pool: RADOSPool, repair: Bool, logger: Logger? = nil) throws(RADOSError) -> [FsckFinding] {
         let sb = try RADOSFormat.superblock(pool)
         var findings: [FsckFinding] = []
+        var mapsChecked = true
+        if sb.version < Layout.formatVersion {
+            if repair { try RADOSFormat.upgrade(pool) } else { mapsChecked = false }
+            findings.append(FsckFinding(kind: .oldFormat, detail: "format \(sb.version): files have no object maps", repaired: repair))
+        }
         // Pending renames first: finishing them is part of every server start.
         if case .success(let intents) = pool.omapAll(Layout.intentsObject), !intents.isEmpty {
             if repair { try RADOSIntents.finishAll(pool, shards: sb.shards, logger: logger) }
             for (key, _) in intents {
                 findings.append(FsckFinding(kind: .pendingIntent, detail: String(decoding: key, as: UTF8.self), repaired: repair))
+            }
+        }
+
+        // Queued purges: finished (every step is idempotent), or left alone and not reported
+        // as orphans.
+        var queued = Set<UInt64>()
+        switch RADOSObjectMap.queued(pool) {
+        case .failure(let e): throw e
+        case .success(let inos):
+            for ino in inos {
+                if repair {
+                    do throws(Errno) { try RADOSObjectMap.purge(pool, ino) } catch {
+                        throw RADOSError(error.rawValue, "purging inode \(ino)")
+                    }
+                } else {
+                    queued.insert(ino)
+                }
+                findings.append(FsckFinding(kind: .pendingPurge, detail: Layout.inodeObject(ino), repaired: repair))
             }
         }
 
@@ -64,7 +97,7 @@ public enum RADOSFsck {
         var dataObjects: [UInt64: [UInt64]] = [:]
         for name in objects {
             switch Layout.classify(name) {
-            case .superblock, .intents: break
+            case .superblock, .intents, .purge: break
             case .inode(let ino): inodeObjects.insert(ino)
             case .shard(let ino, let s): shardObjects[ino, default: []].append(s)
             case .data(let ino, let b): dataObjects[ino, default: []].append(b)
@@ -123,6 +156,7 @@ public enum RADOSFsck {
         for (ino, record) in records.sorted(by: { $0.key < $1.key }) {
             let oid = Layout.inodeObject(ino)
             let reachable = ino == Layout.rootIno || names[ino] != nil
+            if queued.contains(ino) && !reachable { continue }
             if !reachable {
                 if repair { removeInode(pool, ino, record: record, shards: shardObjects[ino] ?? [], data: dataObjects[ino] ?? []) }
                 findings.append(FsckFinding(kind: .orphanInode, detail: "\(oid) (mode \(String(record.mode, radix: 8)), nlink \(record.nlink))", repaired: repair))
@@ -142,17 +176,28 @@ public enum RADOSFsck {
                 let encoded = fixed.encoded()
                 _ = pool.write(oid) { op in op.assertExists(); op.setxattr(Layout.inodeXattr, encoded) }
             }
-            if record.isRegular, let blocks = dataObjects[ino] {
+            var blocks = Set(dataObjects[ino] ?? [])
+            // Objects wholly past the size are reported (and removed) as data-past-size only.
+            var pastSize = Set<UInt64>()
+            if record.isRegular {
                 let bs = UInt64(sb.blockSize)
                 for b in blocks.sorted() where b * bs + (pool.sizeOrZero(Layout.dataObject(ino, b))) > record.size {
                     let obj = Layout.dataObject(ino, b)
                     if b * bs >= record.size {
-                        if repair { _ = pool.remove(obj) }
+                        pastSize.insert(b)
+                        if repair {
+                            _ = pool.remove(obj)
+                            _ = pool.write(oid) { op in op.omapRemove([Layout.objectMapKey(b)]) }
+                            blocks.remove(b)
+                        }
                     } else if repair {
                         _ = pool.truncate(obj, size: record.size - b * bs)
                     }
                     findings.append(FsckFinding(kind: .dataPastSize, detail: "\(obj) past size \(record.size)", repaired: repair))
                 }
+            }
+            if mapsChecked && record.isRegular {
+                try checkObjectMap(pool, ino, objects: blocks, ignoring: pastSize, repair: repair, into: &findings)
             }
         }
         // Objects of inodes that do not exist.
@@ -169,6 +214,32 @@ public enum RADOSFsck {
             }
         }
         return findings
+    }
+
+    /// Every data object must be in the map (else an unlink would leave it); a key without
+    /// an object is a harmless leftover.
+    static func checkObjectMap(_ pool: RADOSPool, _ ino: UInt64, objects: Set<UInt64>, ignoring: Set<UInt64>, repair: Bool,
+                               into findings: inout [FsckFinding]) throws(RADOSError) {
+        let oid = Layout.inodeObject(ino)
+        var mapped = Set<UInt64>()
+        switch pool.omapAll(oid, prefix: Layout.objectMapPrefix) {
+        case .failure(let e): throw e
+        case .success(let entries): for (key, _) in entries { if let b = Layout.block(ofObjectMapKey: key) { mapped.insert(b) } }
+        }
+        let unmapped = objects.subtracting(mapped).subtracting(ignoring).sorted()
+        let stale = mapped.subtracting(objects).subtracting(ignoring).sorted()
+        if repair && !unmapped.isEmpty {
+            _ = pool.write(oid) { op in op.omapSet(unmapped.map { (Layout.objectMapKey($0), []) }) }
+        }
+        if repair && !stale.isEmpty {
+            _ = pool.write(oid) { op in op.omapRemove(stale.map(Layout.objectMapKey)) }
+        }
+        for b in unmapped {
+            findings.append(FsckFinding(kind: .unmappedData, detail: "\(Layout.dataObject(ino, b)) not in the object map of \(oid)", repaired: repair))
+        }
+        for b in stale {
+            findings.append(FsckFinding(kind: .staleMapEntry, detail: "\(oid) maps block \(b), which has no object", repaired: repair))
+        }
     }
 
     static func removeInode(_ pool: RADOSPool, _ ino: UInt64, record: InodeRecord, shards: [Int], data: [UInt64]) {

@@ -3,13 +3,17 @@ import FerryCore
 import Glibc
 #endif
 
-/// The on-RADOS format, version 1 (docs/backends/rados.md is the specification: keep them
+/// The on-RADOS format, version 2 (docs/backends/rados.md is the specification: keep them
 /// in step). Pure values and names; no I/O.
 public enum Layout {
-    public static let formatVersion = 1
-    public static let formatTag = "ferry-rados 1"
+    public static let formatVersion = 2
+    public static let formatTag = "ferry-rados 2"
+    /// Version 1 had no object maps: a writer (server or `fsck --repair`) upgrades it in place.
+    public static let legacyFormatTag = "ferry-rados 1"
     public static let superObject = "ferry.super"
     public static let intentsObject = "ferry.intents"
+    /// omap: inodes whose last name is gone, waiting for their objects to be removed.
+    public static let purgeObject = "ferry.purge"
     public static let leaseName = "ferry.lease"
     /// xattr of `ferry.super`: the lease holder's client address, for fencing.
     public static let holderXattr = "ferry.holder"
@@ -22,6 +26,20 @@ public enum Layout {
     public static let targetXattr = "ferry.target"
     /// omap key prefix of user extended attributes in an inode object.
     public static let userXattrPrefix: [UInt8] = Array("x.".utf8)
+    /// omap key prefix of the object map in an inode object: `b.BLOCK` for every data object
+    /// that may exist, so truncate, unlink and SEEK_DATA cost what the file stores, not its size.
+    public static let objectMapPrefix = "b."
+
+    public static func objectMapKey(_ block: UInt64) -> [UInt8] { Array((objectMapPrefix + hex16(block)).utf8) }
+    /// The block an object map key names (nil: not such a key).
+    public static func block(ofObjectMapKey key: [UInt8]) -> UInt64? {
+        guard key.count == 18, key.starts(with: objectMapPrefix.utf8) else { return nil }
+        return UInt64(String(decoding: key[2...], as: UTF8.self), radix: 16)
+    }
+    public static func purgeKey(_ ino: UInt64) -> [UInt8] { Array(hex16(ino).utf8) }
+    public static func ino(ofPurgeKey key: [UInt8]) -> UInt64? {
+        key.count == 16 ? UInt64(String(decoding: key, as: UTF8.self), radix: 16) : nil
+    }
 
     public static let rootIno: UInt64 = 1
     /// Inode numbers the allocator reserves at a time.
@@ -53,7 +71,7 @@ public enum Layout {
 
     /// What an object name says it is (for fsck).
     public enum ObjectKind: Equatable {
-        case superblock, intents
+        case superblock, intents, purge
         case inode(UInt64)
         case shard(UInt64, Int)
         case data(UInt64, UInt64)
@@ -63,6 +81,7 @@ public enum Layout {
     public static func classify(_ name: String) -> ObjectKind {
         if name == superObject { return .superblock }
         if name == intentsObject { return .intents }
+        if name == purgeObject { return .purge }
         let parts = name.split(separator: ".", omittingEmptySubsequences: false)
         switch (parts.first, parts.count) {
         case ("i", 2):
@@ -175,6 +194,8 @@ public struct Superblock: Sendable, Equatable {
     public var blockSize: Int
     public var shards: Int
     public var nextIno: UInt64
+    /// 1: no object maps yet (`RADOSFormat.upgrade`); 2: the current format.
+    public var version: Int = Layout.formatVersion
 }
 
 extension Timestamp {

@@ -20,6 +20,13 @@ public final class RADOSInode: @unchecked Sendable {
     var names: [[UInt8]: Dentry?] = [:]
     /// Symlinks: the target, once read.
     var target: [UInt8]?
+    /// Regular files: blocks known to be in the object map (a cache: a block missing here is
+    /// recorded again, idempotently, before its first write by this server).
+    var mappedBlocks = Set<UInt64>()
+    /// Writes hold it shared for their whole span (map update and data); truncate, hole
+    /// punching and purge hold it exclusive, so a write can never create an object after a
+    /// truncate removed its block from the map. Taken before `meta`, never inside it.
+    let dataLock = ReadWriteLock()
 
     init(ino: UInt64, record: InodeRecord) { self.ino = ino; self.record = record }
 }
@@ -57,6 +64,25 @@ final class Lock: @unchecked Sendable {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         return body()
+    }
+}
+
+/// A readers-writer lock.
+final class ReadWriteLock: @unchecked Sendable {
+    private let lock = UnsafeMutablePointer<pthread_rwlock_t>.allocate(capacity: 1)
+    init() { pthread_rwlock_init(lock, nil) }
+    deinit { pthread_rwlock_destroy(lock); lock.deallocate() }
+
+    func shared<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
+        pthread_rwlock_rdlock(lock)
+        defer { pthread_rwlock_unlock(lock) }
+        return try body()
+    }
+
+    func exclusive<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
+        pthread_rwlock_wrlock(lock)
+        defer { pthread_rwlock_unlock(lock) }
+        return try body()
     }
 }
 

@@ -22,6 +22,13 @@ extension RADOSDriver {
     }
 
     public func open(_ inode: RADOSInode, flags: Int32, killSuidGid: Bool, _ caller: Credentials) throws(Errno) -> OpenedFile<RADOSFile> {
+        if flags & O_TRUNC != 0 && (flags & O_ACCMODE) != O_RDONLY {
+            return try inode.dataLock.exclusive { () throws(Errno) -> OpenedFile<RADOSFile> in try openLocked(inode, flags: flags, killSuidGid: killSuidGid, caller) }
+        }
+        return try openLocked(inode, flags: flags, killSuidGid: killSuidGid, caller)
+    }
+
+    private func openLocked(_ inode: RADOSInode, flags: Int32, killSuidGid: Bool, _ caller: Credentials) throws(Errno) -> OpenedFile<RADOSFile> {
         try meta.withLock { () throws(Errno) -> OpenedFile<RADOSFile> in
             if inode.removed { throw .stale }
             if inode.record.isDirectory { throw .isDirectory }
@@ -35,7 +42,7 @@ extension RADOSDriver {
                 inode.record.allocated = 0
                 inode.record.mtime = now
                 inode.record.ctime = now
-                if killSuidGid { killSetID(inode) }
+                if killSuidGid { killSetID(inode, caller) }
                 try persist(inode)
             }
             inode.openCount += 1
@@ -51,9 +58,18 @@ extension RADOSDriver {
         }
     }
 
-    func killSetID(_ inode: RADOSInode) {
-        inode.record.mode &= ~FileMode.setUID
-        if inode.record.mode & 0o010 != 0 { inode.record.mode &= ~FileMode.setGID }
+    /// The mode once the kernel's request to kill set-id bits is carried out, as Linux does
+    /// it (setattr_should_drop_suidgid): setuid goes; setgid goes when the file is
+    /// group-executable, or when the caller is neither root nor in the file's group.
+    func modeAfterKillingSetID(_ r: InodeRecord, _ caller: Credentials) -> UInt32 {
+        var mode = r.mode & ~FileMode.setUID
+        let inGroup = caller.uid == 0 || caller.gid == r.gid || caller.groups.contains(r.gid)
+        if mode & 0o010 != 0 || !inGroup { mode &= ~FileMode.setGID }
+        return mode
+    }
+
+    func killSetID(_ inode: RADOSInode, _ caller: Credentials) {
+        inode.record.mode = modeAfterKillingSetID(inode.record, caller)
     }
 
     public func read(_ file: RADOSFile, offset: UInt64, into buffers: IOVectors, _ caller: Credentials) throws(Errno) -> Int {
@@ -92,8 +108,19 @@ extension RADOSDriver {
     }
 
     public func write(_ file: RADOSFile, offset: UInt64, from buffers: IOVectors, killSuidGid: Bool, _ caller: Credentials) throws(Errno) -> Int {
-        try meta.withLock { () throws(Errno) in try checkWritable() }
+        try file.inode.dataLock.shared { () throws(Errno) -> Int in
+            try writeLocked(file, offset: offset, from: buffers, killSuidGid: killSuidGid, caller)
+        }
+    }
+
+    /// A write, with the inode's data lock held shared.
+    private func writeLocked(_ file: RADOSFile, offset: UInt64, from buffers: IOVectors, killSuidGid: Bool, _ caller: Credentials) throws(Errno) -> Int {
         let length = buffers.totalLength
+        let parts = pieces(offset: offset, length: length)
+        try meta.withLock { () throws(Errno) in
+            try checkWritable()
+            if length > 0 { try mapBlocks(file.inode, parts.map(\.block)) }
+        }
         if length == 0 { return 0 }
         let direct = buffers.count == 1
         let source = direct
@@ -106,7 +133,7 @@ extension RADOSDriver {
         defer { if !direct { UnsafeMutableRawBufferPointer(mutating: source).deallocate() } }
         var failure: Int32 = 0
         let batch = pool.batch()
-        for p in pieces(offset: offset, length: length) {
+        for p in parts {
             let slice = UnsafeRawBufferPointer(rebasing: source[p.position..<(p.position + p.count)])
             batch.write(Layout.dataObject(file.inode.ino, p.block), slice, at: p.at) { rc in
                 if rc < 0 { failure = rc }
@@ -124,8 +151,8 @@ extension RADOSDriver {
             inode.record.allocated = min(inode.record.allocated + UInt64(length), inode.record.size)
             inode.record.mtime = now
             inode.record.ctime = now
-            if killSuidGid && inode.record.mode & (FileMode.setUID | FileMode.setGID) != 0 {
-                killSetID(inode)
+            if killSuidGid && modeAfterKillingSetID(inode.record, caller) != inode.record.mode {
+                killSetID(inode, caller)
                 try persist(inode)
             } else {
                 markDirty(inode)
@@ -149,38 +176,61 @@ extension RADOSDriver {
             inode.openCount -= 1
             if inode.removed { return }
             if inode.record.nlink == 0 && inode.openCount == 0 {
-                do { try removeInode(inode) } catch { logger.error("removing unlinked inode \(inode.ino): \(error)") }
+                // Queued when its last name went; the worker skipped it while it was open.
+                purgeWorker.wake()
             } else if inode.dirty {
-                try? persist(inode)
+                // RELEASE has no reply to carry an error (FLUSH, before it, did): the record
+                // stays dirty and the next write-back (fsync, syncfs, lease renewal) retries it.
+                do { try persist(inode) } catch { logger.error("writing back inode \(inode.ino) at release failed: \(error)") }
             }
         }
     }
 
-    /// Removes or trims the data objects past `size` (before the record says `size`, so a
-    /// crash can never let old bytes reappear when the file grows again).
+    /// Removes or trims the data objects past `size`, walking the object map (before the
+    /// record says `size`, so a crash can never let old bytes reappear when the file grows
+    /// again). Called with `meta` and the data lock (exclusive) held.
     func truncateData(_ inode: RADOSInode, to size: UInt64) throws(Errno) {
-        let old = inode.record.size
-        guard size < old else { return }
-        let firstWhole = (size + blockSize - 1) / blockSize
-        let end = (old + blockSize - 1) / blockSize
-        var failure: Int32 = 0
-        let batch = pool.batch()
+        guard size < inode.record.size else { return }
+        var firstWhole = size / blockSize
         if size % blockSize != 0 {
-            let partial = Layout.dataObject(inode.ino, size / blockSize)
-            batch.write(partial, { op in op.assertExists(); op.truncate(size % blockSize) }) { rc in
-                if rc < 0 && rc != -ENOENT { failure = rc }
-            }
+            let rc = pool.write(Layout.dataObject(inode.ino, firstWhole)) { op in op.assertExists(); op.truncate(size % blockSize) }
+            if rc < 0 && rc != -ENOENT { throw radosErrno(rc) }
+            firstWhole += 1
         }
-        if firstWhole < end {
-            for b in firstWhole..<end {
-                batch.remove(Layout.dataObject(inode.ino, b)) { rc in if rc < 0 && rc != -ENOENT { failure = rc } }
-            }
+        let removed = try RADOSObjectMap.removeBlocks(pool, inode.ino, from: firstWhole, check: checkWritable)
+        inode.mappedBlocks.subtract(removed)
+    }
+
+    /// Zeroes `[offset, end)`: whole blocks by removing the objects the map lists in it, the
+    /// partial blocks at either end by zeroing their objects if they exist.
+    func punchHole(_ inode: RADOSInode, from offset: UInt64, to end: UInt64) throws(Errno) {
+        let firstBlock = offset / blockSize, lastBlock = (end - 1) / blockSize
+        let firstWhole = offset % blockSize == 0 ? firstBlock : firstBlock + 1
+        let wholeEnd = end / blockSize
+        func zero(_ block: UInt64, _ from: UInt64, _ to: UInt64) throws(Errno) {
+            let rc = pool.write(Layout.dataObject(inode.ino, block)) { op in op.assertExists(); op.zero(from, to - from) }
+            if rc < 0 && rc != -ENOENT { throw radosErrno(rc) }
         }
-        batch.wait()
-        if failure < 0 { throw radosErrno(failure) }
+        if firstWhole > firstBlock {
+            try zero(firstBlock, offset % blockSize, firstBlock == lastBlock ? end - firstBlock * blockSize : blockSize)
+        }
+        if end % blockSize != 0 && lastBlock >= firstWhole {
+            try zero(lastBlock, 0, end - lastBlock * blockSize)
+        }
+        if firstWhole < wholeEnd {
+            let removed = try RADOSObjectMap.removeBlocks(pool, inode.ino, from: firstWhole, below: wholeEnd, check: checkWritable)
+            inode.mappedBlocks.subtract(removed)
+        }
     }
 
     public func fallocate(_ file: RADOSFile, mode: Int32, offset: UInt64, length: UInt64, _ caller: Credentials) throws(Errno) {
+        // Punching excludes writes (as truncate does); the data lock comes before `meta`.
+        try file.inode.dataLock.exclusive { () throws(Errno) in
+            try fallocateLocked(file, mode: mode, offset: offset, length: length)
+        }
+    }
+
+    private func fallocateLocked(_ file: RADOSFile, mode: Int32, offset: UInt64, length: UInt64) throws(Errno) {
         let keepSize: Int32 = 0x01, punchHole: Int32 = 0x02
         try meta.withLock { () throws(Errno) in
             try checkWritable()
@@ -198,20 +248,7 @@ extension RADOSDriver {
             case punchHole | keepSize:
                 let end = min(offset + length, inode.record.size)
                 guard offset < end else { return }
-                var failure: Int32 = 0
-                let batch = pool.batch()
-                for p in pieces(offset: offset, length: Int(end - offset)) {
-                    let oid = Layout.dataObject(inode.ino, p.block)
-                    if p.at == 0 && p.count == Int(blockSize) {
-                        batch.remove(oid) { rc in if rc < 0 && rc != -ENOENT { failure = rc } }
-                    } else {
-                        batch.write(oid, { op in op.assertExists(); op.zero(p.at, UInt64(p.count)) }) { rc in
-                            if rc < 0 && rc != -ENOENT { failure = rc }
-                        }
-                    }
-                }
-                batch.wait()
-                if failure < 0 { throw radosErrno(failure) }
+                try self.punchHole(inode, from: offset, to: end)
                 inode.record.ctime = Timestamp.now()
                 inode.record.mtime = inode.record.ctime
                 markDirty(inode)
@@ -221,29 +258,15 @@ extension RADOSDriver {
         }
     }
 
-    /// SEEK_DATA / SEEK_HOLE at object granularity: an object's bytes are data, the rest holes.
+    /// SEEK_DATA / SEEK_HOLE at object granularity (an object's bytes are data, the rest
+    /// holes), through the object map: the cost follows the objects, not the size.
     public func lseek(_ file: RADOSFile, offset: UInt64, whence: Int32, _ caller: Credentials) throws(Errno) -> UInt64 {
         let size = meta.locked { file.inode.record.size }
         guard offset < size else { throw .noDevice }
-        let seekData: Int32 = 3, seekHole: Int32 = 4
-        var block = offset / blockSize
-        let last = (size - 1) / blockSize
-        while block <= last {
-            let objectSize: UInt64
-            switch pool.size(Layout.dataObject(file.inode.ino, block)) {
-            case .failure: throw .io
-            case .success(let s): objectSize = s ?? 0
-            }
-            let start = block * blockSize, dataEnd = start + objectSize
-            let from = max(offset, start)
-            if whence == seekData, from < dataEnd { return min(from, size) }
-            if whence == seekHole, from >= dataEnd || dataEnd < start + blockSize {
-                return min(max(from, dataEnd), size)
-            }
-            block += 1
+        switch whence {
+        case 3: return try seekData(file.inode.ino, offset: offset, size: size)  // SEEK_DATA
+        case 4: return try seekHole(file.inode.ino, offset: offset, size: size)  // SEEK_HOLE
+        default: throw .invalid
         }
-        if whence == seekHole { return size }
-        if whence == seekData { throw .noDevice }
-        throw .invalid
     }
 }

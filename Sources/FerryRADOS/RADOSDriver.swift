@@ -11,8 +11,11 @@ public struct RADOSOptions: Sendable {
     public var readOnly = false
     /// The lease's duration; renewed every third of it.
     public var leaseSeconds = 30
-    public init(readOnly: Bool = false, leaseSeconds: Int = 30) {
-        self.readOnly = readOnly; self.leaseSeconds = leaseSeconds
+    /// Removes unlinked files in the background (tests turn it off to stop a server between
+    /// an unlink and its purge, as a crash would).
+    public var purgeInBackground = true
+    public init(readOnly: Bool = false, leaseSeconds: Int = 30, purgeInBackground: Bool = true) {
+        self.readOnly = readOnly; self.leaseSeconds = leaseSeconds; self.purgeInBackground = purgeInBackground
     }
 }
 
@@ -39,6 +42,9 @@ public final class RADOSDriver: FileSystemDriver, @unchecked Sendable {
     /// The allocator's current range: `nextIno ..< rangeEnd`.
     var nextIno: UInt64 = 0, rangeEnd: UInt64 = 0
     var intentSequence: UInt64 = 0
+    let purgeWorker = PurgeWorker()
+    /// One purge pass at a time (the worker's, or a caller's of `drainPurges`).
+    let purgeLock = Lock()
     var blockSize: UInt64 { UInt64(superblock.blockSize) }
 
     /// Connects, checks the superblock, takes the lease (unless read-only) and finishes any
@@ -51,11 +57,19 @@ public final class RADOSDriver: FileSystemDriver, @unchecked Sendable {
         self.logger = logger
         if options.readOnly {
             lease = nil
+            if superblock.version < Layout.formatVersion {
+                throw RADOSError(EINVAL, explanation: "\(pool.target) holds format \(superblock.version), which a read-only server "
+                                 + "cannot upgrade: serve it once read-write, or run ferry fsck --repair")
+            }
         } else {
             let lease = try Lease(pool: pool, seconds: options.leaseSeconds, purpose: "ferry server")
             self.lease = lease
             if let fencing = lease.fencing { logger.notice("\(fencing)") }
             do {
+                if superblock.version < Layout.formatVersion {
+                    let mapped = try RADOSFormat.upgrade(pool)
+                    logger.notice("upgraded \(pool.target) to format \(Layout.formatVersion): \(mapped) data objects now in object maps")
+                }
                 try RADOSIntents.finishAll(pool, shards: superblock.shards, logger: logger)
             } catch {
                 lease.release()
@@ -64,18 +78,35 @@ public final class RADOSDriver: FileSystemDriver, @unchecked Sendable {
         }
         intentSequence = UInt64.random(in: 0...(UInt64.max >> 16))
         if let lease {
-            lease.onTick = { [weak self] in self?.writeBackAll() }
+            lease.onTick = { [weak self] in
+                guard let self else { return }
+                do { try self.writeBackAll() } catch { self.logger.error("write-back at lease renewal failed; retried at the next") }
+                self.purgeWorker.wake()
+            }
             lease.startRenewing()
+            if options.purgeInBackground {
+                purgeWorker.start { [weak self] in
+                    guard let self else { return }
+                    do { try self.drainPurges() } catch { self.logger.error("purging unlinked files: \(error); retried later") }
+                }
+                // What a previous holder left queued.
+                purgeWorker.wake()
+            }
         }
     }
 
-    /// Writes back everything and gives the lease up.
+    /// Writes back everything and gives the lease up. A write-back that fails is logged:
+    /// the next holder sees the last state that reached RADOS (as after a crash).
     public func close() {
-        writeBackAll()
+        purgeWorker.stop()
+        do { try writeBackAll() } catch { logger.error("closing \(pool.target): some attributes were not written back") }
         lease?.release()
     }
 
-    deinit { lease?.release() }
+    deinit {
+        purgeWorker.stop()
+        lease?.release()
+    }
 
     // MARK: - Helpers (called with `meta` held)
 
@@ -142,13 +173,17 @@ public final class RADOSDriver: FileSystemDriver, @unchecked Sendable {
         dirtyInodes[inode.ino] = inode
     }
 
-    /// Writes back every dirty record (lease renewal, shutdown, DESTROY, SYNCFS).
-    func writeBackAll() {
-        meta.locked {
-            for inode in Array(dirtyInodes.values) where !inode.removed {
-                try? persist(inode)
+    /// Writes back every dirty record (lease renewal, shutdown, DESTROY, SYNCFS). A record
+    /// that cannot be written stays dirty (retried by the next write-back) and the first
+    /// error is thrown: success means every record is in RADOS.
+    func writeBackAll() throws(Errno) {
+        try meta.withLock { () throws(Errno) in
+            var failure: Errno?
+            for inode in Array(dirtyInodes.values) {
+                if inode.removed { dirtyInodes[inode.ino] = nil; continue }
+                do throws(Errno) { try persist(inode) } catch { failure = failure ?? error }
             }
-            dirtyInodes.removeAll()
+            if let failure { throw failure }
         }
     }
 
@@ -260,28 +295,27 @@ public final class RADOSDriver: FileSystemDriver, @unchecked Sendable {
         return inode
     }
 
-    /// Drops one link of `inode`; removes it (object and data) when none is left and no
-    /// one has it open.
+    /// Drops one link of a non-directory. The last one queues the inode for purging instead
+    /// of writing its record: the queue entry is what says no name is left (a crash after it
+    /// leaves the inode queued, never orphaned), so an unlink costs two ops, the dentry and
+    /// the entry, whatever the file holds. The worker removes it once no one has it open.
     func dropLink(_ inode: RADOSInode) throws(Errno) {
         if inode.record.nlink > 0 { inode.record.nlink -= 1 }
         inode.record.ctime = Timestamp.now()
-        if inode.record.nlink == 0 && inode.openCount == 0 {
-            try removeInode(inode)
-        } else {
-            try persist(inode)
-        }
+        guard inode.record.nlink == 0 else { return try persist(inode) }
+        try enqueuePurge(inode)
+        // Nothing of it is written again: the record goes with the purge.
+        inode.dirty = false
+        dirtyInodes[inode.ino] = nil
+        if inode.openCount == 0 { purgeWorker.wake() }
     }
 
-    /// Removes an inode with no names left: its data first, its object last.
+    /// Removes a directory with no names left: its shards first, its object last.
     func removeInode(_ inode: RADOSInode) throws(Errno) {
+        precondition(inode.record.isDirectory, "files are removed through the purge queue")
         let batch = pool.batch()
         var failure: Int32 = 0
-        if inode.record.isRegular {
-            let blocks = (inode.record.size + blockSize - 1) / blockSize
-            for b in 0..<blocks {
-                batch.remove(Layout.dataObject(inode.ino, b)) { rc in if rc < 0 && rc != -ENOENT { failure = rc } }
-            }
-        } else if inode.record.isDirectory {
+        do {
             for s in 0..<superblock.shards {
                 batch.remove(Layout.shardObject(inode.ino, s)) { rc in if rc < 0 && rc != -ENOENT { failure = rc } }
             }
@@ -339,6 +373,14 @@ public final class RADOSDriver: FileSystemDriver, @unchecked Sendable {
     }
 
     public func setattr(_ inode: RADOSInode, _ file: RADOSFile?, _ changes: AttributeChanges, _ caller: Credentials) throws(Errno) -> Attributes {
+        // A truncate excludes writes: none may create an object the truncate is unmapping.
+        if changes.size != nil {
+            return try inode.dataLock.exclusive { () throws(Errno) -> Attributes in try applyAttributes(inode, changes, caller) }
+        }
+        return try applyAttributes(inode, changes, caller)
+    }
+
+    private func applyAttributes(_ inode: RADOSInode, _ changes: AttributeChanges, _ caller: Credentials) throws(Errno) -> Attributes {
         try meta.withLock { () throws(Errno) -> Attributes in
             try checkWritable()
             let now = Timestamp.now()
@@ -351,20 +393,20 @@ public final class RADOSDriver: FileSystemDriver, @unchecked Sendable {
                 r.allocated = min(r.allocated, size)
                 r.mtime = now
             }
+            // Linux drops the set-id bits of a non-directory on every chown (by root too, even
+            // to the same ids, even chown(f, -1, -1)) and on a truncate or write by a caller
+            // without CAP_FSETID. With HANDLE_KILLPRIV_V2 the kernel leaves that to the server:
+            // a chown carries FATTR_KILL_SUIDGID (or, without it, its own new mode), a truncate
+            // FATTR_KILL_SUIDGID, and chown(f, -1, -1) and the privilege removal before a write
+            // arrive as a SETATTR that changes nothing at all.
+            let chown = (changes.uid != nil || changes.gid != nil) && changes.mode == nil
+            let removePrivileges = changes == AttributeChanges()
+            if !r.isDirectory && (changes.killSuidGid || chown || removePrivileges) {
+                r.mode = modeAfterKillingSetID(r, caller)
+            }
             if let mode = changes.mode { r.mode = (r.mode & FileMode.typeMask) | (mode & 0o7777) }
-            if changes.uid != nil || changes.gid != nil {
-                if let uid = changes.uid { r.uid = uid }
-                if let gid = changes.gid { r.gid = gid }
-                // chown of a regular file drops set-id bits (setgid only when group-executable).
-                if r.isRegular, changes.mode == nil {
-                    r.mode &= ~FileMode.setUID
-                    if r.mode & 0o010 != 0 { r.mode &= ~FileMode.setGID }
-                }
-            }
-            if changes.killSuidGid, r.isRegular {
-                r.mode &= ~FileMode.setUID
-                if r.mode & 0o010 != 0 { r.mode &= ~FileMode.setGID }
-            }
+            if let uid = changes.uid { r.uid = uid }
+            if let gid = changes.gid { r.gid = gid }
             switch changes.accessTime { case .now?: r.atime = now; case .set(let t)?: r.atime = t; case nil: break }
             switch changes.modificationTime { case .now?: r.mtime = now; case .set(let t)?: r.mtime = t; case nil: break }
             r.ctime = now
@@ -540,7 +582,9 @@ public final class RADOSDriver: FileSystemDriver, @unchecked Sendable {
                                     blockSize: 4096, fragmentSize: 4096, maximumNameLength: 255)
     }
 
-    public func syncfs(_ inode: RADOSInode, _ caller: Credentials) throws(Errno) { writeBackAll() }
+    public func syncfs(_ inode: RADOSInode, _ caller: Credentials) throws(Errno) { try writeBackAll() }
 
-    public func destroy() { writeBackAll() }
+    public func destroy() {
+        do { try writeBackAll() } catch { logger.error("DESTROY: some attributes were not written back; retried at the next lease renewal") }
+    }
 }

@@ -118,9 +118,19 @@ public final class RADOSPool: @unchecked Sendable {
         return rc
     }
 
+    /// Object removals issued (synchronous and batched): what a truncate or unlink cost, for
+    /// tests and metrics.
+    public let removeOperations = Atomic<UInt64>(0)
+
+    /// A fault to inject, for tests: a synchronous write op on an object for which it answers
+    /// an error fails with that error without being sent.
+    public func injectWriteFault(_ fault: (@Sendable (String) -> Int32?)?) { writeFault.withLock { $0 = fault } }
+    private let writeFault = Mutex<(@Sendable (String) -> Int32?)?>(nil)
+
     /// Runs one compound write op on `oid`; returns 0 or a negative errno.
     @discardableResult
     public func write(_ oid: String, _ build: (WriteOp) -> Void) -> Int32 {
+        if let rc = writeFault.withLock({ $0?(oid) }) { return note(rc) }
         let op = WriteOp()
         build(op)
         return note(rados_write_op_operate2(op.op, io, oid, nil, 0))
@@ -188,7 +198,10 @@ public final class RADOSPool: @unchecked Sendable {
         }
     }
 
-    public func remove(_ oid: String) -> Int32 { rados_remove(io, oid) }
+    public func remove(_ oid: String) -> Int32 {
+        removeOperations.add(1, ordering: .relaxed)
+        return rados_remove(io, oid)
+    }
 
     public func truncate(_ oid: String, size: UInt64) -> Int32 { rados_trunc(io, oid, size) }
 
@@ -305,6 +318,7 @@ public final class RADOSPool: @unchecked Sendable {
         }
 
         public func remove(_ oid: String, _ done: @escaping (Int32) -> Void) {
+            pool.removeOperations.add(1, ordering: .relaxed)
             let c = completion()
             handlers.append(done)
             let rc = rados_aio_remove(pool.io, oid, c)

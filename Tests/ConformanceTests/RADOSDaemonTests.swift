@@ -18,7 +18,8 @@ func findings(_ output: String) -> [Substring] {
 }
 
 /// Kinds a crashed server may leave (docs/backends/rados.md); anything else is a bug.
-let crashLeftoverKinds = ["pending-rename", "orphan-inode", "wrong-nlink", "data-past-size", "stray-object"]
+let crashLeftoverKinds = ["pending-rename", "orphan-inode", "wrong-nlink", "data-past-size", "stray-object",
+                          "pending-purge", "stale-map-entry"]
 
 func kill9(_ mount: FerryMount) {
     kill(mount.process.processIdentifier, SIGKILL)
