@@ -10,8 +10,7 @@ import Glibc
 /// clearing them to the server, and part of what it sends (chown(f, -1, -1), the privilege
 /// removal before another user's write) is a SETATTR that names no change at all.
 @Suite("RADOS backend: set-id bits", .serialized,
-       .enabled(if: canMountFUSE, "needs /dev/fuse and root to mount ferry"),
-       .enabled(if: CephCluster.isInstalled, "Ceph (ceph-mon, ceph-osd) is not installed: scripts/install-deps"))
+       .requires(.root, .devFUSE, .ceph))
 struct RADOSSetIDTests {
     @Test("SUID/SGID are cleared by an owner's chown and by another user's write, as Linux clears them",
           .timeLimit(.minutes(10)))

@@ -39,7 +39,7 @@ func objectExists(_ pool: RADOSPool, _ oid: String) throws -> Bool { try pool.si
 let petabyte: UInt64 = 1 << 50
 
 @Suite("RADOS backend: cost follows the data (object map, purge queue)", .serialized,
-       .enabled(if: CephCluster.isInstalled, "Ceph (ceph-mon, ceph-osd) is not installed: scripts/install-deps"))
+       .requires(.root, .ceph))
 struct RADOSObjectMapTests {
     /// A sparse file of `size` bytes with data in three objects: the first, one in the
     /// middle, and the last.
