@@ -43,6 +43,7 @@ public final class NFSTestServer: @unchecked Sendable {
             "rename_noreplace": ("EINVAL", "NFS RENAME has no flags; emulating RENAME_NOREPLACE would race"),
             "rename_exchange": ("EINVAL", "NFS RENAME has no flags; there is no atomic exchange"),
             "utimens_nsec": ("EOPNOTSUPP", "nfs-ganesha 4.3's VFS FSAL answers SETATTR of a symlink's times with success and leaves them (FSAL_VFS: \"Setting time on symlinks is illegal\"); Ferry says so"),
+            "utimensat_symlink": ("EOPNOTSUPP", "the same FSAL_VFS refusal as utimens_nsec: a symlink's own times cannot be stored on nfs-ganesha's VFS FSAL, so Ferry refuses rather than pretend"),
             "xattr_create_replace": ("skip", "\(version) has no extended attributes"),
             "xattr_limits": ("skip", "\(version) has no extended attributes"),
         ]
