@@ -349,7 +349,13 @@ extension FUSEServer {
         } else if s.valid & FUSESetattrValid.mtime != 0 {
             c.modificationTime = .set(Timestamp(seconds: Int64(bitPattern: s.mtime), nanoseconds: s.mtimensec))
         }
-        c.killSuidGid = s.valid & FUSESetattrValid.killSuidGid != 0
+        // A SETATTR that names no change at all is how the kernel asks to drop set-id bits when
+        // the server handles them (HANDLE_KILLPRIV_V2): chown(f, -1, -1) and the privilege
+        // removal before another user's write arrive so. Taken as FATTR_KILL_SUIDGID, so the
+        // reply already shows the cleared mode the kernel caches; drivers leave directories be.
+        let changing = FUSESetattrValid.mode | FUSESetattrValid.uid | FUSESetattrValid.gid | FUSESetattrValid.size
+            | FUSESetattrValid.atime | FUSESetattrValid.mtime | FUSESetattrValid.atimeNow | FUSESetattrValid.mtimeNow
+        c.killSuidGid = s.valid & FUSESetattrValid.killSuidGid != 0 || s.valid & changing == 0
         return c
     }
 

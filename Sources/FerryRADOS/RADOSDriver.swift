@@ -398,10 +398,10 @@ public final class RADOSDriver: FileSystemDriver, @unchecked Sendable {
             // without CAP_FSETID. With HANDLE_KILLPRIV_V2 the kernel leaves that to the server:
             // a chown carries FATTR_KILL_SUIDGID (or, without it, its own new mode), a truncate
             // FATTR_KILL_SUIDGID, and chown(f, -1, -1) and the privilege removal before a write
-            // arrive as a SETATTR that changes nothing at all.
+            // arrive as a SETATTR that changes nothing at all, which the core passes on as
+            // `killSuidGid`.
             let chown = (changes.uid != nil || changes.gid != nil) && changes.mode == nil
-            let removePrivileges = changes == AttributeChanges()
-            if !r.isDirectory && (changes.killSuidGid || chown || removePrivileges) {
+            if !r.isDirectory && (changes.killSuidGid || chown) {
                 r.mode = modeAfterKillingSetID(r, caller)
             }
             if let mode = changes.mode { r.mode = (r.mode & FileMode.typeMask) | (mode & 0o7777) }
