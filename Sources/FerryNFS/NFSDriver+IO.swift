@@ -17,7 +17,7 @@ extension NFSDriver {
         // rather than removing it; a removal already under way is waited for, so the call
         // below sees it (ESTALE: the kernel looks the name up again and gets ENOENT) rather
         // than this open succeeding on a file about to vanish.
-        let opened = register(inode, flags: flags)
+        let opened = register(inode, flags: flags, caller)
         do throws(Errno) {
             if flags & O_TRUNC != 0 {
                 var s = unchangedAttributes()
@@ -36,7 +36,7 @@ extension NFSDriver {
                 try access(inode, mask: mask, caller)
             }
         } catch {
-            unregister(inode.handle)
+            unregister(opened.file)
             throw error
         }
         return opened
@@ -44,34 +44,50 @@ extension NFSDriver {
 
     /// A file just created: nobody else could have removed it before it was registered
     /// except by a name they looked up meanwhile, as after a local create.
-    func opened(_ inode: NFSInode, flags: Int32) -> OpenedFile<NFSFile> {
-        register(inode, flags: flags)
+    func opened(_ inode: NFSInode, flags: Int32, _ caller: Credentials) -> OpenedFile<NFSFile> {
+        register(inode, flags: flags, caller)
     }
 
     /// Counts an open of `inode` and waits for the removals under way that may concern it.
-    private func register(_ inode: NFSInode, flags: Int32) -> OpenedFile<NFSFile> {
+    private func register(_ inode: NFSInode, flags: Int32, _ caller: Credentials) -> OpenedFile<NFSFile> {
+        let file = NFSFile(inode: inode, flags: flags, opener: caller)
         let pending = openFiles.withLock { open -> [Removal] in
             open.byHandle[inode.handle, default: OpenFiles.Record()].count += 1
+            open.files[ObjectIdentifier(file)] = file
             return open.removals(touching: inode.handle)
         }
         for removal in pending { removal.wait() }
-        return OpenedFile(file: NFSFile(inode: inode, flags: flags))
+        return OpenedFile(file: file)
     }
 
     public func release(_ file: NFSFile, flags: Int32, _ caller: Credentials) {
         do throws(Errno) { try sync(file, caller) } catch {
             logger.warning("NFS WRITE or COMMIT failed, reported at release: \(error)")
         }
-        unregister(file.inode.handle)
+        unregister(file)
     }
 
-    /// Takes back one open of `handle`; the last one removes the file's hidden name, if it
-    /// was unlinked while open.
-    private func unregister(_ handle: FileHandle) {
+    /// The session ended (the guest's DESTROY, or the kernel's connection closed): its open
+    /// files will never be released, so each is flushed (writes behind taken in, COMMIT)
+    /// and released here, as its opener; their hidden names go with their last release.
+    public func sessionEnded() {
+        let files = openFiles.withLock { Array($0.files.values) }
+        for file in files {
+            do throws(Errno) { try sync(file, file.opener) } catch {
+                logger.warning("NFS WRITE or COMMIT failed, reported as the session ended: \(error)")
+            }
+            unregister(file)
+        }
+    }
+
+    /// Takes back `file`'s open (once: a release after the session's end finds it gone);
+    /// the last open of its file removes its hidden name, if it was unlinked while open.
+    private func unregister(_ file: NFSFile) {
+        let handle = file.inode.handle
         let removal = Removal()
         removal.done.withLock { _ in
             let hidden = openFiles.withLock { open -> (directory: FileHandle, name: String, uid: UInt32, gid: UInt32)? in
-                guard var record = open.byHandle[handle] else { return nil }
+                guard open.files.removeValue(forKey: ObjectIdentifier(file)) != nil, var record = open.byHandle[handle] else { return nil }
                 record.count -= 1
                 if record.count > 0 { open.byHandle[handle] = record; return nil }
                 open.byHandle[handle] = nil

@@ -331,7 +331,7 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
                                              truncate: flags & O_TRUNC != 0 && flags & O_EXCL == 0, caller)
                 let made = entry(h, a)
                 guard made.inode.isRegularFile else { throw .exists }
-                return (made, opened(made.inode, flags: flags))
+                return (made, opened(made.inode, flags: flags, caller))
             }
             let (h, a) = try client.call(caller, on: directory, rpc_nfs3_create_async, { fh in
                 var args = CREATE3args()
@@ -349,7 +349,7 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
             })
             let entry = try made(parent, name, h, a, caller)
             guard entry.inode.isRegularFile else { throw .exists }
-            return (entry, opened(entry.inode, flags: flags))
+            return (entry, opened(entry.inode, flags: flags, caller))
         }
     }
 
@@ -463,7 +463,11 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
     /// change is stable), so there is nothing left to flush.
     public func fsyncdir(_ directory: NFSDirectory, dataOnly: Bool, _ caller: Credentials) throws(Errno) {}
 
-    public func destroy() { client.shutdown() }
+    /// Nothing acknowledged stays behind: open files are flushed and released first.
+    public func destroy() {
+        sessionEnded()
+        client.shutdown()
+    }
 }
 
 /// An NFSv3 reply: each starts with its status.

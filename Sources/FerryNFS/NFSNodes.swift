@@ -47,14 +47,17 @@ public final class NFSFile: @unchecked Sendable {
     /// A write-behind WRITE's failure (the server's error, or no answer within the
     /// export's timeout), kept until FSYNC or FLUSH returns it; WRITEs fail with it meanwhile.
     let writeError = Mutex<Errno?>(nil)
+    /// Who opened it: the session's end flushes it as them (`NFSDriver.sessionEnded`).
+    let opener: Credentials
 
     /// Bytes written UNSTABLE and kept until a COMMIT.
     public var uncommittedBytes: Int { uncommitted.withLock { $0.bytes } }
     /// Bytes of this file's node written behind whose replies are not taken in yet.
     public var writeBehindBytes: Int { inode.writesBehind.withLock { $0.bytes } }
 
-    init(inode: NFSInode, flags: Int32) {
+    init(inode: NFSInode, flags: Int32, opener: Credentials) {
         self.inode = inode
+        self.opener = opener
         synchronous = flags & (O_SYNC | O_DSYNC) != 0
     }
 }
@@ -76,6 +79,8 @@ struct OpenFiles {
         var hidden: (directory: FileHandle, name: String, uid: UInt32, gid: UInt32)?
     }
     var byHandle: [FileHandle: Record] = [:]
+    /// Every open file not released yet: a session that ends flushes and releases them.
+    var files: [ObjectIdentifier: NFSFile] = [:]
     /// REMOVEs (and RENAMEs over a name) under way of files that were not open when they
     /// began, with the file's handle when it was looked up. An OPEN that registers while
     /// one is under way waits for it before asking the server about its file: otherwise the
