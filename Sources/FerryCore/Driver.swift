@@ -134,6 +134,10 @@ public protocol FileSystemDriver: AnyObject, Sendable {
     func tmpfile(_ parent: Inode, mode: UInt32, flags: Int32, _ caller: Credentials) throws(Errno) -> (Entry, OpenedFile<File>)
     /// The kernel unmounted or the device went away.
     func destroy()
+    /// The session ended (DESTROY, or the front-end went away) with these handles still
+    /// open: the core drops them without RELEASE, so a driver that holds data for open
+    /// files (written behind, uncommitted) flushes them now. A new INIT may follow.
+    func sessionEnded()
 }
 
 extension FileSystemDriver {
@@ -190,4 +194,5 @@ extension FileSystemDriver {
     public func syncfs(_ inode: Inode, _ caller: Credentials) throws(Errno) { throw .notImplemented }
     public func tmpfile(_ parent: Inode, mode: UInt32, flags: Int32, _ caller: Credentials) throws(Errno) -> (Entry, OpenedFile<File>) { throw .notImplemented }
     public func destroy() {}
+    public func sessionEnded() {}
 }

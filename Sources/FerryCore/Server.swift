@@ -100,6 +100,7 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, @un
     /// root) and every handle is dropped, so the next INIT starts a fresh session.
     func endSession() {
         session.store(FUSESessionWord.uninitialized.raw, ordering: .sequentiallyConsistent)
+        driver.sessionEnded()
         files.removeAll()
         directories.removeAll()
         nodes.reset()

@@ -13,71 +13,153 @@ extension NFSDriver {
         case UInt32(S_IFLNK): throw .loop
         default: throw .noDevice
         }
-        if flags & O_TRUNC != 0 {
-            var s = unchangedAttributes()
-            s.size.set_it = 1; s.size.set_size3_u.size = 0
-            let truncated = try setattr(inode.handle, s, caller)
-            if killSuidGid { _ = try clearSetID(inode.handle, try attributesOrFetch(truncated, inode.handle, caller), caller) }
-        } else {
-            // NFSv3 has no OPEN: ask the server whether this caller may do what the flags say,
-            // so an open the server would refuse fails now rather than at the first READ/WRITE.
-            var mask: Int32 = 0
-            switch flags & O_ACCMODE {
-            case O_WRONLY: mask = W_OK
-            case O_RDWR: mask = R_OK | W_OK
-            default: mask = R_OK
+        // Registered before the server is asked, so that an UNLINK from now on hides the file
+        // rather than removing it; a removal already under way is waited for, so the call
+        // below sees it (ESTALE: the kernel looks the name up again and gets ENOENT) rather
+        // than this open succeeding on a file about to vanish.
+        let opened = register(inode, flags: flags, caller)
+        do throws(Errno) {
+            if flags & O_TRUNC != 0 {
+                var s = unchangedAttributes()
+                s.size.set_it = 1; s.size.set_size3_u.size = 0
+                let truncated = try setattr(inode.handle, s, caller)
+                if killSuidGid { _ = try clearSetID(inode.handle, try attributesOrFetch(truncated, inode.handle, caller), caller) }
+            } else {
+                // NFSv3 has no OPEN: ask the server whether this caller may do what the flags say,
+                // so an open the server would refuse fails now rather than at the first READ/WRITE.
+                var mask: Int32 = 0
+                switch flags & O_ACCMODE {
+                case O_WRONLY: mask = W_OK
+                case O_RDWR: mask = R_OK | W_OK
+                default: mask = R_OK
+                }
+                try access(inode, mask: mask, caller)
             }
-            try access(inode, mask: mask, caller)
+        } catch {
+            unregister(opened.file)
+            throw error
         }
-        return opened(inode, flags: flags)
+        return opened
     }
 
-    func opened(_ inode: NFSInode, flags: Int32) -> OpenedFile<NFSFile> {
-        openFiles.withLock { $0.byHandle[inode.handle, default: OpenFiles.Record()].count += 1 }
-        return OpenedFile(file: NFSFile(inode: inode, flags: flags))
+    /// A file just created: nobody else could have removed it before it was registered
+    /// except by a name they looked up meanwhile, as after a local create.
+    func opened(_ inode: NFSInode, flags: Int32, _ caller: Credentials) -> OpenedFile<NFSFile> {
+        register(inode, flags: flags, caller)
+    }
+
+    /// Counts an open of `inode` and waits for the removals under way that may concern it.
+    private func register(_ inode: NFSInode, flags: Int32, _ caller: Credentials) -> OpenedFile<NFSFile> {
+        let file = NFSFile(inode: inode, flags: flags, opener: caller)
+        let pending = openFiles.withLock { open -> [Removal] in
+            open.byHandle[inode.handle, default: OpenFiles.Record()].count += 1
+            open.files[ObjectIdentifier(file)] = file
+            return open.removals(touching: inode.handle)
+        }
+        for removal in pending { removal.wait() }
+        return OpenedFile(file: file)
     }
 
     public func release(_ file: NFSFile, flags: Int32, _ caller: Credentials) {
         do throws(Errno) { try sync(file, caller) } catch {
             logger.warning("NFS WRITE or COMMIT failed, reported at release: \(error)")
         }
-        let hidden = openFiles.withLock { open -> (directory: FileHandle, name: String, uid: UInt32, gid: UInt32)? in
-            let handle = file.inode.handle
-            guard var record = open.byHandle[handle] else { return nil }
-            record.count -= 1
-            if record.count > 0 { open.byHandle[handle] = record; return nil }
-            open.byHandle[handle] = nil
-            return record.hidden
-        }
-        guard let hidden else { return }
-        let unlinker = Credentials(uid: hidden.uid, gid: hidden.gid, pid: 0)
-        do throws(Errno) {
-            try withCName(hidden.name) { name throws(Errno) in try remove(hidden.directory, name, unlinker) }
-        } catch {
-            logger.warning("NFS: could not remove \(hidden.name), unlinked while open: \(error)")
+        unregister(file)
+    }
+
+    /// The session ended (the guest's DESTROY, or the kernel's connection closed): its open
+    /// files will never be released, so each is flushed (writes behind taken in, COMMIT)
+    /// and released here, as its opener; their hidden names go with their last release.
+    public func sessionEnded() {
+        let files = openFiles.withLock { Array($0.files.values) }
+        for file in files {
+            do throws(Errno) { try sync(file, file.opener) } catch {
+                logger.warning("NFS WRITE or COMMIT failed, reported as the session ended: \(error)")
+            }
+            unregister(file)
         }
     }
 
-    /// If `name` in `directory` is a file someone still has open, renames it to a hidden
-    /// name (removed on its last release) and returns true.
-    func hideIfOpen(_ directory: FileHandle, _ name: UnsafePointer<CChar>, _ caller: Credentials) throws(Errno) -> Bool {
-        if openFiles.withLock({ $0.byHandle.isEmpty }) { return false }
-        let handle: FileHandle
-        do throws(Errno) { handle = try lookupHandle(directory, name, caller).0 } catch {
-            if error == .noEntry { return false }
-            throw error
+    /// Takes back `file`'s open (once: a release after the session's end finds it gone);
+    /// the last open of its file removes its hidden name, if it was unlinked while open.
+    private func unregister(_ file: NFSFile) {
+        let handle = file.inode.handle
+        let removal = Removal()
+        removal.done.withLock { _ in
+            let hidden = openFiles.withLock { open -> (directory: FileHandle, name: String, uid: UInt32, gid: UInt32)? in
+                guard open.files.removeValue(forKey: ObjectIdentifier(file)) != nil, var record = open.byHandle[handle] else { return nil }
+                record.count -= 1
+                if record.count > 0 { open.byHandle[handle] = record; return nil }
+                open.byHandle[handle] = nil
+                if record.hidden != nil { open.removals.append((removal, handle)) }
+                return record.hidden
+            }
+            guard let hidden else { return }
+            defer { openFiles.withLock { $0.removals.removeAll { $0.removal === removal } } }
+            let unlinker = Credentials(uid: hidden.uid, gid: hidden.gid, pid: 0)
+            do throws(Errno) {
+                try withCName(hidden.name) { name throws(Errno) in try remove(hidden.directory, name, unlinker) }
+            } catch {
+                logger.warning("NFS: could not remove \(hidden.name), unlinked while open: \(error)")
+            }
         }
-        guard openFiles.withLock({ $0.byHandle[handle] != nil }) else { return false }
+    }
+
+    /// Takes `name` out of `directory` with `removeName` (a REMOVE, or a RENAME over it).
+    /// If the name is a file someone still has open, it is renamed to a hidden name first
+    /// (removed on its last release), and `removeName` runs after that only if
+    /// `evenIfHidden` (a RENAME: the name is free now). An OPEN that registers while
+    /// `removeName` is under way waits for it.
+    func removeOrHide(_ directory: FileHandle, _ name: UnsafePointer<CChar>, _ caller: Credentials, evenIfHidden: Bool,
+                      _ removeName: () throws(Errno) -> Void) throws(Errno) {
+        let removal = Removal()
+        let open = try removal.done.withLock { _ throws(Errno) -> FileHandle? in
+            // Nothing open: no LOOKUP needed (the common case); any OPEN from now on waits.
+            let nothingOpen = openFiles.withLock { open -> Bool in
+                guard open.byHandle.isEmpty else { return false }
+                open.removals.append((removal, nil))
+                return true
+            }
+            if !nothingOpen {
+                var handle: FileHandle?
+                do throws(Errno) { handle = try lookupHandle(directory, name, caller).0 } catch {
+                    if error != .noEntry { throw error }
+                }
+                let isOpen = openFiles.withLock { open -> Bool in
+                    if let handle, open.byHandle[handle] != nil { return true }
+                    open.removals.append((removal, handle))
+                    return false
+                }
+                if isOpen { return handle }
+            }
+            defer { openFiles.withLock { $0.removals.removeAll { $0.removal === removal } } }
+            try removeName()
+            return nil
+        }
+        guard let open else { return }
+        try hide(open, directory, name, caller)
+        if evenIfHidden { try removeName() }
+    }
+
+    /// Renames the open file `handle`, named `name` in `directory`, to a hidden name.
+    private func hide(_ handle: FileHandle, _ directory: FileHandle, _ name: UnsafePointer<CChar>, _ caller: Credentials) throws(Errno) {
         let hiddenName = hiddenPrefix + "\(getpid())-\(hiddenCounter.wrappingAdd(1, ordering: .relaxed).oldValue)"
         try withCName(hiddenName) { hidden throws(Errno) in try rename(directory, name, directory, hidden, caller) }
-        let still = openFiles.withLock { open -> Bool in
-            guard open.byHandle[handle] != nil else { return false }
-            open.byHandle[handle]!.hidden = (directory, hiddenName, caller.uid, caller.gid)
-            return true
+        let removal = Removal()
+        try removal.done.withLock { _ throws(Errno) in
+            let still = openFiles.withLock { open -> Bool in
+                guard open.byHandle[handle] != nil else {
+                    open.removals.append((removal, handle))
+                    return false
+                }
+                open.byHandle[handle]!.hidden = (directory, hiddenName, caller.uid, caller.gid)
+                return true
+            }
+            if still { return }
+            // Released while we were renaming: nobody will remove it later, so do it now.
+            defer { openFiles.withLock { $0.removals.removeAll { $0.removal === removal } } }
+            try withCName(hiddenName) { hidden throws(Errno) in try remove(directory, hidden, caller) }
         }
-        // Released while we were renaming: nobody will remove it later, so do it now.
-        if !still { try withCName(hiddenName) { hidden throws(Errno) in try remove(directory, hidden, caller) } }
-        return true
     }
 
     // MARK: - Data
@@ -173,9 +255,10 @@ extension NFSDriver {
                         _ emit: (DirectoryEntry) -> Bool) throws(Errno) {
         let handle = directory.inode.handle
         let cookieVerifier = offset == 0 ? 0 : directory.cookieVerifier.withLock { $0 }
+        let asked = takeInClock.load(ordering: .sequentiallyConsistent)
         let (entries, verifierOut) = try inDirectory(handle, caller) { caller throws(Errno) in try listed(handle, offset, cookieVerifier, caller) }
         directory.cookieVerifier.withLock { $0 = verifierOut }
-        try emitListed(entries, directory, handle, caller, emit)
+        try emitListed(entries, asked: asked, directory, handle, caller, emit)
     }
 
     private func listed(_ handle: FileHandle, _ offset: UInt64, _ cookieVerifier: UInt64, _ caller: Credentials) throws(Errno) -> ([ListedEntry], UInt64) {
@@ -207,12 +290,12 @@ extension NFSDriver {
         })
     }
 
-    private func emitListed(_ entries: [ListedEntry], _ directory: NFSDirectory, _ handle: FileHandle, _ caller: Credentials,
+    private func emitListed(_ entries: [ListedEntry], asked: UInt64, _ directory: NFSDirectory, _ handle: FileHandle, _ caller: Credentials,
                             _ emit: (DirectoryEntry) -> Bool) throws(Errno) {
         let inode = directory.inode
         inode.readdirEntries.withLock { cache in
             for entry in entries {
-                if let h = entry.handle, let a = entry.attributes { cache[Array(entry.name.dropLast())] = (h, a) }
+                if let h = entry.handle, let a = entry.attributes { cache[Array(entry.name.dropLast())] = (h, a, asked) }
             }
         }
         defer { inode.readdirEntries.withLock { $0.removeAll(keepingCapacity: true) } }

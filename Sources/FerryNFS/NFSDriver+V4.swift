@@ -11,6 +11,10 @@ import Synchronization
 /// simply established again.
 final class NFS4Session: @unchecked Sendable {
     let clientID = Mutex<UInt64?>(nil)
+    /// Held while a client id is established: concurrent first OPENs must not each send
+    /// SETCLIENTID for the same id string, or one's SETCLIENTID_CONFIRM meets the other's
+    /// new confirm verifier and fails (NFS4ERR_STALE_CLIENTID/CLID_INUSE: EIO to the guest).
+    let establishing = Mutex<Void>(())
     let owners = Atomic<UInt64>(0)
     let verifier = UInt64(Deadline.now())
 }
@@ -137,8 +141,9 @@ extension NFSDriver {
         var attributes = createAttributes(mode: mode)
         if truncate { attributes.size.set_it = 1; attributes.size.set_size3_u.size = 0 }
         let change = Encoded4(attributes)
+        var failedID: UInt64?
         for attempt in 0..<2 {
-            let clientID = try establishClient(caller, fresh: attempt > 0)
+            let clientID = try establishClient(caller, replacing: failedID)
             let owner = Array("ferry-\(getpid())-\(v4!.owners.wrappingAdd(1, ordering: .relaxed).oldValue)".utf8)
             let opened: (FileHandle, Attributes, stateid4, Bool)
             do throws(Errno) {
@@ -153,7 +158,7 @@ extension NFSDriver {
                 })
             } catch {
                 // NFS4ERR_STALE_CLIENTID / EXPIRED map to EIO: establish the client id again once.
-                if attempt == 0 && error == .io { continue }
+                if attempt == 0 && error == .io { failedID = clientID; continue }
                 throw error
             }
             var stateid = opened.2
@@ -171,21 +176,26 @@ extension NFSDriver {
         throw .io
     }
 
-    /// SETCLIENTID + SETCLIENTID_CONFIRM, once (or again when `fresh`).
-    private func establishClient(_ caller: Credentials, fresh: Bool) throws(Errno) -> UInt64 {
+    /// SETCLIENTID + SETCLIENTID_CONFIRM, once, one thread at a time; again only when the
+    /// id in use is still `replacing` (the one an OPEN just found lost): another thread may
+    /// have established a new one meanwhile.
+    private func establishClient(_ caller: Credentials, replacing lost: UInt64?) throws(Errno) -> UInt64 {
         let session = v4!
-        if !fresh, let id = session.clientID.withLock({ $0 }) { return id }
-        var host = [CChar](repeating: 0, count: 256)
-        gethostname(&host, host.count - 1)
-        let id = Array("ferry-\(String(cString: host))-\(getpid())-\(rootHandle.bytes.hashValue)".utf8)
-        let (clientID, confirm) = try client.compound(.root, { c in c.setclientid(verifier: session.verifier, id: id) }, decode: { r in
-            let ok = r[0].nfs_resop4_u.opsetclientid.SETCLIENTID4res_u.resok4
-            return .success((ok.clientid, withUnsafeBytes(of: ok.setclientid_confirm) { $0.loadUnaligned(as: UInt64.self) }))
-        })
-        try client.compound(.root, { c in c.setclientidConfirm(clientID: clientID, confirm: confirm) }, decode: { _ in .success(()) })
-        session.clientID.withLock { $0 = clientID }
-        _ = caller
-        return clientID
+        if lost == nil, let id = session.clientID.withLock({ $0 }) { return id }
+        return try session.establishing.withLock { _ throws(Errno) -> UInt64 in
+            if let id = session.clientID.withLock({ $0 }), id != lost { return id }
+            var host = [CChar](repeating: 0, count: 256)
+            gethostname(&host, host.count - 1)
+            let id = Array("ferry-\(String(cString: host))-\(getpid())-\(rootHandle.bytes.hashValue)".utf8)
+            let (clientID, confirm) = try client.compound(.root, { c in c.setclientid(verifier: session.verifier, id: id) }, decode: { r in
+                let ok = r[0].nfs_resop4_u.opsetclientid.SETCLIENTID4res_u.resok4
+                return .success((ok.clientid, withUnsafeBytes(of: ok.setclientid_confirm) { $0.loadUnaligned(as: UInt64.self) }))
+            })
+            try client.compound(.root, { c in c.setclientidConfirm(clientID: clientID, confirm: confirm) }, decode: { _ in .success(()) })
+            session.clientID.withLock { $0 = clientID }
+            _ = caller
+            return clientID
+        }
     }
 
     func link4(_ file: FileHandle, _ directory: FileHandle, _ name: FileName, _ caller: Credentials) throws(Errno) -> Attributes {

@@ -61,6 +61,10 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
     public let resentAfterVerifierChange = Atomic<Int>(0)
     public let commitsBehind = Atomic<Int>(0)
     public let writesBehind = Atomic<Int>(0)
+    /// Ticks once per write behind taken in (`NFSInode.lastTakenIn`): a LOOKUP or READDIR
+    /// notes it before asking the server, so attributes it brought back are known to be
+    /// possibly older than a write the guest was already answered for.
+    let takeInClock = Atomic<UInt64>(0)
 
     /// Mounts the export (MOUNT protocol) and asks the server for its transfer sizes.
     public init(options: NFSOptions, logger: Logger, writeBehindLimit: Int = 8 << 20) throws(Errno) {
@@ -103,28 +107,36 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
 
     public func lookup(_ parent: NFSInode, _ name: FileName, _ caller: Credentials,
                        existing: (FileHandle) -> NFSInode?) throws(Errno) -> Entry {
-        if let (handle, attributes) = takeReaddirEntry(parent, name) {
-            return try entry(handle, attributes, existing: existing, caller)
+        if let listed = takeReaddirEntry(parent, name) {
+            return try entry(listed.handle, listed.attributes, asked: listed.asked, existing: existing, caller)
         }
+        let asked = takeInClock.load(ordering: .sequentiallyConsistent)
         let (handle, attributes) = try inDirectory(parent.handle, caller) { caller throws(Errno) in
             try lookupHandle(parent.handle, name.cString, caller)
         }
-        return try entry(handle, attributes, existing: existing, caller)
+        return try entry(handle, attributes, asked: asked, existing: existing, caller)
     }
 
-    /// The entry of `handle`; if it is a node with writes behind, they are taken in first and
-    /// the attributes asked again, so its size is never older than what WRITE answered.
-    func entry(_ handle: FileHandle, _ attributes: Attributes, existing: (FileHandle) -> NFSInode?,
+    /// The entry of `handle`, whose `attributes` the server gave when `takeInClock` was at
+    /// `asked` or later. If it is a node with writes behind, they are taken in first and the
+    /// attributes asked again, so its size is never older than what WRITE answered; so too
+    /// if one was taken in since `asked`: the server may have answered before it applied
+    /// that write (the guest, answered for the write, already expects its size), and the
+    /// drain that took it in may have ended before this check.
+    func entry(_ handle: FileHandle, _ attributes: Attributes, asked: UInt64, existing: (FileHandle) -> NFSInode?,
                _ caller: Credentials) throws(Errno) -> Entry {
         guard let inode = existing(handle) else { return entry(handle, attributes) }
-        guard inode.writesBehind.withLock({ $0.bytes > 0 }) else { return Entry(key: handle, inode: inode, attributes: attributes) }
+        let behind = inode.writesBehind.withLock({ $0.bytes > 0 })
+        guard behind || inode.lastTakenIn.load(ordering: .sequentiallyConsistent) > asked else {
+            return Entry(key: handle, inode: inode, attributes: attributes)
+        }
         drainWritesBehind(inode)
-        return Entry(key: handle, inode: inode, attributes: try getattr(handle, caller))
+        return Entry(key: handle, inode: inode, attributes: hiddenAdjusted(try getattr(handle, caller), handle))
     }
 
     /// What READDIRPLUS said about `name` a moment ago, if the core is looking up the
     /// entries of a READDIRPLUS reply right now.
-    private func takeReaddirEntry(_ parent: NFSInode, _ name: FileName) -> (FileHandle, Attributes)? {
+    private func takeReaddirEntry(_ parent: NFSInode, _ name: FileName) -> (handle: FileHandle, attributes: Attributes, asked: UInt64)? {
         parent.readdirEntries.withLock { entries in
             entries.isEmpty ? nil : entries[Array(name.bytes)]
         }
@@ -319,7 +331,7 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
                                              truncate: flags & O_TRUNC != 0 && flags & O_EXCL == 0, caller)
                 let made = entry(h, a)
                 guard made.inode.isRegularFile else { throw .exists }
-                return (made, opened(made.inode, flags: flags))
+                return (made, opened(made.inode, flags: flags, caller))
             }
             let (h, a) = try client.call(caller, on: directory, rpc_nfs3_create_async, { fh in
                 var args = CREATE3args()
@@ -337,7 +349,7 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
             })
             let entry = try made(parent, name, h, a, caller)
             guard entry.inode.isRegularFile else { throw .exists }
-            return (entry, opened(entry.inode, flags: flags))
+            return (entry, opened(entry.inode, flags: flags, caller))
         }
     }
 
@@ -363,8 +375,9 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
 
     public func unlink(_ parent: NFSInode, _ name: FileName, _ caller: Credentials) throws(Errno) {
         try inDirectory(parent.handle, caller) { caller throws(Errno) -> Void in
-            if try hideIfOpen(parent.handle, name.cString, caller) { return }
-            try remove(parent.handle, name.cString, caller)
+            try removeOrHide(parent.handle, name.cString, caller, evenIfHidden: false) { () throws(Errno) in
+                try remove(parent.handle, name.cString, caller)
+            }
         }
     }
 
@@ -395,8 +408,9 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
         try inDirectory(parent.handle, caller) { caller throws(Errno) in
             try inDirectory(newParent.handle, caller) { caller throws(Errno) in
                 // A target still open somewhere keeps its data: move it aside first.
-                _ = try hideIfOpen(newParent.handle, newName.cString, caller)
-                try rename(parent.handle, name.cString, newParent.handle, newName.cString, caller)
+                try removeOrHide(newParent.handle, newName.cString, caller, evenIfHidden: true) { () throws(Errno) in
+                    try rename(parent.handle, name.cString, newParent.handle, newName.cString, caller)
+                }
             }
         }
     }
@@ -449,7 +463,11 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
     /// change is stable), so there is nothing left to flush.
     public func fsyncdir(_ directory: NFSDirectory, dataOnly: Bool, _ caller: Credentials) throws(Errno) {}
 
-    public func destroy() { client.shutdown() }
+    /// Nothing acknowledged stays behind: open files are flushed and released first.
+    public func destroy() {
+        sessionEnded()
+        client.shutdown()
+    }
 }
 
 /// An NFSv3 reply: each starts with its status.

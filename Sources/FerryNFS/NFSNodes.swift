@@ -12,7 +12,8 @@ public final class NFSInode: @unchecked Sendable {
     let fileType: UInt32
     /// Entries READDIRPLUS just brought in, by name, so the LOOKUPs the core makes for
     /// them are answered without a round trip. Filled and emptied within one READDIR.
-    let readdirEntries = Mutex<[[UInt8]: (FileHandle, Attributes)]>([:])
+    /// `asked` is `NFSDriver.takeInClock` when the READDIR was sent.
+    let readdirEntries = Mutex<[[UInt8]: (handle: FileHandle, attributes: Attributes, asked: UInt64)]>([:])
     /// WRITEs of this file answered before the server answered them (WriteBehind.swift),
     /// oldest first, kept here rather than per open file so that every READ, GETATTR and
     /// LOOKUP of the file, through any handle, waits for them.
@@ -20,6 +21,9 @@ public final class NFSInode: @unchecked Sendable {
     /// Held while the writes behind are drained: one drain at a time, in order, so a
     /// drain that returns has seen every write queued before it began.
     let drainingBehind = Mutex<Void>(())
+    /// `NFSDriver.takeInClock` after the last of this file's writes behind was taken in:
+    /// attributes asked of the server before then may predate those writes.
+    let lastTakenIn = Atomic<UInt64>(0)
 
     init(handle: FileHandle, fileType: UInt32) {
         self.handle = handle
@@ -43,14 +47,17 @@ public final class NFSFile: @unchecked Sendable {
     /// A write-behind WRITE's failure (the server's error, or no answer within the
     /// export's timeout), kept until FSYNC or FLUSH returns it; WRITEs fail with it meanwhile.
     let writeError = Mutex<Errno?>(nil)
+    /// Who opened it: the session's end flushes it as them (`NFSDriver.sessionEnded`).
+    let opener: Credentials
 
     /// Bytes written UNSTABLE and kept until a COMMIT.
     public var uncommittedBytes: Int { uncommitted.withLock { $0.bytes } }
     /// Bytes of this file's node written behind whose replies are not taken in yet.
     public var writeBehindBytes: Int { inode.writesBehind.withLock { $0.bytes } }
 
-    init(inode: NFSInode, flags: Int32) {
+    init(inode: NFSInode, flags: Int32, opener: Credentials) {
         self.inode = inode
+        self.opener = opener
         synchronous = flags & (O_SYNC | O_DSYNC) != 0
     }
 }
@@ -72,4 +79,22 @@ struct OpenFiles {
         var hidden: (directory: FileHandle, name: String, uid: UInt32, gid: UInt32)?
     }
     var byHandle: [FileHandle: Record] = [:]
+    /// Every open file not released yet: a session that ends flushes and releases them.
+    var files: [ObjectIdentifier: NFSFile] = [:]
+    /// REMOVEs (and RENAMEs over a name) under way of files that were not open when they
+    /// began, with the file's handle when it was looked up. An OPEN that registers while
+    /// one is under way waits for it before asking the server about its file: otherwise the
+    /// OPEN could succeed just before the REMOVE lands, and its READs get ESTALE.
+    var removals: [(removal: Removal, handle: FileHandle?)] = []
+
+    func removals(touching handle: FileHandle) -> [Removal] {
+        removals.compactMap { $0.handle == nil || $0.handle == handle ? $0.removal : nil }
+    }
+}
+
+/// One removal under way: its remover holds `done` from before it is listed in
+/// `OpenFiles.removals` until its call is answered, so waiting for it is taking `done`.
+final class Removal: Sendable {
+    let done = Mutex<Void>(())
+    func wait() { done.withLock { _ in } }
 }

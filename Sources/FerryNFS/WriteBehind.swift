@@ -101,6 +101,8 @@ extension NFSDriver {
         inode.drainingBehind.withLock { _ in
             while let write = inode.writesBehind.withLock({ $0.bytes > keeping ? $0.queue.first : nil }) {
                 takeIn(write)
+                // Before the write leaves the queue: whoever then finds it gone finds the clock moved.
+                inode.lastTakenIn.store(takeInClock.add(1, ordering: .sequentiallyConsistent).newValue, ordering: .sequentiallyConsistent)
                 inode.writesBehind.withLock { $0.removeFirst() }
             }
         }
