@@ -32,10 +32,10 @@ extension NFSDriver {
     /// file's group, which the kernel checked before it let S_ISGID through) is sent again
     /// with the file's group (only with `trustClientGroups`: the file's group may be one a
     /// guest with mapped ids could not name; the target of a chgrp went through the id map).
-    func setattrAsKernelAllowed(_ handle: FileHandle, _ s: sattr3, _ caller: Credentials) throws(Errno) -> Attributes {
+    func setattrAsKernelAllowed(_ handle: FileHandle, _ s: sattr3, times: ClientTimes, _ caller: Credentials) throws(Errno) -> Attributes {
         let gid = s.gid.set_it != 0 ? s.gid.set_gid3_u.gid : nil
         let sent = { (caller: Credentials) throws(Errno) -> Attributes in
-            try self.attributesOrFetch(try self.setattr(handle, s, caller), handle, caller)
+            try self.attributesOrFetch(try self.setattr(handle, s, times: times, caller), handle, caller)
         }
         let after: Attributes
         if let gid { after = try withGroup(gid, added: caller, sent) } else { after = try sent(caller) }
