@@ -13,14 +13,14 @@ import Glibc
        .requires(.root, .ganesha))
 struct NFSTimeTests {
     /// A driver on a fresh export holding `f`, owned by 4321:4321 with `mode`.
-    static func withFile(_ name: String, version: Int, mode: mode_t = 0o644,
+    static func withFile(_ name: String, version: Int, mode: mode_t = 0o644, group: gid_t = 4321,
                          _ body: (NFSDriver, NFSInode, String) throws -> Void) throws {
         let server = try NFSTestServer.shared()
         try server.shared {
             let export = try server.makeExport("\(name)-v\(version)")
             let path = export + "/f"
             #expect(FileManager.default.createFile(atPath: path, contents: Data("original".utf8)))
-            #expect(chown(path, 4321, 4321) == 0 && chmod(path, mode) == 0)
+            #expect(chown(path, 4321, group) == 0 && chmod(path, mode) == 0)
             let driver = try NFSDriverTests.driver(export, version: version)
             let file = try withName("f") { try driver.lookup(try driver.root().inode, $0, .root) }
             try body(driver, file.inode, path)
@@ -124,6 +124,21 @@ struct NFSTimeTests {
             let program = try driver.setattr(file, nil, AttributeChanges(uid: 4321), .root)
             #expect(program.mode & 0o7777 == 0o755, "mode \(String(program.mode & 0o7777, radix: 8))")
             #expect(NFSTimeTests.onDisk(path).st_mode & 0o7777 == 0o755)
+        }
+    }
+
+    /// The owner in the file's group only through a supplementary group (FUSE does not send
+    /// those; the kernel checked them) keeps S_ISGID without group execute on chown, as a
+    /// chown to itself or a chgrp to its primary group.
+    @Test(arguments: [3, 4]) func theOwnerInTheFilesSupplementaryGroupKeepsMandatoryLockingSetgidOnChown(version: Int) throws {
+        try NFSTimeTests.withFile("chown-sgid-supplementary", version: version, mode: 0o2745, group: 5555) { driver, file, path in
+            let owner = Credentials(uid: 4321, gid: 4321, pid: 1)
+            let after = try driver.setattr(file, nil, AttributeChanges(uid: 4321), owner)
+            #expect(after.mode & 0o7777 == 0o2745, "mode \(String(after.mode & 0o7777, radix: 8))")
+            #expect(NFSTimeTests.onDisk(path).st_mode & 0o7777 == 0o2745)
+            let moved = try driver.setattr(file, nil, AttributeChanges(gid: 4321), owner)
+            #expect(moved.mode & 0o7777 == 0o2745 && moved.gid == 4321, "mode \(String(moved.mode & 0o7777, radix: 8))")
+            #expect(NFSTimeTests.onDisk(path).st_mode & 0o7777 == 0o2745)
         }
     }
 }
