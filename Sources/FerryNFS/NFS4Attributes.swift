@@ -138,14 +138,18 @@ struct Encoded4 {
 
     mutating func u32(_ v: UInt32) { withUnsafeBytes(of: v.bigEndian) { values.append(contentsOf: $0) } }
     mutating func u64(_ v: UInt64) { u32(UInt32(v >> 32)); u32(UInt32(truncatingIfNeeded: v)) }
+    /// settime4 SET_TO_CLIENT_TIME4 and the nfstime4.
+    mutating func time(_ t: Timestamp) { u32(1); u64(UInt64(bitPattern: t.seconds)); u32(t.nanoseconds) }
     mutating func string(_ s: String) {
         let b = Array(s.utf8)
         u32(UInt32(b.count)); values.append(contentsOf: b)
         values.append(contentsOf: [UInt8](repeating: 0, count: (4 - b.count % 4) % 4))
     }
 
-    /// Attributes in ascending bit order, as the protocol requires.
-    init(_ s: sattr3) {
+    /// Attributes in ascending bit order, as the protocol requires. A time set to the client's
+    /// clock comes from `times` when given there (nfstime4: signed 64-bit seconds, so before
+    /// 1970 and after 2106 go as they are), else from `s`.
+    init(_ s: sattr3, times: ClientTimes = ClientTimes()) {
         if s.size.set_it != 0 { bits.append(NFS4Attribute.size); u64(s.size.set_size3_u.size) }
         if s.mode.set_it != 0 { bits.append(NFS4Attribute.mode); u32(s.mode.set_mode3_u.mode) }
         if s.uid.set_it != 0 { bits.append(NFS4Attribute.owner); string(String(s.uid.set_uid3_u.uid)) }
@@ -153,13 +157,15 @@ struct Encoded4 {
         if s.atime.set_it != DONT_CHANGE {
             bits.append(NFS4Attribute.accessTimeSet)
             if s.atime.set_it == SET_TO_CLIENT_TIME {
-                u32(1); u64(UInt64(s.atime.set_atime_u.atime.seconds)); u32(s.atime.set_atime_u.atime.nseconds)
+                let t = s.atime.set_atime_u.atime
+                time(times.access ?? Timestamp(seconds: Int64(t.seconds), nanoseconds: t.nseconds))
             } else { u32(0) }
         }
         if s.mtime.set_it != DONT_CHANGE {
             bits.append(NFS4Attribute.modifyTimeSet)
             if s.mtime.set_it == SET_TO_CLIENT_TIME {
-                u32(1); u64(UInt64(s.mtime.set_mtime_u.mtime.seconds)); u32(s.mtime.set_mtime_u.mtime.nseconds)
+                let t = s.mtime.set_mtime_u.mtime
+                time(times.modification ?? Timestamp(seconds: Int64(t.seconds), nanoseconds: t.nseconds))
             } else { u32(0) }
         }
     }

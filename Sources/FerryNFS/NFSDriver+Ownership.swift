@@ -15,8 +15,15 @@ extension NFSDriver {
     /// `body` with `caller` whose AUTH_SYS groups include `gid` first (AUTH_SYS carries 16).
     /// A hostile guest gains nothing: it could name that group as its primary gid anyway.
     func withGroup<R>(_ gid: UInt32, added caller: Credentials, _ body: (Credentials) throws(Errno) -> R) throws(Errno) -> R {
-        if caller.uid == 0 || caller.gid == gid || caller.groups.contains(gid) { return try body(caller) }
-        let groups = [gid] + Array(caller.groups)
+        try withGroups([gid], added: caller, body)
+    }
+
+    /// `body` with `caller` whose AUTH_SYS groups include each of `gids` first.
+    func withGroups<R>(_ gids: [UInt32], added caller: Credentials, _ body: (Credentials) throws(Errno) -> R) throws(Errno) -> R {
+        var missing: [UInt32] = []
+        for gid in gids where gid != caller.gid && !caller.groups.contains(gid) && !missing.contains(gid) { missing.append(gid) }
+        if caller.uid == 0 || missing.isEmpty { return try body(caller) }
+        let groups = missing + Array(caller.groups)
         return try groups.withUnsafeBufferPointer { buffer throws(Errno) in
             var vouched = caller
             vouched.groups = buffer
@@ -32,13 +39,26 @@ extension NFSDriver {
     /// file's group, which the kernel checked before it let S_ISGID through) is sent again
     /// with the file's group (only with `trustClientGroups`: the file's group may be one a
     /// guest with mapped ids could not name; the target of a chgrp went through the id map).
-    func setattrAsKernelAllowed(_ handle: FileHandle, _ s: sattr3, _ caller: Credentials) throws(Errno) -> Attributes {
-        let gid = s.gid.set_it != 0 ? s.gid.set_gid3_u.gid : nil
-        let sent = { (caller: Credentials) throws(Errno) -> Attributes in
-            try self.attributesOrFetch(try self.setattr(handle, s, caller), handle, caller)
+    ///
+    /// chown(2) keeps S_ISGID without group execute (it marks mandatory locking and grants
+    /// nothing) when the caller is in the file's group (Linux's setattr_should_drop_sgid).
+    /// The server's host judges that by the AUTH_SYS groups, which lack the supplementary
+    /// groups FUSE does not send: with `trustClientGroups` the file's group goes along too
+    /// (one GETATTR first, for a chown by someone other than root). An owner outside that
+    /// group then keeps the bit where Linux drops it: nothing is gained by it, while dropping
+    /// it from a member would lose what the owner set.
+    func setattrAsKernelAllowed(_ handle: FileHandle, _ s: sattr3, times: ClientTimes, _ caller: Credentials) throws(Errno) -> Attributes {
+        var groups: [UInt32] = []
+        if s.gid.set_it != 0 { groups.append(s.gid.set_gid3_u.gid) }
+        if s.uid.set_it != 0 || s.gid.set_it != 0, s.mode.set_it == 0, caller.uid != 0, client.options.trustClientGroups {
+            let before = try getattr(handle, caller)
+            let setgid = UInt32(S_ISGID), groupExecute = UInt32(S_IXGRP)
+            if before.isRegularFile, before.mode & (setgid | groupExecute) == setgid { groups.append(before.gid) }
         }
-        let after: Attributes
-        if let gid { after = try withGroup(gid, added: caller, sent) } else { after = try sent(caller) }
+        let sent = { (caller: Credentials) throws(Errno) -> Attributes in
+            try self.attributesOrFetch(try self.setattr(handle, s, times: times, caller), handle, caller)
+        }
+        let after = try withGroups(groups, added: caller, sent)
         let setgid = UInt32(S_ISGID)
         guard client.options.trustClientGroups, s.mode.set_it != 0, s.mode.set_mode3_u.mode & setgid != 0,
               after.mode & setgid == 0, caller.uid != 0 else { return after }

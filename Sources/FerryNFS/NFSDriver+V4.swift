@@ -106,8 +106,8 @@ extension NFSDriver {
                      decode: { r in NFSDriver.attributes4(r[1]) })
     }
 
-    func setattr4(_ handle: FileHandle, _ s: sattr3, _ caller: Credentials) throws(Errno) -> Attributes {
-        let change = Encoded4(s)
+    func setattr4(_ handle: FileHandle, _ s: sattr3, times: ClientTimes, _ caller: Credentials) throws(Errno) -> Attributes {
+        let change = Encoded4(s, times: times)
         return try client.compound(caller, { c in
             c.putfh(handle)
             if !change.bits.isEmpty { c.setattr(change) }

@@ -179,6 +179,11 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
     }
 
     public func setattr(_ inode: NFSInode, _ file: NFSFile?, _ changes: AttributeChanges, _ caller: Credentials) throws(Errno) -> Attributes {
+        // nfstime3 cannot carry it: refuse before anything changes (sending it would store a
+        // wrapped time, and with it any other change in this call).
+        if v4 == nil, !nfs3Representable(changes.accessTime) || !nfs3Representable(changes.modificationTime) {
+            throw Errno(EOVERFLOW)
+        }
         var s = unchangedAttributes()
         if var mode = changes.mode {
             if changes.killSuidGid { mode &= ~UInt32(S_ISUID | S_ISGID) }
@@ -197,7 +202,7 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
         // times; its ctime can (any change moves it): see the check below.
         let setsTimeNow = changes.accessTime == .now || changes.modificationTime == .now
         let ctimeBefore = setsTimeNow && inode.fileType == UInt32(S_IFLNK) ? try getattr(handle, caller).changeTime : nil
-        var after = try setattrAsKernelAllowed(handle, s, caller)
+        var after = try setattrAsKernelAllowed(handle, s, times: ClientTimes(changes), caller)
         // The kernel asks us to drop set-id bits with this change (a truncate); NFS has no
         // flag for it, and the caller may not own the file: the owner drops them after.
         if changes.mode == nil && changes.killSuidGid { after = try clearSetID(handle, after, caller) }
@@ -209,8 +214,8 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
         return hiddenAdjusted(after, handle)
     }
 
-    func setattr(_ handle: FileHandle, _ s: sattr3, _ caller: Credentials) throws(Errno) -> Attributes? {
-        if v4 != nil { return try setattr4(handle, s, caller) }
+    func setattr(_ handle: FileHandle, _ s: sattr3, times: ClientTimes = ClientTimes(), _ caller: Credentials) throws(Errno) -> Attributes? {
+        if v4 != nil { return try setattr4(handle, s, times: times, caller) }
         return try client.call(caller, on: handle, rpc_nfs3_setattr_async, { fh in
             var args = SETATTR3args()
             args.object = fh

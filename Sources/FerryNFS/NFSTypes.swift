@@ -136,11 +136,34 @@ func withCName<R>(_ string: String, _ body: (UnsafePointer<CChar>) throws(Errno)
 }
 
 /// How SETATTR sets one of a file's times: not at all, to the server's clock, or to the
-/// time the client gives.
+/// time the client gives. nfstime3 holds unsigned 32-bit seconds: callers refuse a time
+/// outside that first (`nfs3Representable`); NFSv4 sends the full time (`ClientTimes`).
 func nfsTime(_ change: AttributeChanges.TimeChange?) -> (time_how, nfstime3) {
     switch change {
     case nil: return (DONT_CHANGE, nfstime3())
     case .now?: return (SET_TO_SERVER_TIME, nfstime3())
     case .set(let t)?: return (SET_TO_CLIENT_TIME, nfstime3(seconds: u_int(truncatingIfNeeded: t.seconds), nseconds: t.nanoseconds))
+    }
+}
+
+/// Whether nfstime3 (unsigned 32-bit seconds: 1970 to 7 Feb 2106) can carry `change`.
+func nfs3Representable(_ change: AttributeChanges.TimeChange?) -> Bool {
+    guard case .set(let t)? = change else { return true }
+    return t.seconds >= 0 && t.seconds <= Int64(UInt32.max)
+}
+
+/// The times a SETATTR sets to the client's clock, whole: the `sattr3` that carries the rest
+/// of a change holds only their low 32 bits, and NFSv4's nfstime4 has signed 64-bit seconds.
+struct ClientTimes {
+    var access: Timestamp?
+    var modification: Timestamp?
+
+    init(access: Timestamp? = nil, modification: Timestamp? = nil) {
+        self.access = access; self.modification = modification
+    }
+
+    init(_ changes: AttributeChanges) {
+        if case .set(let t)? = changes.accessTime { access = t }
+        if case .set(let t)? = changes.modificationTime { modification = t }
     }
 }
