@@ -33,7 +33,7 @@ struct HostMmapTests {
         return 0
     }
 
-    @Test(.timeLimit(.minutes(2)))
+    @Test(.timeLimit(.minutes(10)))
     func sharedMmapReadsAndWritesThroughAMountWithCacheNever() throws {
         let mount = try FerryMount(extraArguments: ["--cache", "never"])
         defer { mount.stop() }
@@ -44,7 +44,7 @@ struct HostMmapTests {
     }
 
     /// virtiofsd's default, behind --no-allow-mmap.
-    @Test(.timeLimit(.minutes(2)))
+    @Test(.timeLimit(.minutes(10)))
     func withoutAllowMmapASharedMappingFailsWithENODEV() throws {
         let mount = try FerryMount(extraArguments: ["--cache", "never", "--no-allow-mmap"])
         defer { mount.stop() }

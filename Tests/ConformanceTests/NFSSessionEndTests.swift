@@ -14,7 +14,7 @@ import Glibc
 /// close, and the kernel releases the files itself), so the test mounts fusectl if needed.
 @Suite("ferry mount nfs:// ending with files open", .serialized, .requires(.root, .devFUSE, .ganesha))
 struct NFSSessionEndThroughFerryMount {
-    @Test("Files still open when ferry stops are flushed, and unlinked ones removed", .timeLimit(.minutes(5)), arguments: [3, 4])
+    @Test("Files still open when ferry stops are flushed, and unlinked ones removed", .timeLimit(.minutes(10)), arguments: [3, 4])
     func openFilesAreSettledWhenTheMountStops(version: Int) throws {
         let server = try NFSTestServer.shared()
         let connections = "/sys/fs/fuse/connections"

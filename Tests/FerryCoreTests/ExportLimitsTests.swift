@@ -23,7 +23,12 @@ import Testing
             transport = TestTransport(server)
         }
 
-        deinit { _ = try? FileManager.default.removeItem(atPath: root) }
+        deinit {
+            // Requests with callers other than root left this thread acting as them (fsuid and
+            // groups are per thread); other tests on the same thread must not inherit that.
+            POSIXDriver.resetThreadCredentials()
+            _ = try? FileManager.default.removeItem(atPath: root)
+        }
 
         /// CREATE as `uid`/`gid`: the reply's node id and fh.
         func create(_ name: String, uid: UInt32 = 0, gid: UInt32 = 0) -> (error: Int32, node: UInt64, fh: UInt64, reply: Reply) {

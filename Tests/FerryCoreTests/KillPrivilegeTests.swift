@@ -28,7 +28,11 @@ import Glibc
     static func withServer(_ body: (String, TestTransport) throws -> Void) throws {
         var template = Array("/tmp/ferry-killpriv-XXXXXX".utf8CString)
         let root = String(cString: mkdtemp(&template)!)
-        defer { _ = try? FileManager.default.removeItem(atPath: root) }
+        defer {
+            // Requests as uid 1001 left this thread acting as it; other tests share the thread.
+            POSIXDriver.resetThreadCredentials()
+            _ = try? FileManager.default.removeItem(atPath: root)
+        }
         var logger = Logger(label: "killpriv")
         logger.logLevel = .critical
         let server = try FUSEServer(driver: POSIXDriver(root: root), policy: ExportPolicy(), logger: logger)
