@@ -113,9 +113,11 @@ enum Concurrency {
 @Suite("Concurrent workloads through ferry mount of a directory", .serialized, .requires(.root, .devFUSE))
 struct ConcurrencyThroughFerryMount {
     /// prefer (the default) may hold an inode by its file handle alone, with no descriptor
-    /// (a few cached descriptors force that); never holds a descriptor per inode.
+    /// (a few cached descriptors force that); never holds a descriptor per inode. Then every
+    /// cache mode: what is verified must hold in each.
     static let variants: [[String]] = [
         [], ["--inode-file-handles", "prefer", "--max-cached-fds", "8"], ["--inode-file-handles", "never"],
+        ["--cache", "never"], ["--cache", "metadata"], ["--cache", "always"],
     ]
 
     @Test("ferry-churn passes", .timeLimit(.minutes(10)), arguments: variants)
