@@ -86,21 +86,23 @@ extension NFSDriver {
         let handle = file.inode.handle
         let removal = Removal()
         removal.done.withLock { _ in
-            let hidden = openFiles.withLock { open -> (directory: FileHandle, name: String, uid: UInt32, gid: UInt32)? in
-                guard open.files.removeValue(forKey: ObjectIdentifier(file)) != nil, var record = open.byHandle[handle] else { return nil }
+            let hiddenNames = openFiles.withLock { open -> [HiddenName] in
+                guard open.files.removeValue(forKey: ObjectIdentifier(file)) != nil, var record = open.byHandle[handle] else { return [] }
                 record.count -= 1
-                if record.count > 0 { open.byHandle[handle] = record; return nil }
+                if record.count > 0 { open.byHandle[handle] = record; return [] }
                 open.byHandle[handle] = nil
-                if record.hidden != nil { open.removals.append((removal, handle)) }
+                if !record.hidden.isEmpty { open.removals.append((removal, handle)) }
                 return record.hidden
             }
-            guard let hidden else { return }
+            guard !hiddenNames.isEmpty else { return }
             defer { openFiles.withLock { $0.removals.removeAll { $0.removal === removal } } }
-            let unlinker = Credentials(uid: hidden.uid, gid: hidden.gid, pid: 0)
-            do throws(Errno) {
-                try withCName(hidden.name) { name throws(Errno) in try remove(hidden.directory, name, unlinker) }
-            } catch {
-                logger.warning("NFS: could not remove \(hidden.name), unlinked while open: \(error)")
+            for hidden in hiddenNames {
+                let unlinker = Credentials(uid: hidden.uid, gid: hidden.gid, pid: 0)
+                do throws(Errno) {
+                    try withCName(hidden.name) { name throws(Errno) in try remove(hidden.directory, name, unlinker) }
+                } catch {
+                    logger.warning("NFS: could not remove \(hidden.name), unlinked while open: \(error)")
+                }
             }
         }
     }
@@ -152,7 +154,7 @@ extension NFSDriver {
                     open.removals.append((removal, handle))
                     return false
                 }
-                open.byHandle[handle]!.hidden = (directory, hiddenName, caller.uid, caller.gid)
+                open.byHandle[handle]!.hidden.append((directory, hiddenName, caller.uid, caller.gid))
                 return true
             }
             if still { return }

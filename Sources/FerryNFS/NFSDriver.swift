@@ -169,12 +169,13 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
         return hiddenAdjusted(try getattr(inode.handle, caller), inode.handle)
     }
 
-    /// A file unlinked while open still has its hidden name on the server; the client must
-    /// see the link count the unlink left.
+    /// A file unlinked while open still has its hidden names on the server (one per name
+    /// unlinked); the client must see the link count the unlinks left.
     func hiddenAdjusted(_ attributes: Attributes, _ handle: FileHandle) -> Attributes {
-        guard attributes.linkCount > 0, openFiles.withLock({ $0.byHandle[handle]?.hidden != nil }) else { return attributes }
+        let hidden = openFiles.withLock { $0.byHandle[handle]?.hidden.count ?? 0 }
+        guard hidden > 0, attributes.linkCount > 0 else { return attributes }
         var adjusted = attributes
-        adjusted.linkCount -= 1
+        adjusted.linkCount -= min(attributes.linkCount, UInt32(hidden))
         return adjusted
     }
 

@@ -70,13 +70,17 @@ public final class NFSDirectory: @unchecked Sendable {
     init(inode: NFSInode) { self.inode = inode }
 }
 
+/// A name of an open file renamed away by an unlink, removed at the file's last release.
+typealias HiddenName = (directory: FileHandle, name: String, uid: UInt32, gid: UInt32)
+
 /// Open files by handle, for unlinking files that are still open: the name is renamed to
 /// a hidden one and removed on the last release, as NFS clients have always done.
 struct OpenFiles {
     struct Record {
         var count = 0
-        /// Where the file went when it was unlinked while open, and who unlinked it.
-        var hidden: (directory: FileHandle, name: String, uid: UInt32, gid: UInt32)?
+        /// Where the file's names went when they were unlinked while it was open, and who
+        /// unlinked them: one entry per name (a file with hard links can lose several).
+        var hidden: [HiddenName] = []
     }
     var byHandle: [FileHandle: Record] = [:]
     /// Every open file not released yet: a session that ends flushes and releases them.

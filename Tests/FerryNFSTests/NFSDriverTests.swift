@@ -140,6 +140,31 @@ struct NFSDriverTests {
         }
     }
 
+    /// Two names of one open file unlinked: each goes to a hidden name of its own, the link
+    /// count seen is what the unlinks left, and the last release removes both hidden names
+    /// (the second unlink used to overwrite the first hidden name: it leaked, and the link
+    /// count stayed one too high, as ferry-churn saw).
+    @Test(arguments: [3, 4]) func everyNameOfAnOpenFileUnlinkedIsHiddenAndRemovedAtTheLastRelease(version: Int) throws {
+        let server = try NFSTestServer.shared()
+        try server.shared {
+            let export = try server.makeExport("driver-unlink-links-v\(version)")
+            let driver = try NFSDriverTests.driver(export, version: version)
+            let rootEntry = try driver.root()
+            let (entry, opened) = try withName("f") { name in
+                try driver.create(rootEntry.inode, name, mode: 0o644, flags: O_RDWR, root)
+            }
+            for other in ["g", "h"] { _ = try withName(other) { try driver.link(entry.inode, to: rootEntry.inode, $0, root) } }
+            #expect(try driver.getattr(entry.inode, opened.file, root).linkCount == 3)
+            try withName("f") { try driver.unlink(rootEntry.inode, $0, root) }
+            try withName("g") { try driver.unlink(rootEntry.inode, $0, root) }
+            #expect(try driver.getattr(entry.inode, opened.file, root).linkCount == 1)
+            #expect(try listing(driver, rootEntry.inode) == ["h"])
+            driver.release(opened.file, flags: 0, root)
+            #expect(try FileManager.default.contentsOfDirectory(atPath: export) == ["h"], "a hidden name outlived the last release")
+            #expect(try withName("h") { try driver.lookup(rootEntry.inode, $0, root) }.attributes.linkCount == 1)
+        }
+    }
+
     @Test(arguments: [3, 4]) func aHiddenFileLeftByADeadFerryIsRemovedWhenItsDirectoryIsRead(version: Int) throws {
         let server = try NFSTestServer.shared()
         try server.shared {
