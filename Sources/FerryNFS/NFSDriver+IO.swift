@@ -91,7 +91,10 @@ extension NFSDriver {
                 record.count -= 1
                 if record.count > 0 { open.byHandle[handle] = record; return [] }
                 open.byHandle[handle] = nil
-                if !record.hidden.isEmpty { open.removals.append((removal, handle)) }
+                if !record.hidden.isEmpty {
+                    open.removals.append((removal, handle))
+                    open.hiddenBeingRemoved[handle, default: 0] += record.hidden.count
+                }
                 return record.hidden
             }
             guard !hiddenNames.isEmpty else { return }
@@ -102,6 +105,11 @@ extension NFSDriver {
                     try withCName(hidden.name) { name throws(Errno) in try remove(hidden.directory, name, unlinker) }
                 } catch {
                     logger.warning("NFS: could not remove \(hidden.name), unlinked while open: \(error)")
+                }
+                // Counted until its REMOVE has landed: a GETATTR meanwhile sees it on the server.
+                openFiles.withLock { open in
+                    let left = (open.hiddenBeingRemoved[handle] ?? 1) - 1
+                    open.hiddenBeingRemoved[handle] = left > 0 ? left : nil
                 }
             }
         }
@@ -258,7 +266,14 @@ extension NFSDriver {
         let handle = directory.inode.handle
         let cookieVerifier = offset == 0 ? 0 : directory.cookieVerifier.withLock { $0 }
         let asked = takeInClock.load(ordering: .sequentiallyConsistent)
-        let (entries, verifierOut) = try inDirectory(handle, caller) { caller throws(Errno) in try listed(handle, offset, cookieVerifier, caller) }
+        let entries: [ListedEntry], verifierOut: UInt64
+        do throws(Errno) {
+            (entries, verifierOut) = try inDirectory(handle, caller) { caller throws(Errno) in try listed(handle, offset, cookieVerifier, caller) }
+        } catch where error == Errno(ESTALE) {
+            // The directory was removed while open (by this guest or another client): an open
+            // stream on a removed directory lists nothing more, as on a local file system.
+            return
+        }
         directory.cookieVerifier.withLock { $0 = verifierOut }
         try emitListed(entries, asked: asked, directory, handle, caller, emit)
     }

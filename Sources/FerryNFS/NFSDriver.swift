@@ -172,7 +172,7 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
     /// A file unlinked while open still has its hidden names on the server (one per name
     /// unlinked); the client must see the link count the unlinks left.
     func hiddenAdjusted(_ attributes: Attributes, _ handle: FileHandle) -> Attributes {
-        let hidden = openFiles.withLock { $0.byHandle[handle]?.hidden.count ?? 0 }
+        let hidden = openFiles.withLock { $0.hiddenCount(handle) }
         guard hidden > 0, attributes.linkCount > 0 else { return attributes }
         var adjusted = attributes
         adjusted.linkCount -= min(attributes.linkCount, UInt32(hidden))

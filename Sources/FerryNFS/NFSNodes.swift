@@ -83,6 +83,14 @@ struct OpenFiles {
         var hidden: [HiddenName] = []
     }
     var byHandle: [FileHandle: Record] = [:]
+    /// Hidden names taken from a released file and not yet removed on the server: they still
+    /// count in the server's link count until their REMOVE lands.
+    var hiddenBeingRemoved: [FileHandle: Int] = [:]
+
+    /// Names of `handle`'s file on the server that its users no longer see.
+    func hiddenCount(_ handle: FileHandle) -> Int {
+        (byHandle[handle]?.hidden.count ?? 0) + (hiddenBeingRemoved[handle] ?? 0)
+    }
     /// Every open file not released yet: a session that ends flushes and releases them.
     var files: [ObjectIdentifier: NFSFile] = [:]
     /// REMOVEs (and RENAMEs over a name) under way of files that were not open when they

@@ -165,6 +165,24 @@ struct NFSDriverTests {
         }
     }
 
+    /// A directory removed while it is open lists nothing more, as on a local file system
+    /// (the server answers its stale handle with ESTALE, which ferry-churn saw a reader get).
+    @Test(arguments: [3, 4]) func aDirectoryRemovedWhileOpenListsNothingMore(version: Int) throws {
+        let server = try NFSTestServer.shared()
+        try server.shared {
+            let export = try server.makeExport("driver-rmdir-open-v\(version)")
+            try FileManager.default.createDirectory(atPath: export + "/d", withIntermediateDirectories: false)
+            let driver = try NFSDriverTests.driver(export, version: version)
+            let dir = try withName("d") { try driver.lookup(try driver.root().inode, $0, root) }
+            let open = try driver.opendir(dir.inode, flags: 0, root)
+            defer { driver.releasedir(open) }
+            try FileManager.default.removeItem(atPath: export + "/d")
+            var seen = 0
+            try driver.readdir(open, at: 0, root) { _ in seen += 1; return true }
+            #expect(seen == 0)
+        }
+    }
+
     @Test(arguments: [3, 4]) func aHiddenFileLeftByADeadFerryIsRemovedWhenItsDirectoryIsRead(version: Int) throws {
         let server = try NFSTestServer.shared()
         try server.shared {
