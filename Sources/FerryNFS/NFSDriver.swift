@@ -362,7 +362,8 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
     public func link(_ inode: NFSInode, to newParent: NFSInode, _ newName: FileName, _ caller: Credentials) throws(Errno) -> Entry {
         try inDirectory(newParent.handle, caller) { caller throws(Errno) -> Entry in
             let file = inode.handle, directory = newParent.handle
-            if v4 != nil { return Entry(key: file, inode: inode, attributes: try link4(file, directory, newName, caller)) }
+            // The reply's link count includes names hidden while the file is open, as GETATTR's does.
+            if v4 != nil { return Entry(key: file, inode: inode, attributes: hiddenAdjusted(try link4(file, directory, newName, caller), file)) }
             let a = try client.call(caller, { rpc, cb, data in
                 file.withNFS { fileFH in
                     directory.withNFS { dirFH in
@@ -375,7 +376,7 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
                 guard res.status == NFS3_OK else { return .failure(Errno(nfs: res.status)) }
                 return .success(attributes(res.LINK3res_u.resok.file_attributes))
             })
-            return Entry(key: file, inode: inode, attributes: try attributesOrFetch(a, file, caller))
+            return Entry(key: file, inode: inode, attributes: hiddenAdjusted(try attributesOrFetch(a, file, caller), file))
         }
     }
 

@@ -158,6 +158,9 @@ struct NFSDriverTests {
             try withName("f") { try driver.unlink(rootEntry.inode, $0, root) }
             try withName("g") { try driver.unlink(rootEntry.inode, $0, root) }
             #expect(try driver.getattr(entry.inode, opened.file, root).linkCount == 1)
+            // A new link's reply counts what the kernel sees: h and i, not the hidden names.
+            #expect(try withName("i") { try driver.link(entry.inode, to: rootEntry.inode, $0, root) }.attributes.linkCount == 2)
+            try withName("i") { try driver.unlink(rootEntry.inode, $0, root) }
             #expect(try listing(driver, rootEntry.inode) == ["h"])
             driver.release(opened.file, flags: 0, root)
             #expect(try FileManager.default.contentsOfDirectory(atPath: export) == ["h"], "a hidden name outlived the last release")
