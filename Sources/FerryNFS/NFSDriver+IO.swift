@@ -275,7 +275,13 @@ extension NFSDriver {
             return
         }
         directory.cookieVerifier.withLock { $0 = verifierOut }
-        try emitListed(entries, asked: asked, directory, handle, caller, emit)
+        do throws(Errno) {
+            try emitListed(entries, asked: asked, directory, handle, caller, emit)
+        } catch where error == Errno(ESTALE) {
+            // Removed while being listed (its entries' LOOKUPs find a stale directory): what was
+            // emitted stands, and the stream ends there.
+            return
+        }
     }
 
     private func listed(_ handle: FileHandle, _ offset: UInt64, _ cookieVerifier: UInt64, _ caller: Credentials) throws(Errno) -> ([ListedEntry], UInt64) {
