@@ -193,17 +193,26 @@ static void op_replace(void)
         fail("replace", path, "the new file has the old file's inode %llu while both existed", (unsigned long long)old);
 }
 
+/* One of `s`'s names at random and a fresh name for it in a random shared directory,
+ * with both paths: what rename and link start from. */
+static struct name *pick_move(struct slot *s, struct name *to, char *from, char *dest)
+{
+    struct name *n = &s->names[pick(s->nnames)];
+    *to = (struct name){ .dir = pick(NSHARED) };
+    snprintf(to->base, sizeof to->base, "w%u-f%u-%u", self, s->key, serial++);
+    path_of(from, 4096, n->dir, n->base);
+    path_of(dest, 4096, to->dir, to->base);
+    return n;
+}
+
 static void op_rename(void)
 {
     struct slot *s = any_slot();
     if (!s)
         return;
-    struct name *n = &s->names[pick(s->nnames)];
-    struct name to = { .dir = pick(NSHARED) };
-    snprintf(to.base, sizeof to.base, "w%u-f%u-%u", self, s->key, serial++);
+    struct name to;
     char from[4096], dest[4096];
-    path_of(from, sizeof from, n->dir, n->base);
-    path_of(dest, sizeof dest, to.dir, to.base);
+    struct name *n = pick_move(s, &to, from, dest);
     me->renames++;
     if (rename(from, dest) != 0) {
         fail("rename", from, "to s%u/%s: %s", to.dir, to.base, errno_name(errno));
@@ -220,12 +229,9 @@ static void op_link(void)
     struct slot *s = any_slot();
     if (!s || s->nnames == MAXNAMES)
         return;
-    struct name *n = &s->names[pick(s->nnames)];
-    struct name to = { .dir = pick(NSHARED) };
-    snprintf(to.base, sizeof to.base, "w%u-f%u-%u", self, s->key, serial++);
+    struct name to;
     char from[4096], dest[4096];
-    path_of(from, sizeof from, n->dir, n->base);
-    path_of(dest, sizeof dest, to.dir, to.base);
+    pick_move(s, &to, from, dest);
     me->links++;
     if (link(from, dest) != 0) {
         fail("link", from, "to s%u/%s: %s", to.dir, to.base, errno_name(errno));
