@@ -94,6 +94,7 @@ extension NFSDriver {
                 if !record.hidden.isEmpty {
                     open.removals.append((removal, handle))
                     open.hiddenBeingRemoved[handle, default: 0] += record.hidden.count
+                    hiddenRemovalTick()
                 }
                 return record.hidden
             }
@@ -110,7 +111,9 @@ extension NFSDriver {
                 openFiles.withLock { open in
                     let left = (open.hiddenBeingRemoved[handle] ?? 1) - 1
                     open.hiddenBeingRemoved[handle] = left > 0 ? left : nil
+                    open.hiddenNameGone(from: hidden.directory)
                 }
+                hiddenRemovalTick()
             }
         }
     }
@@ -154,7 +157,14 @@ extension NFSDriver {
     /// Renames the open file `handle`, named `name` in `directory`, to a hidden name.
     private func hide(_ handle: FileHandle, _ directory: FileHandle, _ name: UnsafePointer<CChar>, _ caller: Credentials) throws(Errno) {
         let hiddenName = hiddenPrefix + "\(getpid())-\(hiddenCounter.wrappingAdd(1, ordering: .relaxed).oldValue)"
-        try withCName(hiddenName) { hidden throws(Errno) in try rename(directory, name, directory, hidden, caller) }
+        // Counted in its directory from before it can exist there to after its REMOVE.
+        openFiles.withLock { $0.hiddenIn[directory, default: 0] += 1 }
+        do throws(Errno) {
+            try withCName(hiddenName) { hidden throws(Errno) in try rename(directory, name, directory, hidden, caller) }
+        } catch {
+            openFiles.withLock { $0.hiddenNameGone(from: directory) }
+            throw error
+        }
         let removal = Removal()
         try removal.done.withLock { _ throws(Errno) in
             let still = openFiles.withLock { open -> Bool in
@@ -167,9 +177,38 @@ extension NFSDriver {
             }
             if still { return }
             // Released while we were renaming: nobody will remove it later, so do it now.
-            defer { openFiles.withLock { $0.removals.removeAll { $0.removal === removal } } }
+            defer {
+                openFiles.withLock { open in
+                    open.removals.removeAll { $0.removal === removal }
+                    open.hiddenNameGone(from: directory)
+                }
+            }
             try withCName(hiddenName) { hidden throws(Errno) in try remove(directory, hidden, caller) }
         }
+    }
+
+    /// How long an RMDIR (or a RENAME over a directory) the server found not empty waits for
+    /// hidden names in that directory to go. A /dev/fuse kernel sends RELEASE in the
+    /// background after close(2) returns, so `rm -rf` can ask to remove a directory before
+    /// the release that removes its last (hidden) entry has run; a file still open after
+    /// this long keeps its directory, as with the kernel's own NFS client.
+    static let hiddenNameWait: Duration = .seconds(2)
+
+    /// After the server refused to remove `name` in `directory` as not empty: true once the
+    /// hidden names this daemon keeps in it are gone (worth asking again), false if it has
+    /// none there or they outlast `hiddenNameWait`.
+    func waitForHiddenNames(in directory: FileHandle, _ name: UnsafePointer<CChar>, _ caller: Credentials) -> Bool {
+        guard openFiles.withLock({ !$0.hiddenIn.isEmpty }),
+              let victim = try? lookupHandle(directory, name, caller).0 else { return false }
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: Self.hiddenNameWait)
+        var waited = false
+        while openFiles.withLock({ $0.hiddenIn[victim] != nil }) {
+            if clock.now >= deadline { return false }
+            waited = true
+            usleep(1_000)
+        }
+        return waited
     }
 
     // MARK: - Data

@@ -65,6 +65,9 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
     /// notes it before asking the server, so attributes it brought back are known to be
     /// possibly older than a write the guest was already answered for.
     let takeInClock = Atomic<UInt64>(0)
+    /// `takeInClock` when a released file's hidden names last began or finished going: a
+    /// link count asked of the server before then may or may not count one of them.
+    let lastHiddenChange = Atomic<UInt64>(0)
 
     /// Mounts the export (MOUNT protocol) and asks the server for its transfer sizes.
     public init(options: NFSOptions, logger: Logger, writeBehindLimit: Int = 8 << 20) throws(Errno) {
@@ -101,6 +104,12 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
         Entry(key: handle, inode: existing(handle) ?? NFSInode(handle: handle, fileType: attributes.fileType), attributes: attributes)
     }
 
+    /// A node and the attributes the server gave for it when `takeInClock` was at `asked`,
+    /// hidden names left out of its link count.
+    func entry(_ handle: FileHandle, _ attributes: Attributes, asked: UInt64, _ caller: Credentials) throws(Errno) -> Entry {
+        entry(handle, try hiddenAdjusted(attributes, handle, asked: asked, caller))
+    }
+
     public func lookup(_ parent: NFSInode, _ name: FileName, _ caller: Credentials) throws(Errno) -> Entry {
         try lookup(parent, name, caller, existing: { _ in nil })
     }
@@ -125,13 +134,13 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
     /// drain that took it in may have ended before this check.
     func entry(_ handle: FileHandle, _ attributes: Attributes, asked: UInt64, existing: (FileHandle) -> NFSInode?,
                _ caller: Credentials) throws(Errno) -> Entry {
-        guard let inode = existing(handle) else { return entry(handle, attributes) }
+        guard let inode = existing(handle) else { return try entry(handle, attributes, asked: asked, caller) }
         let behind = inode.writesBehind.withLock({ $0.bytes > 0 })
         guard behind || inode.lastTakenIn.load(ordering: .sequentiallyConsistent) > asked else {
-            return Entry(key: handle, inode: inode, attributes: attributes)
+            return Entry(key: handle, inode: inode, attributes: try hiddenAdjusted(attributes, handle, asked: asked, caller))
         }
         drainWritesBehind(inode)
-        return Entry(key: handle, inode: inode, attributes: hiddenAdjusted(try getattr(handle, caller), handle))
+        return Entry(key: handle, inode: inode, attributes: try visibleAttributes(handle, caller))
     }
 
     /// What READDIRPLUS said about `name` a moment ago, if the core is looking up the
@@ -166,17 +175,43 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
 
     public func getattr(_ inode: NFSInode, _ file: NFSFile?, _ caller: Credentials) throws(Errno) -> Attributes {
         drainWritesBehind(inode)
-        return hiddenAdjusted(try getattr(inode.handle, caller), inode.handle)
+        return try visibleAttributes(inode.handle, caller)
+    }
+
+    /// GETATTR, hidden names left out of the link count.
+    func visibleAttributes(_ handle: FileHandle, _ caller: Credentials) throws(Errno) -> Attributes {
+        let asked = takeInClock.load(ordering: .sequentiallyConsistent)
+        return try hiddenAdjusted(try getattr(handle, caller), handle, asked: asked, caller)
     }
 
     /// A file unlinked while open still has its hidden names on the server (one per name
-    /// unlinked); the client must see the link count the unlinks left.
-    func hiddenAdjusted(_ attributes: Attributes, _ handle: FileHandle) -> Attributes {
-        let hidden = openFiles.withLock { $0.hiddenCount(handle) }
-        guard hidden > 0, attributes.linkCount > 0 else { return attributes }
-        var adjusted = attributes
-        adjusted.linkCount -= min(attributes.linkCount, UInt32(hidden))
-        return adjusted
+    /// unlinked); the client must see the link count the unlinks left. `attributes` were
+    /// asked of the server when `takeInClock` was at `asked`: if a released file's hidden
+    /// names began or finished going since, or are going now, the server's count may or
+    /// may not have had them, so it is asked again (the kernel keeps the count it is given:
+    /// ferry-churn saw a link count one too high right after an unlink).
+    func hiddenAdjusted(_ attributes: Attributes, _ handle: FileHandle, asked: UInt64, _ caller: Credentials) throws(Errno) -> Attributes {
+        var attributes = attributes, asked = asked
+        // Bounded: REMOVEs under way for this file are answered within a round trip or two;
+        // a server that stops answering them leaves the count as the last GETATTR had it.
+        for attempt in 0..<1000 {
+            let (hidden, going) = openFiles.withLock { ($0.hiddenCount(handle), $0.hiddenBeingRemoved[handle] != nil) }
+            if !going && lastHiddenChange.load(ordering: .sequentiallyConsistent) <= asked || attempt == 999 {
+                guard hidden > 0, attributes.linkCount > 0 else { return attributes }
+                var adjusted = attributes
+                adjusted.linkCount -= min(attributes.linkCount, UInt32(hidden))
+                return adjusted
+            }
+            if going { usleep(500); continue }
+            asked = takeInClock.load(ordering: .sequentiallyConsistent)
+            attributes = try getattr(handle, caller)
+        }
+        return attributes
+    }
+
+    /// Ticks `takeInClock` for a released file's hidden names beginning or finishing to go.
+    func hiddenRemovalTick() {
+        lastHiddenChange.max(takeInClock.add(1, ordering: .sequentiallyConsistent).newValue, ordering: .sequentiallyConsistent)
     }
 
     public func setattr(_ inode: NFSInode, _ file: NFSFile?, _ changes: AttributeChanges, _ caller: Credentials) throws(Errno) -> Attributes {
@@ -203,6 +238,7 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
         // times; its ctime can (any change moves it): see the check below.
         let setsTimeNow = changes.accessTime == .now || changes.modificationTime == .now
         let ctimeBefore = setsTimeNow && inode.fileType == UInt32(S_IFLNK) ? try getattr(handle, caller).changeTime : nil
+        let asked = takeInClock.load(ordering: .sequentiallyConsistent)
         var after = try setattrAsKernelAllowed(handle, s, times: ClientTimes(changes), caller)
         // The kernel asks us to drop set-id bits with this change (a truncate); NFS has no
         // flag for it, and the caller may not own the file: the owner drops them after.
@@ -212,7 +248,7 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
         if case .set(let t)? = changes.modificationTime, after.modificationTime.seconds != t.seconds { throw .notSupported }
         if case .set(let t)? = changes.accessTime, after.accessTime.seconds != t.seconds { throw .notSupported }
         if let ctimeBefore, after.changeTime == ctimeBefore { throw .notSupported }
-        return hiddenAdjusted(after, handle)
+        return try hiddenAdjusted(after, handle, asked: asked, caller)
     }
 
     func setattr(_ handle: FileHandle, _ s: sattr3, times: ClientTimes = ClientTimes(), _ caller: Credentials) throws(Errno) -> Attributes? {
@@ -332,10 +368,12 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
     public func create(_ parent: NFSInode, _ name: FileName, mode: UInt32, flags: Int32, _ caller: Credentials) throws(Errno) -> (Entry, OpenedFile<NFSFile>) {
         try inDirectory(parent.handle, caller) { caller throws(Errno) -> (Entry, OpenedFile<NFSFile>) in
             let directory = parent.handle
+            // Without O_EXCL the file may be one with hidden names (open, and unlinked elsewhere).
+            let asked = takeInClock.load(ordering: .sequentiallyConsistent)
             if v4 != nil {
                 let (h, a) = try createFile4(directory, name, mode: mode & ~caller.umask, exclusive: flags & O_EXCL != 0,
                                              truncate: flags & O_TRUNC != 0 && flags & O_EXCL == 0, caller)
-                let made = entry(h, a)
+                let made = try entry(h, a, asked: asked, caller)
                 guard made.inode.isRegularFile else { throw .exists }
                 return (made, opened(made.inode, flags: flags, caller))
             }
@@ -353,8 +391,9 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
             }, reply: { (res: CREATE3res) -> Result<Made, Errno> in
                 return .success((handle(res.CREATE3res_u.resok.obj), attributes(res.CREATE3res_u.resok.obj_attributes)))
             })
-            let entry = try made(parent, name, h, a, caller)
+            var entry = try made(parent, name, h, a, caller)
             guard entry.inode.isRegularFile else { throw .exists }
+            entry.attributes = try hiddenAdjusted(entry.attributes, entry.key, asked: asked, caller)
             return (entry, opened(entry.inode, flags: flags, caller))
         }
     }
@@ -363,7 +402,10 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
         try inDirectory(newParent.handle, caller) { caller throws(Errno) -> Entry in
             let file = inode.handle, directory = newParent.handle
             // The reply's link count includes names hidden while the file is open, as GETATTR's does.
-            if v4 != nil { return Entry(key: file, inode: inode, attributes: hiddenAdjusted(try link4(file, directory, newName, caller), file)) }
+            let asked = takeInClock.load(ordering: .sequentiallyConsistent)
+            if v4 != nil {
+                return Entry(key: file, inode: inode, attributes: try hiddenAdjusted(try link4(file, directory, newName, caller), file, asked: asked, caller))
+            }
             let a = try client.call(caller, { rpc, cb, data in
                 file.withNFS { fileFH in
                     directory.withNFS { dirFH in
@@ -376,7 +418,7 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
                 guard res.status == NFS3_OK else { return .failure(Errno(nfs: res.status)) }
                 return .success(attributes(res.LINK3res_u.resok.file_attributes))
             })
-            return Entry(key: file, inode: inode, attributes: hiddenAdjusted(try attributesOrFetch(a, file, caller), file))
+            return Entry(key: file, inode: inode, attributes: try hiddenAdjusted(try attributesOrFetch(a, file, caller), file, asked: asked, caller))
         }
     }
 
@@ -397,12 +439,19 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
 
     public func rmdir(_ parent: NFSInode, _ name: FileName, _ caller: Credentials) throws(Errno) {
         try inDirectory(parent.handle, caller) { caller throws(Errno) -> Void in
-            let directory = parent.handle
-            if v4 != nil { return try remove4(directory, name.cString, caller) }
-            try client.call(caller, on: directory, rpc_nfs3_rmdir_async, { fh in RMDIR3args(object: diropargs3(dir: fh, name: UnsafeMutablePointer(mutating: name.cString))) }, reply: { (res: RMDIR3res) in
-                return .success(())
-            })
+            do throws(Errno) { try removeDirectory(parent.handle, name.cString, caller) } catch {
+                // Not empty only because of files unlinked and closed whose release is on its way?
+                guard error == .notEmpty, waitForHiddenNames(in: parent.handle, name.cString, caller) else { throw error }
+                try removeDirectory(parent.handle, name.cString, caller)
+            }
         }
+    }
+
+    func removeDirectory(_ directory: FileHandle, _ name: UnsafePointer<CChar>, _ caller: Credentials) throws(Errno) {
+        if v4 != nil { return try remove4(directory, name, caller) }
+        try client.call(caller, on: directory, rpc_nfs3_rmdir_async, { fh in RMDIR3args(object: diropargs3(dir: fh, name: UnsafeMutablePointer(mutating: name))) }, reply: { (res: RMDIR3res) in
+            return .success(())
+        })
     }
 
     /// NFSv3's RENAME replaces an existing target atomically; RENAME_NOREPLACE and
@@ -415,8 +464,16 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
         try inDirectory(parent.handle, caller) { caller throws(Errno) in
             try inDirectory(newParent.handle, caller) { caller throws(Errno) in
                 // A target still open somewhere keeps its data: move it aside first.
-                try removeOrHide(newParent.handle, newName.cString, caller, evenIfHidden: true) { () throws(Errno) in
-                    try rename(parent.handle, name.cString, newParent.handle, newName.cString, caller)
+                let renameOver = { () throws(Errno) in
+                    try self.removeOrHide(newParent.handle, newName.cString, caller, evenIfHidden: true) { () throws(Errno) in
+                        try self.rename(parent.handle, name.cString, newParent.handle, newName.cString, caller)
+                    }
+                }
+                do throws(Errno) { try renameOver() } catch {
+                    // A directory replaced that holds only hidden names on their way out, as in rmdir.
+                    guard error == .notEmpty || error == .exists,
+                          waitForHiddenNames(in: newParent.handle, newName.cString, caller) else { throw error }
+                    try renameOver()
                 }
             }
         }

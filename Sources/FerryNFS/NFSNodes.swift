@@ -86,6 +86,14 @@ struct OpenFiles {
     /// Hidden names taken from a released file and not yet removed on the server: they still
     /// count in the server's link count until their REMOVE lands.
     var hiddenBeingRemoved: [FileHandle: Int] = [:]
+    /// Hidden names on the server by the directory they are in, until their REMOVE has been
+    /// answered: an RMDIR of that directory that the server finds not empty waits for them.
+    var hiddenIn: [FileHandle: Int] = [:]
+
+    mutating func hiddenNameGone(from directory: FileHandle) {
+        let left = (hiddenIn[directory] ?? 1) - 1
+        hiddenIn[directory] = left > 0 ? left : nil
+    }
 
     /// Names of `handle`'s file on the server that its users no longer see.
     func hiddenCount(_ handle: FileHandle) -> Int {

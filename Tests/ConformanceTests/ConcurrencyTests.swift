@@ -19,21 +19,13 @@ enum Concurrency {
                                              "--seed", "\(seed)", "--seconds", "600"])
     }
 
-    /// Passed: exit 0, the summary line, at least one operation, no failure. On NFS
-    /// (`nfs: true`), a run whose only failures are link counts one off right after an
-    /// unlink is recorded as the known, intermittent issue it is (open in issue 11's note:
-    /// the cause is not found yet); any other failure fails the test as always.
-    static func expectChurnPassed(_ result: ProcessOutput, on what: String, nfs: Bool = false, log: @autoclosure () -> String,
+    /// Passed: exit 0, the summary line, at least one operation, no failure.
+    static func expectChurnPassed(_ result: ProcessOutput, on what: String, log: @autoclosure () -> String,
                                   sourceLocation: SourceLocation = #_sourceLocation) {
         let summary = result.output.split(separator: "\n").last { $0.hasPrefix("ferry-churn: ") && $0.contains(" failures") }
         let passed = result.succeeded && summary?.hasSuffix(", 0 failures") == true && summary?.contains("ferry-churn: 0 ops") == false
-        let message = passed ? "" : "ferry-churn on \(what):\n\(result.output)\nferry's log (end):\n\(log().suffix(3000))"
-        let check = { #expect(passed, "\(message)", sourceLocation: sourceLocation) }
-        if nfs && ChurnOutput.onlyLinkCountFailures(result.output) {
-            withKnownIssue("NFS: a link count one off right after an unlink under concurrent opens", isIntermittent: true) { check() }
-        } else {
-            check()
-        }
+        #expect(passed, "ferry-churn on \(what):\n\(result.output)\nferry's log (end):\n\(log().suffix(3000))",
+                sourceLocation: sourceLocation)
     }
 
     /// scripts/stress-fs DIR --quick, leaving out `skip`.
@@ -97,13 +89,13 @@ enum Concurrency {
 
     /// Mounts `source`, writes, runs ferry-churn, unmounts (SIGTERM: ferry must exit 0),
     /// mounts the same source again and checks what was written, then runs ferry-churn again.
-    static func remount(source: String, arguments: [String], seed: Int, label: String, nfs: Bool = false) throws {
+    static func remount(source: String, arguments: [String], seed: Int, label: String) throws {
         let first = try FerryMount(source: source, extraArguments: arguments)
         do {
             defer { first.stop() }
             try writeKeepsake(in: first.mountpoint)
             expectChurnPassed(try churn(in: first.mountpoint, seed: seed, workers: 2, ops: 150), on: label + " (first mount)",
-                              nfs: nfs, log: first.log)
+                              log: first.log)
             let exited = first.terminate(timeout: 30)
             #expect(exited && first.process.terminationReason == .exit && first.process.terminationStatus == 0,
                     "the first ferry mount of \(label) did not exit 0 on SIGTERM:\n\(first.log.suffix(3000))")
@@ -112,7 +104,7 @@ enum Concurrency {
         defer { second.stop() }
         try expectKeepsake(in: second.mountpoint)
         expectChurnPassed(try churn(in: second.mountpoint, seed: seed + 1, workers: 2, ops: 150), on: label + " (mounted again)",
-                          nfs: nfs, log: second.log)
+                          log: second.log)
         #expect(try FileManager.default.contentsOfDirectory(atPath: second.mountpoint) == ["keep"],
                 "ferry-churn left entries behind")
     }
@@ -161,7 +153,7 @@ struct ConcurrencyThroughNFSMount {
             let mount = try FerryMount(source: server.url(try server.makeExport("churn-v\(version)"), version: version))
             defer { mount.stop() }
             Concurrency.expectChurnPassed(try Concurrency.churn(in: mount.mountpoint, seed: 200 + version),
-                                          on: "ferry mount of NFSv\(version)", nfs: true, log: mount.log)
+                                          on: "ferry mount of NFSv\(version)", log: mount.log)
         }
     }
 
@@ -181,7 +173,7 @@ struct ConcurrencyThroughNFSMount {
         let server = try NFSTestServer.shared()
         try server.shared {
             let url = server.url(try server.makeExport("remount-v\(version)"), version: version)
-            try Concurrency.remount(source: url, arguments: [], seed: 210 + version, label: "NFSv\(version)", nfs: true)
+            try Concurrency.remount(source: url, arguments: [], seed: 210 + version, label: "NFSv\(version)")
         }
     }
 }

@@ -57,7 +57,7 @@ enum ConcurrencyGuest {
     }
 
     /// Boots the guest (2 vCPUs, 4 request queues) against `socket` and checks every step.
-    static func runAndCheck(socket: String, seed: Int, workers: Int = 4, ops: Int = 120, on what: String, nfs: Bool = false, log: () -> String,
+    static func runAndCheck(socket: String, seed: Int, workers: Int = 4, ops: Int = 120, on what: String, log: () -> String,
                             sourceLocation: SourceLocation = #_sourceLocation) throws {
         let image = try image.get()
         let console = try makeTemporaryDirectory("ferry-concurrency-guest") + "/console.log"
@@ -69,26 +69,14 @@ enum ConcurrencyGuest {
         let context = "in a guest on \(what) (run-guest exit \(result.status)):\n\(output.suffix(8000))\nferry's log (end):\n\(log().suffix(3000))"
         // Each step's status on a line of its own (the last one may end the output unterminated).
         let lines = Set(output.split(separator: "\n").map(String.init))
-        // On NFS, churn failing on link counts alone is the known issue (ChurnOutput).
-        let knownIssue = nfs && ChurnOutput.onlyLinkCountFailures(output)
         for step in ["churn", "stress", "umount", "mount-again", "churn-again"] {
-            let check = { #expect(lines.contains("\(step)=0"), "\(step) failed \(context)", sourceLocation: sourceLocation) }
-            if knownIssue && step.hasPrefix("churn") {
-                withKnownIssue("NFS: a link count one off right after an unlink under concurrent opens", isIntermittent: true) { check() }
-            } else {
-                check()
-            }
+            #expect(lines.contains("\(step)=0"), "\(step) failed \(context)", sourceLocation: sourceLocation)
         }
         #expect(output.contains("stress-fs: passed all 8 stressors"), "stress-fs did not run all 8 stressors \(context)",
                 sourceLocation: sourceLocation)
         #expect(output.contains("written before umount \(seed)"), "the file written before the unmount is not there after mounting again \(context)",
                 sourceLocation: sourceLocation)
-        let statusCheck = { #expect(result.status == 0, "\(context)\nconsole:\n\(text.suffix(3000))", sourceLocation: sourceLocation) }
-        if knownIssue && lines.contains("churn-again=1") {
-            withKnownIssue("NFS: a link count one off right after an unlink under concurrent opens", isIntermittent: true) { statusCheck() }
-        } else {
-            statusCheck()
-        }
+        #expect(result.status == 0, "\(context)\nconsole:\n\(text.suffix(3000))", sourceLocation: sourceLocation)
     }
 }
 
@@ -110,7 +98,7 @@ struct ConcurrencyGuestTests {
         try server.shared {
             let export = try server.makeExport("concurrency-guest-v\(version)")
             let daemon = try Daemon.ferry(source: server.url(export, version: version))
-            try ConcurrencyGuest.runAndCheck(socket: daemon.socket, seed: 410 + version, on: "NFSv\(version)", nfs: true, log: { daemon.log })
+            try ConcurrencyGuest.runAndCheck(socket: daemon.socket, seed: 410 + version, on: "NFSv\(version)", log: { daemon.log })
             #expect(daemon.stop() == 0, "ferry virtiofsd log:\n\(daemon.log.suffix(3000))")
         }
     }
