@@ -48,12 +48,34 @@ public final class DeviceMount: @unchecked Sendable {
         }
         self.fd = fd
         self.mountPoint = mountPoint
-        self.connection = DeviceMount.connectionID(of: mountPoint)
+        let connection = DeviceMount.connectionID(of: mountPoint)
+        self.connection = connection
+        abortControl = connection.map(DeviceMount.openAbortControl) ?? -1
     }
 
     /// The FUSE connection number (the mount's device minor), for aborting a mount that
     /// is still busy when we stop. Read from mountinfo so no request goes through FUSE.
     public let connection: UInt32?
+    /// The connection's `abort` file in the FUSE control file system, opened while mounting
+    /// (before the process is confined), or -1.
+    private let abortControl: Int32
+
+    /// Opens `N/abort` of the FUSE control file system: at /sys/fs/fuse/connections, or,
+    /// where nothing mounted it there (no systemd), on a private mount made and detached at
+    /// once (the open file keeps it). Without it, a stop while a process holds a file open
+    /// would wait for that process to close it.
+    private static func openAbortControl(_ connection: UInt32) -> Int32 {
+        let fd = open("/sys/fs/fuse/connections/\(connection)/abort", O_WRONLY | O_CLOEXEC)
+        if fd >= 0 { return fd }
+        var template = Array("/tmp/ferry-fusectl.XXXXXX".utf8CString)
+        guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else { return -1 }
+        let directory = String(cString: template)
+        defer { rmdir(directory) }
+        guard mount("fusectl", directory, "fusectl", UInt(MS_NOSUID | MS_NODEV | MS_NOEXEC), nil) == 0 else { return -1 }
+        let private_ = open(directory + "/\(connection)/abort", O_WRONLY | O_CLOEXEC)
+        _ = ferry_umount2(directory, Int32(MNT_DETACH))
+        return private_
+    }
 
     private static func connectionID(of mountPoint: String) -> UInt32? {
         guard let file = fopen("/proc/self/mountinfo", "r") else { return nil }
@@ -104,17 +126,12 @@ public final class DeviceMount: @unchecked Sendable {
         // Busy (a process still has files open there): detach it from the namespace and
         // abort the connection, so open files get ENOTCONN and our workers see ENODEV.
         _ = ferry_umount2(mountPoint, Int32(MNT_DETACH))
-        if let connection {
-            let abort = open("/sys/fs/fuse/connections/\(connection)/abort", O_WRONLY | O_CLOEXEC)
-            if abort >= 0 {
-                _ = write(abort, "1", 1)
-                close(abort)
-            }
-        }
+        if abortControl >= 0 { _ = write(abortControl, "1", 1) }
     }
 
     deinit {
         unmount()
+        if abortControl >= 0 { close(abortControl) }
         close(fd)
     }
 }
