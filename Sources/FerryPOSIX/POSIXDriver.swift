@@ -374,9 +374,13 @@ public final class POSIXDriver: FileSystemDriver {
             return InodeKey(device: known.device, inode: known.stx_ino, mountID: known.mountID, incarnation: incarnation)
         }
         // A name replaced between the two calls gives a key no node has, or the new file's
-        // key with the old file's attributes: the type check sends that to the slow path.
-        if let key, let inode = existing(key), inode.fileType == known.fileType {
-            return Entry(key: key, inode: inode, attributes: Attributes(known))
+        // key (the new file on the old one's inode number) with the old file's attributes:
+        // so the reply carries the attributes of the node itself, from its own descriptor.
+        // (The kernel keeps what a LOOKUP says: a link count of 0 from the deleted file
+        // made it refuse link(2) with ENOENT.)
+        if let key, let inode = existing(key), inode.fileType == known.fileType,
+           let attributes = try? withPathFD(inode, { fd throws(Errno) in try attributes(ofFD: fd) }) {
+            return Entry(key: key, inode: inode, attributes: attributes)
         }
         let fd = try withPathFD(parent) { parentFD throws(Errno) in try openChild(parentFD, name) }
         return try makeEntry(pathFD: fd, existing: existing)
