@@ -3,6 +3,7 @@ import Testing
 
 import FerryCore
 @testable import FerryPOSIX
+import FerryTestSupport
 
 /// A fresh export directory under /tmp, removed afterwards.
 func withExport<R>(_ options: POSIXOptions = .init(), _ body: (String, POSIXDriver) throws -> R) throws -> R {
@@ -16,43 +17,17 @@ func withExport<R>(_ options: POSIXOptions = .init(), _ body: (String, POSIXDriv
     return try body(path, driver)
 }
 
-/// An export on an ext4 file system of its own (a loop-mounted image under /tmp, needs
-/// root): for tests that churn through inode numbers, which on the shared /tmp would take
-/// the numbers other tests wait to see reused.
+/// An export on an ext4 file system of its own (PrivateExt4, needs root): for tests that
+/// churn through inode numbers, which on the shared /tmp would take the numbers other
+/// tests wait to see reused, or that wait for a number to be reused themselves.
 func withPrivateExt4Export<R>(_ options: POSIXOptions = .init(), _ body: (String, POSIXDriver) throws -> R) throws -> R {
-    var template = Array("/tmp/ferry-ext4-XXXXXX".utf8CString)
-    let base: String = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
-    defer { try? FileManager.default.removeItem(atPath: base) }
-    let image = base + "/image", mountPoint = base + "/mnt"
-    try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: false)
-    guard FileManager.default.createFile(atPath: image, contents: nil), truncate(image, 64 << 20) == 0 else {
-        throw PrivateFileSystemFailure(description: "cannot make \(image)")
+    let ext4 = try PrivateExt4()
+    defer {
+        POSIXDriver.resetThreadCredentials()
+        ext4.remove()
     }
-    func run(_ tool: String, _ arguments: [String]) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: tool)
-        process.arguments = arguments
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
-        let said = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        if process.terminationStatus != 0 {
-            throw PrivateFileSystemFailure(description: "\(tool) \(arguments.joined(separator: " ")): \(said)")
-        }
-    }
-    try run("/usr/sbin/mkfs.ext4", ["-q", "-F", image])
-    try run("/bin/mount", ["-o", "loop", image, mountPoint])
-    defer { try? run("/bin/umount", [mountPoint]) }
-    let path = mountPoint + "/export"
-    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false)
-    defer { POSIXDriver.resetThreadCredentials() }
-    let driver = try POSIXDriver(root: path, options: options)
-    return try body(path, driver)
+    return try body(ext4.path, try POSIXDriver(root: ext4.path, options: options))
 }
-
-struct PrivateFileSystemFailure: Error, CustomStringConvertible { let description: String }
 
 /// A validated FileName for `string`, NUL-terminated in memory, alive during `body`.
 func withName<R>(_ string: String, _ body: (FileName) throws -> R) throws -> R {
