@@ -51,6 +51,7 @@ extension NFSDriver {
     /// Counts an open of `inode` and waits for the removals under way that may concern it.
     private func register(_ inode: NFSInode, flags: Int32, _ caller: Credentials) -> OpenedFile<NFSFile> {
         let file = NFSFile(inode: inode, flags: flags, opener: caller)
+        inode.opens.add(1, ordering: .relaxed)
         let pending = openFiles.withLock { open -> [Removal] in
             open.byHandle[inode.handle, default: OpenFiles.Record()].count += 1
             open.files[ObjectIdentifier(file)] = file
@@ -88,6 +89,7 @@ extension NFSDriver {
         removal.done.withLock { _ in
             let hiddenNames = openFiles.withLock { open -> [HiddenName] in
                 guard open.files.removeValue(forKey: ObjectIdentifier(file)) != nil, var record = open.byHandle[handle] else { return [] }
+                file.inode.opens.subtract(1, ordering: .relaxed)
                 record.count -= 1
                 if record.count > 0 { open.byHandle[handle] = record; return [] }
                 open.byHandle[handle] = nil
@@ -275,7 +277,12 @@ extension NFSDriver {
 
     public func opendir(_ inode: NFSInode, flags: Int32, _ caller: Credentials) throws(Errno) -> NFSDirectory {
         guard inode.isDirectory else { throw .notDirectory }
+        inode.opens.add(1, ordering: .relaxed)
         return NFSDirectory(inode: inode)
+    }
+
+    public func releasedir(_ directory: NFSDirectory) {
+        directory.inode.opens.subtract(1, ordering: .relaxed)
     }
 
     /// A hidden name (a file unlinked while open) whose Ferry process on this host is gone:

@@ -101,7 +101,13 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
     }
 
     func entry(_ handle: FileHandle, _ attributes: Attributes, existing: (FileHandle) -> NFSInode? = { _ in nil }) -> Entry {
-        Entry(key: handle, inode: existing(handle) ?? NFSInode(handle: handle, fileType: attributes.fileType), attributes: attributes)
+        remembered(Entry(key: handle, inode: existing(handle) ?? NFSInode(handle: handle, fileType: attributes.fileType), attributes: attributes))
+    }
+
+    /// `entry`, its attributes kept as its node's last known (`NFSInode.lastKnown`).
+    func remembered(_ entry: Entry) -> Entry {
+        entry.inode.lastKnown.withLock { $0 = entry.attributes }
+        return entry
     }
 
     /// A node and the attributes the server gave for it when `takeInClock` was at `asked`,
@@ -137,10 +143,10 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
         guard let inode = existing(handle) else { return try entry(handle, attributes, asked: asked, caller) }
         let behind = inode.writesBehind.withLock({ $0.bytes > 0 })
         guard behind || inode.lastTakenIn.load(ordering: .sequentiallyConsistent) > asked else {
-            return Entry(key: handle, inode: inode, attributes: try hiddenAdjusted(attributes, handle, asked: asked, caller))
+            return remembered(Entry(key: handle, inode: inode, attributes: try hiddenAdjusted(attributes, handle, asked: asked, caller)))
         }
         drainWritesBehind(inode)
-        return Entry(key: handle, inode: inode, attributes: try visibleAttributes(handle, caller))
+        return remembered(Entry(key: handle, inode: inode, attributes: try visibleAttributes(handle, caller)))
     }
 
     /// What READDIRPLUS said about `name` a moment ago, if the core is looking up the
@@ -175,7 +181,19 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
 
     public func getattr(_ inode: NFSInode, _ file: NFSFile?, _ caller: Credentials) throws(Errno) -> Attributes {
         drainWritesBehind(inode)
-        return try visibleAttributes(inode.handle, caller)
+        do throws(Errno) {
+            let attributes = try visibleAttributes(inode.handle, caller)
+            inode.lastKnown.withLock { $0 = attributes }
+            return attributes
+        } catch where error == Errno(ESTALE) {
+            // Gone from the server while open here (removed by this guest's other process or
+            // by another client): what fstat of an open, removed file gives. A node not open
+            // keeps ESTALE, so the kernel looks its name up again (and finds ENOENT).
+            guard file != nil || inode.opens.load(ordering: .relaxed) > 0,
+                  var last = inode.lastKnown.withLock({ $0 }) else { throw error }
+            last.linkCount = 0
+            return last
+        }
     }
 
     /// GETATTR, hidden names left out of the link count.

@@ -24,6 +24,13 @@ public final class NFSInode: @unchecked Sendable {
     /// `NFSDriver.takeInClock` after the last of this file's writes behind was taken in:
     /// attributes asked of the server before then may predate those writes.
     let lastTakenIn = Atomic<UInt64>(0)
+    /// Opens of this node not yet released, files and directories.
+    let opens = Atomic<Int>(0)
+    /// The attributes last given for this node: what a GETATTR of an open node whose file is
+    /// gone from the server answers, with no links, as fstat(2) of an open, removed file or
+    /// directory does on a local file system (glibc's opendir is open then fstat: a
+    /// directory removed in between gave ESTALE).
+    let lastKnown = Mutex<Attributes?>(nil)
 
     init(handle: FileHandle, fileType: UInt32) {
         self.handle = handle

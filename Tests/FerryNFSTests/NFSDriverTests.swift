@@ -230,6 +230,40 @@ struct NFSDriverTests {
         }
     }
 
+    /// fstat(2) of an open directory or file removed on the server (by another process of
+    /// the guest, or another client) answers its last attributes with no links, as on a local
+    /// file system; glibc's opendir is open then fstat, and a directory removed in between
+    /// gave ESTALE (ferry-churn saw `readdir: ESTALE`). A node not open keeps ESTALE, so the
+    /// kernel looks its name up again and finds it gone.
+    @Test(arguments: [3, 4]) func anOpenNodeRemovedOnTheServerAnswersFstatWithNoLinks(version: Int) throws {
+        let server = try NFSTestServer.shared()
+        try server.shared {
+            let export = try server.makeExport("driver-fstat-removed-v\(version)")
+            for name in ["d", "e", "f"] {
+                if name == "f" { _ = FileManager.default.createFile(atPath: export + "/f", contents: Data("x".utf8)) } else {
+                    try FileManager.default.createDirectory(atPath: export + "/" + name, withIntermediateDirectories: false)
+                }
+            }
+            let driver = try NFSDriverTests.driver(export, version: version)
+            let root = try driver.root().inode
+            let d = try withName("d") { try driver.lookup(root, $0, self.root) }
+            let e = try withName("e") { try driver.lookup(root, $0, self.root) }
+            let f = try withName("f") { try driver.lookup(root, $0, self.root) }
+            let open = try driver.opendir(d.inode, flags: 0, self.root)
+            let file = try driver.open(f.inode, flags: O_RDONLY, killSuidGid: false, self.root).file
+            for name in ["d", "e", "f"] { try FileManager.default.removeItem(atPath: export + "/" + name) }
+
+            let dir = try driver.getattr(d.inode, nil, self.root)
+            #expect(dir.linkCount == 0 && dir.fileType == UInt32(S_IFDIR) && dir.mode & 0o7777 == d.attributes.mode & 0o7777)
+            let gone = try driver.getattr(f.inode, file, self.root)
+            #expect(gone.linkCount == 0 && gone.size == 1)
+            #expect(throws: Errno(ESTALE)) { try driver.getattr(e.inode, nil, self.root) }
+            driver.releasedir(open)
+            driver.release(file, flags: 0, self.root)
+            #expect(throws: Errno(ESTALE)) { try driver.getattr(d.inode, nil, self.root) }
+        }
+    }
+
     @Test(arguments: [3, 4]) func aHiddenFileLeftByADeadFerryIsRemovedWhenItsDirectoryIsRead(version: Int) throws {
         let server = try NFSTestServer.shared()
         try server.shared {
