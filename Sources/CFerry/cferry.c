@@ -188,3 +188,7 @@ uint64_t ferry_atomic_add_u64(uint64_t *p, uint64_t value) {
 uint64_t ferry_atomic_load_u64(const uint64_t *p) {
     return __atomic_load_n(p, __ATOMIC_RELAXED);
 }
+void ferry_atomic_or_u8(uint8_t *p, uint8_t value) {
+    // Release: the guest memory written before is visible to whoever sees the bit.
+    __atomic_fetch_or(p, value, __ATOMIC_RELEASE);
+}

@@ -22,9 +22,10 @@ enum ControlReply: Equatable {
 /// tests can drive it with messages directly.
 final class VhostUserFSDevice: @unchecked Sendable {
     static let offeredFeatures: UInt64 = VirtioFeature.version1 | VirtioFeature.ringIndirectDescriptors
-        | VirtioFeature.ringEventIndex | VirtioFeature.protocolFeatures
+        | VirtioFeature.ringEventIndex | VirtioFeature.protocolFeatures | VirtioFeature.logAll
     static let offeredProtocolFeatures: UInt64 = VhostUserProtocolFeature.multiqueue | VhostUserProtocolFeature.replyAck
         | VhostUserProtocolFeature.configureMemSlots | VhostUserProtocolFeature.resetDevice
+        | VhostUserProtocolFeature.logSharedMemory
     static let maxMemorySlots = 32
 
     let handler: any FUSERequestHandler
@@ -42,6 +43,13 @@ final class VhostUserFSDevice: @unchecked Sendable {
     /// Guarded by `lock` (workers read it during a batch).
     private var eventIndex = false
     private var indirect = false
+    /// The front-end's dirty-page log (SET_LOG_BASE). Guarded by `lock`.
+    private var log: DirtyLog?
+    /// `log` while VHOST_F_LOG_ALL is agreed, else nil: what the workers look at, once per
+    /// batch, so a device that is not migrating pays one branch per chain. Guarded by `lock`.
+    private var activeLog: DirtyLog?
+    /// SET_LOG_FD's eventfd (kept, never needed: QEMU reads the log when it syncs).
+    private var logFD: Int32 = -1
 
     private let brokenFlag = Atomic<Bool>(false)
     private let reasonLock = Mutex<String?>(nil)
@@ -99,6 +107,8 @@ final class VhostUserFSDevice: @unchecked Sendable {
             for q in queues { q.resetConfiguration() }
             memory = .empty
             ackedFeatures = 0; ackedProtocolFeatures = 0; eventIndex = false; indirect = false
+            log = nil; activeLog = nil
+            if logFD >= 0 { close(logFD); logFD = -1 }
         }
         brokenFlag.store(false, ordering: .releasing)
         reasonLock.withLock { $0 = nil }
@@ -133,6 +143,7 @@ final class VhostUserFSDevice: @unchecked Sendable {
                 ackedFeatures = value & Self.offeredFeatures
                 eventIndex = ackedFeatures & VirtioFeature.ringEventIndex != 0
                 indirect = ackedFeatures & VirtioFeature.ringIndirectDescriptors != 0
+                updateActiveLog()
             }
             if ackedFeatures & VirtioFeature.protocolFeatures == 0 {
                 // Without protocol features, rings start enabled.
@@ -208,7 +219,10 @@ final class VhostUserFSDevice: @unchecked Sendable {
             guard let ring = RingView.translate(a, size: q.size, memory: memory) else {
                 return fail("rings of queue \(a.index) are not inside guest memory (or misaligned)")
             }
-            writeLocked { q.address = a; q.ring = ring }
+            writeLocked {
+                q.address = a; q.ring = ring
+                q.usedLogAddress = a.flags & VringAddress.logFlag != 0 ? a.log : nil
+            }
             return .none(succeeded: true)
         case .setVringBase:
             guard need(VringState.size) else { return short() }
@@ -272,8 +286,30 @@ final class VhostUserFSDevice: @unchecked Sendable {
             q.enabled.store(s.num == 1, ordering: .releasing)
             q.wake()
             return .none(succeeded: true)
-        case .setLogBase, .setLogFD:
-            return fail("dirty-page logging (migration) is not supported")
+        case .setLogBase:
+            // QEMU waits for the reply and cannot be told "no": a log we cannot keep ends
+            // the connection, which fails the migration instead of losing pages silently.
+            guard ackedProtocolFeatures & VhostUserProtocolFeature.logSharedMemory != 0 else {
+                return .close("SET_LOG_BASE without LOG_SHMFD")
+            }
+            guard need(LogDescription.size) else { return short() }
+            guard fds.count == 1 else { return .close("SET_LOG_BASE with \(fds.count) fds") }
+            let d = LogDescription.decode(payload)
+            let newLog: DirtyLog
+            do { newLog = try DirtyLog(fd: fds[0], description: d) } catch { return .close(error.description) }
+            close(fds[0]); fds.removeAll()
+            // The old log is unmapped once the last worker batch holding it ends.
+            writeLocked { log = newLog; updateActiveLog() }
+            logger.info("dirty-page log set", metadata: ["bytes": "\(d.size)"])
+            return .payload(Array(UnsafeRawBufferPointer(rebasing: payload[0..<LogDescription.size])))
+        case .setLogFD:
+            guard fds.count == 1 else { return fail("SET_LOG_FD with \(fds.count) fds") }
+            let fd = fds.removeFirst()
+            writeLocked {
+                if logFD >= 0 { close(logFD) }
+                logFD = fd
+            }
+            return .none(succeeded: true)
         case .getConfig:
             // CONFIG is not offered: an empty payload is the spec's error reply.
             return .payload([])
@@ -300,6 +336,14 @@ final class VhostUserFSDevice: @unchecked Sendable {
             return fail("not supported by a virtio-fs back-end")
         }
     }
+
+    /// Logging is on while LOG_ALL is agreed and a log is set. Under the write lock.
+    private func updateActiveLog() {
+        activeLog = ackedFeatures & VirtioFeature.logAll != 0 ? log : nil
+    }
+
+    /// Whether the workers currently log their writes (tests).
+    var isLogging: Bool { pthread_rwlock_rdlock(lock); defer { pthread_rwlock_unlock(lock) }; return activeLog != nil }
 
     private func queue(_ index: UInt32) -> Virtqueue? {
         Int(index) < queues.count ? queues[Int(index)] : nil
@@ -439,6 +483,7 @@ final class VhostUserFSDevice: @unchecked Sendable {
         guard let ring = q.ring else { return }
         let memory = self.memory
         let eventIndex = self.eventIndex, indirect = self.indirect
+        let log = self.activeLog
         while true {
             var processed = false
             while !q.stopRequested.load(ordering: .relaxed) && !isBroken {
@@ -471,6 +516,7 @@ final class VhostUserFSDevice: @unchecked Sendable {
                     ring.putUsed(at: q.usedIndex, id: head, length: length)
                     q.usedIndex &+= 1
                     ring.publishUsedIndex(q.usedIndex)
+                    if let log { logCompletion(log, q, ring, processor, length, memory) }
                     processed = true
                     // With EVENT_IDX the driver says which completion it wants to hear about
                     // (used_event) and stops asking while it reaps: checking after each one
@@ -489,6 +535,9 @@ final class VhostUserFSDevice: @unchecked Sendable {
             if processed && pollAvailable(q, ring) { continue }
             guard eventIndex else { return }
             ring.setAvailableEvent(q.lastAvail)
+            if let log, let base = q.usedLogAddress {
+                log.mark(base + UInt64(SplitVirtqueue.availableEventOffset(size: Int(ring.size))), length: 2)
+            }
             ferry_fence_seq_cst()
             if ring.availableIndex == q.lastAvail { return }
         }
@@ -532,9 +581,23 @@ final class VhostUserFSDevice: @unchecked Sendable {
             ring.putUsed(at: q.usedIndex, id: head, length: length)
             q.usedIndex &+= 1
             ring.publishUsedIndex(q.usedIndex)
+            if let log = activeLog { logCompletion(log, q, ring, processor, length, memory) }
             notify(q, ring, eventIndex: eventIndex)
             q.usedLock.unlock()
         }
+    }
+
+    /// Logs what completing one chain wrote: the reply bytes in the guest's buffers (the
+    /// used length counts them from the first writable byte), the used element and the
+    /// used idx (at the ring's log address, when the front-end asked for ring logging).
+    /// `putUsed(at: q.usedIndex - 1)` was the element.
+    private func logCompletion(_ log: DirtyLog, _ q: Virtqueue, _ ring: RingView, _ processor: ChainProcessor,
+                               _ length: UInt32, _ memory: GuestMemory) {
+        log.mark(written: processor.chain.writable, count: Int(length), memory: memory)
+        guard let base = q.usedLogAddress else { return }
+        let slot = Int((q.usedIndex &- 1) % ring.size)
+        log.mark(base + UInt64(SplitVirtqueue.usedEntryOffset(slot)), length: 8)
+        log.mark(base + UInt64(SplitVirtqueue.usedIndexOffset), length: 2)
     }
 
     private func notify(_ q: Virtqueue, _ ring: RingView, eventIndex: Bool) {

@@ -17,6 +17,9 @@ final class Virtqueue: @unchecked Sendable {
     let index: Int
     var size: UInt16 = 0
     var address: VringAddress?
+    /// Where the used ring is logged (SET_VRING_ADDR's log address with VHOST_VRING_F_LOG),
+    /// nil when the front-end did not ask for ring logging.
+    var usedLogAddress: UInt64?
     var ring: RingView?
     var base: UInt16 = 0
     var kickFD: Int32 = -1
@@ -66,7 +69,7 @@ final class Virtqueue: @unchecked Sendable {
     /// Back to the state of a new connection (worker already stopped).
     func resetConfiguration() {
         closeDescriptors()
-        size = 0; address = nil; ring = nil; base = 0
+        size = 0; address = nil; ring = nil; base = 0; usedLogAddress = nil
         enabled.store(false, ordering: .relaxed)
         lastAvail = 0; usedIndex = 0; signalledUsedValid = false
     }

@@ -162,6 +162,34 @@ public struct InflightDescription: Sendable, Equatable {
     }
 }
 
+/// SET_LOG_BASE's payload (`VhostUserLog`): the dirty-page bitmap is `size` bytes of the
+/// fd that comes with the message, starting at `offset` (where guest address 0 is logged).
+public struct LogDescription: Sendable, Equatable {
+    public static let size = 16
+    /// VHOST_LOG_PAGE: one bit of the log covers this many bytes of guest memory.
+    public static let pageSize: UInt64 = 0x1000
+    public var size: UInt64
+    public var offset: UInt64
+    public init(size: UInt64, offset: UInt64) { self.size = size; self.offset = offset }
+    public static func decode(_ b: UnsafeRawBufferPointer) -> LogDescription { LogDescription(size: b.le64(0), offset: b.le64(8)) }
+    public func encode(to p: UnsafeMutableRawPointer) { p.storeLE64(size, at: 0); p.storeLE64(offset, at: 8) }
+}
+
+/// SET_DEVICE_STATE_FD's payload: which way the back-end's state goes, and in which phase.
+public struct DeviceStateTransfer: Sendable, Equatable {
+    public static let size = 8
+    public enum Direction: UInt32, Sendable { case save = 0, load = 1 }
+    /// The only phase the protocol has: the guest stopped, every ring stopped.
+    public static let phaseStopped: UInt32 = 0
+    /// Bit 8 of the reply: no fd comes back (the front-end's channel is used).
+    public static let replyNoFD: UInt64 = 0x100
+    public var direction: UInt32
+    public var phase: UInt32
+    public init(direction: UInt32, phase: UInt32) { self.direction = direction; self.phase = phase }
+    public static func decode(_ b: UnsafeRawBufferPointer) -> DeviceStateTransfer { DeviceStateTransfer(direction: b.le32(0), phase: b.le32(4)) }
+    public func encode(to p: UnsafeMutableRawPointer) { p.storeLE32(direction, at: 0); p.storeLE32(phase, at: 4) }
+}
+
 /// The virtio-fs device's config space (`struct virtio_fs_config`): tag and queue count.
 public struct VirtioFSConfig: Sendable, Equatable {
     public static let size = 40

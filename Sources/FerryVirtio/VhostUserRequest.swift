@@ -41,12 +41,16 @@ public enum VhostUserRequest: UInt32, Sendable, CaseIterable {
     case remMemReg = 38
     case setStatus = 39
     case getStatus = 40
+    case setDeviceStateFD = 42
+    case checkDeviceState = 43
 
-    /// Requests whose reply is part of the protocol (not only a REPLY_ACK).
+    /// Requests whose reply is part of the protocol (not only a REPLY_ACK). SET_LOG_BASE
+    /// has one when LOG_SHMFD is agreed, the only way either side sends it.
     public var hasReply: Bool {
         switch self {
-        case .getFeatures, .getProtocolFeatures, .getVringBase, .getQueueNum, .getConfig,
-             .getInflightFD, .getMaxMemSlots, .getStatus, .postcopyAdvise, .createCryptoSession:
+        case .setLogBase, .getFeatures, .getProtocolFeatures, .getVringBase, .getQueueNum, .getConfig,
+             .getInflightFD, .getMaxMemSlots, .getStatus, .postcopyAdvise, .createCryptoSession,
+             .setDeviceStateFD, .checkDeviceState:
             return true
         default:
             return false
@@ -82,4 +86,7 @@ public enum VhostUserProtocolFeature {
     public static let inbandNotifications: UInt64 = 1 << 14
     public static let configureMemSlots: UInt64 = 1 << 15
     public static let status: UInt64 = 1 << 16
+    /// SET_DEVICE_STATE_FD / CHECK_DEVICE_STATE: the back-end's state rides in the
+    /// front-end's migration stream.
+    public static let deviceState: UInt64 = 1 << 19
 }

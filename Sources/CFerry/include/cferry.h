@@ -129,3 +129,5 @@ uint64_t ferry_monotonic_ns(void);
 /// Relaxed 64-bit counters shared by request threads (statistics, quota ledgers).
 uint64_t ferry_atomic_add_u64(uint64_t *p, uint64_t value);
 uint64_t ferry_atomic_load_u64(const uint64_t *p);
+/// Atomic byte-wide OR into memory another process shares (vhost-user's dirty-page log).
+void ferry_atomic_or_u8(uint8_t *p, uint8_t value);
