@@ -138,6 +138,22 @@ public protocol FileSystemDriver: AnyObject, Sendable {
     /// open: the core drops them without RELEASE, so a driver that holds data for open
     /// files (written behind, uncommitted) flushes them now. A new INIT may follow.
     func sessionEnded()
+
+    // Live migration (docs/migration.md). A driver that cannot identify its nodes to
+    // another daemon keeps the defaults: `supportsMigration` false, the rest ENOSYS.
+
+    /// Whether this export can hand its nodes and open handles to another daemon.
+    var supportsMigration: Bool { get }
+    /// What another daemon serving the same backend needs to find `inode` again.
+    func migrationIdentity(ofNode inode: Inode, _ options: MigrationOptions) throws(Errno) -> [UInt8]
+    /// The node an identity from `migrationIdentity(ofNode:_:)` names, found on this daemon.
+    func migratedNode(_ identity: [UInt8], _ options: MigrationOptions) throws(Errno) -> Entry
+    /// An open file's identity: its node and how it was opened.
+    func migrationIdentity(ofFile file: File, _ options: MigrationOptions) throws(Errno) -> [UInt8]
+    /// The file reopened here as it was open on the source.
+    func migratedFile(_ identity: [UInt8], _ options: MigrationOptions) throws(Errno) -> File
+    func migrationIdentity(ofDirectory directory: Directory, _ options: MigrationOptions) throws(Errno) -> [UInt8]
+    func migratedDirectory(_ identity: [UInt8], _ options: MigrationOptions) throws(Errno) -> Directory
 }
 
 extension FileSystemDriver {

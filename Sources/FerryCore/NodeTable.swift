@@ -20,6 +20,9 @@ final class NodeTable<Key: Hashable & Sendable, Inode: AnyObject & Sendable>: @u
         var key: Key?
         var lookups: UInt64
         var generation: UInt64
+        /// A node a migration could not find on this host (`OnError.guestError`): no inode,
+        /// requests on it get EIO, FORGET pays it back like any other.
+        var failed = false
     }
 
     private struct State {
@@ -94,12 +97,13 @@ final class NodeTable<Key: Hashable & Sendable, Inode: AnyObject & Sendable>: @u
         let index = Int(nodeID - 1)
         // Moved out so the driver's deinit (closing fds) runs after the lock is released.
         let dropped: Inode? = state.withLock { s in
-            guard index < s.slots.count, s.slots[index].inode != nil else { return nil }
+            guard index < s.slots.count, s.slots[index].inode != nil || s.slots[index].failed else { return nil }
             let left = s.slots[index].lookups - min(count, s.slots[index].lookups)
             s.slots[index].lookups = left
             guard left == 0 else { return nil }
             let inode = s.slots[index].inode
             if let key = s.slots[index].key { s.byKey[key] = nil }
+            s.slots[index].failed = false
             s.slots[index].inode = nil
             s.slots[index].key = nil
             s.free.append(index)
@@ -122,6 +126,68 @@ final class NodeTable<Key: Hashable & Sendable, Inode: AnyObject & Sendable>: @u
             }
             s.free.removeAll()
             return out
+        }
+        _ = dropped
+    }
+
+    /// The root's key (node id 1).
+    var rootKey: Key? { state.withLock { $0.slots.first?.key } }
+
+    /// Whether `nodeID` is a node a migration could not find here (requests get EIO).
+    func isFailed(_ nodeID: UInt64) -> Bool {
+        guard nodeID >= 1, nodeID <= UInt64(Int.max) else { return false }
+        let index = Int(nodeID - 1)
+        return state.withLock { s in index < s.slots.count && s.slots[index].failed }
+    }
+
+    /// One slot as live migration moves it.
+    enum MigratedSlot {
+        case empty
+        case node(key: Key, inode: Inode, lookups: UInt64, generation: UInt64)
+        case failed(lookups: UInt64, generation: UInt64)
+    }
+
+    /// Every slot after the root (slot i is node id i + 2) and the generation counter.
+    /// Called with the queues stopped, so nothing changes meanwhile.
+    func migrationSnapshot() -> (slots: [MigratedSlot], nextGeneration: UInt64) {
+        state.withLock { s in
+            let slots: [MigratedSlot] = s.slots.dropFirst().map { slot in
+                if let inode = slot.inode, let key = slot.key {
+                    return .node(key: key, inode: inode, lookups: slot.lookups, generation: slot.generation)
+                }
+                return slot.failed ? .failed(lookups: slot.lookups, generation: slot.generation) : .empty
+            }
+            return (slots, s.nextGeneration)
+        }
+    }
+
+    /// Replaces every node but the root with migrated ones, keeping their node ids and
+    /// generations, so the guest's node ids name the same files. The keys must differ from
+    /// each other and from the root's (the caller checks).
+    func restore(_ slots: [MigratedSlot], nextGeneration: UInt64) {
+        let dropped: [Slot] = state.withLock { s in
+            precondition(!s.slots.isEmpty, "restore before the root")
+            let root = s.slots[0]
+            let old = Array(s.slots.dropFirst())
+            s.slots = [root]
+            s.free.removeAll()
+            s.byKey = [:]
+            if let key = root.key { s.byKey[key] = 0 }
+            for (i, migrated) in slots.enumerated() {
+                let index = i + 1
+                switch migrated {
+                case .empty:
+                    s.slots.append(Slot(inode: nil, key: nil, lookups: 0, generation: 0))
+                    s.free.append(index)
+                case .node(let key, let inode, let lookups, let generation):
+                    s.slots.append(Slot(inode: inode, key: key, lookups: lookups, generation: generation))
+                    s.byKey[key] = index
+                case .failed(let lookups, let generation):
+                    s.slots.append(Slot(inode: nil, key: nil, lookups: lookups, generation: generation, failed: true))
+                }
+            }
+            s.nextGeneration = max(s.nextGeneration, nextGeneration)
+            return old
         }
         _ = dropped
     }

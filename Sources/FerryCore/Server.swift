@@ -46,7 +46,7 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, @un
         let inode: Driver.Inode
     }
 
-    private let session: Atomic<UInt64>
+    let session: Atomic<UInt64>
     /// Requests of the current session being served, on every queue: DESTROY waits for
     /// them before it drops the nodes and handles they may still be using or creating.
     private let inFlight: Atomic<Int>
@@ -310,13 +310,13 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, @un
     /// The inode behind a node id the kernel sent; EBADF for ids it was never given.
     @inline(__always)
     func inode(_ nodeID: UInt64) throws(Errno) -> Driver.Inode {
-        guard let inode = nodes.inode(nodeID) else { throw .badHandle }
+        guard let inode = nodes.inode(nodeID) else { throw nodes.isFailed(nodeID) ? .io : .badHandle }
         return inode
     }
 
     @inline(__always)
     func file(_ fh: UInt64) throws(Errno) -> Driver.File {
-        guard let file = files.get(fh) else { throw .badHandle }
+        guard let file = files.get(fh) else { throw files.isFailed(fh) ? .io : .badHandle }
         return file
     }
 

@@ -16,6 +16,9 @@ public struct FrontendConfiguration: Sendable {
     public var useEventIndex = true
     /// Unallocated guest memory left for raw tests to place buffers in.
     public var scratchBytes: Int = 1 << 20
+    /// A migration destination: this back-end state (from `saveBackendState()` on the
+    /// source) is loaded before the rings start, as QEMU loads an incoming migration.
+    public var incomingState: [UInt8]?
 
     public init(requestQueues: Int = 1, depth: Int = 8, dataBufferSize: Int = 1 << 20) {
         self.requestQueues = requestQueues; self.depth = depth; self.dataBufferSize = dataBufferSize
@@ -45,6 +48,7 @@ public final class VhostUserFrontend: @unchecked Sendable {
         | VirtioFeature.ringIndirectDescriptors | VirtioFeature.protocolFeatures
     public static let wantedProtocolFeatures = VhostUserProtocolFeature.replyAck
         | VhostUserProtocolFeature.multiqueue | VhostUserProtocolFeature.configureMemSlots
+        | VhostUserProtocolFeature.deviceState
 
     public var usesIndirectDescriptors: Bool { features & VirtioFeature.ringIndirectDescriptors != 0 }
     public var usesEventIndex: Bool { features & VirtioFeature.ringEventIndex != 0 }
@@ -78,6 +82,13 @@ public final class VhostUserFrontend: @unchecked Sendable {
             ? Int(try channel.callU64(.getQueueNum)) : 2
         guard configuration.requestQueues >= 1, configuration.requestQueues <= backendQueueCount - 1 else {
             throw FrontendError.unsupported("\(configuration.requestQueues) request queues (it has \(backendQueueCount - 1))")
+        }
+
+        if let state = configuration.incomingState {
+            guard agreedProtocol & VhostUserProtocolFeature.deviceState != 0 else {
+                throw FrontendError.unsupported("VHOST_USER_PROTOCOL_F_DEVICE_STATE (migration)")
+            }
+            try Self.loadBackendState(state, channel: channel)
         }
 
         let indirect = features & VirtioFeature.ringIndirectDescriptors != 0

@@ -23,6 +23,9 @@ public struct VhostUserFSOptions: Sendable {
     /// because on SMT siblings (2-vCPU VMs) the spinning slows the driver more than the
     /// saved wake-up gains.
     public var pollNanoseconds: UInt64 = 20_000
+    /// How the export's state is saved and loaded in a live migration (virtiofsd's
+    /// --migration-* options).
+    public var migration = MigrationOptions()
 
     public init(maxRequestQueues: Int = 16, maxQueueSize: Int = 1024, threadPoolSize: Int = 0, maxWrite: UInt32 = 1 << 20) {
         self.maxRequestQueues = maxRequestQueues; self.maxQueueSize = maxQueueSize

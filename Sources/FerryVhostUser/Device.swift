@@ -29,6 +29,10 @@ final class VhostUserFSDevice: @unchecked Sendable {
     static let maxMemorySlots = 32
 
     let handler: any FUSERequestHandler
+    /// The handler as a migratable export, when it is one (DEVICE_STATE is offered then).
+    let migratable: (any MigratableHandler)?
+    /// GET_PROTOCOL_FEATURES' answer: the static set, plus DEVICE_STATE for an export that migrates.
+    let protocolFeatures: UInt64
     let options: VhostUserFSOptions
     let logger: Logger
     let queues: [Virtqueue]
@@ -50,12 +54,17 @@ final class VhostUserFSDevice: @unchecked Sendable {
     private var activeLog: DirtyLog?
     /// SET_LOG_FD's eventfd (kept, never needed: QEMU reads the log when it syncs).
     private var logFD: Int32 = -1
+    /// The state transfer SET_DEVICE_STATE_FD began; CHECK_DEVICE_STATE ends it.
+    private var transfer: (StateTransfer, DeviceStateTransfer.Direction)?
 
     private let brokenFlag = Atomic<Bool>(false)
     private let reasonLock = Mutex<String?>(nil)
 
     init(handler: any FUSERequestHandler, options: VhostUserFSOptions, logger: Logger) {
         self.handler = handler
+        let migratable = (handler as? any MigratableHandler).flatMap { $0.canMigrate ? $0 : nil }
+        self.migratable = migratable
+        protocolFeatures = Self.offeredProtocolFeatures | (migratable == nil ? 0 : VhostUserProtocolFeature.deviceState)
         self.options = options
         self.logger = logger
         queues = (0...max(1, options.maxRequestQueues)).map { Virtqueue(index: $0) }
@@ -102,6 +111,8 @@ final class VhostUserFSDevice: @unchecked Sendable {
     /// Stops every worker, unmaps memory, closes every fd, forgets negotiation and the
     /// broken state; tells the handler the connection's state is gone.
     func reset(notifyHandler: Bool = true) {
+        transfer?.0.cancel()
+        transfer = nil
         for q in queues { stopWorker(q) }
         writeLocked {
             for q in queues { q.resetConfiguration() }
@@ -151,13 +162,13 @@ final class VhostUserFSDevice: @unchecked Sendable {
             }
             return unknown == 0 ? .none(succeeded: true) : fail("features 0x\(String(unknown, radix: 16)) were never offered")
         case .getProtocolFeatures:
-            return .payload(Self.bytes(Self.offeredProtocolFeatures))
+            return .payload(Self.bytes(protocolFeatures))
         case .setProtocolFeatures:
             guard need(8) else { return short() }
             let value = u64()
-            ackedProtocolFeatures = value & Self.offeredProtocolFeatures
-            return value & ~Self.offeredProtocolFeatures == 0 ? .none(succeeded: true)
-                : fail("protocol features 0x\(String(value & ~Self.offeredProtocolFeatures, radix: 16)) were never offered")
+            ackedProtocolFeatures = value & protocolFeatures
+            return value & ~protocolFeatures == 0 ? .none(succeeded: true)
+                : fail("protocol features 0x\(String(value & ~protocolFeatures, radix: 16)) were never offered")
         case .setOwner:
             return .none(succeeded: true)
         case .resetOwner, .resetDevice:
@@ -310,6 +321,10 @@ final class VhostUserFSDevice: @unchecked Sendable {
                 logFD = fd
             }
             return .none(succeeded: true)
+        case .setDeviceStateFD:
+            return beginStateTransfer(payload, &fds)
+        case .checkDeviceState:
+            return .payload(Self.bytes(UInt64(endStateTransfer() ? 0 : 1)))
         case .getConfig:
             // CONFIG is not offered: an empty payload is the spec's error reply.
             return .payload([])
@@ -334,6 +349,71 @@ final class VhostUserFSDevice: @unchecked Sendable {
             return .payload(b)
         default:
             return fail("not supported by a virtio-fs back-end")
+        }
+    }
+
+    // MARK: - Device state (live migration)
+
+    /// SET_DEVICE_STATE_FD: with every ring stopped (QEMU stops them with GET_VRING_BASE
+    /// first, which waits for the requests in flight), the state is saved at once and
+    /// written to the front-end's fd by a transfer thread, or read from it to be loaded at
+    /// CHECK_DEVICE_STATE. The reply is u64: 0x100 (no fd of ours) or 0x101 (refused).
+    private func beginStateTransfer(_ payload: UnsafeRawBufferPointer, _ fds: inout [Int32]) -> ControlReply {
+        let refused = ControlReply.payload(Self.bytes(DeviceStateTransfer.replyNoFD | 1))
+        func refuse(_ why: String) -> ControlReply {
+            logger.error("device state transfer refused", metadata: ["reason": "\(why)"])
+            return refused
+        }
+        guard let migratable, ackedProtocolFeatures & VhostUserProtocolFeature.deviceState != 0 else {
+            return refuse("DEVICE_STATE was not agreed")
+        }
+        guard payload.count >= DeviceStateTransfer.size else { return .close("SET_DEVICE_STATE_FD with a \(payload.count)-byte payload") }
+        guard fds.count == 1 else { return refuse("SET_DEVICE_STATE_FD with \(fds.count) fds") }
+        let t = DeviceStateTransfer.decode(payload)
+        guard t.phase == DeviceStateTransfer.phaseStopped else { return refuse("migration phase \(t.phase)") }
+        guard let direction = DeviceStateTransfer.Direction(rawValue: t.direction) else { return refuse("direction \(t.direction)") }
+        guard queues.allSatisfy({ !$0.isRunning }) else { return refuse("a ring is still running (the device must be stopped)") }
+        if let (old, _) = transfer { old.cancel(); transfer = nil }
+        let fd = fds.removeFirst()
+        let started: StateTransfer?
+        switch direction {
+        case .save:
+            let state: [UInt8]
+            do { state = try migratable.saveMigrationState(options.migration) } catch {
+                close(fd)
+                return refuse("saving the export's state failed: \(error)")
+            }
+            started = StateTransfer(fd: fd, .save(state))
+        case .load:
+            started = StateTransfer(fd: fd, .load)
+        }
+        guard let started else { return refuse("could not start the transfer thread") }
+        transfer = (started, direction)
+        logger.info("device state transfer started", metadata: ["direction": "\(direction)"])
+        return .payload(Self.bytes(DeviceStateTransfer.replyNoFD))
+    }
+
+    /// CHECK_DEVICE_STATE: the transfer ended well (and, loading, the state was taken).
+    private func endStateTransfer() -> Bool {
+        guard let (t, direction) = transfer, let migratable else {
+            logger.error("CHECK_DEVICE_STATE without a state transfer")
+            return false
+        }
+        transfer = nil
+        switch (t.finish(), direction) {
+        case (.failure(let e), _):
+            logger.error("device state transfer failed", metadata: ["reason": "\(e)"])
+            return false
+        case (.success, .save):
+            return true
+        case (.success(let state), .load):
+            do {
+                _ = try migratable.loadMigrationState(state, options.migration)
+                return true
+            } catch {
+                logger.error("the migrated state was refused; the guest stays on the source", metadata: ["reason": "\(error)"])
+                return false
+            }
         }
     }
 

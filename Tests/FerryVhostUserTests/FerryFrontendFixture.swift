@@ -14,21 +14,25 @@ import Testing
 /// export: what the FerryFrontend and Hostile suites drive through the Swift front-end.
 final class FerryDaemon: @unchecked Sendable {
     let top: String
-    var export: String { top + "/export" }
+    /// The exported directory: `top/export`, or the one given (two daemons over one
+    /// directory, as a migration's source and destination).
+    let export: String
     var socketPath: String { top + "/vhost.sock" }
     let server: FUSEServer<POSIXDriver>
     let backend: VhostUserFSBackend
     private let done = DispatchSemaphore(value: 0)
     private var finished = false
 
-    init(policy: ExportPolicy = ExportPolicy(), options: VhostUserFSOptions = .init()) throws {
+    init(policy: ExportPolicy = ExportPolicy(), options: VhostUserFSOptions = .init(), exporting directory: String? = nil,
+         posix: POSIXOptions = .init()) throws {
         var template = Array("/tmp/ferry-hostile-XXXXXX".utf8CString)
         guard mkdtemp(&template) != nil else { throw POSIXError(.EIO) }
         top = String(cString: template)
-        try FileManager.default.createDirectory(atPath: top + "/export", withIntermediateDirectories: false)
+        export = directory ?? top + "/export"
+        if directory == nil { try FileManager.default.createDirectory(atPath: export, withIntermediateDirectories: false) }
         var logger = Logger(label: "ferry-hostile-test")
-        logger.logLevel = .critical
-        server = try FUSEServer(driver: POSIXDriver(root: top + "/export"), policy: policy, logger: logger)
+        logger.logLevel = ProcessInfo.processInfo.environment["FERRY_TEST_LOG"] == nil ? .critical : .debug
+        server = try FUSEServer(driver: POSIXDriver(root: export, options: posix), policy: policy, logger: logger)
         backend = try VhostUserFSBackend(socketPath: top + "/vhost.sock", handler: server, options: options, logger: logger)
         let b = backend, d = done
         Thread { b.run(); d.signal() }.start()
