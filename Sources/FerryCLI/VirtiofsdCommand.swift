@@ -101,6 +101,14 @@ let virtiofsdHelp = """
       --no-killpriv-v2            Do not: the guest kernel clears them (legacy -o no_killpriv_v2)
       --inode-file-handles=never|prefer|mandatory   Hold inodes by file handle (default prefer)
 
+    Live migration (docs/migration.md; the directory must be the same on both hosts):
+      --migration-mode=find-paths|file-handles   Find open files on the destination by path
+                                  (default) or by file handle (same file system, CAP_DAC_READ_SEARCH)
+      --migration-on-error=abort|guest-error     A file the destination cannot find fails the
+                                  migration (default) or answers EIO to the guest
+      --migration-verify-handles  find-paths: refuse a path that now leads to another file
+      --migration-confirm-paths   find-paths: re-check every path at switch-over on the source
+
     Process:
       --thread-pool-size=N        Request worker threads per queue; 0 serves on the queue threads
                                   (default for a directory; nfs:// gets one per connection, rados:// 8)

@@ -53,6 +53,9 @@ public struct VirtiofsdPlan: Equatable, Sendable {
     public var sandbox: SandboxMode = .namespace
     /// `--seccomp`: kill by default, as in virtiofsd.
     public var seccomp: SeccompAction = .kill
+    /// `--migration-mode`, `--migration-on-error`, `--migration-verify-handles`,
+    /// `--migration-confirm-paths` (docs/migration.md).
+    public var migration = MigrationOptions()
 
     public init(listener: Listener, source: String) {
         self.listener = listener
@@ -82,13 +85,14 @@ public enum VirtiofsdInvocation: Equatable, Sendable {
 }
 
 /// The capabilities `--print-capabilities` reports (QEMU's docs/interop/vhost-user.json),
-/// laid out as the Rust virtiofsd prints them. Only "separate-options": Ferry cannot migrate
-/// (no "migrate-precopy") and takes `--posix-acl` and `--security-label` as plain switches
-/// (no "*-negotiation-mode").
+/// laid out as the Rust virtiofsd prints them: "migrate-precopy" (libvirt refuses to
+/// migrate a guest whose daemon lacks it; docs/migration.md) and "separate-options". Ferry
+/// takes `--posix-acl` and `--security-label` as plain switches (no "*-negotiation-mode").
 public let virtiofsdCapabilitiesJSON = """
     {
       "type": "fs",
       "features": [
+        "migrate-precopy",
         "separate-options"
       ]
     }
@@ -110,9 +114,9 @@ private let valueOptions: Set<String> = [
     "socket-path", "socket", "fd", "shared-dir", "source", "cache", "thread-pool-size",
     "sandbox", "seccomp", "log-level", "socket-group", "inode-file-handles", "rlimit-nofile",
     "ceph-conf", "ceph-id", "ceph-keyring",
+    "migration-mode", "migration-on-error",
     // Refused, but their value must not be taken for the next option.
     "tag", "xattrmap", "modcaps", "uid-map", "gid-map", "translate-uid", "translate-gid",
-    "migration-mode", "migration-on-error",
 ]
 
 /// virtiofsd options Ferry knows but cannot honour yet.
@@ -124,10 +128,6 @@ private let unsupportedLongOptions: [String: String] = [
     "gid-map": "user namespace id maps (an unprivileged sandbox) are not supported: run as root, or map ids per export in ferry serve ([export.id_mapping])",
     "translate-uid": "uid translation is not implemented by Ferry yet",
     "translate-gid": "gid translation is not implemented by Ferry yet",
-    "migration-mode": "Ferry cannot migrate a device's state yet",
-    "migration-on-error": "Ferry cannot migrate a device's state yet",
-    "migration-verify-handles": "Ferry cannot migrate a device's state yet",
-    "migration-confirm-paths": "Ferry cannot migrate a device's state yet",
     "security-label": "security label support is not implemented by Ferry yet",
     "posix-acl-create-fallback": "needs --xattrmap, which Ferry does not implement yet",
     "preserve-noatime": "Ferry does not pass O_NOATIME through yet; leave the option out",
@@ -261,6 +261,16 @@ struct VirtiofsdParser {
         case "ceph-id":
             guard !value.isEmpty else { throw CLIError("--ceph-id needs a client id") }
             plan.ceph.clientID = value.hasPrefix("client.") ? String(value.dropFirst(7)) : value
+        case "migration-mode":
+            guard let mode = MigrationOptions.Mode(rawValue: value) else {
+                throw CLIError("invalid value '\(value)' for --migration-mode (expected find-paths or file-handles)")
+            }
+            plan.migration.mode = mode
+        case "migration-on-error":
+            guard let onError = MigrationOptions.OnError(rawValue: value) else {
+                throw CLIError("invalid value '\(value)' for --migration-on-error (expected abort or guest-error)")
+            }
+            plan.migration.onError = onError
         case "rlimit-nofile":
             guard let n = UInt64(value) else { throw CLIError("invalid value '\(value)' for --rlimit-nofile (expected a number; 0 leaves the limit unchanged)") }
             plan.rlimitNofile = n
@@ -297,6 +307,8 @@ struct VirtiofsdParser {
         case "syslog": plan.syslog = true
         case "debug": debug = true
         case "print-capabilities": printCapabilities = true
+        case "migration-verify-handles": plan.migration.verifyHandles = true
+        case "migration-confirm-paths": plan.migration.confirmPaths = true
         default:
             if valueOptions.contains(name) { throw CLIError("--\(name) needs a value") }
             throw CLIError("unknown option '--\(name)'")
@@ -384,6 +396,10 @@ struct VirtiofsdParser {
             plan.listener = .fd(n)
         case (_?, _?): throw CLIError("--socket-path and --fd are mutually exclusive; give one")
         case (nil, nil): throw CLIError("no vhost-user socket given: pass --socket-path=PATH or --fd=N")
+        }
+        if plan.migration.mode == .fileHandles && (plan.migration.verifyHandles || plan.migration.confirmPaths) {
+            // As virtiofsd: both check paths, and file-handles mode sends none.
+            throw CLIError("--migration-verify-handles and --migration-confirm-paths apply to --migration-mode=find-paths only")
         }
         if debug { plan.logLevel = .debug }
         return .serve(plan)

@@ -47,7 +47,7 @@ func serveVirtiofsd(_ plan: VirtiofsdPlan) throws(CLIError) {
     do {
         backend = try startVhostUserBackend(
             listener: plan.listener, socketGroup: group, handler: server,
-            threadPoolSize: threadPoolSize, maxWrite: plan.policy.maxWrite, logger: logger)
+            threadPoolSize: threadPoolSize, maxWrite: plan.policy.maxWrite, migration: plan.migration, logger: logger)
     } catch {
         server.shutdown()
         throw error
@@ -95,9 +95,10 @@ struct VirtiofsdBackend {
 /// Listens for the vhost-user front-end (QEMU) on a socket path or an inherited fd.
 func startVhostUserBackend(
     listener: VirtiofsdPlan.Listener, socketGroup: gid_t?, handler: any FUSERequestHandler,
-    threadPoolSize: Int, maxWrite: UInt32, logger: Logger
+    threadPoolSize: Int, maxWrite: UInt32, migration: MigrationOptions = MigrationOptions(), logger: Logger
 ) throws(CLIError) -> VirtiofsdBackend {
-    let options = VhostUserFSOptions(threadPoolSize: threadPoolSize, maxWrite: maxWrite)
+    var options = VhostUserFSOptions(threadPoolSize: threadPoolSize, maxWrite: maxWrite)
+    options.migration = migration
     let backend: VhostUserFSBackend
     do {
         switch listener {

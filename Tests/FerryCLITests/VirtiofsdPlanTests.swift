@@ -219,7 +219,22 @@ private let base = "--socket-path=/run/vfs.sock --shared-dir=/srv"
     }
 
     @Test func capabilitiesAreVirtiofsds() {
-        #expect(virtiofsdCapabilitiesJSON == "{\n  \"type\": \"fs\",\n  \"features\": [\n    \"separate-options\"\n  ]\n}\n")
+        #expect(virtiofsdCapabilitiesJSON
+                == "{\n  \"type\": \"fs\",\n  \"features\": [\n    \"migrate-precopy\",\n    \"separate-options\"\n  ]\n}\n")
+    }
+
+    @Test func migrationOptionsAreVirtiofsds() throws {
+        let base = "--socket-path=/s --shared-dir=/srv"
+        #expect(try plan(base).migration == MigrationOptions())
+        #expect(try plan(base).migration.mode == .findPaths && plan(base).migration.onError == .abort)
+        let r = try plan("\(base) --migration-mode=file-handles --migration-on-error guest-error")
+        #expect(r.migration == MigrationOptions(mode: .fileHandles, onError: .guestError))
+        let checked = try plan("\(base) --migration-mode find-paths --migration-verify-handles --migration-confirm-paths")
+        #expect(checked.migration == MigrationOptions(mode: .findPaths, verifyHandles: true, confirmPaths: true))
+        #expect(failure("\(base) --migration-mode=by-inode") == "invalid value 'by-inode' for --migration-mode (expected find-paths or file-handles)")
+        #expect(failure("\(base) --migration-on-error=ignore") == "invalid value 'ignore' for --migration-on-error (expected abort or guest-error)")
+        #expect(failure("\(base) --migration-mode=file-handles --migration-verify-handles")
+                == "--migration-verify-handles and --migration-confirm-paths apply to --migration-mode=find-paths only")
     }
 
     @Test func crossFieldErrors() {
@@ -268,8 +283,8 @@ private let base = "--socket-path=/run/vfs.sock --shared-dir=/srv"
 
     @Test func unimplementedOptionsFailOnlyWhenGiven() {
         for option in ["--tag=fs0", "--xattrmap=:ok:all:::", "--modcaps=+sys_admin", "--uid-map=:0:1000:1:",
-                       "--translate-uid=guest:0:1000:1", "--migration-mode=file-handles",
-                       "--security-label", "--preserve-noatime", "--migration-verify-handles"] {
+                       "--translate-uid=guest:0:1000:1",
+                       "--security-label", "--preserve-noatime"] {
             let name = option.split(separator: "=")[0]
             #expect(failure("\(base) \(option)")?.hasPrefix("\(name) is not supported: ") == true, "\(option)")
         }
