@@ -42,40 +42,11 @@ extension FUSEServer: MigratableHandler {
                 w.u8(MigrationFormat.SlotKind.failed.rawValue); w.u64(generation); w.u64(lookups)
             }
         }
-        let fileSlots = files.migrationSnapshot()
-        w.u32(UInt32(fileSlots.count))
-        for slot in fileSlots {
-            switch slot {
-            case .empty(let g):
-                w.u32(g); w.u8(MigrationFormat.SlotKind.empty.rawValue)
-            case .open(let file, let g):
-                if let identity = try? driver.migrationIdentity(ofFile: file, options) {
-                    w.u32(g); w.u8(MigrationFormat.SlotKind.present.rawValue); w.blob(identity)
-                } else {
-                    unidentified += 1
-                    w.u32(g); w.u8(MigrationFormat.SlotKind.failed.rawValue)
-                }
-            case .failed(let g):
-                w.u32(g); w.u8(MigrationFormat.SlotKind.failed.rawValue)
-            }
+        unidentified += saveHandles(files.migrationSnapshot(), into: &w) { file in
+            [try? driver.migrationIdentity(ofFile: file, options)]
         }
-        let directorySlots = directories.migrationSnapshot()
-        w.u32(UInt32(directorySlots.count))
-        for slot in directorySlots {
-            switch slot {
-            case .empty(let g):
-                w.u32(g); w.u8(MigrationFormat.SlotKind.empty.rawValue)
-            case .open(let open, let g):
-                if let directory = try? driver.migrationIdentity(ofDirectory: open.directory, options),
-                   let inode = try? driver.migrationIdentity(ofNode: open.inode, options) {
-                    w.u32(g); w.u8(MigrationFormat.SlotKind.present.rawValue); w.blob(directory); w.blob(inode)
-                } else {
-                    unidentified += 1
-                    w.u32(g); w.u8(MigrationFormat.SlotKind.failed.rawValue)
-                }
-            case .failed(let g):
-                w.u32(g); w.u8(MigrationFormat.SlotKind.failed.rawValue)
-            }
+        unidentified += saveHandles(directories.migrationSnapshot(), into: &w) { open in
+            [try? driver.migrationIdentity(ofDirectory: open.directory, options), try? driver.migrationIdentity(ofNode: open.inode, options)]
         }
         logger.info("migration state saved", metadata: [
             "bytes": "\(w.bytes.count)", "nodes": "\(nodes.count)", "files": "\(files.count)",
@@ -108,14 +79,6 @@ extension FUSEServer: MigratableHandler {
         }
 
         var report = MigrationLoadReport()
-        // A node or handle that cannot be found: the whole load fails (abort), or that
-        // one answers EIO (guest-error).
-        func unfound(_ what: String) throws(MigrationError) {
-            if options.onError == .abort { throw MigrationError(what) }
-            logger.warning("migrated state names something this host cannot find; the guest gets EIO for it",
-                           metadata: ["what": "\(what)"])
-            report.failed += 1
-        }
 
         let nextGeneration = try r.u64()
         let nodeCount = try r.count(limit: policy.maxNodes, "nodes")
@@ -131,7 +94,7 @@ extension FUSEServer: MigratableHandler {
                 restored.append(.empty)
             case .failed:
                 let generation = try r.u64(), lookups = try r.u64()
-                try unfound("node \(nodeID): the source could not identify it")
+                try unfound("node \(nodeID): the source could not identify it", &report, options)
                 restored.append(.failed(lookups: lookups, generation: generation))
             case .present:
                 let generation = try r.u64(), lookups = try r.u64()
@@ -147,59 +110,27 @@ extension FUSEServer: MigratableHandler {
                     restored.append(.node(key: entry.key, inode: entry.inode, lookups: lookups, generation: generation))
                     report.nodes += 1
                 } catch {
-                    try unfound("node \(nodeID): \(error)")
+                    try unfound("node \(nodeID): \(error)", &report, options)
                     restored.append(.failed(lookups: lookups, generation: generation))
                 }
             }
         }
 
-        let fileCount = try r.count(limit: policy.maxOpenHandles, "open files")
-        var restoredFiles: [HandleTable<Driver.File>.MigratedSlot] = []
-        for i in 0..<fileCount {
-            let generation = try r.u32()
-            guard let kind = MigrationFormat.SlotKind(rawValue: try r.u8()) else { throw MigrationError("bad slot kind at file \(i)") }
-            switch kind {
-            case .empty: restoredFiles.append(.empty(generation: generation))
-            case .failed:
-                try unfound("open file \(i): the source could not identify it")
-                restoredFiles.append(.failed(generation: generation))
-            case .present:
-                let identity = try r.blob()
-                do {
-                    restoredFiles.append(.open(try driver.migratedFile(identity, options), generation: generation))
-                    report.files += 1
-                } catch {
-                    try unfound("open file \(i): \(error)")
-                    restoredFiles.append(.failed(generation: generation))
-                }
-            }
-        }
-
-        let directoryCount = try r.count(limit: policy.maxOpenHandles, "open directories")
-        var restoredDirectories: [HandleTable<OpenDirectory>.MigratedSlot] = []
-        for i in 0..<directoryCount {
-            let generation = try r.u32()
-            guard let kind = MigrationFormat.SlotKind(rawValue: try r.u8()) else { throw MigrationError("bad slot kind at directory \(i)") }
-            switch kind {
-            case .empty: restoredDirectories.append(.empty(generation: generation))
-            case .failed:
-                try unfound("open directory \(i): the source could not identify it")
-                restoredDirectories.append(.failed(generation: generation))
-            case .present:
-                let directoryIdentity = try r.blob(), inodeIdentity = try r.blob()
-                do {
-                    let directory = try driver.migratedDirectory(directoryIdentity, options)
-                    let entry = try driver.migratedNode(inodeIdentity, options)
-                    // READDIRPLUS looks names up in the node: the one the table holds, if any.
-                    let inode = entry.key == rootKey ? nodes.inode(1)! : (byKey[entry.key] ?? entry.inode)
-                    restoredDirectories.append(.open(OpenDirectory(directory: directory, inode: inode), generation: generation))
-                    report.directories += 1
-                } catch {
-                    try unfound("open directory \(i): \(error)")
-                    restoredDirectories.append(.failed(generation: generation))
-                }
-            }
-        }
+        let restoredFiles = try loadHandles(&r, "open file", &report, options,
+                                            identity: { (r: inout MigrationReader) throws(MigrationError) in try r.blob() },
+                                            open: { (identity: [UInt8]) throws(Errno) in try driver.migratedFile(identity, options) })
+        report.files = restoredFiles.filter { if case .open = $0 { true } else { false } }.count
+        let restoredDirectories = try loadHandles(
+            &r, "open directory", &report, options,
+            identity: { (r: inout MigrationReader) throws(MigrationError) in (try r.blob(), try r.blob()) },
+            open: { (identity: ([UInt8], [UInt8])) throws(Errno) -> OpenDirectory in
+                let directory = try driver.migratedDirectory(identity.0, options)
+                let entry = try driver.migratedNode(identity.1, options)
+                // READDIRPLUS looks names up in the node: the one the table holds, if any.
+                let inode = entry.key == rootKey ? nodes.inode(1)! : (byKey[entry.key] ?? entry.inode)
+                return OpenDirectory(directory: directory, inode: inode)
+            })
+        report.directories = restoredDirectories.filter { if case .open = $0 { true } else { false } }.count
         guard r.atEnd else { throw MigrationError("\(state.count - r.offset) bytes after the end of the state") }
 
         // Everything found: install it all at once.
@@ -212,5 +143,70 @@ extension FUSEServer: MigratableHandler {
             "failed": "\(report.failed)",
         ])
         return report
+    }
+
+    /// Writes one handle table's slots; `identities` gives a value's identities (all or the
+    /// slot is sent as failed). Returns how many could not be identified.
+    private func saveHandles<Value>(_ slots: [HandleTable<Value>.MigratedSlot], into w: inout MigrationWriter,
+                                    identities: (Value) -> [[UInt8]?]) -> Int {
+        var unidentified = 0
+        w.u32(UInt32(slots.count))
+        for slot in slots {
+            switch slot {
+            case .empty(let g):
+                w.u32(g); w.u8(MigrationFormat.SlotKind.empty.rawValue)
+            case .open(let value, let g):
+                let found = identities(value)
+                if found.allSatisfy({ $0 != nil }) {
+                    w.u32(g); w.u8(MigrationFormat.SlotKind.present.rawValue)
+                    for identity in found { w.blob(identity!) }
+                } else {
+                    unidentified += 1
+                    w.u32(g); w.u8(MigrationFormat.SlotKind.failed.rawValue)
+                }
+            case .failed(let g):
+                w.u32(g); w.u8(MigrationFormat.SlotKind.failed.rawValue)
+            }
+        }
+        return unidentified
+    }
+
+    /// A node or handle that cannot be found: the whole load fails (abort), or that one
+    /// answers EIO (guest-error).
+    private func unfound(_ what: String, _ report: inout MigrationLoadReport, _ options: MigrationOptions) throws(MigrationError) {
+        if options.onError == .abort { throw MigrationError(what) }
+        logger.warning("migrated state names something this host cannot find; the guest gets EIO for it",
+                       metadata: ["what": "\(what)"])
+        report.failed += 1
+    }
+
+    /// One handle table's slots: `identity` reads a present slot's identity from the
+    /// stream (always, so the stream stays in step), `open` makes its value here.
+    private func loadHandles<Value, Identity>(
+        _ r: inout MigrationReader, _ what: String, _ report: inout MigrationLoadReport, _ options: MigrationOptions,
+        identity: (inout MigrationReader) throws(MigrationError) -> Identity, open: (Identity) throws(Errno) -> Value
+    ) throws(MigrationError) -> [HandleTable<Value>.MigratedSlot] {
+        let count = try r.count(limit: policy.maxOpenHandles, "\(what)s")
+        var slots: [HandleTable<Value>.MigratedSlot] = []
+        for i in 0..<count {
+            let generation = try r.u32()
+            guard let kind = MigrationFormat.SlotKind(rawValue: try r.u8()) else { throw MigrationError("bad slot kind at \(what) \(i)") }
+            switch kind {
+            case .empty:
+                slots.append(.empty(generation: generation))
+            case .failed:
+                try unfound("\(what) \(i): the source could not identify it", &report, options)
+                slots.append(.failed(generation: generation))
+            case .present:
+                let id = try identity(&r)
+                do {
+                    slots.append(.open(try open(id), generation: generation))
+                } catch {
+                    try unfound("\(what) \(i): \(error)", &report, options)
+                    slots.append(.failed(generation: generation))
+                }
+            }
+        }
+        return slots
     }
 }

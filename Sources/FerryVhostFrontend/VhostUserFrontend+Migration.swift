@@ -18,6 +18,26 @@ extension VhostUserFrontend {
         }
     }
 
+    /// What QEMU does when a migration fails after the rings were stopped: starts them
+    /// again where they stopped (`bases`, from `stopQueues()`), in the same session.
+    public func resumeQueues(_ bases: [UInt32]) throws {
+        for (queue, base) in zip(queues, bases) {
+            func state(_ num: UInt32) -> [UInt8] {
+                var b = [UInt8](repeating: 0, count: VringState.size)
+                b.withUnsafeMutableBytes { VringState(index: queue.index, num: num).encode(to: $0.baseAddress!) }
+                return b
+            }
+            try channel.call(.setVringNum, payload: state(UInt32(queue.size)))
+            try channel.call(.setVringBase, payload: state(base))
+            var address = [UInt8](repeating: 0, count: VringAddress.size)
+            address.withUnsafeMutableBytes { queue.address.encode(to: $0.baseAddress!) }
+            try channel.call(.setVringAddr, payload: address)
+            try channel.call(.setVringCall, payload: .u64(UInt64(queue.index)), fds: [queue.call.fd])
+            try channel.call(.setVringKick, payload: .u64(UInt64(queue.index)), fds: [queue.kick.fd])
+            if features & VirtioFeature.protocolFeatures != 0 { try channel.call(.setVringEnable, payload: state(1)) }
+        }
+    }
+
     /// The source's side: SET_DEVICE_STATE_FD (save) with a pipe, everything read from it,
     /// then CHECK_DEVICE_STATE. Throws if the back-end refuses or reports a failure.
     public func saveBackendState() throws -> [UInt8] {

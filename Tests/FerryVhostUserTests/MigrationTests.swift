@@ -86,7 +86,7 @@ import Testing
         let q = guest.queue
         let (gone, goneOpen) = try q.create(parent: 1, name: "gone", flags: O_RDWR, mode: 0o600)
         let (kept, keptOpen) = try q.create(parent: 1, name: "kept", flags: O_RDWR, mode: 0o600)
-        try guest.frontend.stopQueues()
+        let bases = try guest.frontend.stopQueues()
         let state = try guest.frontend.saveBackendState()
         // Between save and load the path stops leading anywhere.
         #expect(rename(source.export + "/gone", source.top + "/moved-away") == 0)
@@ -99,6 +99,11 @@ import Testing
             #expect(throws: (any Error).self) { _ = try Self.destination(of: source, state: state, options: options) }
             #expect(source.server.lookupCount(of: gone.nodeID) == 1)
             #expect(source.server.openHandleCount == 2)
+            // QEMU starts the source's rings again: the same session goes on there.
+            try guest.frontend.resumeQueues(bases)
+            #expect(try q.write(nodeID: kept.nodeID, fh: keptOpen.fh, offset: 0, data: [7, 8]) == 2)
+            #expect(try q.write(nodeID: gone.nodeID, fh: goneOpen.fh, offset: 0, data: [9]) == 1)
+            #expect(FileManager.default.contents(atPath: source.top + "/moved-away") == Data([9]))
         case .guestError:
             let (destination, moved) = try Self.destination(of: source, state: state, options: options)
             defer { withExtendedLifetime(destination) {} }
