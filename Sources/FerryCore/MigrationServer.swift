@@ -83,7 +83,8 @@ extension FUSEServer: MigratableHandler {
         let nextGeneration = try r.u64()
         let nodeCount = try r.count(limit: policy.maxNodes, "nodes")
         var restored: [NodeTable<Driver.InodeKey, Driver.Inode>.MigratedSlot] = []
-        restored.reserveCapacity(nodeCount)
+        // Not reserved from the count: a state claiming many nodes and giving none must
+        // cost no more than its bytes.
         let rootKey = nodes.rootKey
         var byKey: [Driver.InodeKey: Driver.Inode] = [:]
         for i in 0..<nodeCount {

@@ -14,11 +14,16 @@ import Testing
 /// same directory, and the guest carries on without INIT.
 @Suite struct MigrationTests {
     static func options(_ mode: MigrationOptions.Mode, onError: MigrationOptions.OnError = .abort,
-                        verifyHandles: Bool = false) -> VhostUserFSOptions {
+                        verifyHandles: Bool = false, confirmPaths: Bool = false) -> VhostUserFSOptions {
         var o = VhostUserFSOptions()
-        o.migration = MigrationOptions(mode: mode, onError: onError, verifyHandles: verifyHandles)
+        o.migration = MigrationOptions(mode: mode, onError: onError, verifyHandles: verifyHandles, confirmPaths: confirmPaths)
         return o
     }
+
+    static let everyConfiguration: [MigrationOptions] = [
+        MigrationOptions(mode: .findPaths), MigrationOptions(mode: .findPaths, verifyHandles: true, confirmPaths: true),
+        MigrationOptions(mode: .fileHandles),
+    ]
 
     /// The destination: a daemon over the source's directory, and a front-end that loads
     /// `state` before its rings start (no INIT: the guest's session goes on).
@@ -34,9 +39,11 @@ import Testing
         do { try body(); return nil } catch FrontendError.fuseError(_, let e) { return e } catch { return -1 }
     }
 
-    @Test(arguments: MigrationOptions.Mode.allCases)
-    func theGuestKeepsItsNodeIDsAndOpenHandlesOnTheDestination(mode: MigrationOptions.Mode) throws {
-        let source = try FerryDaemon(options: Self.options(mode))
+    @Test(arguments: everyConfiguration)
+    func theGuestKeepsItsNodeIDsAndOpenHandlesOnTheDestination(migration: MigrationOptions) throws {
+        var options = VhostUserFSOptions()
+        options.migration = migration
+        let source = try FerryDaemon(options: options)
         let guest = try FUSESession(socketPath: source.socketPath)
         #expect(guest.frontend.protocolFeatures & VhostUserProtocolFeature.deviceState != 0)
         let q = guest.queue
@@ -55,7 +62,7 @@ import Testing
         // Switch-over: the rings stop, the state leaves through a pipe.
         try guest.frontend.stopQueues()
         let state = try guest.frontend.saveBackendState()
-        let (destination, moved) = try Self.destination(of: source, state: state, options: Self.options(mode))
+        let (destination, moved) = try Self.destination(of: source, state: state, options: options)
         let d = moved.queue
 
         // Same node ids, same handles, same lookup counts; no INIT on the destination.
@@ -163,6 +170,10 @@ import Testing
         #expect(throws: (any Error).self) {
             _ = try Self.destination(of: source, state: Array(state.dropLast()), options: Self.options(.findPaths))
         }
+        // A state that claims more nodes than the export allows (node count at byte 40).
+        var huge = state
+        for i in 40..<44 { huge[i] = 0xff }
+        #expect(throws: (any Error).self) { _ = try Self.destination(of: source, state: huge, options: Self.options(.findPaths)) }
         // The intact state still loads.
         _ = try Self.destination(of: source, state: state, options: Self.options(.findPaths))
     }
