@@ -110,14 +110,18 @@ final class VhostUserFSDevice: @unchecked Sendable {
 
     /// Stops every worker, unmaps memory, closes every fd, forgets negotiation and the
     /// broken state; tells the handler the connection's state is gone.
-    func reset(notifyHandler: Bool = true) {
+    /// `keepProtocolFeatures`: RESET_DEVICE / RESET_OWNER, after which the front-end does
+    /// not negotiate protocol features again (QEMU 10 sends RESET_DEVICE right after it
+    /// negotiated them); only a new connection starts that over.
+    func reset(notifyHandler: Bool = true, keepProtocolFeatures: Bool = false) {
         transfer?.0.cancel()
         transfer = nil
         for q in queues { stopWorker(q) }
         writeLocked {
             for q in queues { q.resetConfiguration() }
             memory = .empty
-            ackedFeatures = 0; ackedProtocolFeatures = 0; eventIndex = false; indirect = false
+            ackedFeatures = 0; eventIndex = false; indirect = false
+            if !keepProtocolFeatures { ackedProtocolFeatures = 0 }
             log = nil; activeLog = nil
             if logFD >= 0 { close(logFD); logFD = -1 }
         }
@@ -173,7 +177,7 @@ final class VhostUserFSDevice: @unchecked Sendable {
             return .none(succeeded: true)
         case .resetOwner, .resetDevice:
             logger.info("front-end reset the device", metadata: ["request": "\(request)"])
-            reset()
+            reset(keepProtocolFeatures: true)
             return .none(succeeded: true)
         case .getQueueNum:
             return .payload(Self.bytes(UInt64(queues.count)))

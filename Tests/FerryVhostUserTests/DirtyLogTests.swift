@@ -157,6 +157,19 @@ import Testing
                                      Self.page(Self.dataOffset + Self.readLength - 1)])
     }
 
+    /// QEMU 10 negotiates protocol features once, then sends RESET_DEVICE (at every guest
+    /// reset, and while it sets the device up) and never negotiates them again: the
+    /// agreement must outlive the reset, or SET_LOG_BASE finds LOG_SHMFD "not agreed".
+    @Test func protocolFeaturesSurviveAResetOfTheDevice() throws {
+        let t = try DeviceTests(threadPoolSize: 0)
+        #expect(t.send(.setProtocolFeatures, t.u64(VhostUserProtocolFeature.logSharedMemory | VhostUserProtocolFeature.replyAck))
+                == .none(succeeded: true))
+        #expect(t.send(.resetDevice) == .none(succeeded: true))
+        let log = makeLogFD()
+        defer { close(log) }
+        #expect(setLogBase(t, log) != .close("SET_LOG_BASE without LOG_SHMFD"))
+    }
+
     @Test func aLogOutsideItsFileOrWithoutTheFeatureEndsTheConnection() throws {
         let t = try DeviceTests(threadPoolSize: 0)
         let log = makeLogFD()
