@@ -75,17 +75,23 @@ struct MigrationGuestTests {
         return true
     }
 
-    @Test(.timeLimit(.minutes(15)))
-    func aGuestAppendingThroughOneOpenFdMigratesBetweenTwoDaemons() throws {
-        let qemu = try Self.qemuVersion()
+    /// Fails the test (pointing to install-deps) on a QEMU that cannot migrate vhost-user-fs.
+    static func requireMigratingQEMU() throws -> Bool {
+        let qemu = try qemuVersion()
         guard qemu.major > 8 || (qemu.major == 8 && qemu.minor >= 2) else {
             Issue.record("\(qemu.text) cannot migrate a vhost-user-fs device (8.2 or later can): run scripts/install-deps")
-            return
+            return false
         }
+        return true
+    }
+
+    @Test(.timeLimit(.minutes(15)), arguments: [["--migration-mode=find-paths", "--migration-verify-handles"],
+                                                ["--migration-mode=file-handles"]])
+    func aGuestAppendingThroughOneOpenFdMigratesBetweenTwoDaemons(options: [String]) throws {
+        guard try Self.requireMigratingQEMU() else { return }
         let image = try Guest.image(for: .linux6_12)
         let export = try makeTemporaryDirectory("ferry-migration-export")
         let top = try makeTemporaryDirectory("ferry-migration")
-        let options = ["--migration-mode=find-paths", "--migration-verify-handles"]
         let source = try Daemon.ferry(export: export, extra: options)
         let destination = try Daemon.ferry(export: export, extra: options)
         let monitorPath = top + "/source.monitor", incoming = top + "/incoming.sock"
@@ -134,6 +140,63 @@ struct MigrationGuestTests {
         #expect(destination.log.contains("migration state loaded"), "\(destination.log)")
         #expect(destination.stop() == 0, "destination daemon:\n\(destination.log)")
         source.stop()
+    }
+}
+
+extension MigrationGuestTests {
+    /// The destination's daemon dies before the guest moves: the destination QEMU cannot
+    /// load the device and gives up. In precopy the source cannot know (it reports the
+    /// migration completed and stays paused); the management layer (libvirt) sees the
+    /// destination fail and resumes the source with `cont`. The guest then runs on at the
+    /// source with the same session: its open fd still works, every line is in place.
+    @Test(.timeLimit(.minutes(15)))
+    func aMigrationWhoseDestinationDaemonDiedLeavesTheGuestRunningAtTheSource() throws {
+        guard try Self.requireMigratingQEMU() else { return }
+        let image = try Guest.image(for: .linux6_12)
+        let export = try makeTemporaryDirectory("ferry-migration-export")
+        let top = try makeTemporaryDirectory("ferry-migration")
+        let source = try Daemon.ferry(export: export)
+        let destination = try Daemon.ferry(export: export)
+        let monitorPath = top + "/source.monitor", incoming = top + "/incoming.sock"
+        let sourceLog = top + "/source-console.log", destinationLog = top + "/destination-console.log"
+        let sourcePID = try Self.startGuest(socket: source.socket, log: sourceLog,
+                                            extra: "-monitor unix:\(monitorPath),server,nowait", image: image)
+        defer { kill(sourcePID, SIGKILL) }
+        let destinationPID = try Self.startGuest(socket: destination.socket, log: destinationLog,
+                                                 extra: "-incoming unix:\(incoming)", image: image)
+        defer { kill(destinationPID, SIGKILL) }
+        let writing = Self.waitFor(300) { Self.lines(export + "/log.txt").count >= 50 }
+        try #require(writing, "the guest never wrote 50 lines at the source")
+        #expect(Self.waitFor(30) { FileManager.default.fileExists(atPath: incoming) }, "the destination QEMU is not listening")
+
+        kill(destination.process.processIdentifier, SIGKILL)
+        let monitor = try QEMUMonitor(path: monitorPath)
+        _ = try monitor.command("migrate -d unix:\(incoming)")
+        var status = ""
+        let ended = Self.waitFor(300) {
+            status = (try? monitor.command("info migrate")) ?? ""
+            return status.contains("Migration status: completed") || status.contains("Migration status: failed")
+        }
+        try #require(ended, "the migration neither completed nor failed: \(status)")
+        // The destination could not load the device without its daemon, and exited.
+        let destinationGone = Self.waitFor(120) { kill(destinationPID, 0) != 0 }
+        let destinationConsole = (try? String(contentsOfFile: destinationLog, encoding: .utf8)) ?? ""
+        #expect(destinationGone && destinationConsole.contains("load of migration failed"), "\(destinationConsole)")
+        // What libvirt does then: resume the source.
+        _ = try monitor.command("cont")
+        let running = try monitor.command("info status")
+        #expect(running.contains("VM status: running"), "\(running)")
+        #expect(FileManager.default.createFile(atPath: export + "/migrated", contents: nil))
+        let exited = Self.waitFor(300) {
+            ((try? String(contentsOfFile: sourceLog, encoding: .utf8)) ?? "").contains("FERRY-GUEST: exit=")
+        }
+        let console = ((try? String(contentsOfFile: sourceLog, encoding: .utf8)) ?? "").replacingOccurrences(of: "\r", with: "")
+        try #require(exited, "the guest did not finish at the source:\n\(console)\nsource daemon:\n\(source.log)")
+        #expect(console.contains("FERRY-GUEST: exit=0"), "\(console)")
+        let written = Self.lines(export + "/log.txt")
+        #expect(written == (0..<written.count).map { "line \($0)" }, "log.txt is not lines 0…\(written.count - 1) in order")
+        #expect(console.contains("lines=\(written.count)"), "\(console)")
+        #expect(source.stop() == 0, "source daemon:\n\(source.log)")
     }
 }
 
