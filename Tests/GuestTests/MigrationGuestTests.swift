@@ -200,6 +200,76 @@ extension MigrationGuestTests {
     }
 }
 
+extension MigrationGuestTests {
+    /// `ferry serve` with one POSIX export of `export` on `socket`.
+    static func serve(export: String, name: String) throws -> (daemon: Daemon, socket: String) {
+        let top = try makeTemporaryDirectory("ferry-migration-serve-\(name)")
+        let config = top + "/config"
+        try FileManager.default.createDirectory(atPath: config + "/tenants", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: top + "/run", withIntermediateDirectories: true)
+        try "control_socket = \"\(top)/run/control.sock\"\n".write(toFile: config + "/ferry.toml", atomically: true, encoding: .utf8)
+        try """
+            name = "guest"
+            [[export]]
+            name = "data"
+            tag = "ferry"
+            socket = "\(top)/run/data.sock"
+            queues = \(GuestMachine.linux612.queues)
+            [export.backend]
+            kind = "posix"
+            path = "\(export)"
+            """.write(toFile: config + "/tenants/guest.toml", atomically: true, encoding: .utf8)
+        return (try Daemon.serve(config: config, socket: top + "/run/data.sock"), top + "/run/data.sock")
+    }
+
+    /// The same move between two `ferry serve` daemons: the destination host's daemon takes
+    /// the incoming state on the export's socket.
+    @Test(.timeLimit(.minutes(15)))
+    func aGuestMigratesBetweenTwoFerryServeDaemons() throws {
+        guard try Self.requireMigratingQEMU() else { return }
+        let image = try Guest.image(for: .linux6_12)
+        let export = try makeTemporaryDirectory("ferry-migration-export")
+        let top = try makeTemporaryDirectory("ferry-migration")
+        let source = try Self.serve(export: export, name: "source")
+        let destination = try Self.serve(export: export, name: "destination")
+        let monitorPath = top + "/source.monitor", incoming = top + "/incoming.sock"
+        let sourceLog = top + "/source-console.log", destinationLog = top + "/destination-console.log"
+        let sourcePID = try Self.startGuest(socket: source.socket, log: sourceLog,
+                                            extra: "-monitor unix:\(monitorPath),server,nowait", image: image)
+        defer { kill(sourcePID, SIGKILL) }
+        let destinationPID = try Self.startGuest(socket: destination.socket, log: destinationLog,
+                                                 extra: "-incoming unix:\(incoming)", image: image)
+        defer { kill(destinationPID, SIGKILL) }
+        try #require(Self.waitFor(300) { Self.lines(export + "/log.txt").count >= 50 }, "the guest never wrote 50 lines at the source")
+        #expect(Self.waitFor(30) { FileManager.default.fileExists(atPath: incoming) }, "the destination QEMU is not listening")
+
+        let monitor = try QEMUMonitor(path: monitorPath)
+        _ = try monitor.command("migrate -d unix:\(incoming)")
+        var status = ""
+        let finished = Self.waitFor(300) {
+            status = (try? monitor.command("info migrate")) ?? ""
+            return status.contains("Migration status: completed") || status.contains("Migration status: failed")
+        }
+        try #require(finished && status.contains("Migration status: completed"),
+                     "migration did not complete: \(status)\nsource:\n\(source.daemon.log)\ndestination:\n\(destination.daemon.log)")
+        let atSwitchOver = Self.lines(export + "/log.txt").count
+        _ = try? monitor.command("quit")
+        #expect(FileManager.default.createFile(atPath: export + "/migrated", contents: nil))
+        let exited = Self.waitFor(300) {
+            ((try? String(contentsOfFile: destinationLog, encoding: .utf8)) ?? "").contains("FERRY-GUEST: exit=")
+        }
+        let console = ((try? String(contentsOfFile: destinationLog, encoding: .utf8)) ?? "").replacingOccurrences(of: "\r", with: "")
+        try #require(exited, "the guest did not finish on the destination:\n\(console)\ndestination:\n\(destination.daemon.log)")
+        #expect(console.contains("FERRY-GUEST: exit=0"), "\(console)")
+        let written = Self.lines(export + "/log.txt")
+        #expect(written == (0..<written.count).map { "line \($0)" }, "log.txt is not lines 0…\(written.count - 1) in order")
+        #expect(written.count >= atSwitchOver + 100, "the destination did not write through the moved fd")
+        #expect(destination.daemon.log.contains("migration state loaded"), "\(destination.daemon.log)")
+        destination.daemon.stop()
+        source.daemon.stop()
+    }
+}
+
 /// QEMU's human monitor on a unix socket: one command at a time, answers read up to the
 /// next `(qemu) ` prompt.
 final class QEMUMonitor {
