@@ -30,7 +30,8 @@ private func run(_ executable: String, _ arguments: [String]) throws -> Finished
                     stderr: String(decoding: stderr, as: UTF8.self))
 }
 
-private let capabilities = "{\n  \"type\": \"fs\",\n  \"features\": [\n    \"separate-options\"\n  ]\n}\n"
+/// libvirt migrates a vhost-user-fs device only when its daemon lists migrate-precopy.
+private let capabilities = "{\n  \"type\": \"fs\",\n  \"features\": [\n    \"migrate-precopy\",\n    \"separate-options\"\n  ]\n}\n"
 
 /// A temporary directory holding a link named `name` to the built ferry.
 private func link(named name: String) throws -> (link: String, directory: String) {
@@ -51,7 +52,7 @@ private func link(named name: String) throws -> (link: String, directory: String
         #expect(result.stderr == "")
         let json = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
         #expect(json?["type"] as? String == "fs")
-        #expect(json?["features"] as? [String] == ["separate-options"])
+        #expect(json?["features"] as? [String] == ["migrate-precopy", "separate-options"])
     }
 
     @Test func linkNamedVirtiofsd() throws {
