@@ -187,13 +187,14 @@ final class Daemon {
         return try Daemon(executable: ferry, arguments: ["serve", "--config", config], socket: socket, logPath: dir + "/serve.log")
     }
 
-    /// `ferry serve` with one tenant and one POSIX export of a fresh directory, `keys` (TOML
-    /// lines) added to its `[[export]]`; ready once its socket exists.
-    static func serveOnePOSIXExport(keys: String = "") throws -> (daemon: Daemon, export: String) {
+    /// `ferry serve` with one tenant and one POSIX export of `directory` (default: a fresh
+    /// one), `keys` (TOML lines) added to its `[[export]]`; ready once its socket exists.
+    static func serveOnePOSIXExport(keys: String = "", directory: String? = nil) throws -> (daemon: Daemon, export: String) {
         let top = try makeTemporaryDirectory("ferry-serve-guest")
         let config = top + "/config"
+        let export = directory ?? top + "/export"
         try FileManager.default.createDirectory(atPath: config + "/tenants", withIntermediateDirectories: true)
-        try FileManager.default.createDirectory(atPath: top + "/export", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: export, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: top + "/run", withIntermediateDirectories: true)
         try "control_socket = \"\(top)/run/control.sock\"\n".write(toFile: config + "/ferry.toml", atomically: true, encoding: .utf8)
         try """
@@ -205,9 +206,9 @@ final class Daemon {
             \(keys)
             [export.backend]
             kind = "posix"
-            path = "\(top)/export"
+            path = "\(export)"
             """.write(toFile: config + "/tenants/guest.toml", atomically: true, encoding: .utf8)
-        return (try serve(config: config, socket: top + "/run/data.sock"), top + "/export")
+        return (try serve(config: config, socket: top + "/run/data.sock"), export)
     }
 
     /// The reference C virtiofsd (QEMU 7.2): serves one guest, then exits.
