@@ -134,6 +134,9 @@ final class GuestMigration {
                        lines: number(after: "lines="), bad: number(after: " bad="))
     }
 
+    func finishOnDestination() throws -> Outcome { try finish(on: .destination) }
+    func finishOnSource() throws -> Outcome { try finish(on: .source) }
+
     /// The whole move of a writing guest: it migrates, keeps writing through the same fd
     /// at the destination, and every line is there in order. Returns the guest's outcome.
     @discardableResult
