@@ -13,6 +13,7 @@ extension DriverExportHandler {
     func loadMigrationState(_ state: [UInt8], _ options: MigrationOptions) throws(MigrationError) -> MigrationLoadReport {
         try server.loadMigrationState(state, options)
     }
+    func migrationResumedAtSource() { server.migrationResumedAtSource() }
 }
 
 extension POSIXExportHandler: MigratableHandler {}

@@ -154,6 +154,18 @@ public protocol FileSystemDriver: AnyObject, Sendable {
     func migratedFile(_ identity: [UInt8], _ options: MigrationOptions) throws(Errno) -> File
     func migrationIdentity(ofDirectory directory: Directory, _ options: MigrationOptions) throws(Errno) -> [UInt8]
     func migratedDirectory(_ identity: [UInt8], _ options: MigrationOptions) throws(Errno) -> Directory
+    /// Source, right after its state was saved (every ring stopped): whatever the backend
+    /// holds for another writer to see (written-behind data, pending metadata) is made
+    /// durable and any exclusive claim on the backend given up. Throwing refuses the save:
+    /// the migration fails and the guest runs on here.
+    func migrationSaved() throws(Errno)
+    /// Destination, once every node of a migrated state was found and before it is
+    /// installed: the backend's exclusive claim is taken. Throwing refuses the state.
+    func migrationWillLoad() throws(Errno)
+    /// Source, when the front-end restarts the rings after the state was saved (the
+    /// migration failed and the guest resumes here): take back what `migrationSaved` gave
+    /// up, or refuse writes, before any request is served.
+    func migrationResumedAtSource()
 }
 
 extension FileSystemDriver {

@@ -9,4 +9,7 @@ extension FileSystemDriver {
     public func migratedFile(_ identity: [UInt8], _ options: MigrationOptions) throws(Errno) -> File { throw .notImplemented }
     public func migrationIdentity(ofDirectory directory: Directory, _ options: MigrationOptions) throws(Errno) -> [UInt8] { throw .notImplemented }
     public func migratedDirectory(_ identity: [UInt8], _ options: MigrationOptions) throws(Errno) -> Directory { throw .notImplemented }
+    public func migrationSaved() throws(Errno) {}
+    public func migrationWillLoad() throws(Errno) {}
+    public func migrationResumedAtSource() {}
 }

@@ -50,6 +50,9 @@ public protocol MigratableHandler: AnyObject, Sendable {
     var canMigrate: Bool { get }
     func saveMigrationState(_ options: MigrationOptions) throws(MigrationError) -> [UInt8]
     func loadMigrationState(_ state: [UInt8], _ options: MigrationOptions) throws(MigrationError) -> MigrationLoadReport
+    /// The rings start again after a save, without a load: the migration failed and the
+    /// guest resumes on this (source) daemon.
+    func migrationResumedAtSource()
 }
 
 /// The state's byte layout, little-endian throughout. docs/migration.md is its

@@ -48,6 +48,11 @@ extension FUSEServer: MigratableHandler {
         unidentified += saveHandles(directories.migrationSnapshot(), into: &w) { open in
             [try? driver.migrationIdentity(ofDirectory: open.directory, options), try? driver.migrationIdentity(ofNode: open.inode, options)]
         }
+        // The guest stays stopped from here; if the migration fails, the transport calls
+        // `migrationResumedAtSource` before the rings run again.
+        do { try driver.migrationSaved() } catch {
+            throw MigrationError("the backend could not hand the export over: \(error)")
+        }
         logger.info("migration state saved", metadata: [
             "bytes": "\(w.bytes.count)", "nodes": "\(nodes.count)", "files": "\(files.count)",
             "directories": "\(directories.count)", "unidentified": "\(unidentified)",
@@ -134,7 +139,11 @@ extension FUSEServer: MigratableHandler {
         report.directories = restoredDirectories.filter { if case .open = $0 { true } else { false } }.count
         guard r.atEnd else { throw MigrationError("\(state.count - r.offset) bytes after the end of the state") }
 
-        // Everything found: install it all at once.
+        // Everything found: the backend takes the export over (a RADOS lease), then
+        // everything is installed at once.
+        do { try driver.migrationWillLoad() } catch {
+            throw MigrationError("the backend could not take the export over: \(error)")
+        }
         nodes.restore(restored, nextGeneration: nextGeneration)
         files.restore(restoredFiles)
         directories.restore(restoredDirectories)
@@ -144,6 +153,11 @@ extension FUSEServer: MigratableHandler {
             "failed": "\(report.failed)",
         ])
         return report
+    }
+
+    public func migrationResumedAtSource() {
+        logger.notice("the migration failed after the state was saved; resuming on this daemon")
+        driver.migrationResumedAtSource()
     }
 
     /// Writes one handle table's slots; `identities` gives a value's identities (all or the

@@ -34,7 +34,9 @@ public final class RADOSInode: @unchecked Sendable {
 /// An open regular file.
 public final class RADOSFile: @unchecked Sendable {
     let inode: RADOSInode
-    init(_ inode: RADOSInode) { self.inode = inode }
+    /// The OPEN (or CREATE) flags: what a migration reopens it with.
+    let flags: Int32
+    init(_ inode: RADOSInode, flags: Int32) { self.inode = inode; self.flags = flags }
 }
 
 /// An open directory: the snapshot READDIR pages through (taken at offset 0).

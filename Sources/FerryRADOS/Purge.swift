@@ -22,6 +22,9 @@ extension RADOSDriver {
     @discardableResult
     public func drainPurges() throws(Errno) -> Int {
         try purgeLock.withLock { () throws(Errno) -> Int in
+            // The writer purges; a standby or a server that handed the export over leaves
+            // the queue to it.
+            guard meta.locked({ lease != nil }) else { return 0 }
             let queued: [UInt64]
             switch RADOSObjectMap.queued(pool) {
             case .failure(let e):

@@ -46,7 +46,7 @@ extension RADOSDriver {
                 try persist(inode)
             }
             inode.openCount += 1
-            return OpenedFile(file: RADOSFile(inode))
+            return OpenedFile(file: RADOSFile(inode, flags: flags))
         }
     }
 
@@ -54,7 +54,7 @@ extension RADOSDriver {
         try meta.withLock { () throws(Errno) -> (Entry, OpenedFile<RADOSFile>) in
             let inode = try makeNode(parent, name, mode: FileMode.regular | (mode & 0o7777), caller)
             inode.openCount += 1
-            return (entry(inode), OpenedFile(file: RADOSFile(inode)))
+            return (entry(inode), OpenedFile(file: RADOSFile(inode, flags: flags)))
         }
     }
 

@@ -14,8 +14,14 @@ public struct RADOSOptions: Sendable {
     /// Removes unlinked files in the background (tests turn it off to stop a server between
     /// an unlink and its purge, as a crash would).
     public var purgeInBackground = true
-    public init(readOnly: Bool = false, leaseSeconds: Int = 30, purgeInBackground: Bool = true) {
+    /// Whether the server may start as a migration standby (docs/migration.md, "The RADOS
+    /// lease at switch-over"): without the lease, refusing writes, until a migrated state
+    /// arrives and it takes the lease over.
+    public enum Standby: Sendable { case never, always, whenLeased }
+    public var standby = Standby.never
+    public init(readOnly: Bool = false, leaseSeconds: Int = 30, purgeInBackground: Bool = true, standby: Standby = .never) {
         self.readOnly = readOnly; self.leaseSeconds = leaseSeconds; self.purgeInBackground = purgeInBackground
+        self.standby = standby
     }
 }
 
@@ -32,7 +38,13 @@ public final class RADOSDriver: FileSystemDriver, @unchecked Sendable {
 
     public let pool: RADOSPool
     let superblock: Superblock
-    let lease: Lease?
+    /// The lease while this server is the writer; nil when read-only, a migration standby,
+    /// or after it handed the export over. Guarded by `meta`.
+    var lease: Lease?
+    /// The namespace's generation (its root's, random at format): part of every migration
+    /// identity, so an inode number from another file system is refused.
+    let namespaceGeneration: UInt64
+    private var purgeStarted = false
     let options: RADOSOptions
     let logger: Logger
     let meta = Lock()
@@ -55,43 +67,67 @@ public final class RADOSDriver: FileSystemDriver, @unchecked Sendable {
         superblock = try RADOSFormat.superblock(pool)
         self.options = options
         self.logger = logger
+        guard case .success(let rootBytes?) = pool.xattr(Layout.inodeObject(Layout.rootIno), Layout.inodeXattr),
+              let rootRecord = InodeRecord(decoding: rootBytes) else {
+            throw RADOSError(EIO, explanation: "\(pool.target): the root directory's inode record is missing or damaged; run ferry fsck")
+        }
+        namespaceGeneration = rootRecord.generation
+        intentSequence = UInt64.random(in: 0...(UInt64.max >> 16))
         if options.readOnly {
-            lease = nil
             if superblock.version < Layout.formatVersion {
                 throw RADOSError(EINVAL, explanation: "\(pool.target) holds format \(superblock.version), which a read-only server "
                                  + "cannot upgrade: serve it once read-write, or run ferry fsck --repair")
             }
-        } else {
-            let lease = try Lease(pool: pool, seconds: options.leaseSeconds, purpose: "ferry server")
-            self.lease = lease
-            if let fencing = lease.fencing { logger.notice("\(fencing)") }
-            do {
-                if superblock.version < Layout.formatVersion {
-                    let mapped = try RADOSFormat.upgrade(pool)
-                    logger.notice("upgraded \(pool.target) to format \(Layout.formatVersion): \(mapped) data objects now in object maps")
-                }
-                try RADOSIntents.finishAll(pool, shards: superblock.shards, logger: logger)
-            } catch {
-                lease.release()
-                throw error
-            }
+            return
         }
-        intentSequence = UInt64.random(in: 0...(UInt64.max >> 16))
-        if let lease {
-            lease.onTick = { [weak self] in
-                guard let self else { return }
-                do { try self.writeBackAll() } catch { self.logger.error("write-back at lease renewal failed; retried at the next") }
-                self.purgeWorker.wake()
+        if options.standby == .always {
+            logger.notice("\(pool.target): waiting as a migration standby, without the lease")
+            return
+        }
+        let lease: Lease
+        do throws(RADOSError) {
+            lease = try Lease(pool: pool, seconds: options.leaseSeconds, purpose: "ferry server")
+        } catch {
+            guard error.code == EBUSY, options.standby == .whenLeased else { throw error }
+            // Another daemon serves it: this one may be a migration's destination, which
+            // takes the lease when the state arrives (and answers writes EIO until then).
+            logger.notice("\(pool.target) is served by another ferry: waiting as a migration standby (\(error))")
+            return
+        }
+        try startWriting(lease)
+    }
+
+    /// Becomes the writer with `lease` (just taken): fences and recovers what a previous
+    /// holder left (format upgrade, half-done renames, queued purges), then renews.
+    func startWriting(_ lease: Lease) throws(RADOSError) {
+        if let fencing = lease.fencing { logger.notice("\(fencing)") }
+        do {
+            if superblock.version < Layout.formatVersion {
+                let mapped = try RADOSFormat.upgrade(pool)
+                logger.notice("upgraded \(pool.target) to format \(Layout.formatVersion): \(mapped) data objects now in object maps")
             }
-            lease.startRenewing()
-            if options.purgeInBackground {
+            try RADOSIntents.finishAll(pool, shards: superblock.shards, logger: logger)
+        } catch {
+            lease.release()
+            throw error
+        }
+        lease.onTick = { [weak self] in
+            guard let self else { return }
+            do { try self.writeBackAll() } catch { self.logger.error("write-back at lease renewal failed; retried at the next") }
+            self.purgeWorker.wake()
+        }
+        lease.startRenewing()
+        meta.locked { self.lease = lease }
+        if options.purgeInBackground {
+            if !purgeStarted {
+                purgeStarted = true
                 purgeWorker.start { [weak self] in
                     guard let self else { return }
                     do { try self.drainPurges() } catch { self.logger.error("purging unlinked files: \(error); retried later") }
                 }
-                // What a previous holder left queued.
-                purgeWorker.wake()
             }
+            // What a previous holder left queued.
+            purgeWorker.wake()
         }
     }
 
@@ -99,8 +135,10 @@ public final class RADOSDriver: FileSystemDriver, @unchecked Sendable {
     /// the next holder sees the last state that reached RADOS (as after a crash).
     public func close() {
         purgeWorker.stop()
-        do { try writeBackAll() } catch { logger.error("closing \(pool.target): some attributes were not written back") }
-        lease?.release()
+        if meta.locked({ lease }) != nil {
+            do { try writeBackAll() } catch { logger.error("closing \(pool.target): some attributes were not written back") }
+        }
+        meta.locked { lease }?.release()
     }
 
     deinit {
@@ -112,7 +150,12 @@ public final class RADOSDriver: FileSystemDriver, @unchecked Sendable {
 
     func checkWritable() throws(Errno) {
         if options.readOnly { throw .readOnly }
-        if let lease, !lease.isValid {
+        guard let lease else {
+            // A standby, or a source that handed the export over: another daemon writes.
+            logger.error("\(pool.target): this server does not hold the lease (a migration standby, or handed over); refusing writes")
+            throw .io
+        }
+        if !lease.isValid {
             logger.error("the lease on \(pool.target) was lost; refusing writes")
             throw .io
         }
@@ -121,7 +164,8 @@ public final class RADOSDriver: FileSystemDriver, @unchecked Sendable {
     /// The inode `ino`, from memory or from its object; ENOENT when it has none.
     func loadInode(_ ino: UInt64) throws(Errno) -> RADOSInode {
         if let known = inodes[ino]?.inode, !known.removed {
-            if options.readOnly, !known.dirty { try refresh(known) }
+            // Without the lease another server may have changed it.
+            if lease == nil, !known.dirty { try refresh(known) }
             return known
         }
         switch pool.xattr(Layout.inodeObject(ino), Layout.inodeXattr) {
@@ -155,6 +199,8 @@ public final class RADOSDriver: FileSystemDriver, @unchecked Sendable {
 
     /// Writes the record now (assert_exists: a removed inode is never brought back).
     func persist(_ inode: RADOSInode) throws(Errno) {
+        // Never unfenced: a server without the lease writes nothing.
+        try checkWritable()
         let record = inode.record.encoded()
         let rc = pool.write(Layout.inodeObject(inode.ino)) { op in
             op.assertExists()
@@ -367,7 +413,7 @@ public final class RADOSDriver: FileSystemDriver, @unchecked Sendable {
 
     public func getattr(_ inode: RADOSInode, _ file: RADOSFile?, _ caller: Credentials) throws(Errno) -> Attributes {
         try meta.withLock { () throws(Errno) -> Attributes in
-            if options.readOnly, !inode.removed { try refresh(inode) }
+            if lease == nil, !inode.removed { try refresh(inode) }
             return attributes(inode)
         }
     }

@@ -56,6 +56,9 @@ final class VhostUserFSDevice: @unchecked Sendable {
     private var logFD: Int32 = -1
     /// The state transfer SET_DEVICE_STATE_FD began; CHECK_DEVICE_STATE ends it.
     private var transfer: (StateTransfer, DeviceStateTransfer.Direction)?
+    /// The state was saved and no ring ran since: a ring starting now means the migration
+    /// failed and the guest resumes here (the handler takes back what the save gave up).
+    private var savedSinceRingsRan = false
 
     private let brokenFlag = Atomic<Bool>(false)
     private let reasonLock = Mutex<String?>(nil)
@@ -278,6 +281,10 @@ final class VhostUserFSDevice: @unchecked Sendable {
                 if q.kickFD >= 0 { close(q.kickFD); q.kickFD = -1 }
                 guard fd >= 0 else { return fail("polling mode (no kick fd) is not supported, queue \(index)") }
                 q.kickFD = fd
+                if savedSinceRingsRan, let migratable {
+                    savedSinceRingsRan = false
+                    migratable.migrationResumedAtSource()
+                }
                 return startWorker(q) ? .none(succeeded: true) : fail("queue \(index) has no rings in guest memory")
             case .setVringCall:
                 writeLocked {
@@ -387,6 +394,7 @@ final class VhostUserFSDevice: @unchecked Sendable {
                 close(fd)
                 return refuse("saving the export's state failed: \(error)")
             }
+            savedSinceRingsRan = true
             started = StateTransfer(fd: fd, .save(state))
         case .load:
             started = StateTransfer(fd: fd, .load)
