@@ -350,10 +350,14 @@ public final class RADOSDriver: FileSystemDriver, @unchecked Sendable {
         inode.record.ctime = Timestamp.now()
         guard inode.record.nlink == 0 else { return try persist(inode) }
         try enqueuePurge(inode)
-        // Nothing of it is written again: the record goes with the purge.
-        inode.dirty = false
-        dirtyInodes[inode.ino] = nil
-        if inode.openCount == 0 { purgeWorker.wake() }
+        if inode.openCount == 0 {
+            // Nothing of it is written again: the record goes with the purge.
+            inode.dirty = false
+            dirtyInodes[inode.ino] = nil
+            purgeWorker.wake()
+        }
+        // Still open: its size and times stay due for write-back, so a migration's
+        // destination, which reads the record, sees the bytes written before the unlink.
     }
 
     /// Removes a directory with no names left: its shards first, its object last.
