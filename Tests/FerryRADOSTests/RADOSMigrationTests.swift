@@ -100,4 +100,117 @@ struct RADOSMigrationTests {
         #expect(moved.release(tmp.node, fh: tmp.fh) == 0)
         #expect(try destination.driver.drainPurges() == 1)
     }
+
+    @Test func aStandbyNeitherTakesNorBreaksTheLeaseOfALiveSource() throws {
+        let target = try freshTarget("mig-standby")
+        let source = try Side(target)
+        let guest = FUSEWire(source.server)
+        let file = guest.create("f")
+        let standby = try Side(target, standby: .always)
+        #expect(throws: Errno.io) { _ = try withName("nope") { try standby.driver.mkdir(standby.driver.root().inode, $0, mode: 0o755, root) } }
+        #expect(source.holdsTheLease && !standby.holdsTheLease)
+        #expect(guest.write(file.node, fh: file.fh, at: 0, "one").written == 3)
+
+        // A state whose source then resumed (the migration failed) reaches the standby:
+        // the source serves, so the standby waits its bounded time and refuses the state.
+        let state = try source.server.saveMigrationState(Self.options)
+        source.server.migrationResumedAtSource()
+        #expect(source.holdsTheLease)
+        #expect(throws: MigrationError.self) { _ = try standby.server.loadMigrationState(state, Self.options) }
+        #expect(source.holdsTheLease && !standby.holdsTheLease)
+        #expect(guest.write(file.node, fh: file.fh, at: 3, " two").written == 4)
+        #expect(guest.read(file.node, fh: file.fh).text == "one two")
+    }
+
+    @Test func aSourceResumingAfterAFailedMigrationTakesItsLeaseBackOrWritesNothing() throws {
+        let target = try freshTarget("mig-resume")
+        let source = try Side(target)
+        let guest = FUSEWire(source.server)
+        let file = guest.create("f")
+        #expect(guest.write(file.node, fh: file.fh, at: 0, "before").written == 6)
+        _ = try source.server.saveMigrationState(Self.options)
+        #expect(guest.write(file.node, fh: file.fh, at: 6, " lost").error == -EIO)
+        // The destination never loaded it: QEMU resumes the source, whose rings start again.
+        source.server.migrationResumedAtSource()
+        #expect(source.holdsTheLease)
+        #expect(guest.write(file.node, fh: file.fh, at: 6, " after").written == 6)
+        #expect(guest.read(file.node, fh: file.fh).text == "before after")
+
+        // Saved again, and this time another server took the namespace meanwhile: the
+        // source cannot take the lease back, so it answers errors instead of writing unfenced.
+        _ = try source.server.saveMigrationState(Self.options)
+        let other = try Side(target)
+        source.server.migrationResumedAtSource()
+        #expect(!source.holdsTheLease && other.holdsTheLease)
+        #expect(guest.write(file.node, fh: file.fh, at: 12, " never").error == -EIO)
+        #expect(guest.create("g").error == -EIO)
+        let otherGuest = FUSEWire(other.server)
+        let seen = otherGuest.lookup("f")
+        #expect(otherGuest.size(seen.nodeID).size == 12)
+    }
+
+    @Test(arguments: MigrationOptions.OnError.allCases)
+    func aFileRemovedBetweenSaveAndLoadFailsTheMigrationOrAnswersEIO(onError: MigrationOptions.OnError) throws {
+        let target = try freshTarget("mig-gone-\(onError.rawValue)")
+        let source = try Side(target)
+        let guest = FUSEWire(source.server)
+        let gone = guest.create("gone"), kept = guest.create("kept")
+        let destination = try Side(target, standby: .whenLeased)
+        let state = try source.server.saveMigrationState(Self.options)
+        // Between save and load the file's inode goes (another writer, or fsck).
+        let ino = try withName("gone") { try source.driver.lookup(source.driver.root().inode, $0, root).key }
+        #expect(source.driver.pool.remove(Layout.inodeObject(ino)) == 0)
+        let options = MigrationOptions(onError: onError)
+        switch onError {
+        case .abort:
+            #expect(throws: MigrationError.self) { _ = try destination.server.loadMigrationState(state, options) }
+            // Refused before the destination took anything: the source takes its lease back.
+            #expect(!destination.holdsTheLease)
+            source.server.migrationResumedAtSource()
+            #expect(source.holdsTheLease)
+            #expect(guest.write(kept.node, fh: kept.fh, at: 0, "kept").written == 4)
+        case .guestError:
+            let report = try destination.server.loadMigrationState(state, options)
+            #expect(report.failed == 2, "\(report)")     // the node and its open file
+            #expect(destination.holdsTheLease)
+            let moved = FUSEWire(destination.server, initialize: false)
+            #expect(moved.size(gone.node).error == -EIO)
+            #expect(moved.write(gone.node, fh: gone.fh, at: 0, "x").error == -EIO)
+            #expect(moved.write(kept.node, fh: kept.fh, at: 0, "kept").written == 4)
+            #expect(moved.release(gone.node, fh: gone.fh) == 0)
+        }
+    }
+
+    @Test func anInodeNumberOfAnotherNamespaceIsRefusedNeverAnotherFile() throws {
+        let first = try freshTarget("mig-ns-a"), second = try freshTarget("mig-ns-b")
+        let source = try Side(first)
+        let guest = FUSEWire(source.server)
+        let a = guest.create("a")
+        #expect(guest.write(a.node, fh: a.fh, at: 0, "first namespace").written == 15)
+        // The other namespace has a file with the same inode number (both allocators start alike).
+        let elsewhere = try Side(second)
+        let b = FUSEWire(elsewhere.server).create("b")
+        #expect(b.error == 0)
+        elsewhere.driver.close()
+        let ino = try withName("a") { try source.driver.lookup(source.driver.root().inode, $0, root).key }
+        let inoThere = try withName("b") { try elsewhere.driver.lookup(elsewhere.driver.root().inode, $0, root).key }
+        #expect(ino == inoThere)
+        let state = try source.server.saveMigrationState(Self.options)
+        let destination = try Side(second, standby: .always)
+        #expect(throws: MigrationError.self) { _ = try destination.server.loadMigrationState(state, Self.options) }
+        #expect(!destination.holdsTheLease)
+
+        // Identities that are not what the source writes are refused, whatever their length.
+        let node = try source.driver.migrationIdentity(
+            ofNode: try withName("a") { try source.driver.lookup(source.driver.root().inode, $0, root).inode }, Self.options)
+        #expect(node.count == RADOSDriver.nodeIdentitySize)
+        for bad in [[], Array(node.dropLast()), node + [0], [2] + node.dropFirst()] {
+            #expect(throws: Errno.self) { _ = try source.driver.migratedNode(bad, Self.options) }
+        }
+        var wrongType = node
+        wrongType[2] = 0x40     // S_IFDIR (0x4000) where the file is S_IFREG (0x8000)
+        #expect(throws: Errno.stale) { _ = try source.driver.migratedNode(wrongType, Self.options) }
+        #expect(throws: Errno.self) { _ = try source.driver.migratedDirectory([1] + [UInt8](repeating: 0xff, count: 4) + node, Self.options) }
+        #expect(throws: Errno.self) { _ = try source.driver.migratedFile([1, 0, 0, 0, 0] + [255, 255, 255, 255], Self.options) }
+    }
 }
