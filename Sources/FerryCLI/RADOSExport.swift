@@ -118,11 +118,13 @@ final class RADOSExportHandler: DriverExportHandler, @unchecked Sendable {
     }
 }
 
-func openRADOSExport(_ source: RADOSSource, policy: ExportPolicy, logger: Logger) throws(CLIError) -> any ServedExport {
+func openRADOSExport(_ source: RADOSSource, policy: ExportPolicy, logger: Logger,
+                     migrationStandby: Bool = false) throws(CLIError) -> any ServedExport {
     let driver: RADOSDriver
     do {
         driver = try RADOSDriver(target: source.target,
-                                 options: RADOSOptions(readOnly: policy.readOnly, leaseSeconds: source.leaseSeconds),
+                                 options: RADOSOptions(readOnly: policy.readOnly, leaseSeconds: source.leaseSeconds,
+                                                       standby: migrationStandby ? .whenLeased : .never),
                                  logger: logger)
     } catch {
         throw CLIError("cannot serve \(source): \(error)")

@@ -83,7 +83,10 @@ enum Source: CustomStringConvertible {
 
 /// Opens `source` for serving under `policy`: the driver, the server core, and the
 /// concrete handler that specialises the request path for that driver.
-func openExport(_ source: Source, policy: ExportPolicy, posix: POSIXOptions, logger: Logger) throws(CLIError) -> any ServedExport {
+/// `migrationStandby`: a RADOS export whose lease another daemon holds opens as a
+/// migration standby instead of failing (docs/migration.md).
+func openExport(_ source: Source, policy: ExportPolicy, posix: POSIXOptions, logger: Logger,
+                migrationStandby: Bool = false) throws(CLIError) -> any ServedExport {
     switch source {
     case .directory(let path):
         do {
@@ -95,7 +98,7 @@ func openExport(_ source: Source, policy: ExportPolicy, posix: POSIXOptions, log
     case .nfs(let nfs):
         return try openNFSExport(nfs, policy: policy, logger: logger)
     case .rados(let rados):
-        return try openRADOSExport(rados, policy: policy, logger: logger)
+        return try openRADOSExport(rados, policy: policy, logger: logger, migrationStandby: migrationStandby)
     }
 }
 

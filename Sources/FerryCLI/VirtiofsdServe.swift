@@ -41,7 +41,9 @@ func serveVirtiofsd(_ plan: VirtiofsdPlan) throws(CLIError) {
     for s in [SIGINT, SIGTERM, SIGHUP, SIGUSR1] { sigaddset(&signals, s) }
     pthread_sigmask(SIG_BLOCK, &signals, nil)
 
-    let server = try openExport(parsed, policy: plan.policy, posix: plan.posixOptions, logger: logger)
+    // A rados:// export another daemon holds: this one may be a migration's destination
+    // (QEMU -incoming), which waits as a standby and takes the lease with the state.
+    let server = try openExport(parsed, policy: plan.policy, posix: plan.posixOptions, logger: logger, migrationStandby: true)
 
     let backend: VirtiofsdBackend
     do {
