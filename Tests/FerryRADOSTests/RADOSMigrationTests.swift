@@ -213,4 +213,32 @@ struct RADOSMigrationTests {
         #expect(throws: Errno.self) { _ = try source.driver.migratedDirectory([1] + [UInt8](repeating: 0xff, count: 4) + node, Self.options) }
         #expect(throws: Errno.self) { _ = try source.driver.migratedFile([1, 0, 0, 0, 0] + [255, 255, 255, 255], Self.options) }
     }
+
+    /// A source that dies between its write-back and its release at save leaves the lease
+    /// held by no one alive: the destination waits for it to expire, takes it, and fences
+    /// the dead holder (blocklisted: nothing it still had in flight can land).
+    @Test func aDestinationTakesTheLeaseOfASourceThatDiedHoldingItAndFencesIt() throws {
+        let target = try freshTarget("mig-dead-source")
+        let source = try Side(target)
+        let guest = FUSEWire(source.server)
+        let file = guest.create("f")
+        #expect(guest.write(file.node, fh: file.fh, at: 0, "acknowledged").written == 12)
+        let destination = try Side(target, standby: .whenLeased)
+        let state = try source.server.saveMigrationState(Self.options)
+        // What a source dying just before its release leaves: a held lease nobody renews,
+        // and its address as the holder.
+        let deadPool = try RADOSPool(target)
+        let dead = try Lease(pool: deadPool, seconds: Self.leaseSeconds, purpose: "a source that died")
+        #expect(dead.isValid && !destination.holdsTheLease)
+
+        _ = try destination.server.loadMigrationState(state, Self.options)
+        #expect(destination.holdsTheLease)
+        #expect(destination.driver.lease?.fencing?.contains("fenced the previous holder") == true,
+                "\(destination.driver.lease?.fencing ?? "no fencing")")
+        // The dead holder's writes are refused by the OSDs now.
+        #expect(deadPool.write(Layout.superObject) { $0.setxattr("ferry.test", [1]) } < 0)
+        let moved = FUSEWire(destination.server, initialize: false)
+        #expect(moved.read(file.node, fh: file.fh).text == "acknowledged")
+        #expect(moved.write(file.node, fh: file.fh, at: 12, " and more").written == 9)
+    }
 }
