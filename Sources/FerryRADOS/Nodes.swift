@@ -55,7 +55,7 @@ final class Lock: @unchecked Sendable {
     deinit { pthread_mutex_destroy(mutex); mutex.deallocate() }
 
     @inline(__always)
-    func withLock<T>(_ body: () throws(Errno) -> T) throws(Errno) -> T {
+    func withLock<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         return try body()

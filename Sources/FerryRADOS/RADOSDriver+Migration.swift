@@ -110,7 +110,7 @@ extension RADOSDriver {
         guard let held = meta.locked({ lease }) else { return }
         try writeBackAll()
         // No purge pass is between its check of the lease and its removals when it goes.
-        purgeLock.locked { meta.locked { lease = nil } }
+        purgeLock.locked { meta.locked { lease = nil; handedOver = true } }
         held.release()
         logger.notice("\(pool.target): migration state saved, everything written back, lease released")
     }
@@ -150,8 +150,12 @@ extension RADOSDriver {
             }
         }
         // Another server wrote meanwhile: nothing cached here is known to be current.
-        meta.locked { forgetCachedState() }
-        do { try startWriting(taken!) } catch {
+        do {
+            try meta.withLock { () throws(RADOSError) in
+                forgetCachedState()
+                try startWriting(taken!)
+            }
+        } catch {
             logger.error("\(pool.target): \(why), but recovering after the previous holder failed: \(error)")
             throw .io
         }
@@ -160,7 +164,7 @@ extension RADOSDriver {
 
     /// Re-reads every record held in memory and drops cached names and block maps. Called
     /// with `meta` held, before this server writes anything.
-    private func forgetCachedState() {
+    func forgetCachedState() {
         for (ino, weak) in inodes {
             guard let inode = weak.inode else { inodes[ino] = nil; continue }
             inode.mappedBlocks.removeAll()

@@ -41,6 +41,11 @@ public final class RADOSDriver: FileSystemDriver, @unchecked Sendable {
     /// The lease while this server is the writer; nil when read-only, a migration standby,
     /// or after it handed the export over. Guarded by `meta`.
     var lease: Lease?
+    /// This server gave the lease to a migration's destination (guarded by `meta`): only
+    /// `migrationResumedAtSource` takes it back, never a request.
+    var handedOver = false
+    /// When a standby last tried to take the lease for a request (guarded by `meta`).
+    var lastStandbyAttempt = -Double.infinity
     /// The namespace's generation (its root's, random at format): part of every migration
     /// identity, so an inode number from another file system is refused.
     let namespaceGeneration: UInt64
@@ -94,11 +99,12 @@ public final class RADOSDriver: FileSystemDriver, @unchecked Sendable {
             logger.notice("\(pool.target) is served by another ferry: waiting as a migration standby (\(error))")
             return
         }
-        try startWriting(lease)
+        try meta.withLock { () throws(RADOSError) in try startWriting(lease) }
     }
 
     /// Becomes the writer with `lease` (just taken): fences and recovers what a previous
-    /// holder left (format upgrade, half-done renames, queued purges), then renews.
+    /// holder left (format upgrade, half-done renames, queued purges), then renews. Called
+    /// with `meta` held.
     func startWriting(_ lease: Lease) throws(RADOSError) {
         if let fencing = lease.fencing { logger.notice("\(fencing)") }
         do {
@@ -117,7 +123,8 @@ public final class RADOSDriver: FileSystemDriver, @unchecked Sendable {
             self.purgeWorker.wake()
         }
         lease.startRenewing()
-        meta.locked { self.lease = lease }
+        self.lease = lease
+        handedOver = false
         if options.purgeInBackground {
             if !purgeStarted {
                 purgeStarted = true
@@ -150,6 +157,7 @@ public final class RADOSDriver: FileSystemDriver, @unchecked Sendable {
 
     func checkWritable() throws(Errno) {
         if options.readOnly { throw .readOnly }
+        if lease == nil && !handedOver { takeLeaseForRequests() }
         guard let lease else {
             // A standby, or a source that handed the export over: another daemon writes.
             logger.error("\(pool.target): this server does not hold the lease (a migration standby, or handed over); refusing writes")
@@ -159,6 +167,21 @@ public final class RADOSDriver: FileSystemDriver, @unchecked Sendable {
             logger.error("the lease on \(pool.target) was lost; refusing writes")
             throw .io
         }
+    }
+
+    /// A standby that gets requests serves a guest of its own, not a migration (QEMU starts
+    /// no ring on the incoming side before the state is loaded): it becomes the writer as
+    /// soon as the lease is free (its holder stopped, or its lease expired and is fenced
+    /// here), as a server started then would have. At most one attempt a second. Called
+    /// with `meta` held.
+    private func takeLeaseForRequests() {
+        let now = monotonicSeconds()
+        guard now - lastStandbyAttempt >= 1 else { return }
+        lastStandbyAttempt = now
+        guard let taken = try? Lease(pool: pool, seconds: options.leaseSeconds, purpose: "ferry server") else { return }
+        forgetCachedState()
+        do { try startWriting(taken) } catch { logger.error("\(pool.target): took the lease, but recovering failed: \(error)") }
+        if lease != nil { logger.notice("\(pool.target): the lease was free; this standby serves its own guest as the writer") }
     }
 
     /// The inode `ino`, from memory or from its object; ENOENT when it has none.

@@ -241,4 +241,36 @@ struct RADOSMigrationTests {
         #expect(moved.read(file.node, fh: file.fh).text == "acknowledged")
         #expect(moved.write(file.node, fh: file.fh, at: 12, " and more").written == 9)
     }
+
+    /// A `ferry virtiofsd` started while another daemon holds the lease waits as a standby;
+    /// if what connects is a guest of its own rather than a migration, it takes the lease as
+    /// soon as it is free. A source that handed its export over never does.
+    @Test func aStandbyServingItsOwnGuestBecomesTheWriterOnceTheLeaseIsFreeButAHandedOverSourceNever() throws {
+        let target = try freshTarget("mig-standby-own")
+        let holder = try Side(target)
+        let standby = try Side(target, standby: .whenLeased)
+        let guest = FUSEWire(standby.server)
+        #expect(guest.create("early").error == -EIO)
+        holder.driver.close()
+        // One attempt a second at most: poll within a generous bound.
+        var made = guest.create("later")
+        let deadline = monotonicSeconds() + 30
+        while made.error != 0 && monotonicSeconds() < deadline {
+            usleep(200_000)
+            made = guest.create("later")
+        }
+        #expect(made.error == 0)
+        #expect(standby.holdsTheLease)
+
+        // The new writer hands over: however many requests reach it afterwards (another
+        // guest of a `ferry serve` export), it does not try to take the lease again.
+        _ = try standby.server.saveMigrationState(Self.options)
+        standby.driver.meta.locked { standby.driver.lastStandbyAttempt = -.infinity }
+        #expect(guest.write(made.node, fh: made.fh, at: 0, "x").error == -EIO)
+        #expect(guest.create("never").error == -EIO)
+        #expect(standby.driver.meta.locked { standby.driver.lastStandbyAttempt } == -.infinity)
+        // The lease was free all along: the next server takes it.
+        let next = try Side(target)
+        #expect(next.holdsTheLease && !standby.holdsTheLease)
+    }
 }
