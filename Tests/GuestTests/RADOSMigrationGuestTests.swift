@@ -56,7 +56,7 @@ struct RADOSMigrationGuestTests {
         // What libvirt does then: resume the source.
         let resumed = try migration.sourceMonitor.command("cont")
         #expect(!resumed.contains("Error"), "\(resumed)")
-        let outcome = try migration.finish(on: .source)
+        let outcome = try migration.finishOnSource()
         try #require(outcome.exited, "the guest did not finish at the source:\n\(outcome.console)\nsource daemon:\n\(source.log)")
         #expect(outcome.status == 0, "\(outcome.console)\nsource daemon:\n\(source.log)")
         #expect(outcome.bad == 0, "lines out of place: \(outcome.console)")
