@@ -1,0 +1,160 @@
+import FerryTestSupport
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Live migrations that fail, with a real 6.12 guest under QEMU 10 (TCG) between two
+/// `ferry serve` daemons (`GuestMigration` runs the guest: it appends "line N" through one
+/// open fd). Whatever breaks, the guest is never left with a silently different file: it
+/// runs on at the source with its fd working, or, with `on_error = "guest-error"`, runs at
+/// the destination where only what could not be found answers EIO.
+@Suite("Live migration failures", .serialized, .requires(.root, .qemu))
+struct MigrationFailureGuestTests {
+    /// `ferry serve` with one POSIX export of `directory`, `[export.migration]` set to `migration`.
+    struct Served {
+        let daemon: Daemon
+        let config: String
+        let socket: String
+
+        init(_ directory: String, migration: String = "") throws {
+            let top = try makeTemporaryDirectory("ferry-migration-failure")
+            config = top + "/config"
+            socket = top + "/run/data.sock"
+            for d in [config + "/tenants", top + "/run"] { try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true) }
+            try "control_socket = \"\(top)/run/control.sock\"\n".write(toFile: config + "/ferry.toml", atomically: true, encoding: .utf8)
+            try """
+                name = "guest"
+                [[export]]
+                name = "data"
+                tag = "ferry"
+                socket = "\(socket)"
+                queues = \(GuestMachine.linux612.queues)
+                [export.migration]
+                \(migration)
+                [export.backend]
+                kind = "posix"
+                path = "\(directory)"
+                """.write(toFile: config + "/tenants/guest.toml", atomically: true, encoding: .utf8)
+            daemon = try Daemon.serve(config: config, socket: socket)
+        }
+
+        /// `ferry exports list --json`'s state and migrating state of the export.
+        func states() -> (state: String?, migration: String?) {
+            guard let out = try? runToCompletion(try BuiltProducts.require("ferry"), ["exports", "list", "--config", config, "--json"]),
+                  let list = try? JSONSerialization.jsonObject(with: Data(out.output.utf8)) as? [[String: Any]],
+                  let export = list.first else { return (nil, nil) }
+            return (export["state"] as? String, export["migration"] as? String)
+        }
+
+        var context: String { "daemon log:\n\(daemon.log)" }
+    }
+
+    static func isRunning(_ monitor: QEMUMonitor) -> Bool {
+        ((try? monitor.command("info status")) ?? "").contains("VM status: running")
+    }
+
+    /// The stream breaks while guest memory is being copied (the destination QEMU is killed;
+    /// the copy is slowed so there is time to): the source's migration fails, its guest
+    /// never stopped, and the export stops logging; the guest writes on through the same fd.
+    @Test(.timeLimit(.minutes(15)))
+    func aMigrationStreamThatBreaksLeavesTheGuestWritingAtTheSource() throws {
+        try GuestMigration.requireMigratingQEMU()
+        let export = try makeTemporaryDirectory("ferry-migration-export")
+        let source = try Served(export), destination = try Served(export)
+        let m = try GuestMigration(source: source.socket, destination: destination.socket)
+        try m.waitUntilWriting()
+
+        _ = try m.sourceMonitor.command("migrate_set_parameter max-bandwidth 4M")
+        _ = try m.sourceMonitor.command("migrate -d unix:\(m.incoming)")
+        // While memory is copied, the source export logs the pages it writes, and says so.
+        let logging = GuestMigration.waitFor(120) { source.states().migration == "migrating-out" }
+        let info = (try? m.sourceMonitor.command("info migrate")) ?? ""
+        try #require(logging && info.contains("Migration status: active"),
+                     "the source never showed migrating-out during the copy: \(source.states()) \(info)\n\(source.context)")
+        kill(m.destinationPID, SIGKILL)
+
+        let status = try m.waitForMigrationToEnd()
+        #expect(status.contains("Migration status: failed"), "\(status)")
+        #expect(Self.isRunning(m.sourceMonitor))
+        // QEMU's clean-up turned logging off: the export just serves its guest again.
+        #expect(GuestMigration.waitFor(60) { source.states() == ("guest connected", nil) }, "\(source.states())")
+        #expect(destination.states() == ("listening", nil), "\(destination.states())")
+
+        let atFailure = m.progress(.source)
+        let outcome = try m.finish(on: .source)
+        try #require(outcome.exited, "the guest did not finish at the source:\n\(outcome.console)\n\(source.context)")
+        #expect(outcome.status == 0 && outcome.bad == 0, "\(outcome.console)\n\(source.context)")
+        #expect((outcome.lines ?? 0) >= atFailure + 100, "the guest did not write on at the source: \(outcome.console)")
+        #expect(destination.daemon.log.contains("migration state loaded") == false, "\(destination.context)")
+        source.daemon.stop()
+        destination.daemon.stop()
+    }
+
+    static func lines(_ path: String) -> [String] {
+        ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+    }
+
+    /// The destination host's view of the share lacks the file the guest holds open (an
+    /// empty directory: find-paths finds nothing), and its export aborts on what it cannot
+    /// find: the destination refuses the state, QEMU's migration fails, and the guest runs on
+    /// at the source with its fd working.
+    @Test(.timeLimit(.minutes(15)))
+    func aDestinationThatRefusesTheStateLeavesTheGuestRunningAtTheSource() throws {
+        try GuestMigration.requireMigratingQEMU()
+        let export = try makeTemporaryDirectory("ferry-migration-export")
+        let elsewhere = try makeTemporaryDirectory("ferry-migration-empty")
+        let source = try Served(export), destination = try Served(elsewhere, migration: "on_error = \"abort\"")
+        let m = try GuestMigration(source: source.socket, destination: destination.socket)
+        try m.waitUntilWriting()
+
+        let status = try m.migrate(after: ["migrate_set_capability return-path on"])
+        let destinationGone = GuestMigration.waitFor(120) { kill(m.destinationPID, 0) != 0 }
+        #expect(destinationGone && m.console(.destination).contains("load of migration failed"), "\(m.console(.destination))")
+        #expect(destination.daemon.log.contains("the migrated state was refused"), "\(destination.context)")
+        #expect(status.contains("Migration status: failed"), "\(status)")
+        #expect(Self.isRunning(m.sourceMonitor), "\((try? m.sourceMonitor.command("info status")) ?? "")")
+
+        let atFailure = m.progress(.source)
+        let outcome = try m.finish(on: .source)
+        try #require(outcome.exited, "the guest did not finish at the source:\n\(outcome.console)\n\(source.context)")
+        #expect(outcome.status == 0 && outcome.bad == 0, "\(outcome.console)\n\(source.context)")
+        #expect((outcome.lines ?? 0) >= atFailure + 100, "the guest did not write on at the source: \(outcome.console)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: elsewhere).isEmpty)
+        source.daemon.stop()
+        destination.daemon.stop()
+    }
+
+    /// The same share without the file, with `on_error = "guest-error"`: the migration
+    /// completes, the guest runs at the destination, and only its fd on the file that could
+    /// not be found answers EIO; the rest of its session (its mount, sync, unmount) works.
+    @Test(.timeLimit(.minutes(15)))
+    func withGuestErrorOnlyTheFdOfTheMissingFileAnswersEIOAtTheDestination() throws {
+        try GuestMigration.requireMigratingQEMU()
+        let export = try makeTemporaryDirectory("ferry-migration-export")
+        let elsewhere = try makeTemporaryDirectory("ferry-migration-empty")
+        let source = try Served(export), destination = try Served(elsewhere, migration: "on_error = \"guest-error\"")
+        let m = try GuestMigration(source: source.socket, destination: destination.socket)
+        try m.waitUntilWriting()
+
+        let status = try m.migrate()
+        try #require(status.contains("Migration status: completed"), "\(status)\n\(destination.context)")
+        _ = try? m.sourceMonitor.command("quit")
+        // The guest's next write, at the destination, fails; the program reports it and ends.
+        let ended = GuestMigration.waitFor(300) { m.console(.destination).contains("FERRY-GUEST: exit=") }
+        let console = m.console(.destination)
+        try #require(ended, "the guest did not end at the destination:\n\(console)\n\(destination.context)")
+        #expect(console.contains("write failed at") && console.contains("Input/output error"), "\(console)")
+        #expect(console.contains("FERRY-GUEST: exit=1"), "\(console)")
+        #expect(console.contains("FERRY-GUEST: umounted"), "\(console)")
+        #expect(destination.daemon.log.contains("migration state loaded"), "\(destination.context)")
+        // Nothing was written anywhere else: the source's file holds what was written there,
+        // in order, and the destination's directory stays empty.
+        let written = Self.lines(export + "/log.txt")
+        #expect(!written.isEmpty && written == (0..<written.count).map { "line \($0)" })
+        #expect(try FileManager.default.contentsOfDirectory(atPath: elsewhere).isEmpty)
+        source.daemon.stop()
+        destination.daemon.stop()
+    }
+}
