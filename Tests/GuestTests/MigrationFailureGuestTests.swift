@@ -157,4 +157,39 @@ struct MigrationFailureGuestTests {
         source.daemon.stop()
         destination.daemon.stop()
     }
+
+    /// The source's daemon is killed while guest memory is copied. Ferry has no restart
+    /// that keeps a session, and QEMU's vhost-user-fs does not reconnect to a back-end, so
+    /// what is true, and tested, is this: QEMU's migration fails at switch-over (the
+    /// back-end's state cannot be asked for) rather than hang, the VM stays running at the
+    /// source, the destination QEMU gives up on its incomplete stream and exits, and the
+    /// destination daemon is back to listening with no state taken, ready for another
+    /// attempt. The guest's file requests at the source wait for a back-end that never comes
+    /// back (not asserted: a wait); the file holds exactly the lines written, in order.
+    @Test(.timeLimit(.minutes(15)))
+    func aSourceDaemonKilledMidMigrationFailsItAndLeavesTheVMRunningAtTheSource() throws {
+        try GuestMigration.requireMigratingQEMU()
+        let export = try makeTemporaryDirectory("ferry-migration-export")
+        let source = try Served(export), destination = try Served(export)
+        let m = try GuestMigration(source: source.socket, destination: destination.socket)
+        try m.waitUntilWriting()
+
+        _ = try m.sourceMonitor.command("migrate_set_parameter max-bandwidth 4M")
+        _ = try m.sourceMonitor.command("migrate -d unix:\(m.incoming)")
+        let logging = GuestMigration.waitFor(120) { source.states().migration == "migrating-out" }
+        try #require(logging, "the source never showed migrating-out: \(source.states())\n\(source.context)")
+        kill(source.daemon.process.processIdentifier, SIGKILL)
+
+        let status = try m.waitForMigrationToEnd()
+        #expect(status.contains("Migration status: failed"), "\(status)")
+        #expect(m.console(.source).contains("Error saving back-end state"), "\(m.console(.source))")
+        #expect(Self.isRunning(m.sourceMonitor), "\((try? m.sourceMonitor.command("info status")) ?? "")")
+        let destinationGone = GuestMigration.waitFor(120) { kill(m.destinationPID, 0) != 0 }
+        #expect(destinationGone && m.console(.destination).contains("load of migration failed"), "\(m.console(.destination))")
+        #expect(GuestMigration.waitFor(60) { destination.states() == ("listening", nil) }, "\(destination.states())")
+        #expect(!destination.daemon.log.contains("migration state loaded"), "\(destination.context)")
+        let written = Self.lines(export + "/log.txt")
+        #expect(!written.isEmpty && written == (0..<written.count).map { "line \($0)" })
+        destination.daemon.stop()
+    }
 }
