@@ -16,28 +16,13 @@ struct MigrationFailureGuestTests {
     struct Served {
         let daemon: Daemon
         let config: String
-        let socket: String
+        var socket: String { daemon.socket }
 
         init(_ directory: String, migration: String = "") throws {
-            let top = try makeTemporaryDirectory("ferry-migration-failure")
-            config = top + "/config"
-            socket = top + "/run/data.sock"
-            for d in [config + "/tenants", top + "/run"] { try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true) }
-            try "control_socket = \"\(top)/run/control.sock\"\n".write(toFile: config + "/ferry.toml", atomically: true, encoding: .utf8)
-            try """
-                name = "guest"
-                [[export]]
-                name = "data"
-                tag = "ferry"
-                socket = "\(socket)"
-                queues = \(GuestMachine.linux612.queues)
-                [export.migration]
-                \(migration)
-                [export.backend]
-                kind = "posix"
-                path = "\(directory)"
-                """.write(toFile: config + "/tenants/guest.toml", atomically: true, encoding: .utf8)
-            daemon = try Daemon.serve(config: config, socket: socket)
+            daemon = try Daemon.serveOnePOSIXExport(
+                keys: "queues = \(GuestMachine.linux612.queues)\n[export.migration]\n\(migration)", directory: directory).daemon
+            // serveOnePOSIXExport keeps the configuration beside the sockets' directory.
+            config = URL(fileURLWithPath: daemon.socket).deletingLastPathComponent().deletingLastPathComponent().path + "/config"
         }
 
         /// `ferry exports list --json`'s state and migrating state of the export.
@@ -55,6 +40,18 @@ struct MigrationFailureGuestTests {
         ((try? monitor.command("info status")) ?? "").contains("VM status: running")
     }
 
+    /// Starts the migration with the copy of guest memory slowed (4 MiB/s: a 512 MiB guest
+    /// takes minutes), so a test has the time to break something while it runs; returns once
+    /// the source export shows `migrating-out` (its device logs the pages it writes).
+    static func startSlowedMigration(_ m: GuestMigration, from source: Served) throws {
+        _ = try m.sourceMonitor.command("migrate_set_parameter max-bandwidth 4M")
+        _ = try m.sourceMonitor.command("migrate -d unix:\(m.incoming)")
+        let logging = GuestMigration.waitFor(120) { source.states().migration == "migrating-out" }
+        let info = (try? m.sourceMonitor.command("info migrate")) ?? ""
+        try #require(logging && info.contains("Migration status: active"),
+                     "the source never showed migrating-out during the copy: \(source.states()) \(info)\n\(source.context)")
+    }
+
     /// The stream breaks while guest memory is being copied (the destination QEMU is killed;
     /// the copy is slowed so there is time to): the source's migration fails, its guest
     /// never stopped, and the export stops logging; the guest writes on through the same fd.
@@ -66,13 +63,7 @@ struct MigrationFailureGuestTests {
         let m = try GuestMigration(source: source.socket, destination: destination.socket)
         try m.waitUntilWriting()
 
-        _ = try m.sourceMonitor.command("migrate_set_parameter max-bandwidth 4M")
-        _ = try m.sourceMonitor.command("migrate -d unix:\(m.incoming)")
-        // While memory is copied, the source export logs the pages it writes, and says so.
-        let logging = GuestMigration.waitFor(120) { source.states().migration == "migrating-out" }
-        let info = (try? m.sourceMonitor.command("info migrate")) ?? ""
-        try #require(logging && info.contains("Migration status: active"),
-                     "the source never showed migrating-out during the copy: \(source.states()) \(info)\n\(source.context)")
+        try Self.startSlowedMigration(m, from: source)
         kill(m.destinationPID, SIGKILL)
 
         let status = try m.waitForMigrationToEnd()
@@ -83,7 +74,7 @@ struct MigrationFailureGuestTests {
         #expect(destination.states() == ("listening", nil), "\(destination.states())")
 
         let atFailure = m.progress(.source)
-        let outcome = try m.finish(on: .source)
+        let outcome = try m.finishOnSource()
         try #require(outcome.exited, "the guest did not finish at the source:\n\(outcome.console)\n\(source.context)")
         #expect(outcome.status == 0 && outcome.bad == 0, "\(outcome.console)\n\(source.context)")
         #expect((outcome.lines ?? 0) >= atFailure + 100, "the guest did not write on at the source: \(outcome.console)")
@@ -117,7 +108,7 @@ struct MigrationFailureGuestTests {
         #expect(Self.isRunning(m.sourceMonitor), "\((try? m.sourceMonitor.command("info status")) ?? "")")
 
         let atFailure = m.progress(.source)
-        let outcome = try m.finish(on: .source)
+        let outcome = try m.finishOnSource()
         try #require(outcome.exited, "the guest did not finish at the source:\n\(outcome.console)\n\(source.context)")
         #expect(outcome.status == 0 && outcome.bad == 0, "\(outcome.console)\n\(source.context)")
         #expect((outcome.lines ?? 0) >= atFailure + 100, "the guest did not write on at the source: \(outcome.console)")
@@ -142,7 +133,8 @@ struct MigrationFailureGuestTests {
         try #require(status.contains("Migration status: completed"), "\(status)\n\(destination.context)")
         _ = try? m.sourceMonitor.command("quit")
         // The guest's next write, at the destination, fails; the program reports it and ends.
-        let ended = GuestMigration.waitFor(300) { m.console(.destination).contains("FERRY-GUEST: exit=") }
+        // Up to the unmount that follows the program's end ("umounted" or "umount-failed").
+        let ended = GuestMigration.waitFor(300) { m.console(.destination).contains("FERRY-GUEST: umount") }
         let console = m.console(.destination)
         try #require(ended, "the guest did not end at the destination:\n\(console)\n\(destination.context)")
         #expect(console.contains("write failed at") && console.contains("Input/output error"), "\(console)")
@@ -174,10 +166,7 @@ struct MigrationFailureGuestTests {
         let m = try GuestMigration(source: source.socket, destination: destination.socket)
         try m.waitUntilWriting()
 
-        _ = try m.sourceMonitor.command("migrate_set_parameter max-bandwidth 4M")
-        _ = try m.sourceMonitor.command("migrate -d unix:\(m.incoming)")
-        let logging = GuestMigration.waitFor(120) { source.states().migration == "migrating-out" }
-        try #require(logging, "the source never showed migrating-out: \(source.states())\n\(source.context)")
+        try Self.startSlowedMigration(m, from: source)
         kill(source.daemon.process.processIdentifier, SIGKILL)
 
         let status = try m.waitForMigrationToEnd()
