@@ -36,6 +36,31 @@ struct MigrationFailureGuestTests {
         var context: String { "daemon log:\n\(daemon.log)" }
     }
 
+    /// A guest writing at the source, a `ferry serve` of a fresh directory, and a
+    /// destination QEMU waiting on another `ferry serve`: of the same directory, or of
+    /// `destinationDirectory` (another host's view of the share), with `[export.migration]`
+    /// keys `destinationMigration`.
+    static func writingGuest(destinationDirectory: String? = nil, destinationMigration: String = "") throws
+        -> (export: String, source: Served, destination: Served, m: GuestMigration) {
+        try GuestMigration.requireMigratingQEMU()
+        let export = try makeTemporaryDirectory("ferry-migration-export")
+        let source = try Served(export)
+        let destination = try Served(destinationDirectory ?? export, migration: destinationMigration)
+        let m = try GuestMigration(source: source.socket, destination: destination.socket)
+        try m.waitUntilWriting()
+        return (export, source, destination, m)
+    }
+
+    /// The guest, still at the source after the failed migration, writes 100 lines more
+    /// through the same fd when told, and finds every line in order.
+    static func expectGuestFinishesAtTheSource(_ m: GuestMigration, _ source: Served) throws {
+        let atFailure = m.progress(.source)
+        let outcome = try m.finishOnSource()
+        try #require(outcome.exited, "the guest did not finish at the source:\n\(outcome.console)\n\(source.context)")
+        #expect(outcome.status == 0 && outcome.bad == 0, "\(outcome.console)\n\(source.context)")
+        #expect((outcome.lines ?? 0) >= atFailure + 100, "the guest did not write on at the source: \(outcome.console)")
+    }
+
     static func isRunning(_ monitor: QEMUMonitor) -> Bool {
         ((try? monitor.command("info status")) ?? "").contains("VM status: running")
     }
@@ -57,11 +82,7 @@ struct MigrationFailureGuestTests {
     /// never stopped, and the export stops logging; the guest writes on through the same fd.
     @Test(.timeLimit(.minutes(15)))
     func aMigrationStreamThatBreaksLeavesTheGuestWritingAtTheSource() throws {
-        try GuestMigration.requireMigratingQEMU()
-        let export = try makeTemporaryDirectory("ferry-migration-export")
-        let source = try Served(export), destination = try Served(export)
-        let m = try GuestMigration(source: source.socket, destination: destination.socket)
-        try m.waitUntilWriting()
+        let (_, source, destination, m) = try Self.writingGuest()
 
         try Self.startSlowedMigration(m, from: source)
         kill(m.destinationPID, SIGKILL)
@@ -73,11 +94,7 @@ struct MigrationFailureGuestTests {
         #expect(GuestMigration.waitFor(60) { source.states() == ("guest connected", nil) }, "\(source.states())")
         #expect(destination.states() == ("listening", nil), "\(destination.states())")
 
-        let atFailure = m.progress(.source)
-        let outcome = try m.finishOnSource()
-        try #require(outcome.exited, "the guest did not finish at the source:\n\(outcome.console)\n\(source.context)")
-        #expect(outcome.status == 0 && outcome.bad == 0, "\(outcome.console)\n\(source.context)")
-        #expect((outcome.lines ?? 0) >= atFailure + 100, "the guest did not write on at the source: \(outcome.console)")
+        try Self.expectGuestFinishesAtTheSource(m, source)
         #expect(destination.daemon.log.contains("migration state loaded") == false, "\(destination.context)")
         source.daemon.stop()
         destination.daemon.stop()
@@ -93,12 +110,8 @@ struct MigrationFailureGuestTests {
     /// at the source with its fd working.
     @Test(.timeLimit(.minutes(15)))
     func aDestinationThatRefusesTheStateLeavesTheGuestRunningAtTheSource() throws {
-        try GuestMigration.requireMigratingQEMU()
-        let export = try makeTemporaryDirectory("ferry-migration-export")
         let elsewhere = try makeTemporaryDirectory("ferry-migration-empty")
-        let source = try Served(export), destination = try Served(elsewhere, migration: "on_error = \"abort\"")
-        let m = try GuestMigration(source: source.socket, destination: destination.socket)
-        try m.waitUntilWriting()
+        let (_, source, destination, m) = try Self.writingGuest(destinationDirectory: elsewhere, destinationMigration: "on_error = \"abort\"")
 
         let status = try m.migrate(after: ["migrate_set_capability return-path on"])
         let destinationGone = GuestMigration.waitFor(120) { kill(m.destinationPID, 0) != 0 }
@@ -107,11 +120,7 @@ struct MigrationFailureGuestTests {
         #expect(status.contains("Migration status: failed"), "\(status)")
         #expect(Self.isRunning(m.sourceMonitor), "\((try? m.sourceMonitor.command("info status")) ?? "")")
 
-        let atFailure = m.progress(.source)
-        let outcome = try m.finishOnSource()
-        try #require(outcome.exited, "the guest did not finish at the source:\n\(outcome.console)\n\(source.context)")
-        #expect(outcome.status == 0 && outcome.bad == 0, "\(outcome.console)\n\(source.context)")
-        #expect((outcome.lines ?? 0) >= atFailure + 100, "the guest did not write on at the source: \(outcome.console)")
+        try Self.expectGuestFinishesAtTheSource(m, source)
         #expect(try FileManager.default.contentsOfDirectory(atPath: elsewhere).isEmpty)
         source.daemon.stop()
         destination.daemon.stop()
@@ -122,12 +131,8 @@ struct MigrationFailureGuestTests {
     /// not be found answers EIO; the rest of its session (its mount, sync, unmount) works.
     @Test(.timeLimit(.minutes(15)))
     func withGuestErrorOnlyTheFdOfTheMissingFileAnswersEIOAtTheDestination() throws {
-        try GuestMigration.requireMigratingQEMU()
-        let export = try makeTemporaryDirectory("ferry-migration-export")
         let elsewhere = try makeTemporaryDirectory("ferry-migration-empty")
-        let source = try Served(export), destination = try Served(elsewhere, migration: "on_error = \"guest-error\"")
-        let m = try GuestMigration(source: source.socket, destination: destination.socket)
-        try m.waitUntilWriting()
+        let (export, source, destination, m) = try Self.writingGuest(destinationDirectory: elsewhere, destinationMigration: "on_error = \"guest-error\"")
 
         let status = try m.migrate()
         try #require(status.contains("Migration status: completed"), "\(status)\n\(destination.context)")
@@ -160,11 +165,7 @@ struct MigrationFailureGuestTests {
     /// back (not asserted: a wait); the file holds exactly the lines written, in order.
     @Test(.timeLimit(.minutes(15)))
     func aSourceDaemonKilledMidMigrationFailsItAndLeavesTheVMRunningAtTheSource() throws {
-        try GuestMigration.requireMigratingQEMU()
-        let export = try makeTemporaryDirectory("ferry-migration-export")
-        let source = try Served(export), destination = try Served(export)
-        let m = try GuestMigration(source: source.socket, destination: destination.socket)
-        try m.waitUntilWriting()
+        let (export, source, destination, m) = try Self.writingGuest()
 
         try Self.startSlowedMigration(m, from: source)
         kill(source.daemon.process.processIdentifier, SIGKILL)
