@@ -50,13 +50,16 @@ final class Daemon: @unchecked Sendable {
         var removed: [String] = []
         /// Unchanged exports that were in error and were started again.
         var retried: [String] = []
+        /// Exports changed in place, their guests untouched: only `[export.migration]` changed.
+        var updated: [String] = []
         var unchanged: [String] = []
     }
 
     /// Reads the configuration directory again. A configuration with any problem is
     /// rejected whole and the running one stays; otherwise exports that are new start,
     /// removed ones stop (after their in-flight requests), changed ones restart, and every
-    /// other export, with its guest, is left alone.
+    /// other export, with its guest, is left alone. `[export.migration]` is not part of what
+    /// restarts an export (its fingerprint): it is changed in place, for the next migration.
     func reload() -> ReloadOutcome {
         state.withLock { s in
             let loaded: Configuration
@@ -97,8 +100,13 @@ final class Daemon: @unchecked Sendable {
             var order: [String] = []
             for w in wanted {
                 order.append(w.key)
-                if s.exports[w.key] != nil, !restart.contains(w.key), !retry.contains(w.key) {
-                    outcome.unchanged.append(w.key)
+                if let running = s.exports[w.key], !restart.contains(w.key), !retry.contains(w.key) {
+                    if running.migration != w.export.migration {
+                        running.updateMigration(w.export.migration)
+                        outcome.updated.append(w.key)
+                    } else {
+                        outcome.unchanged.append(w.key)
+                    }
                     continue
                 }
                 let fresh = DaemonExport(tenant: w.tenant, config: w.export, root: root, logger: logger)
@@ -120,6 +128,7 @@ final class Daemon: @unchecked Sendable {
             s.configuration = loaded
             logger.info("configuration reloaded", metadata: [
                 "added": "\(outcome.added)", "changed": "\(outcome.changed)", "removed": "\(outcome.removed)",
+                "updated": "\(outcome.updated)",
                 "unchanged": "\(outcome.unchanged.count)",
             ])
             return outcome

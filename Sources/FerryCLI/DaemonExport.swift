@@ -24,8 +24,10 @@ final class DaemonExport: @unchecked Sendable {
         /// Why the export is not serving, when it could not start.
         var failure: String?
         var stopRequested = false
+        /// `[export.migration]` as last configured: a reload may change it in place.
+        var migration: MigrationOptions
     }
-    private let running = Mutex(Running())
+    private let running: Mutex<Running>
     /// Opens the backend, then accepts the VMM on the socket, until `stop()`.
     private var thread: pthread_t?
 
@@ -47,6 +49,7 @@ final class DaemonExport: @unchecked Sendable {
         self.tenant = tenant
         self.config = config
         self.fingerprint = config.fingerprint
+        running = Mutex(Running(migration: config.migration))
         var logger = logger
         logger[metadataKey: "tenant"] = "\(tenant)"
         logger[metadataKey: "export"] = "\(config.name)"
@@ -86,8 +89,9 @@ final class DaemonExport: @unchecked Sendable {
         let backend: VhostUserFSBackend
         do {
             try createParentDirectory(of: config.socket)
-            let options = VhostUserFSOptions(maxRequestQueues: config.queues, threadPoolSize: config.requestThreads,
+            var options = VhostUserFSOptions(maxRequestQueues: config.queues, threadPoolSize: config.requestThreads,
                                              maxWrite: config.maxWrite)
+            options.migration = running.withLock { $0.migration }
             backend = try VhostUserFSBackend(socketPath: config.socket, handler: served, options: options, logger: logger)
         } catch {
             served.shutdown()
@@ -95,7 +99,11 @@ final class DaemonExport: @unchecked Sendable {
             return
         }
         let stopRequested = running.withLock { r in
-            if !r.stopRequested { r.served = served; r.backend = backend }
+            if !r.stopRequested {
+                r.served = served; r.backend = backend
+                // A reload may have changed them while the backend opened.
+                backend.migrationOptions = r.migration
+            }
             return r.stopRequested
         }
         if stopRequested {
@@ -144,6 +152,21 @@ final class DaemonExport: @unchecked Sendable {
         logger.error("export not serving", metadata: ["reason": "\(why)", "retry-in": "\(retry ? "\(retryDelay)s" : "never")"])
     }
 
+    /// `[export.migration]` changed by a reload: the next state transfer uses `options`.
+    /// The guest's connection, its session and a transfer under way are left alone.
+    func updateMigration(_ options: MigrationOptions) {
+        running.withLock { r in
+            r.migration = options
+            r.backend?.migrationOptions = options
+        }
+        logger.info("export migration options changed in place", metadata: [
+            "mode": "\(options.mode.rawValue)", "on_error": "\(options.onError.rawValue)",
+            "verify_handles": "\(options.verifyHandles)", "confirm_paths": "\(options.confirmPaths)",
+        ])
+    }
+
+    var migration: MigrationOptions { running.withLock { $0.migration } }
+
     func retryDue() -> Bool { ferry_monotonic_ns() / 1_000_000_000 >= retryAt.load(ordering: .relaxed) }
     var nextRetryDelay: UInt64 { min(retryDelay * 2, Self.longestRetryDelay) }
 
@@ -160,9 +183,17 @@ final class DaemonExport: @unchecked Sendable {
         }
     }
 
+    /// Where the guest's device is in a live migration; nil when none is under way (or no
+    /// guest is connected).
+    var migrationState: ExportMigrationState? {
+        guard let backend = running.withLock({ $0.backend }), backend.state == .connected else { return nil }
+        return ExportMigrationState(backend.migrationStatus)
+    }
+
     /// What `exports list/show` and the metrics endpoint report.
     func status(withOperations: Bool) -> ExportStatus {
         var status = ExportStatus(tenant: tenant, export: config.name, state: state)
+        status.migration = migrationState
         if let served {
             let snapshot = served.statistics.snapshot()
             status.counters = LiveCounters(
@@ -184,6 +215,8 @@ struct ExportStatus: Codable, Equatable {
     var tenant: String
     var export: String
     var state: String
+    /// Set while the guest is being live-migrated (`ExportMigrationState`).
+    var migration: ExportMigrationState?
     var counters: LiveCounters?
     var operations: [ExportStatistics.OperationCounters]?
 }

@@ -42,7 +42,9 @@ extension ExportConfig {
     }
 
     /// Everything that makes an export what it is, to tell on reload whether it changed
-    /// (where it was written does not count).
+    /// (where it was written does not count). `[export.migration]` is left out: it is read
+    /// only when a migration's state moves, so a reload changes it in place
+    /// (`DaemonExport.updateMigration`) instead of restarting the export under its guest.
     var fingerprint: String {
         [tag, socket, "\(queues)", "\(requestThreads)", "\(readOnly)", cache.rawValue, "\(allowMmap)", "\(xattr)", "\(idMapping)", "\(limits)",
          "\(quota)", "\(qos)", "\(backend)"].joined(separator: "\u{1F}")

@@ -1,5 +1,6 @@
 import ArgumentParser
 import FerryConfig
+import FerryCore
 import Foundation
 
 /// `ferry exports`: what the configuration serves, export by export.
@@ -59,6 +60,8 @@ struct ExportListing: Codable, Equatable {
     var tag: String
     var socket: String
     var state: String
+    /// Set while the export's guest is being live-migrated.
+    var migration: ExportMigrationState?
     var queues: Int
     var readOnly: Bool
     var cache: String
@@ -85,6 +88,9 @@ struct ExportListing: Codable, Equatable {
         }
     }
 
+    /// The state column: the state, and the migrating state while there is one.
+    var displayedState: String { migration.map { "\(state) (\($0.rawValue))" } ?? state }
+
     /// Where the backend's files are, in one phrase.
     var location: String {
         switch backend.kind {
@@ -106,6 +112,7 @@ func exportListings(_ configuration: Configuration, tenant: String?, live: [Expo
         .map { entry in
             let status = byKey["\(entry.tenant.name)/\(entry.export.name)"]
             var listing = ExportListing(tenant: entry.tenant, export: entry.export, state: status?.state ?? "not running")
+            listing.migration = status?.migration
             listing.counters = status?.counters
             return listing
         }
@@ -140,7 +147,7 @@ struct ExportsListCommand: ParsableCommand {
         var header = ["TENANT", "EXPORT", "TAG", "BACKEND", "SOCKET", "STATE", "QUEUES"]
         if live != nil { header += ["OPS", "READ", "WRITTEN", "ERRORS", "OPEN", "INODES"] }
         let rows = [header] + listings.map { l in
-            var row = [l.tenant, l.export, l.tag, "\(l.backend.kind) \(l.location)", l.socket, l.state, "\(l.queues)"]
+            var row = [l.tenant, l.export, l.tag, "\(l.backend.kind) \(l.location)", l.socket, l.displayedState, "\(l.queues)"]
             if live != nil {
                 if let c = l.counters {
                     row += ["\(c.operations)", byteCount(c.bytesRead), byteCount(c.bytesWritten), "\(c.errors)", "\(c.openFiles)", "\(c.inodes)"]
@@ -175,6 +182,7 @@ struct ExportsShowCommand: ParsableCommand {
         let reply = try config.askRunningDaemon(ControlRequest(command: .show, export: name), configuration: configuration)
         let status = reply?.exports?.first
         var listing = ExportListing(tenant: found.tenant, export: found.export, state: status?.state ?? "not running")
+        listing.migration = status?.migration
         listing.counters = status?.counters
         let e = found.export
         var rows: [[String]] = [
@@ -184,12 +192,16 @@ struct ExportsShowCommand: ParsableCommand {
             ["socket", listing.socket],
             ["backend", "\(listing.backend.kind) \(listing.location)"],
             ["state", listing.state],
+        ]
+        if let migrating = listing.migration { rows.append(["migrating", migrating.explanation]) }
+        rows += [
             ["queues", "\(listing.queues)"],
             ["threads per queue", e.requestThreads == 0 ? "0 (requests run on the queue's thread)" : "\(e.requestThreads)"],
             ["read-only", listing.readOnly ? "yes" : "no"],
             ["cache", listing.cache],
             ["xattr", e.xattr ? "on" : "off"],
             ["id mapping", "squash \(e.idMapping.squash.rawValue)"],
+            ["migration", migrationSummary(e.migration)],
         ]
         if let inodes = e.limits.inodes { rows.append(["inode limit", "\(inodes)"]) }
         if let bytes = e.quota.bytes { rows.append(["quota", "\(bytes) bytes"]) }
@@ -227,6 +239,14 @@ struct ExportsShowCommand: ParsableCommand {
         }
         print(renderTable(table))
     }
+}
+
+/// `[export.migration]` in one line: "find-paths, on error abort, verify handles".
+func migrationSummary(_ m: MigrationOptions) -> String {
+    var parts = [m.mode.rawValue, "on error \(m.onError.rawValue)"]
+    if m.verifyHandles { parts.append("verify handles") }
+    if m.confirmPaths { parts.append("confirm paths") }
+    return parts.joined(separator: ", ")
 }
 
 /// Left-aligned columns separated by two spaces.

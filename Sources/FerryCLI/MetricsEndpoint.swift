@@ -29,6 +29,13 @@ func renderMetrics(_ statuses: [ExportStatus]) -> String {
     family("ferry_export_guest_connected", "gauge", "1 while a VMM is connected to the export's socket.") {
         for s in statuses { out += "ferry_export_guest_connected\(labels(s)) \(s.state == "guest connected" ? 1 : 0)\n" }
     }
+    family("ferry_export_migration_state", "gauge", "1 for the live-migration state the export's guest is in (none when no migration is under way).") {
+        for s in statuses {
+            for state in ExportMigrationState.allCases {
+                out += "ferry_export_migration_state\(labels(s, [("state", state.rawValue)])) \(s.migration == state ? 1 : 0)\n"
+            }
+        }
+    }
     let serving = statuses.filter { $0.counters != nil }
     family("ferry_requests_total", "counter", "FUSE requests answered, by operation.") {
         for s in serving { for op in s.operations ?? [] { out += "ferry_requests_total\(labels(s, [("operation", op.name)])) \(op.requests)\n" } }

@@ -151,6 +151,7 @@ struct ReloadCommand: ParsableCommand {
         line("changed (restarted)", outcome.changed)
         line("removed", outcome.removed)
         line("retried (were in error)", outcome.retried)
+        line("migration options updated (guest untouched)", outcome.updated)
         print("unchanged: \(outcome.unchanged.count) export(s)")
     }
 }

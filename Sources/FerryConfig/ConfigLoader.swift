@@ -351,10 +351,13 @@ private struct Loader {
             q.finish(known: ["iops", "bandwidth"])
         }
 
+        var migration = MigrationOptions()
+        if let m = r.table("migration", name: "[export.migration]") { migration = readMigration(m) }
+
         var backend: Backend?
         if let b = r.table("backend", required: true, name: "[export.backend]") { backend = readBackend(b) }
 
-        r.finish(known: ["name", "tag", "socket", "queues", "threads_per_queue", "read_only", "cache", "allow_mmap", "xattr", "id_mapping", "limits", "quota", "qos", "backend"])
+        r.finish(known: ["name", "tag", "socket", "queues", "threads_per_queue", "read_only", "cache", "allow_mmap", "xattr", "id_mapping", "limits", "quota", "qos", "migration", "backend"])
 
         guard let (n, nameAt) = name, let (t, tagAt) = tag, let (s, socketAt) = socket, let backend else { return nil }
         var export = ExportConfig(
@@ -371,7 +374,27 @@ private struct Loader {
         export.limits = limits
         export.quota = quota
         export.qos = qos
+        export.migration = migration
         return export
+    }
+
+    /// `[export.migration]`: `ferry virtiofsd`'s --migration-* options, with its defaults
+    /// (find-paths, abort, neither check) and its rule that the two checks belong to
+    /// find-paths.
+    func readMigration(_ r: TableReader) -> MigrationOptions {
+        var options = MigrationOptions()
+        if let mode = r.choice("mode", MigrationOptions.Mode.self) { options.mode = mode }
+        if let onError = r.choice("on_error", MigrationOptions.OnError.self) { options.onError = onError }
+        options.verifyHandles = r.bool("verify_handles") ?? false
+        options.confirmPaths = r.bool("confirm_paths") ?? false
+        if options.mode == .fileHandles {
+            for key in ["verify_handles", "confirm_paths"] {
+                guard let entry = r.table[key], case .boolean(true) = entry.item.value else { continue }
+                r.problem("\(key) applies to mode = \"find-paths\" only (file handles need no path check)", at: entry.item.position)
+            }
+        }
+        r.finish(known: ["mode", "on_error", "verify_handles", "confirm_paths"])
+        return options
     }
 
     func readIDMapping(_ r: TableReader) -> IDMapping {

@@ -201,6 +201,9 @@ public struct ExportConfig: Sendable {
     public var limits = ExportLimits()
     public var quota = ExportQuota()
     public var qos = ExportQoS()
+    /// `[export.migration]`: how this export's state moves in a live migration (the
+    /// server core's own options, as `ferry virtiofsd --migration-*` sets them).
+    public var migration = MigrationOptions()
     public var backend: Backend
 
     public var location: SourceLocation

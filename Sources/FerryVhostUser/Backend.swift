@@ -161,6 +161,17 @@ public final class VhostUserFSBackend: @unchecked Sendable {
 
     public var connectionsServed: Int { status.withLock { $0.served } }
 
+    /// Where the current front-end's device is in a live migration (nothing while none is
+    /// connected: a new connection starts with a fresh device state).
+    public var migrationStatus: VhostUserMigrationStatus { device.migrationStatus }
+
+    /// The `--migration-*` options of the next device state transfer: a reload changes them
+    /// without touching the guest's connection. A transfer under way keeps its own.
+    public var migrationOptions: MigrationOptions {
+        get { device.migrationOptions }
+        set { device.migrationOptions = newValue }
+    }
+
     /// Stops `run()` (from any thread): the current connection is dropped, `run` returns.
     public func stop() {
         stopping.store(true, ordering: .releasing)

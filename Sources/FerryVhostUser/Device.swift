@@ -55,10 +55,15 @@ final class VhostUserFSDevice: @unchecked Sendable {
     /// SET_LOG_FD's eventfd (kept, never needed: QEMU reads the log when it syncs).
     private var logFD: Int32 = -1
     /// The state transfer SET_DEVICE_STATE_FD began; CHECK_DEVICE_STATE ends it.
-    private var transfer: (StateTransfer, DeviceStateTransfer.Direction)?
+    private var transfer: (StateTransfer, DeviceStateTransfer.Direction, MigrationOptions)?
     /// The state was saved and no ring ran since: a ring starting now means the migration
     /// failed and the guest resumes here (the handler takes back what the save gave up).
     private var savedSinceRingsRan = false
+    /// What `migrationStatus` reports; read by the daemon's reporting thread.
+    private let status = Mutex(VhostUserMigrationStatus())
+    /// `options.migration`, changeable while a guest is served (a configuration reload);
+    /// a transfer keeps the options it began with.
+    private let currentMigrationOptions: Mutex<MigrationOptions>
 
     private let brokenFlag = Atomic<Bool>(false)
     private let reasonLock = Mutex<String?>(nil)
@@ -69,6 +74,7 @@ final class VhostUserFSDevice: @unchecked Sendable {
         self.migratable = migratable
         protocolFeatures = Self.offeredProtocolFeatures | (migratable == nil ? 0 : VhostUserProtocolFeature.deviceState)
         self.options = options
+        currentMigrationOptions = Mutex(options.migration)
         self.logger = logger
         queues = (0...max(1, options.maxRequestQueues)).map { Virtqueue(index: $0) }
         lock = .allocate(capacity: 1)
@@ -128,6 +134,7 @@ final class VhostUserFSDevice: @unchecked Sendable {
             log = nil; activeLog = nil
             if logFD >= 0 { close(logFD); logFD = -1 }
         }
+        status.withLock { $0 = VhostUserMigrationStatus() }
         brokenFlag.store(false, ordering: .releasing)
         reasonLock.withLock { $0 = nil }
         if notifyHandler { handler.connectionLost() }
@@ -384,14 +391,16 @@ final class VhostUserFSDevice: @unchecked Sendable {
         guard t.phase == DeviceStateTransfer.phaseStopped else { return refuse("migration phase \(t.phase)") }
         guard let direction = DeviceStateTransfer.Direction(rawValue: t.direction) else { return refuse("direction \(t.direction)") }
         guard queues.allSatisfy({ !$0.isRunning }) else { return refuse("a ring is still running (the device must be stopped)") }
-        if let (old, _) = transfer { old.cancel(); transfer = nil }
+        if let (old, _, _) = transfer { old.cancel(); transfer = nil }
         let fd = fds.removeFirst()
+        let migration = migrationOptions
         let started: StateTransfer?
         switch direction {
         case .save:
             let state: [UInt8]
-            do { state = try migratable.saveMigrationState(options.migration) } catch {
+            do { state = try migratable.saveMigrationState(migration) } catch {
                 close(fd)
+                record(direction, .failed)
                 return refuse("saving the export's state failed: \(error)")
             }
             savedSinceRingsRan = true
@@ -400,38 +409,57 @@ final class VhostUserFSDevice: @unchecked Sendable {
             started = StateTransfer(fd: fd, .load)
         }
         guard let started else { return refuse("could not start the transfer thread") }
-        transfer = (started, direction)
+        transfer = (started, direction, migration)
+        record(direction, .inProgress)
         logger.info("device state transfer started", metadata: ["direction": "\(direction)"])
         return .payload(Self.bytes(DeviceStateTransfer.replyNoFD))
     }
 
     /// CHECK_DEVICE_STATE: the transfer ended well (and, loading, the state was taken).
     private func endStateTransfer() -> Bool {
-        guard let (t, direction) = transfer, let migratable else {
+        guard let (t, direction, migration) = transfer, let migratable else {
             logger.error("CHECK_DEVICE_STATE without a state transfer")
             return false
         }
         transfer = nil
+        let succeeded: Bool
         switch (t.finish(), direction) {
         case (.failure(let e), _):
             logger.error("device state transfer failed", metadata: ["reason": "\(e)"])
-            return false
+            succeeded = false
         case (.success, .save):
-            return true
+            succeeded = true
         case (.success(let state), .load):
             do {
-                _ = try migratable.loadMigrationState(state, options.migration)
-                return true
+                _ = try migratable.loadMigrationState(state, migration)
+                succeeded = true
             } catch {
                 logger.error("the migrated state was refused; the guest stays on the source", metadata: ["reason": "\(error)"])
-                return false
+                succeeded = false
             }
         }
+        record(direction, succeeded ? .succeeded : .failed)
+        return succeeded
+    }
+
+    private func record(_ direction: DeviceStateTransfer.Direction, _ outcome: VhostUserMigrationStatus.Transfer.Outcome) {
+        status.withLock { $0.transfer = .init(direction: direction == .save ? .save : .load, outcome: outcome) }
+    }
+
+    /// Where the device is in a migration (any thread).
+    var migrationStatus: VhostUserMigrationStatus { status.withLock { $0 } }
+
+    /// The options the next state transfer uses (any thread).
+    var migrationOptions: MigrationOptions {
+        get { currentMigrationOptions.withLock { $0 } }
+        set { currentMigrationOptions.withLock { $0 = newValue } }
     }
 
     /// Logging is on while LOG_ALL is agreed and a log is set. Under the write lock.
     private func updateActiveLog() {
         activeLog = ackedFeatures & VirtioFeature.logAll != 0 ? log : nil
+        let logging = activeLog != nil
+        status.withLock { $0.logging = logging }
     }
 
     /// Whether the workers currently log their writes (tests).
@@ -488,6 +516,7 @@ final class VhostUserFSDevice: @unchecked Sendable {
             return false
         }
         q.thread = t
+        status.withLock { $0.transfer = nil }
         return true
     }
 
