@@ -77,6 +77,12 @@ extension NFSDriver {
         migration.withLock { $0.saved = true }
     }
 
+    /// Bytes of answered writes that only this daemon holds (written behind and not yet
+    /// answered, or written UNSTABLE and not yet committed), over every open file.
+    public var bytesNotYetStable: Int {
+        openFiles.withLock { Array($0.files.values) }.reduce(0) { $0 + $1.uncommittedBytes + $1.writeBehindBytes }
+    }
+
     public func migrationResumedAtSource() {
         migration.withLock { $0.saved = false }
     }
