@@ -133,6 +133,35 @@ struct NFSMigrationTests {
         }
     }
 
+    /// A destination that refuses the state (here: another node is gone) and is then shut
+    /// down leaves the source's hidden names alone: the guest still uses them there.
+    @Test(arguments: [3, 4]) func aRefusedLoadTakesOverNothing(version: Int) throws {
+        let nfs = try NFSTestServer.shared()
+        try nfs.shared {
+            let export = try nfs.makeExport("migrate-refused-v\(version)")
+            let source = try Self.server(export, version: version)
+            let guest = try FUSEClient(source)
+            let (tmp, fh) = try guest.create(1, "tmp", flags: O_RDWR)
+            try guest.write(tmp.nodeID, fh, at: 0, Array("at the source".utf8))
+            try guest.unlink(1, "tmp")
+            // Gone by the time the load reaches it, after the open files: an open directory
+            // whose node the guest forgot.
+            let gone = try guest.mkdir(1, "gone")
+            _ = try guest.opendir(gone.nodeID)
+            try guest.forget(gone.nodeID, 1)
+            let state = try source.saveMigrationState(MigrationOptions())
+            try FileManager.default.removeItem(atPath: export + "/gone")
+            let destination = try Self.server(export, version: version)
+            #expect(throws: MigrationError.self) { _ = try destination.loadMigrationState(state, MigrationOptions()) }
+            // The destination's QEMU exits; its daemon's session ends.
+            destination.connectionLost()
+            #expect(try Self.hiddenNames(in: export).count == 1)
+            #expect(try guest.read(tmp.nodeID, fh, at: 0, 64) == Array("at the source".utf8))
+            try guest.release(tmp.nodeID, fh)
+            #expect(try Self.hiddenNames(in: export).isEmpty)
+        }
+    }
+
     /// A node whose file is gone from the server (a directory removed there: ganesha may
     /// go on serving a removed regular file it still holds open) has a stale handle.
     @Test(arguments: [(3, MigrationOptions.OnError.abort), (3, .guestError), (4, .abort), (4, .guestError)])
