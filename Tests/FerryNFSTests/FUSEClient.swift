@@ -37,11 +37,11 @@ final class FUSEClient {
 
     /// One request; the reply's argument bytes, nil for a request with no reply.
     @discardableResult
-    func call(_ opcode: FUSEOpcode, nodeID: UInt64, _ body: Body = Body()) throws -> [UInt8]? {
+    func call(_ opcode: FUSEOpcode, nodeID: UInt64, _ body: Body = Body(), uid: UInt32 = 0) throws -> [UInt8]? {
         unique += 1
         var h = Body()
         h.u32(UInt32(40 + body.bytes.count)); h.u32(opcode.rawValue); h.u64(unique); h.u64(nodeID)
-        h.u32(0); h.u32(0); h.u32(1); h.u32(0)
+        h.u32(uid); h.u32(uid); h.u32(1); h.u32(0)
         let request = h.bytes + body.bytes
         vector.pointee = iovec(iov_base: scratch.baseAddress! + 16, iov_len: scratch.count - 16)
         var area = ReplyArea(scratch: scratch, readVectors: IOVectors(base: vector, count: 1))
@@ -100,10 +100,10 @@ final class FUSEClient {
     }
 
     @discardableResult
-    func write(_ nodeID: UInt64, _ fh: UInt64, at offset: UInt64, _ data: [UInt8]) throws -> UInt32 {
+    func write(_ nodeID: UInt64, _ fh: UInt64, at offset: UInt64, _ data: [UInt8], uid: UInt32 = 0) throws -> UInt32 {
         var b = Body(); b.u64(fh); b.u64(offset); b.u32(UInt32(data.count)); b.u32(0); b.u64(0); b.u32(0); b.u32(0)
         b.bytes += data
-        return try decoded(try call(.write, nodeID: nodeID, b), FUSEClientDecoder.writeOut).size
+        return try decoded(try call(.write, nodeID: nodeID, b, uid: uid), FUSEClientDecoder.writeOut).size
     }
 
     func read(_ nodeID: UInt64, _ fh: UInt64, at offset: UInt64, _ size: Int) throws -> [UInt8] {
