@@ -107,12 +107,24 @@ extension NFSDriver {
         for (file, hidden) in load.files {
             register(file)
             guard !hidden.isEmpty else { continue }
+            skipHiddenNames(hidden)
             openFiles.withLock { open in
                 for name in hidden where !(open.byHandle[file.inode.handle]?.hidden.contains { $0.directory == name.directory && $0.name == name.name } ?? true) {
                     open.byHandle[file.inode.handle]!.hidden.append(name)
                     open.hiddenIn[name.directory, default: 0] += 1
                 }
             }
+        }
+    }
+
+    /// The source may have made its hidden names as this daemon would (same host, and the
+    /// same PID number: every sandboxed daemon is PID 1 of its namespace): this daemon's
+    /// own hide from now on counts past them, or its RENAME would replace a file taken over.
+    private func skipHiddenNames(_ names: [HiddenName]) {
+        let ours = hiddenPrefix + "\(getpid())-"
+        for name in names where name.name.hasPrefix(ours) {
+            guard let n = UInt64(name.name.dropFirst(ours.count)), n < UInt64.max else { continue }
+            hiddenCounter.max(n + 1, ordering: .relaxed)
         }
     }
 

@@ -104,6 +104,14 @@ struct NFSMigrationTests {
             try moved.write(tmp.nodeID, fh, at: 10, Array(", moved".utf8))
             #expect(try moved.read(tmp.nodeID, fh, at: 0, 64) == Array("still here, moved".utf8))
             #expect(try moved.getattr(tmp.nodeID).nlink == 0)
+            // The destination hides files of its own too, never over the names it took over
+            // (two daemons of one host, or of one PID number in their sandboxes, count alike).
+            let (other, otherFH) = try moved.create(1, "other", flags: O_RDWR)
+            try moved.write(other.nodeID, otherFH, at: 0, Array("other".utf8))
+            try moved.unlink(1, "other")
+            #expect(try Self.hiddenNames(in: export).count == 2)
+            #expect(try moved.read(tmp.nodeID, fh, at: 0, 64) == Array("still here, moved".utf8))
+            try moved.release(other.nodeID, otherFH)
             // Listing the directory keeps it too (it is this daemon's now, not a leftover).
             let root = try moved.opendir(1)
             #expect(try moved.readdir(1, root).allSatisfy { !$0.hasPrefix(".ferry-unlinked-") })
