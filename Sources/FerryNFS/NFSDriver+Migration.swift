@@ -148,15 +148,19 @@ extension NFSDriver {
     public func migratedNode(_ identity: [UInt8], _ options: MigrationOptions) throws(Errno) -> Entry {
         let id = try decodeNode(identity)
         if id.handle == rootHandle { return try root() }
+        // Never another kind of file, nor another file, under the guest's node id.
+        func check(_ attributes: Attributes) throws(Errno) {
+            guard attributes.fileType == id.fileType, id.fileID == 0 || attributes.inode == id.fileID else { throw .stale }
+        }
         // One node object per file within a load: an open file and its node share writes behind.
         if let inode = migration.withLock({ $0.loading.inodes[id.handle] }),
            let attributes = inode.lastKnown.withLock({ $0 }) {
+            try check(attributes)
             return Entry(key: id.handle, inode: inode, attributes: attributes)
         }
         // ESTALE when the file is gone from the server: the core's --migration-on-error decides.
         let attributes = try getattr(id.handle, .root)
-        // Never another kind of file, nor another file, under the guest's node id.
-        guard attributes.fileType == id.fileType, id.fileID == 0 || attributes.inode == id.fileID else { throw .stale }
+        try check(attributes)
         let made = entry(id.handle, attributes)
         migration.withLock { $0.loading.inodes[id.handle] = made.inode }
         return made

@@ -281,6 +281,49 @@ struct NFSMigrationTests {
         }
     }
 
+    /// An identity comes from another host: a hidden name that is not one of Ferry's own,
+    /// one component, would have the destination REMOVE any file at its last release; an
+    /// oversized handle or stray bytes are no identity either.
+    @Test func forgedIdentitiesAreRefused() throws {
+        let nfs = try NFSTestServer.shared()
+        try nfs.shared {
+            let export = try nfs.makeExport("migrate-forged")
+            let source = try Self.server(export, version: 3)
+            let guest = try FUSEClient(source)
+            _ = try guest.create(1, "f", flags: O_RDWR)
+            let entry = try withName("f") { try source.driver.lookup(try source.driver.root().inode, $0, .root) }
+            let node = try source.driver.migrationIdentity(ofNode: entry.inode, MigrationOptions())
+            let root = try source.driver.migrationIdentity(ofNode: try source.driver.root().inode, MigrationOptions())
+            // After version, NFS version, type, file id and the handle's length.
+            let rootHandle = Array(root.suffix(from: 18))
+            func file(hidden name: String, directory: [UInt8] = rootHandle, trailing: [UInt8] = []) -> [UInt8] {
+                var w = MigrationWriter()
+                w.u8(1); w.u32(UInt32(O_RDWR)); w.u32(0); w.u32(0); w.blob(node)
+                w.u32(1); w.blob(directory); w.blob(Array(name.utf8)); w.u32(0); w.u32(0)
+                w.raw(trailing)
+                return w.bytes
+            }
+            let destination = try Self.server(export, version: 3).driver
+            destination.migrationWillLoad()
+            _ = try destination.migratedFile(file(hidden: ".ferry-unlinked-0-1-2"), MigrationOptions())
+            for forged in [file(hidden: "f"), file(hidden: ".ferry-unlinked-x/../f"), file(hidden: ".ferry-unlinked-0-1-2", trailing: [0]),
+                           file(hidden: ".ferry-unlinked-0-1-2", directory: [UInt8](repeating: 1, count: 129)),
+                           file(hidden: ".ferry-unlinked-0-1-2", directory: [])] {
+                #expect(throws: Errno.protocolError) { _ = try destination.migratedFile(forged, MigrationOptions()) }
+            }
+            var long = MigrationWriter()
+            long.u8(1); long.u8(3); long.u32(UInt32(S_IFREG)); long.u64(0); long.blob([UInt8](repeating: 1, count: 129))
+            #expect(throws: Errno.protocolError) { _ = try destination.migratedNode(long.bytes, MigrationOptions()) }
+            #expect(throws: Errno.protocolError) { _ = try destination.migratedNode(Array(node.dropLast()), MigrationOptions()) }
+            // Another file type under the same handle is another node: refused.
+            var retyped = node
+            retyped[2] = UInt8(truncatingIfNeeded: S_IFDIR >> 0)
+            retyped[3] = UInt8(truncatingIfNeeded: S_IFDIR >> 8)
+            #expect(throws: Errno.stale) { _ = try destination.migratedNode(retyped, MigrationOptions()) }
+            #expect(FileManager.default.fileExists(atPath: export + "/f"))
+        }
+    }
+
     @Test func aStateOfTheOtherNFSVersionIsRefused() throws {
         let nfs = try NFSTestServer.shared()
         try nfs.shared {
