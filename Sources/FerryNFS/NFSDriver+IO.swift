@@ -51,6 +51,14 @@ extension NFSDriver {
     /// Counts an open of `inode` and waits for the removals under way that may concern it.
     private func register(_ inode: NFSInode, flags: Int32, _ caller: Credentials) -> OpenedFile<NFSFile> {
         let file = NFSFile(inode: inode, flags: flags, opener: caller)
+        register(file)
+        return OpenedFile(file: file)
+    }
+
+    /// Counts `file`'s open (a new one, or one a migration brought) and waits for the
+    /// removals under way that may concern it.
+    func register(_ file: NFSFile) {
+        let inode = file.inode
         inode.opens.add(1, ordering: .relaxed)
         let pending = openFiles.withLock { open -> [Removal] in
             open.byHandle[inode.handle, default: OpenFiles.Record()].count += 1
@@ -58,7 +66,6 @@ extension NFSDriver {
             return open.removals(touching: inode.handle)
         }
         for removal in pending { removal.wait() }
-        return OpenedFile(file: file)
     }
 
     public func release(_ file: NFSFile, flags: Int32, _ caller: Credentials) {
@@ -71,19 +78,23 @@ extension NFSDriver {
     /// The session ended (the guest's DESTROY, or the kernel's connection closed): its open
     /// files will never be released, so each is flushed (writes behind taken in, COMMIT)
     /// and released here, as its opener; their hidden names go with their last release.
+    /// After a migration's save the guest went on at the destination, which took over
+    /// the hidden names: they stay on the server.
     public func sessionEnded() {
+        let leaving = sessionEndsMigration()
         let files = openFiles.withLock { Array($0.files.values) }
         for file in files {
             do throws(Errno) { try sync(file, file.opener) } catch {
                 logger.warning("NFS WRITE or COMMIT failed, reported as the session ended: \(error)")
             }
-            unregister(file)
+            unregister(file, removingHiddenNames: !leaving)
         }
     }
 
     /// Takes back `file`'s open (once: a release after the session's end finds it gone);
-    /// the last open of its file removes its hidden name, if it was unlinked while open.
-    private func unregister(_ file: NFSFile) {
+    /// the last open of its file removes its hidden name, if it was unlinked while open,
+    /// unless another daemon took it over (`removingHiddenNames` false).
+    private func unregister(_ file: NFSFile, removingHiddenNames: Bool = true) {
         let handle = file.inode.handle
         let removal = Removal()
         removal.done.withLock { _ in
@@ -93,6 +104,10 @@ extension NFSDriver {
                 record.count -= 1
                 if record.count > 0 { open.byHandle[handle] = record; return [] }
                 open.byHandle[handle] = nil
+                if !removingHiddenNames {
+                    for hidden in record.hidden { open.hiddenNameGone(from: hidden.directory) }
+                    return []
+                }
                 if !record.hidden.isEmpty {
                     open.removals.append((removal, handle))
                     open.hiddenBeingRemoved[handle, default: 0] += record.hidden.count
@@ -294,6 +309,12 @@ extension NFSDriver {
         let pidDigits = name[prefix.count...].prefix { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
         guard let pid = Int32(String(decoding: pidDigits, as: UTF8.self)), pid != getpid(),
               kill(pid, 0) != 0 && errno == ESRCH else { return }
+        // Taken over from a daemon that migrated its guest here: ours until our last release.
+        let hiddenName = String(decoding: name.prefix { $0 != 0 }, as: UTF8.self)
+        let ours = openFiles.withLock { open in
+            open.byHandle.values.contains { $0.hidden.contains { $0.directory == directory && $0.name == hiddenName } }
+        }
+        if ours { return }
         name.withUnsafeBufferPointer { buffer in
             // Sound: `name` ends with the NUL readdir appended.
             let cName = UnsafeRawPointer(buffer.baseAddress!).assumingMemoryBound(to: CChar.self)

@@ -68,6 +68,8 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
     /// `takeInClock` when a released file's hidden names last began or finished going: a
     /// link count asked of the server before then may or may not count one of them.
     let lastHiddenChange = Atomic<UInt64>(0)
+    /// A live migration under way (NFSDriver+Migration.swift).
+    let migration = Mutex<NFSMigration>(NFSMigration())
 
     /// Mounts the export (MOUNT protocol) and asks the server for its transfer sizes.
     public init(options: NFSOptions, logger: Logger, writeBehindLimit: Int = 8 << 20) throws(Errno) {

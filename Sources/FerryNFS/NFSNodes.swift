@@ -45,6 +45,8 @@ public final class NFSInode: @unchecked Sendable {
 /// and not yet committed (kept to send again should the server restart before COMMIT).
 public final class NFSFile: @unchecked Sendable {
     let inode: NFSInode
+    /// The open(2) flags, which a migration carries to the destination.
+    let flags: Int32
     /// O_SYNC/O_DSYNC: every WRITE is FILE_SYNC.
     let synchronous: Bool
     let uncommitted = Mutex<UncommittedWrites>(UncommittedWrites())
@@ -65,6 +67,7 @@ public final class NFSFile: @unchecked Sendable {
     init(inode: NFSInode, flags: Int32, opener: Credentials) {
         self.inode = inode
         self.opener = opener
+        self.flags = flags
         synchronous = flags & (O_SYNC | O_DSYNC) != 0
     }
 }

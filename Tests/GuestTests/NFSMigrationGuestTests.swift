@@ -1,0 +1,81 @@
+import FerryTestSupport
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Live migration of a running 6.12 guest between two `ferry virtiofsd` serving one export
+/// of the shared nfs-ganesha (scripts/nfs), NFSv3 and NFSv4: nodes move as NFS file
+/// handles, without any path search; the source commits what it wrote behind at
+/// switch-over (docs/migration.md, "NFS identities"). Run inside `scripts/nfs/isolated`
+/// (the guest image is built outside first: it needs the network once).
+@Suite("Live migration of a guest on nfs://", .serialized, .requires(.root, .qemu, .ganesha))
+struct NFSMigrationGuestTests {
+    /// Gone, or a zombie: inside `scripts/nfs/isolated` the test process is PID 1 of its
+    /// namespace and inherits the QEMU that run-guest left running, without reaping it.
+    static func hasExited(_ pid: pid_t) -> Bool {
+        guard kill(pid, 0) == 0 else { return true }
+        let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
+        // The state follows the command's closing parenthesis.
+        return stat.split(separator: ")").last?.split(separator: " ").first == "Z"
+    }
+
+    @Test(.timeLimit(.minutes(20)), arguments: [3, 4])
+    func aGuestAppendingToAnNFSExportMigratesBetweenTwoDaemons(version: Int) throws {
+        try GuestMigration.requireMigratingQEMU()
+        let server = try NFSTestServer.shared()
+        try server.shared {
+            let export = try server.makeExport("guest-migration-v\(version)")
+            let url = server.url(export, version: version)
+            let source = try Daemon.ferry(export: url)
+            defer { source.stop() }
+            let destination = try Daemon.ferry(export: url)
+            defer { destination.stop() }
+            let outcome = try GuestMigration.expectWritingGuestMigrates(
+                source: source.socket, destination: destination.socket,
+                context: { "source:\n\(source.log)\ndestination:\n\(destination.log)" })
+            // The server has what the guest counted, every line in its place.
+            let lines = ((try? String(contentsOfFile: export + "/log.txt", encoding: .utf8)) ?? "").split(separator: "\n")
+            #expect(lines.count == outcome.lines, "the guest counted \(String(describing: outcome.lines)) lines, the server has \(lines.count)")
+            #expect(lines.enumerated().allSatisfy { $0.element == "line \($0.offset)" }, "lines out of place on the server")
+            #expect(destination.stop() == 0, "destination daemon:\n\(destination.log)")
+        }
+    }
+
+    /// The destination's daemon dies before the guest moves: the destination QEMU cannot
+    /// load the device, and the source (which committed everything at the save) is resumed
+    /// with `cont`, as libvirt does. The guest writes on through its open fd at the source.
+    @Test(.timeLimit(.minutes(20)), arguments: [3, 4])
+    func aGuestResumedAtTheSourceAfterAFailedMigrationWritesOn(version: Int) throws {
+        try GuestMigration.requireMigratingQEMU()
+        let server = try NFSTestServer.shared()
+        try server.shared {
+            let export = try server.makeExport("guest-migration-fails-v\(version)")
+            let url = server.url(export, version: version)
+            let source = try Daemon.ferry(export: url)
+            defer { source.stop() }
+            let destination = try Daemon.ferry(export: url)
+            defer { destination.stop() }
+            let migration = try GuestMigration(source: source.socket, destination: destination.socket)
+            try migration.waitUntilWriting()
+            kill(destination.process.processIdentifier, SIGKILL)
+            _ = try migration.migrate()
+            // The destination could not load the device without its daemon, and exited.
+            let destinationGone = GuestMigration.waitFor(120) { Self.hasExited(migration.destinationPID) }
+            #expect(destinationGone && migration.console(.destination).contains("load of migration failed"),
+                    "the destination QEMU did not give up:\n\(migration.console(.destination))")
+            #expect(source.log.contains("migration state saved"), "source daemon:\n\(source.log)")
+            let resumed = try migration.sourceMonitor.command("cont")
+            #expect(!resumed.contains("Error"), "\(resumed)")
+            let outcome = try migration.finishOnSource()
+            try #require(outcome.exited, "the guest did not finish at the source:\n\(outcome.console)\nsource daemon:\n\(source.log)")
+            #expect(outcome.status == 0, "\(outcome.console)\nsource daemon:\n\(source.log)")
+            #expect(outcome.bad == 0, "lines out of place: \(outcome.console)")
+            let lines = ((try? String(contentsOfFile: export + "/log.txt", encoding: .utf8)) ?? "").split(separator: "\n")
+            #expect(lines.count == outcome.lines && lines.enumerated().allSatisfy { $0.element == "line \($0.offset)" })
+            #expect(source.log.contains("resuming on this daemon"), "source daemon:\n\(source.log)")
+            #expect(source.stop() == 0, "source daemon:\n\(source.log)")
+        }
+    }
+}
