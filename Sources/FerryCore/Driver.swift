@@ -152,13 +152,15 @@ public protocol FileSystemDriver: AnyObject, Sendable {
     /// Only regular files may be opened this way; anything else must be refused (never
     /// open a fifo or device). Never ENOSYS: the kernel would stop sending OPEN and use
     /// `fh` 0, which the core does not know. At the handle limit the core answers ENFILE
-    /// and drops the `File` without `release`.
+    /// and calls `release` on the `File` (the kernel never gets its `fh`).
     func open(_ inode: Inode, flags: Int32, killSuidGid: Bool, _ caller: Credentials) throws(Errno) -> OpenedFile<File>
-    /// CREATE, sent after a negative LOOKUP, so the name may exist by now. `mode` is the
-    /// permission bits with S_IFREG added; `flags` as for `open` (so O_EXCL never arrives).
-    /// The core inserts the handle, then interns the entry (one lookup reference); if either
-    /// fails, the `File` is dropped without `release` and the file stays created. ENOSYS
-    /// makes the kernel use MKNOD and OPEN instead for good.
+    /// CREATE, sent after a negative LOOKUP, so the name may exist by now (another client
+    /// made it). `mode` is the permission bits with S_IFREG added; `flags` as for `open`,
+    /// plus O_EXCL when the caller asked for it: an existing name then fails with EEXIST and
+    /// is left alone; without O_EXCL the existing regular file is opened as OPEN would (O_TRUNC
+    /// truncating it). The core inserts the handle, then interns the entry (one lookup
+    /// reference); if either fails, the core calls `release` on the `File` and the file stays
+    /// created. ENOSYS makes the kernel use MKNOD and OPEN instead for good.
     func create(_ parent: Inode, _ name: FileName, mode: UInt32, flags: Int32, _ caller: Credentials) throws(Errno) -> (Entry, OpenedFile<File>)
     /// CREATE with FUSE_OPEN_KILL_SUIDGID: when the name exists and O_TRUNC truncates it, clear
     /// setuid (and setgid if group-executable) as a truncation by a caller without CAP_FSETID
@@ -195,14 +197,14 @@ public protocol FileSystemDriver: AnyObject, Sendable {
     /// OPENDIR. The core checks neither the type nor the export's read-only flag; `flags`
     /// are the client's open(2) flags. The start-up quota scan also opens directories, as
     /// root with flags 0. Never ENOSYS (as for `open`). At the handle limit the core
-    /// answers ENFILE and drops the `Directory` without `releasedir`.
+    /// answers ENFILE and calls `releasedir` on the `Directory`.
     func opendir(_ inode: Inode, flags: Int32, _ caller: Credentials) throws(Errno) -> Directory
     /// READDIR and READDIRPLUS (and the quota scan): reports entries from `offset` on
     /// (0 = the start) until `emit` returns false (the reply is full: that entry goes again
     /// next time) or the directory ends. Offsets are the driver's own cookies
-    /// (`nextOffset`, never 0). Names must be 1 to 255 bytes without `/`: READDIRPLUS skips
-    /// others, and READDIR sends them, the kernel failing the listing (EIO) on an empty name
-    /// or one with `/`. For READDIRPLUS, `emit` calls `lookup` on this driver: hold nothing
+    /// (`nextOffset`, never 0). Names must be 1 to 255 bytes without `/` or NUL (or `.` and
+    /// `..`): the core leaves others out of READDIR and READDIRPLUS alike (a client kernel
+    /// fails the whole listing with EIO on an empty name or one with `/`). For READDIRPLUS, `emit` calls `lookup` on this driver: hold nothing
     /// lookup needs while calling it. An error after some entries is dropped, they are sent.
     func readdir(_ directory: Directory, at offset: UInt64, _ caller: Credentials, _ emit: (DirectoryEntry) -> Bool) throws(Errno)
     /// RELEASEDIR; as `release`, for directories.
@@ -237,12 +239,14 @@ public protocol FileSystemDriver: AnyObject, Sendable {
     /// (virtio-fs always has it, `ferry mount` sets it). The core has refused W_OK on a read-only
     /// export (EROFS). ENOSYS makes the kernel grant every later check without asking.
     func access(_ inode: Inode, mask: Int32, _ caller: Credentials) throws(Errno)
-    /// GETLK. The core does not negotiate FUSE_POSIX_LOCKS, so a Linux client keeps POSIX
-    /// locks in its own kernel and never sends GETLK or SETLK; only a client ignoring INIT does.
+    /// GETLK. Reaches the driver only on a session that agreed FUSE_POSIX_LOCKS (the core
+    /// answers ENOSYS otherwise); the core does not negotiate it today, so a Linux client
+    /// keeps POSIX locks in its own kernel and sends none.
     func getlk(_ file: File, owner: UInt64, _ lock: RecordLock, _ caller: Credentials) throws(Errno) -> RecordLock
     /// SETLK, and SETLKW with `wait` (see `getlk`). BSD flock requests are refused by the
-    /// core (ENOSYS). A waiting lock must still not block for ever: INTERRUPT is ignored,
-    /// and DESTROY and stopping the export wait for this call.
+    /// core (ENOSYS). A waiting lock must not wait: INTERRUPT is ignored, and DESTROY and
+    /// stopping the export wait for this call, so a lock held elsewhere would hold them too.
+    /// Try it once and answer the conflict (EAGAIN) as SETLK does.
     func setlk(_ file: File, owner: UInt64, _ lock: RecordLock, wait: Bool, _ caller: Credentials) throws(Errno)
     /// FALLOCATE. `mode` is fallocate(2)'s: 0, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, ...,
     /// passed as sent. The core has checked the range against Int64.max (EFBIG), reserved
@@ -264,7 +268,8 @@ public protocol FileSystemDriver: AnyObject, Sendable {
     /// names, its root. ENOSYS makes the kernel stop asking.
     func syncfs(_ inode: Inode, _ caller: Credentials) throws(Errno)
     /// TMPFILE (O_TMPFILE): an unnamed file in `parent`, open. `mode` and `flags` as for
-    /// `create`, and the reply likewise: the entry is interned (one lookup reference).
+    /// `create` (O_EXCL: never linkable), and the reply likewise: the entry is interned
+    /// (one lookup reference).
     func tmpfile(_ parent: Inode, mode: UInt32, flags: Int32, _ caller: Credentials) throws(Errno) -> (Entry, OpenedFile<File>)
     /// The export stops serving for good (`FUSEServer.shutdown`: the daemon removes or
     /// restarts it, `ferry mount` or `ferry virtiofsd` ends), after `sessionEnded`. Not

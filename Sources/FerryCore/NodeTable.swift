@@ -197,7 +197,7 @@ final class NodeTable<Key: Hashable & Sendable, Inode: AnyObject & Sendable>: @u
 
     /// The lookup count of `nodeID`, for tests and statistics.
     func lookupCount(_ nodeID: UInt64) -> UInt64? {
-        guard nodeID >= 1 else { return nil }
+        guard nodeID >= 1, nodeID <= UInt64(Int.max) else { return nil }
         let index = Int(nodeID - 1)
         return state.withLock { s in
             index < s.slots.count && s.slots[index].inode != nil ? s.slots[index].lookups : nil

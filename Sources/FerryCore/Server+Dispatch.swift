@@ -132,7 +132,7 @@ extension FUSEServer {
             let flags = driverOpenFlags(o.flags)
             if policy.readOnly && (flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0) { throw .readOnly }
             let opened = try driver.open(try inode(h.nodeID), flags: flags, killSuidGid: o.openFlags & FUSERequestFlag.openKillSuidGid != 0, caller)
-            return try openReply(opened, unique, reply)
+            return try openReply(opened, flags: flags, caller, unique, reply)
 
         case .create(let c, let rawName):
             try writable()
@@ -141,10 +141,10 @@ extension FUSEServer {
             var creator = caller
             creator.umask = creationUmask(c.umask)
             let (entry, opened) = try makingInode { () throws(Errno) -> (Driver.Entry, OpenedFile<Driver.File>) in
-                try driver.create(parent, try name(rawName), mode: mode, flags: driverOpenFlags(c.flags),
+                try driver.create(parent, try name(rawName), mode: mode, flags: driverCreateFlags(c.flags),
                                   killSuidGid: c.openFlags & FUSERequestFlag.openKillSuidGid != 0, creator)
             }
-            return try createReply(entry, opened, unique, reply)
+            return try createReply(entry, opened, flags: driverCreateFlags(c.flags), caller, unique, reply)
 
         case .tmpfile(let c):
             try writable()
@@ -153,9 +153,9 @@ extension FUSEServer {
             var creator = caller
             creator.umask = creationUmask(c.umask)
             let (entry, opened) = try makingInode { () throws(Errno) -> (Driver.Entry, OpenedFile<Driver.File>) in
-                try driver.tmpfile(parent, mode: mode, flags: driverOpenFlags(c.flags), creator)
+                try driver.tmpfile(parent, mode: mode, flags: driverCreateFlags(c.flags), creator)
             }
-            return try createReply(entry, opened, unique, reply)
+            return try createReply(entry, opened, flags: driverCreateFlags(c.flags), caller, unique, reply)
 
         case .read(let r):
             return try read(r, unique: unique, caller: caller, reply: &reply)
@@ -197,7 +197,14 @@ extension FUSEServer {
         case .opendir(let o):
             let node = try inode(h.nodeID)
             let directory = try driver.opendir(node, flags: Int32(bitPattern: o.flags), caller)
-            let fh = try directories.insert(OpenDirectory(directory: directory, inode: node))
+            let fh: UInt64
+            do {
+                fh = try directories.insert(OpenDirectory(directory: directory, inode: node))
+            } catch {
+                // The kernel never gets this handle, so it never sends RELEASEDIR for it.
+                driver.releasedir(directory)
+                throw error
+            }
             return encode(FUSEOpenOut(fh: fh, openFlags: policy.cache.opendirReplyFlags), unique, reply)
 
         case .readdir(let r):
@@ -211,7 +218,7 @@ extension FUSEServer {
             return emptyReply(unique, reply)
 
         case .fsyncdir(let f):
-            guard let open = directories.get(f.fh) else { throw .badHandle }
+            let open = try directory(f.fh)
             try driver.fsyncdir(open.directory, dataOnly: f.fsyncFlags & FUSERequestFlag.fsyncDataOnly != 0, caller)
             return emptyReply(unique, reply)
 
@@ -261,11 +268,13 @@ extension FUSEServer {
             return emptyReply(unique, reply)
 
         case .getlk(let l):
+            try locksAgreed(l)
             let found = try driver.getlk(try file(l.fh), owner: l.owner, recordLock(l.lock), caller)
             let lock = FUSEFileLock(start: found.start, end: found.end, type: UInt32(bitPattern: found.type), pid: found.pid)
             return encode(FUSELockOut(lock: lock), unique, reply)
 
         case .setlk(let l), .setlkw(let l):
+            try locksAgreed(l)
             if l.lockFlags & FUSERequestFlag.lockFlock != 0 { throw .notImplemented }   // BSD locks stay in the kernel
             var wait = false
             if case .setlkw = request { wait = true }
@@ -359,24 +368,35 @@ extension FUSEServer {
         return c
     }
 
+    /// Lock requests reach the driver only on a session that agreed to send them: without
+    /// FUSE_POSIX_LOCKS (FUSE_FLOCK_LOCKS for flock) a Linux client keeps its locks in its own
+    /// kernel and sends none, so one that comes anyway is a hostile client's. ENOSYS, as the
+    /// kernel itself takes it: a SETLKW that waited on a host lock would hold a queue thread,
+    /// and DESTROY and the export's stop behind it, for as long as the host lock lasts.
+    private func locksAgreed(_ l: FUSELockIn) throws(Errno) {
+        let needed: FUSEInitFlags = l.lockFlags & FUSERequestFlag.lockFlock != 0 ? .flockLocks : .posixLocks
+        guard agreedFlags.contains(needed) else { throw .notImplemented }
+    }
+
     private func recordLock(_ l: FUSEFileLock) -> RecordLock {
         RecordLock(start: l.start, end: l.end, type: Int32(bitPattern: l.type), pid: l.pid)
     }
 
-    private func openReply(_ opened: OpenedFile<Driver.File>, _ unique: UInt64, _ reply: ReplyArea) throws(Errno) -> ReplyDisposition {
-        let fh = try files.insert(opened.file)
+    private func openReply(_ opened: OpenedFile<Driver.File>, flags: Int32, _ caller: Credentials, _ unique: UInt64,
+                           _ reply: ReplyArea) throws(Errno) -> ReplyDisposition {
+        let fh = try insert(opened.file, flags: flags, caller)
         return encode(FUSEOpenOut(fh: fh, openFlags: opened.replyFlags | policy.cache.openReplyFlags), unique, reply)
     }
 
     /// CREATE and TMPFILE answer with an entry followed by an open reply.
-    private func createReply(_ entry: Driver.Entry, _ opened: OpenedFile<Driver.File>, _ unique: UInt64,
-                             _ reply: ReplyArea) throws(Errno) -> ReplyDisposition {
-        let fh = try files.insert(opened.file)
+    private func createReply(_ entry: Driver.Entry, _ opened: OpenedFile<Driver.File>, flags: Int32, _ caller: Credentials,
+                             _ unique: UInt64, _ reply: ReplyArea) throws(Errno) -> ReplyDisposition {
+        let fh = try insert(opened.file, flags: flags, caller)
         let entryOut: FUSEEntryOut
         do {
             entryOut = try self.entryOut(entry)
         } catch {
-            _ = files.remove(fh)
+            if let file = files.remove(fh) { driver.release(file, flags: flags, caller) }
             throw error
         }
         let open = FUSEOpenOut(fh: fh, openFlags: opened.replyFlags | policy.cache.openReplyFlags)
@@ -386,6 +406,19 @@ extension FUSEServer {
         let length = FUSEOutHeader.size + FUSEEntryOut.size + FUSEOpenOut.size
         FUSEReply.writeHeader(to: base, length: length, error: 0, unique: unique)
         return .inline(length: length)
+    }
+
+    /// Stores a file the driver just opened. When it cannot be stored (the handle table is
+    /// full), the kernel never learns its `fh` and so never sends RELEASE: the driver is told
+    /// here, or it would keep what it holds for the open (NFS counts opens per file, and an
+    /// unlink of a file it believes open only hides the name) until the session ends.
+    private func insert(_ file: Driver.File, flags: Int32, _ caller: Credentials) throws(Errno) -> UInt64 {
+        do {
+            return try files.insert(file)
+        } catch {
+            driver.release(file, flags: flags, caller)
+            throw error
+        }
     }
 
     /// GETXATTR / LISTXATTR: size 0 asks how big the answer is; otherwise the value itself.
@@ -421,12 +454,18 @@ extension FUSEServer {
     }
 
     private func readdir(_ r: FUSEReadIn, plus: Bool, unique: UInt64, caller: Credentials, reply: ReplyArea) throws(Errno) -> ReplyDisposition {
-        guard let open = directories.get(r.fh) else { throw .badHandle }
+        let open = try directory(r.fh)
         let room = min(Int(r.size), reply.scratch.count - FUSEOutHeader.size)
         var writer = FUSEDirentWriter(buffer: UnsafeMutableRawBufferPointer(rebasing: reply.scratch[FUSEOutHeader.size...]), limit: room)
         var stopError: Errno?
         do throws(Errno) {
             try driver.readdir(open.directory, at: r.offset, caller) { entry in
+                // The kernel fails the whole listing (EIO) on an empty name or one with '/':
+                // a backend's bad name is left out, as READDIRPLUS must (it cannot look it up).
+                if !entry.isDotOrDotDot, case .failure = FileName.validated(entry.name) {
+                    invalidEntryName(entry.name, in: open.inode)
+                    return true
+                }
                 if !plus {
                     return writer.append(ino: entry.inode, offset: entry.nextOffset, type: entry.type, name: entry.name)
                 }
@@ -439,7 +478,7 @@ extension FUSEServer {
                 }
                 // Check room first: a looked-up entry that is not sent would leak a lookup count.
                 guard writer.length + FUSEDirentWriter.direntPlusSize(nameLength: entry.name.count) <= room else { return false }
-                guard case .success(let name) = FileName.validated(entry.name) else { return true }
+                guard case .success(let name) = FileName.validated(entry.name) else { return true }   // checked above
                 let out: FUSEEntryOut
                 do throws(Errno) {
                     out = try entryOut(try driver.lookup(open.inode, name, caller, existing: { self.nodes.existing($0) }))

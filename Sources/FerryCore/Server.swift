@@ -52,6 +52,8 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, @un
     private let inFlight: Atomic<Int>
     /// Malformed requests seen; only some are logged, so a hostile client cannot flood the log.
     private let malformedCount: Atomic<UInt64>
+    /// Whether a directory entry name the kernel cannot take was logged yet (once per export).
+    private let invalidNameLogged: Atomic<Bool>
 
     /// Counters and latencies by operation, read by the daemon's reports and metrics.
     public let statistics: ExportStatistics
@@ -69,6 +71,7 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, @un
         session = Atomic(FUSESessionWord.uninitialized.raw)
         inFlight = Atomic(0)
         malformedCount = Atomic(0)
+        invalidNameLogged = Atomic(false)
         statistics = ExportStatistics()
         self.driver = driver
         self.policy = policy
@@ -320,6 +323,23 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, @un
         return file
     }
 
+    /// The open directory behind `fh`: EIO for one a migration could not restore, as for
+    /// files and nodes; EBADF for a handle never given.
+    @inline(__always)
+    func directory(_ fh: UInt64) throws(Errno) -> OpenDirectory {
+        guard let open = directories.get(fh) else { throw directories.isFailed(fh) ? .io : .badHandle }
+        return open
+    }
+
+    /// A driver listed a name no client can take (empty, with '/' or NUL, over 255 bytes):
+    /// it is skipped; said once per export, so a directory full of them cannot flood the log.
+    func invalidEntryName(_ name: UnsafeRawBufferPointer, in directory: Driver.Inode) {
+        guard !invalidNameLogged.exchange(true, ordering: .relaxed) else { return }
+        logger.warning("skipping a directory entry whose name a client cannot take (logged once)", metadata: [
+            "bytes": "\(name.count)", "name": "\(String(decoding: name.prefix(64), as: UTF8.self).debugDescription)",
+        ])
+    }
+
     @inline(__always)
     func name(_ bytes: UnsafeRawBufferPointer) throws(Errno) -> FileName {
         try FileName.validated(bytes).get()
@@ -383,6 +403,20 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, @un
     @inline(__always)
     func creationUmask(_ umask: UInt32) -> UInt32 {
         FUSESessionWord(raw: session.load(ordering: .relaxed)).agreed.contains(.dontMask) ? umask & 0o777 : 0
+    }
+
+    /// What INIT agreed on the current session (empty outside one).
+    var agreedFlags: FUSEInitFlags {
+        FUSESessionWord(raw: session.load(ordering: .relaxed)).agreed
+    }
+
+    /// CREATE and TMPFILE flags for the driver: as for OPEN, but O_EXCL stays. The kernel
+    /// sends CREATE after its own negative LOOKUP, so another client may have made the name
+    /// meanwhile; only the backend can then tell O_CREAT|O_EXCL to fail (EEXIST) instead of
+    /// opening, and with O_TRUNC emptying, the other's file. On TMPFILE it means "never
+    /// linkable".
+    func driverCreateFlags(_ raw: UInt32) -> Int32 {
+        driverOpenFlags(raw) | (Int32(bitPattern: raw) & O_EXCL)
     }
 
     /// Open flags as the driver should see them: creation bits are the server's business,
