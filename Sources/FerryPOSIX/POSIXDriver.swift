@@ -938,9 +938,13 @@ public final class POSIXDriver: FileSystemDriver {
 
     public func setlk(_ file: File, owner: UInt64, _ lock: RecordLock, wait: Bool, _ caller: Credentials) throws(Errno) {
         var fl = try Self.flockFor(lock)
-        let command = Int32(wait ? FERRY_F_OFD_SETLKW : FERRY_F_OFD_SETLK)
+        // Never F_OFD_SETLKW, even for a waiting lock: a lock held by another process (or
+        // another guest) would hold this queue thread without bound, and DESTROY and the
+        // export's stop wait for it; INTERRUPT cannot reach it. The conflict is answered
+        // (EAGAIN) instead.
+        _ = wait
         // EBADF: a write lock on a handle not open for writing — the guest's error.
-        if ferry_fcntl_lock(file.fd, command, &fl) != 0 { throw Errno.current }
+        if ferry_fcntl_lock(file.fd, Int32(FERRY_F_OFD_SETLK), &fl) != 0 { throw Errno.current }
     }
 
     public func fallocate(_ file: File, mode: Int32, offset: UInt64, length: UInt64, _ caller: Credentials) throws(Errno) {
