@@ -51,10 +51,37 @@ extension RADOSDriver {
     }
 
     public func create(_ parent: RADOSInode, _ name: FileName, mode: UInt32, flags: Int32, _ caller: Credentials) throws(Errno) -> (Entry, OpenedFile<RADOSFile>) {
-        try meta.withLock { () throws(Errno) -> (Entry, OpenedFile<RADOSFile>) in
+        try create(parent, name, mode: mode, flags: flags, killSuidGid: false, caller)
+    }
+
+    /// CREATE comes after the kernel's negative LOOKUP, so another client may have made the
+    /// name since. Without O_EXCL that file is opened as OPEN would (O_TRUNC empties it), as
+    /// POSIX and NFS do; with O_EXCL, EEXIST.
+    public func create(_ parent: RADOSInode, _ name: FileName, mode: UInt32, flags: Int32, killSuidGid: Bool,
+                       _ caller: Credentials) throws(Errno) -> (Entry, OpenedFile<RADOSFile>) {
+        enum Found { case created(Entry, OpenedFile<RADOSFile>), existing(RADOSInode) }
+        let found = try meta.withLock { () throws(Errno) -> Found in
+            try requireDirectory(parent)
+            if let d = try dentry(parent, Array(name.bytes)) {
+                guard flags & O_EXCL == 0 else { throw .exists }
+                guard let inode = try loadInodeIfPresent(d.ino) else {
+                    logger.error("\(name.string) in directory \(parent.ino) names missing inode \(d.ino); run ferry fsck")
+                    throw .io
+                }
+                return .existing(inode)
+            }
             let inode = try makeNode(parent, name, mode: FileMode.regular | (mode & 0o7777), caller)
             inode.openCount += 1
-            return (entry(inode), OpenedFile(file: RADOSFile(inode, flags: flags)))
+            return .created(entry(inode), OpenedFile(file: RADOSFile(inode, flags: flags & ~O_EXCL)))
+        }
+        switch found {
+        case .created(let entry, let opened):
+            return (entry, opened)
+        case .existing(let inode):
+            // Outside `meta`: a truncating open takes the data lock before it (`open`). Removed
+            // in between: ESTALE, as an OPEN racing the removal gets.
+            let opened = try open(inode, flags: flags & ~O_EXCL, killSuidGid: killSuidGid, caller)
+            return (meta.locked { entry(inode) }, opened)
         }
     }
 
