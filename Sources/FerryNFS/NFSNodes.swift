@@ -56,8 +56,12 @@ public final class NFSFile: @unchecked Sendable {
     /// A write-behind WRITE's failure (the server's error, or no answer within the
     /// export's timeout), kept until FSYNC or FLUSH returns it; WRITEs fail with it meanwhile.
     let writeError = Mutex<Errno?>(nil)
-    /// Who opened it: the session's end flushes it as them (`NFSDriver.sessionEnded`).
+    /// Who opened it: the session's end flushes it as them (`NFSDriver.sessionEnded`). Its
+    /// groups are this file's own copy (`openerGroups`), not the opening request's view.
     let opener: Credentials
+    /// The opener's supplementary groups, copied at open: the request's `groups` point into
+    /// its buffer, which the transport reuses as soon as the request is answered.
+    private let openerGroups: UnsafeMutableBufferPointer<UInt32>?
 
     /// Bytes written UNSTABLE and kept until a COMMIT.
     public var uncommittedBytes: Int { uncommitted.withLock { $0.bytes } }
@@ -66,10 +70,23 @@ public final class NFSFile: @unchecked Sendable {
 
     init(inode: NFSInode, flags: Int32, opener: Credentials) {
         self.inode = inode
-        self.opener = opener
+        var owned = opener
+        let count = min(opener.groups.count, Credentials.maximumGroups)
+        if count > 0 {
+            let copy = UnsafeMutableBufferPointer<UInt32>.allocate(capacity: count)
+            _ = copy.initialize(from: opener.groups.prefix(count))
+            openerGroups = copy
+            owned.groups = UnsafeBufferPointer(copy)
+        } else {
+            openerGroups = nil
+            owned.groups = UnsafeBufferPointer(start: nil, count: 0)
+        }
+        self.opener = owned
         self.flags = flags
         synchronous = flags & (O_SYNC | O_DSYNC) != 0
     }
+
+    deinit { openerGroups?.deallocate() }
 }
 
 /// An open directory: READDIRPLUS's cookie verifier, which the server expects back with
