@@ -11,40 +11,7 @@ import Testing
 /// none then; a hostile one that sends SETLKW on a file locked on the host must not hold a
 /// queue thread, nor DESTROY and the export's stop behind it.
 @Suite(.serialized) struct LockRequestTests {
-    final class Export {
-        let root: String
-        let server: FUSEServer<POSIXDriver>
-        let transport: TestTransport
-
-        init() throws {
-            var template = Array("/tmp/ferry-locks-XXXXXX".utf8CString)
-            root = String(cString: mkdtemp(&template)!)
-            var logger = Logger(label: "locks")
-            logger.logLevel = .critical
-            server = try FUSEServer(driver: POSIXDriver(root: root), logger: logger)
-            transport = TestTransport(server)
-        }
-
-        deinit { _ = try? FileManager.default.removeItem(atPath: root) }
-
-        /// LOOKUP then OPEN O_RDWR: (node id, fh).
-        func open(_ name: String) throws -> (UInt64, UInt64) {
-            let entry = transport.lookup(name)
-            try #require(entry.error == 0)
-            var b = RequestBuilder(); b.u32(UInt32(O_RDWR)); b.u32(0)
-            let r = transport.send(b.request(.open, nodeID: entry.nodeID))!
-            try #require(r.error == 0)
-            return (entry.nodeID, r.u64(at: 0))
-        }
-
-        static func lock(_ opcode: FUSEOpcode, node: UInt64, fh: UInt64, flock: Bool = false) -> [UInt8] {
-            var b = RequestBuilder()
-            b.u64(fh); b.u64(0x1234)                                   // fh, owner
-            b.u64(0); b.u64(UInt64(Int64.max)); b.u32(UInt32(F_WRLCK)); b.u32(1)   // start, end, type, pid
-            b.u32(flock ? FUSERequestFlag.lockFlock : 0); b.u32(0)
-            return b.request(opcode, nodeID: node)
-        }
-    }
+    typealias Export = CreateExclusiveTests.Export
 
     /// A write lock on the whole of `path` held by an open file description of the host.
     static func hostLock(_ path: String) throws -> Int32 {
@@ -99,5 +66,26 @@ import Testing
         // Nothing was taken on the host: another description locks the file freely.
         let other = try Self.hostLock(e.root + "/free")
         close(other)
+    }
+}
+
+/// What the lock tests send on a POSIX export's session.
+extension CreateExclusiveTests.Export {
+    /// LOOKUP then OPEN O_RDWR: (node id, fh).
+    func open(_ name: String) throws -> (UInt64, UInt64) {
+        let entry = transport.lookup(name)
+        try #require(entry.error == 0)
+        var b = RequestBuilder(); b.u32(UInt32(O_RDWR)); b.u32(0)
+        let r = transport.send(b.request(.open, nodeID: entry.nodeID))!
+        try #require(r.error == 0)
+        return (entry.nodeID, r.u64(at: 0))
+    }
+
+    static func lock(_ opcode: FUSEOpcode, node: UInt64, fh: UInt64, flock: Bool = false) -> [UInt8] {
+        var b = RequestBuilder()
+        b.u64(fh); b.u64(0x1234)                                   // fh, owner
+        b.u64(0); b.u64(UInt64(Int64.max)); b.u32(UInt32(F_WRLCK)); b.u32(1)   // start, end, type, pid
+        b.u32(flock ? FUSERequestFlag.lockFlock : 0); b.u32(0)
+        return b.request(opcode, nodeID: node)
     }
 }
