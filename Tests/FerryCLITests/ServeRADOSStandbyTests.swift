@@ -99,13 +99,19 @@ struct ServeRADOSStandbyTests {
         let handedOver = try Self.lease(source)
         #expect(handedOver.role == "handed-over" && handedOver.holder?.hasPrefix("client.") == true, "\(handedOver)")
 
-        // The source QEMU quits; then the destination's daemon stops and frees the lease.
-        // The source's export, still listening, serves a new guest of its own as the writer.
+        // The source QEMU quits. A new guest on the source's export, still listening, is
+        // not the migrated one resumed: it takes no lease from the destination.
         shutdown(guest.frontend.channel.fd, Int32(SHUT_RDWR))
         #expect(FerryWait.until(30) { (try? source.state("acme", "vm")) == "listening" }, "\(source.log)")
         #expect(try Self.lease(source).role == "standby", "\(source.log)")
-        #expect(destination.stop() == 0, "\(destination.log)")
         let next = try FUSESession(socketPath: source.socket("acme-vm"))
+        #expect(Self.mkdirError(next.queue, "refused") == EIO)
+        #expect(!source.log.contains("resuming"), "\(source.log)")
+        #expect(try Self.lease(destination).role == "writer", "\(destination.log)")
+
+        // Once the destination's daemon stops and frees the lease, that guest's writes
+        // make the source's export the writer.
+        #expect(destination.stop() == 0, "\(destination.log)")
         // At most one try for the lease a second: a bound, not a measure of speed.
         #expect(FerryWait.until(30) { Self.mkdirError(next.queue, "new") == 0 }, "\(source.log)")
         #expect(try Self.lease(source).role == "writer", "\(source.log)")
