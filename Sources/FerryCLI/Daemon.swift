@@ -160,12 +160,13 @@ final class Daemon: @unchecked Sendable {
         }
     }
 
-    /// The status of every export (of one tenant), in configuration order.
+    /// The status of every export (of one tenant), in configuration order. Read outside the
+    /// daemon's lock: a RADOS standby asks its cluster who holds the lease, and a cluster
+    /// that is slow to answer must not hold up a reload or the other exports' reports.
     func statuses(tenant: String? = nil, withOperations: Bool = false) -> [ExportStatus] {
-        state.withLock { s in
-            s.order.compactMap { s.exports[$0] }
-                .filter { tenant == nil || $0.tenant == tenant }
-                .map { $0.status(withOperations: withOperations) }
+        let exports = state.withLock { s in
+            s.order.compactMap { s.exports[$0] }.filter { tenant == nil || $0.tenant == tenant }
         }
+        return exports.map { $0.status(withOperations: withOperations) }
     }
 }

@@ -75,7 +75,11 @@ final class DaemonExport: @unchecked Sendable {
         }
         let served: any ServedExport
         do {
-            served = try openExport(Source(backend: config.backend), policy: config.policy, posix: config.posixOptions, logger: logger)
+            // A RADOS namespace another daemon holds: this export may be a live migration's
+            // destination, which waits as a standby and takes the lease with the guest's
+            // state (docs/migration.md), as `ferry virtiofsd` does.
+            served = try openExport(Source(backend: config.backend), policy: config.policy, posix: config.posixOptions,
+                                    logger: logger, migrationStandby: true)
         } catch {
             fail("cannot open the backend: \(error)")
             return
@@ -195,6 +199,7 @@ final class DaemonExport: @unchecked Sendable {
         var status = ExportStatus(tenant: tenant, export: config.name, state: state)
         status.migration = migrationState
         if let served {
+            status.lease = (served as? any LeasedExport)?.lease
             let snapshot = served.statistics.snapshot()
             status.counters = LiveCounters(
                 operations: snapshot.requests, errors: snapshot.errors, bytesRead: snapshot.bytesRead,
@@ -217,6 +222,8 @@ struct ExportStatus: Codable, Equatable {
     var state: String
     /// Set while the guest is being live-migrated (`ExportMigrationState`).
     var migration: ExportMigrationState?
+    /// A RADOS export's part in its namespace's lease (writer, standby...).
+    var lease: ExportLease?
     var counters: LiveCounters?
     var operations: [ExportStatistics.OperationCounters]?
 }

@@ -62,6 +62,8 @@ struct ExportListing: Codable, Equatable {
     var state: String
     /// Set while the export's guest is being live-migrated.
     var migration: ExportMigrationState?
+    /// A RADOS export's part in its namespace's lease, when the daemon serves it.
+    var lease: ExportLease?
     var queues: Int
     var readOnly: Bool
     var cache: String
@@ -88,8 +90,12 @@ struct ExportListing: Codable, Equatable {
         }
     }
 
-    /// The state column: the state, and the migrating state while there is one.
-    var displayedState: String { migration.map { "\(state) (\($0.rawValue))" } ?? state }
+    /// The state column: the state, then the migrating state while there is one and a RADOS
+    /// export's lease role when it is not the writer ("listening (standby)").
+    var displayedState: String {
+        let notes = [migration?.rawValue, lease.flatMap { $0.isStandby ? $0.role : nil }].compactMap { $0 }
+        return notes.isEmpty ? state : "\(state) (\(notes.joined(separator: ", ")))"
+    }
 
     /// Where the backend's files are, in one phrase.
     var location: String {
@@ -113,6 +119,7 @@ func exportListings(_ configuration: Configuration, tenant: String?, live: [Expo
             let status = byKey["\(entry.tenant.name)/\(entry.export.name)"]
             var listing = ExportListing(tenant: entry.tenant, export: entry.export, state: status?.state ?? "not running")
             listing.migration = status?.migration
+            listing.lease = status?.lease
             listing.counters = status?.counters
             return listing
         }
@@ -183,6 +190,7 @@ struct ExportsShowCommand: ParsableCommand {
         let status = reply?.exports?.first
         var listing = ExportListing(tenant: found.tenant, export: found.export, state: status?.state ?? "not running")
         listing.migration = status?.migration
+        listing.lease = status?.lease
         listing.counters = status?.counters
         let e = found.export
         var rows: [[String]] = [
@@ -194,6 +202,7 @@ struct ExportsShowCommand: ParsableCommand {
             ["state", listing.state],
         ]
         if let migrating = listing.migration { rows.append(["migrating", migrating.explanation]) }
+        if let lease = listing.lease { rows.append(["lease", lease.explanation]) }
         rows += [
             ["queues", "\(listing.queues)"],
             ["threads per queue", e.requestThreads == 0 ? "0 (requests run on the queue's thread)" : "\(e.requestThreads)"],

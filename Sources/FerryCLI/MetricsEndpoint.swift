@@ -36,6 +36,14 @@ func renderMetrics(_ statuses: [ExportStatus]) -> String {
             }
         }
     }
+    family("ferry_export_lease_role", "gauge", "1 for a RADOS export's part in its namespace's single-writer lease (writer, standby, handed-over, lost, read-only).") {
+        for s in statuses {
+            guard let lease = s.lease else { continue }
+            for role in ExportLease.roles {
+                out += "ferry_export_lease_role\(labels(s, [("role", role)])) \(lease.role == role ? 1 : 0)\n"
+            }
+        }
+    }
     let serving = statuses.filter { $0.counters != nil }
     family("ferry_requests_total", "counter", "FUSE requests answered, by operation.") {
         for s in serving { for op in s.operations ?? [] { out += "ferry_requests_total\(labels(s, [("operation", op.name)])) \(op.requests)\n" } }

@@ -130,6 +130,46 @@ extension RADOSDriver {
         }
     }
 
+    /// Whether this server writes the namespace, as `ferry exports` and the metrics report
+    /// it: read from the driver's own lease state, nothing remembered beside it.
+    public enum LeaseRole: String, Sendable, CaseIterable {
+        /// Holds the lease and renews it.
+        case writer
+        /// Opened without it (`RADOSOptions.standby`): another daemon held it. It waits for
+        /// a migrated state, or takes it for a guest of its own once it is free.
+        case standby
+        /// Gave it to a migration's destination at save: takes it back only if that
+        /// migration fails and the guest resumes here.
+        case handedOver = "handed-over"
+        /// Held it, but a renewal failed: writes answer EIO.
+        case lost
+        /// A read-only export: no lease at all.
+        case readOnly = "read-only"
+    }
+
+    public var leaseRole: LeaseRole {
+        if options.readOnly { return .readOnly }
+        return meta.locked {
+            if let lease { return lease.isValid ? .writer : .lost }
+            return handedOver ? .handedOver : .standby
+        }
+    }
+
+    /// Who holds the namespace's lease now ("client.4123 at 127.0.0.1:0/2785"), asked of the
+    /// cluster (one lock listing on the superblock); nil when nobody does.
+    public func currentLeaseHolder() -> String? {
+        pool.lockOwner(Layout.superObject, name: Layout.leaseName).map { "\($0.client) at \($0.address)" }
+    }
+
+    /// The guest's connection ended. After a handover that guest now runs at the
+    /// destination (or is gone): this server is a plain standby again, so a new guest of its
+    /// own (`ferry serve` keeps the export listening) becomes the writer once the lease is
+    /// free, instead of answering writes EIO for ever. A migration that fails after the save
+    /// resumes the guest on the same connection (`migrationResumedAtSource`), never here.
+    public func sessionEnded() {
+        meta.locked { if lease == nil { handedOver = false } }
+    }
+
     /// How long a server waits for the lease at switch-over: a holder that died without
     /// releasing it loses it this long after its last renewal.
     var leaseWaitSeconds: Double { Double(max(3, options.leaseSeconds)) + 5 }

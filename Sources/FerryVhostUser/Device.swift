@@ -135,6 +135,10 @@ final class VhostUserFSDevice: @unchecked Sendable {
             if logFD >= 0 { close(logFD); logFD = -1 }
         }
         status.withLock { $0 = VhostUserMigrationStatus() }
+        // The connection's end: the front-end that saved is gone (the guest runs at the
+        // destination, or nowhere), so the next connection's rings are a new guest's, not a
+        // resumed one (which would take a RADOS lease back from the destination).
+        if !keepProtocolFeatures { savedSinceRingsRan = false }
         brokenFlag.store(false, ordering: .releasing)
         reasonLock.withLock { $0 = nil }
         if notifyHandler { handler.connectionLost() }

@@ -1,59 +1,24 @@
 import FerryCore
 import FerryFUSE
+import FerryFUSETestClient
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// A FUSE error reply: the server's errno.
-struct FUSEFailure: Error, Equatable { let errno: Int32 }
+/// The session these tests drive: each reply decoded with FerryFUSE's client decoders, an
+/// error reply thrown as `FUSEFailure`.
+typealias FUSEClient = FUSETestClient
 
-/// Speaks FUSE to a server in this process, as a guest kernel would through a transport:
-/// each request built byte by byte, each reply decoded with FerryFUSE's client decoders.
-final class FUSEClient {
-    let handler: any FUSERequestHandler
-    private let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 2 << 20, alignment: 4096)
-    private let vector = UnsafeMutablePointer<iovec>.allocate(capacity: 1)
-    private var unique: UInt64 = 1
-
-    /// `initialize`: send INIT (a fresh session); a destination that loaded a state does not.
-    init(_ handler: any FUSERequestHandler, initialize: Bool = true) throws {
-        self.handler = handler
-        if initialize {
-            var b = Body()
-            b.u32(7); b.u32(38); b.u32(128 * 1024); b.u32(0xFFFF_FFFF); b.u32(0x3); b.zeros(44)
-            _ = try call(.`init`, nodeID: 0, b)
-        }
-    }
-
-    deinit { scratch.deallocate(); vector.deallocate() }
-
-    struct Body {
-        var bytes: [UInt8] = []
-        mutating func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
-        mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
-        mutating func name(_ s: String) { bytes.append(contentsOf: Array(s.utf8)); bytes.append(0) }
-        mutating func zeros(_ n: Int) { bytes.append(contentsOf: [UInt8](repeating: 0, count: n)) }
-    }
+extension FUSETestClient {
+    typealias Body = FUSETestClient.Body
 
     /// One request; the reply's argument bytes, nil for a request with no reply.
     @discardableResult
     func call(_ opcode: FUSEOpcode, nodeID: UInt64, _ body: Body = Body(), uid: UInt32 = 0) throws -> [UInt8]? {
-        unique += 1
-        var h = Body()
-        h.u32(UInt32(40 + body.bytes.count)); h.u32(opcode.rawValue); h.u64(unique); h.u64(nodeID)
-        h.u32(uid); h.u32(uid); h.u32(1); h.u32(0)
-        let request = h.bytes + body.bytes
-        vector.pointee = iovec(iov_base: scratch.baseAddress! + 16, iov_len: scratch.count - 16)
-        var area = ReplyArea(scratch: scratch, readVectors: IOVectors(base: vector, count: 1))
-        let reply: [UInt8]
-        switch request.withUnsafeBytes({ handler.handle(request: $0, reply: &area) }) {
-        case .none: return nil
-        case .inline(let length): reply = Array(scratch[0..<length])
-        case .data(let n): reply = Array(scratch[0..<(16 + n)])
-        }
-        let error = reply.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 4, as: Int32.self) }
-        if error != 0 { throw FUSEFailure(errno: -error) }
-        return Array(reply[16...])
+        let reply = send(opcode, body, node: nodeID, uid: uid)
+        guard reply.answered else { return nil }
+        if reply.error != 0 { throw FUSEFailure(errno: -reply.error) }
+        return reply.payload
     }
 
     private func decoded<T>(_ reply: [UInt8]?, _ decode: (UnsafeRawBufferPointer) -> T?) throws -> T {

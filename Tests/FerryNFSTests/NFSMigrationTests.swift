@@ -1,5 +1,6 @@
 import FerryCore
 import FerryFUSE
+import FerryFUSETestClient
 import FerryNFS
 import FerryTestSupport
 import Foundation

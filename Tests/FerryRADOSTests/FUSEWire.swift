@@ -1,68 +1,15 @@
 import FerryCore
 import FerryFUSE
+import FerryFUSETestClient
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// A guest's side of a FUSE session with a server, as a transport drives it: requests built
-/// byte by byte as the kernel sends them, replies read back from the transport's buffers.
-/// The migration tests move such a session from one server to another.
-final class FUSEWire {
-    let handler: any FUSERequestHandler
-    private let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 2 << 20, alignment: 4096)
-    private let vector = UnsafeMutablePointer<iovec>.allocate(capacity: 1)
-    private var unique: UInt64 = 1
+/// The session these tests drive: each operation answers the errno (0 or negative) beside
+/// what it returns, so a test checks refusals (EIO from a standby) as plainly as successes.
+typealias FUSEWire = FUSETestClient
 
-    /// `initialize`: send INIT (a new session); false for a session loaded from a migration.
-    init(_ handler: any FUSERequestHandler, initialize: Bool = true) {
-        self.handler = handler
-        if initialize {
-            var b = Body()
-            b.u32(7); b.u32(38); b.u32(128 * 1024); b.u32(0xFFFF_FFFF); b.u32(0x3); b.zeros(44)
-            precondition(send(FUSEOpcode.`init`, b).error == 0, "INIT failed")
-        }
-    }
-
-    deinit { scratch.deallocate(); vector.deallocate() }
-
-    struct Body {
-        var bytes: [UInt8] = []
-        mutating func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
-        mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
-        mutating func name(_ s: String) { bytes.append(contentsOf: Array(s.utf8)); bytes.append(0) }
-        mutating func zeros(_ n: Int) { bytes.append(contentsOf: [UInt8](repeating: 0, count: n)) }
-    }
-
-    /// A reply: `error` is 0 or a negative errno; `payload` what follows the header.
-    struct Reply {
-        var error: Int32
-        var payload: [UInt8]
-        func u64(at offset: Int) -> UInt64 { payload.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: UInt64.self) } }
-        /// fuse_entry_out
-        var nodeID: UInt64 { u64(at: 0) }
-        var generation: UInt64 { u64(at: 8) }
-    }
-
-    @discardableResult
-    func send(_ opcode: FUSEOpcode, _ body: Body = Body(), node: UInt64 = 1) -> Reply {
-        var h = Body()
-        unique += 1
-        h.u32(UInt32(40 + body.bytes.count)); h.u32(opcode.rawValue); h.u64(unique); h.u64(node)
-        h.u32(0); h.u32(0); h.u32(1); h.u32(0)
-        let request = h.bytes + body.bytes
-        vector.pointee = iovec(iov_base: scratch.baseAddress! + 16, iov_len: scratch.count - 16)
-        var area = ReplyArea(scratch: scratch, readVectors: IOVectors(base: vector, count: 1))
-        let disposition = request.withUnsafeBytes { handler.handle(request: $0, reply: &area) }
-        let bytes: [UInt8]
-        switch disposition {
-        case .none: return Reply(error: 0, payload: [])
-        case .inline(let length): bytes = Array(scratch[0..<length])
-        case .data(let n): bytes = Array(scratch[0..<(16 + n)])
-        }
-        let error = bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 4, as: Int32.self) }
-        return Reply(error: error, payload: Array(bytes.dropFirst(16)))
-    }
-
+extension FUSETestClient {
     /// CREATE: the entry (node id, generation) and the fh.
     func create(_ name: String, in parent: UInt64 = 1, flags: Int32 = O_RDWR) -> (error: Int32, node: UInt64, generation: UInt64, fh: UInt64) {
         var b = Body(); b.u32(UInt32(bitPattern: flags | O_CREAT)); b.u32(0o644); b.u32(0); b.u32(0); b.name(name)

@@ -40,7 +40,7 @@ struct RADOSMigrationTests {
     @Test func theSessionMovesAndTheDestinationSeesEveryAcknowledgedWrite() throws {
         let target = try freshTarget("mig-session")
         let source = try Side(target)
-        let guest = FUSEWire(source.server)
+        let guest = try FUSEWire(source.server)
         let log = guest.create("log", flags: O_WRONLY | O_APPEND)
         #expect(guest.write(log.node, fh: log.fh, at: 0, "line 1\n").written == 7)
         let sub = guest.mkdir("sub")
@@ -73,7 +73,7 @@ struct RADOSMigrationTests {
         let report = try destination.server.loadMigrationState(state, Self.options)
         #expect(report.failed == 0 && report.nodes == 5 && report.files == 3 && report.directories == 2, "\(report)")
         #expect(destination.holdsTheLease)
-        let moved = FUSEWire(destination.server, initialize: false)
+        let moved = try FUSEWire(destination.server, initialize: false)
         #expect(destination.server.lookupCount(of: sub.nodeID) == lookups)
         #expect(moved.size(log.node).size == 14)
         #expect(moved.write(log.node, fh: log.fh, at: 14, "line 3\n").written == 7)
@@ -107,7 +107,7 @@ struct RADOSMigrationTests {
     @Test func aStandbyNeitherTakesNorBreaksTheLeaseOfALiveSource() throws {
         let target = try freshTarget("mig-standby")
         let source = try Side(target)
-        let guest = FUSEWire(source.server)
+        let guest = try FUSEWire(source.server)
         let file = guest.create("f")
         let standby = try Side(target, standby: .always)
         #expect(throws: Errno.io) { _ = try withName("nope") { try standby.driver.mkdir(standby.driver.root().inode, $0, mode: 0o755, root) } }
@@ -128,7 +128,7 @@ struct RADOSMigrationTests {
     @Test func aSourceResumingAfterAFailedMigrationTakesItsLeaseBackOrWritesNothing() throws {
         let target = try freshTarget("mig-resume")
         let source = try Side(target)
-        let guest = FUSEWire(source.server)
+        let guest = try FUSEWire(source.server)
         let file = guest.create("f")
         #expect(guest.write(file.node, fh: file.fh, at: 0, "before").written == 6)
         _ = try source.server.saveMigrationState(Self.options)
@@ -147,7 +147,7 @@ struct RADOSMigrationTests {
         #expect(!source.holdsTheLease && other.holdsTheLease)
         #expect(guest.write(file.node, fh: file.fh, at: 12, " never").error == -EIO)
         #expect(guest.create("g").error == -EIO)
-        let otherGuest = FUSEWire(other.server)
+        let otherGuest = try FUSEWire(other.server)
         let seen = otherGuest.lookup("f")
         #expect(otherGuest.size(seen.nodeID).size == 12)
     }
@@ -156,7 +156,7 @@ struct RADOSMigrationTests {
     func aFileRemovedBetweenSaveAndLoadFailsTheMigrationOrAnswersEIO(onError: MigrationOptions.OnError) throws {
         let target = try freshTarget("mig-gone-\(onError.rawValue)")
         let source = try Side(target)
-        let guest = FUSEWire(source.server)
+        let guest = try FUSEWire(source.server)
         let gone = guest.create("gone"), kept = guest.create("kept")
         let destination = try Side(target, standby: .whenLeased)
         let state = try source.server.saveMigrationState(Self.options)
@@ -176,7 +176,7 @@ struct RADOSMigrationTests {
             let report = try destination.server.loadMigrationState(state, options)
             #expect(report.failed == 2, "\(report)")     // the node and its open file
             #expect(destination.holdsTheLease)
-            let moved = FUSEWire(destination.server, initialize: false)
+            let moved = try FUSEWire(destination.server, initialize: false)
             #expect(moved.size(gone.node).error == -EIO)
             #expect(moved.write(gone.node, fh: gone.fh, at: 0, "x").error == -EIO)
             #expect(moved.write(kept.node, fh: kept.fh, at: 0, "kept").written == 4)
@@ -187,12 +187,12 @@ struct RADOSMigrationTests {
     @Test func anInodeNumberOfAnotherNamespaceIsRefusedNeverAnotherFile() throws {
         let first = try freshTarget("mig-ns-a"), second = try freshTarget("mig-ns-b")
         let source = try Side(first)
-        let guest = FUSEWire(source.server)
+        let guest = try FUSEWire(source.server)
         let a = guest.create("a")
         #expect(guest.write(a.node, fh: a.fh, at: 0, "first namespace").written == 15)
         // The other namespace has a file with the same inode number (both allocators start alike).
         let elsewhere = try Side(second)
-        let b = FUSEWire(elsewhere.server).create("b")
+        let b = try FUSEWire(elsewhere.server).create("b")
         #expect(b.error == 0)
         elsewhere.driver.close()
         let ino = try withName("a") { try source.driver.lookup(source.driver.root().inode, $0, root).key }
@@ -223,7 +223,7 @@ struct RADOSMigrationTests {
     @Test func aDestinationTakesTheLeaseOfASourceThatDiedHoldingItAndFencesIt() throws {
         let target = try freshTarget("mig-dead-source")
         let source = try Side(target)
-        let guest = FUSEWire(source.server)
+        let guest = try FUSEWire(source.server)
         let file = guest.create("f")
         #expect(guest.write(file.node, fh: file.fh, at: 0, "acknowledged").written == 12)
         let destination = try Side(target, standby: .whenLeased)
@@ -240,7 +240,7 @@ struct RADOSMigrationTests {
                 "\(destination.driver.lease?.fencing ?? "no fencing")")
         // The dead holder's writes are refused by the OSDs now.
         #expect(deadPool.write(Layout.superObject) { $0.setxattr("ferry.test", [1]) } < 0)
-        let moved = FUSEWire(destination.server, initialize: false)
+        let moved = try FUSEWire(destination.server, initialize: false)
         #expect(moved.read(file.node, fh: file.fh).text == "acknowledged")
         #expect(moved.write(file.node, fh: file.fh, at: 12, " and more").written == 9)
     }
@@ -252,7 +252,7 @@ struct RADOSMigrationTests {
         let target = try freshTarget("mig-standby-own")
         let holder = try Side(target)
         let standby = try Side(target, standby: .whenLeased)
-        let guest = FUSEWire(standby.server)
+        let guest = try FUSEWire(standby.server)
         #expect(guest.create("early").error == -EIO)
         holder.driver.close()
         // One attempt a second at most: poll within a generous bound.
@@ -265,8 +265,8 @@ struct RADOSMigrationTests {
         #expect(made.error == 0)
         #expect(standby.holdsTheLease)
 
-        // The new writer hands over: however many requests reach it afterwards (another
-        // guest of a `ferry serve` export), it does not try to take the lease again.
+        // The new writer hands over: however many requests reach it afterwards while its
+        // guest's connection lasts, it does not try to take the lease again.
         _ = try standby.server.saveMigrationState(Self.options)
         standby.driver.meta.locked { standby.driver.lastStandbyAttempt = -.infinity }
         #expect(guest.write(made.node, fh: made.fh, at: 0, "x").error == -EIO)

@@ -191,10 +191,17 @@ final class Daemon {
     /// one), `keys` (TOML lines) added to its `[[export]]`; ready once its socket exists.
     static func serveOnePOSIXExport(keys: String = "", directory: String? = nil) throws -> (daemon: Daemon, export: String) {
         let top = try makeTemporaryDirectory("ferry-serve-guest")
-        let config = top + "/config"
         let export = directory ?? top + "/export"
-        try FileManager.default.createDirectory(atPath: config + "/tenants", withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: export, withIntermediateDirectories: true)
+        return (try serveOneExport(in: top, keys: keys, backend: "kind = \"posix\"\npath = \"\(export)\""), export)
+    }
+
+    /// `ferry serve` on TOP/config with tenant "guest" and its one export "data" (tag
+    /// "data", socket TOP/run/data.sock): `keys` (TOML lines) in its `[[export]]`, `backend`
+    /// the lines of its `[export.backend]`; ready once its socket exists.
+    static func serveOneExport(in top: String, keys: String = "", backend: String) throws -> Daemon {
+        let config = top + "/config"
+        try FileManager.default.createDirectory(atPath: config + "/tenants", withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: top + "/run", withIntermediateDirectories: true)
         try "control_socket = \"\(top)/run/control.sock\"\n".write(toFile: config + "/ferry.toml", atomically: true, encoding: .utf8)
         try """
@@ -205,10 +212,9 @@ final class Daemon {
             socket = "\(top)/run/data.sock"
             \(keys)
             [export.backend]
-            kind = "posix"
-            path = "\(export)"
+            \(backend)
             """.write(toFile: config + "/tenants/guest.toml", atomically: true, encoding: .utf8)
-        return (try serve(config: config, socket: top + "/run/data.sock"), export)
+        return try serve(config: config, socket: top + "/run/data.sock")
     }
 
     /// The reference C virtiofsd (QEMU 7.2): serves one guest, then exits.

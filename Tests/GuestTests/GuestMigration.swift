@@ -202,6 +202,18 @@ final class GuestMigration {
 
     static func read(_ path: String) -> String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
 
+    /// Whether process `pid` runs: not gone and not a zombie. `kill(pid, 0)` cannot say: inside
+    /// `scripts/nfs/isolated` the test process is PID 1 of its namespace and inherits the
+    /// QEMU that run-guest left running without reaping it, so a QEMU that exited stays a
+    /// zombie, which signal 0 still finds.
+    static func isRunning(_ pid: pid_t) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return false }
+        // The state follows the command's closing parenthesis (the command may hold one).
+        guard let close = stat.lastIndex(of: ")") else { return false }
+        let state = stat[stat.index(after: close)...].split(separator: " ").first
+        return state != nil && state != "Z" && state != "X"
+    }
+
     /// Polls `condition` every 100 ms for up to `seconds`; a bound, so a broken run fails
     /// instead of hanging, not a measure of speed.
     static func waitFor(_ seconds: Double, _ condition: () -> Bool) -> Bool {

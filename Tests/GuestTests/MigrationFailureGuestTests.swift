@@ -114,7 +114,7 @@ struct MigrationFailureGuestTests {
         let (_, source, destination, m) = try Self.writingGuest(destinationDirectory: elsewhere, destinationMigration: "on_error = \"abort\"")
 
         let status = try m.migrate(after: ["migrate_set_capability return-path on"])
-        let destinationGone = GuestMigration.waitFor(120) { kill(m.destinationPID, 0) != 0 }
+        let destinationGone = GuestMigration.waitFor(120) { !GuestMigration.isRunning(m.destinationPID) }
         #expect(destinationGone && m.console(.destination).contains("load of migration failed"), "\(m.console(.destination))")
         #expect(destination.daemon.log.contains("the migrated state was refused"), "\(destination.context)")
         #expect(status.contains("Migration status: failed"), "\(status)")
@@ -174,7 +174,7 @@ struct MigrationFailureGuestTests {
         #expect(status.contains("Migration status: failed"), "\(status)")
         #expect(m.console(.source).contains("Error saving back-end state"), "\(m.console(.source))")
         #expect(Self.isRunning(m.sourceMonitor), "\((try? m.sourceMonitor.command("info status")) ?? "")")
-        let destinationGone = GuestMigration.waitFor(120) { kill(m.destinationPID, 0) != 0 }
+        let destinationGone = GuestMigration.waitFor(120) { !GuestMigration.isRunning(m.destinationPID) }
         #expect(destinationGone && m.console(.destination).contains("load of migration failed"), "\(m.console(.destination))")
         #expect(GuestMigration.waitFor(60) { destination.states() == ("listening", nil) }, "\(destination.states())")
         #expect(!destination.daemon.log.contains("migration state loaded"), "\(destination.context)")

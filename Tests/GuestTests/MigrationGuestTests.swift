@@ -46,7 +46,7 @@ struct MigrationGuestTests {
         kill(destination.process.processIdentifier, SIGKILL)
         let status = try migration.migrate()
         // The destination could not load the device without its daemon, and exited.
-        let destinationGone = GuestMigration.waitFor(120) { kill(migration.destinationPID, 0) != 0 }
+        let destinationGone = GuestMigration.waitFor(120) { !GuestMigration.isRunning(migration.destinationPID) }
         #expect(destinationGone && migration.console(.destination).contains("load of migration failed"),
                 "\(status)\n\(migration.console(.destination))")
         // What libvirt does then: resume the source.

@@ -12,15 +12,6 @@ import Glibc
 /// (the guest image is built outside first: it needs the network once).
 @Suite("Live migration of a guest on nfs://", .serialized, .requires(.root, .qemu, .ganesha))
 struct NFSMigrationGuestTests {
-    /// Gone, or a zombie: inside `scripts/nfs/isolated` the test process is PID 1 of its
-    /// namespace and inherits the QEMU that run-guest left running, without reaping it.
-    static func hasExited(_ pid: pid_t) -> Bool {
-        guard kill(pid, 0) == 0 else { return true }
-        let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
-        // The state follows the command's closing parenthesis.
-        return stat.split(separator: ")").last?.split(separator: " ").first == "Z"
-    }
-
     @Test(.timeLimit(.minutes(20)), arguments: [3, 4])
     func aGuestAppendingToAnNFSExportMigratesBetweenTwoDaemons(version: Int) throws {
         try GuestMigration.requireMigratingQEMU()
@@ -62,7 +53,7 @@ struct NFSMigrationGuestTests {
             kill(destination.process.processIdentifier, SIGKILL)
             _ = try migration.migrate()
             // The destination could not load the device without its daemon, and exited.
-            let destinationGone = GuestMigration.waitFor(120) { Self.hasExited(migration.destinationPID) }
+            let destinationGone = GuestMigration.waitFor(120) { !GuestMigration.isRunning(migration.destinationPID) }
             #expect(destinationGone && migration.console(.destination).contains("load of migration failed"),
                     "the destination QEMU did not give up:\n\(migration.console(.destination))")
             #expect(source.log.contains("migration state saved"), "source daemon:\n\(source.log)")

@@ -50,7 +50,7 @@ struct RADOSMigrationGuestTests {
         try migration.waitUntilWriting()
         kill(destination.process.processIdentifier, SIGKILL)
         _ = try migration.migrate()
-        let destinationGone = GuestMigration.waitFor(120) { kill(migration.destinationPID, 0) != 0 }
+        let destinationGone = GuestMigration.waitFor(120) { !GuestMigration.isRunning(migration.destinationPID) }
         #expect(destinationGone, "the destination QEMU did not give up:\n\(migration.console(.destination))")
         #expect(source.log.contains("lease released"), "source daemon:\n\(source.log)")
         // What libvirt does then: resume the source.
