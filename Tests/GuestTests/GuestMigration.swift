@@ -159,6 +159,33 @@ final class GuestMigration {
         return outcome
     }
 
+    /// The destination's daemon dies before the guest moves: the destination QEMU cannot
+    /// load the device and exits. In precopy the source cannot know (it reports the
+    /// migration completed and stays paused); the management layer (libvirt) sees the
+    /// destination fail and resumes the source with `cont`, as this does. The guest must
+    /// then write on at the source through the same fd, every line in order.
+    @discardableResult
+    static func expectGuestResumesAtSourceWhenTheDestinationDaemonDies(source: String, destinationDaemon: pid_t,
+                                                                       destination: String,
+                                                                       context: () -> String) throws -> Outcome {
+        let migration = try GuestMigration(source: source, destination: destination)
+        try migration.waitUntilWriting()
+        kill(destinationDaemon, SIGKILL)
+        let status = try migration.migrate()
+        let destinationGone = waitFor(120) { !isRunning(migration.destinationPID) }
+        #expect(destinationGone && migration.console(.destination).contains("load of migration failed"),
+                "the destination QEMU did not give up: \(status)\n\(migration.console(.destination))")
+        let resumed = try migration.sourceMonitor.command("cont")
+        #expect(!resumed.contains("Error"), "\(resumed)")
+        let running = try migration.sourceMonitor.command("info status")
+        #expect(running.contains("VM status: running"), "\(running)")
+        let outcome = try migration.finishOnSource()
+        try #require(outcome.exited, "the guest did not finish at the source:\n\(outcome.console)\n\(context())")
+        #expect(outcome.status == 0, "\(outcome.console)\n\(context())")
+        #expect(outcome.bad == 0, "lines out of place: \(outcome.console)")
+        return outcome
+    }
+
     // MARK: Plumbing
 
     static func controlSocket(top: String, side: Side) -> String { top + "/\(side.rawValue).control" }

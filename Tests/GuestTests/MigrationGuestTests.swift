@@ -40,22 +40,9 @@ struct MigrationGuestTests {
         let export = try makeTemporaryDirectory("ferry-migration-export")
         let source = try Daemon.ferry(export: export)
         let destination = try Daemon.ferry(export: export)
-        let migration = try GuestMigration(source: source.socket, destination: destination.socket)
-        try migration.waitUntilWriting()
-
-        kill(destination.process.processIdentifier, SIGKILL)
-        let status = try migration.migrate()
-        // The destination could not load the device without its daemon, and exited.
-        let destinationGone = GuestMigration.waitFor(120) { !GuestMigration.isRunning(migration.destinationPID) }
-        #expect(destinationGone && migration.console(.destination).contains("load of migration failed"),
-                "\(status)\n\(migration.console(.destination))")
-        // What libvirt does then: resume the source.
-        _ = try migration.sourceMonitor.command("cont")
-        let running = try migration.sourceMonitor.command("info status")
-        #expect(running.contains("VM status: running"), "\(running)")
-        let outcome = try migration.finish(on: .source)
-        try #require(outcome.exited, "the guest did not finish at the source:\n\(outcome.console)\nsource daemon:\n\(source.log)")
-        #expect(outcome.status == 0 && outcome.bad == 0, "\(outcome.console)")
+        try GuestMigration.expectGuestResumesAtSourceWhenTheDestinationDaemonDies(
+            source: source.socket, destinationDaemon: destination.process.processIdentifier, destination: destination.socket
+        ) { "source daemon:\n\(source.log)" }
         #expect(source.stop() == 0, "source daemon:\n\(source.log)")
     }
 

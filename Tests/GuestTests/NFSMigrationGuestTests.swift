@@ -48,21 +48,10 @@ struct NFSMigrationGuestTests {
             defer { source.stop() }
             let destination = try Daemon.ferry(export: url)
             defer { destination.stop() }
-            let migration = try GuestMigration(source: source.socket, destination: destination.socket)
-            try migration.waitUntilWriting()
-            kill(destination.process.processIdentifier, SIGKILL)
-            _ = try migration.migrate()
-            // The destination could not load the device without its daemon, and exited.
-            let destinationGone = GuestMigration.waitFor(120) { !GuestMigration.isRunning(migration.destinationPID) }
-            #expect(destinationGone && migration.console(.destination).contains("load of migration failed"),
-                    "the destination QEMU did not give up:\n\(migration.console(.destination))")
+            let outcome = try GuestMigration.expectGuestResumesAtSourceWhenTheDestinationDaemonDies(
+                source: source.socket, destinationDaemon: destination.process.processIdentifier, destination: destination.socket
+            ) { "source daemon:\n\(source.log)" }
             #expect(source.log.contains("migration state saved"), "source daemon:\n\(source.log)")
-            let resumed = try migration.sourceMonitor.command("cont")
-            #expect(!resumed.contains("Error"), "\(resumed)")
-            let outcome = try migration.finishOnSource()
-            try #require(outcome.exited, "the guest did not finish at the source:\n\(outcome.console)\nsource daemon:\n\(source.log)")
-            #expect(outcome.status == 0, "\(outcome.console)\nsource daemon:\n\(source.log)")
-            #expect(outcome.bad == 0, "lines out of place: \(outcome.console)")
             let lines = ((try? String(contentsOfFile: export + "/log.txt", encoding: .utf8)) ?? "").split(separator: "\n")
             #expect(lines.count == outcome.lines && lines.enumerated().allSatisfy { $0.element == "line \($0.offset)" })
             #expect(source.log.contains("resuming on this daemon"), "source daemon:\n\(source.log)")

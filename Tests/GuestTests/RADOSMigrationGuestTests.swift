@@ -46,20 +46,10 @@ struct RADOSMigrationGuestTests {
     func aGuestResumedAtTheSourceAfterAFailedMigrationWritesOnWithTheLeaseTakenBack() throws {
         try GuestMigration.requireMigratingQEMU()
         let (source, destination) = try Self.twoDaemons("migrate-fails")
-        let migration = try GuestMigration(source: source.socket, destination: destination.socket)
-        try migration.waitUntilWriting()
-        kill(destination.process.processIdentifier, SIGKILL)
-        _ = try migration.migrate()
-        let destinationGone = GuestMigration.waitFor(120) { !GuestMigration.isRunning(migration.destinationPID) }
-        #expect(destinationGone, "the destination QEMU did not give up:\n\(migration.console(.destination))")
+        try GuestMigration.expectGuestResumesAtSourceWhenTheDestinationDaemonDies(
+            source: source.socket, destinationDaemon: destination.process.processIdentifier, destination: destination.socket
+        ) { "source daemon:\n\(source.log)" }
         #expect(source.log.contains("lease released"), "source daemon:\n\(source.log)")
-        // What libvirt does then: resume the source.
-        let resumed = try migration.sourceMonitor.command("cont")
-        #expect(!resumed.contains("Error"), "\(resumed)")
-        let outcome = try migration.finishOnSource()
-        try #require(outcome.exited, "the guest did not finish at the source:\n\(outcome.console)\nsource daemon:\n\(source.log)")
-        #expect(outcome.status == 0, "\(outcome.console)\nsource daemon:\n\(source.log)")
-        #expect(outcome.bad == 0, "lines out of place: \(outcome.console)")
         #expect(source.log.contains("migration failed; resuming; this server holds the lease"), "source daemon:\n\(source.log)")
         #expect(source.stop() == 0, "source daemon:\n\(source.log)")
     }
