@@ -26,17 +26,7 @@ struct ServeRADOSStandbyTests {
     /// `ferry serve` with tenant acme's one export "vm" on `namespace`.
     static func serve(_ cluster: CephCluster, _ namespace: String) throws -> ServeFixture {
         let f = try ServeFixture()
-        // The test cluster runs without cephx: the keyring the configuration requires is unused.
-        let keyring = f.top + "/client.admin.keyring"
-        FileManager.default.createFile(atPath: keyring, contents: Data("[client.admin]\n".utf8))
-        try f.writeTenant("acme", f.export("vm", tenant: "acme", backend: """
-            kind = "rados"
-            pool = "\(cluster.pool)"
-            namespace = "\(namespace)"
-            ceph_conf = "\(cluster.conf)"
-            client_id = "admin"
-            keyring = "\(keyring)"
-            """))
+        try f.writeTenant("acme", f.export("vm", tenant: "acme", backend: cluster.exportBackend(namespace: namespace, keyringIn: f.top)))
         try f.start()
         return f
     }

@@ -66,6 +66,22 @@ public final class CephCluster: @unchecked Sendable {
     /// `--ceph-conf CONF`.
     public var cephArguments: [String] { ["--ceph-conf", conf] }
 
+    /// The `[export.backend]` lines of a tenant export on `namespace`. The test cluster runs
+    /// without cephx, but the configuration requires a keyring: an unused one is written
+    /// into `directory`.
+    public func exportBackend(namespace: String, keyringIn directory: String) -> String {
+        let keyring = directory + "/client.admin.keyring"
+        FileManager.default.createFile(atPath: keyring, contents: Data("[client.admin]\n".utf8))
+        return """
+            kind = "rados"
+            pool = "\(pool)"
+            namespace = "\(namespace)"
+            ceph_conf = "\(conf)"
+            client_id = "admin"
+            keyring = "\(keyring)"
+            """
+    }
+
     private static let lock = NSLock()
     nonisolated(unsafe) private static var sharedCluster: Result<CephCluster, Error>?
 

@@ -20,17 +20,8 @@ struct ServeRADOSMigrationGuestTests {
         init(_ cluster: CephCluster, namespace: String) throws {
             let top = try makeTemporaryDirectory("ferry-serve-rados-guest")
             config = top + "/config"
-            // The test cluster runs without cephx: the keyring the configuration requires is unused.
-            let keyring = top + "/client.admin.keyring"
-            FileManager.default.createFile(atPath: keyring, contents: Data("[client.admin]\n".utf8))
-            daemon = try Daemon.serveOneExport(in: top, keys: "queues = \(GuestMachine.linux612.queues)", backend: """
-                kind = "rados"
-                pool = "\(cluster.pool)"
-                namespace = "\(namespace)"
-                ceph_conf = "\(cluster.conf)"
-                client_id = "admin"
-                keyring = "\(keyring)"
-                """)
+            daemon = try Daemon.serveOneExport(in: top, keys: "queues = \(GuestMachine.linux612.queues)",
+                                               backend: cluster.exportBackend(namespace: namespace, keyringIn: top))
         }
 
         var socket: String { daemon.socket }
