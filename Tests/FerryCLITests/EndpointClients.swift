@@ -158,6 +158,7 @@ final class TricklingClients: @unchecked Sendable {
     }
 
     var count: Int { fds.count }
+    var descriptors: [Int32] { fds }
 
     func stop() {
         stopping.store(true, ordering: .releasing)
