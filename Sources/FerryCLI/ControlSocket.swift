@@ -1,7 +1,6 @@
 import CFerry
 import Foundation
 import Logging
-import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -32,21 +31,29 @@ struct ControlReply: Codable {
     var directory: String?
 }
 
-/// The daemon's end: a Unix socket (mode 0600: the operator's, not the guests') served by
-/// one thread. Requests are small and rare; each is answered before the next is accepted.
-final class ControlServer: @unchecked Sendable {
+/// The daemon's end: a Unix socket (mode 0600: the operator's, not the guests') on an
+/// `EndpointServer`. Status and show are answered on its loop; a reload, which can take
+/// long, on a thread of its own, so `ferry exports list` is never queued behind one.
+final class ControlServer: Sendable {
     let path: String
-    private let listenFD: Int32
-    private let daemon: Daemon
-    private let logger: Logger
-    private var thread: pthread_t?
-    private let stopping = Atomic<Bool>(false)
+    private let server: EndpointServer
+
+    /// A request is one small JSON object (a few hundred bytes); the cap keeps a client from
+    /// making the daemon hold or parse megabytes.
+    static let limits = EndpointLimits(
+        maxRequestBytes: 16384, maxConnections: 512, requestSeconds: 10, answerSeconds: 30,
+        oversized: controlReplyBytes(ControlReply(ok: false, error: "request too large")))
 
     init(path: String, daemon: Daemon, logger: Logger) throws(CLIError) {
         self.path = path
-        self.daemon = daemon
-        self.logger = logger
-        listenFD = try Self.listen(at: path)
+        server = EndpointServer(listening: try Self.listen(at: path), limits: Self.limits, logger: logger) { request, peerClosed in
+            controlVerdict(request, peerClosed: peerClosed) { request in
+                switch request.command {
+                case .status, .show: return .answer(controlReplyBytes(Self.answer(request, daemon: daemon, logger: logger)))
+                case .reload: return .answerOffLoop { controlReplyBytes(Self.answer(request, daemon: daemon, logger: logger)) }
+                }
+            }
+        }
     }
 
     /// The listening socket at `path`, created 0600 and never more open than that.
@@ -60,7 +67,7 @@ final class ControlServer: @unchecked Sendable {
         // fchmod before bind: Linux creates the socket file with the socket's mode minus the
         // umask, so it is 0600 from the start (see VhostUserFSBackend.bindPrivately), never
         // the umask's mode until a chmod after bind.
-        guard fchmod(fd, 0o600) == 0, bindUnix(fd, path), Glibc.listen(fd, 16) == 0 else {
+        guard fchmod(fd, 0o600) == 0, bindUnix(fd, path), Glibc.listen(fd, SOMAXCONN) == 0 else {
             let reason = String(cString: strerror(errno))
             close(fd)
             throw CLIError("cannot listen on the control socket \(path): \(reason)")
@@ -68,31 +75,14 @@ final class ControlServer: @unchecked Sendable {
         return fd
     }
 
-    func start() {
-        thread = startThread { [self] in serve() }
-    }
+    func start() { server.start() }
 
     func stop() {
-        stopping.store(true, ordering: .releasing)
-        shutdown(listenFD, Int32(SHUT_RDWR))
-        if let thread { pthread_join(thread, nil) }
-        close(listenFD)
+        server.stop()
         unlink(path)
     }
 
-    private func serve() {
-        acceptConnections(listenFD, until: stopping) { conn in
-            let reply: ControlReply
-            if let data = readMessage(conn), let request = try? JSONDecoder().decode(ControlRequest.self, from: data) {
-                reply = answer(request)
-            } else {
-                reply = ControlReply(ok: false, error: "malformed request: expected one JSON object")
-            }
-            if let bytes = try? JSONEncoder().encode(reply) { writeAll(conn, bytes) }
-        }
-    }
-
-    private func answer(_ request: ControlRequest) -> ControlReply {
+    private static func answer(_ request: ControlRequest, daemon: Daemon, logger: Logger) -> ControlReply {
         switch request.command {
         case .status:
             return ControlReply(ok: true, exports: daemon.statuses(tenant: request.tenant), directory: daemon.directory)
@@ -109,23 +99,27 @@ final class ControlServer: @unchecked Sendable {
     }
 }
 
-/// Accepts connections on `listenFD` one after another until `stopping` is set (and the
-/// socket shut down). Each gets `seconds` per read or write before it is cut off, so a
-/// client that stalls cannot hold the loop; `serve` talks, the loop closes.
-func acceptConnections(_ listenFD: Int32, until stopping: borrowing Atomic<Bool>, seconds: Int = 5, _ serve: (Int32) -> Void) {
-    while !stopping.load(ordering: .acquiring) {
-        let conn = accept(listenFD, nil, nil)
-        if conn < 0 {
-            if errno == EINTR || errno == ECONNABORTED { continue }
-            return
-        }
-        _ = ferry_fcntl_int(conn, F_SETFD, FD_CLOEXEC)
-        var timeout = timeval(tv_sec: seconds, tv_usec: 0)
-        setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(conn, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        serve(conn)
-        close(conn)
+/// The control socket's answer to the bytes a connection has sent so far: one JSON object
+/// makes a request (`answer` decides what to do with it); anything else is refused once the
+/// client has shut its side. Parsing is tried only when the bytes could end an object, so a
+/// client sending a byte at a time does not make the loop parse on every byte.
+func controlVerdict(_ bytes: [UInt8], peerClosed: Bool, answer: (ControlRequest) -> EndpointVerdict) -> EndpointVerdict {
+    let last = bytes.last { ![9, 10, 13, 32].contains($0) }
+    guard peerClosed || last == UInt8(ascii: "}") else { return .incomplete }
+    let data = Data(bytes)
+    guard (try? JSONSerialization.jsonObject(with: data)) is [String: Any] else {
+        if !peerClosed { return .incomplete }
+        return .answer(controlReplyBytes(ControlReply(ok: false, error: "malformed request: expected one JSON object")))
     }
+    guard let request = try? JSONDecoder().decode(ControlRequest.self, from: data) else {
+        return .answer(controlReplyBytes(ControlReply(ok: false, error: "malformed request: not a known command")))
+    }
+    return answer(request)
+}
+
+func controlReplyBytes(_ reply: ControlReply) -> [UInt8] {
+    // Encoding these plain structs cannot fail.
+    Array((try? JSONEncoder().encode(reply)) ?? Data(#"{"ok":false}"#.utf8))
 }
 
 

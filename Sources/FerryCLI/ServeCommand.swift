@@ -78,7 +78,7 @@ struct ServeCommand: ParsableCommand {
         var metrics: MetricsServer?
         if let address = configuration.daemon.metricsAddress {
             do {
-                metrics = try MetricsServer(address: address, daemon: daemon)
+                metrics = try MetricsServer(address: address, daemon: daemon, logger: logger)
             } catch {
                 control.stop()
                 writeStandardError("ferry serve: \(error)\n")
