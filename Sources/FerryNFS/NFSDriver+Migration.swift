@@ -169,7 +169,7 @@ extension NFSDriver {
     public func migratedFile(_ identity: [UInt8], _ options: MigrationOptions) throws(Errno) -> NFSFile {
         var flags: Int32 = 0, uid: UInt32 = 0, gid: UInt32 = 0
         var node: [UInt8] = [], hidden: [HiddenName] = []
-        try decoding(identity) { r throws(MigrationError) -> Bool? in
+        _ = try decoding(identity) { r throws(MigrationError) -> Bool? in
             guard try r.u8() == Self.identityVersion else { return nil }
             flags = Int32(bitPattern: try r.u32())
             uid = try r.u32(); gid = try r.u32()
@@ -194,7 +194,7 @@ extension NFSDriver {
 
     public func migratedDirectory(_ identity: [UInt8], _ options: MigrationOptions) throws(Errno) -> NFSDirectory {
         var node: [UInt8] = []
-        try decoding(identity) { r throws(MigrationError) -> Bool? in
+        _ = try decoding(identity) { r throws(MigrationError) -> Bool? in
             guard try r.u8() == Self.identityVersion else { return nil }
             node = try r.blob()
             return true
