@@ -154,6 +154,22 @@ final class NFSClient: @unchecked Sendable {
         return connection.lock(until: deadline) ? connection : nil
     }
 
+    /// The errno for a server's NFSv4 status. A status with no nearer errno becomes EIO,
+    /// and the server's own number is logged: EIO alone does not tell an operator (or a
+    /// test log) what the server said.
+    func failure(nfs4 status: nfsstat4) -> Errno {
+        let errno = Errno(nfs4: status)
+        if errno == .io { logger.warning("NFS server \(options.server) answered NFSv4 status \(status.rawValue): reported as EIO") }
+        return errno
+    }
+
+    /// As `failure(nfs4:)`, for an NFSv3 status.
+    func failure(nfs3 status: nfsstat3) -> Errno {
+        let errno = Errno(nfs: status)
+        if errno == .io { logger.warning("NFS server \(options.server) answered NFSv3 status \(status.rawValue): reported as EIO") }
+        return errno
+    }
+
     func shutdown() {
         for connection in connections {
             connection.lock_(); connection.drop(); connection.unlock()

@@ -28,7 +28,7 @@ extension NFSClient {
         build(c)
         let results = { (raw: UnsafeMutableRawPointer) -> Result<T, Errno> in
             let res = raw.assumingMemoryBound(to: COMPOUND4res.self).pointee
-            if res.status != NFS4_OK { return .failure(Errno(nfs4: res.status)) }
+            if res.status != NFS4_OK { return .failure(self.failure(nfs4: res.status)) }
             return decode(NFS4Results(results: UnsafeBufferPointer(start: res.resarray.resarray_val,
                                                                    count: Int(res.resarray.resarray_len))))
         }

@@ -150,7 +150,7 @@ extension NFSDriver {
                 // Sound: `data` outlives the send, which copies the bytes into the call.
                 calls.append(try connection.send({ rpc, cb, token in c.send(rpc, cb, token) }, onSuccess: { reply in
                     let res = reply.assumingMemoryBound(to: COMPOUND4res.self).pointee
-                    guard res.status == NFS4_OK else { replies.pieces[i].result = .failure(Errno(nfs4: res.status)); return }
+                    guard res.status == NFS4_OK else { replies.pieces[i].result = .failure(self.client.failure(nfs4: res.status)); return }
                     let ok = res.resarray.resarray_val[1].nfs_resop4_u.opwrite.WRITE4res_u.resok4
                     let after = try? NFSDriver.attributes4(res.resarray.resarray_val[2]).get()
                     replies.pieces[i].result = .success(WriteReply(count: min(Int(ok.count), length), committed: stable_how(ok.committed.rawValue),
@@ -173,7 +173,7 @@ extension NFSDriver {
                 }
             }, onSuccess: { reply in
                 let res = reply.assumingMemoryBound(to: WRITE3res.self).pointee
-                guard res.status == NFS3_OK else { replies.pieces[i].result = .failure(Errno(nfs: res.status)); return }
+                guard res.status == NFS3_OK else { replies.pieces[i].result = .failure(self.client.failure(nfs3: res.status)); return }
                 let ok = res.WRITE3res_u.resok
                 replies.pieces[i].result = .success(WriteReply(count: min(Int(ok.count), length), committed: ok.committed,
                                                                verifier: verifier(ok.verf), after: attributes(ok.file_wcc.after)))
@@ -190,7 +190,7 @@ extension NFSDriver {
             c.putfh(handle); c.commit()
             return try connection.send({ rpc, cb, token in c.send(rpc, cb, token) }, onSuccess: { reply in
                 let res = reply.assumingMemoryBound(to: COMPOUND4res.self).pointee
-                guard res.status == NFS4_OK else { done(.failure(Errno(nfs4: res.status))); return }
+                guard res.status == NFS4_OK else { done(.failure(self.client.failure(nfs4: res.status))); return }
                 let ok = res.resarray.resarray_val[1].nfs_resop4_u.opcommit.COMMIT4res_u.resok4
                 done(.success(withUnsafeBytes(of: ok.writeverf) { $0.loadUnaligned(as: UInt64.self) }))
             })
@@ -202,7 +202,7 @@ extension NFSDriver {
             }
         }, onSuccess: { reply in
             let res = reply.assumingMemoryBound(to: COMMIT3res.self).pointee
-            done(res.status == NFS3_OK ? .success(verifier(res.COMMIT3res_u.resok.verf)) : .failure(Errno(nfs: res.status)))
+            done(res.status == NFS3_OK ? .success(verifier(res.COMMIT3res_u.resok.verf)) : .failure(self.client.failure(nfs3: res.status)))
         })
     }
 

@@ -435,7 +435,7 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
                 }
             }, decode: { reply -> Result<Attributes?, Errno> in
                 let res = reply.assumingMemoryBound(to: LINK3res.self).pointee
-                guard res.status == NFS3_OK else { return .failure(Errno(nfs: res.status)) }
+                guard res.status == NFS3_OK else { return .failure(self.client.failure(nfs3: res.status)) }
                 return .success(attributes(res.LINK3res_u.resok.file_attributes))
             })
             return Entry(key: file, inode: inode, attributes: try hiddenAdjusted(try attributesOrFetch(a, file, caller), file, asked: asked, caller))
@@ -512,7 +512,7 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
             }
         }, decode: { reply in
             let res = reply.assumingMemoryBound(to: RENAME3res.self).pointee
-            return res.status == NFS3_OK ? .success(()) : .failure(Errno(nfs: res.status))
+            return res.status == NFS3_OK ? .success(()) : .failure(self.client.failure(nfs3: res.status))
         })
     }
 
@@ -602,7 +602,7 @@ extension NFSClient {
                     defer { res.deallocate() }
                     memset(res, 0, MemoryLayout<Reply>.size)
                     guard decode(zdr, res) != 0 else { return }
-                    result = res.pointee.status == NFS3_OK ? reply(res.pointee) : .failure(Errno(nfs: res.pointee.status))
+                    result = res.pointee.status == NFS3_OK ? reply(res.pointee) : .failure(self.failure(nfs3: res.pointee.status))
                 })
             }
             return result
@@ -624,7 +624,7 @@ extension NFSClient {
             }
         }, decode: { raw in
             let res = raw.assumingMemoryBound(to: Reply.self).pointee
-            return res.status == NFS3_OK ? reply(res) : .failure(Errno(nfs: res.status))
+            return res.status == NFS3_OK ? reply(res) : .failure(self.failure(nfs3: res.status))
         })
     }
 
