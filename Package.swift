@@ -65,10 +65,17 @@ let package = Package(
         // and `ferry bench`.
         .target(name: "FerryVhostFrontend", dependencies: ["FerryFUSE", "FerryVirtio", "CFerry"]),
         .target(name: "FerryConfig", dependencies: ["FerryCore", "FerrySandbox"]),
-        // The commands of `ferry`, as a library so tests can drive them.
+        // `ferry serve` as a library: the daemon, its exports' lifecycle and reloads, the control
+        // socket and metrics endpoint, opening a backend for serving, and the process-wide set-up
+        // (umask, signals, rlimits, the sandbox) that only executables call.
+        .target(name: "FerryDaemon", dependencies: [
+            "FerryCore", "FerryPOSIX", "FerryNFS", "FerryRADOS", "FerryVhostUser", "FerryConfig", "FerrySandbox", "CFerry",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // The commands of `ferry` (argument parsing and printing), as a library so tests can drive them.
         .target(name: "FerryCLI", dependencies: [
             "FerryCore", "FerryPOSIX", "FerryNFS", "FerryRADOS", "FerryDevFUSE", "FerryVhostUser",
-            "FerryVhostFrontend", "FerryConfig", "FerrySandbox",
+            "FerryVhostFrontend", "FerryConfig", "FerrySandbox", "FerryDaemon",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -103,7 +110,7 @@ let package = Package(
             "FerryTestSupport",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .testTarget(name: "FerryCLITests", dependencies: ["FerryCLI", "FerryTestSupport", "FerryVhostFrontend", "FerryFUSE", "CFerry",
+        .testTarget(name: "FerryCLITests", dependencies: ["FerryCLI", "FerryDaemon", "FerryTestSupport", "FerryVhostFrontend", "FerryFUSE", "CFerry",
                                                      "CFerrySandbox", "CSeccomp"]),
         .testTarget(name: "FerryConfigTests", dependencies: ["FerryConfig"]),
         .testTarget(name: "FerryCoreTests", dependencies: ["FerryCore", "FerryFUSE", "FerryPOSIX", "CMallocCounter"]),

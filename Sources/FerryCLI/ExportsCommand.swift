@@ -1,6 +1,7 @@
 import ArgumentParser
 import FerryConfig
 import FerryCore
+import FerryDaemon
 import Foundation
 
 /// `ferry exports`: what the configuration serves, export by export.
@@ -59,7 +60,7 @@ struct ExportListing: Codable, Equatable {
     var export: String
     var tag: String
     var socket: String
-    var state: String
+    var state: ExportState
     /// Set while the export's guest is being live-migrated.
     var migration: ExportMigrationState?
     /// A RADOS export's part in its namespace's lease, when the daemon serves it.
@@ -71,7 +72,7 @@ struct ExportListing: Codable, Equatable {
     /// Live counters, when the daemon serves the export.
     var counters: LiveCounters?
 
-    init(tenant: TenantConfig, export: ExportConfig, state: String) {
+    init(tenant: TenantConfig, export: ExportConfig, state: ExportState) {
         self.tenant = tenant.name
         self.export = export.name
         self.tag = export.tag
@@ -94,7 +95,7 @@ struct ExportListing: Codable, Equatable {
     /// export's lease role when it is not the writer ("listening (standby)").
     var displayedState: String {
         let notes = [migration?.rawValue, lease.flatMap { $0.isStandby ? $0.role : nil }].compactMap { $0 }
-        return notes.isEmpty ? state : "\(state) (\(notes.joined(separator: ", ")))"
+        return notes.isEmpty ? state.description : "\(state) (\(notes.joined(separator: ", ")))"
     }
 
     /// Where the backend's files are, in one phrase.
@@ -117,7 +118,7 @@ func exportListings(_ configuration: Configuration, tenant: String?, live: [Expo
         .filter { tenant == nil || $0.tenant.name == tenant }
         .map { entry in
             let status = byKey["\(entry.tenant.name)/\(entry.export.name)"]
-            var listing = ExportListing(tenant: entry.tenant, export: entry.export, state: status?.state ?? "not running")
+            var listing = ExportListing(tenant: entry.tenant, export: entry.export, state: status?.state ?? .notRunning)
             listing.migration = status?.migration
             listing.lease = status?.lease
             listing.counters = status?.counters
@@ -188,7 +189,7 @@ struct ExportsShowCommand: ParsableCommand {
         }
         let reply = try config.askRunningDaemon(ControlRequest(command: .show, export: name), configuration: configuration)
         let status = reply?.exports?.first
-        var listing = ExportListing(tenant: found.tenant, export: found.export, state: status?.state ?? "not running")
+        var listing = ExportListing(tenant: found.tenant, export: found.export, state: status?.state ?? .notRunning)
         listing.migration = status?.migration
         listing.lease = status?.lease
         listing.counters = status?.counters
@@ -199,7 +200,7 @@ struct ExportsShowCommand: ParsableCommand {
             ["tag", listing.tag],
             ["socket", listing.socket],
             ["backend", "\(listing.backend.kind) \(listing.location)"],
-            ["state", listing.state],
+            ["state", listing.state.description],
         ]
         if let migrating = listing.migration { rows.append(["migrating", migrating.explanation]) }
         if let lease = listing.lease { rows.append(["lease", lease.explanation]) }

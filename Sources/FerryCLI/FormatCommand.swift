@@ -1,4 +1,5 @@
 import ArgumentParser
+import FerryDaemon
 import FerryRADOS
 
 /// `ferry format rados://POOL[/NAMESPACE]`: an empty file system in an empty pool namespace.

@@ -1,4 +1,5 @@
 import ArgumentParser
+import FerryDaemon
 import FerryRADOS
 #if canImport(Glibc)
 import Glibc

@@ -1,5 +1,6 @@
 import ArgumentParser
 import FerryCore
+import FerryDaemon
 import FerryDevFUSE
 import FerryPOSIX
 import FerrySandbox

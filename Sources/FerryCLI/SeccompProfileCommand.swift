@@ -1,4 +1,5 @@
 import ArgumentParser
+import FerryDaemon
 import FerrySandbox
 #if canImport(Glibc)
 import Glibc

@@ -1,3 +1,4 @@
+import FerryDaemon
 import Logging
 #if canImport(Glibc)
 import Glibc

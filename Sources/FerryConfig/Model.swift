@@ -46,7 +46,7 @@ public struct ConfigProblems: Error, Sendable, CustomStringConvertible {
 }
 
 /// Everything under the configuration directory, checked.
-public struct Configuration: Sendable {
+public struct Configuration: Sendable, Equatable {
     /// The directory as it was given.
     public var directory: String
     public var daemon: DaemonConfig
@@ -83,7 +83,7 @@ public struct HostPort: Sendable, Equatable, CustomStringConvertible {
 }
 
 /// `ferry.toml`: what the daemon as a whole uses.
-public struct DaemonConfig: Sendable {
+public struct DaemonConfig: Sendable, Equatable {
     public static let defaultControlSocket = "/run/ferry/control.sock"
 
     public var controlSocket: String = DaemonConfig.defaultControlSocket
@@ -98,7 +98,7 @@ public struct DaemonConfig: Sendable {
 }
 
 /// One `tenants/NAME.toml`.
-public struct TenantConfig: Sendable {
+public struct TenantConfig: Sendable, Equatable {
     public var name: String
     public var exports: [ExportConfig]
     /// The tenant file.
@@ -178,7 +178,7 @@ public enum Backend: Sendable, Equatable {
 }
 
 /// One `[[export]]` of a tenant.
-public struct ExportConfig: Sendable {
+public struct ExportConfig: Sendable, Equatable {
     public static let maxTagBytes = 36
     public static let queueRange = 1...16
     public static let threadRange = 0...64

@@ -1,8 +1,9 @@
-@testable import FerryCLI
 import Foundation
 import Logging
 import Synchronization
 import Testing
+@testable import FerryCLI
+@testable import FerryDaemon
 #if canImport(Glibc)
 import Glibc
 #endif

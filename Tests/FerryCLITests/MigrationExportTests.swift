@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import Testing
 @testable import FerryCLI
+@testable import FerryDaemon
 
 /// What `ferry virtiofsd` hands the vhost-user device must be migratable when its backend
 /// is: the device offers DEVICE_STATE only to a `MigratableHandler` that can migrate, and

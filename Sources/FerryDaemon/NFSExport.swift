@@ -7,21 +7,21 @@ import Logging
 /// syntax with Ferry's own parameters: `timeout` is how long a request waits for the
 /// server before failing with EIO (default 30 s), `hard` waits for ever instead,
 /// `connections` is how many libnfs contexts the export uses (default 4).
-struct NFSSource: CustomStringConvertible {
-    var server: String
-    var path: String
-    var version: NFSVersion
+public struct NFSSource: CustomStringConvertible {
+    public var server: String
+    public var path: String
+    public var version: NFSVersion
     /// nil: hard (wait for ever).
-    var timeout: Double? = 30
-    var connections = 4
+    public var timeout: Double? = 30
+    public var connections = 4
 
-    init(server: String, path: String, version: NFSVersion) {
+    public init(server: String, path: String, version: NFSVersion) {
         self.server = server
         self.path = path
         self.version = version
     }
 
-    init(parsing text: String) throws(CLIError) {
+    public init(parsing text: String) throws(CLIError) {
         guard text.hasPrefix("nfs://") else { throw CLIError("\(text): an NFS source starts with nfs://") }
         var rest = Substring(text.dropFirst("nfs://".count))
         var query: Substring = ""
@@ -61,7 +61,7 @@ struct NFSSource: CustomStringConvertible {
         }
     }
 
-    var description: String { "nfs://\(server.contains(":") ? "[\(server)]" : server)\(path)?version=\(version.rawValue)" }
+    public var description: String { "nfs://\(server.contains(":") ? "[\(server)]" : server)\(path)?version=\(version.rawValue)" }
 }
 
 /// The server of an NFS export as a concrete type, so the request path is specialised for

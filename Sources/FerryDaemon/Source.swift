@@ -9,13 +9,13 @@ import Glibc
 #endif
 
 /// Where an export's files come from, as given on the command line or in a tenant file.
-enum Source: CustomStringConvertible {
+public enum Source: CustomStringConvertible {
     case directory(String)
     case nfs(NFSSource)
     case rados(RADOSSource)
 
     /// `ceph` carries `--ceph-conf`, `--ceph-id`, `--ceph-keyring` for `rados://` sources.
-    init(parsing text: String, ceph: CephAccess = CephAccess()) throws(CLIError) {
+    public init(parsing text: String, ceph: CephAccess = CephAccess()) throws(CLIError) {
         if text.hasPrefix("nfs://") {
             self = .nfs(try NFSSource(parsing: text))
             return
@@ -36,7 +36,7 @@ enum Source: CustomStringConvertible {
     }
 
     /// The source of a configured export.
-    init(backend: Backend) {
+    public init(backend: Backend) {
         switch backend {
         case .posix(let path):
             self = .directory(path)
@@ -51,7 +51,7 @@ enum Source: CustomStringConvertible {
     }
 
     /// Which system calls and capabilities serving it needs.
-    var backendKind: BackendKind {
+    public var backendKind: BackendKind {
         switch self {
         case .directory: return .posix
         case .nfs: return .nfs
@@ -64,7 +64,7 @@ enum Source: CustomStringConvertible {
     /// does. A request to an NFS server or a Ceph cluster waits for the network: each queue
     /// keeps as many requests in flight as the export has NFS connections (every request
     /// holds one while it waits), or 8 RADOS requests.
-    var defaultRequestThreads: Int {
+    public var defaultRequestThreads: Int {
         switch self {
         case .directory: return 0
         case .nfs(let source): return source.connections
@@ -72,7 +72,7 @@ enum Source: CustomStringConvertible {
         }
     }
 
-    var description: String {
+    public var description: String {
         switch self {
         case .directory(let path): return path
         case .nfs(let source): return source.description
@@ -85,7 +85,7 @@ enum Source: CustomStringConvertible {
 /// concrete handler that specialises the request path for that driver.
 /// `migrationStandby`: a RADOS export whose lease another daemon holds opens as a
 /// migration standby instead of failing (docs/migration.md).
-func openExport(_ source: Source, policy: ExportPolicy, posix: POSIXOptions, logger: Logger,
+public func openExport(_ source: Source, policy: ExportPolicy, posix: POSIXOptions, logger: Logger,
                 migrationStandby: Bool = false) throws(CLIError) -> any ServedExport {
     switch source {
     case .directory(let path):
@@ -104,7 +104,7 @@ func openExport(_ source: Source, policy: ExportPolicy, posix: POSIXOptions, log
 
 /// A problem with what the operator asked for, reported as `Error: message` without a
 /// usage dump (that is for malformed command lines).
-struct CLIError: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
+public struct CLIError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
 }

@@ -3,20 +3,20 @@ import FerryRADOS
 /// A RADOS export's part in its namespace's single-writer lease, as `ferry exports
 /// list/show` and the metrics report it: the driver's own state (`RADOSDriver.leaseRole`),
 /// and who holds the lease when this export does not, asked of the cluster.
-struct ExportLease: Codable, Equatable {
+public struct ExportLease: Codable, Equatable {
     /// `writer`, `standby`, `handed-over`, `lost` or `read-only`.
-    var role: String
+    public var role: String
     /// Who holds the lease ("client.4123 at 127.0.0.1:0/2785") when this export does not;
     /// nil when it does, or when nobody holds it.
-    var holder: String?
+    public var holder: String?
 
-    static let roles = RADOSDriver.LeaseRole.allCases.map(\.rawValue)
+    public static let roles = RADOSDriver.LeaseRole.allCases.map(\.rawValue)
 
     /// Not the writer, and not read-only: a guest's writes answer EIO here.
-    var isStandby: Bool { role == RADOSDriver.LeaseRole.standby.rawValue || role == RADOSDriver.LeaseRole.handedOver.rawValue }
+    public var isStandby: Bool { role == RADOSDriver.LeaseRole.standby.rawValue || role == RADOSDriver.LeaseRole.handedOver.rawValue }
 
     /// One line for `exports show`.
-    var explanation: String {
+    public var explanation: String {
         let held = holder.map { "lease held by \($0)" } ?? "the lease is free"
         switch RADOSDriver.LeaseRole(rawValue: role) {
         case .writer?: return "writer (holds the namespace's lease)"

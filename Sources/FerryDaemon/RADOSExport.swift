@@ -1,57 +1,42 @@
-import ArgumentParser
 import FerryConfig
 import FerryCore
 import FerryRADOS
 import Logging
 import Synchronization
 
-/// `--ceph-conf`, `--ceph-id`, `--ceph-keyring`: how to reach the cluster of a `rados://` source.
-struct CephOptions: ParsableArguments {
-    @Option(help: "ceph.conf of the cluster of a rados:// source.")
-    var cephConf: String = "/etc/ceph/ceph.conf"
+/// How to reach a Ceph cluster, from the command line.
+public struct CephAccess: Equatable, Sendable {
+    public var conf = "/etc/ceph/ceph.conf"
+    public var clientID = "admin"
+    /// nil: whatever ceph.conf says (or no cephx).
+    public var keyring: String?
+    /// How long the single-writer lease lasts unless renewed.
+    public var leaseSeconds = 30
+    /// Seconds before an op against an unreachable OSD fails with EIO; 0 retries for ever.
+    public var operationTimeout = 60
 
-    @Option(help: "Ceph client id (without 'client.') for a rados:// source.")
-    var cephId: String = "admin"
-
-    @Option(help: "Keyring file with that client's key (cephx), for a rados:// source.")
-    var cephKeyring: String?
-
-    @Option(help: ArgumentHelp("Seconds the single-writer lease of a rados:// source lasts without renewal.", visibility: .hidden))
-    var cephLeaseSeconds: Int = 30
-
-    @Option(help: "Seconds a RADOS operation waits for an unreachable OSD before the client gets EIO (0: wait for ever).")
-    var cephOpTimeout: Int = 60
-
-    var access: CephAccess {
-        CephAccess(conf: cephConf, clientID: cephId.hasPrefix("client.") ? String(cephId.dropFirst(7)) : cephId,
-                   keyring: cephKeyring, leaseSeconds: cephLeaseSeconds, operationTimeout: cephOpTimeout)
+    public init(conf: String = "/etc/ceph/ceph.conf", clientID: String = "admin", keyring: String? = nil,
+                leaseSeconds: Int = 30, operationTimeout: Int = 60) {
+        self.conf = conf
+        self.clientID = clientID
+        self.keyring = keyring
+        self.leaseSeconds = leaseSeconds
+        self.operationTimeout = operationTimeout
     }
 }
 
-/// How to reach a Ceph cluster, from the command line.
-struct CephAccess: Equatable, Sendable {
-    var conf = "/etc/ceph/ceph.conf"
-    var clientID = "admin"
-    /// nil: whatever ceph.conf says (or no cephx).
-    var keyring: String?
-    /// How long the single-writer lease lasts unless renewed.
-    var leaseSeconds = 30
-    /// Seconds before an op against an unreachable OSD fails with EIO; 0 retries for ever.
-    var operationTimeout = 60
-}
-
 /// `rados://POOL[/NAMESPACE]` with how to reach its cluster.
-struct RADOSSource: CustomStringConvertible {
-    var pool: String
-    var namespace: String
-    var cephConf: String
-    var clientID: String
+public struct RADOSSource: CustomStringConvertible {
+    public var pool: String
+    public var namespace: String
+    public var cephConf: String
+    public var clientID: String
     /// nil: whatever ceph.conf says (or no cephx).
-    var keyring: String?
-    var leaseSeconds = 30
-    var operationTimeout = 60
+    public var keyring: String?
+    public var leaseSeconds = 30
+    public var operationTimeout = 60
 
-    init(pool: String, namespace: String, cephConf: String, clientID: String, keyring: String?) {
+    public init(pool: String, namespace: String, cephConf: String, clientID: String, keyring: String?) {
         self.pool = pool
         self.namespace = namespace
         self.cephConf = cephConf
@@ -59,7 +44,7 @@ struct RADOSSource: CustomStringConvertible {
         self.keyring = keyring
     }
 
-    init(parsing text: String, ceph: CephAccess) throws(CLIError) {
+    public init(parsing text: String, ceph: CephAccess) throws(CLIError) {
         guard text.hasPrefix("rados://") else { throw CLIError("\(text): not a rados:// source") }
         let rest = text.dropFirst("rados://".count)
         let pool: Substring, namespace: Substring
@@ -80,12 +65,12 @@ struct RADOSSource: CustomStringConvertible {
         operationTimeout = ceph.operationTimeout
     }
 
-    var target: RADOSTarget {
+    public var target: RADOSTarget {
         RADOSTarget(pool: pool, namespace: namespace, cephConf: cephConf, clientID: clientID, keyring: keyring,
                     operationTimeout: operationTimeout)
     }
 
-    var description: String { "rados://\(pool)" + (namespace.isEmpty ? "" : "/\(namespace)") }
+    public var description: String { "rados://\(pool)" + (namespace.isEmpty ? "" : "/\(namespace)") }
 }
 
 /// The server of a RADOS export as a concrete type (see POSIXExportHandler for why).
