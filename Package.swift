@@ -64,18 +64,37 @@ let package = Package(
         // A vhost-user-fs front-end in Swift (what QEMU and a guest kernel do), for tests
         // and `ferry bench`.
         .target(name: "FerryVhostFrontend", dependencies: ["FerryFUSE", "FerryVirtio", "CFerry"]),
-        .target(name: "FerryConfig", dependencies: ["FerryCore", "FerrySandbox"]),
+        // What a backend is as a unit (BackendModule), the reader of its configuration table
+        // (TOML with file:line:column), and the concrete-handler pattern of the request path.
+        .target(name: "FerryBackend", dependencies: [
+            "FerryCore", "FerrySandbox",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // One unit per backend: its options, sandbox needs, defaults and opening an export.
+        .target(name: "FerryPOSIXBackend", dependencies: ["FerryBackend", "FerryCore", "FerryPOSIX", "FerrySandbox"],
+                swiftSettings: crossModule),
+        .target(name: "FerryNFSBackend", dependencies: ["FerryBackend", "FerryCore", "FerryNFS", "FerrySandbox",
+                                                        .product(name: "Logging", package: "swift-log")],
+                swiftSettings: crossModule),
+        .target(name: "FerryRADOSBackend", dependencies: ["FerryBackend", "FerryCore", "FerryRADOS", "FerrySandbox",
+                                                          .product(name: "Logging", package: "swift-log")],
+                swiftSettings: crossModule),
+        // The registry: one line per backend; what configuration, sandbox set-up and daemon ask.
+        .target(name: "FerryBackends", dependencies: ["FerryBackend", "FerryPOSIXBackend", "FerryNFSBackend", "FerryRADOSBackend"]),
+        .target(name: "FerryConfig", dependencies: ["FerryCore", "FerrySandbox", "FerryBackend", "FerryBackends"]),
         // `ferry serve` as a library: the daemon, its exports' lifecycle and reloads, the control
         // socket and metrics endpoint, opening a backend for serving, and the process-wide set-up
         // (umask, signals, rlimits, the sandbox) that only executables call.
         .target(name: "FerryDaemon", dependencies: [
             "FerryCore", "FerryPOSIX", "FerryNFS", "FerryRADOS", "FerryVhostUser", "FerryConfig", "FerrySandbox", "CFerry",
+            "FerryBackend", "FerryBackends", "FerryPOSIXBackend", "FerryNFSBackend", "FerryRADOSBackend",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The commands of `ferry` (argument parsing and printing), as a library so tests can drive them.
         .target(name: "FerryCLI", dependencies: [
             "FerryCore", "FerryPOSIX", "FerryNFS", "FerryRADOS", "FerryDevFUSE", "FerryVhostUser",
             "FerryVhostFrontend", "FerryConfig", "FerrySandbox", "FerryDaemon",
+            "FerryBackend", "FerryBackends", "FerryPOSIXBackend", "FerryNFSBackend", "FerryRADOSBackend",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -112,7 +131,7 @@ let package = Package(
         ]),
         .testTarget(name: "FerryCLITests", dependencies: ["FerryCLI", "FerryDaemon", "FerryTestSupport", "FerryVhostFrontend", "FerryFUSE", "CFerry",
                                                      "CFerrySandbox", "CSeccomp"]),
-        .testTarget(name: "FerryConfigTests", dependencies: ["FerryConfig"]),
+        .testTarget(name: "FerryConfigTests", dependencies: ["FerryConfig", "FerryBackend", "FerryBackends", "FerryNFSBackend", "FerryPOSIXBackend", "FerryRADOSBackend"]),
         .testTarget(name: "FerryCoreTests", dependencies: ["FerryCore", "FerryFUSE", "FerryPOSIX", "CMallocCounter"]),
         .testTarget(name: "FerryPOSIXTests", dependencies: ["FerryPOSIX", "FerryCore", "CFerry", "CFerrySandbox", "FerryTestSupport"]),
         // Against a real nfs-ganesha (scripts/nfs) and a real one-node Ceph cluster (scripts/ceph).

@@ -1,5 +1,6 @@
 import ArgumentParser
 import FerryDaemon
+import FerryRADOSBackend
 
 /// `--ceph-conf`, `--ceph-id`, `--ceph-keyring`: how to reach the cluster of a `rados://` source.
 struct CephOptions: ParsableArguments {

@@ -1,7 +1,9 @@
 import ArgumentParser
+import FerryBackend
 import FerryConfig
 import FerryCore
 import FerryDaemon
+import FerryRADOSBackend
 import Foundation
 
 /// `ferry exports`: what the configuration serves, export by export.
@@ -46,16 +48,6 @@ struct ConfigDirectoryOption: ParsableArguments {
 
 /// One export as `exports list` shows it. No secrets: a keyring is neither read nor named.
 struct ExportListing: Codable, Equatable {
-    struct BackendListing: Codable, Equatable {
-        var kind: String
-        var path: String?
-        var server: String?
-        var version: Int?
-        var pool: String?
-        var namespace: String?
-        var clientID: String?
-        var cephConf: String?
-    }
     var tenant: String
     var export: String
     var tag: String
@@ -81,14 +73,7 @@ struct ExportListing: Codable, Equatable {
         self.queues = export.queues
         self.readOnly = export.readOnly
         self.cache = export.cache.rawValue
-        switch export.backend {
-        case .posix(let path):
-            backend = BackendListing(kind: "posix", path: path)
-        case .nfs(let server, let path, let version, _):
-            backend = BackendListing(kind: "nfs", path: path, server: server, version: version.rawValue)
-        case .rados(let pool, let namespace, let cephConf, let clientID, _):
-            backend = BackendListing(kind: "rados", pool: pool, namespace: namespace, clientID: clientID, cephConf: cephConf)
-        }
+        backend = export.backend.listing
     }
 
     /// The state column: the state, then the migrating state while there is one and a RADOS
@@ -99,13 +84,7 @@ struct ExportListing: Codable, Equatable {
     }
 
     /// Where the backend's files are, in one phrase.
-    var location: String {
-        switch backend.kind {
-        case "posix": return backend.path ?? ""
-        case "nfs": return "\(backend.server ?? ""):\(backend.path ?? "") (v\(backend.version ?? 4))"
-        default: return "pool \(backend.pool ?? "")" + ((backend.namespace ?? "").isEmpty ? "" : "/\(backend.namespace!)")
-        }
-    }
+    var location: String { backend.location }
 }
 
 /// Every configured export (of one tenant), with its live state and counters from `live`,

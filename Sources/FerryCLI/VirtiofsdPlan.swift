@@ -1,6 +1,7 @@
 import FerryCore
 import FerryDaemon
 import FerryPOSIX
+import FerryRADOSBackend
 import FerrySandbox
 import Logging
 

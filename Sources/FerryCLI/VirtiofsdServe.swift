@@ -18,7 +18,6 @@ func serveVirtiofsd(_ plan: VirtiofsdPlan) throws(CLIError) {
     let parsed = try Source(parsing: plan.source, ceph: plan.ceph)
     let threadPoolSize = plan.threadPoolSize ?? parsed.defaultRequestThreads
     ProcessSetup.raiseOpenFileLimit(requested: plan.rlimitNofile, threadPoolSize: threadPoolSize, logger: logger)
-    let kinds: Set<BackendKind> = [parsed.backendKind]
 
     // Namespaces fork: before any thread exists. The parent stays outside, waits, removes
     // the socket (which the child can no longer name once it has pivoted) and exits as the
@@ -27,7 +26,7 @@ func serveVirtiofsd(_ plan: VirtiofsdPlan) throws(CLIError) {
         var cleanup: [String] = []
         if case .socketPath(let path) = plan.listener { cleanup.append(path) }
         do {
-            try Sandbox.enterNamespaces(isolateNetwork: kinds == [.posix], cleanupPaths: cleanup)
+            try Sandbox.enterNamespaces(isolateNetwork: !parsed.sandbox.network, cleanupPaths: cleanup)
         } catch {
             throw CLIError("\(error)")
         }
@@ -53,7 +52,7 @@ func serveVirtiofsd(_ plan: VirtiofsdPlan) throws(CLIError) {
 
     // The export and the socket are open: confine the process before its threads start.
     do {
-        try ProcessSetup.confine(mode: plan.sandbox, seccomp: plan.seccomp, source: parsed, kinds: kinds)
+        try ProcessSetup.confine(mode: plan.sandbox, seccomp: plan.seccomp, source: parsed)
     } catch {
         server.shutdown()
         throw CLIError("\(error)")

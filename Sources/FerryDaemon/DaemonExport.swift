@@ -1,6 +1,7 @@
 import CFerry
 import FerryConfig
 import FerryCore
+import FerryRADOSBackend
 import FerrySandbox
 import FerryVhostUser
 import Logging
@@ -79,7 +80,7 @@ final class DaemonExport: @unchecked Sendable {
             // A RADOS namespace another daemon holds: this export may be a live migration's
             // destination, which waits as a standby and takes the lease with the guest's
             // state (docs/migration.md), as `ferry virtiofsd` does.
-            served = try openExport(Source(backend: config.backend), policy: config.policy, posix: config.posixOptions,
+            served = try openExport(config.backend, policy: config.policy, trustClientPermissions: config.idMap.isIdentity,
                                     logger: logger, migrationStandby: true)
         } catch {
             fail("cannot open the backend: \(error)")

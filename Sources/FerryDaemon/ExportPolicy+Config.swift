@@ -1,6 +1,5 @@
 import FerryConfig
 import FerryCore
-import FerryPOSIX
 
 extension ExportConfig {
     /// What the server core enforces for this export.
@@ -18,7 +17,7 @@ extension ExportConfig {
 
     /// Threads each request queue hands its requests to (0: the queue's own thread runs
     /// them, one at a time): `threads_per_queue`, or what suits the backend.
-    public var requestThreads: Int { threadsPerQueue ?? Source(backend: backend).defaultRequestThreads }
+    public var requestThreads: Int { threadsPerQueue ?? backend.defaultRequestThreads }
 
     /// Requests one export serves at once: one per queue, or one per thread of each queue.
     public var requestsInFlight: Int { max(queues, 1) * max(requestThreads, 1) }
@@ -34,12 +33,6 @@ extension ExportConfig {
     }
 
     public var idMap: IDMap { idMapping }
-
-    /// With ids mapped or squashed the guest's identity is no longer the host's, so the
-    /// host re-checks permissions as the mapped caller rather than trusting the guest kernel.
-    public var posixOptions: POSIXOptions {
-        POSIXOptions(readOnly: readOnly, trustClientPermissions: idMap.isIdentity)
-    }
 }
 
 /// Everything that makes an export what it is, to tell on reload whether it changed: two

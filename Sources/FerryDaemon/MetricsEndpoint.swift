@@ -1,6 +1,7 @@
 import CFerry
 import FerryConfig
 import FerryCore
+import FerryRADOSBackend
 import Logging
 import Synchronization
 #if canImport(Glibc)

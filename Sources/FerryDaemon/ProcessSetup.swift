@@ -1,3 +1,4 @@
+import FerryBackends
 import FerryConfig
 import FerrySandbox
 import Logging
@@ -82,15 +83,16 @@ extension ProcessSetup {
     /// (the export itself, for a local directory; for a network source, which is connected by
     /// now, a private root with only what its client may still read), privileges, then the
     /// seccomp filter, which every thread started afterwards inherits.
-    public static func confine(mode: SandboxMode, seccomp: SeccompAction, source: Source, kinds: Set<BackendKind>) throws(SandboxError) {
-        switch (mode, source) {
-        case (.namespace, .directory(let path)): try Sandbox.pivotRoot(into: path)
-        case (.namespace, _): try Sandbox.pivotRoot(into: PrivateRoot.network(source))
-        case (.chroot, .directory(let path)): try Sandbox.chroot(into: path)
-        case (.chroot, _), (.none, _): break
+    public static func confine(mode: SandboxMode, seccomp: SeccompAction, source: Source) throws(SandboxError) {
+        let ownRoot = source.rootNeeds(readOnly: false).ownRoot
+        switch (mode, ownRoot) {
+        case (.namespace, let path?): try Sandbox.pivotRoot(into: path)
+        case (.namespace, nil): try Sandbox.pivotRoot(into: PrivateRoot.network(source))
+        case (.chroot, let path?): try Sandbox.chroot(into: path)
+        case (.chroot, nil), (.none, _): break
         }
-        try Sandbox.restrictPrivileges(keeping: Capability.needed(by: kinds))
-        try Seccomp.install(seccomp, for: kinds)
+        try Sandbox.restrictPrivileges(keeping: source.sandbox.capabilities)
+        try Seccomp.install(seccomp, adding: source.sandbox.syscalls)
     }
 
     /// The sandbox of `ferry serve`. One process serves every export, so unlike `ferry virtiofsd`
@@ -99,10 +101,10 @@ extension ProcessSetup {
     /// shows only what serving and reloading need (`PrivateRoot.daemon`), while every export
     /// stays confined to its directory by openat2(RESOLVE_BENEATH). In every mode but `none` the
     /// process then has no new privileges, no supplementary groups, only the capabilities a
-    /// POSIX export needs, and the seccomp allowlist of all three backend kinds (a reload may
-    /// add any kind). Answers the root it pivoted into (nil: none).
+    /// POSIX export needs, and the seccomp allowlist of every backend this build knows (a
+    /// reload may add any kind). Answers the root it pivoted into (nil: none).
     public static func confineDaemon(_ configuration: Configuration) throws(CLIError) -> PrivateRoot? {
-        let kinds = Set(BackendKind.allCases)
+        let needs = BackendRegistry.everySandboxNeed
         let sandbox = configuration.daemon.sandbox
         var root: PrivateRoot?
         do {
@@ -122,9 +124,9 @@ extension ProcessSetup {
                 root = privateRoot
             }
             if sandbox.mode != .none || sandbox.seccomp != .none {
-                try Sandbox.restrictPrivileges(keeping: Capability.needed(by: kinds))
+                try Sandbox.restrictPrivileges(keeping: needs.capabilities)
             }
-            try Seccomp.install(sandbox.seccomp, for: kinds)
+            try Seccomp.install(sandbox.seccomp, adding: needs.syscalls)
         } catch let error as CLIError {
             throw error
         } catch {

@@ -1,3 +1,4 @@
+import FerryBackend
 import FerryConfig
 import FerrySandbox
 #if canImport(Glibc)
@@ -26,21 +27,20 @@ extension PrivateRoot {
         root.addExisting(nameResolutionFiles)
         for (_, export) in configuration.exports {
             root.add(parentDirectory(of: export.socket), writable: true)
-            switch export.backend {
-            case .posix(let path): root.add(path, writable: !export.readOnly)
-            case .nfs: break
-            case .rados(_, _, let cephConf, _, let keyring): root.addExisting([cephConf, keyring])
-            }
+            let needs = export.backend.rootNeeds(readOnly: export.readOnly)
+            for (path, writable) in needs.paths { root.add(path, writable: writable) }
+            root.addExisting(needs.filesIfPresent)
         }
         return root
     }
 
     /// `ferry virtiofsd`'s root for a network source, which is open (connected, with its
     /// key read) before the pivot: name resolution for NFS, in case libnfs looks the server
-    /// up again; nothing at all for RADOS.
+    /// up again (a backend that resolves names); nothing at all for RADOS, whose files were
+    /// read when it connected.
     public static func network(_ source: Source) -> PrivateRoot {
         var root = PrivateRoot()
-        if case .nfs = source { root.addExisting(nameResolutionFiles) }
+        if source.rootNeeds(readOnly: true).resolvesNames { root.addExisting(nameResolutionFiles) }
         return root
     }
 
@@ -56,16 +56,13 @@ extension PrivateRoot {
         if !shows(parentDirectory(of: export.socket), writable: true) {
             return "the directory of \(export.socket) is not writable inside the sandbox's root; \(restart), or use the directory of another export's socket"
         }
-        switch export.backend {
-        case .posix(let path):
+        let needs = export.backend.rootNeeds(readOnly: export.readOnly)
+        for (path, writable) in needs.paths {
             if !shows(path) { return "\(path) is outside the sandbox's root; \(restart), or put it under [sandbox] exports_root" }
-            if !export.readOnly, !shows(path, writable: true) { return "\(path) is read-only inside the sandbox's root; \(restart)" }
-        case .nfs:
-            break
-        case .rados(_, _, let cephConf, _, let keyring):
-            if let outside = [cephConf, keyring].first(where: { !shows($0) }) {
-                return "\(outside) is outside the sandbox's root; \(restart), or keep it in the configuration directory"
-            }
+            if writable, !shows(path, writable: true) { return "\(path) is read-only inside the sandbox's root; \(restart)" }
+        }
+        if let outside = needs.filesIfPresent.first(where: { !shows($0) }) {
+            return "\(outside) is outside the sandbox's root; \(restart), or keep it in the configuration directory"
         }
         return nil
     }
@@ -76,7 +73,7 @@ extension PrivateRoot {
 func resolveNamesBeforePivot(_ configuration: Configuration) {
     var names: Set<String> = ["localhost"]
     for (_, export) in configuration.exports {
-        if case .nfs(let server, _, _, _) = export.backend { names.insert(server) }
+        names.formUnion(export.backend.rootNeeds(readOnly: export.readOnly).hostNames)
     }
     for name in names.sorted() {
         var found: UnsafeMutablePointer<addrinfo>?

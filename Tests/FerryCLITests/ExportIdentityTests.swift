@@ -1,4 +1,5 @@
 import FerryCore
+import FerryNFSBackend
 import Testing
 @testable import FerryConfig
 @testable import FerryDaemon
@@ -7,11 +8,9 @@ import Testing
 @Suite struct ExportIdentityTests {
     func nfsExport(threads: Int? = nil) -> ExportConfig {
         let here = SourceLocation(file: "tenants/acme.toml", line: 3)
-        var client = NFSClientOptions()
-        client.connections = 4
         return ExportConfig(
             name: "home", tag: "acme-home", socket: "/run/ferry/acme-home.sock", threadsPerQueue: threads,
-            backend: .nfs(server: "files", path: "/export", version: .v4, client: client),
+            backend: Backend(NFSBackend.self, NFSSource(server: "files", path: "/export", version: .v4)),
             location: here, nameLocation: here, tagLocation: here, socketLocation: here)
     }
 
@@ -31,7 +30,7 @@ import Testing
 
     @Test func whatItServesAndHowIsAChange() {
         var other = nfsExport()
-        other.backend = .nfs(server: "files", path: "/export", version: .v3)
+        other.backend = Backend(NFSBackend.self, NFSSource(server: "files", path: "/export", version: .v3))
         #expect(ExportIdentity(other) != ExportIdentity(nfsExport()))
         other = nfsExport()
         other.qos.iops = 100

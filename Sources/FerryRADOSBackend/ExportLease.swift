@@ -1,4 +1,7 @@
 import FerryRADOS
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A RADOS export's part in its namespace's single-writer lease, as `ferry exports
 /// list/show` and the metrics report it: the driver's own state (`RADOSDriver.leaseRole`),
@@ -33,12 +36,12 @@ public struct ExportLease: Codable, Equatable {
 }
 
 /// An export whose backend has a single-writer lease (a RADOS namespace).
-protocol LeasedExport {
+public protocol LeasedExport {
     var lease: ExportLease { get }
 }
 
 extension RADOSExportHandler: LeasedExport {
-    var lease: ExportLease {
+    public var lease: ExportLease {
         let role = driver.leaseRole
         let holder = role == .standby || role == .handedOver ? driver.currentLeaseHolder() : nil
         return ExportLease(role: role.rawValue, holder: holder)
