@@ -42,33 +42,21 @@ extension ExportConfig {
 /// restarting the export under its guest. Threads per queue count as the export would run
 /// them (an explicit value equal to the backend's default is no change).
 struct ExportIdentity: Equatable {
-    var tag: String
-    var socket: String
-    var queues: Int
-    var requestThreads: Int
-    var readOnly: Bool
-    var cache: CachePolicy
-    var allowMmap: Bool
-    var xattr: Bool
-    var idMapping: IDMapping
-    var limits: ExportLimits
-    var quota: ExportQuota
-    var qos: ExportQoS
-    var backend: Backend
+    /// The configuration with what does not count set to one fixed value: any field added to
+    /// `ExportConfig` later counts unless it is cleared here.
+    private let served: ExportConfig
+    private let requestThreads: Int
 
     init(_ config: ExportConfig) {
-        tag = config.tag
-        socket = config.socket
-        queues = config.queues
         requestThreads = config.requestThreads
-        readOnly = config.readOnly
-        cache = config.cache
-        allowMmap = config.allowMmap
-        xattr = config.xattr
-        idMapping = config.idMapping
-        limits = config.limits
-        quota = config.quota
-        qos = config.qos
-        backend = config.backend
+        var served = config
+        let nowhere = SourceLocation(file: "", line: 0)
+        served.location = nowhere
+        served.nameLocation = nowhere
+        served.tagLocation = nowhere
+        served.socketLocation = nowhere
+        served.migration = MigrationOptions()
+        served.threadsPerQueue = nil
+        self.served = served
     }
 }
