@@ -147,6 +147,12 @@ let package = Package(
         // What the integration suites share: finding built products, running processes.
         .target(name: "FerryTestSupport", path: "Tests/FerryTestSupport"),
         .testTarget(name: "ConformanceTests", dependencies: ["FerryTestSupport"]),
+        // A backend defined in a test (in memory), registered with one line and served to a
+        // real guest by the daemon as a library: the proof that a backend is one unit.
+        .testTarget(name: "BackendUnitTests", dependencies: [
+            "FerryBackend", "FerryBackends", "FerryConfig", "FerryCore", "FerryDaemon", "FerryTestSupport",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // A real Linux guest under QEMU against `ferry virtiofsd` and the reference virtiofsd.
         .testTarget(name: "GuestTests", dependencies: ["FerryTestSupport"], exclude: ["README.md"]),
     ],
