@@ -4,9 +4,10 @@ import FerryNFS
 import Logging
 
 /// `nfs://SERVER/PATH[?version=3|4][&timeout=SECONDS][&hard][&connections=N]`, libnfs's URL
-/// syntax with Ferry's own parameters: `timeout` is how long a request waits for the
-/// server before failing with EIO (default 30 s), `hard` waits for ever instead,
-/// `connections` is how many libnfs contexts the export uses (default 4).
+/// syntax with Ferry's own parameters, which are the keys of `[export.backend]`: `version`
+/// (default 4, as in a tenant file), `timeout` is how long a request waits for the server
+/// before failing with EIO (default 30 s), `hard` waits for ever instead, `connections` is
+/// how many libnfs contexts the export uses (default 4).
 public struct NFSSource: CustomStringConvertible, Equatable, Sendable {
     public var server: String
     public var path: String
@@ -24,44 +25,21 @@ public struct NFSSource: CustomStringConvertible, Equatable, Sendable {
         self.version = version
     }
 
+    /// The URL read by `NFSBackend.options(from:)`, as a tenant file's table is: the same
+    /// defaults (NFSv4, 30 s, 4 connections) and checks, problems at their column.
     public init(parsing text: String) throws(BackendError) {
-        guard text.hasPrefix("nfs://") else { throw BackendError("\(text): an NFS source starts with nfs://") }
-        var rest = Substring(text.dropFirst("nfs://".count))
+        let scheme = "nfs://"
+        guard text.hasPrefix(scheme) else { throw BackendError("\(text): an NFS source starts with nfs://") }
+        var rest = Substring(text.dropFirst(scheme.count))
         var query: Substring = ""
         if let q = rest.firstIndex(of: "?") { query = rest[rest.index(after: q)...]; rest = rest[..<q] }
         guard let slash = rest.firstIndex(of: "/") else { throw BackendError("\(text): expected nfs://SERVER/PATH") }
-        var host = rest[..<slash]
-        if host.hasPrefix("["), host.hasSuffix("]") { host = host.dropFirst().dropLast() }
-        guard !host.isEmpty else { throw BackendError("\(text): no server in the NFS URL") }
-        server = String(host)
-        path = String(rest[slash...])
-        version = .v3
-        for item in query.split(separator: "&") where !item.isEmpty {
-            let parts = item.split(separator: "=", maxSplits: 1)
-            let key = parts[0], value = parts.count > 1 ? String(parts[1]) : nil
-            switch key {
-            case "version":
-                guard let value, let v = Int(value), let nv = NFSVersion(rawValue: v) else {
-                    throw BackendError("\(text): version must be 3 or 4")
-                }
-                version = nv
-            case "timeout":
-                guard let value, let seconds = Double(value), seconds > 0 else {
-                    throw BackendError("\(text): timeout must be a positive number of seconds")
-                }
-                timeout = seconds
-            case "hard":
-                guard value == nil || value == "1" || value == "true" else { throw BackendError("\(text): hard takes no value") }
-                timeout = nil
-            case "connections":
-                guard let value, let n = Int(value), (1...64).contains(n) else {
-                    throw BackendError("\(text): connections must be 1 to 64")
-                }
-                connections = n
-            default:
-                throw BackendError("\(text): unknown NFS URL parameter '\(key)' (known: version, timeout, hard, connections)")
-            }
-        }
+        let host = rest[..<slash]
+        guard !host.isEmpty, host != "[]" else { throw BackendError("\(text): no server in the NFS URL") }
+        let pathOffset = scheme.count + host.count
+        self = try BackendTable.readingSource(
+            text, fields: [("server", String(host), scheme.count), ("path", String(rest[slash...]), pathOffset)],
+            query: query, queryOffset: pathOffset + rest[slash...].count + 1) { NFSBackend.options(from: $0) }
     }
 
     public var description: String { "nfs://\(server.contains(":") ? "[\(server)]" : server)\(path)?version=\(version.rawValue)" }
