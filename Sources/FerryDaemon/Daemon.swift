@@ -6,7 +6,7 @@ import Synchronization
 
 /// `ferry serve`'s state: the configuration in force and one `DaemonExport` per export of
 /// every tenant. Reloads and reports are serialised by one lock; requests never take it.
-public final class Daemon: @unchecked Sendable {
+public final class Daemon: Sendable {
     private struct State {
         var configuration: Configuration
         var exports: [String: DaemonExport] = [:]

@@ -14,6 +14,8 @@ import Glibc
 /// the thread that accepts the VMM on it. The back-end's queue threads are this export's
 /// own, so a slow backend here never holds up another export's requests.
 final class DaemonExport: @unchecked Sendable {
+    // @unchecked: `thread` is the one field outside a Mutex or Atomic; it is set by `start`
+    // and cleared by `stop`, which the Daemon calls under its own lock, one at a time.
     let tenant: String
     let config: ExportConfig
     /// What a reload compares (`ExportIdentity`).
