@@ -1,7 +1,7 @@
 import CFerry
 import FerryConfig
 import FerryCore
-import FerryRADOSBackend
+import FerryBackend
 import FerrySandbox
 import FerryVhostUser
 import Logging

@@ -1,7 +1,7 @@
 import CFerry
 import FerryConfig
 import FerryCore
-import FerryRADOSBackend
+import FerryBackend
 import Logging
 import Synchronization
 #if canImport(Glibc)
