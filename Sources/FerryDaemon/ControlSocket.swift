@@ -7,8 +7,8 @@ import Glibc
 
 /// What `ferry` asks the serving daemon over its control socket: one JSON object per
 /// connection, answered with one JSON object, then the daemon closes the connection.
-public struct ControlRequest: Codable {
-    public enum Command: String, Codable {
+public struct ControlRequest: Codable, Sendable {
+    public enum Command: String, Codable, Sendable {
         /// Every export's state and counters.
         case status
         /// One export's state, counters and per-operation table.

@@ -17,7 +17,7 @@ import Glibc
         let open = Atomic<Bool>(false)
     }
 
-    final class Fixture {
+    final class Fixture: Sendable {
         let port: UInt16
         let server: EndpointServer
         let release = Gate()
