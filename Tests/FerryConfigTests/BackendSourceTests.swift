@@ -53,3 +53,17 @@ import Testing
         }
     }
 }
+
+/// A table whose kind is wrong or missing: the kind is the problem, and a key some backend
+/// knows is not called unknown as well (before the registry, `timeout`, `hard` and
+/// `connections` were, having been left out of a hand-kept list).
+@Suite struct BackendKindTests {
+    @Test func aWrongKindIsTheOneProblemWhenItsKeysBelongToABackend() throws {
+        let s = try Scratch(["tenants/a.toml": tenant(backend: "kind = \"nfz\"\nserver = \"h\"\npath = \"/x\"\ntimeout = 5\nbogus = 1")])
+        defer { s.remove() }
+        #expect(s.problems() == [
+            "\(s.path)/tenants/a.toml:9:8: backend kind must be one of \"posix\", \"nfs\", \"rados\"; did you mean \"nfs\"?",
+            "\(s.path)/tenants/a.toml:13:1: unknown key \"bogus\" in [export.backend]",
+        ])
+    }
+}
