@@ -1,7 +1,7 @@
 import CFerry
+import FerryBackend
 import FerryConfig
 import FerryCore
-import FerryBackend
 import Logging
 import Synchronization
 #if canImport(Glibc)
