@@ -3,6 +3,7 @@ import FerryBackend
 import FerryConfig
 import FerryCore
 import FerryDaemon
+import FerryRADOSBackend
 import Foundation
 
 /// `ferry exports`: what the configuration serves, export by export.

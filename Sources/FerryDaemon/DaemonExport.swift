@@ -2,6 +2,7 @@ import CFerry
 import FerryBackend
 import FerryConfig
 import FerryCore
+import FerryRADOSBackend
 import FerrySandbox
 import FerryVhostUser
 import Logging

@@ -2,6 +2,7 @@ import CFerry
 import FerryBackend
 import FerryConfig
 import FerryCore
+import FerryRADOSBackend
 import Logging
 import Synchronization
 #if canImport(Glibc)

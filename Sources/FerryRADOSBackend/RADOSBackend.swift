@@ -230,11 +230,3 @@ public enum RADOSBackend: BackendModule {
         }
     }
 }
-
-extension RADOSExportHandler: LeasedExport {
-    public var lease: ExportLease {
-        let role = driver.leaseRole
-        let holder = role == .standby || role == .handedOver ? driver.currentLeaseHolder() : nil
-        return ExportLease(role: role.rawValue, holder: holder)
-    }
-}

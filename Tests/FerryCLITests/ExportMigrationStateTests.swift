@@ -1,5 +1,3 @@
-import FerryBackend
-import FerryRADOS
 import FerryVhostUser
 import Foundation
 import Testing
@@ -62,12 +60,5 @@ import Testing
         #expect(ExportState(reported: "errored") == nil)
         #expect(states.filter { $0.0.isUp }.map(\.1) == ["listening", "guest connected"])
         #expect(states.filter { $0.0.isError }.count == 1)
-    }
-}
-
-/// The lease roles `ferry exports` and the metrics know are exactly the RADOS driver's.
-@Suite struct ExportLeaseRoleTests {
-    @Test func everyRoleOfTheRADOSDriverIsAReportedRole() {
-        #expect(RADOSDriver.LeaseRole.allCases.map(\.rawValue) == ExportLease.roles)
     }
 }

@@ -1,6 +1,11 @@
-/// An export's part in a single-writer lease on its data (a RADOS namespace's), as `ferry
-/// exports list/show` and the metrics report it: the driver's own state, and who holds the
-/// lease when this export does not.
+import FerryRADOS
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A RADOS export's part in its namespace's single-writer lease, as `ferry exports
+/// list/show` and the metrics report it: the driver's own state (`RADOSDriver.leaseRole`),
+/// and who holds the lease when this export does not, asked of the cluster.
 public struct ExportLease: Codable, Equatable {
     /// `writer`, `standby`, `handed-over`, `lost` or `read-only`.
     public var role: String
@@ -8,34 +13,15 @@ public struct ExportLease: Codable, Equatable {
     /// nil when it does, or when nobody holds it.
     public var holder: String?
 
-    /// The roles an export can have in its lease.
-    public enum Role: String, Sendable, CaseIterable {
-        /// Holds the lease and renews it.
-        case writer
-        /// Opened without it: another process holds it.
-        case standby
-        /// Gave it to a migration's destination; takes it back only if that migration fails.
-        case handedOver = "handed-over"
-        /// Held it, but a renewal failed.
-        case lost
-        /// A read-only export: no lease at all.
-        case readOnly = "read-only"
-    }
-
-    public static let roles = Role.allCases.map(\.rawValue)
-
-    public init(role: String, holder: String?) {
-        self.role = role
-        self.holder = holder
-    }
+    public static let roles = RADOSDriver.LeaseRole.allCases.map(\.rawValue)
 
     /// Not the writer, and not read-only: a guest's writes answer EIO here.
-    public var isStandby: Bool { role == Role.standby.rawValue || role == Role.handedOver.rawValue }
+    public var isStandby: Bool { role == RADOSDriver.LeaseRole.standby.rawValue || role == RADOSDriver.LeaseRole.handedOver.rawValue }
 
     /// One line for `exports show`.
     public var explanation: String {
         let held = holder.map { "lease held by \($0)" } ?? "the lease is free"
-        switch Role(rawValue: role) {
+        switch RADOSDriver.LeaseRole(rawValue: role) {
         case .writer?: return "writer (holds the namespace's lease)"
         case .standby?:
             return "standby: \(held) (writes answer EIO; becomes the writer when a migrated guest arrives, "
@@ -49,7 +35,15 @@ public struct ExportLease: Codable, Equatable {
     }
 }
 
-/// An export whose backend has a single-writer lease.
+/// An export whose backend has a single-writer lease (a RADOS namespace).
 public protocol LeasedExport {
     var lease: ExportLease { get }
+}
+
+extension RADOSExportHandler: LeasedExport {
+    public var lease: ExportLease {
+        let role = driver.leaseRole
+        let holder = role == .standby || role == .handedOver ? driver.currentLeaseHolder() : nil
+        return ExportLease(role: role.rawValue, holder: holder)
+    }
 }
