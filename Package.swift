@@ -41,7 +41,7 @@ let package = Package(
         .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp", providers: [.apt(["libseccomp-dev"])]),
         // Namespaces, pivot_root, capabilities, no-new-privileges and seccomp for serving processes.
         .target(name: "CFerrySandbox", linkerSettings: [.linkedLibrary("seccomp")]),
-        .target(name: "FerrySandbox", dependencies: ["CFerrySandbox", "CSeccomp"]),
+        .target(name: "FerrySandbox", dependencies: ["CFerrySandbox", "CSeccomp"], swiftSettings: [.swiftLanguageMode(.v6)]),
         // NFSv3/v4 exports through libnfs: nodes are NFS file handles.
         .target(name: "FerryNFS", dependencies: [
             "FerryCore", "CNFS", "CFerry",
@@ -64,15 +64,41 @@ let package = Package(
         // A vhost-user-fs front-end in Swift (what QEMU and a guest kernel do), for tests
         // and `ferry bench`.
         .target(name: "FerryVhostFrontend", dependencies: ["FerryFUSE", "FerryVirtio", "CFerry"]),
-        .target(name: "FerryConfig", dependencies: ["FerryCore", "FerrySandbox"]),
-        // The commands of `ferry`, as a library so tests can drive them.
+        // What a backend is as a unit (BackendModule), the reader of its configuration table
+        // (TOML with file:line:column), and the concrete-handler pattern of the request path.
+        .target(name: "FerryBackend", dependencies: [
+            "FerryCore", "FerrySandbox",
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: [.swiftLanguageMode(.v6)]),
+        // One unit per backend: its options, sandbox needs, defaults and opening an export.
+        .target(name: "FerryPOSIXBackend", dependencies: ["FerryBackend", "FerryCore", "FerryPOSIX", "FerrySandbox"],
+                swiftSettings: crossModule + [.swiftLanguageMode(.v6)]),
+        .target(name: "FerryNFSBackend", dependencies: ["FerryBackend", "FerryCore", "FerryNFS", "FerrySandbox",
+                                                        .product(name: "Logging", package: "swift-log")],
+                swiftSettings: crossModule + [.swiftLanguageMode(.v6)]),
+        .target(name: "FerryRADOSBackend", dependencies: ["FerryBackend", "FerryCore", "FerryRADOS", "FerrySandbox",
+                                                          .product(name: "Logging", package: "swift-log")],
+                swiftSettings: crossModule + [.swiftLanguageMode(.v6)]),
+        // The registry: one line per backend; what configuration, sandbox set-up and daemon ask.
+        .target(name: "FerryBackends", dependencies: ["FerryBackend", "FerryPOSIXBackend", "FerryNFSBackend", "FerryRADOSBackend"], swiftSettings: [.swiftLanguageMode(.v6)]),
+        .target(name: "FerryConfig", dependencies: ["FerryCore", "FerrySandbox", "FerryBackend", "FerryBackends"], swiftSettings: [.swiftLanguageMode(.v6)]),
+        // `ferry serve` as a library: the daemon, its exports' lifecycle and reloads, the control
+        // socket and metrics endpoint, opening a backend for serving, and the process-wide set-up
+        // (umask, signals, rlimits, the sandbox) that only executables call.
+        .target(name: "FerryDaemon", dependencies: [
+            "FerryCore", "FerryPOSIX", "FerryNFS", "FerryRADOS", "FerryVhostUser", "FerryConfig", "FerrySandbox", "CFerry",
+            "FerryBackend", "FerryBackends", "FerryPOSIXBackend", "FerryNFSBackend", "FerryRADOSBackend",
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: [.swiftLanguageMode(.v6)]),
+        // The commands of `ferry` (argument parsing and printing), as a library so tests can drive them.
         .target(name: "FerryCLI", dependencies: [
             "FerryCore", "FerryPOSIX", "FerryNFS", "FerryRADOS", "FerryDevFUSE", "FerryVhostUser",
-            "FerryVhostFrontend", "FerryConfig", "FerrySandbox",
+            "FerryVhostFrontend", "FerryConfig", "FerrySandbox", "FerryDaemon",
+            "FerryBackend", "FerryBackends", "FerryPOSIXBackend", "FerryNFSBackend", "FerryRADOSBackend",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
-        ]),
-        .executableTarget(name: "ferry", dependencies: ["FerryCLI"]),
+        ], swiftSettings: [.swiftLanguageMode(.v6)]),
+        .executableTarget(name: "ferry", dependencies: ["FerryCLI"], swiftSettings: [.swiftLanguageMode(.v6)]),
         // Fuzz targets (libFuzzer via scripts/fuzz; corpus replay in FuzzCorpusTests).
         .target(name: "FerryFuzz", dependencies: [
             "FerryCore", "FerryFUSE", "FerryPOSIX", "FerryVhostUser",
@@ -103,9 +129,10 @@ let package = Package(
             "FerryTestSupport",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .testTarget(name: "FerryCLITests", dependencies: ["FerryCLI", "FerryTestSupport", "FerryVhostFrontend", "FerryFUSE", "CFerry",
-                                                     "CFerrySandbox", "CSeccomp"]),
-        .testTarget(name: "FerryConfigTests", dependencies: ["FerryConfig"]),
+        .testTarget(name: "FerryCLITests", dependencies: ["FerryCLI", "FerryDaemon", "FerryTestSupport", "FerryVhostFrontend", "FerryFUSE", "CFerry",
+                                                     "CFerrySandbox", "CSeccomp"], swiftSettings: [.swiftLanguageMode(.v6)]),
+        .testTarget(name: "FerryConfigTests", dependencies: ["FerryConfig", "FerryBackend", "FerryBackends", "FerryNFSBackend", "FerryPOSIXBackend", "FerryRADOSBackend"],
+                    swiftSettings: [.swiftLanguageMode(.v6)]),
         .testTarget(name: "FerryCoreTests", dependencies: ["FerryCore", "FerryFUSE", "FerryPOSIX", "CMallocCounter"]),
         .testTarget(name: "FerryPOSIXTests", dependencies: ["FerryPOSIX", "FerryCore", "CFerry", "CFerrySandbox", "FerryTestSupport"]),
         // Against a real nfs-ganesha (scripts/nfs) and a real one-node Ceph cluster (scripts/ceph).
@@ -121,6 +148,12 @@ let package = Package(
         // What the integration suites share: finding built products, running processes.
         .target(name: "FerryTestSupport", path: "Tests/FerryTestSupport"),
         .testTarget(name: "ConformanceTests", dependencies: ["FerryTestSupport"]),
+        // A backend defined in a test (in memory), registered with one line and served to a
+        // real guest by the daemon as a library: the proof that a backend is one unit.
+        .testTarget(name: "BackendUnitTests", dependencies: [
+            "FerryBackend", "FerryBackends", "FerryConfig", "FerryCore", "FerryDaemon", "FerryTestSupport",
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: [.swiftLanguageMode(.v6)]),
         // A real Linux guest under QEMU against `ferry virtiofsd` and the reference virtiofsd.
         .testTarget(name: "GuestTests", dependencies: ["FerryTestSupport"], exclude: ["README.md"]),
     ],

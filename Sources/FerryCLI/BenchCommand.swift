@@ -1,4 +1,5 @@
 import ArgumentParser
+import FerryDaemon
 import FerryVhostFrontend
 import Foundation
 

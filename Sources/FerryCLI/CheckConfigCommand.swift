@@ -1,5 +1,6 @@
 import ArgumentParser
 import FerryConfig
+import FerryDaemon
 
 /// `ferry check-config [DIR]`: reads and checks a configuration directory, printing every
 /// problem as FILE:LINE[:COLUMN]: message. Starts nothing and changes nothing.

@@ -1,6 +1,9 @@
 import ArgumentParser
+import FerryBackend
 import FerryConfig
 import FerryCore
+import FerryDaemon
+import FerryRADOSBackend
 import Foundation
 
 /// `ferry exports`: what the configuration serves, export by export.
@@ -45,21 +48,11 @@ struct ConfigDirectoryOption: ParsableArguments {
 
 /// One export as `exports list` shows it. No secrets: a keyring is neither read nor named.
 struct ExportListing: Codable, Equatable {
-    struct BackendListing: Codable, Equatable {
-        var kind: String
-        var path: String?
-        var server: String?
-        var version: Int?
-        var pool: String?
-        var namespace: String?
-        var clientID: String?
-        var cephConf: String?
-    }
     var tenant: String
     var export: String
     var tag: String
     var socket: String
-    var state: String
+    var state: ExportState
     /// Set while the export's guest is being live-migrated.
     var migration: ExportMigrationState?
     /// A RADOS export's part in its namespace's lease, when the daemon serves it.
@@ -71,7 +64,7 @@ struct ExportListing: Codable, Equatable {
     /// Live counters, when the daemon serves the export.
     var counters: LiveCounters?
 
-    init(tenant: TenantConfig, export: ExportConfig, state: String) {
+    init(tenant: TenantConfig, export: ExportConfig, state: ExportState) {
         self.tenant = tenant.name
         self.export = export.name
         self.tag = export.tag
@@ -80,31 +73,18 @@ struct ExportListing: Codable, Equatable {
         self.queues = export.queues
         self.readOnly = export.readOnly
         self.cache = export.cache.rawValue
-        switch export.backend {
-        case .posix(let path):
-            backend = BackendListing(kind: "posix", path: path)
-        case .nfs(let server, let path, let version, _):
-            backend = BackendListing(kind: "nfs", path: path, server: server, version: version.rawValue)
-        case .rados(let pool, let namespace, let cephConf, let clientID, _):
-            backend = BackendListing(kind: "rados", pool: pool, namespace: namespace, clientID: clientID, cephConf: cephConf)
-        }
+        backend = export.backend.listing
     }
 
     /// The state column: the state, then the migrating state while there is one and a RADOS
     /// export's lease role when it is not the writer ("listening (standby)").
     var displayedState: String {
         let notes = [migration?.rawValue, lease.flatMap { $0.isStandby ? $0.role : nil }].compactMap { $0 }
-        return notes.isEmpty ? state : "\(state) (\(notes.joined(separator: ", ")))"
+        return notes.isEmpty ? state.description : "\(state) (\(notes.joined(separator: ", ")))"
     }
 
     /// Where the backend's files are, in one phrase.
-    var location: String {
-        switch backend.kind {
-        case "posix": return backend.path ?? ""
-        case "nfs": return "\(backend.server ?? ""):\(backend.path ?? "") (v\(backend.version ?? 4))"
-        default: return "pool \(backend.pool ?? "")" + ((backend.namespace ?? "").isEmpty ? "" : "/\(backend.namespace!)")
-        }
-    }
+    var location: String { backend.location }
 }
 
 /// Every configured export (of one tenant), with its live state and counters from `live`,
@@ -117,7 +97,7 @@ func exportListings(_ configuration: Configuration, tenant: String?, live: [Expo
         .filter { tenant == nil || $0.tenant.name == tenant }
         .map { entry in
             let status = byKey["\(entry.tenant.name)/\(entry.export.name)"]
-            var listing = ExportListing(tenant: entry.tenant, export: entry.export, state: status?.state ?? "not running")
+            var listing = ExportListing(tenant: entry.tenant, export: entry.export, state: status?.state ?? .notRunning)
             listing.migration = status?.migration
             listing.lease = status?.lease
             listing.counters = status?.counters
@@ -188,7 +168,7 @@ struct ExportsShowCommand: ParsableCommand {
         }
         let reply = try config.askRunningDaemon(ControlRequest(command: .show, export: name), configuration: configuration)
         let status = reply?.exports?.first
-        var listing = ExportListing(tenant: found.tenant, export: found.export, state: status?.state ?? "not running")
+        var listing = ExportListing(tenant: found.tenant, export: found.export, state: status?.state ?? .notRunning)
         listing.migration = status?.migration
         listing.lease = status?.lease
         listing.counters = status?.counters
@@ -199,7 +179,7 @@ struct ExportsShowCommand: ParsableCommand {
             ["tag", listing.tag],
             ["socket", listing.socket],
             ["backend", "\(listing.backend.kind) \(listing.location)"],
-            ["state", listing.state],
+            ["state", listing.state.description],
         ]
         if let migrating = listing.migration { rows.append(["migrating", migrating.explanation]) }
         if let lease = listing.lease { rows.append(["lease", lease.explanation]) }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import FerryDaemon
 #if canImport(Glibc)
 import Glibc
 #endif

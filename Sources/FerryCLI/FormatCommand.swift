@@ -1,5 +1,7 @@
 import ArgumentParser
+import FerryDaemon
 import FerryRADOS
+import FerryRADOSBackend
 
 /// `ferry format rados://POOL[/NAMESPACE]`: an empty file system in an empty pool namespace.
 struct FormatCommand: ParsableCommand {

@@ -1,5 +1,7 @@
 import ArgumentParser
+import FerryDaemon
 import FerryRADOS
+import FerryRADOSBackend
 #if canImport(Glibc)
 import Glibc
 #endif

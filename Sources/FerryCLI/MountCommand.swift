@@ -1,7 +1,9 @@
 import ArgumentParser
 import FerryCore
+import FerryDaemon
 import FerryDevFUSE
 import FerryPOSIX
+import FerryRADOSBackend
 import FerrySandbox
 import Logging
 #if canImport(Glibc)
@@ -56,14 +58,10 @@ struct MountCommand: ParsableCommand {
         logger[metadataKey: "export"] = "\(mountPoint)"
 
         let parsed = try Source(parsing: source, ceph: ceph.access)
-        // The driver creates files with exactly the mode the client asked for; the client's
-        // kernel has already applied its umask.
-        umask(0)
-        // Only the main thread takes these signals; workers are started after this.
-        var signals = sigset_t()
-        sigemptyset(&signals)
-        for s in [SIGINT, SIGTERM, SIGUSR1] { sigaddset(&signals, s) }
-        pthread_sigmask(SIG_BLOCK, &signals, nil)
+        // umask 0 (the driver creates files with exactly the mode the client asked for; the
+        // client's kernel has already applied its umask); only the main thread takes these
+        // signals: workers are started after this.
+        var signals = ProcessSetup.prepareForServing(blocking: [SIGINT, SIGTERM, SIGUSR1], ignoreBrokenPipes: false)
 
         let policy = export.policy
         let server = try openExport(parsed, policy: policy, posix: export.posixOptions, logger: logger)
@@ -72,15 +70,14 @@ struct MountCommand: ParsableCommand {
         do {
             device = try DeviceMount(mountPoint: mountPoint, fsName: "ferry:\(parsed)", maxRead: policy.maxWrite)
         } catch {
-            logger.error("\(error.description)")
+            logger.error("\(error)")
             throw ExitCode(2)
         }
         // Mounted, the export open: confine the process before the workers start (the
         // backend's own threads, librados's, are covered too: the filter goes to every thread).
-        let kinds: Set<BackendKind> = [parsed.backendKind]
         do {
-            try Sandbox.restrictPrivileges(keeping: Capability.needed(by: kinds).union([.sysAdmin]))
-            try Seccomp.install(seccomp, for: kinds, hostMount: true)
+            try Sandbox.restrictPrivileges(keeping: parsed.sandbox.capabilities.union([.sysAdmin]))
+            try Seccomp.install(seccomp, adding: parsed.sandbox.syscalls, hostMount: true)
         } catch {
             logger.error("cannot confine the process: \(error)")
             device.unmount()

@@ -1,11 +1,25 @@
 import ArgumentParser
+import FerryBackend
+import FerryBackends
+import FerryDaemon
 import FerrySandbox
 #if canImport(Glibc)
 import Glibc
 #endif
 
-extension BackendKind: ExpressibleByArgument {}
 extension SeccompAction: ExpressibleByArgument {}
+
+/// A backend kind the registry knows, as `--backend` takes it.
+struct BackendKindArgument: ExpressibleByArgument {
+    let module: any BackendModule.Type
+
+    init?(argument: String) {
+        guard let module = BackendRegistry.module(kind: argument) else { return nil }
+        self.module = module
+    }
+
+    static var allValueStrings: [String] { BackendRegistry.all.map { $0.kind } }
+}
 
 /// `ferry seccomp-profile --backend KIND`: the system calls a process serving that kind
 /// of export may make, one per line, as the filter allows them.
@@ -21,7 +35,7 @@ struct SeccompProfileCommand: ParsableCommand {
             """)
 
     @Option(help: "posix, nfs or rados (repeat for a process serving several kinds).")
-    var backend: [BackendKind] = []
+    var backend: [BackendKindArgument] = []
 
     @Flag(help: "The list of `ferry mount` (a mount on the host) rather than of a vhost-user back-end.")
     var hostMount = false
@@ -34,13 +48,14 @@ struct SeccompProfileCommand: ParsableCommand {
 
     func validate() throws {
         if backend.isEmpty { throw ValidationError("give at least one --backend (posix, nfs or rados)") }
+
     }
 
     /// nil, or why the filter could not be loaded.
-    static func loadFilter(_ action: SeccompAction, _ kinds: Set<BackendKind>, hostMount: Bool = false) -> String? {
+    static func loadFilter(_ action: SeccompAction, _ syscalls: [String], hostMount: Bool = false) -> String? {
         do {
             try Sandbox.forbidNewPrivileges()
-            try Seccomp.install(action, for: kinds, hostMount: hostMount)
+            try Seccomp.install(action, adding: syscalls, hostMount: hostMount)
             return nil
         } catch {
             return error.description
@@ -48,13 +63,13 @@ struct SeccompProfileCommand: ParsableCommand {
     }
 
     func run() throws {
-        let kinds = Set(backend)
+        let needs = BackendSandboxNeeds.union(backend.map { $0.module.sandbox })
         guard let name = trySyscall else {
-            for call in SyscallAllowlist.effective(for: kinds, hostMount: hostMount) { print(call) }
+            for call in SyscallAllowlist.effective(adding: needs.syscalls, hostMount: hostMount) { print(call) }
             return
         }
         guard let number = Seccomp.number(of: name) else { throw CLIError("no system call named '\(name)' on this architecture") }
-        if let failure = Self.loadFilter(action, kinds, hostMount: hostMount) { throw CLIError(failure) }
+        if let failure = Self.loadFilter(action, needs.syscalls, hostMount: hostMount) { throw CLIError(failure) }
         // Arguments are all zero: enough to reach the filter, harmless when allowed.
         let (result, errnoValue) = Seccomp.call(number)
         print("allowed: \(name) returned \(result)" + (result < 0 ? " (\(String(cString: strerror(errnoValue))))" : ""))

@@ -1,5 +1,6 @@
 import ArgumentParser
 import FerryConfig
+import FerryDaemon
 import FerrySandbox
 import Logging
 #if canImport(Glibc)
@@ -44,54 +45,28 @@ struct ServeCommand: ParsableCommand {
         LoggingSystem.bootstrap { label in LogfmtHandler(label: label, logLevel: level) }
         let logger = Logger(label: "ferry")
 
-        // Files are created with exactly the mode the guest asked for: its kernel applied its umask.
-        umask(0)
-        // Only the main thread takes these; every thread started from here on inherits the mask.
-        var signals = sigset_t()
-        sigemptyset(&signals)
-        for s in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&signals, s) }
-        pthread_sigmask(SIG_BLOCK, &signals, nil)
-        signal(SIGPIPE, SIG_IGN)
-
+        // Process-wide, before any thread: umask 0, the signals this thread waits for below.
+        var signals = ProcessSetup.prepareForServing(blocking: [SIGINT, SIGTERM, SIGHUP], ignoreBrokenPipes: true)
         // Every export's descriptors share one process: raise the open-file limit as virtiofsd does.
-        setUpOpenFileLimit(requested: nil, threadPoolSize: 0, logger: logger)
+        ProcessSetup.raiseOpenFileLimit(requested: nil, threadPoolSize: 0, logger: logger)
         // Confinement comes before any thread, socket or backend: see confineDaemon.
         let sandbox = configuration.daemon.sandbox
         // Reloads read the directory again after the sandbox has made "/" the working directory.
         configuration.directory = absolutePath(directory)
-        let root: PrivateRoot?
+        let service: DaemonService
         do {
-            root = try confineDaemon(configuration)
+            let root = try ProcessSetup.confineDaemon(configuration)
+            service = try DaemonService(configuration: configuration, root: root, logger: logger)
         } catch {
             writeStandardError("ferry serve: \(error)\n")
             throw ExitCode(1)
         }
-
-        let daemon = Daemon(configuration: configuration, root: root, logger: logger)
-        let control: ControlServer
-        do {
-            control = try ControlServer(path: configuration.daemon.controlSocket, daemon: daemon, logger: logger)
-        } catch {
-            writeStandardError("ferry serve: \(error)\n")
-            throw ExitCode(1)
-        }
-        var metrics: MetricsServer?
-        if let address = configuration.daemon.metricsAddress {
-            do {
-                metrics = try MetricsServer(address: address, daemon: daemon, logger: logger)
-            } catch {
-                control.stop()
-                writeStandardError("ferry serve: \(error)\n")
-                throw ExitCode(1)
-            }
-        }
-        daemon.start()
-        control.start()
-        metrics?.start()
+        let daemon = service.daemon
+        service.start()
         let statuses = daemon.statuses()
         logger.info("serving", metadata: [
             "config": "\(directory)", "sandbox": "\(sandbox.mode)", "seccomp": "\(sandbox.seccomp)", "exports": "\(statuses.count)",
-            "failed": "\(statuses.filter { $0.state.hasPrefix("error") }.count)",
+            "failed": "\(statuses.filter { $0.state.isError }.count)",
             "control": "\(configuration.daemon.controlSocket)",
             "metrics": "\(configuration.daemon.metricsAddress.map { "\($0)" } ?? "off")",
         ])
@@ -112,9 +87,7 @@ struct ServeCommand: ParsableCommand {
             logger.info("stopping", metadata: ["signal": "\(received)"])
             break
         }
-        metrics?.stop()
-        control.stop()
-        daemon.stop()
+        service.stop()
         logger.info("stopped")
     }
 }
@@ -154,54 +127,4 @@ struct ReloadCommand: ParsableCommand {
         line("migration options updated (guest untouched)", outcome.updated)
         print("unchanged: \(outcome.unchanged.count) export(s)")
     }
-}
-
-
-/// The sandbox of `ferry serve`. One process serves every export, so unlike `ferry virtiofsd`
-/// it cannot make one export its root: `namespace` gives it its own PID, mount and IPC
-/// namespaces (the launcher stays outside and passes signals on) and a private root that
-/// shows only what serving and reloading need (`PrivateRoot.daemon`), while every export
-/// stays confined to its directory by openat2(RESOLVE_BENEATH). In every mode but `none` the
-/// process then has no new privileges, no supplementary groups, only the capabilities a
-/// POSIX export needs, and the seccomp allowlist of all three backend kinds (a reload may
-/// add any kind). Answers the root it pivoted into (nil: none).
-func confineDaemon(_ configuration: Configuration) throws(CLIError) -> PrivateRoot? {
-    let kinds = Set(BackendKind.allCases)
-    let sandbox = configuration.daemon.sandbox
-    var root: PrivateRoot?
-    do {
-        switch sandbox.mode {
-        case .none:
-            break
-        case .chroot:
-            throw SandboxError("sandbox mode \"chroot\" confines a process to one directory, which only ferry virtiofsd serves; ferry serve takes \"namespace\" or \"none\"")
-        case .namespace:
-            // The sockets' directories are shown inside the root, so they must exist first.
-            let sockets = [configuration.daemon.controlSocket] + configuration.exports.map(\.export.socket)
-            for socket in sockets { try createParentDirectory(of: socket) }
-            resolveNamesBeforePivot(configuration)
-            let privateRoot = PrivateRoot.daemon(configuration)
-            try Sandbox.enterNamespaces(isolateNetwork: false, cleanupPaths: [configuration.daemon.controlSocket])
-            try Sandbox.pivotRoot(into: privateRoot)
-            root = privateRoot
-        }
-        if sandbox.mode != .none || sandbox.seccomp != .none {
-            try Sandbox.restrictPrivileges(keeping: Capability.needed(by: kinds))
-        }
-        try Seccomp.install(sandbox.seccomp, for: kinds)
-    } catch let error as CLIError {
-        throw error
-    } catch {
-        throw CLIError("\(error)")
-    }
-    return root
-}
-
-/// `path` from the root ("/" joined with the working directory for a relative one).
-func absolutePath(_ path: String) -> String {
-    if path.hasPrefix("/") { return path }
-    var buffer = [CChar](repeating: 0, count: Int(PATH_MAX))
-    guard getcwd(&buffer, buffer.count) != nil else { return path }
-    let cwd = String(cString: buffer)
-    return cwd == "/" ? "/" + path : cwd + "/" + path
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import FerryCore
+import FerryDaemon
 import FerryPOSIX
 import Logging
 

@@ -1,4 +1,6 @@
 import ArgumentParser
+import FerryDaemon
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -60,13 +62,14 @@ func runVirtiofsd(_ arguments: [String]) -> Int32 {
             return 1
         }
     }
-    fflush(stdout)
+    fflush(nil)
     return 0
 }
 
+/// Standard output first (what was printed before stays before), then `text` on standard error.
 func writeStandardError(_ text: String) {
-    fflush(stdout)
-    fputs(text, stderr)
+    fflush(nil)
+    FileHandle.standardError.write(Data(text.utf8))
 }
 
 let virtiofsdHelp = """

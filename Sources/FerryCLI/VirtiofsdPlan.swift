@@ -1,6 +1,8 @@
 import FerryCore
-import FerrySandbox
+import FerryDaemon
 import FerryPOSIX
+import FerryRADOSBackend
+import FerrySandbox
 import Logging
 
 /// Everything a `virtiofsd` command line asks for, as a plain value: parsing touches no file,

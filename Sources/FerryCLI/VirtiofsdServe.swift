@@ -1,7 +1,8 @@
 import FerryCore
-import FerryVhostUser
+import FerryDaemon
 import FerryPOSIX
 import FerrySandbox
+import FerryVhostUser
 import Logging
 #if canImport(Glibc)
 import Glibc
@@ -16,8 +17,7 @@ func serveVirtiofsd(_ plan: VirtiofsdPlan) throws(CLIError) {
     let group = try plan.socketGroup.map { name throws(CLIError) in try resolveGroup(name) }
     let parsed = try Source(parsing: plan.source, ceph: plan.ceph)
     let threadPoolSize = plan.threadPoolSize ?? parsed.defaultRequestThreads
-    setUpOpenFileLimit(requested: plan.rlimitNofile, threadPoolSize: threadPoolSize, logger: logger)
-    let kinds: Set<BackendKind> = [parsed.backendKind]
+    ProcessSetup.raiseOpenFileLimit(requested: plan.rlimitNofile, threadPoolSize: threadPoolSize, logger: logger)
 
     // Namespaces fork: before any thread exists. The parent stays outside, waits, removes
     // the socket (which the child can no longer name once it has pivoted) and exits as the
@@ -26,20 +26,15 @@ func serveVirtiofsd(_ plan: VirtiofsdPlan) throws(CLIError) {
         var cleanup: [String] = []
         if case .socketPath(let path) = plan.listener { cleanup.append(path) }
         do {
-            try Sandbox.enterNamespaces(isolateNetwork: kinds == [.posix], cleanupPaths: cleanup)
+            try Sandbox.enterNamespaces(isolateNetwork: !parsed.sandbox.network, cleanupPaths: cleanup)
         } catch {
             throw CLIError("\(error)")
         }
     }
 
-    // The driver creates files with exactly the mode the guest asked for; the guest kernel has
-    // already applied its umask.
-    umask(0)
-    // Only the main thread takes these; every thread started from here on inherits the mask.
-    var signals = sigset_t()
-    sigemptyset(&signals)
-    for s in [SIGINT, SIGTERM, SIGHUP, SIGUSR1] { sigaddset(&signals, s) }
-    pthread_sigmask(SIG_BLOCK, &signals, nil)
+    // umask 0 (the driver creates files with exactly the mode the guest asked for); only the
+    // main thread takes these signals.
+    var signals = ProcessSetup.prepareForServing(blocking: [SIGINT, SIGTERM, SIGHUP, SIGUSR1], ignoreBrokenPipes: false)
 
     // A rados:// export another daemon holds: this one may be a migration's destination
     // (QEMU -incoming), which waits as a standby and takes the lease with the state.
@@ -57,7 +52,7 @@ func serveVirtiofsd(_ plan: VirtiofsdPlan) throws(CLIError) {
 
     // The export and the socket are open: confine the process before its threads start.
     do {
-        try confine(mode: plan.sandbox, seccomp: plan.seccomp, source: parsed, kinds: kinds)
+        try ProcessSetup.confine(mode: plan.sandbox, seccomp: plan.seccomp, source: parsed)
     } catch {
         server.shutdown()
         throw CLIError("\(error)")
@@ -125,49 +120,6 @@ func resolveGroup(_ name: String) throws(CLIError) -> gid_t {
     throw CLIError("--socket-group: no group named '\(name)'")
 }
 
-/// The open file limit to set, or nil to leave it: what virtiofsd does. `requested` nil raises
-/// the soft limit to min(1M, fs.nr_open) (raising the hard limit too if needed, which takes
-/// CAP_SYS_RESOURCE); 0 leaves it; N sets it to N.
-func openFileLimit(requested: UInt64?, soft: UInt64, hard: UInt64, nrOpen: UInt64) -> (soft: UInt64, hard: UInt64)? {
-    switch requested {
-    case 0?:
-        return nil
-    case let n?:
-        return (n, max(hard, n))
-    case nil:
-        let target = min(1_000_000, nrOpen)
-        if soft >= target { return nil }
-        return (target, max(hard, target))
-    }
-}
-
-private func readNrOpen() -> UInt64 {
-    guard let file = fopen("/proc/sys/fs/nr_open", "r") else { return 1_048_576 }
-    defer { fclose(file) }
-    var buffer = [CChar](repeating: 0, count: 32)
-    guard fgets(&buffer, 32, file) != nil else { return 1_048_576 }
-    return UInt64(String(cString: buffer).filter(\.isNumber)) ?? 1_048_576
-}
-
-func setUpOpenFileLimit(requested: UInt64?, threadPoolSize: Int, logger: Logger) {
-    var current = rlimit()
-    guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &current) == 0 else { return }
-    guard let wanted = openFileLimit(requested: requested, soft: UInt64(current.rlim_cur),
-                                     hard: UInt64(current.rlim_max), nrOpen: readNrOpen()) else { return }
-    var limit = rlimit(rlim_cur: rlim_t(wanted.soft), rlim_max: rlim_t(wanted.hard))
-    if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 { return }
-    let reason = String(cString: strerror(errno))
-    // Without CAP_SYS_RESOURCE the hard limit cannot grow: go as far as it allows.
-    limit = rlimit(rlim_cur: min(rlim_t(wanted.soft), current.rlim_max), rlim_max: current.rlim_max)
-    if limit.rlim_cur > current.rlim_cur, setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 {
-        logger.warning("open file limit raised only to the hard limit", metadata: [
-            "wanted": "\(wanted.soft)", "limit": "\(limit.rlim_cur)", "error": "\(reason)"])
-    } else {
-        logger.warning("cannot change the open file limit", metadata: [
-            "wanted": "\(wanted.soft)", "limit": "\(current.rlim_cur)", "error": "\(reason)"])
-    }
-}
-
 /// Logging to standard error, or to syslog with `--syslog`; nil level turns logging off.
 func bootstrapVirtiofsdLogging(level: Logger.Level?, syslog: Bool) {
     LoggingSystem.bootstrap { label in
@@ -183,34 +135,3 @@ func bootstrapVirtiofsdLogging(level: Logger.Level?, syslog: Bool) {
     }
 }
 
-private final class ThreadBody {
-    let body: () -> Void
-    init(_ body: @escaping () -> Void) { self.body = body }
-}
-
-/// Starts a joinable thread running `body`.
-func startThread(_ body: @escaping () -> Void) -> pthread_t {
-    let context = Unmanaged.passRetained(ThreadBody(body)).toOpaque()
-    var thread = pthread_t()
-    let result = pthread_create(&thread, nil, { context in
-        Unmanaged<ThreadBody>.fromOpaque(context!).takeRetainedValue().body()
-        return nil
-    }, context)
-    precondition(result == 0, "pthread_create: \(result)")
-    return thread
-}
-
-/// The confinement of a serving process once its export and sockets are open: the root
-/// (the export itself, for a local directory; for a network source, which is connected by
-/// now, a private root with only what its client may still read), privileges, then the
-/// seccomp filter, which every thread started afterwards inherits.
-func confine(mode: SandboxMode, seccomp: SeccompAction, source: Source, kinds: Set<BackendKind>) throws(SandboxError) {
-    switch (mode, source) {
-    case (.namespace, .directory(let path)): try Sandbox.pivotRoot(into: path)
-    case (.namespace, _): try Sandbox.pivotRoot(into: PrivateRoot.network(source))
-    case (.chroot, .directory(let path)): try Sandbox.chroot(into: path)
-    case (.chroot, _), (.none, _): break
-    }
-    try Sandbox.restrictPrivileges(keeping: Capability.needed(by: kinds))
-    try Seccomp.install(seccomp, for: kinds)
-}

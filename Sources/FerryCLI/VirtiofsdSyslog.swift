@@ -1,3 +1,4 @@
+import FerryDaemon
 import Logging
 #if canImport(Glibc)
 import Glibc
@@ -6,11 +7,10 @@ import Glibc
 /// A swift-log handler writing to syslog(3) (facility LOG_USER, ident "virtiofsd"), for
 /// `--syslog` as Kata passes it.
 struct SyslogLogHandler: LogHandler {
-    /// openlog keeps the ident pointer: it must live as long as the process.
-    private static let ident: UnsafeMutablePointer<CChar> = strdup("virtiofsd")!
     private static let opened: Bool = {
+        // openlog keeps the ident pointer: it must live as long as the process (never freed).
         // LOG_NDELAY: connect to /dev/log now, before the sandbox hides it.
-        openlog(ident, LOG_PID | LOG_NDELAY, LOG_USER)
+        openlog(strdup("virtiofsd")!, LOG_PID | LOG_NDELAY, LOG_USER)
         return true
     }()
 

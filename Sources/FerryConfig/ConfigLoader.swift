@@ -1,3 +1,5 @@
+import FerryBackend
+import FerryBackends
 import FerryCore
 import Foundation
 #if canImport(Glibc)
@@ -63,46 +65,11 @@ func isValidName(_ name: String) -> Bool {
     return bytes.enumerated().allSatisfy { ok($0.element, first: $0.offset == 0) }
 }
 
-/// Joins a directory and a name without doubling slashes.
-func joinPath(_ directory: String, _ name: String) -> String {
-    if name.hasPrefix("/") { return name }
-    if directory.isEmpty || directory == "." { return name }
-    return directory.hasSuffix("/") ? directory + name : directory + "/" + name
-}
-
-/// Lexically removes ".", "..", and repeated slashes from a path.
-func normalizePath(_ path: String) -> String {
-    let absolute = path.hasPrefix("/")
-    var parts: [Substring] = []
-    for part in path.split(separator: "/") {
-        if part == "." { continue }
-        if part == "..", let last = parts.last, last != ".." { parts.removeLast(); continue }
-        if part == "..", absolute { continue }
-        parts.append(part)
-    }
-    let joined = parts.joined(separator: "/")
-    return absolute ? "/" + joined : (joined.isEmpty ? "." : joined)
-}
-
 func parentDirectory(_ path: String) -> String {
     let n = normalizePath(path)
     guard let slash = n.lastIndex(of: "/") else { return "." }
     return slash == n.startIndex ? "/" : String(n[..<slash])
 }
-
-enum FileKind { case missing, directory, regular, other }
-
-func fileKind(_ path: String) -> (FileKind, Int32) {
-    var st = stat()
-    guard stat(path, &st) == 0 else { return (.missing, errno) }
-    switch st.st_mode & S_IFMT {
-    case S_IFDIR: return (.directory, 0)
-    case S_IFREG: return (.regular, 0)
-    default: return (.other, 0)
-    }
-}
-
-func errnoText(_ e: Int32) -> String { String(cString: strerror(e)).lowercased() }
 
 private struct Loader {
     let directory: String
@@ -214,14 +181,7 @@ private struct Loader {
     /// `path` resolved, if it names a directory; otherwise a problem that calls it `missing`
     /// (not there or unreachable) or `notDirectory`.
     func existingDirectory(_ path: String, at: TOMLPosition, in r: TableReader, named missing: String, _ notDirectory: String) -> String? {
-        let resolved = resolve(path)
-        if unverifiable(resolved) { return resolved }
-        switch fileKind(resolved) {
-        case (.directory, _): return resolved
-        case (.missing, let e): r.problem("\(missing) \(path) \(e == ENOENT ? "does not exist" : "cannot be reached: \(errnoText(e))")", at: at)
-        default: r.problem("\(notDirectory) \(path) is not a directory", at: at)
-        }
-        return nil
+        backendTable(r).existingDirectory(path, at: at, named: missing, notDirectory)
     }
 
     // MARK: - Daemon file
@@ -456,115 +416,11 @@ private struct Loader {
         UInt64(a) < UInt64(b) + UInt64(m) && UInt64(b) < UInt64(a) + UInt64(n)
     }
 
-    func readBackend(_ r: TableReader) -> Backend? {
-        guard let (kind, kindAt) = r.string("kind", required: true) else {
-            r.finish(known: ["kind", "path", "server", "version", "pool", "namespace", "ceph_conf", "client_id", "keyring"])
-            return nil
-        }
-        switch kind {
-        case "posix":
-            defer { r.finish(known: ["kind", "path"]) }
-            guard let (path, at) = r.string("path", required: true) else { return nil }
-            guard !path.isEmpty else { r.problem("path must not be empty", at: at); return nil }
-            return existingDirectory(path, at: at, in: r, named: "export directory", "export path").map { .posix(path: $0) }
+    /// `[export.backend]`, as the unit its `kind` names reads it.
+    func readBackend(_ r: TableReader) -> Backend? { BackendRegistry.read(backendTable(r)) }
 
-        case "nfs":
-            defer { r.finish(known: ["kind", "server", "path", "version", "timeout", "hard", "connections"]) }
-            let server = r.string("server", required: true)
-            if let (s, at) = server, let why = checkHost(s) { r.problem("server: \(why)", at: at) }
-            let path = r.string("path", required: true)
-            if let (p, at) = path, !p.hasPrefix("/") { r.problem("nfs path must be absolute (the export's path on the server)", at: at) }
-            var version = NFSVersion.v4
-            if let e = r.table["version"] {
-                if case .integer(let v) = e.item.value, let nv = NFSVersion(rawValue: Int(clamping: v)) {
-                    version = nv
-                } else if case .integer(let v) = e.item.value {
-                    r.problem("version must be 3 or 4, found \(v)", at: e.item.position)
-                } else {
-                    r.problem("version must be 3 or 4 (an integer), found \(e.item.value.kindDescription)", at: e.item.position)
-                }
-            }
-            var client = NFSClientOptions()
-            if let e = r.table["timeout"] {
-                switch e.item.value {
-                case .integer(let v) where v > 0: client.timeout = Double(v)
-                case .float(let v) where v > 0: client.timeout = v
-                default: r.problem("timeout must be a positive number of seconds, found \(e.item.value.kindDescription)", at: e.item.position)
-                }
-            }
-            if r.bool("hard") == true {
-                if let e = r.table["timeout"] {
-                    r.problem("hard = true waits for the server for ever: it cannot have a timeout too", at: e.item.position)
-                }
-                client.timeout = nil
-            }
-            if let (n, at) = r.integer("connections") {
-                if NFSClientOptions.connectionRange.contains(Int(clamping: n)) {
-                    client.connections = Int(n)
-                } else {
-                    r.problem("connections must be between 1 and 64, found \(n)", at: at)
-                }
-            }
-            guard let (s, _) = server, let (p, _) = path, checkHost(s) == nil, p.hasPrefix("/") else { return nil }
-            var host = s
-            if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-            return .nfs(server: host, path: normalizePath(p), version: version, client: client)
-
-        case "rados":
-            defer {
-                r.finish(known: ["kind", "pool", "namespace", "ceph_conf", "client_id", "keyring"],
-                         secretHint: "; put the key in a keyring file and set keyring = \"PATH\"")
-            }
-            let pool = r.string("pool", required: true)
-            if let (p, at) = pool, p.isEmpty || p.utf8.count > 255 || p.contains(where: { $0 == "/" || $0.isWhitespace }) {
-                r.problem("pool must be a Ceph pool name (1 to 255 bytes, no '/' or whitespace)", at: at)
-            }
-            let namespace = r.string("namespace")
-            var client = r.string("client_id", required: true)
-            if let (c, at) = client {
-                let id = c.hasPrefix("client.") ? String(c.dropFirst(7)) : c
-                if id.isEmpty || id.contains(where: { $0.isWhitespace || $0 == "/" }) {
-                    r.problem("client_id must be a Ceph client id such as \"ferry\" or \"client.ferry\"", at: at)
-                    client = nil
-                } else {
-                    client = (id, at)
-                }
-            }
-            var cephConf: String?
-            if let (c, at) = r.string("ceph_conf", required: true) {
-                let resolved = resolve(c)
-                switch fileKind(resolved) {
-                case _ where unverifiable(resolved): cephConf = resolved
-                case (.regular, _):
-                    if access(resolved, R_OK) == 0 { cephConf = resolved } else { r.problem("ceph.conf \(c) is not readable: \(errnoText(errno))", at: at) }
-                case (.missing, _): r.problem("ceph.conf \(c) does not exist", at: at)
-                default: r.problem("ceph.conf \(c) is not a regular file", at: at)
-                }
-            }
-            var keyring: String?
-            if let (k, at) = r.string("keyring", required: true) {
-                if looksLikeCephKey(k) {
-                    // Never echo it: this is the secret itself.
-                    r.problem("keyring must be the path of a keyring file, not the key: secrets are referred to by path, never written inline", at: at)
-                } else {
-                    let resolved = resolve(k)
-                    switch fileKind(resolved) {
-                    case _ where unverifiable(resolved): keyring = resolved
-                    case (.missing, let e): r.problem("keyring \(k) is not readable: \(errnoText(e))", at: at)
-                    case (.directory, _): r.problem("keyring \(k) is a directory, not a keyring file", at: at)
-                    default:
-                        if access(resolved, R_OK) == 0 { keyring = resolved } else { r.problem("keyring \(k) is not readable: \(errnoText(errno))", at: at) }
-                    }
-                }
-            }
-            guard let (p, _) = pool, let (c, _) = client, let cephConf, let keyring else { return nil }
-            return .rados(pool: p, namespace: namespace?.value ?? "", cephConf: cephConf, clientID: c, keyring: keyring)
-
-        default:
-            r.problem("backend kind must be one of \"posix\", \"nfs\", \"rados\"" + didYouMean(kind, ["posix", "nfs", "rados"]), at: kindAt)
-            r.finish(known: ["kind", "path", "server", "version", "pool", "namespace", "ceph_conf", "client_id", "keyring"])
-            return nil
-        }
+    func backendTable(_ r: TableReader) -> BackendTable {
+        BackendTable(reader: r, resolve: resolve, unverifiable: unverifiable)
     }
 
     // MARK: - Paths and names
@@ -631,46 +487,6 @@ private struct Loader {
 final class SeenExports {
     var tags: [(String, SourceLocation, String)] = []
     var sockets: [(String, SourceLocation, String)] = []
-}
-
-/// A Ceph secret key is 40 base64 characters starting "AQ" (a version byte and type).
-func looksLikeCephKey(_ s: String) -> Bool {
-    let t = s.trimmingCharacters(in: .whitespaces)
-    guard t.count >= 28, !t.contains("/") || t.hasPrefix("AQ") else { return false }
-    let base64 = t.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "+" || $0 == "/" || $0 == "=") }
-    return base64 && t.hasPrefix("AQ") && t.hasSuffix("=")
-}
-
-/// nil when `host` is a valid host name, IPv4 literal, or IPv6 literal (bare or in
-/// brackets); otherwise why not.
-func checkHost(_ host: String) -> String? {
-    if host.isEmpty { return "must not be empty" }
-    if host.hasPrefix("[") || host.contains(":") {
-        var h = host
-        if h.hasPrefix("[") {
-            guard h.hasSuffix("]") else { return "malformed IPv6 literal (no closing ']')" }
-            h = String(h.dropFirst().dropLast())
-        }
-        var addr = in6_addr()
-        return inet_pton(AF_INET6, h, &addr) == 1 ? nil : "malformed IPv6 address"
-    }
-    let labels = host.split(separator: ".", omittingEmptySubsequences: false)
-    // All-numeric last label: it must be an IPv4 literal (RFC 1123 rules out numeric TLDs).
-    if let last = labels.last, !last.isEmpty, last.allSatisfy({ $0.isASCII && $0.isNumber }) {
-        var addr = in_addr()
-        return inet_pton(AF_INET, host, &addr) == 1 ? nil : "malformed IPv4 address"
-    }
-    let name = host.hasSuffix(".") ? String(host.dropLast()) : host
-    guard name.utf8.count <= 253 else { return "host name longer than 253 bytes" }
-    for label in name.split(separator: ".", omittingEmptySubsequences: false) {
-        if label.isEmpty { return "malformed host name (empty label)" }
-        if label.utf8.count > 63 { return "malformed host name (a label is longer than 63 bytes)" }
-        if !label.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }) {
-            return "malformed host name (letters, digits and '-' only)"
-        }
-        if label.hasPrefix("-") || label.hasSuffix("-") { return "malformed host name (a label starts or ends with '-')" }
-    }
-    return nil
 }
 
 /// `host:port`, with IPv6 hosts in brackets.

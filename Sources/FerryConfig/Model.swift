@@ -1,43 +1,10 @@
+import FerryBackend
 import FerryCore
 import FerrySandbox
 
-/// Where something was written: a file and a 1-based line (and column when known).
-public struct SourceLocation: Hashable, Sendable, CustomStringConvertible {
-    public var file: String
-    public var line: Int
-    public var column: Int?
-    public init(file: String, line: Int, column: Int? = nil) {
-        self.file = file
-        self.line = line
-        self.column = column
-    }
-    public var description: String { "\(file):\(line)" + (column.map { ":\($0)" } ?? "") }
-}
-
-/// One thing wrong with a configuration, rendered `FILE:LINE[:COLUMN]: message`
-/// (or `FILE: message` for a problem with a file or directory as a whole).
-public struct ConfigProblem: Error, Hashable, Sendable, CustomStringConvertible {
-    public var file: String
-    public var line: Int?
-    public var column: Int?
-    public var message: String
-
-    public init(file: String, line: Int?, column: Int? = nil, message: String) {
-        self.file = file
-        self.line = line
-        self.column = column
-        self.message = message
-    }
-
-    public init(_ message: String, at location: SourceLocation) {
-        self.init(file: location.file, line: location.line, column: location.column, message: message)
-    }
-
-    public var description: String {
-        guard let line else { return "\(file): \(message)" }
-        return "\(file):\(line)" + (column.map { ":\($0)" } ?? "") + ": \(message)"
-    }
-}
+/// Where something was written, and a problem found there: the backends' readers report them too.
+public typealias SourceLocation = FerryBackend.SourceLocation
+public typealias ConfigProblem = FerryBackend.ConfigProblem
 
 /// Every problem found, in file and line order.
 public struct ConfigProblems: Error, Sendable, CustomStringConvertible {
@@ -46,7 +13,7 @@ public struct ConfigProblems: Error, Sendable, CustomStringConvertible {
 }
 
 /// Everything under the configuration directory, checked.
-public struct Configuration: Sendable {
+public struct Configuration: Sendable, Equatable {
     /// The directory as it was given.
     public var directory: String
     public var daemon: DaemonConfig
@@ -83,7 +50,7 @@ public struct HostPort: Sendable, Equatable, CustomStringConvertible {
 }
 
 /// `ferry.toml`: what the daemon as a whole uses.
-public struct DaemonConfig: Sendable {
+public struct DaemonConfig: Sendable, Equatable {
     public static let defaultControlSocket = "/run/ferry/control.sock"
 
     public var controlSocket: String = DaemonConfig.defaultControlSocket
@@ -98,7 +65,7 @@ public struct DaemonConfig: Sendable {
 }
 
 /// One `tenants/NAME.toml`.
-public struct TenantConfig: Sendable {
+public struct TenantConfig: Sendable, Equatable {
     public var name: String
     public var exports: [ExportConfig]
     /// The tenant file.
@@ -132,53 +99,11 @@ public struct ExportQoS: Sendable, Equatable {
     public init() {}
 }
 
-public enum NFSVersion: Int, Sendable {
-    case v3 = 3
-    case v4 = 4
-}
-
-/// How an NFS export reaches its server.
-public struct NFSClientOptions: Sendable, Equatable {
-    public static let defaultTimeout = 30.0
-    public static let connectionRange = 1...64
-    /// Seconds a request waits for the server before it fails with EIO; nil: wait for ever
-    /// (`hard = true`).
-    public var timeout: Double? = NFSClientOptions.defaultTimeout
-    /// libnfs contexts (connections) the export uses.
-    public var connections = 4
-    public init() {}
-}
-
-public enum Backend: Sendable, Equatable {
-    /// A local directory (resolved: relative paths are taken from the configuration directory).
-    case posix(path: String)
-    case nfs(server: String, path: String, version: NFSVersion, client: NFSClientOptions = NFSClientOptions())
-    /// `keyring` is the path of a keyring file: the key itself is never in the configuration.
-    case rados(pool: String, namespace: String, cephConf: String, clientID: String, keyring: String)
-
-    public var kind: String {
-        switch self {
-        case .posix: return "posix"
-        case .nfs: return "nfs"
-        case .rados: return "rados"
-        }
-    }
-
-    /// Where the data lives, for one-line summaries. Never a secret: a keyring is named by path.
-    public var summary: String {
-        switch self {
-        case .posix(let path): return path
-        case .nfs(let server, let path, let version, _):
-            return "\(server.contains(":") ? "[\(server)]" : server):\(path) (NFSv\(version.rawValue))"
-        case .rados(let pool, let namespace, let cephConf, let clientID, let keyring):
-            return "pool \(pool)" + (namespace.isEmpty ? "" : " namespace \(namespace)")
-                + " as client.\(clientID) (conf \(cephConf), keyring \(keyring))"
-        }
-    }
-}
+/// An export's backend: its unit (`BackendRegistry`) and that unit's options.
+public typealias Backend = ConfiguredBackend
 
 /// One `[[export]]` of a tenant.
-public struct ExportConfig: Sendable {
+public struct ExportConfig: Sendable, Equatable {
     public static let maxTagBytes = 36
     public static let queueRange = 1...16
     public static let threadRange = 0...64

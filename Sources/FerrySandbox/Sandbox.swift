@@ -18,16 +18,6 @@ public enum SandboxMode: String, Sendable, CaseIterable {
 public enum Capability: Int, Sendable, CaseIterable {
     case chown = 0, dacOverride = 1, dacReadSearch = 2, fowner = 3, fsetid = 4, kill = 5, setgid = 6, setuid = 7
     case linuxImmutable = 9, sysChroot = 18, sysAdmin = 21, sysResource = 24, mknod = 27, lease = 28, setfcap = 31
-
-    /// What each backend needs to act as its callers. A POSIX export changes owners,
-    /// overrides permissions the guest kernel has checked, opens by file handle and takes on
-    /// each caller's fsuid/fsgid/groups (virtiofsd's default set, plus DAC_READ_SEARCH for
-    /// file handles). NFS and RADOS reach their servers as an ordinary client: nothing.
-    public static func needed(by kinds: Set<BackendKind>) -> Set<Capability> {
-        kinds.contains(.posix)
-            ? [.chown, .dacOverride, .dacReadSearch, .fowner, .fsetid, .setgid, .setuid, .mknod, .setfcap]
-            : []
-    }
 }
 
 /// The steps of confining a process, each its own call so a command can order them:

@@ -16,15 +16,10 @@ public enum SeccompAction: String, Sendable, CaseIterable {
     case none
 }
 
-/// The backends whose system calls a process must be allowed.
-public enum BackendKind: String, Sendable, CaseIterable, Hashable {
-    case posix, nfs, rados
-}
-
 /// The system call allowlists: one set every Ferry process needs (the Swift runtime,
-/// threads, memory, signals, the vhost-user transport and the control/metrics sockets),
-/// and one per backend kind. The effective list of a process is the union of the base and
-/// the kinds it serves.
+/// threads, memory, signals, the vhost-user transport and the control/metrics sockets).
+/// Each backend names what it needs beyond these (`BackendModule.sandbox`); the effective
+/// list of a process is the union of the base and what its backends add.
 public enum SyscallAllowlist {
     /// Threads, memory, time, signals, and the transports' I/O on descriptors they already
     /// hold (guest memory is mapped from memfds the VMM sends; kicks are eventfds).
@@ -52,50 +47,17 @@ public enum SyscallAllowlist {
         "readlink", "readlinkat", "getcwd", "fstatfs", "statfs", "getdents64",
     ]
 
-    /// A local directory: the file system calls of every FUSE operation, done as the
-    /// caller (per-thread fsuid, fsgid and groups) on descriptors and file handles.
-    static let posix: [String] = [
-        "openat2", "open_by_handle_at", "name_to_handle_at", "mknodat", "symlinkat", "linkat",
-        "renameat", "renameat2", "fchmodat", "fchown", "fchownat", "utimensat", "fsync", "fdatasync",
-        "syncfs", "fallocate", "ftruncate", "fsetxattr", "fgetxattr", "flistxattr", "fremovexattr",
-        "faccessat2", "copy_file_range", "setfsuid", "setfsgid", "setgroups", "setresuid", "setresgid",
-        "capget", "capset", "umask", "flock", "fchdir",
-    ]
-
-    /// libnfs: its own TCP connections to the server (and rpcbind), name lookups.
-    static let nfs: [String] = [
-        "socket", "connect", "bind", "getsockname", "getpeername", "sendto", "recvfrom", "sendmsg",
-        "recvmsg", "sendmmsg", "recvmmsg", "setsockopt", "getsockopt", "poll", "ppoll", "select",
-        "pselect6", "socketpair", "openat", "fstat", "close",
-    ]
-
-    /// librados: its messenger threads, timers and event loops.
-    static let rados: [String] = [
-        "socket", "connect", "bind", "sendto", "recvfrom", "sendmsg", "recvmsg", "sendmmsg", "recvmmsg",
-        "setsockopt", "getsockopt", "epoll_create1", "epoll_ctl", "epoll_wait", "epoll_pwait",
-        "timerfd_create", "timerfd_settime", "timerfd_gettime", "eventfd2", "pipe2", "epoll_create",
-        "sched_setaffinity", "sched_getparam", "sched_setscheduler", "sched_getscheduler",
-        "set_mempolicy", "get_mempolicy", "mbind", "io_setup", "io_submit", "io_getevents",
-        "socketpair", "select", "pselect6", "openat", "fstat", "close", "fsync", "fdatasync",
-        "getsockname", "getpeername", "sysinfo",
-    ]
-
     /// `ferry mount`: the /dev/fuse session reads and writes a descriptor it holds (as in
     /// `base`); the process unmounts at exit.
     static let hostMount: [String] = ["umount2"]
 
-    /// The calls a process serving `kinds` may make, sorted and without repeats;
-    /// `hostMount`: through a mount on the host (`ferry mount`) rather than vhost-user.
-    public static func effective(for kinds: Set<BackendKind>, hostMount: Bool = false) -> [String] {
+    /// The calls a process may make whose backends need `backends` besides the base,
+    /// sorted and without repeats; `hostMount`: through a mount on the host (`ferry mount`)
+    /// rather than vhost-user.
+    public static func effective(adding backends: [String], hostMount: Bool = false) -> [String] {
         var names = Set(base)
         if hostMount { names.formUnion(Self.hostMount) }
-        for kind in kinds {
-            switch kind {
-            case .posix: names.formUnion(posix)
-            case .nfs: names.formUnion(nfs)
-            case .rados: names.formUnion(rados)
-            }
-        }
+        names.formUnion(backends)
         return names.sorted()
     }
 }
@@ -107,10 +69,10 @@ public struct SandboxError: Error, CustomStringConvertible, Sendable {
 }
 
 public enum Seccomp {
-    /// Loads the filter for `kinds` into every thread of the process (TSYNC), with `action`
-    /// for everything else. `none` loads nothing. No new privileges must already be set
+    /// Loads the filter allowing the base and `backends` (what the process's backends need)
+    /// into every thread of the process (TSYNC), with `action` for everything else. `none` loads nothing. No new privileges must already be set
     /// (or the process must hold CAP_SYS_ADMIN).
-    public static func install(_ action: SeccompAction, for kinds: Set<BackendKind>, hostMount: Bool = false) throws(SandboxError) {
+    public static func install(_ action: SeccompAction, adding backends: [String], hostMount: Bool = false) throws(SandboxError) {
         let defaultAction: UInt32
         switch action {
         case .none: return
@@ -122,7 +84,7 @@ public enum Seccomp {
         }
         guard let filter = seccomp_init(defaultAction) else { throw SandboxError("seccomp_init failed") }
         defer { seccomp_release(filter) }
-        for name in SyscallAllowlist.effective(for: kinds, hostMount: hostMount) {
+        for name in SyscallAllowlist.effective(adding: backends, hostMount: hostMount) {
             let number = seccomp_syscall_resolve_name(name)
             // A call this architecture does not have (time on some, for instance).
             if number == __NR_SCMP_ERROR { continue }

@@ -1,9 +1,10 @@
-@testable import FerryCLI
-@testable import FerryConfig
 import FerryTestSupport
 import Foundation
 import Logging
 import Testing
+@testable import FerryCLI
+@testable import FerryConfig
+@testable import FerryDaemon
 #if canImport(Glibc)
 import Glibc
 #endif

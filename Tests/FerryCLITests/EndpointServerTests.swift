@@ -1,8 +1,9 @@
-@testable import FerryCLI
 import Foundation
 import Logging
 import Synchronization
 import Testing
+@testable import FerryCLI
+@testable import FerryDaemon
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -16,7 +17,7 @@ import Glibc
         let open = Atomic<Bool>(false)
     }
 
-    final class Fixture {
+    final class Fixture: Sendable {
         let port: UInt16
         let server: EndpointServer
         let release = Gate()

@@ -182,9 +182,10 @@ struct EscapeSuiteTests {
         try fm.createSymbolicLink(atPath: s.export + "/d-link", withDestinationPath: s.outside)
         let before = try s.outsideSnapshot()
         let stop = Locked(false)
+        let (directory, link) = (s.export + "/d", s.export + "/d-link")
         let swapper = Thread {
             // renameat2(RENAME_EXCHANGE) swaps the directory and the symlink atomically.
-            while !stop.value { _ = renameat2Exchange(s.export + "/d", s.export + "/d-link") }
+            while !stop.value { _ = renameat2Exchange(directory, link) }
         }
         swapper.start()
         defer { stop.update { $0 = true } }

@@ -1,6 +1,8 @@
 import FerryVhostUser
+import Foundation
 import Testing
 @testable import FerryCLI
+@testable import FerryDaemon
 
 /// The migrating state `ferry exports` shows, named from the device's phase.
 @Suite struct ExportMigrationStateTests {
@@ -36,5 +38,27 @@ import Testing
         #expect(ExportMigrationState.allCases.map(\.rawValue)
                 == ["migrating-out", "saving", "saved", "save-failed", "incoming", "migrated-in", "refused"])
         for state in ExportMigrationState.allCases { #expect(state.explanation.hasPrefix(state.rawValue + " (")) }
+    }
+}
+
+/// An export's state travels over the control socket and into `--json` as the one string
+/// operators read, and comes back as the same state.
+@Suite struct ExportStateTests {
+    @Test func everyStateIsTheStringOperatorsReadAndReadsBackAsItself() throws {
+        let states: [(ExportState, String)] = [
+            (.starting, "starting"), (.listening, "listening"), (.guestConnected, "guest connected"),
+            (.error("cannot open the backend: ENOENT"), "error: cannot open the backend: ENOENT"),
+            (.stopped, "stopped"), (.notRunning, "not running"),
+        ]
+        for (state, text) in states {
+            #expect(state.description == text)
+            #expect(ExportState(reported: text) == state)
+            let json = try JSONEncoder().encode([state])
+            #expect(String(decoding: json, as: UTF8.self) == "[\"\(text.replacingOccurrences(of: "/", with: "\\/"))\"]")
+            #expect(try JSONDecoder().decode([ExportState].self, from: json) == [state])
+        }
+        #expect(ExportState(reported: "errored") == nil)
+        #expect(states.filter { $0.0.isUp }.map(\.1) == ["listening", "guest connected"])
+        #expect(states.filter { $0.0.isError }.count == 1)
     }
 }

@@ -1,9 +1,11 @@
 import FerryCore
 import FerryPOSIX
+import FerryPOSIXBackend
 import Foundation
 import Logging
 import Testing
 @testable import FerryCLI
+@testable import FerryDaemon
 
 /// What `ferry virtiofsd` hands the vhost-user device must be migratable when its backend
 /// is: the device offers DEVICE_STATE only to a `MigratableHandler` that can migrate, and
@@ -16,14 +18,14 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: directory) }
         var logger = Logger(label: "test")
         logger.logLevel = .critical
-        let export = try openExport(.directory(directory), policy: ExportPolicy(), posix: POSIXOptions(), logger: logger)
+        let export = try openExport(Source(POSIXBackend.self, .init(path: directory)), policy: ExportPolicy(), posix: POSIXOptions(), logger: logger)
         defer { export.shutdown() }
         let migratable = export as? any MigratableHandler
         #expect(migratable != nil)
         #expect(migratable?.canMigrate == true)
         // Its state goes out and comes back in (a fresh session: no INIT yet).
         let state = try #require(try migratable?.saveMigrationState(MigrationOptions()))
-        let other = try openExport(.directory(directory), policy: ExportPolicy(), posix: POSIXOptions(), logger: logger)
+        let other = try openExport(Source(POSIXBackend.self, .init(path: directory)), policy: ExportPolicy(), posix: POSIXOptions(), logger: logger)
         defer { other.shutdown() }
         #expect(try (other as? any MigratableHandler)?.loadMigrationState(state, MigrationOptions()) == MigrationLoadReport())
     }

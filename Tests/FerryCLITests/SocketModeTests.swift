@@ -7,6 +7,7 @@ import Foundation
 import Logging
 import Testing
 @testable import FerryCLI
+@testable import FerryDaemon
 
 /// The vhost-user and control sockets are never more open than their final mode, not even
 /// between bind and a chmod: the mode they are created with is observed on a thread whose

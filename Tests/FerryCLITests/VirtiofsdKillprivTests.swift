@@ -5,6 +5,7 @@ import Foundation
 import Logging
 import Testing
 @testable import FerryCLI
+@testable import FerryDaemon
 
 /// What `ferry virtiofsd` says about FUSE_HANDLE_KILLPRIV_V2 is what its server negotiates:
 /// offered by default, as virtiofsd does, and not with `--no-killpriv-v2`.

@@ -3,6 +3,7 @@ import FerryPOSIX
 import Logging
 import Testing
 @testable import FerryCLI
+@testable import FerryDaemon
 
 /// Parses a command line that must serve, returning its plan.
 private func plan(_ arguments: [String], sourceLocation: SourceLocation = #_sourceLocation) throws -> VirtiofsdPlan {

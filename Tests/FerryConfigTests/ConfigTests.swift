@@ -1,3 +1,7 @@
+import FerryBackend
+import FerryNFSBackend
+import FerryPOSIXBackend
+import FerryRADOSBackend
 import Foundation
 import Testing
 @testable import FerryConfig
@@ -73,7 +77,7 @@ let sampleDirectory: String = {
         #expect(home.limits.inflightBytes == 64 << 20)
         #expect(home.quota.bytes == 10 << 30)
         #expect(home.qos.bandwidth == 100 << 20)
-        #expect(home.backend == .posix(path: sampleDirectory + "/exports/demo"))
+        #expect(home.backend == Backend(POSIXBackend.self, .init(path: sampleDirectory + "/exports/demo")))
         // A trailing slash on the directory changes nothing.
         #expect((try? ConfigLoader.load(directory: sampleDirectory + "/").get()) != nil)
     }
@@ -132,7 +136,7 @@ let sampleDirectory: String = {
         defer { s.remove() }
         #expect(!s.problems().isEmpty)
         let configuration = try ConfigLoader.load(directory: s.path, unverifiable: { $0.hasPrefix("/nowhere") }).get()
-        #expect(configuration.exports.first?.export.backend == .posix(path: "/nowhere/at/all"))
+        #expect(configuration.exports.first?.export.backend == Backend(POSIXBackend.self, .init(path: "/nowhere/at/all")))
     }
 
     @Test func wrongTypes() throws {
@@ -228,7 +232,8 @@ let sampleDirectory: String = {
         try s.write("ceph.conf", "[global]\n")
         try s.write("client.ferry.keyring", "[client.ferry]\nkey = SECRET-IN-KEYRING\n")
         let c = try ConfigLoader.load(directory: s.path).get()
-        guard case .rados(_, _, _, let client, let keyring)? = c.exports.first?.export.backend else { Issue.record("not rados"); return }
+        guard let rados = c.exports.first?.export.backend.options(of: RADOSBackend.self) else { Issue.record("not rados"); return }
+        let (client, keyring) = (rados.clientID, rados.keyring)
         #expect(client == "ferry")
         #expect(keyring == s.path + "/client.ferry.keyring")
     }
@@ -262,12 +267,12 @@ let sampleDirectory: String = {
         let good = try Scratch(["tenants/a.toml": tenant(backend: "kind = \"nfs\"\nserver = \"127.0.0.1\"\npath = \"/x\"\ntimeout = 2.5\nconnections = 8")])
         defer { good.remove() }
         let loaded = try ConfigLoader.load(directory: good.path).get()
-        guard case .nfs(_, _, _, let client) = loaded.tenants[0].exports[0].backend else { Issue.record("not nfs"); return }
+        guard let client = loaded.tenants[0].exports[0].backend.options(of: NFSBackend.self) else { Issue.record("not nfs"); return }
         #expect(client.timeout == 2.5 && client.connections == 8)
 
         let hard = try Scratch(["tenants/a.toml": tenant(backend: "kind = \"nfs\"\nserver = \"127.0.0.1\"\npath = \"/x\"\nhard = true")])
         defer { hard.remove() }
-        guard case .nfs(_, _, _, let hardClient) = try ConfigLoader.load(directory: hard.path).get().tenants[0].exports[0].backend else { return }
+        guard let hardClient = try ConfigLoader.load(directory: hard.path).get().tenants[0].exports[0].backend.options(of: NFSBackend.self) else { return }
         #expect(hardClient.timeout == nil)
 
         let bad = try Scratch(["tenants/a.toml": tenant(backend: "kind = \"nfs\"\nserver = \"127.0.0.1\"\npath = \"/x\"\ntimeout = 0\nhard = true\nconnections = 100")])

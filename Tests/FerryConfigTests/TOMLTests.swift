@@ -1,3 +1,4 @@
+import FerryBackend
 import Testing
 @testable import FerryConfig
 

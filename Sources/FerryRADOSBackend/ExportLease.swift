@@ -1,22 +1,25 @@
 import FerryRADOS
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A RADOS export's part in its namespace's single-writer lease, as `ferry exports
 /// list/show` and the metrics report it: the driver's own state (`RADOSDriver.leaseRole`),
 /// and who holds the lease when this export does not, asked of the cluster.
-struct ExportLease: Codable, Equatable {
+public struct ExportLease: Codable, Equatable {
     /// `writer`, `standby`, `handed-over`, `lost` or `read-only`.
-    var role: String
+    public var role: String
     /// Who holds the lease ("client.4123 at 127.0.0.1:0/2785") when this export does not;
     /// nil when it does, or when nobody holds it.
-    var holder: String?
+    public var holder: String?
 
-    static let roles = RADOSDriver.LeaseRole.allCases.map(\.rawValue)
+    public static let roles = RADOSDriver.LeaseRole.allCases.map(\.rawValue)
 
     /// Not the writer, and not read-only: a guest's writes answer EIO here.
-    var isStandby: Bool { role == RADOSDriver.LeaseRole.standby.rawValue || role == RADOSDriver.LeaseRole.handedOver.rawValue }
+    public var isStandby: Bool { role == RADOSDriver.LeaseRole.standby.rawValue || role == RADOSDriver.LeaseRole.handedOver.rawValue }
 
     /// One line for `exports show`.
-    var explanation: String {
+    public var explanation: String {
         let held = holder.map { "lease held by \($0)" } ?? "the lease is free"
         switch RADOSDriver.LeaseRole(rawValue: role) {
         case .writer?: return "writer (holds the namespace's lease)"
@@ -33,12 +36,12 @@ struct ExportLease: Codable, Equatable {
 }
 
 /// An export whose backend has a single-writer lease (a RADOS namespace).
-protocol LeasedExport {
+public protocol LeasedExport {
     var lease: ExportLease { get }
 }
 
 extension RADOSExportHandler: LeasedExport {
-    var lease: ExportLease {
+    public var lease: ExportLease {
         let role = driver.leaseRole
         let holder = role == .standby || role == .handedOver ? driver.currentLeaseHolder() : nil
         return ExportLease(role: role.rawValue, holder: holder)

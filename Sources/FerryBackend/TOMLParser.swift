@@ -1,11 +1,11 @@
 /// A recursive-descent TOML parser over Unicode scalars, tracking line and column.
-struct TOMLParser {
+package struct TOMLParser {
     private let s: [Unicode.Scalar]
     private var i = 0
     private var line = 1
     private var lineStart = 0
 
-    init(_ text: String) {
+    package init(_ text: String) {
         s = Array(text.unicodeScalars)
     }
 
@@ -88,7 +88,7 @@ struct TOMLParser {
 
     private var root = TOMLTable(origin: .root, position: TOMLPosition(line: 1, column: 1))
 
-    mutating func parseDocument() throws(TOMLError) -> TOMLTable {
+    package mutating func parseDocument() throws(TOMLError) -> TOMLTable {
         if peek == "\u{FEFF}" { i += 1; lineStart = 1 }
         var current = root
         while true {
@@ -129,7 +129,7 @@ struct TOMLParser {
 
     // MARK: - Keys
 
-    typealias Key = [(name: String, position: TOMLPosition)]
+    package typealias Key = [(name: String, position: TOMLPosition)]
 
     private static func isBare(_ c: Unicode.Scalar) -> Bool {
         switch c {

@@ -1,31 +1,39 @@
 /// Collects problems while a configuration is read.
-final class ProblemList {
-    var problems: [ConfigProblem] = []
-    func add(_ message: String, at location: SourceLocation) {
+package final class ProblemList {
+    package var problems: [ConfigProblem] = []
+    package init() {}
+    package func add(_ message: String, at location: SourceLocation) {
         problems.append(ConfigProblem(message, at: location))
     }
 }
 
 /// Key names that would hold a secret: a configuration refers to secrets by path only.
-let secretKeyNames: Set<String> = ["key", "secret", "password", "passwd", "token", "keyring_data", "keydata"]
+package let secretKeyNames: Set<String> = ["key", "secret", "password", "passwd", "token", "keyring_data", "keydata"]
 
 /// Reads typed values out of one TOML table, reporting wrong types, missing keys and
 /// (in `finish`) unknown keys. Never puts a string value into a type or key message.
-struct TableReader {
-    let table: TOMLTable
-    let file: String
+package struct TableReader {
+    package let table: TOMLTable
+    package let file: String
     /// How messages name the table: "[[export]]", "[export.backend]", "the tenant file".
-    let name: String
-    let problems: ProblemList
+    package let name: String
+    package let problems: ProblemList
 
-    func location(_ p: TOMLPosition) -> SourceLocation { SourceLocation(file: file, line: p.line, column: p.column) }
+    package init(table: TOMLTable, file: String, name: String, problems: ProblemList) {
+        self.table = table
+        self.file = file
+        self.name = name
+        self.problems = problems
+    }
+
+    package func location(_ p: TOMLPosition) -> SourceLocation { SourceLocation(file: file, line: p.line, column: p.column) }
 
     /// Where a table starts: its header (or `{`); line 1 for a whole file.
-    var headerLocation: SourceLocation {
+    package var headerLocation: SourceLocation {
         table.origin == .root ? SourceLocation(file: file, line: 1) : location(table.position)
     }
 
-    func problem(_ message: String, at p: TOMLPosition) { problems.add(message, at: location(p)) }
+    package func problem(_ message: String, at p: TOMLPosition) { problems.add(message, at: location(p)) }
 
     private func entry(_ key: String, required: Bool) -> TOMLEntry? {
         guard let e = table[key] else {
@@ -39,32 +47,32 @@ struct TableReader {
         problem("\(key) must be \(expected), found \(e.item.value.kindDescription)", at: e.item.position)
     }
 
-    func string(_ key: String, required: Bool = false) -> (value: String, at: TOMLPosition)? {
+    package func string(_ key: String, required: Bool = false) -> (value: String, at: TOMLPosition)? {
         guard let e = entry(key, required: required) else { return nil }
         guard case .string(let v) = e.item.value else { wrongType(key, "a string", e); return nil }
         return (v, e.item.position)
     }
 
-    func integer(_ key: String, required: Bool = false) -> (value: Int64, at: TOMLPosition)? {
+    package func integer(_ key: String, required: Bool = false) -> (value: Int64, at: TOMLPosition)? {
         guard let e = entry(key, required: required) else { return nil }
         guard case .integer(let v) = e.item.value else { wrongType(key, "an integer", e); return nil }
         return (v, e.item.position)
     }
 
     /// A count that must not be negative.
-    func count(_ key: String) -> UInt64? {
+    package func count(_ key: String) -> UInt64? {
         guard let (v, at) = integer(key) else { return nil }
         guard v >= 0 else { problem("\(key) must not be negative", at: at); return nil }
         return UInt64(v)
     }
 
-    func bool(_ key: String) -> Bool? {
+    package func bool(_ key: String) -> Bool? {
         guard let e = entry(key, required: false) else { return nil }
         guard case .boolean(let v) = e.item.value else { wrongType(key, "a boolean (true or false)", e); return nil }
         return v
     }
 
-    func choice<E: RawRepresentable & CaseIterable>(_ key: String, _ type: E.Type) -> E? where E.RawValue == String {
+    package func choice<E: RawRepresentable & CaseIterable>(_ key: String, _ type: E.Type) -> E? where E.RawValue == String {
         guard let (v, at) = string(key) else { return nil }
         if let e = E(rawValue: v) { return e }
         let allowed = E.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")
@@ -74,7 +82,7 @@ struct TableReader {
 
     /// A byte count: an integer, or a string with a unit ("64MiB", "10 GB"); `perSecond`
     /// also accepts a trailing "/s".
-    func size(_ key: String, perSecond: Bool = false) -> UInt64? {
+    package func size(_ key: String, perSecond: Bool = false) -> UInt64? {
         guard let e = entry(key, required: false) else { return nil }
         switch e.item.value {
         case .integer(let v):
@@ -93,14 +101,14 @@ struct TableReader {
         }
     }
 
-    func table(_ key: String, required: Bool = false, name: String) -> TableReader? {
+    package func table(_ key: String, required: Bool = false, name: String) -> TableReader? {
         guard let e = entry(key, required: required) else { return nil }
         guard case .table(let t) = e.item.value else { wrongType(key, "a table", e); return nil }
         return TableReader(table: t, file: file, name: name, problems: problems)
     }
 
     /// `[[key]]` blocks (an array of inline tables is accepted too).
-    func tables(_ key: String, name: String) -> [TableReader] {
+    package func tables(_ key: String, name: String) -> [TableReader] {
         guard let e = entry(key, required: false) else { return [] }
         switch e.item.value {
         case .tableArray(let ts):
@@ -123,7 +131,7 @@ struct TableReader {
 
     /// Reports every key not in `known`: secrets with their own message, others with a
     /// "did you mean" when one known key is close.
-    func finish(known: [String], secretHint: String = "") {
+    package func finish(known: [String], secretHint: String = "") {
         for e in table.entries where !known.contains(e.key) {
             if secretKeyNames.contains(e.key.lowercased()) {
                 problem("\"\(e.key)\" is not allowed: secrets are referred to by path, never written inline\(secretHint)", at: e.keyPosition)
@@ -135,7 +143,7 @@ struct TableReader {
 }
 
 /// "; did you mean "x"?" when exactly one candidate is close, else "".
-func didYouMean(_ word: String, _ candidates: [String]) -> String {
+package func didYouMean(_ word: String, _ candidates: [String]) -> String {
     let lower = word.lowercased()
     let scored = candidates.map { ($0, editDistance(lower, $0.lowercased())) }
     guard let best = scored.min(by: { $0.1 < $1.1 }) else { return "" }
@@ -143,7 +151,7 @@ func didYouMean(_ word: String, _ candidates: [String]) -> String {
     return best.1 <= limit ? "; did you mean \"\(best.0)\"?" : ""
 }
 
-func editDistance(_ a: String, _ b: String) -> Int {
+package func editDistance(_ a: String, _ b: String) -> Int {
     let a = Array(a), b = Array(b)
     if a.isEmpty { return b.count }
     if b.isEmpty { return a.count }
@@ -165,7 +173,10 @@ func editDistance(_ a: String, _ b: String) -> Int {
     return previous[b.count]
 }
 
-struct SizeError: Error { let message: String }
+package struct SizeError: Error {
+    package let message: String
+    package init(message: String) { self.message = message }
+}
 
 private let sizeUnits: [(String, UInt64)] = [
     ("B", 1),
@@ -174,7 +185,7 @@ private let sizeUnits: [(String, UInt64)] = [
 ]
 
 /// "100MiB" -> 104857600. Units: B, KB/MB/GB/TB (powers of 1000), KiB/MiB/GiB/TiB (of 1024).
-func parseSize(_ text: String, perSecond: Bool) -> Result<UInt64, SizeError> {
+package func parseSize(_ text: String, perSecond: Bool) -> Result<UInt64, SizeError> {
     var t = Substring(text)
     while t.first == " " { t.removeFirst() }
     while t.last == " " { t.removeLast() }

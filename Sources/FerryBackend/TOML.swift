@@ -28,6 +28,11 @@ public struct TOMLError: Error, Equatable, Sendable, CustomStringConvertible {
     public var description: String { "\(position): \(message)" }
 }
 
+// The @unchecked Sendable of TOMLItem, TOMLValue, TOMLEntry and TOMLTable: a table is a
+// class the parser keeps adding to while it reads a document, and nothing changes it once
+// `TOML.parse` has returned; only then is a document shared (read by the loader and the
+// backends' readers).
+
 /// A value and where it starts.
 public struct TOMLItem: @unchecked Sendable {
     public var value: TOMLValue

@@ -6,30 +6,30 @@ import Synchronization
 
 /// `ferry serve`'s state: the configuration in force and one `DaemonExport` per export of
 /// every tenant. Reloads and reports are serialised by one lock; requests never take it.
-final class Daemon: @unchecked Sendable {
+public final class Daemon: Sendable {
     private struct State {
         var configuration: Configuration
         var exports: [String: DaemonExport] = [:]
         var order: [String] = []
     }
 
-    let directory: String
+    public let directory: String
     /// The sandbox's private root, when the daemon pivoted into one: what a reload can add.
-    let root: PrivateRoot?
-    let logger: Logger
+    public let root: PrivateRoot?
+    public let logger: Logger
     private let state: Mutex<State>
 
-    init(configuration: Configuration, root: PrivateRoot? = nil, logger: Logger) {
+    public init(configuration: Configuration, root: PrivateRoot? = nil, logger: Logger) {
         directory = configuration.directory
         self.root = root
         self.logger = logger
         state = Mutex(State(configuration: configuration))
     }
 
-    var configuration: Configuration { state.withLock { $0.configuration } }
+    public var configuration: Configuration { state.withLock { $0.configuration } }
 
     /// Starts every configured export.
-    func start() {
+    public func start() {
         state.withLock { s in
             for (tenant, export) in s.configuration.exports {
                 let running = DaemonExport(tenant: tenant.name, config: export, root: root, logger: logger)
@@ -41,26 +41,26 @@ final class Daemon: @unchecked Sendable {
     }
 
     /// What a reload did.
-    struct ReloadOutcome: Codable, Equatable {
-        var accepted: Bool
+    public struct ReloadOutcome: Codable, Equatable {
+        public var accepted: Bool
         /// Every problem of a rejected configuration, as check-config prints them.
-        var problems: [String] = []
-        var added: [String] = []
-        var changed: [String] = []
-        var removed: [String] = []
+        public var problems: [String] = []
+        public var added: [String] = []
+        public var changed: [String] = []
+        public var removed: [String] = []
         /// Unchanged exports that were in error and were started again.
-        var retried: [String] = []
+        public var retried: [String] = []
         /// Exports changed in place, their guests untouched: only `[export.migration]` changed.
-        var updated: [String] = []
-        var unchanged: [String] = []
+        public var updated: [String] = []
+        public var unchanged: [String] = []
     }
 
     /// Reads the configuration directory again. A configuration with any problem is
     /// rejected whole and the running one stays; otherwise exports that are new start,
     /// removed ones stop (after their in-flight requests), changed ones restart, and every
     /// other export, with its guest, is left alone. `[export.migration]` is not part of what
-    /// restarts an export (its fingerprint): it is changed in place, for the next migration.
-    func reload() -> ReloadOutcome {
+    /// restarts an export (its `ExportIdentity`): it is changed in place, for the next migration.
+    public func reload() -> ReloadOutcome {
         state.withLock { s in
             let loaded: Configuration
             // What the sandbox's root does not show cannot be checked from in here: such an
@@ -89,7 +89,7 @@ final class Daemon: @unchecked Sendable {
             var retry: Set<String> = []
             for w in wanted {
                 guard let running = s.exports[w.key] else { continue }
-                if running.fingerprint != w.export.fingerprint {
+                if running.identity != ExportIdentity(w.export) {
                     running.stop()
                     restart.insert(w.key)
                 } else if running.failure != nil {
@@ -138,7 +138,7 @@ final class Daemon: @unchecked Sendable {
     /// Starts again every export whose backend could not be opened, once its back-off
     /// (15 s, doubling up to 5 min) has passed: an NFS server or Ceph cluster that comes
     /// back is served without an operator's reload.
-    func retryFailed() {
+    public func retryFailed() {
         state.withLock { s in
             for key in s.order {
                 guard let running = s.exports[key], running.failure != nil, running.retryDue() else { continue }
@@ -152,7 +152,7 @@ final class Daemon: @unchecked Sendable {
     }
 
     /// Stops every export, draining each; used on SIGTERM.
-    func stop() {
+    public func stop() {
         state.withLock { s in
             for key in s.order { s.exports[key]?.stop() }
             s.exports = [:]
@@ -163,7 +163,7 @@ final class Daemon: @unchecked Sendable {
     /// The status of every export (of one tenant), in configuration order. Read outside the
     /// daemon's lock: a RADOS standby asks its cluster who holds the lease, and a cluster
     /// that is slow to answer must not hold up a reload or the other exports' reports.
-    func statuses(tenant: String? = nil, withOperations: Bool = false) -> [ExportStatus] {
+    public func statuses(tenant: String? = nil, withOperations: Bool = false) -> [ExportStatus] {
         let exports = state.withLock { s in
             s.order.compactMap { s.exports[$0] }.filter { tenant == nil || $0.tenant == tenant }
         }

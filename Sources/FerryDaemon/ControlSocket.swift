@@ -7,8 +7,8 @@ import Glibc
 
 /// What `ferry` asks the serving daemon over its control socket: one JSON object per
 /// connection, answered with one JSON object, then the daemon closes the connection.
-struct ControlRequest: Codable {
-    enum Command: String, Codable {
+public struct ControlRequest: Codable, Sendable {
+    public enum Command: String, Codable, Sendable {
         /// Every export's state and counters.
         case status
         /// One export's state, counters and per-operation table.
@@ -16,19 +16,25 @@ struct ControlRequest: Codable {
         /// Re-read the configuration directory (as SIGHUP does).
         case reload
     }
-    var command: Command
-    var tenant: String?
+    public var command: Command
+    public var tenant: String?
     /// TENANT/EXPORT for `show`.
-    var export: String?
+    public var export: String?
+
+    public init(command: Command, tenant: String? = nil, export: String? = nil) {
+        self.command = command
+        self.tenant = tenant
+        self.export = export
+    }
 }
 
-struct ControlReply: Codable {
-    var ok: Bool
-    var error: String?
-    var exports: [ExportStatus]?
-    var reload: Daemon.ReloadOutcome?
+public struct ControlReply: Codable {
+    public var ok: Bool
+    public var error: String?
+    public var exports: [ExportStatus]?
+    public var reload: Daemon.ReloadOutcome?
     /// The daemon's configuration directory.
-    var directory: String?
+    public var directory: String?
 }
 
 /// The daemon's end: a Unix socket (mode 0600: the operator's, not the guests') on an
@@ -126,11 +132,11 @@ func controlReplyBytes(_ reply: ControlReply) -> [UInt8] {
 // MARK: - The client's end
 
 /// Why the daemon could not be asked.
-enum ControlClientError: Error, CustomStringConvertible {
+public enum ControlClientError: Error, CustomStringConvertible {
     /// Nothing listens there: no daemon runs with this configuration.
     case notRunning(String)
     case failed(String)
-    var description: String {
+    public var description: String {
         switch self {
         case .notRunning(let path): return "no ferry daemon is answering on \(path)"
         case .failed(let why): return why
@@ -139,7 +145,7 @@ enum ControlClientError: Error, CustomStringConvertible {
 }
 
 /// Sends one request to the daemon at `path` and waits for its answer (at most `timeout` s).
-func askDaemon(_ request: ControlRequest, at path: String, timeout: Int = 60) throws(ControlClientError) -> ControlReply {
+public func askDaemon(_ request: ControlRequest, at path: String, timeout: Int = 60) throws(ControlClientError) -> ControlReply {
     let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
     guard fd >= 0 else { throw .failed("socket: \(String(cString: strerror(errno)))") }
     defer { close(fd) }

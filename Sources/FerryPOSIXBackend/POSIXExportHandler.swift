@@ -1,3 +1,4 @@
+import FerryBackend
 import FerryCore
 import FerryPOSIX
 
@@ -7,8 +8,8 @@ import FerryPOSIX
 /// request. Calling the server from here, where the driver type is known, lets the compiler
 /// specialise the whole request path for `POSIXDriver` (FerryCore and FerryPOSIX are built
 /// with cross-module optimisation in release builds; see Package.swift).
-/// Other backends follow the same pattern (NFSExport.swift, RADOSExport.swift).
-final class POSIXExportHandler: DriverExportHandler, @unchecked Sendable {
+/// Other backends follow the same pattern (NFSBackend, RADOSBackend).
+final class POSIXExportHandler: DriverExportHandler, MigratableHandler, Sendable {
     let server: FUSEServer<POSIXDriver>
 
     init(_ server: FUSEServer<POSIXDriver>) { self.server = server }
@@ -22,19 +23,3 @@ final class POSIXExportHandler: DriverExportHandler, @unchecked Sendable {
     }
 }
 
-/// What every backend's concrete handler shares. Only the two `handle` methods must be
-/// written out per backend (they are the request path, to be specialised); the rest is
-/// occasional and can stay generic.
-protocol DriverExportHandler: ServedExport {
-    associatedtype Driver: FileSystemDriver
-    var server: FUSEServer<Driver> { get }
-}
-
-extension DriverExportHandler {
-    func connectionLost() { server.connectionLost() }
-    var nodeCount: Int { server.nodeCount }
-    var openHandleCount: Int { server.openHandleCount }
-    var statistics: ExportStatistics { server.statistics }
-    var quota: QuotaLedger? { server.quota }
-    func shutdown() { server.shutdown() }
-}

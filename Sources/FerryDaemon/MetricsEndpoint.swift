@@ -1,6 +1,8 @@
 import CFerry
+import FerryBackend
 import FerryConfig
 import FerryCore
+import FerryRADOSBackend
 import Logging
 import Synchronization
 #if canImport(Glibc)
@@ -22,12 +24,12 @@ func renderMetrics(_ statuses: [ExportStatus]) -> String {
     }
     family("ferry_export_up", "gauge", "1 when the export is listening or serving a guest, 0 when it is in error.") {
         for s in statuses {
-            let up = s.state == "listening" || s.state == "guest connected"
+            let up = s.state.isUp
             out += "ferry_export_up\(labels(s)) \(up ? 1 : 0)\n"
         }
     }
     family("ferry_export_guest_connected", "gauge", "1 while a VMM is connected to the export's socket.") {
-        for s in statuses { out += "ferry_export_guest_connected\(labels(s)) \(s.state == "guest connected" ? 1 : 0)\n" }
+        for s in statuses { out += "ferry_export_guest_connected\(labels(s)) \(s.state == .guestConnected ? 1 : 0)\n" }
     }
     family("ferry_export_migration_state", "gauge", "1 for the live-migration state the export's guest is in (none when no migration is under way).") {
         for s in statuses {

@@ -5,7 +5,7 @@ import FerryVhostUser
 /// QEMU sent: LOG_ALL, SET_DEVICE_STATE_FD save or load, CHECK_DEVICE_STATE's answer).
 /// Nothing is guessed: an export with no such message since its rings last started has
 /// no migrating state.
-enum ExportMigrationState: String, Codable, CaseIterable, Sendable {
+public enum ExportMigrationState: String, Codable, CaseIterable, Sendable {
     /// Source: dirty-page logging is on while QEMU copies guest memory.
     case migratingOut = "migrating-out"
     /// Source: the rings are stopped and the state is going into QEMU's stream.
@@ -24,7 +24,7 @@ enum ExportMigrationState: String, Codable, CaseIterable, Sendable {
     case refused
 
     /// nil: no migration under way on this device.
-    init?(_ status: VhostUserMigrationStatus) {
+    public init?(_ status: VhostUserMigrationStatus) {
         switch status.transfer.map({ ($0.direction, $0.outcome) }) {
         case (.save, .inProgress)?: self = .saving
         case (.save, .succeeded)?: self = .saved
@@ -39,7 +39,7 @@ enum ExportMigrationState: String, Codable, CaseIterable, Sendable {
     }
 
     /// One line for `exports show`.
-    var explanation: String {
+    public var explanation: String {
         switch self {
         case .migratingOut: return "migrating-out (dirty-page logging: QEMU is copying guest memory)"
         case .saving: return "saving (rings stopped, state going into the migration stream)"

@@ -7,17 +7,22 @@ import Logging
 /// one tenant without parsing messages.
 ///
 ///     time=2026-11-21T21:40:00.123Z level=info logger=ferry tenant=acme export=home msg="export serving" tag=acme-home
-struct LogfmtHandler: LogHandler {
-    let label: String
-    var logLevel: Logger.Level
-    var metadata: Logger.Metadata = [:]
+public struct LogfmtHandler: LogHandler {
+    public let label: String
+    public var logLevel: Logger.Level
+    public var metadata: Logger.Metadata = [:]
 
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+    public init(label: String, logLevel: Logger.Level) {
+        self.label = label
+        self.logLevel = logLevel
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { metadata[key] }
         set { metadata[key] = newValue }
     }
 
-    func log(level: Logger.Level, message: Logger.Message, metadata explicit: Logger.Metadata?,
+    public func log(level: Logger.Level, message: Logger.Message, metadata explicit: Logger.Metadata?,
              source: String, file: String, function: String, line: UInt) {
         var merged = metadata
         if let explicit { merged.merge(explicit) { $1 } }
@@ -30,7 +35,7 @@ struct LogfmtHandler: LogHandler {
         FileHandle.standardError.write(Data(text.utf8))
     }
 
-    static func quote(_ value: String) -> String {
+    public static func quote(_ value: String) -> String {
         let plain = !value.isEmpty && value.allSatisfy { $0 != " " && $0 != "\"" && $0 != "=" && $0 != "\\" && !$0.isNewline }
         if plain { return value }
         return "\"" + backslashEscaped(value) + "\""
@@ -48,7 +53,7 @@ struct LogfmtHandler: LogHandler {
 }
 
 extension FerryConfig.LogLevel {
-    var loggerLevel: Logger.Level {
+    public var loggerLevel: Logger.Level {
         switch self {
         case .trace: return .trace
         case .debug: return .debug

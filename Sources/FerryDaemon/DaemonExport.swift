@@ -1,6 +1,8 @@
 import CFerry
+import FerryBackend
 import FerryConfig
 import FerryCore
+import FerryRADOSBackend
 import FerrySandbox
 import FerryVhostUser
 import Logging
@@ -13,9 +15,12 @@ import Glibc
 /// the thread that accepts the VMM on it. The back-end's queue threads are this export's
 /// own, so a slow backend here never holds up another export's requests.
 final class DaemonExport: @unchecked Sendable {
+    // @unchecked: `thread` is the one field outside a Mutex or Atomic; it is set by `start`
+    // and cleared by `stop`, which the Daemon calls under its own lock, one at a time.
     let tenant: String
     let config: ExportConfig
-    let fingerprint: String
+    /// What a reload compares (`ExportIdentity`).
+    let identity: ExportIdentity
     let logger: Logger
 
     private struct Running {
@@ -48,7 +53,7 @@ final class DaemonExport: @unchecked Sendable {
         self.root = root
         self.tenant = tenant
         self.config = config
-        self.fingerprint = config.fingerprint
+        self.identity = ExportIdentity(config)
         running = Mutex(Running(migration: config.migration))
         var logger = logger
         logger[metadataKey: "tenant"] = "\(tenant)"
@@ -78,7 +83,7 @@ final class DaemonExport: @unchecked Sendable {
             // A RADOS namespace another daemon holds: this export may be a live migration's
             // destination, which waits as a standby and takes the lease with the guest's
             // state (docs/migration.md), as `ferry virtiofsd` does.
-            served = try openExport(Source(backend: config.backend), policy: config.policy, posix: config.posixOptions,
+            served = try openExport(config.backend, policy: config.policy, trustClientPermissions: config.idMap.isIdentity,
                                     logger: logger, migrationStandby: true)
         } catch {
             fail("cannot open the backend: \(error)")
@@ -174,16 +179,15 @@ final class DaemonExport: @unchecked Sendable {
     func retryDue() -> Bool { ferry_monotonic_ns() / 1_000_000_000 >= retryAt.load(ordering: .relaxed) }
     var nextRetryDelay: UInt64 { min(retryDelay * 2, Self.longestRetryDelay) }
 
-    /// `starting`, `listening`, `guest connected`, `error: why` or `stopped`.
-    var state: String {
+    var state: ExportState {
         let (failure, backend, stopped) = running.withLock { ($0.failure, $0.backend, $0.stopRequested) }
-        if let failure { return "error: \(failure)" }
-        guard let backend else { return stopped ? "stopped" : "starting" }
+        if let failure { return .error(failure) }
+        guard let backend else { return stopped ? .stopped : .starting }
         switch backend.state {
-        case .listening: return "listening"
-        case .connected: return "guest connected"
-        case .broken(let why): return "error: guest broke the virtqueue rules (\(why)); waiting for a device reset"
-        case .stopped: return "stopped"
+        case .listening: return .listening
+        case .connected: return .guestConnected
+        case .broken(let why): return .error("guest broke the virtqueue rules (\(why)); waiting for a device reset")
+        case .stopped: return .stopped
         }
     }
 
@@ -216,32 +220,32 @@ final class DaemonExport: @unchecked Sendable {
 }
 
 /// The live state of one export, as the daemon reports it over the control socket.
-struct ExportStatus: Codable, Equatable {
-    var tenant: String
-    var export: String
-    var state: String
+public struct ExportStatus: Codable, Equatable {
+    public var tenant: String
+    public var export: String
+    public var state: ExportState
     /// Set while the guest is being live-migrated (`ExportMigrationState`).
-    var migration: ExportMigrationState?
+    public var migration: ExportMigrationState?
     /// A RADOS export's part in its namespace's lease (writer, standby...).
-    var lease: ExportLease?
-    var counters: LiveCounters?
-    var operations: [ExportStatistics.OperationCounters]?
+    public var lease: ExportLease?
+    public var counters: LiveCounters?
+    public var operations: [ExportStatistics.OperationCounters]?
 }
 
-struct LiveCounters: Codable, Equatable {
-    var operations: UInt64
-    var errors: UInt64
-    var bytesRead: UInt64
-    var bytesWritten: UInt64
-    var openFiles: UInt64
-    var inodes: UInt64
-    var throttledRequests: UInt64
-    var throttledSeconds: Double
-    var quotaRefusals: UInt64
-    var malformedRequests: UInt64
-    var quotaBytesUsed: UInt64?
-    var quotaInodesUsed: UInt64?
-    var backend: [BackendCounter]
+public struct LiveCounters: Codable, Equatable {
+    public var operations: UInt64
+    public var errors: UInt64
+    public var bytesRead: UInt64
+    public var bytesWritten: UInt64
+    public var openFiles: UInt64
+    public var inodes: UInt64
+    public var throttledRequests: UInt64
+    public var throttledSeconds: Double
+    public var quotaRefusals: UInt64
+    public var malformedRequests: UInt64
+    public var quotaBytesUsed: UInt64?
+    public var quotaInodesUsed: UInt64?
+    public var backend: [BackendCounter]
 }
 
 /// `mkdir -p` of a socket's directory (0755), as for /run/ferry.

@@ -1,0 +1,34 @@
+import FerryCore
+
+/// What every backend's concrete handler shares. Only the two `handle` methods must be
+/// written out per backend (they are the request path, to be specialised); the rest is
+/// occasional and can stay generic.
+public protocol DriverExportHandler: ServedExport {
+    associatedtype Driver: FileSystemDriver
+    var server: FUSEServer<Driver> { get }
+}
+
+extension DriverExportHandler {
+    public func connectionLost() { server.connectionLost() }
+    public var nodeCount: Int { server.nodeCount }
+    public var openHandleCount: Int { server.openHandleCount }
+    public var statistics: ExportStatistics { server.statistics }
+    public var quota: QuotaLedger? { server.quota }
+    public func shutdown() { server.shutdown() }
+}
+
+/// Every backend's concrete handler (POSIXExportHandler and the others) passes live
+/// migration through to its server, so the vhost-user device finds a `MigratableHandler`
+/// behind `ferry virtiofsd` and `ferry serve` as it does behind a bare `FUSEServer`. The
+/// backend decides: a driver that cannot migrate keeps `canMigrate` false, and the device
+/// then does not offer DEVICE_STATE (QEMU refuses to migrate that guest up front).
+extension DriverExportHandler {
+    public var canMigrate: Bool { server.canMigrate }
+    public func saveMigrationState(_ options: MigrationOptions) throws(MigrationError) -> [UInt8] {
+        try server.saveMigrationState(options)
+    }
+    public func loadMigrationState(_ state: [UInt8], _ options: MigrationOptions) throws(MigrationError) -> MigrationLoadReport {
+        try server.loadMigrationState(state, options)
+    }
+    public func migrationResumedAtSource() { server.migrationResumedAtSource() }
+}
