@@ -4,6 +4,8 @@ import PackageDescription
 // Release builds of the request-path modules carry their bodies across module boundaries,
 // so the executable can specialise the generic server for its concrete driver.
 let crossModule: [SwiftSetting] = [.unsafeFlags(["-cross-module-optimization"], .when(configuration: .release))]
+// Swift 6 language mode (strict concurrency), target by target until the package default flips.
+let swift6: [SwiftSetting] = [.swiftLanguageMode(.v6)]
 
 // Layers look only down: FerryFUSE (wire) <- FerryCore (server + driver protocol)
 // <- drivers (FerryPOSIX) and transports (FerryDevFUSE) <- the `ferry` executable.
@@ -27,14 +29,14 @@ let package = Package(
         // <linux/fuse.h>, imported only by tests to check our wire structs against the kernel's.
         .target(name: "CLinuxFUSE"),
 
-        .target(name: "FerryFUSE", swiftSettings: crossModule),
+        .target(name: "FerryFUSE", swiftSettings: crossModule + swift6),
         // vhost-user messages and split virtqueue layout: wire formats, no I/O.
-        .target(name: "FerryVirtio"),
+        .target(name: "FerryVirtio", swiftSettings: swift6),
         .target(name: "FerryCore", dependencies: [
             "FerryFUSE", "CFerry",
             .product(name: "Logging", package: "swift-log"),
-        ], swiftSettings: crossModule),
-        .target(name: "FerryPOSIX", dependencies: ["FerryCore", "CFerry"], swiftSettings: crossModule),
+        ], swiftSettings: crossModule + swift6),
+        .target(name: "FerryPOSIX", dependencies: ["FerryCore", "CFerry"], swiftSettings: crossModule + swift6),
         // libnfs and librados (librados has no pkg-config file; its module map names the library).
         .systemLibrary(name: "CNFS", pkgConfig: "libnfs", providers: [.apt(["libnfs-dev"])]),
         .systemLibrary(name: "CRados", providers: [.apt(["librados-dev"])]),
@@ -46,24 +48,24 @@ let package = Package(
         .target(name: "FerryNFS", dependencies: [
             "FerryCore", "CNFS", "CFerry",
             .product(name: "Logging", package: "swift-log"),
-        ], swiftSettings: crossModule),
+        ], swiftSettings: crossModule + swift6),
         // A POSIX namespace kept directly in a RADOS pool.
         .target(name: "FerryRADOS", dependencies: [
             "FerryCore", "CRados", "CFerry",
             .product(name: "Logging", package: "swift-log"),
-        ], swiftSettings: crossModule),
+        ], swiftSettings: crossModule + swift6),
         .target(name: "FerryDevFUSE", dependencies: [
             "FerryCore", "FerryFUSE", "CFerry",
             .product(name: "Logging", package: "swift-log"),
-        ]),
+        ], swiftSettings: swift6),
         // vhost-user-fs device back-end: socket, guest memory, virtqueues.
         .target(name: "FerryVhostUser", dependencies: [
             "FerryCore", "FerryFUSE", "FerryVirtio", "CFerry",
             .product(name: "Logging", package: "swift-log"),
-        ]),
+        ], swiftSettings: swift6),
         // A vhost-user-fs front-end in Swift (what QEMU and a guest kernel do), for tests
         // and `ferry bench`.
-        .target(name: "FerryVhostFrontend", dependencies: ["FerryFUSE", "FerryVirtio", "CFerry"]),
+        .target(name: "FerryVhostFrontend", dependencies: ["FerryFUSE", "FerryVirtio", "CFerry"], swiftSettings: swift6),
         .target(name: "FerryConfig", dependencies: ["FerryCore", "FerrySandbox"]),
         // The commands of `ferry`, as a library so tests can drive them.
         .target(name: "FerryCLI", dependencies: [
@@ -77,8 +79,8 @@ let package = Package(
         .target(name: "FerryFuzz", dependencies: [
             "FerryCore", "FerryFUSE", "FerryPOSIX", "FerryVhostUser",
             .product(name: "Logging", package: "swift-log"),
-        ]),
-        .executableTarget(name: "ferry-fuzz", dependencies: ["FerryFuzz"]),
+        ], swiftSettings: swift6),
+        .executableTarget(name: "ferry-fuzz", dependencies: ["FerryFuzz"], swiftSettings: swift6),
         // The POSIX conformance checks, in C so the same program runs on the host and,
         // statically linked, inside a test guest.
         .executableTarget(name: "ferry-conformance"),
@@ -96,33 +98,33 @@ let package = Package(
         ),
 
         .target(name: "CMallocCounter", path: "Tests/CMallocCounter"),
-        .testTarget(name: "FerryFUSETests", dependencies: ["FerryFUSE", "CLinuxFUSE"]),
-        .testTarget(name: "FerryVirtioTests", dependencies: ["FerryVirtio"]),
+        .testTarget(name: "FerryFUSETests", dependencies: ["FerryFUSE", "CLinuxFUSE"], swiftSettings: swift6),
+        .testTarget(name: "FerryVirtioTests", dependencies: ["FerryVirtio"], swiftSettings: swift6),
         .testTarget(name: "FerryVhostUserTests", dependencies: [
             "FerryVhostUser", "FerryVhostFrontend", "FerryCore", "FerryFUSE", "FerryVirtio", "FerryPOSIX", "CFerry",
             "FerryTestSupport",
             .product(name: "Logging", package: "swift-log"),
-        ]),
+        ], swiftSettings: swift6),
         .testTarget(name: "FerryCLITests", dependencies: ["FerryCLI", "FerryTestSupport", "FerryVhostFrontend", "FerryFUSE", "CFerry",
                                                      "CFerrySandbox", "CSeccomp"]),
         .testTarget(name: "FerryConfigTests", dependencies: ["FerryConfig"]),
-        .testTarget(name: "FerryCoreTests", dependencies: ["FerryCore", "FerryFUSE", "FerryPOSIX", "CMallocCounter"]),
-        .testTarget(name: "FerryPOSIXTests", dependencies: ["FerryPOSIX", "FerryCore", "CFerry", "CFerrySandbox", "FerryTestSupport"]),
+        .testTarget(name: "FerryCoreTests", dependencies: ["FerryCore", "FerryFUSE", "FerryPOSIX", "CMallocCounter"], swiftSettings: swift6),
+        .testTarget(name: "FerryPOSIXTests", dependencies: ["FerryPOSIX", "FerryCore", "CFerry", "CFerrySandbox", "FerryTestSupport"], swiftSettings: swift6),
         // Against a real nfs-ganesha (scripts/nfs) and a real one-node Ceph cluster (scripts/ceph).
-        .testTarget(name: "FuzzCorpusTests", dependencies: ["FerryFuzz", "FerryTestSupport"]),
+        .testTarget(name: "FuzzCorpusTests", dependencies: ["FerryFuzz", "FerryTestSupport"], swiftSettings: swift6),
         .testTarget(name: "FerryNFSTests", dependencies: ["FerryNFS", "FerryCore", "FerryFUSE", "CFerry", "FerryTestSupport",
-                                                     "FerryFUSETestClient"]),
+                                                     "FerryFUSETestClient"], swiftSettings: swift6),
         .testTarget(name: "FerryRADOSTests", dependencies: ["FerryRADOS", "FerryCore", "FerryFUSE", "CFerry", "FerryTestSupport",
-                                                       "FerryFUSETestClient"]),
+                                                       "FerryFUSETestClient"], swiftSettings: swift6),
         // A guest's FUSE session with a server in the test process (the backends' migration
         // tests). Apart from FerryTestSupport, which the integration suites (guests,
         // conformance) use without linking the server core.
-        .target(name: "FerryFUSETestClient", dependencies: ["FerryCore", "FerryFUSE"], path: "Tests/FerryFUSETestClient"),
+        .target(name: "FerryFUSETestClient", dependencies: ["FerryCore", "FerryFUSE"], path: "Tests/FerryFUSETestClient", swiftSettings: swift6),
         // What the integration suites share: finding built products, running processes.
-        .target(name: "FerryTestSupport", path: "Tests/FerryTestSupport"),
-        .testTarget(name: "ConformanceTests", dependencies: ["FerryTestSupport"]),
+        .target(name: "FerryTestSupport", path: "Tests/FerryTestSupport", swiftSettings: swift6),
+        .testTarget(name: "ConformanceTests", dependencies: ["FerryTestSupport"], swiftSettings: swift6),
         // A real Linux guest under QEMU against `ferry virtiofsd` and the reference virtiofsd.
-        .testTarget(name: "GuestTests", dependencies: ["FerryTestSupport"], exclude: ["README.md"]),
+        .testTarget(name: "GuestTests", dependencies: ["FerryTestSupport"], exclude: ["README.md"], swiftSettings: swift6),
     ],
     swiftLanguageModes: [.v5]
 )

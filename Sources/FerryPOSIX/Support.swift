@@ -27,16 +27,18 @@ let oTmpfileBit: Int32 = 0o20000000
 
 /// The empty path for `*at(fd, "", AT_EMPTY_PATH)` calls. Passing a Swift `""` to a C
 /// string parameter copies it into a temporary heap buffer on every call; this is made once.
-let emptyPath: UnsafePointer<CChar> = {
+// nonisolated(unsafe): these C strings are written once, inside the global's one-time
+// (thread-safe) initialiser, and only ever read after; no thread can see them change.
+nonisolated(unsafe) let emptyPath: UnsafePointer<CChar> = {
     let p = UnsafeMutablePointer<CChar>.allocate(capacity: 1)
     p.pointee = 0
     return UnsafePointer(p)
 }()
 
 /// "system.posix_acl_default", made once like `emptyPath`.
-let defaultACLName: UnsafePointer<CChar> = cString("system.posix_acl_default")
+nonisolated(unsafe) let defaultACLName: UnsafePointer<CChar> = cString("system.posix_acl_default")
 /// "system.posix_acl_access".
-let accessACLName: UnsafePointer<CChar> = cString("system.posix_acl_access")
+nonisolated(unsafe) let accessACLName: UnsafePointer<CChar> = cString("system.posix_acl_access")
 
 private func cString(_ s: StaticString) -> UnsafePointer<CChar> {
     let count = s.utf8CodeUnitCount
