@@ -20,6 +20,7 @@ public struct OpenedFile<File: AnyObject & Sendable>: Sendable {
 
 /// An extended attribute's name, checked by the core: 1 to 255 bytes, followed in
 /// memory by a NUL. A view into the request buffer.
+/// @unchecked Sendable: a read-only view into the request buffer, which one request owns while it runs.
 public struct AttributeName: @unchecked Sendable {
     public let bytes: UnsafeRawBufferPointer
     init(unchecked bytes: UnsafeRawBufferPointer) { self.bytes = bytes }

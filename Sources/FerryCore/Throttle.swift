@@ -15,7 +15,7 @@ public struct QoSLimits: Sendable, Equatable {
 /// A token bucket that refills at `rate` per second and holds at most one second's worth.
 /// A request takes what it needs and, when the bucket is short, sleeps on its own thread
 /// until the debt is paid: only that export's queue slows down, never another's.
-final class TokenBucket: @unchecked Sendable {
+final class TokenBucket: Sendable {
     private struct State {
         var tokens: Double
         var updated: UInt64
@@ -46,7 +46,7 @@ final class TokenBucket: @unchecked Sendable {
 
 /// The QoS of one export: every request takes one operation token, READ and WRITE also
 /// their size in bytes.
-public final class Throttle: @unchecked Sendable {
+public final class Throttle: Sendable {
     public let limits: QoSLimits
     private let operations: TokenBucket?
     private let bytes: TokenBucket?

@@ -11,6 +11,8 @@ public struct MountError: Error, CustomStringConvertible {
 
 /// A FUSE file system mounted on the host through `/dev/fuse`: the open device and the
 /// mount point it is attached to.
+/// @unchecked Sendable: `mounted` is touched only by `unmount`, which the mount's owner calls
+/// from one thread; everything else is immutable.
 public final class DeviceMount: @unchecked Sendable {
     public let fd: Int32
     public let mountPoint: String

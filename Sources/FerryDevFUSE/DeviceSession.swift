@@ -10,6 +10,8 @@ import Glibc
 /// owns its request and reply buffers and runs every request it reads to completion
 /// inline: read(2) a request, dispatch, write(2) the reply. No request changes threads
 /// and none allocates.
+/// @unchecked Sendable: `threads` is touched only by the owner's `start` and `wait`; the worker threads use
+/// only the immutable fields (their buffers are their own).
 public final class DeviceSession: @unchecked Sendable {
     private let device: DeviceMount
     private let handler: any FUSERequestHandler

@@ -42,6 +42,8 @@ enum ConnectionFailure: Error {
 /// request holds the connection's lock while it sends calls and services the socket
 /// until its replies are in. Several calls of one request (the pieces of a large READ or
 /// WRITE) are in flight at once.
+/// @unchecked Sendable: `rpc` and the credentials it carries are touched only with `lock` held (the
+/// `isConnected` peek is a hint re-checked under the lock); `server` is immutable.
 final class NFSConnection: @unchecked Sendable {
     let server: String
     private let lock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)

@@ -9,7 +9,7 @@ import Synchronization
 /// READ, WRITE and SETATTR use the anonymous stateid, and each OPEN is closed at once, so
 /// no open state outlives a request; a lost client id (server restart, lease expired) is
 /// simply established again.
-final class NFS4Session: @unchecked Sendable {
+final class NFS4Session: Sendable {
     let clientID = Mutex<UInt64?>(nil)
     /// Held while a client id is established: concurrent first OPENs must not each send
     /// SETCLIENTID for the same id string, or one's SETCLIENTID_CONFIRM meets the other's

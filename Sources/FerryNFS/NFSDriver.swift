@@ -12,7 +12,7 @@ import Synchronization
 /// express (extended attributes, locks without NLM, fallocate, SEEK_DATA, O_TMPFILE,
 /// rename flags) answers ENOSYS, EOPNOTSUPP or EINVAL, never a pretended success.
 /// See docs/backends/nfs.md.
-public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
+public final class NFSDriver: FileSystemDriver, Sendable {
     /// What the NFS client counted: connections made, calls sent again after a broken
     /// connection, requests that gave up with EIO at the export's timeout.
     public var counters: [BackendCounter] {

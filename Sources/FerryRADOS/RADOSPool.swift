@@ -40,6 +40,8 @@ public struct RADOSError: Error, CustomStringConvertible {
 
 /// A connected cluster handle and an I/O context on one pool and namespace. librados
 /// handles are thread-safe, so one `RADOSPool` serves every request thread.
+/// @unchecked Sendable: librados cluster and I/O context handles are thread-safe and never change after
+/// init; the counters are Atomics and the test fault hook a Mutex.
 public final class RADOSPool: @unchecked Sendable {
     let cluster: rados_t
     let io: rados_ioctx_t

@@ -6,6 +6,8 @@ import Glibc
 /// carved up by a bump allocator. Guest-physical addresses start at 0, so an offset in
 /// the region is its own GPA; ring addresses are sent as this process's virtual
 /// addresses, as QEMU does.
+/// @unchecked Sendable: the mapping is immutable; `next` (the bump allocator) is used only by the setting-up
+/// thread, before queues are handed to their driving threads.
 public final class GuestMemory: @unchecked Sendable {
     /// The memfd, sent to the back-end with SET_MEM_TABLE.
     public let fd: Int32

@@ -4,6 +4,8 @@ import Glibc
 
 /// The vhost-user control socket: framing of messages, fds passed with SCM_RIGHTS,
 /// and REPLY_ACK. Not thread-safe; the front-end uses it from one thread during setup.
+/// @unchecked Sendable: used from one thread at a time (setup, then migration steps); `replyAck` is set
+/// during feature negotiation, before any other thread sees the channel.
 public final class VhostUserChannel: @unchecked Sendable {
     public let fd: Int32
     /// Set once REPLY_ACK is negotiated: every request without a reply of its own then

@@ -52,6 +52,8 @@ public struct VhostUserError: Error, CustomStringConvertible, Sendable {
 
 /// A vhost-user-fs device back-end: listens on a unix socket and serves front-ends
 /// (QEMU, cloud-hypervisor…) one after another, until `stop()`.
+/// @unchecked Sendable: `message` is the receive buffer of the one thread in `serve`; every other field is
+/// immutable, a Mutex or an Atomic (`stop()` only sets `stopping` and writes `stopFD`).
 public final class VhostUserFSBackend: @unchecked Sendable {
     private let listenFD: Int32
     /// The socket file we created (removed when `run()` ends), nil for an inherited fd.

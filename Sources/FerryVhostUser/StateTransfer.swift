@@ -9,6 +9,8 @@ import Glibc
 /// then closes it. It runs apart from the control thread because the front-end reads (or
 /// writes) the pipe only after SET_DEVICE_STATE_FD's reply: done inline, a state larger
 /// than the pipe's buffer would deadlock both. CHECK_DEVICE_STATE joins it.
+/// @unchecked Sendable: `thread` and `joined` are touched only by the control thread that starts and joins
+/// the transfer; the transfer thread reports through `outcome` (a Mutex).
 final class StateTransfer: @unchecked Sendable {
     /// The most a destination reads: a state is a few hundred bytes per node and handle.
     static let maximumState = 512 << 20

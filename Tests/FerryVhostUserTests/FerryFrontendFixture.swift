@@ -12,6 +12,8 @@ import Testing
 
 /// Ferry's own back-end, in process, on a temporary socket over a temporary POSIX
 /// export: what the FerryFrontend and Hostile suites drive through the Swift front-end.
+/// @unchecked Sendable: `finished` is touched only by the test's own thread (`isAlive`, `stop`); the
+/// serving thread signals `done`, a semaphore.
 final class FerryDaemon: @unchecked Sendable {
     let top: String
     /// The exported directory: `top/export`, or the one given (two daemons over one
