@@ -29,11 +29,14 @@ let package = Package(
         // <linux/fuse.h>, imported only by tests to check our wire structs against the kernel's.
         .target(name: "CLinuxFUSE"),
 
+        // Errno, one EINTR-retrying system-call helper and an owned descriptor: what every
+        // module that makes system calls shares (swift-system's role, without the dependency).
+        .target(name: "FerrySystem", swiftSettings: crossModule + swift6),
         .target(name: "FerryFUSE", swiftSettings: crossModule + swift6),
         // vhost-user messages and split virtqueue layout: wire formats, no I/O.
         .target(name: "FerryVirtio", swiftSettings: swift6),
         .target(name: "FerryCore", dependencies: [
-            "FerryFUSE", "CFerry",
+            "FerryFUSE", "FerrySystem", "CFerry",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: crossModule + swift6),
         .target(name: "FerryPOSIX", dependencies: ["FerryCore", "CFerry"], swiftSettings: crossModule + swift6),
@@ -65,7 +68,7 @@ let package = Package(
         ], swiftSettings: swift6),
         // A vhost-user-fs front-end in Swift (what QEMU and a guest kernel do), for tests
         // and `ferry bench`.
-        .target(name: "FerryVhostFrontend", dependencies: ["FerryFUSE", "FerryVirtio", "CFerry"], swiftSettings: swift6),
+        .target(name: "FerryVhostFrontend", dependencies: ["FerryFUSE", "FerryVirtio", "FerrySystem", "CFerry"], swiftSettings: swift6),
         .target(name: "FerryConfig", dependencies: ["FerryCore", "FerrySandbox"]),
         // The commands of `ferry`, as a library so tests can drive them.
         .target(name: "FerryCLI", dependencies: [

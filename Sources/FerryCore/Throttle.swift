@@ -1,4 +1,5 @@
 import CFerry
+import FerrySystem
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -65,7 +66,10 @@ public final class Throttle: Sendable {
         if wait > 0 {
             var time = timespec(tv_sec: Int(wait / 1_000_000_000), tv_nsec: Int(wait % 1_000_000_000))
             var left = timespec()
-            while nanosleep(&time, &left) != 0 && errno == EINTR { time = left }
+            _ = try? systemCall {
+                defer { time = left }   // an interrupted sleep goes on for what is left of it
+                return nanosleep(&time, &left)
+            }
         }
         return wait
     }

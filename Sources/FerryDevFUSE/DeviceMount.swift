@@ -1,4 +1,5 @@
 import CFerry
+import FerryCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -26,29 +27,26 @@ public final class DeviceMount: @unchecked Sendable {
         }
         guard st.st_mode & S_IFMT == S_IFDIR else { throw MountError("mount point \(mountPoint) is not a directory") }
 
-        let fd = open("/dev/fuse", O_RDWR | O_CLOEXEC)
-        guard fd >= 0 else {
-            let e = errno
-            switch e {
+        let device: OwnedFD
+        do { device = try OwnedFD(opening: { open("/dev/fuse", O_RDWR | O_CLOEXEC) }) } catch {
+            switch error.rawValue {
             case ENOENT: throw MountError("/dev/fuse does not exist: load the fuse module (modprobe fuse) or give the container the device")
             case EACCES, EPERM: throw MountError("/dev/fuse: permission denied (run as root)")
-            default: throw MountError("/dev/fuse: \(String(cString: strerror(e)))")
+            default: throw MountError("/dev/fuse: \(String(cString: strerror(error.rawValue)))")
             }
         }
-        var options = "fd=\(fd),rootmode=40000,user_id=\(getuid()),group_id=\(getgid()),allow_other,max_read=\(maxRead)"
+        var options = "fd=\(device.raw),rootmode=40000,user_id=\(getuid()),group_id=\(getgid()),allow_other,max_read=\(maxRead)"
         if defaultPermissions { options += ",default_permissions" }
         let flags = UInt(MS_NOSUID | MS_NODEV)
         let rc = mount(fsName, mountPoint, "fuse.ferry", flags, options)
         guard rc == 0 else {
-            let e = errno
-            close(fd)
-            switch e {
+            switch errno {
             case EPERM: throw MountError("mounting \(mountPoint) needs CAP_SYS_ADMIN: run ferry mount as root")
             case ENODEV: throw MountError("the kernel has no FUSE support (modprobe fuse)")
-            default: throw MountError("mount \(mountPoint): \(String(cString: strerror(e)))")
+            default: throw MountError("mount \(mountPoint): \(String(cString: strerror(errno)))")
             }
         }
-        self.fd = fd
+        self.fd = device.take()
         self.mountPoint = mountPoint
         let connection = DeviceMount.connectionID(of: mountPoint)
         self.connection = connection

@@ -68,17 +68,17 @@ public final class DeviceSession: @unchecked Sendable {
         let fd = device.fd
 
         while true {
-            let n = Glibc.read(fd, request.baseAddress, requestSize)
-            if n < 0 {
-                switch errno {
-                case EINTR, EAGAIN, ENOENT:     // ENOENT: the request was interrupted before we read it
+            let n: Int
+            do { n = try systemCall { Glibc.read(fd, request.baseAddress, requestSize) } } catch {
+                switch error.rawValue {
+                case EAGAIN, ENOENT:            // ENOENT: the request was interrupted before we read it
                     continue
                 case ENODEV:                    // unmounted
                     logger.debug("device closed", metadata: ["worker": "\(worker)"])
                     onDeviceGone()
                     return
                 default:
-                    logger.error("reading /dev/fuse failed", metadata: ["errno": "\(errno)"])
+                    logger.error("reading /dev/fuse failed", metadata: ["errno": "\(error.rawValue)"])
                     onDeviceGone()
                     return
                 }

@@ -1,4 +1,5 @@
 import CFerry
+import FerrySystem
 import FerryVirtio
 import Glibc
 
@@ -109,8 +110,7 @@ public final class VhostUserChannel: @unchecked Sendable {
             guard ferry_fe_wait_readable(fd, timeoutMilliseconds) > 0 else {
                 throw FrontendError.timeout("vhost-user reply")
             }
-            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress! + done, $0.count - done) }
-            if n < 0 && errno == EINTR { continue }
+            let n = (try? systemCall { buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress! + done, $0.count - done) } }) ?? -1
             guard n > 0 else { throw FrontendError.protocolViolation("back-end closed the connection") }
             done += n
         }

@@ -588,10 +588,8 @@ final class VhostUserFSDevice: @unchecked Sendable {
             if q.enabled.load(ordering: .acquiring) && !isBroken {
                 drain(q, processor)
             }
-            let n = fds.withUnsafeMutableBufferPointer { poll($0.baseAddress, 2, -1) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                markBroken(queue: q.index, "poll failed: errno \(errno)")
+            do { _ = try systemCall { poll(&fds, 2, -1) } } catch {
+                markBroken(queue: q.index, "poll failed: errno \(error.rawValue)")
                 break
             }
             if fds[0].revents & Int16(POLLIN) != 0 { _ = read(q.kickFD, &counter, 8) }
