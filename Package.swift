@@ -124,7 +124,7 @@ let package = Package(
         // conformance) use without linking the server core.
         .target(name: "FerryFUSETestClient", dependencies: ["FerryCore", "FerryFUSE"], path: "Tests/FerryFUSETestClient", swiftSettings: swift6),
         // What the integration suites share: finding built products, running processes.
-        .target(name: "FerryTestSupport", path: "Tests/FerryTestSupport", swiftSettings: swift6),
+        .target(name: "FerryTestSupport", dependencies: ["FerrySystem"], path: "Tests/FerryTestSupport", swiftSettings: swift6),
         .testTarget(name: "ConformanceTests", dependencies: ["FerryTestSupport"], swiftSettings: swift6),
         // A real Linux guest under QEMU against `ferry virtiofsd` and the reference virtiofsd.
         .testTarget(name: "GuestTests", dependencies: ["FerryTestSupport"], exclude: ["README.md"], swiftSettings: swift6),
