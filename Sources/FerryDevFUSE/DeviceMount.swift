@@ -69,7 +69,7 @@ public final class DeviceMount: @unchecked Sendable {
         if fd >= 0 { return fd }
         var template = Array("/tmp/ferry-fusectl.XXXXXX".utf8CString)
         guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else { return -1 }
-        let directory = String(cString: template)
+        let directory = String(nulTerminated: template)
         defer { rmdir(directory) }
         guard mount("fusectl", directory, "fusectl", UInt(MS_NOSUID | MS_NODEV | MS_NOEXEC), nil) == 0 else { return -1 }
         let private_ = open(directory + "/\(connection)/abort", O_WRONLY | O_CLOEXEC)

@@ -24,11 +24,10 @@ public final class Lease: @unchecked Sendable {
     public init(pool: RADOSPool, seconds: Int = 30, purpose: String) throws(RADOSError) {
         self.pool = pool
         self.seconds = max(3, seconds)
-        var host = [CChar](repeating: 0, count: 256)
-        gethostname(&host, host.count - 1)
-        cookie = "ferry.\(String(cString: host)).\(getpid()).\(pool.instanceID)"
+        let host = hostName()
+        cookie = "ferry.\(host).\(getpid()).\(pool.instanceID)"
         let rc = pool.lockExclusive(Layout.superObject, name: Layout.leaseName, cookie: cookie,
-                                    description: "\(purpose) pid \(getpid()) on \(String(cString: host))",
+                                    description: "\(purpose) pid \(getpid()) on \(host)",
                                     seconds: self.seconds, renew: false)
         if rc == -EBUSY || rc == -EEXIST {
             let holder = pool.lockOwner(Layout.superObject, name: Layout.leaseName).map { "\($0.client) at \($0.address)" } ?? "another client"

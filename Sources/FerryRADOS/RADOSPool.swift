@@ -272,7 +272,7 @@ public final class RADOSPool: @unchecked Sendable {
         let n = rados_list_lockers(io, oid, name, &exclusive, &tag, &tagLength, &clients, &clientsLength,
                                    &cookies, &cookiesLength, &addresses, &addressesLength)
         guard n > 0 else { return nil }
-        return (String(cString: clients), String(cString: cookies), String(cString: addresses))
+        return (String(nulTerminated: clients), String(nulTerminated: cookies), String(nulTerminated: addresses))
     }
 
     func breakLock(_ oid: String, name: String, client: String, cookie: String) -> Int32 {

@@ -29,7 +29,7 @@ final class FerryDaemon: @unchecked Sendable {
          posix: POSIXOptions = .init()) throws {
         var template = Array("/tmp/ferry-hostile-XXXXXX".utf8CString)
         guard mkdtemp(&template) != nil else { throw POSIXError(.EIO) }
-        top = String(cString: template)
+        top = String(nulTerminated: template)
         export = directory ?? top + "/export"
         if directory == nil { try FileManager.default.createDirectory(atPath: export, withIntermediateDirectories: false) }
         var logger = Logger(label: "ferry-hostile-test")
