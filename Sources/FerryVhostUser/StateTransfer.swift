@@ -26,7 +26,9 @@ final class StateTransfer: @unchecked Sendable {
     /// Takes ownership of `fd`.
     init?(fd: Int32, _ direction: Direction) {
         cancelFD = ferry_eventfd(0, Int32(FERRY_EFD_CLOEXEC | FERRY_EFD_NONBLOCK))
-        guard cancelFD >= 0 else { close(fd); return nil }
+        // Failing from here on still runs deinit (every field is set): `joined` keeps it from
+        // joining a thread that never started, and deinit alone closes `cancelFD`.
+        guard cancelFD >= 0 else { close(fd); joined = true; return nil }
         let context = Unmanaged.passRetained(Context(transfer: self, fd: fd, direction: direction))
         let rc = pthread_create(&thread, nil, { raw in
             let c = Unmanaged<Context>.fromOpaque(raw!).takeRetainedValue()
@@ -35,7 +37,8 @@ final class StateTransfer: @unchecked Sendable {
         }, context.toOpaque())
         guard rc == 0 else {
             context.release()
-            close(fd); close(cancelFD)
+            close(fd)
+            joined = true
             return nil
         }
     }
