@@ -27,11 +27,14 @@ let package = Package(
         // <linux/fuse.h>, imported only by tests to check our wire structs against the kernel's.
         .target(name: "CLinuxFUSE"),
 
+        // Errno, one EINTR-retrying system-call helper and an owned descriptor: what every
+        // module that makes system calls shares (swift-system's role, without the dependency).
+        .target(name: "FerrySystem", swiftSettings: crossModule),
         .target(name: "FerryFUSE", swiftSettings: crossModule),
         // vhost-user messages and split virtqueue layout: wire formats, no I/O.
         .target(name: "FerryVirtio"),
         .target(name: "FerryCore", dependencies: [
-            "FerryFUSE", "CFerry",
+            "FerryFUSE", "FerrySystem", "CFerry",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: crossModule),
         .target(name: "FerryPOSIX", dependencies: ["FerryCore", "CFerry"], swiftSettings: crossModule),
@@ -41,7 +44,7 @@ let package = Package(
         .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp", providers: [.apt(["libseccomp-dev"])]),
         // Namespaces, pivot_root, capabilities, no-new-privileges and seccomp for serving processes.
         .target(name: "CFerrySandbox", linkerSettings: [.linkedLibrary("seccomp")]),
-        .target(name: "FerrySandbox", dependencies: ["CFerrySandbox", "CSeccomp"], swiftSettings: [.swiftLanguageMode(.v6)]),
+        .target(name: "FerrySandbox", dependencies: ["CFerrySandbox", "CSeccomp"]),
         // NFSv3/v4 exports through libnfs: nodes are NFS file handles.
         .target(name: "FerryNFS", dependencies: [
             "FerryCore", "CNFS", "CFerry",
@@ -63,25 +66,25 @@ let package = Package(
         ]),
         // A vhost-user-fs front-end in Swift (what QEMU and a guest kernel do), for tests
         // and `ferry bench`.
-        .target(name: "FerryVhostFrontend", dependencies: ["FerryFUSE", "FerryVirtio", "CFerry"]),
+        .target(name: "FerryVhostFrontend", dependencies: ["FerryFUSE", "FerryVirtio", "FerrySystem", "CFerry"]),
         // What a backend is as a unit (BackendModule), the reader of its configuration table
         // (TOML with file:line:column), and the concrete-handler pattern of the request path.
         .target(name: "FerryBackend", dependencies: [
             "FerryCore", "FerrySandbox",
             .product(name: "Logging", package: "swift-log"),
-        ], swiftSettings: [.swiftLanguageMode(.v6)]),
+        ]),
         // One unit per backend: its options, sandbox needs, defaults and opening an export.
         .target(name: "FerryPOSIXBackend", dependencies: ["FerryBackend", "FerryCore", "FerryPOSIX", "FerrySandbox"],
-                swiftSettings: crossModule + [.swiftLanguageMode(.v6)]),
+                swiftSettings: crossModule),
         .target(name: "FerryNFSBackend", dependencies: ["FerryBackend", "FerryCore", "FerryNFS", "FerrySandbox",
                                                         .product(name: "Logging", package: "swift-log")],
-                swiftSettings: crossModule + [.swiftLanguageMode(.v6)]),
+                swiftSettings: crossModule),
         .target(name: "FerryRADOSBackend", dependencies: ["FerryBackend", "FerryCore", "FerryRADOS", "FerrySandbox",
                                                           .product(name: "Logging", package: "swift-log")],
-                swiftSettings: crossModule + [.swiftLanguageMode(.v6)]),
+                swiftSettings: crossModule),
         // The registry: one line per backend; what configuration, sandbox set-up and daemon ask.
-        .target(name: "FerryBackends", dependencies: ["FerryBackend", "FerryPOSIXBackend", "FerryNFSBackend", "FerryRADOSBackend"], swiftSettings: [.swiftLanguageMode(.v6)]),
-        .target(name: "FerryConfig", dependencies: ["FerryCore", "FerrySandbox", "FerryBackend", "FerryBackends"], swiftSettings: [.swiftLanguageMode(.v6)]),
+        .target(name: "FerryBackends", dependencies: ["FerryBackend", "FerryPOSIXBackend", "FerryNFSBackend", "FerryRADOSBackend"]),
+        .target(name: "FerryConfig", dependencies: ["FerryCore", "FerrySandbox", "FerryBackend", "FerryBackends"]),
         // `ferry serve` as a library: the daemon, its exports' lifecycle and reloads, the control
         // socket and metrics endpoint, opening a backend for serving, and the process-wide set-up
         // (umask, signals, rlimits, the sandbox) that only executables call.
@@ -89,7 +92,7 @@ let package = Package(
             "FerryCore", "FerryPOSIX", "FerryNFS", "FerryRADOS", "FerryVhostUser", "FerryConfig", "FerrySandbox", "CFerry",
             "FerryBackend", "FerryBackends", "FerryPOSIXBackend", "FerryNFSBackend", "FerryRADOSBackend",
             .product(name: "Logging", package: "swift-log"),
-        ], swiftSettings: [.swiftLanguageMode(.v6)]),
+        ]),
         // The commands of `ferry` (argument parsing and printing), as a library so tests can drive them.
         .target(name: "FerryCLI", dependencies: [
             "FerryCore", "FerryPOSIX", "FerryNFS", "FerryRADOS", "FerryDevFUSE", "FerryVhostUser",
@@ -97,8 +100,8 @@ let package = Package(
             "FerryBackend", "FerryBackends", "FerryPOSIXBackend", "FerryNFSBackend", "FerryRADOSBackend",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
-        ], swiftSettings: [.swiftLanguageMode(.v6)]),
-        .executableTarget(name: "ferry", dependencies: ["FerryCLI"], swiftSettings: [.swiftLanguageMode(.v6)]),
+        ]),
+        .executableTarget(name: "ferry", dependencies: ["FerryCLI"]),
         // Fuzz targets (libFuzzer via scripts/fuzz; corpus replay in FuzzCorpusTests).
         .target(name: "FerryFuzz", dependencies: [
             "FerryCore", "FerryFUSE", "FerryPOSIX", "FerryVhostUser",
@@ -130,9 +133,8 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "FerryCLITests", dependencies: ["FerryCLI", "FerryDaemon", "FerryTestSupport", "FerryVhostFrontend", "FerryFUSE", "CFerry",
-                                                     "CFerrySandbox", "CSeccomp"], swiftSettings: [.swiftLanguageMode(.v6)]),
-        .testTarget(name: "FerryConfigTests", dependencies: ["FerryConfig", "FerryBackend", "FerryBackends", "FerryNFSBackend", "FerryPOSIXBackend", "FerryRADOSBackend"],
-                    swiftSettings: [.swiftLanguageMode(.v6)]),
+                                                     "CFerrySandbox", "CSeccomp"]),
+        .testTarget(name: "FerryConfigTests", dependencies: ["FerryConfig", "FerryBackend", "FerryBackends", "FerryNFSBackend", "FerryPOSIXBackend", "FerryRADOSBackend"]),
         .testTarget(name: "FerryCoreTests", dependencies: ["FerryCore", "FerryFUSE", "FerryPOSIX", "CMallocCounter"]),
         .testTarget(name: "FerryPOSIXTests", dependencies: ["FerryPOSIX", "FerryCore", "CFerry", "CFerrySandbox", "FerryTestSupport"]),
         // Against a real nfs-ganesha (scripts/nfs) and a real one-node Ceph cluster (scripts/ceph).
@@ -146,16 +148,16 @@ let package = Package(
         // conformance) use without linking the server core.
         .target(name: "FerryFUSETestClient", dependencies: ["FerryCore", "FerryFUSE"], path: "Tests/FerryFUSETestClient"),
         // What the integration suites share: finding built products, running processes.
-        .target(name: "FerryTestSupport", path: "Tests/FerryTestSupport"),
+        .target(name: "FerryTestSupport", dependencies: ["FerrySystem"], path: "Tests/FerryTestSupport"),
         .testTarget(name: "ConformanceTests", dependencies: ["FerryTestSupport"]),
         // A backend defined in a test (in memory), registered with one line and served to a
         // real guest by the daemon as a library: the proof that a backend is one unit.
         .testTarget(name: "BackendUnitTests", dependencies: [
             "FerryBackend", "FerryBackends", "FerryConfig", "FerryCore", "FerryDaemon", "FerryTestSupport",
             .product(name: "Logging", package: "swift-log"),
-        ], swiftSettings: [.swiftLanguageMode(.v6)]),
+        ]),
         // A real Linux guest under QEMU against `ferry virtiofsd` and the reference virtiofsd.
         .testTarget(name: "GuestTests", dependencies: ["FerryTestSupport"], exclude: ["README.md"]),
     ],
-    swiftLanguageModes: [.v5]
+    swiftLanguageModes: [.v6]
 )

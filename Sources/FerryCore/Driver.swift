@@ -1,7 +1,7 @@
 /// What a driver hands back for a node it found or made: its identity, its state and
 /// its attributes. The core interns it: if `key` is already known, the existing node is
 /// used and this `inode` value is dropped.
-public struct DriverEntry<Key: Hashable & Sendable, Inode: AnyObject & Sendable> {
+public struct DriverEntry<Key: Hashable & Sendable, Inode: AnyObject & Sendable>: Sendable {
     public var key: Key
     public var inode: Inode
     public var attributes: Attributes
@@ -12,7 +12,7 @@ public struct DriverEntry<Key: Hashable & Sendable, Inode: AnyObject & Sendable>
 
 /// A file a driver opened, with the FOPEN_* bits the driver itself needs
 /// (e.g. non-seekable). The core adds its cache policy bits.
-public struct OpenedFile<File: AnyObject & Sendable> {
+public struct OpenedFile<File: AnyObject & Sendable>: Sendable {
     public var file: File
     public var replyFlags: UInt32
     public init(file: File, replyFlags: UInt32 = 0) { self.file = file; self.replyFlags = replyFlags }
@@ -20,6 +20,7 @@ public struct OpenedFile<File: AnyObject & Sendable> {
 
 /// An extended attribute's name, checked by the core: 1 to 255 bytes, followed in
 /// memory by a NUL. A view into the request buffer.
+/// @unchecked Sendable: a read-only view into the request buffer, which one request owns while it runs.
 public struct AttributeName: @unchecked Sendable {
     public let bytes: UnsafeRawBufferPointer
     init(unchecked bytes: UnsafeRawBufferPointer) { self.bytes = bytes }

@@ -7,6 +7,8 @@ import FerryFUSE
 /// Storage is one block of 64-bit words allocated when the export starts, so recording a
 /// request never allocates. Latency buckets are powers of two of microseconds: bucket 0
 /// holds requests under 1 µs, bucket i those in [2^(i-1), 2^i) µs.
+/// @unchecked Sendable: the pointers never change and every word is updated with atomic adds
+/// (`ferry_atomic_add_u64`) and read with atomic loads.
 public final class ExportStatistics: @unchecked Sendable {
     /// Slots for opcodes 0..<64; larger (unknown) opcodes share the last one.
     public static let opcodeSlots = 64

@@ -3,7 +3,7 @@ import Synchronization
 /// Open files and directories by the `fh` number the kernel echoes back. The number
 /// carries a generation, so a stale or forged `fh` from a guest finds nothing (EBADF)
 /// instead of someone else's file.
-final class HandleTable<Value>: @unchecked Sendable {
+final class HandleTable<Value: Sendable>: Sendable {
     private struct Slot {
         var value: Value?
         var generation: UInt32

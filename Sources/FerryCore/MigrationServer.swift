@@ -162,7 +162,7 @@ extension FUSEServer: MigratableHandler {
 
     /// Writes one handle table's slots; `identities` gives a value's identities (all or the
     /// slot is sent as failed). Returns how many could not be identified.
-    private func saveHandles<Value>(_ slots: [HandleTable<Value>.MigratedSlot], into w: inout MigrationWriter,
+    private func saveHandles<Value: Sendable>(_ slots: [HandleTable<Value>.MigratedSlot], into w: inout MigrationWriter,
                                     identities: (Value) -> [[UInt8]?]) -> Int {
         var unidentified = 0
         w.u32(UInt32(slots.count))
@@ -197,7 +197,7 @@ extension FUSEServer: MigratableHandler {
 
     /// One handle table's slots: `identity` reads a present slot's identity from the
     /// stream (always, so the stream stays in step), `open` makes its value here.
-    private func loadHandles<Value, Identity>(
+    private func loadHandles<Value: Sendable, Identity>(
         _ r: inout MigrationReader, _ what: String, _ report: inout MigrationLoadReport, _ options: MigrationOptions,
         identity: (inout MigrationReader) throws(MigrationError) -> Identity, open: (Identity) throws(Errno) -> Value
     ) throws(MigrationError) -> [HandleTable<Value>.MigratedSlot] {

@@ -14,7 +14,7 @@ import Synchronization
 /// A key names one file for as long as the kernel holds its node: the driver must make
 /// keys that a new file can never share with a deleted one (see the POSIX driver's
 /// `InodeKey`), because `intern` gives every entry with an equal key the same node.
-final class NodeTable<Key: Hashable & Sendable, Inode: AnyObject & Sendable>: @unchecked Sendable {
+final class NodeTable<Key: Hashable & Sendable, Inode: AnyObject & Sendable>: Sendable {
     private struct Slot {
         var inode: Inode?
         var key: Key?

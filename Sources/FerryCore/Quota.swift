@@ -16,6 +16,8 @@ public struct QuotaLimits: Sendable, Equatable {
 
 /// The running usage of an export under quota. Reservations are taken before a change
 /// and settled after it, so concurrent requests can never together pass a limit.
+/// @unchecked Sendable: `usage` never changes and its two words are read and changed only with atomic
+/// operations (`ferry_atomic_*`).
 public final class QuotaLedger: @unchecked Sendable {
     public let limits: QuotaLimits
     /// Sound: two words owned by `self`, only touched through atomic shims.

@@ -25,13 +25,13 @@ enum QuotaScan {
                 case .failure(let error): throw error
                 }
                 let a = entry.attributes
-                if a.mode & 0o170000 == 0o040000 {
+                if a.mode & FileMode.typeMask == FileMode.directory {
                     pending.append(entry.inode)
                 } else if a.linkCount > 1 {
                     if !seenLinked.insert(a.inode).inserted { continue }
                 }
                 inodes += 1
-                if a.mode & 0o170000 == 0o100000 { bytes += a.size }
+                if a.mode & FileMode.typeMask == FileMode.regular { bytes += a.size }
             }
         }
         return (bytes, inodes)

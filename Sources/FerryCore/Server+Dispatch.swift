@@ -1,3 +1,4 @@
+import CFerry
 import FerryFUSE
 #if canImport(Glibc)
 import Glibc
@@ -291,8 +292,8 @@ extension FUSEServer {
         case .fallocate(let f):
             try writable()
             let open = try file(f.fh)
-            let keepSize = Int32(bitPattern: f.mode) & 0x01 != 0   // FALLOC_FL_KEEP_SIZE
-            let punchHole = Int32(bitPattern: f.mode) & 0x02 != 0  // FALLOC_FL_PUNCH_HOLE
+            let keepSize = Int32(bitPattern: f.mode) & Int32(FERRY_FALLOC_FL_KEEP_SIZE) != 0
+            let punchHole = Int32(bitPattern: f.mode) & Int32(FERRY_FALLOC_FL_PUNCH_HOLE) != 0
             let end = try rangeEnd(f.offset, f.length)
             // A byte quota counts file sizes; blocks preallocated past the end (KEEP_SIZE)
             // take host space no size shows, so under one they are refused.

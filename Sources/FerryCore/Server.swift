@@ -31,7 +31,7 @@ struct FUSESessionWord {
 ///
 /// Generic over the driver so the request path is specialised (no existential calls);
 /// a transport sees it only as a `FUSERequestHandler`.
-public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, @unchecked Sendable {
+public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, Sendable {
     public let driver: Driver
     public let policy: ExportPolicy
     let logger: Logger

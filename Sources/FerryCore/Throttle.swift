@@ -1,4 +1,5 @@
 import CFerry
+import FerrySystem
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -15,7 +16,7 @@ public struct QoSLimits: Sendable, Equatable {
 /// A token bucket that refills at `rate` per second and holds at most one second's worth.
 /// A request takes what it needs and, when the bucket is short, sleeps on its own thread
 /// until the debt is paid: only that export's queue slows down, never another's.
-final class TokenBucket: @unchecked Sendable {
+final class TokenBucket: Sendable {
     private struct State {
         var tokens: Double
         var updated: UInt64
@@ -46,7 +47,7 @@ final class TokenBucket: @unchecked Sendable {
 
 /// The QoS of one export: every request takes one operation token, READ and WRITE also
 /// their size in bytes.
-public final class Throttle: @unchecked Sendable {
+public final class Throttle: Sendable {
     public let limits: QoSLimits
     private let operations: TokenBucket?
     private let bytes: TokenBucket?
@@ -65,7 +66,10 @@ public final class Throttle: @unchecked Sendable {
         if wait > 0 {
             var time = timespec(tv_sec: Int(wait / 1_000_000_000), tv_nsec: Int(wait % 1_000_000_000))
             var left = timespec()
-            while nanosleep(&time, &left) != 0 && errno == EINTR { time = left }
+            _ = try? systemCall {
+                defer { time = left }   // an interrupted sleep goes on for what is left of it
+                return nanosleep(&time, &left)
+            }
         }
         return wait
     }

@@ -70,6 +70,7 @@ public struct Credentials: @unchecked Sendable {
 /// A single path component the core has already validated: 1 to 255 bytes, no `/`,
 /// no NUL, not `.` or `..`, and followed in memory by a NUL so it can be passed to C.
 /// A view into the request buffer: valid only during the request.
+/// @unchecked Sendable: a read-only view into the request buffer, which one request owns while it runs.
 public struct FileName: @unchecked Sendable {
     /// The name's bytes, without the terminating NUL.
     public let bytes: UnsafeRawBufferPointer
@@ -104,6 +105,7 @@ public struct FileName: @unchecked Sendable {
 /// A list of buffers (`struct iovec`) that data is read into or written from: the
 /// caller's memory (a guest's buffers, or the transport's), so drivers can use
 /// `preadv`/`pwritev` straight on it.
+/// @unchecked Sendable: the vectors and the memory they describe belong to one request while it runs.
 public struct IOVectors: @unchecked Sendable {
     public let base: UnsafeMutablePointer<iovec>
     public let count: Int

@@ -1,4 +1,5 @@
 import CFerry
+import FerryCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -11,6 +12,8 @@ public struct MountError: Error, CustomStringConvertible {
 
 /// A FUSE file system mounted on the host through `/dev/fuse`: the open device and the
 /// mount point it is attached to.
+/// @unchecked Sendable: `mounted` is touched only by `unmount`, which the mount's owner calls
+/// from one thread; everything else is immutable.
 public final class DeviceMount: @unchecked Sendable {
     public let fd: Int32
     public let mountPoint: String
@@ -24,29 +27,26 @@ public final class DeviceMount: @unchecked Sendable {
         }
         guard st.st_mode & S_IFMT == S_IFDIR else { throw MountError("mount point \(mountPoint) is not a directory") }
 
-        let fd = open("/dev/fuse", O_RDWR | O_CLOEXEC)
-        guard fd >= 0 else {
-            let e = errno
-            switch e {
+        let device: OwnedFD
+        do { device = try OwnedFD(opening: { open("/dev/fuse", O_RDWR | O_CLOEXEC) }) } catch {
+            switch error.rawValue {
             case ENOENT: throw MountError("/dev/fuse does not exist: load the fuse module (modprobe fuse) or give the container the device")
             case EACCES, EPERM: throw MountError("/dev/fuse: permission denied (run as root)")
-            default: throw MountError("/dev/fuse: \(String(cString: strerror(e)))")
+            default: throw MountError("/dev/fuse: \(String(cString: strerror(error.rawValue)))")
             }
         }
-        var options = "fd=\(fd),rootmode=40000,user_id=\(getuid()),group_id=\(getgid()),allow_other,max_read=\(maxRead)"
+        var options = "fd=\(device.raw),rootmode=40000,user_id=\(getuid()),group_id=\(getgid()),allow_other,max_read=\(maxRead)"
         if defaultPermissions { options += ",default_permissions" }
         let flags = UInt(MS_NOSUID | MS_NODEV)
         let rc = mount(fsName, mountPoint, "fuse.ferry", flags, options)
         guard rc == 0 else {
-            let e = errno
-            close(fd)
-            switch e {
+            switch errno {
             case EPERM: throw MountError("mounting \(mountPoint) needs CAP_SYS_ADMIN: run ferry mount as root")
             case ENODEV: throw MountError("the kernel has no FUSE support (modprobe fuse)")
-            default: throw MountError("mount \(mountPoint): \(String(cString: strerror(e)))")
+            default: throw MountError("mount \(mountPoint): \(String(cString: strerror(errno)))")
             }
         }
-        self.fd = fd
+        self.fd = device.take()
         self.mountPoint = mountPoint
         let connection = DeviceMount.connectionID(of: mountPoint)
         self.connection = connection
@@ -69,7 +69,7 @@ public final class DeviceMount: @unchecked Sendable {
         if fd >= 0 { return fd }
         var template = Array("/tmp/ferry-fusectl.XXXXXX".utf8CString)
         guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else { return -1 }
-        let directory = String(cString: template)
+        let directory = String(nulTerminated: template)
         defer { rmdir(directory) }
         guard mount("fusectl", directory, "fusectl", UInt(MS_NOSUID | MS_NODEV | MS_NOEXEC), nil) == 0 else { return -1 }
         let private_ = open(directory + "/\(connection)/abort", O_WRONLY | O_CLOEXEC)

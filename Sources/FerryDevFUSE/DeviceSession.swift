@@ -10,6 +10,8 @@ import Glibc
 /// owns its request and reply buffers and runs every request it reads to completion
 /// inline: read(2) a request, dispatch, write(2) the reply. No request changes threads
 /// and none allocates.
+/// @unchecked Sendable: `threads` is touched only by the owner's `start` and `wait`; the worker threads use
+/// only the immutable fields (their buffers are their own).
 public final class DeviceSession: @unchecked Sendable {
     private let device: DeviceMount
     private let handler: any FUSERequestHandler
@@ -66,17 +68,17 @@ public final class DeviceSession: @unchecked Sendable {
         let fd = device.fd
 
         while true {
-            let n = Glibc.read(fd, request.baseAddress, requestSize)
-            if n < 0 {
-                switch errno {
-                case EINTR, EAGAIN, ENOENT:     // ENOENT: the request was interrupted before we read it
+            let n: Int
+            do { n = try systemCall { Glibc.read(fd, request.baseAddress, requestSize) } } catch {
+                switch error.rawValue {
+                case EAGAIN, ENOENT:            // ENOENT: the request was interrupted before we read it
                     continue
                 case ENODEV:                    // unmounted
                     logger.debug("device closed", metadata: ["worker": "\(worker)"])
                     onDeviceGone()
                     return
                 default:
-                    logger.error("reading /dev/fuse failed", metadata: ["errno": "\(errno)"])
+                    logger.error("reading /dev/fuse failed", metadata: ["errno": "\(error.rawValue)"])
                     onDeviceGone()
                     return
                 }

@@ -16,6 +16,7 @@ public struct FUSEInitIn: Sendable, Equatable {
 
 /// A view over BATCH_FORGET's `fuse_forget_one` array (16 bytes each), bounds-checked
 /// against the request length when decoded.
+/// @unchecked Sendable: a read-only view into the request buffer, which one request owns while it runs.
 public struct FUSEForgetList: @unchecked Sendable {
     public let count: Int
     public let bytes: UnsafeRawBufferPointer

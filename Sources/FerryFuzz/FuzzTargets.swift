@@ -41,6 +41,7 @@ enum FuzzDecoder {
 }
 
 /// One server over a temporary directory for the whole fuzzing run, INIT done once.
+/// @unchecked Sendable: the scratch buffers are used only with `lock` held, one input at a time.
 final class FuzzServer: @unchecked Sendable {
     static let shared = FuzzServer()
     let server: FUSEServer<POSIXDriver>
@@ -100,7 +101,7 @@ final class FuzzServer: @unchecked Sendable {
 
 /// The FUSE side of the vhost-user target: nothing reaches it without guest memory, but
 /// the device needs one.
-final class RefusingHandler: FUSERequestHandler, @unchecked Sendable {
+final class RefusingHandler: FUSERequestHandler, Sendable {
     static let shared = RefusingHandler()
     func handle(request: UnsafeRawBufferPointer, reply: inout ReplyArea) -> ReplyDisposition { .none }
     func handle(request: UnsafeRawBufferPointer, payload: IOVectors, reply: inout ReplyArea) -> ReplyDisposition { .none }

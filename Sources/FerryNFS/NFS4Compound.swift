@@ -16,7 +16,7 @@ final class NFS4Compound {
         guard !bytes.isEmpty else { return (0, nil) }
         let block = malloc(bytes.count)!
         memory.append(block)
-        _ = UnsafeMutableRawBufferPointer(start: block, count: bytes.count).copyBytes(from: bytes)
+        UnsafeMutableRawBufferPointer(start: block, count: bytes.count).copyBytes(from: bytes)
         return (UInt32(bytes.count), block.assumingMemoryBound(to: CChar.self))
     }
 

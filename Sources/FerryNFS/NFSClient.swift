@@ -40,7 +40,7 @@ public struct NFSOptions: Sendable {
 /// connection is made again on next use, so the export comes back by itself when the
 /// server does. Exports never share connections, so one server's outage stalls only
 /// the exports on it.
-final class NFSClient: @unchecked Sendable {
+final class NFSClient: Sendable {
     let options: NFSOptions
     let logger: Logger
     private let connections: [NFSConnection]

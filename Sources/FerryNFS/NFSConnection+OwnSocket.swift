@@ -99,11 +99,18 @@ extension NFSConnection {
         var done = 0
         while done < bytes.count {
             let start = bytes.baseAddress!.advanced(by: done)
-            let n = sending ? Glibc.send(socket, start, bytes.count - done, Int32(MSG_NOSIGNAL)) : recv(socket, start, bytes.count - done, 0)
-            if n > 0 { done += n; continue }
-            if n < 0 && errno == EINTR { continue }
-            if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { throw .timedOut }
-            throw .broken(n == 0 ? "the server closed the connection" : String(cString: strerror(errno)))
+            let n: Int
+            do {
+                n = try systemCall {
+                    sending ? Glibc.send(socket, start, bytes.count - done, Int32(MSG_NOSIGNAL)) : recv(socket, start, bytes.count - done, 0)
+                }
+            } catch .again {    // EWOULDBLOCK too: the same number on Linux
+                throw .timedOut
+            } catch {
+                throw .broken(String(cString: strerror(error.rawValue)))
+            }
+            if n == 0 { throw .broken("the server closed the connection") }
+            done += n
         }
     }
 

@@ -42,6 +42,8 @@ enum ConnectionFailure: Error {
 /// request holds the connection's lock while it sends calls and services the socket
 /// until its replies are in. Several calls of one request (the pieces of a large READ or
 /// WRITE) are in flight at once.
+/// @unchecked Sendable: `rpc` and the credentials it carries are touched only with `lock` held (the
+/// `isConnected` peek is a hint re-checked under the lock); `server` is immutable.
 final class NFSConnection: @unchecked Sendable {
     let server: String
     private let lock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
@@ -165,8 +167,10 @@ final class NFSConnection: @unchecked Sendable {
             let wait = min(deadline.millisecondsLeft, 100)
             if wait <= 0 && deadline.hasPassed { throw fail(.timedOut) }
             var pfd = pollfd(fd: rpc_get_fd(rpc), events: Int16(truncatingIfNeeded: rpc_which_events(rpc)), revents: 0)
-            let n = poll(&pfd, 1, Int32(wait))
-            if n < 0 && errno != EINTR { throw fail(.broken("poll: \(String(cString: strerror(errno)))")) }
+            let n: Int32
+            do { n = try systemCall { poll(&pfd, 1, Int32(wait)) } } catch {
+                throw fail(.broken("poll: \(String(cString: strerror(error.rawValue)))"))
+            }
             if rpc_service(rpc, n > 0 ? Int32(pfd.revents) : 0) < 0 {
                 throw fail(.broken(errorText(rpc)))
             }

@@ -9,7 +9,7 @@ import Synchronization
 /// READ, WRITE and SETATTR use the anonymous stateid, and each OPEN is closed at once, so
 /// no open state outlives a request; a lost client id (server restart, lease expired) is
 /// simply established again.
-final class NFS4Session: @unchecked Sendable {
+final class NFS4Session: Sendable {
     let clientID = Mutex<UInt64?>(nil)
     /// Held while a client id is established: concurrent first OPENs must not each send
     /// SETCLIENTID for the same id string, or one's SETCLIENTID_CONFIRM meets the other's
@@ -184,9 +184,7 @@ extension NFSDriver {
         if lost == nil, let id = session.clientID.withLock({ $0 }) { return id }
         return try session.establishing.withLock { _ throws(Errno) -> UInt64 in
             if let id = session.clientID.withLock({ $0 }), id != lost { return id }
-            var host = [CChar](repeating: 0, count: 256)
-            gethostname(&host, host.count - 1)
-            let id = Array("ferry-\(String(cString: host))-\(getpid())-\(rootHandle.bytes.hashValue)".utf8)
+            let id = Array("ferry-\(hostName())-\(getpid())-\(rootHandle.bytes.hashValue)".utf8)
             let (clientID, confirm) = try client.compound(.root, { c in c.setclientid(verifier: session.verifier, id: id) }, decode: { r in
                 let ok = r[0].nfs_resop4_u.opsetclientid.SETCLIENTID4res_u.resok4
                 return .success((ok.clientid, withUnsafeBytes(of: ok.setclientid_confirm) { $0.loadUnaligned(as: UInt64.self) }))

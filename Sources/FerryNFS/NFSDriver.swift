@@ -12,7 +12,7 @@ import Synchronization
 /// express (extended attributes, locks without NLM, fallocate, SEEK_DATA, O_TMPFILE,
 /// rename flags) answers ENOSYS, EOPNOTSUPP or EINVAL, never a pretended success.
 /// See docs/backends/nfs.md.
-public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
+public final class NFSDriver: FileSystemDriver, Sendable {
     /// What the NFS client counted: connections made, calls sent again after a broken
     /// connection, requests that gave up with EIO at the export's timeout.
     public var counters: [BackendCounter] {
@@ -78,9 +78,7 @@ public final class NFSDriver: FileSystemDriver, @unchecked Sendable {
         client = NFSClient(options: options, logger: logger)
         v4 = options.version == .v4 ? NFS4Session() : nil
         rootHandle = options.version == .v4 ? try client.root4(path: options.path) : try client.mountRoot()
-        var host = [CChar](repeating: 0, count: 256)
-        gethostname(&host, host.count - 1)
-        let hostHash = String(String(cString: host).utf8.reduce(UInt32(2166136261)) { ($0 ^ UInt32($1)) &* 16777619 }, radix: 16)
+        let hostHash = String(hostName().utf8.reduce(UInt32(2166136261)) { ($0 ^ UInt32($1)) &* 16777619 }, radix: 16)
         hiddenPrefix = ".ferry-unlinked-\(hostHash)-"
         let handle = rootHandle
         let sizes = v4 != nil ? try client.transferSizes4(handle) : try client.call(.root, on: handle, rpc_nfs3_fsinfo_async, { fh in FSINFO3args(fsroot: fh) }, reply: { (res: FSINFO3res) -> Result<(Int, Int), Errno> in

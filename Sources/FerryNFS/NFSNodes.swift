@@ -6,7 +6,7 @@ import Synchronization
 
 /// A node: its NFS file handle, never a path. Paths are never resolved from the root, so
 /// a rename elsewhere on the server never makes a node name another file.
-public final class NFSInode: @unchecked Sendable {
+public final class NFSInode: Sendable {
     public let handle: FileHandle
     /// `S_IFMT` bits; a file's type never changes.
     let fileType: UInt32
@@ -43,6 +43,8 @@ public final class NFSInode: @unchecked Sendable {
 
 /// An open file: NFSv3 is stateless, so this is the node plus the data written UNSTABLE
 /// and not yet committed (kept to send again should the server restart before COMMIT).
+/// @unchecked Sendable: `openerGroups` is a private copy made in init, only read after, freed in deinit;
+/// every other field is immutable, a Mutex or an Atomic.
 public final class NFSFile: @unchecked Sendable {
     let inode: NFSInode
     /// The open(2) flags, which a migration carries to the destination.
@@ -91,7 +93,7 @@ public final class NFSFile: @unchecked Sendable {
 
 /// An open directory: READDIRPLUS's cookie verifier, which the server expects back with
 /// every cookie it gave out.
-public final class NFSDirectory: @unchecked Sendable {
+public final class NFSDirectory: Sendable {
     let inode: NFSInode
     let cookieVerifier = Mutex<UInt64>(0)
     init(inode: NFSInode) { self.inode = inode }

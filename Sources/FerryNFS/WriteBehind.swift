@@ -15,6 +15,7 @@ import FerryCore
 /// The replies to one WRITE's calls, one per piece, filled in by the calls' callbacks under
 /// the lock of the connection they were sent on (whoever services it then), read by the
 /// request or drain that holds that lock afterwards.
+/// @unchecked Sendable: `pieces` is touched only under the lock of the connection the calls went out on.
 final class WriteReplies: @unchecked Sendable {
     var pieces: [NFSDriver.SentPiece]
 
@@ -28,6 +29,8 @@ final class WriteReplies: @unchecked Sendable {
 /// A WRITE answered before the server answered it: its calls are outstanding on
 /// `connection`, and `space` (a reservation in its file's retained memory) holds a copy of
 /// its data until the replies are taken in.
+/// @unchecked Sendable: immutable; its `calls` and `space` are used only under `connection`'s lock or
+/// `file`'s write-behind lock, by whoever takes the replies in.
 final class BehindWrite: @unchecked Sendable {
     let file: NFSFile
     let connection: NFSConnection

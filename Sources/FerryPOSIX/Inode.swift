@@ -135,6 +135,7 @@ public final class File: Sendable {
 
 /// A directory opened for reading (OPENDIR). The lock keeps two READDIRs on the same
 /// handle from interleaving the descriptor's position.
+/// @unchecked Sendable: `buffer` (the getdents64 scratch) is only touched while `lock` is held; `fd` is immutable.
 public final class Directory: @unchecked Sendable {
     public let fd: Int32
     /// Serialises READDIR on this handle: the fd's position and `buffer` are shared.

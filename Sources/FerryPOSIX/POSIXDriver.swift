@@ -57,20 +57,20 @@ public final class POSIXDriver: FileSystemDriver {
     let budget: DescriptorBudget
 
     public init(root: String, options: POSIXOptions = .init()) throws(Errno) {
-        let rootFD = ferry_open(root, oPath | O_DIRECTORY | O_CLOEXEC, 0)
-        if rootFD < 0 { throw Errno.current }
-        let procFD = ferry_open("/proc/self/fd", oPath | O_DIRECTORY | O_CLOEXEC, 0)
-        if procFD < 0 { let e = Errno.current; close(rootFD); throw e }
+        // Owned until stored below: a throw on the way closes whatever is open so far.
+        let ownedRoot = try OwnedFD(opening: { ferry_open(root, oPath | O_DIRECTORY | O_CLOEXEC, 0) })
+        let ownedProc = try OwnedFD(opening: { ferry_open("/proc/self/fd", oPath | O_DIRECTORY | O_CLOEXEC, 0) })
+        let rootFD = ownedRoot.raw, procFD = ownedProc.raw
         // Reopen the very directory we hold (not the path again) for the mount fd.
-        let mountFD: Int32 = (try? withDescriptorName(rootFD) { name throws(Errno) in
-            ferry_openat(procFD, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0)
-        }) ?? -1
-        if mountFD < 0 { let e = Errno.current; close(rootFD); close(procFD); throw e }
+        let ownedMount = try OwnedFD(opening: {
+            (try? withDescriptorName(rootFD) { name throws(Errno) in
+                ferry_openat(procFD, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0)
+            }) ?? -1
+        })
+        let mountFD = ownedMount.raw
 
         var stx = statx()
-        if !statxFD(rootFD, &stx) {
-            let e = Errno.current; close(rootFD); close(procFD); close(mountFD); throw e
-        }
+        if !statxFD(rootFD, &stx) { throw Errno.current }
         var mode = options.fileHandles
         var mountID = stx.mountID
         if mode != .never {
@@ -84,9 +84,7 @@ public final class POSIXDriver: FileSystemDriver {
                 if rc >= 0 { close(rc); rc = 0; mountID = handle.mountID }
             }
             if rc != 0 {
-                if mode == .mandatory {
-                    let e = Errno.current; close(rootFD); close(procFD); close(mountFD); throw e
-                }
+                if mode == .mandatory { throw Errno.current }
                 mode = .never
             }
         }
@@ -94,13 +92,13 @@ public final class POSIXDriver: FileSystemDriver {
         // creating calls make their nodes' modes exact afterwards (`settleCreationMode`).
 
         self.options = options
-        self.procFD = procFD
-        self.mountFD = mountFD
+        self.procFD = ownedProc.take()
+        self.mountFD = ownedMount.take()
         self.rootMountID = mountID
         self.effectiveHandleMode = mode
         self.budget = DescriptorBudget(limit: options.maxCachedDescriptors)
         self.rootInode = Inode(key: InodeKey(device: stx.device, inode: stx.stx_ino, mountID: mountID),
-                               fileType: stx.fileType, pinnedFD: rootFD)
+                               fileType: stx.fileType, pinnedFD: ownedRoot.take())
         if rootInode.fileType != FileMode.directory { throw .notDirectory }  // O_DIRECTORY makes this unreachable
     }
 
@@ -196,30 +194,28 @@ public final class POSIXDriver: FileSystemDriver {
     /// the same key; a key without one is only ever a pinned node's.
     func makeEntry(pathFD fd: Int32, pin: Bool = false,
                    existing: (InodeKey) -> Inode? = { _ in nil }) throws(Errno) -> Entry {
+        // Closed on every path that does not hand it to the inode.
+        let owned = OwnedFD(fd)
         var stx = statx()
-        if !statxFD(fd, &stx) { let e = ownFailure("statx"); close(fd); throw e }
+        if !statxFD(fd, &stx) { throw ownFailure("statx") }
         let attributes = Attributes(stx)
         var handle: KernelFileHandle?
         if effectiveHandleMode != .never {
             handle = KernelFileHandle(fd, emptyPath, flags: Int32(FERRY_AT_EMPTY_PATH))
             if effectiveHandleMode == .mandatory && !pin && handle?.mountID != rootMountID {
-                let e = handle == nil ? ownFailure("name_to_handle_at") : Errno(EXDEV)
-                close(fd)
-                throw e
+                throw handle == nil ? ownFailure("name_to_handle_at") : Errno(EXDEV)
             }
         }
         let key = InodeKey(device: stx.device, inode: stx.stx_ino, mountID: stx.mountID, incarnation: handle?.digest ?? 0)
         if let known = existing(key) {
-            close(fd)
             return Entry(key: key, inode: known, attributes: attributes)
         }
         if let handle, !pin, handle.mountID == rootMountID {
-            var cached: Int32 = -1
-            if budget.tryAcquire() { cached = fd } else { close(fd) }
+            let cached = budget.tryAcquire() ? owned.take() : -1
             let inode = Inode(key: key, fileType: stx.fileType, handle: handle, cachedFD: cached, budget: budget)
             return Entry(key: key, inode: inode, attributes: attributes)
         }
-        return Entry(key: key, inode: Inode(key: key, fileType: stx.fileType, pinnedFD: fd), attributes: attributes)
+        return Entry(key: key, inode: Inode(key: key, fileType: stx.fileType, pinnedFD: owned.take()), attributes: attributes)
     }
 
     /// An entry for the node an I/O fd refers to.
@@ -663,12 +659,8 @@ public final class POSIXDriver: FileSystemDriver {
 
     public func read(_ file: File, offset: UInt64, into buffers: IOVectors, _ caller: Credentials) throws(Errno) -> Int {
         guard offset <= UInt64(Int64.max) else { throw .invalid }
-        var n: Int
-        repeat {
-            n = preadv(file.fd, buffers.base, Int32(buffers.count), off_t(offset))
-        } while n < 0 && errno == EINTR
         // EBADF: the guest read a handle not opened for reading.
-        if n < 0 { throw Errno.current }
+        let n = try systemCall { preadv(file.fd, buffers.base, Int32(buffers.count), off_t(offset)) }
         if n == 0 { return 0 }
         let wanted = buffers.totalLength
         if n == wanted { return n }
@@ -682,9 +674,8 @@ public final class POSIXDriver: FileSystemDriver {
             var remaining = length - skip
             skip = 0
             while remaining > 0 {
-                let r = pread(file.fd, pointer, remaining, off_t(offset) + off_t(done))
-                if r < 0 { if errno == EINTR { continue }; return done }
-                if r == 0 { return done }
+                guard let r = try? systemCall({ pread(file.fd, pointer, remaining, off_t(offset) + off_t(done)) }),
+                      r > 0 else { return done }
                 done += r; pointer += r; remaining -= r
             }
         }
@@ -694,11 +685,7 @@ public final class POSIXDriver: FileSystemDriver {
     public func write(_ file: File, offset: UInt64, from buffers: IOVectors, killSuidGid: Bool, _ caller: Credentials) throws(Errno) -> Int {
         guard offset <= UInt64(Int64.max) else { throw .invalid }
         become(caller)
-        var n: Int
-        repeat {
-            n = pwritev(file.fd, buffers.base, Int32(buffers.count), off_t(offset))
-        } while n < 0 && errno == EINTR
-        if n < 0 { throw Errno.current }
+        let n = try systemCall { pwritev(file.fd, buffers.base, Int32(buffers.count), off_t(offset)) }
         if killSuidGid && n > 0 { killSetIDBits(ioFD: file.fd) }
         return n
     }

@@ -15,28 +15,32 @@ func ownFailure(_ call: StaticString) -> Errno {
     return Errno(e)
 }
 
-let statxMask: UInt32 = 0x17ff  // STATX_BASIC_STATS | STATX_MNT_ID
-let emptyPathNoFollow: Int32 = 0x1100  // AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW
-let utimeNow: Int = 0x3fff_ffff  // UTIME_NOW
-let utimeOmit: Int = 0x3fff_fffe  // UTIME_OMIT
-let openat2Resolve: UInt64 = 0x0e  // RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS
-let oPath: Int32 = 0o10000000  // O_PATH
-let oTmpfile: Int32 = 0o20200000  // O_TMPFILE
+// The kernel's numbers come from CFerry's constants (the one place they are spelled);
+// these are the combinations and Swift types this driver uses.
+let statxMask = UInt32(FERRY_STATX_BASIC_STATS | FERRY_STATX_MNT_ID)
+let emptyPathNoFollow = Int32(FERRY_AT_EMPTY_PATH | FERRY_AT_SYMLINK_NOFOLLOW)
+let utimeNow = Int(FERRY_UTIME_NOW)
+let utimeOmit = Int(FERRY_UTIME_OMIT)
+let openat2Resolve = UInt64(FERRY_RESOLVE_BENEATH | FERRY_RESOLVE_NO_MAGICLINKS | FERRY_RESOLVE_NO_SYMLINKS)
+let oPath = Int32(FERRY_O_PATH)
+let oTmpfile = Int32(FERRY_O_TMPFILE)
 /// `__O_TMPFILE` without O_DIRECTORY.
-let oTmpfileBit: Int32 = 0o20000000
+let oTmpfileBit = oTmpfile & ~O_DIRECTORY
 
 /// The empty path for `*at(fd, "", AT_EMPTY_PATH)` calls. Passing a Swift `""` to a C
 /// string parameter copies it into a temporary heap buffer on every call; this is made once.
-let emptyPath: UnsafePointer<CChar> = {
+// nonisolated(unsafe): these C strings are written once, inside the global's one-time
+// (thread-safe) initialiser, and only ever read after; no thread can see them change.
+nonisolated(unsafe) let emptyPath: UnsafePointer<CChar> = {
     let p = UnsafeMutablePointer<CChar>.allocate(capacity: 1)
     p.pointee = 0
     return UnsafePointer(p)
 }()
 
 /// "system.posix_acl_default", made once like `emptyPath`.
-let defaultACLName: UnsafePointer<CChar> = cString("system.posix_acl_default")
+nonisolated(unsafe) let defaultACLName: UnsafePointer<CChar> = cString("system.posix_acl_default")
 /// "system.posix_acl_access".
-let accessACLName: UnsafePointer<CChar> = cString("system.posix_acl_access")
+nonisolated(unsafe) let accessACLName: UnsafePointer<CChar> = cString("system.posix_acl_access")
 
 private func cString(_ s: StaticString) -> UnsafePointer<CChar> {
     let count = s.utf8CodeUnitCount
@@ -55,7 +59,7 @@ func statxFD(_ fd: Int32, _ out: inout statx) -> Bool {
 extension statx {
     /// STATX_MNT_ID lives in the first padding word of glibc's (older) struct statx.
     var mountID: Int32 {
-        if (stx_mask & 0x1000) == 0 { return 0 }
+        if stx_mask & UInt32(FERRY_STATX_MNT_ID) == 0 { return 0 }
         let offset = 144  // after stx_dev_minor; struct statx is 256 bytes, fixed by the kernel ABI
         return withUnsafeBytes(of: self) { Int32(truncatingIfNeeded: $0.load(fromByteOffset: offset, as: UInt64.self)) }
     }

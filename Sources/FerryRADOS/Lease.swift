@@ -6,6 +6,8 @@ import Glibc
 
 /// The single-writer lease: an exclusive RADOS lock on `ferry.super` that expires unless
 /// renewed. Holding it is what makes the server's caches authoritative.
+/// @unchecked Sendable: the held/lost state is a Mutex; `fencing` is set in init; `onTick` and `threads` are
+/// set and joined by the owner's `start`/`stop`, before and after the renewing threads run.
 public final class Lease: @unchecked Sendable {
     let pool: RADOSPool
     public let seconds: Int
@@ -22,11 +24,10 @@ public final class Lease: @unchecked Sendable {
     public init(pool: RADOSPool, seconds: Int = 30, purpose: String) throws(RADOSError) {
         self.pool = pool
         self.seconds = max(3, seconds)
-        var host = [CChar](repeating: 0, count: 256)
-        gethostname(&host, host.count - 1)
-        cookie = "ferry.\(String(cString: host)).\(getpid()).\(pool.instanceID)"
+        let host = hostName()
+        cookie = "ferry.\(host).\(getpid()).\(pool.instanceID)"
         let rc = pool.lockExclusive(Layout.superObject, name: Layout.leaseName, cookie: cookie,
-                                    description: "\(purpose) pid \(getpid()) on \(String(cString: host))",
+                                    description: "\(purpose) pid \(getpid()) on \(host)",
                                     seconds: self.seconds, renew: false)
         if rc == -EBUSY || rc == -EEXIST {
             let holder = pool.lockOwner(Layout.superObject, name: Layout.leaseName).map { "\($0.client) at \($0.address)" } ?? "another client"
@@ -83,7 +84,7 @@ public final class Lease: @unchecked Sendable {
 
     /// A thread that runs `body` every `interval` seconds until the lease is released.
     private func repeating(every interval: Int, _ body: @escaping @Sendable () -> Void) -> pthread_t {
-        final class Loop: @unchecked Sendable {
+        final class Loop: Sendable {
             let lease: Lease, interval: Int, body: @Sendable () -> Void
             init(_ lease: Lease, _ interval: Int, _ body: @escaping @Sendable () -> Void) { self.lease = lease; self.interval = interval; self.body = body }
         }

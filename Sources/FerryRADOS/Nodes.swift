@@ -6,6 +6,7 @@ import Glibc
 /// The server's state for one inode: its record as last written (or about to be written),
 /// and for directories a cache of names. Every field is guarded by the driver's metadata
 /// lock; the single-writer lease is what makes the cache authoritative.
+/// @unchecked Sendable: every mutable field is guarded by the driver's `meta` lock (data I/O by `dataLock`).
 public final class RADOSInode: @unchecked Sendable {
     public let ino: UInt64
     var record: InodeRecord
@@ -32,7 +33,7 @@ public final class RADOSInode: @unchecked Sendable {
 }
 
 /// An open regular file.
-public final class RADOSFile: @unchecked Sendable {
+public final class RADOSFile: Sendable {
     let inode: RADOSInode
     /// The OPEN (or CREATE) flags: what a migration reopens it with.
     let flags: Int32
@@ -40,6 +41,7 @@ public final class RADOSFile: @unchecked Sendable {
 }
 
 /// An open directory: the snapshot READDIR pages through (taken at offset 0).
+/// @unchecked Sendable: `snapshot` is touched only with `lock` held.
 public final class RADOSDirectory: @unchecked Sendable {
     let inode: RADOSInode
     let lock = Lock()
@@ -49,6 +51,7 @@ public final class RADOSDirectory: @unchecked Sendable {
 }
 
 /// A plain mutex whose critical sections may throw `Errno`.
+/// @unchecked Sendable: a pthread mutex is made to be shared between threads; the pointer never changes.
 final class Lock: @unchecked Sendable {
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     init() { pthread_mutex_init(mutex, nil) }
@@ -70,6 +73,7 @@ final class Lock: @unchecked Sendable {
 }
 
 /// A readers-writer lock.
+/// @unchecked Sendable: a pthread rwlock is made to be shared between threads; the pointer never changes.
 final class ReadWriteLock: @unchecked Sendable {
     private let lock = UnsafeMutablePointer<pthread_rwlock_t>.allocate(capacity: 1)
     init() { pthread_rwlock_init(lock, nil) }

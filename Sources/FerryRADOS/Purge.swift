@@ -62,6 +62,8 @@ extension RADOSDriver {
 }
 
 /// The purge worker's thread: sleeps until woken, then drains the queue.
+/// @unchecked Sendable: `pending` and `stopping` are touched only with `mutex` held; `thread` only by the
+/// driver's start and stop, which never run concurrently.
 final class PurgeWorker: @unchecked Sendable {
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
@@ -81,7 +83,7 @@ final class PurgeWorker: @unchecked Sendable {
 
     /// Starts the thread; `pass` runs once per wake-up (it holds the driver weakly).
     func start(_ pass: @escaping @Sendable () -> Void) {
-        final class Box: @unchecked Sendable {
+        final class Box: Sendable {
             let worker: PurgeWorker, pass: @Sendable () -> Void
             init(_ worker: PurgeWorker, _ pass: @escaping @Sendable () -> Void) { self.worker = worker; self.pass = pass }
         }

@@ -1,3 +1,4 @@
+import CFerry
 import FerryCore
 #if canImport(Glibc)
 import Glibc
@@ -258,7 +259,7 @@ extension RADOSDriver {
     }
 
     private func fallocateLocked(_ file: RADOSFile, mode: Int32, offset: UInt64, length: UInt64) throws(Errno) {
-        let keepSize: Int32 = 0x01, punchHole: Int32 = 0x02
+        let keepSize = Int32(FERRY_FALLOC_FL_KEEP_SIZE), punchHole = Int32(FERRY_FALLOC_FL_PUNCH_HOLE)
         try meta.withLock { () throws(Errno) in
             try checkWritable()
             let inode = file.inode
@@ -291,8 +292,8 @@ extension RADOSDriver {
         let size = meta.locked { file.inode.record.size }
         guard offset < size else { throw .noDevice }
         switch whence {
-        case 3: return try seekData(file.inode.ino, offset: offset, size: size)  // SEEK_DATA
-        case 4: return try seekHole(file.inode.ino, offset: offset, size: size)  // SEEK_HOLE
+        case Int32(FERRY_SEEK_DATA): return try seekData(file.inode.ino, offset: offset, size: size)
+        case Int32(FERRY_SEEK_HOLE): return try seekHole(file.inode.ino, offset: offset, size: size)
         default: throw .invalid
         }
     }

@@ -1,3 +1,4 @@
+import CFerry
 import FerryCore
 #if canImport(Glibc)
 import Glibc
@@ -12,8 +13,9 @@ extension RADOSDriver {
             try checkWritable()
             try requireDirectory(parent)
             try requireDirectory(newParent)
-            let noReplace = flags & 1 != 0, exchange = flags & 2 != 0
-            if flags & ~3 != 0 || (noReplace && exchange) { throw .invalid }
+            let noReplaceFlag = UInt32(FERRY_RENAME_NOREPLACE), exchangeFlag = UInt32(FERRY_RENAME_EXCHANGE)
+            let noReplace = flags & noReplaceFlag != 0, exchange = flags & exchangeFlag != 0
+            if flags & ~(noReplaceFlag | exchangeFlag) != 0 || (noReplace && exchange) { throw .invalid }
             let sourceKey = Array(name.bytes), targetKey = Array(newName.bytes)
             guard let source = try dentry(parent, sourceKey) else { throw .noEntry }
             let target = try dentry(newParent, targetKey)

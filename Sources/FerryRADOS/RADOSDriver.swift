@@ -30,6 +30,9 @@ public struct RADOSOptions: Sendable {
 /// orders every namespace change, so the multi-object sequences of the format happen one at
 /// a time and each step's guard sees the state the previous step left. Data I/O runs
 /// outside it, spread over the file's objects with asynchronous ops.
+/// @unchecked Sendable: the mutable state (inode cache, dirty set, number ranges, intents,
+/// lease, hand-over and purge flags) is touched only with `meta` held; the rest is immutable
+/// or a lock.
 public final class RADOSDriver: FileSystemDriver, @unchecked Sendable {
     public typealias InodeKey = UInt64
     public typealias Inode = RADOSInode

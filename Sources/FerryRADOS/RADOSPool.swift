@@ -40,6 +40,8 @@ public struct RADOSError: Error, CustomStringConvertible {
 
 /// A connected cluster handle and an I/O context on one pool and namespace. librados
 /// handles are thread-safe, so one `RADOSPool` serves every request thread.
+/// @unchecked Sendable: librados cluster and I/O context handles are thread-safe and never change after
+/// init; the counters are Atomics and the test fault hook a Mutex.
 public final class RADOSPool: @unchecked Sendable {
     let cluster: rados_t
     let io: rados_ioctx_t
@@ -270,7 +272,7 @@ public final class RADOSPool: @unchecked Sendable {
         let n = rados_list_lockers(io, oid, name, &exclusive, &tag, &tagLength, &clients, &clientsLength,
                                    &cookies, &cookiesLength, &addresses, &addressesLength)
         guard n > 0 else { return nil }
-        return (String(cString: clients), String(cString: cookies), String(cString: addresses))
+        return (String(nulTerminated: clients), String(nulTerminated: cookies), String(nulTerminated: addresses))
     }
 
     func breakLock(_ oid: String, name: String, client: String, cookie: String) -> Int32 {

@@ -106,7 +106,8 @@ public enum Benchmark {
     }
 
     /// The drivers' results, summed under a lock as each thread ends.
-    final class Totals: @unchecked Sendable {
+    /// @unchecked Sendable: every var is touched only with `lock` held.
+final class Totals: @unchecked Sendable {
         let lock = NSLock()
         var histogram = LatencyHistogram()
         var operations: UInt64 = 0, errors: UInt64 = 0

@@ -6,6 +6,7 @@ import FerryVirtio
 /// suppression (EVENT_IDX or NO_NOTIFY), and reaping the used ring.
 ///
 /// Not thread-safe: one thread drives a queue, as one CPU drives a queue in a guest.
+/// @unchecked Sendable: as `FUSEQueueClient`: one driving thread at a time, handed over, never shared.
 public final class DriverVirtqueue: @unchecked Sendable {
     public let index: UInt32
     public let size: Int

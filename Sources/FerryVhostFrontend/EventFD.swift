@@ -3,7 +3,7 @@ import Glibc
 
 /// An eventfd used as a kick (front-end → back-end) or call (back-end → front-end)
 /// notifier. Owns its descriptor.
-public final class EventFD: @unchecked Sendable {
+public final class EventFD: Sendable {
     public let fd: Int32
 
     public init() throws {

@@ -39,6 +39,8 @@ public struct FUSECompletion: Sendable {
 /// directly or through an indirect table. Completions may come in any order.
 ///
 /// Not thread-safe: one thread drives one queue.
+/// @unchecked Sendable: not thread-safe, but only ever driven by one thread at a time: it is Sendable so it
+/// can be handed to the thread that drives it.
 public final class FUSEQueueClient: @unchecked Sendable {
     public let queue: DriverVirtqueue
     public let depth: Int

@@ -4,6 +4,8 @@ import Foundation
 /// A FUSE session over a vhost-user-fs front-end: one `FUSEQueueClient` per request
 /// queue (each for one driving thread), and the hiprio queue shared behind a lock for
 /// FORGET, as the guest driver shares it.
+/// @unchecked Sendable: `initReply` is written once in init; the shared hiprio queue is used only with
+/// `hiprioLock` held; each request queue is driven by one thread at a time.
 public final class FUSESession: @unchecked Sendable {
     public static let rootNodeID: UInt64 = 1
     /// Hiprio carries only FORGETs (and INTERRUPTs in a guest); a few slots suffice.

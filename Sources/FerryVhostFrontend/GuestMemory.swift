@@ -1,4 +1,5 @@
 import CFerry
+import FerrySystem
 import FerryVirtio
 import Glibc
 
@@ -6,6 +7,8 @@ import Glibc
 /// carved up by a bump allocator. Guest-physical addresses start at 0, so an offset in
 /// the region is its own GPA; ring addresses are sent as this process's virtual
 /// addresses, as QEMU does.
+/// @unchecked Sendable: the mapping is immutable; `next` (the bump allocator) is used only by the setting-up
+/// thread, before queues are handed to their driving threads.
 public final class GuestMemory: @unchecked Sendable {
     /// The memfd, sent to the back-end with SET_MEM_TABLE.
     public let fd: Int32
@@ -16,15 +19,13 @@ public final class GuestMemory: @unchecked Sendable {
     private var next = 0
 
     public init(size: Int) throws {
-        let fd = ferry_memfd_create("ferry-frontend-guest-ram", UInt32(FERRY_MFD_CLOEXEC))
-        guard fd >= 0 else { throw FrontendError.system("memfd_create", errno: errno) }
-        guard ftruncate(fd, off_t(size)) == 0 else {
-            let e = errno; close(fd); throw FrontendError.system("ftruncate", errno: e)
+        let memfd: OwnedFD
+        do { memfd = try OwnedFD(opening: { ferry_memfd_create("ferry-frontend-guest-ram", UInt32(FERRY_MFD_CLOEXEC)) }) } catch {
+            throw FrontendError.system("memfd_create", errno: error.rawValue)
         }
-        guard let p = ferry_fe_mmap_shared(fd, size) else {
-            let e = errno; close(fd); throw FrontendError.system("mmap", errno: e)
-        }
-        self.fd = fd; self.size = size; self.base = p
+        guard ftruncate(memfd.raw, off_t(size)) == 0 else { throw FrontendError.system("ftruncate", errno: errno) }
+        guard let p = ferry_fe_mmap_shared(memfd.raw, size) else { throw FrontendError.system("mmap", errno: errno) }
+        self.fd = memfd.take(); self.size = size; self.base = p
     }
 
     deinit {

@@ -1,9 +1,12 @@
 import CFerry
+import FerrySystem
 import FerryVirtio
 import Glibc
 
 /// The vhost-user control socket: framing of messages, fds passed with SCM_RIGHTS,
 /// and REPLY_ACK. Not thread-safe; the front-end uses it from one thread during setup.
+/// @unchecked Sendable: used from one thread at a time (setup, then migration steps); `replyAck` is set
+/// during feature negotiation, before any other thread sees the channel.
 public final class VhostUserChannel: @unchecked Sendable {
     public let fd: Int32
     /// Set once REPLY_ACK is negotiated: every request without a reply of its own then
@@ -107,8 +110,7 @@ public final class VhostUserChannel: @unchecked Sendable {
             guard ferry_fe_wait_readable(fd, timeoutMilliseconds) > 0 else {
                 throw FrontendError.timeout("vhost-user reply")
             }
-            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress! + done, $0.count - done) }
-            if n < 0 && errno == EINTR { continue }
+            let n = (try? systemCall { buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress! + done, $0.count - done) } }) ?? -1
             guard n > 0 else { throw FrontendError.protocolViolation("back-end closed the connection") }
             done += n
         }

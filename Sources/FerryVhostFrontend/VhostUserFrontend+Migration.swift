@@ -1,3 +1,4 @@
+import FerrySystem
 import FerryVirtio
 import Glibc
 
@@ -50,9 +51,10 @@ extension VhostUserFrontend {
         var state: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 1 << 16)
         while true {
-            let n = chunk.withUnsafeMutableBytes { read(readEnd, $0.baseAddress!, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            guard n >= 0 else { throw FrontendError.system("read(device state)", errno: errno) }
+            let n: Int
+            do { n = try systemCall { chunk.withUnsafeMutableBytes { read(readEnd, $0.baseAddress!, $0.count) } } } catch {
+                throw FrontendError.system("read(device state)", errno: error.rawValue)
+            }
             if n == 0 { break }
             state += chunk[0..<n]
         }
@@ -67,19 +69,22 @@ extension VhostUserFrontend {
     }
 
     static func loadBackendState(_ state: [UInt8], channel: VhostUserChannel) throws {
-        let (readEnd, writeEnd) = try pipe()
+        let (readEnd, writeFD) = try pipe()
+        let writeEnd = OwnedFD(writeFD)
         do {
             defer { close(readEnd) }
-            do { try beginTransfer(.load, fd: readEnd, channel: channel) } catch { close(writeEnd); throw error }
+            try beginTransfer(.load, fd: readEnd, channel: channel)
         }
         var sent = 0
         while sent < state.count {
-            let n = state.withUnsafeBytes { write(writeEnd, $0.baseAddress! + sent, $0.count - sent) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { let e = errno; close(writeEnd); throw FrontendError.system("write(device state)", errno: e) }
+            let n: Int
+            do { n = try systemCall { state.withUnsafeBytes { write(writeEnd.raw, $0.baseAddress! + sent, $0.count - sent) } } } catch {
+                throw FrontendError.system("write(device state)", errno: error.rawValue)
+            }
+            guard n > 0 else { throw FrontendError.system("write(device state)", errno: errno) }
             sent += n
         }
-        close(writeEnd)
+        writeEnd.close()    // the back-end reads the state until EOF
         try checkTransfer(channel: channel)
     }
 

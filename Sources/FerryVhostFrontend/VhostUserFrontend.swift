@@ -28,7 +28,7 @@ public struct FrontendConfiguration: Sendable {
 /// A vhost-user-fs front-end: what QEMU does for a virtio-fs device. It connects to a
 /// back-end socket, negotiates features, shares one memfd as guest memory and starts
 /// queue 0 (hiprio) and the request queues 1…N, each with kick and call eventfds.
-public final class VhostUserFrontend: @unchecked Sendable {
+public final class VhostUserFrontend: Sendable {
     public let channel: VhostUserChannel
     public let memory: GuestMemory
     /// Index 0 is hiprio; 1… are request queues.

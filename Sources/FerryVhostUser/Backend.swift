@@ -52,6 +52,8 @@ public struct VhostUserError: Error, CustomStringConvertible, Sendable {
 
 /// A vhost-user-fs device back-end: listens on a unix socket and serves front-ends
 /// (QEMU, cloud-hypervisor…) one after another, until `stop()`.
+/// @unchecked Sendable: `message` is the receive buffer of the one thread in `serve`; every other field is
+/// immutable, a Mutex or an Atomic (`stop()` only sets `stopping` and writes `stopFD`).
 public final class VhostUserFSBackend: @unchecked Sendable {
     private let listenFD: Int32
     /// The socket file we created (removed when `run()` ends), nil for an inherited fd.
@@ -88,19 +90,19 @@ public final class VhostUserFSBackend: @unchecked Sendable {
             raw.copyBytes(from: pathBytes)
             raw[pathBytes.count] = 0
         }
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw VhostUserError("socket() failed: errno \(errno)") }
-        guard Self.bindPrivately(fd, &address) == 0 else {
-            let e = errno; close(fd); throw VhostUserError("bind(\(socketPath)) failed: errno \(e)")
+        let socket: OwnedFD
+        do { socket = try OwnedFD(opening: { Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }) } catch {
+            throw VhostUserError("socket() failed: errno \(error.rawValue)")
         }
+        guard Self.bindPrivately(socket.raw, &address) == 0 else { throw VhostUserError("bind(\(socketPath)) failed: errno \(errno)") }
         // The group gets its access only once the file is its own.
         var ok = true
         if let g = socketGroup { ok = chown(socketPath, uid_t.max, g) == 0 && chmod(socketPath, 0o660) == 0 }
-        guard ok, listen(fd, 1) == 0 else {
-            let e = errno; close(fd); unlink(socketPath)
+        guard ok, listen(socket.raw, 1) == 0 else {
+            let e = errno; unlink(socketPath)
             throw VhostUserError("setting up \(socketPath) failed: errno \(e)")
         }
-        listenFD = fd
+        listenFD = socket.take()
         self.socketPath = socketPath
         self.handler = handler; self.options = options; self.logger = logger
         stopFD = ferry_eventfd(0, Int32(FERRY_EFD_CLOEXEC | FERRY_EFD_NONBLOCK))
@@ -188,10 +190,8 @@ public final class VhostUserFSBackend: @unchecked Sendable {
         while !stopping.load(ordering: .acquiring) {
             status.withLock { $0.state = .listening }
             var fds = [pollfd(fd: listenFD, events: Int16(POLLIN), revents: 0), pollfd(fd: stopFD, events: Int16(POLLIN), revents: 0)]
-            let n = poll(&fds, 2, -1)
-            if n < 0 {
-                if errno == EINTR { continue }
-                logger.error("poll on the vhost-user socket failed", metadata: ["errno": "\(errno)"])
+            do { _ = try systemCall { poll(&fds, 2, -1) } } catch {
+                logger.error("poll on the vhost-user socket failed", metadata: ["errno": "\(error.rawValue)"])
                 return
             }
             if stopping.load(ordering: .acquiring) { return }
@@ -199,10 +199,10 @@ public final class VhostUserFSBackend: @unchecked Sendable {
                 if fds[0].revents != 0 { logger.error("vhost-user listening socket failed"); return }
                 continue
             }
-            let conn = accept(listenFD, nil, nil)
-            if conn < 0 {
-                if errno == EINTR || errno == EAGAIN || errno == ECONNABORTED { continue }
-                logger.error("accept on the vhost-user socket failed", metadata: ["errno": "\(errno)"])
+            let conn: Int32
+            do { conn = try systemCall { accept(listenFD, nil, nil) } } catch {
+                if error == .again || error.rawValue == ECONNABORTED { continue }
+                logger.error("accept on the vhost-user socket failed", metadata: ["errno": "\(error.rawValue)"])
                 return
             }
             _ = ferry_fcntl_int(conn, F_SETFD, FD_CLOEXEC)
@@ -221,10 +221,7 @@ public final class VhostUserFSBackend: @unchecked Sendable {
         var received = [Int32](repeating: -1, count: 16)
         while !stopping.load(ordering: .acquiring) {
             var pfds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: stopFD, events: Int16(POLLIN), revents: 0)]
-            if poll(&pfds, 2, -1) < 0 {
-                if errno == EINTR { continue }
-                return
-            }
+            guard (try? systemCall({ poll(&pfds, 2, -1) })) != nil else { return }
             if stopping.load(ordering: .acquiring) { return }
             // Header, with any fds.
             var fds: [Int32] = []
@@ -272,14 +269,17 @@ public final class VhostUserFSBackend: @unchecked Sendable {
         var got = 0
         while got < count {
             var n = 0
-            let r = scratch.withUnsafeMutableBufferPointer { ferry_recvmsg_fds(fd, p + got, count - got, $0.baseAddress, $0.count, &n) }
-            for i in 0..<n { fds.append(scratch[i]) }
-            if r == 0 { return false }
-            if r < 0 {
-                if errno == EINTR || errno == EAGAIN { continue }
-                if errno != ECONNRESET { logger.error("reading the vhost-user socket failed", metadata: ["errno": "\(errno)"]) }
+            let r: Int
+            do {
+                r = try systemCall { scratch.withUnsafeMutableBufferPointer { ferry_recvmsg_fds(fd, p + got, count - got, $0.baseAddress, $0.count, &n) } }
+            } catch .again {
+                continue
+            } catch {
+                if error.rawValue != ECONNRESET { logger.error("reading the vhost-user socket failed", metadata: ["errno": "\(error.rawValue)"]) }
                 return false
             }
+            for i in 0..<n { fds.append(scratch[i]) }
+            if r == 0 { return false }
             got += r
         }
         return true
@@ -294,13 +294,12 @@ public final class VhostUserFSBackend: @unchecked Sendable {
         }
         var sent = 0
         while sent < buffer.count {
-            let r = buffer.withUnsafeBytes { ferry_sendmsg_fds(fd, $0.baseAddress! + sent, $0.count - sent, nil, 0) }
-            if r < 0 {
-                if errno == EINTR { continue }
-                logger.error("writing to the vhost-user socket failed", metadata: ["errno": "\(errno)"])
+            do {
+                sent += try systemCall { buffer.withUnsafeBytes { ferry_sendmsg_fds(fd, $0.baseAddress! + sent, $0.count - sent, nil, 0) } }
+            } catch {
+                logger.error("writing to the vhost-user socket failed", metadata: ["errno": "\(error.rawValue)"])
                 return false
             }
-            sent += r
         }
         return true
     }

@@ -1,4 +1,5 @@
 import FerryCore
+import FerryFUSE
 import Logging
 #if canImport(Glibc)
 import Glibc
@@ -8,10 +9,10 @@ import Glibc
 /// request buffer, the reply scratch and every iovec array, all allocated once, so a
 /// request allocates nothing.
 final class ChainProcessor {
-    static let headerSize = 40          // fuse_in_header
-    static let writeHeaderSize = 80     // fuse_in_header + fuse_write_in
-    static let outHeaderSize = 16       // fuse_out_header
-    static let writeOpcode: UInt32 = 16
+    static let headerSize = FUSEInHeader.size
+    static let writeHeaderSize = FUSEInHeader.size + FUSEWriteIn.size
+    static let outHeaderSize = FUSEOutHeader.size
+    static let writeOpcode = FUSEOpcode.write.rawValue
 
     let handler: any FUSERequestHandler
     let logger: Logger

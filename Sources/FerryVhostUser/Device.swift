@@ -20,6 +20,9 @@ enum ControlReply: Equatable {
 /// The vhost-user-fs device for one front-end connection: the protocol's state machine
 /// (features, memory table, rings) and the queue workers. Independent of the socket, so
 /// tests can drive it with messages directly.
+/// @unchecked Sendable: the mutable protocol state (memory, features, log, transfer) is written only by the
+/// control thread under `lock`'s write side and read by queue workers under its read side;
+/// everything else is immutable, a Mutex or an Atomic.
 final class VhostUserFSDevice: @unchecked Sendable {
     static let offeredFeatures: UInt64 = VirtioFeature.version1 | VirtioFeature.ringIndirectDescriptors
         | VirtioFeature.ringEventIndex | VirtioFeature.protocolFeatures | VirtioFeature.logAll
@@ -585,10 +588,8 @@ final class VhostUserFSDevice: @unchecked Sendable {
             if q.enabled.load(ordering: .acquiring) && !isBroken {
                 drain(q, processor)
             }
-            let n = fds.withUnsafeMutableBufferPointer { poll($0.baseAddress, 2, -1) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                markBroken(queue: q.index, "poll failed: errno \(errno)")
+            do { _ = try systemCall { poll(&fds, 2, -1) } } catch {
+                markBroken(queue: q.index, "poll failed: errno \(error.rawValue)")
                 break
             }
             if fds[0].revents & Int16(POLLIN) != 0 { _ = read(q.kickFD, &counter, 8) }

@@ -12,6 +12,8 @@ import Glibc
 ///
 /// Unmapped when the last holder lets go: a queue thread holds it for a batch, so a new
 /// SET_LOG_BASE (QEMU grows the log when guest memory grows) never pulls it from under one.
+/// @unchecked Sendable: the mapping is immutable after init and unmapped only in deinit; bits are set with
+/// atomic ORs (`ferry_atomic_or_u8`), so queue threads may mark pages concurrently.
 final class DirtyLog: @unchecked Sendable {
     let description: LogDescription
     private let bitmap: UnsafeMutablePointer<UInt8>

@@ -6,6 +6,8 @@ import Glibc
 
 /// One guest memory region mapped into this process (MAP_SHARED from the front-end's fd).
 /// Unmapped when the last `GuestMemory` snapshot that uses it goes away.
+/// @unchecked Sendable: every field is immutable after init and the mapping is released only in deinit;
+/// guest memory itself is shared with the guest by design and accessed through checked ranges.
 final class MappedRegion: @unchecked Sendable {
     let description: MemoryRegionDescription
     /// Host address of the region's first byte (guest-physical `description.guestPhysicalAddress`).
@@ -53,7 +55,7 @@ final class MappedRegion: @unchecked Sendable {
 ///
 /// All guest addresses go through `translate`, which refuses any range that is not wholly
 /// inside one region.
-final class GuestMemory: @unchecked Sendable {
+final class GuestMemory: Sendable {
     enum AddressSpace { case guestPhysical, frontEndVirtual }
 
     let regions: [MappedRegion]

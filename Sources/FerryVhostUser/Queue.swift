@@ -13,6 +13,8 @@ import Glibc
 /// the worker is stopped, or under the device's write lock. The worker reads it only under
 /// the read lock. `lastAvail`, `usedIndex` and the signalling state belong to the worker
 /// while it runs, and to the control thread once it has joined it.
+/// @unchecked Sendable: the ownership rules above: configuration under the device's write lock or while the
+/// worker is stopped, ring progress by the worker alone (or after join), `usedLock` in pool mode.
 final class Virtqueue: @unchecked Sendable {
     let index: Int
     var size: UInt16 = 0
@@ -86,6 +88,7 @@ func signalEventFD(_ fd: Int32) {
 /// A bounded FIFO of chain heads from a queue's thread to its pool threads. Its capacity
 /// is the ring size, which bounds the chains in flight, so `push` never waits (the queue
 /// thread must not block while it holds the device's read lock).
+/// @unchecked Sendable: `head`, `count`, `closed` and the slots are only touched with `mutex` held.
 final class HeadQueue: @unchecked Sendable {
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
@@ -134,6 +137,7 @@ final class HeadQueue: @unchecked Sendable {
 }
 
 /// A plain pthread mutex (the used ring's lock in pool mode).
+/// @unchecked Sendable: a pthread mutex is made to be shared between threads; the pointer never changes.
 final class PlainMutex: @unchecked Sendable {
     private let m = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     init() { pthread_mutex_init(m, nil) }

@@ -1,4 +1,5 @@
 import CFerry
+import FerryCore
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -9,6 +10,8 @@ import Glibc
 /// then closes it. It runs apart from the control thread because the front-end reads (or
 /// writes) the pipe only after SET_DEVICE_STATE_FD's reply: done inline, a state larger
 /// than the pipe's buffer would deadlock both. CHECK_DEVICE_STATE joins it.
+/// @unchecked Sendable: `thread` and `joined` are touched only by the control thread that starts and joins
+/// the transfer; the transfer thread reports through `outcome` (a Mutex).
 final class StateTransfer: @unchecked Sendable {
     /// The most a destination reads: a state is a few hundred bytes per node and handle.
     static let maximumState = 512 << 20
@@ -23,7 +26,9 @@ final class StateTransfer: @unchecked Sendable {
     /// Takes ownership of `fd`.
     init?(fd: Int32, _ direction: Direction) {
         cancelFD = ferry_eventfd(0, Int32(FERRY_EFD_CLOEXEC | FERRY_EFD_NONBLOCK))
-        guard cancelFD >= 0 else { close(fd); return nil }
+        // Failing from here on still runs deinit (every field is set): `joined` keeps it from
+        // joining a thread that never started, and deinit alone closes `cancelFD`.
+        guard cancelFD >= 0 else { close(fd); joined = true; return nil }
         let context = Unmanaged.passRetained(Context(transfer: self, fd: fd, direction: direction))
         let rc = pthread_create(&thread, nil, { raw in
             let c = Unmanaged<Context>.fromOpaque(raw!).takeRetainedValue()
@@ -32,7 +37,8 @@ final class StateTransfer: @unchecked Sendable {
         }, context.toOpaque())
         guard rc == 0 else {
             context.release()
-            close(fd); close(cancelFD)
+            close(fd)
+            joined = true
             return nil
         }
     }
@@ -77,24 +83,22 @@ final class StateTransfer: @unchecked Sendable {
     /// Waits until `fd` is ready for `events` or the transfer is cancelled.
     private func wait(_ fd: Int32, _ events: Int32) -> Bool {
         var fds = [pollfd(fd: fd, events: Int16(events), revents: 0), pollfd(fd: cancelFD, events: Int16(POLLIN), revents: 0)]
-        while true {
-            let n = poll(&fds, 2, -1)
-            if n < 0 && errno == EINTR { continue }
-            if n < 0 || fds[1].revents != 0 { return false }
-            return true
-        }
+        guard (try? systemCall({ poll(&fds, 2, -1) })) != nil else { return false }
+        return fds[1].revents == 0
     }
 
     private func write(_ bytes: [UInt8], to fd: Int32) -> Result<Void, VhostUserError> {
         var sent = 0
         while sent < bytes.count {
-            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + sent, $0.count - sent) }
-            if n > 0 { sent += n; continue }
-            if n < 0 && (errno == EAGAIN || errno == EINTR) {
+            do {
+                let n = try systemCall { bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + sent, $0.count - sent) } }
+                if n > 0 { sent += n; continue }
+                return .failure(VhostUserError("writing the device state failed: errno \(errno)"))
+            } catch .again {
                 if !wait(fd, Int32(POLLOUT)) { return .failure(VhostUserError("state transfer cancelled")) }
-                continue
+            } catch {
+                return .failure(VhostUserError("writing the device state failed: errno \(error.rawValue)"))
             }
-            return .failure(VhostUserError("writing the device state failed: errno \(errno)"))
         }
         return .success(())
     }
@@ -103,20 +107,20 @@ final class StateTransfer: @unchecked Sendable {
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 1 << 16)
         while true {
-            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
-            if n == 0 { return .success(bytes) }
-            if n > 0 {
-                guard bytes.count + n <= Self.maximumState else {
-                    return .failure(VhostUserError("device state larger than \(Self.maximumState) bytes"))
-                }
-                bytes.append(contentsOf: chunk[0..<n])
-                continue
-            }
-            if errno == EAGAIN || errno == EINTR {
+            let n: Int
+            do {
+                n = try systemCall { chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) } }
+            } catch .again {
                 if !wait(fd, Int32(POLLIN)) { return .failure(VhostUserError("state transfer cancelled")) }
                 continue
+            } catch {
+                return .failure(VhostUserError("reading the device state failed: errno \(error.rawValue)"))
             }
-            return .failure(VhostUserError("reading the device state failed: errno \(errno)"))
+            if n == 0 { return .success(bytes) }
+            guard bytes.count + n <= Self.maximumState else {
+                return .failure(VhostUserError("device state larger than \(Self.maximumState) bytes"))
+            }
+            bytes.append(contentsOf: chunk[0..<n])
         }
     }
 }

@@ -6,6 +6,8 @@ import Glibc
 
 /// Where one split virtqueue lives in this process: host pointers to its descriptor
 /// table and rings, each checked to lie inside guest memory.
+/// @unchecked Sendable: the pointers never change; the ring memory they point at is read and written only by
+/// the queue's worker (or the control thread while the worker is stopped), see `Virtqueue`.
 struct RingView: @unchecked Sendable {
     let size: UInt16
     let descriptors: UnsafeMutableRawPointer

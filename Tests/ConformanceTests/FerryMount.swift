@@ -1,5 +1,6 @@
 import Foundation
 import FerryTestSupport
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -33,7 +34,7 @@ func isFUSEMount(_ path: String) -> Bool {
 let canMountFUSE = FileManager.default.fileExists(atPath: "/dev/fuse") && geteuid() == 0
 
 /// One running `ferry mount SOURCE MOUNTPOINT` child process.
-final class FerryMount {
+final class FerryMount: Sendable {
     let source: String
     let mountpoint: String
     let process: Process
@@ -122,27 +123,26 @@ final class FerryMount {
 
 /// The mount every conformance check shares, started on first use and stopped at exit.
 enum SharedMount {
-    private static let lock = NSLock()
-    private static var started: Result<FerryMount, Error>?
+    private static let started = Mutex<Result<FerryMount, Error>?>(nil)
 
     static func get() throws -> FerryMount {
-        lock.lock()
-        defer { lock.unlock() }
-        if let started {
-            return try started.get()
+        try started.withLock { started in
+            if let started {
+                return try started.get()
+            }
+            let result = Result {
+                try FerryMount(source: ProcessInfo.processInfo.environment["FERRY_CONFORMANCE_SOURCE"])
+            }
+            started = result
+            if case .success = result {
+                atexit { SharedMount.stopAtExit() }
+            }
+            return try result.get()
         }
-        let result = Result {
-            try FerryMount(source: ProcessInfo.processInfo.environment["FERRY_CONFORMANCE_SOURCE"])
-        }
-        started = result
-        if case .success = result {
-            atexit { SharedMount.stopAtExit() }
-        }
-        return try result.get()
     }
 
     private static func stopAtExit() {
-        if case .success(let mount) = started {
+        if case .success(let mount) = started.withLock({ $0 }) {
             mount.stop()
         }
     }

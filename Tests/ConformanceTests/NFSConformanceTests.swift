@@ -1,5 +1,6 @@
 import Foundation
 import FerryTestSupport
+import Synchronization
 import Testing
 
 #if canImport(Glibc)
@@ -8,25 +9,24 @@ import Glibc
 
 /// One `ferry mount` of the shared ganesha per NFS version, for all checks of that version.
 enum NFSSharedMount {
-    private static let lock = NSLock()
-    private static var mounts: [Int: Result<FerryMount, Error>] = [:]
+    private static let mounts = Mutex<[Int: Result<FerryMount, Error>]>([:])
 
     static func get(version: Int) throws -> FerryMount {
-        lock.lock()
-        defer { lock.unlock() }
-        if let mount = mounts[version] { return try mount.get() }
-        let result = Result {
-            let server = try NFSTestServer.shared()
-            let export = try server.makeExport("conformance-v\(version)")
-            return try FerryMount(source: server.url(export, version: version), extraArguments: ["--xattr"])
+        try mounts.withLock { mounts in
+            if let mount = mounts[version] { return try mount.get() }
+            let result = Result {
+                let server = try NFSTestServer.shared()
+                let export = try server.makeExport("conformance-v\(version)")
+                return try FerryMount(source: server.url(export, version: version), extraArguments: ["--xattr"])
+            }
+            if mounts.isEmpty { atexit { NFSSharedMount.stopAtExit() } }
+            mounts[version] = result
+            return try result.get()
         }
-        if mounts.isEmpty { atexit { NFSSharedMount.stopAtExit() } }
-        mounts[version] = result
-        return try result.get()
     }
 
     private static func stopAtExit() {
-        for case .success(let mount) in mounts.values { mount.stop() }
+        for case .success(let mount) in mounts.withLock({ $0.values }) { mount.stop() }
     }
 }
 

@@ -101,8 +101,11 @@ import Testing
         let pipe = s.transport.lookup("pipe")
         #expect(pipe.error == 0)
         // A naive server would block here forever in open(2) waiting for a writer.
+        // nonisolated(unsafe): only the child task uses the sandbox until the group has
+        // returned, which waits for that task to end.
+        nonisolated(unsafe) let sandbox = s
         let result = try await withThrowingTaskGroup(of: Int32?.self) { group in
-            group.addTask { s.open(pipe.nodeID).error }
+            group.addTask { sandbox.open(pipe.nodeID).error }
             group.addTask { try await Task.sleep(for: .seconds(10)); return nil }
             let first = try await group.next()!
             group.cancelAll()

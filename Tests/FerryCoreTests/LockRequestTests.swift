@@ -37,7 +37,9 @@ import Testing
         let request = Export.lock(.setlkw, node: node, fh: fh)
         let answered = DispatchSemaphore(value: 0)
         let reply = Mutex<Reply?>(nil)
-        let transport = e.transport
+        // nonisolated(unsafe): the transport's scratch buffer is used by one thread at a time;
+        // this test sends on it again only after the thread's request was answered.
+        nonisolated(unsafe) let transport = e.transport
         let thread = Thread {
             let r = transport.send(request)
             reply.withLock { $0 = r }

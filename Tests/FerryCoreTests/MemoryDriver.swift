@@ -7,7 +7,10 @@ import Glibc
 /// A tiny in-memory driver for unit tests of the server core: directories and empty
 /// files only. It records what reached it, so tests can show what the core refused
 /// before any driver saw it. The real backends are tested against real file systems.
+/// @unchecked Sendable: its vars (and every node's children) are touched only with `lock` held;
+/// `beforeLookup` is set by a test before any request runs.
 final class MemoryDriver: FileSystemDriver, @unchecked Sendable {
+    /// @unchecked Sendable: `children` is touched only with the driver's `lock` held.
     final class Node: @unchecked Sendable {
         let number: UInt64
         let mode: UInt32
@@ -16,14 +19,14 @@ final class MemoryDriver: FileSystemDriver, @unchecked Sendable {
         init(number: UInt64, mode: UInt32, released: ReleaseCounter) { self.number = number; self.mode = mode; self.released = released }
         deinit { released.count.add(1, ordering: .relaxed) }
     }
-    final class Handle: @unchecked Sendable { let node: Node; init(_ node: Node) { self.node = node } }
+    final class Handle: Sendable { let node: Node; init(_ node: Node) { self.node = node } }
 
     typealias Inode = Node
     typealias InodeKey = UInt64
     typealias File = Handle
     typealias Directory = Handle
 
-    final class ReleaseCounter: @unchecked Sendable { let count = Atomic<Int>(0) }
+    final class ReleaseCounter: Sendable { let count = Atomic<Int>(0) }
     /// Counts inodes whose last reference went away.
     let released = ReleaseCounter()
     var releasedInodes: Int { released.count.load(ordering: .relaxed) }

@@ -8,13 +8,13 @@ import Glibc
 /// demand: it counts RELEASE and RELEASEDIR (the core's duty to pay back every open),
 /// lists whatever names a test gives it, even ones no file system would hold, and
 /// migrates, optionally failing to find open directories again at the destination.
-final class ScriptedDriver: FileSystemDriver, @unchecked Sendable {
-    final class Node: @unchecked Sendable {
+final class ScriptedDriver: FileSystemDriver, Sendable {
+    final class Node: Sendable {
         let number: UInt64
         let mode: UInt32
         init(number: UInt64, mode: UInt32) { self.number = number; self.mode = mode }
     }
-    final class Handle: @unchecked Sendable { let node: Node; init(_ node: Node) { self.node = node } }
+    final class Handle: Sendable { let node: Node; init(_ node: Node) { self.node = node } }
 
     typealias Inode = Node
     typealias InodeKey = UInt64

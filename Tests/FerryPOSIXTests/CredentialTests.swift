@@ -288,6 +288,7 @@ func onThreadWithOwnUmask<R>(_ mask: mode_t, _ body: () throws -> R) throws -> R
     return try result!.get()
 }
 
+/// @unchecked Sendable: `run` is called once, on the thread it was made for, while the maker waits in join.
 private final class ThreadJob: @unchecked Sendable {
     let run: () -> Void
     init(_ run: @escaping () -> Void) { self.run = run }

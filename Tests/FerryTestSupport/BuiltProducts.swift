@@ -1,3 +1,4 @@
+import FerrySystem
 import Foundation
 
 #if canImport(Glibc)
@@ -134,8 +135,7 @@ func runBashScript(_ arguments: [String]) throws -> (status: Int32?, output: Str
     let rc = posix_spawn(&pid, "/bin/bash", &actions, &attributes, argv, environ)
     guard rc == 0 else { throw HarnessError("posix_spawn /bin/bash: \(String(cString: strerror(rc)))") }
     var status: Int32 = 0
-    var waited: pid_t
-    repeat { waited = waitpid(pid, &status, 0) } while waited < 0 && errno == EINTR
+    let waited = (try? systemCall { waitpid(pid, &status, 0) }) ?? -1
     let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
     return (waited == pid ? status : nil, output)
 }

@@ -8,7 +8,7 @@ import Glibc
 /// one bluestore OSD on a sparse file), for the RADOS backend's tests. Test suites share one
 /// (`shared()`), each test in its own RADOS namespace; a test that restarts the OSD starts
 /// its own.
-public final class CephCluster: @unchecked Sendable {
+public final class CephCluster: Sendable {
     public let stateDirectory: String
     public let conf: String
     public let pool = "ferry"

@@ -1,6 +1,7 @@
 import Foundation
 
 /// A value shared between a test and the threads it starts (flags, counters, logs).
+/// @unchecked Sendable: `stored` is touched only with `lock` held.
 public final class Locked<Value>: @unchecked Sendable {
     private let lock = NSLock()
     private var stored: Value

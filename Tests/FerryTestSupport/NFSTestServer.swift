@@ -9,6 +9,7 @@ import Glibc
 ///
 /// Tests that stop or restart the server take `exclusive`; every other NFS test takes
 /// `shared`, so a restart never lands in the middle of someone else's check.
+/// @unchecked Sendable: its paths are immutable; starting and stopping the server is ordered by `lock`.
 public final class NFSTestServer: @unchecked Sendable {
     public let root: String
     let state: String

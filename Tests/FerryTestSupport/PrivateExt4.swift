@@ -3,7 +3,7 @@ import Foundation
 /// An ext4 file system of its own: a sparse image under /tmp, loop-mounted (needs root).
 /// For tests that wait for the host to reuse an inode number: on the shared /tmp, other
 /// tests running at the same time take freed numbers first.
-public final class PrivateExt4: @unchecked Sendable {
+public final class PrivateExt4: Sendable {
     /// An empty directory on it.
     public let path: String
     private let base: String

@@ -98,6 +98,8 @@ func fuseRequest(opcode: UInt32, unique: UInt64, nodeid: UInt64 = 1, body: [UInt
 /// A handler that records what it is given and answers predictably:
 /// READ (15): `.data` with `readData` written into readVectors; WRITE (16): records the
 /// payload, answers a 24-byte reply; anything else: 16-byte header + `inlineExtra` bytes of 0xAB.
+/// @unchecked Sendable: `readData` and `inlineExtra` are set by a test before it sends requests; what
+/// the handler records goes into a Mutex and an Atomic.
 final class RecordingHandler: FUSERequestHandler, @unchecked Sendable {
     struct Seen { var request: [UInt8]; var payload: [UInt8]?; var replyRoom: Int }
     let seen = Mutex<[Seen]>([])

@@ -12,6 +12,8 @@ import Testing
 
 /// Ferry's own back-end, in process, on a temporary socket over a temporary POSIX
 /// export: what the FerryFrontend and Hostile suites drive through the Swift front-end.
+/// @unchecked Sendable: `finished` is touched only by the test's own thread (`isAlive`, `stop`); the
+/// serving thread signals `done`, a semaphore.
 final class FerryDaemon: @unchecked Sendable {
     let top: String
     /// The exported directory: `top/export`, or the one given (two daemons over one
@@ -27,7 +29,7 @@ final class FerryDaemon: @unchecked Sendable {
          posix: POSIXOptions = .init()) throws {
         var template = Array("/tmp/ferry-hostile-XXXXXX".utf8CString)
         guard mkdtemp(&template) != nil else { throw POSIXError(.EIO) }
-        top = String(cString: template)
+        top = String(nulTerminated: template)
         export = directory ?? top + "/export"
         if directory == nil { try FileManager.default.createDirectory(atPath: export, withIntermediateDirectories: false) }
         var logger = Logger(label: "ferry-hostile-test")

@@ -213,6 +213,7 @@ extension FerryFrontendAndHostileTests {
 }
 
 /// Results gathered from the driving threads.
+/// @unchecked Sendable: its vars are touched only with `lock` held.
 final class ThreadResults: @unchecked Sendable {
     private let lock = NSLock()
     private var _failures: [String] = []

@@ -1,3 +1,4 @@
+import FerryCore
 import Foundation
 import Glibc
 
@@ -15,7 +16,7 @@ final class ReferenceVirtiofsd {
     init() throws {
         var template = Array("/tmp/ferry-frontend-XXXXXX".utf8CString)
         guard mkdtemp(&template) != nil else { throw POSIXError(.EIO) }
-        top = String(cString: template)
+        top = String(nulTerminated: template)
         try FileManager.default.createDirectory(atPath: sharedDirectory, withIntermediateDirectories: true)
         process.executableURL = URL(fileURLWithPath: Self.path)
         // sandbox=chroot: the namespace sandbox needs privileges a container may lack.

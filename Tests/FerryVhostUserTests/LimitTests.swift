@@ -103,7 +103,7 @@ func residentBytes() -> Int {
     }
 
     /// Holds every WRITE until released: a backend that has stopped answering.
-    final class StallingHandler: FUSERequestHandler, @unchecked Sendable {
+    final class StallingHandler: FUSERequestHandler, Sendable {
         let inner: any FUSERequestHandler
         let gate = DispatchSemaphore(value: 0)
         let arrived = Atomic(0)

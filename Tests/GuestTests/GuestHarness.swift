@@ -136,7 +136,7 @@ func conformanceResults(_ output: String) -> [String: Bool] {
 }
 
 /// A vhost-user-fs back-end process on a socket in a fresh directory, serving `export`.
-final class Daemon {
+final class Daemon: Sendable {
     let process = Process()
     let socket: String
     let logPath: String

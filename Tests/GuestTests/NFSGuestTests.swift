@@ -108,6 +108,8 @@ struct NFSGuestTests {
 }
 
 /// Restarts the NFS server when `marker` appears in `export`, then creates `then` there.
+/// @unchecked Sendable: `thread` is set in init; `error` is written by that thread and read only after
+/// `wait()` has seen it finish.
 final class Restarter: @unchecked Sendable {
     private var thread: Thread!
     var error: Error?

@@ -80,6 +80,10 @@ enum {
     FERRY_F_OFD_SETLK = 37,
     FERRY_F_OFD_SETLKW = 38,
     FERRY_MAX_HANDLE_SZ = 128,
+    FERRY_STATX_BASIC_STATS = 0x7ff,
+    FERRY_STATX_MNT_ID = 0x1000,
+    FERRY_UTIME_NOW = (1 << 30) - 1,
+    FERRY_UTIME_OMIT = (1 << 30) - 2,
 };
 
 // ---- vhost-user transport (FerryVhostUser) ----
