@@ -35,13 +35,14 @@ struct ServeCommand: ParsableCommand {
             writeStandardError("ferry serve: \(problems.problems.count) problem(s) in \(directory); nothing started\n")
             throw ExitCode(1)
         }
-        var level = configuration.daemon.logLevel.loggerLevel
+        var chosen = configuration.daemon.logLevel.loggerLevel
         if let logLevel {
             guard let parsed = FerryConfig.LogLevel(rawValue: logLevel) else {
                 throw ValidationError("--log-level must be one of \(FerryConfig.LogLevel.allCases.map(\.rawValue).joined(separator: ", "))")
             }
-            level = parsed.loggerLevel
+            chosen = parsed.loggerLevel
         }
+        let level = chosen
         LoggingSystem.bootstrap { label in LogfmtHandler(label: label, logLevel: level) }
         let logger = Logger(label: "ferry")
 

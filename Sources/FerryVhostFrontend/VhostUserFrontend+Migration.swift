@@ -68,7 +68,8 @@ extension VhostUserFrontend {
         try Self.loadBackendState(state, channel: channel)
     }
 
-    static func loadBackendState(_ state: [UInt8], channel: VhostUserChannel) throws {
+    static func loadBackendState(_ state: [UInt8], channel: VhostUserChannel,
+                                 holdOpen: (@Sendable (Int32) -> Void)? = nil) throws {
         let (readEnd, writeFD) = try pipe()
         let writeEnd = OwnedFD(writeFD)
         do {
@@ -84,6 +85,7 @@ extension VhostUserFrontend {
             guard n > 0 else { throw FrontendError.system("write(device state)", errno: errno) }
             sent += n
         }
+        if let holdOpen { holdOpen(dup(writeEnd.raw)) }
         writeEnd.close()    // the back-end reads the state until EOF
         try checkTransfer(channel: channel)
     }

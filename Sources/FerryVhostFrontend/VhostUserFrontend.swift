@@ -19,6 +19,10 @@ public struct FrontendConfiguration: Sendable {
     /// A migration destination: this back-end state (from `saveBackendState()` on the
     /// source) is loaded before the rings start, as QEMU loads an incoming migration.
     public var incomingState: [UInt8]?
+    /// A migration stream that stalls: given a duplicate of the state pipe's write end
+    /// before CHECK_DEVICE_STATE is sent, so the back-end sees no end of the state until
+    /// whoever holds it closes it (tests of a back-end stopped meanwhile).
+    public var holdIncomingStateOpen: (@Sendable (Int32) -> Void)?
 
     public init(requestQueues: Int = 1, depth: Int = 8, dataBufferSize: Int = 1 << 20) {
         self.requestQueues = requestQueues; self.depth = depth; self.dataBufferSize = dataBufferSize
@@ -88,7 +92,7 @@ public final class VhostUserFrontend: Sendable {
             guard agreedProtocol & VhostUserProtocolFeature.deviceState != 0 else {
                 throw FrontendError.unsupported("VHOST_USER_PROTOCOL_F_DEVICE_STATE (migration)")
             }
-            try Self.loadBackendState(state, channel: channel)
+            try Self.loadBackendState(state, channel: channel, holdOpen: configuration.holdIncomingStateOpen)
         }
 
         let indirect = features & VirtioFeature.ringIndirectDescriptors != 0

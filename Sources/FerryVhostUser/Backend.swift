@@ -106,7 +106,7 @@ public final class VhostUserFSBackend: @unchecked Sendable {
         self.socketPath = socketPath
         self.handler = handler; self.options = options; self.logger = logger
         stopFD = ferry_eventfd(0, Int32(FERRY_EFD_CLOEXEC | FERRY_EFD_NONBLOCK))
-        device = VhostUserFSDevice(handler: handler, options: options, logger: logger)
+        device = VhostUserFSDevice(handler: handler, options: options, logger: logger, stopFD: stopFD)
         message = .allocate(byteCount: VhostUserHeader.size + VhostUserHeader.maximumPayload, alignment: 8)
     }
 
@@ -123,7 +123,7 @@ public final class VhostUserFSBackend: @unchecked Sendable {
         socketPath = nil
         self.handler = handler; self.options = options; self.logger = logger
         stopFD = ferry_eventfd(0, Int32(FERRY_EFD_CLOEXEC | FERRY_EFD_NONBLOCK))
-        device = VhostUserFSDevice(handler: handler, options: options, logger: logger)
+        device = VhostUserFSDevice(handler: handler, options: options, logger: logger, stopFD: stopFD)
         message = .allocate(byteCount: VhostUserHeader.size + VhostUserHeader.maximumPayload, alignment: 8)
     }
 

@@ -59,6 +59,7 @@ final class VhostUserFSDevice: @unchecked Sendable {
     private var logFD: Int32 = -1
     /// The state transfer SET_DEVICE_STATE_FD began; CHECK_DEVICE_STATE ends it.
     private var transfer: (StateTransfer, DeviceStateTransfer.Direction, MigrationOptions)?
+    private let stopFD: Int32
     /// The state was saved and no ring ran since: a ring starting now means the migration
     /// failed and the guest resumes here (the handler takes back what the save gave up).
     private var savedSinceRingsRan = false
@@ -71,8 +72,10 @@ final class VhostUserFSDevice: @unchecked Sendable {
     private let brokenFlag = Atomic<Bool>(false)
     private let reasonLock = Mutex<String?>(nil)
 
-    init(handler: any FUSERequestHandler, options: VhostUserFSOptions, logger: Logger) {
+    /// `stopFD`: the back-end's stop eventfd, which also ends a state transfer's wait.
+    init(handler: any FUSERequestHandler, options: VhostUserFSOptions, logger: Logger, stopFD: Int32 = -1) {
         self.handler = handler
+        self.stopFD = stopFD
         let migratable = (handler as? any MigratableHandler).flatMap { $0.canMigrate ? $0 : nil }
         self.migratable = migratable
         protocolFeatures = Self.offeredProtocolFeatures | (migratable == nil ? 0 : VhostUserProtocolFeature.deviceState)
@@ -411,9 +414,9 @@ final class VhostUserFSDevice: @unchecked Sendable {
                 return refuse("saving the export's state failed: \(error)")
             }
             savedSinceRingsRan = true
-            started = StateTransfer(fd: fd, .save(state))
+            started = StateTransfer(fd: fd, .save(state), stopFD: stopFD)
         case .load:
-            started = StateTransfer(fd: fd, .load)
+            started = StateTransfer(fd: fd, .load, stopFD: stopFD)
         }
         guard let started else { return refuse("could not start the transfer thread") }
         transfer = (started, direction, migration)

@@ -20,11 +20,17 @@ final class StateTransfer: @unchecked Sendable {
 
     private var thread = pthread_t()
     private let cancelFD: Int32
+    /// The back-end's stop eventfd (once written, it stays readable), or -1. The control
+    /// thread may be waiting in `finish()` (CHECK_DEVICE_STATE) for a front-end that never
+    /// ends its side of the pipe; stopping the back-end must end that wait too, or the
+    /// export (and `ferry serve`'s SIGTERM) would wait for ever.
+    private let stopFD: Int32
     private let outcome = Mutex<Result<[UInt8], VhostUserError>?>(nil)
     private var joined = false
 
-    /// Takes ownership of `fd`.
-    init?(fd: Int32, _ direction: Direction) {
+    /// Takes ownership of `fd`; `stopFD` is only watched.
+    init?(fd: Int32, _ direction: Direction, stopFD: Int32 = -1) {
+        self.stopFD = stopFD
         cancelFD = ferry_eventfd(0, Int32(FERRY_EFD_CLOEXEC | FERRY_EFD_NONBLOCK))
         // Failing from here on still runs deinit (every field is set): `joined` keeps it from
         // joining a thread that never started, and deinit alone closes `cancelFD`.
@@ -82,9 +88,10 @@ final class StateTransfer: @unchecked Sendable {
 
     /// Waits until `fd` is ready for `events` or the transfer is cancelled.
     private func wait(_ fd: Int32, _ events: Int32) -> Bool {
-        var fds = [pollfd(fd: fd, events: Int16(events), revents: 0), pollfd(fd: cancelFD, events: Int16(POLLIN), revents: 0)]
-        guard (try? systemCall({ poll(&fds, 2, -1) })) != nil else { return false }
-        return fds[1].revents == 0
+        var fds = [pollfd(fd: fd, events: Int16(events), revents: 0), pollfd(fd: cancelFD, events: Int16(POLLIN), revents: 0),
+                   pollfd(fd: stopFD, events: Int16(POLLIN), revents: 0)]
+        guard (try? systemCall({ poll(&fds, 3, -1) })) != nil else { return false }
+        return fds[1].revents == 0 && fds[2].revents == 0
     }
 
     private func write(_ bytes: [UInt8], to fd: Int32) -> Result<Void, VhostUserError> {

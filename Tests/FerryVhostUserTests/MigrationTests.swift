@@ -6,6 +6,7 @@ import FerryVhostFrontend
 import FerryVirtio
 import Foundation
 import Glibc
+import Synchronization
 import Testing
 
 /// Live migration of a directory export between two daemons, end to end through the
@@ -184,5 +185,37 @@ import Testing
         #expect(throws: (any Error).self) { _ = try guest.frontend.saveBackendState() }
         // Refused cleanly: the guest goes on.
         _ = try guest.queue.getattr(nodeID: 1)
+    }
+}
+
+/// Stopping a back-end while a migration's state transfer waits on the front-end.
+@Suite struct MigrationStopTests {
+    /// The destination got SET_DEVICE_STATE_FD and then CHECK_DEVICE_STATE, but the state
+    /// pipe never ends (a stalled migration stream): stopping the back-end still stops it.
+    /// Before, the control thread waited in CHECK_DEVICE_STATE for the transfer thread, which
+    /// waited for the pipe, so stopping the export (and `ferry serve`'s SIGTERM) never returned.
+    @Test func aDestinationStoppedWhileItsStateIsStillArrivingStops() throws {
+        let daemon = try FerryDaemon(options: MigrationTests.options(.findPaths))
+        let heldOpen = Mutex<Int32>(-1)
+        // Whatever happens, the pipe is closed at the end, so no thread waits past the test.
+        defer { heldOpen.withLock { if $0 >= 0 { close($0) } } }
+        var configuration = FrontendConfiguration()
+        configuration.incomingState = Array(repeating: 0x5a, count: 64)
+        configuration.holdIncomingStateOpen = { fd in heldOpen.withLock { $0 = fd } }
+        let frontendDone = DispatchSemaphore(value: 0)
+        let socketPath = daemon.socketPath
+        let frozen = configuration
+        Thread {
+            // Fails once the back-end drops the connection: CHECK_DEVICE_STATE gets no reply.
+            _ = try? FUSESession(socketPath: socketPath, configuration: frozen, sendInit: false)
+            frontendDone.signal()
+        }.start()
+        #expect(FerryDaemon.eventually { heldOpen.withLock { $0 } >= 0 && daemon.backend.migrationStatus.transfer?.outcome == .inProgress },
+                "the state transfer never began")
+        // CHECK_DEVICE_STATE follows at once; give it time to reach the control thread.
+        usleep(300_000)
+        #expect(daemon.stop(), "the back-end did not stop within 10 s while the state pipe stayed open")
+        heldOpen.withLock { if $0 >= 0 { close($0); $0 = -1 } }
+        #expect(frontendDone.wait(timeout: .now() + 30) == .success, "the front-end never heard back")
     }
 }
