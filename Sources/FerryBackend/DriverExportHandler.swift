@@ -32,3 +32,21 @@ extension DriverExportHandler {
     }
     public func migrationResumedAtSource() { server.migrationResumedAtSource() }
 }
+
+/// The handler of a backend that does not write out its own (a backend outside this
+/// package, a test's): the request path stays generic over `Driver`, so each request looks
+/// up the driver's type metadata at run time. Built-in backends write out their two
+/// `handle` methods instead (POSIXExportHandler), where the driver type is concrete.
+public final class GenericExportHandler<Driver: FileSystemDriver>: DriverExportHandler, MigratableHandler, Sendable {
+    public let server: FUSEServer<Driver>
+
+    public init(_ server: FUSEServer<Driver>) { self.server = server }
+
+    public func handle(request: UnsafeRawBufferPointer, reply: inout ReplyArea) -> ReplyDisposition {
+        server.handle(request: request, reply: &reply)
+    }
+
+    public func handle(request: UnsafeRawBufferPointer, payload: IOVectors, reply: inout ReplyArea) -> ReplyDisposition {
+        server.handle(request: request, payload: payload, reply: &reply)
+    }
+}

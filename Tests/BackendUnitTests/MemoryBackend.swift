@@ -20,24 +20,9 @@ enum MemoryBackend: BackendModule {
 
     static func open(_ options: Options, _ context: BackendOpenContext) throws(BackendError) -> any ServedExport {
         do {
-            return MemoryExportHandler(try FUSEServer(driver: MemoryFileSystem(), policy: context.policy, logger: context.logger))
+            return GenericExportHandler(try FUSEServer(driver: MemoryFileSystem(), policy: context.policy, logger: context.logger))
         } catch {
             throw BackendError("cannot serve memory: \(error)")
         }
-    }
-}
-
-/// The request path specialised for `MemoryFileSystem`, as each built-in unit's handler is.
-final class MemoryExportHandler: DriverExportHandler, Sendable {
-    let server: FUSEServer<MemoryFileSystem>
-
-    init(_ server: FUSEServer<MemoryFileSystem>) { self.server = server }
-
-    func handle(request: UnsafeRawBufferPointer, reply: inout ReplyArea) -> ReplyDisposition {
-        server.handle(request: request, reply: &reply)
-    }
-
-    func handle(request: UnsafeRawBufferPointer, payload: IOVectors, reply: inout ReplyArea) -> ReplyDisposition {
-        server.handle(request: request, payload: payload, reply: &reply)
     }
 }
