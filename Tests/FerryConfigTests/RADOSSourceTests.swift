@@ -16,6 +16,12 @@ import Testing
         return (options, messages(problems.problems.map(\.description)))
     }
 
+    /// A tenant table's keys saying what `ceph` says on the command line.
+    func keys(pool: String, namespace: String, _ clientID: String, _ ceph: CephAccess) -> String {
+        "pool = \"\(pool)\"\nnamespace = \"\(namespace)\"\nclient_id = \"\(clientID)\"\n"
+            + "ceph_conf = \"\(ceph.conf)\"\nkeyring = \"\(ceph.keyring ?? "")\""
+    }
+
     @Test func aURLAndATableHaveTheSameDefaults() throws {
         let (table, problems) = try parsed("")
         #expect(problems == [])
@@ -27,15 +33,9 @@ import Testing
     @Test func aURLWithItsSettingsAndATenantTableMeanTheSameExport() throws {
         let s = try Scratch(["ceph.conf": "[global]\n", "ferry.keyring": "[client.ferry]\n"])
         defer { s.remove() }
-        let (table, problems) = try readTable(RADOSBackend.self, """
-            pool = "p"
-            namespace = "ns"
-            client_id = "client.ferry"
-            ceph_conf = "\(s.path)/ceph.conf"
-            keyring = "\(s.path)/ferry.keyring"
-            """)
-        #expect(problems == [])
         let ceph = CephAccess(conf: s.path + "/ceph.conf", clientID: "ferry", keyring: s.path + "/ferry.keyring")
+        let (table, problems) = try readTable(RADOSBackend.self, keys(pool: "p", namespace: "ns", "client.ferry", ceph))
+        #expect(problems == [])
         let url = try RADOSSource(parsing: "rados://p/ns", ceph: ceph)
         #expect(table != nil && table == url)
         #expect(table == readSource(RADOSBackend.self, "rados://p/ns", settings: ceph.sourceSettings).0)
@@ -44,14 +44,8 @@ import Testing
     @Test func aURLWithItsSettingsAndATableGetTheSameProblems() throws {
         let s = try Scratch(["ferry.keyring": "[client.ferry]\n"])
         defer { s.remove() }
-        let (_, table) = try readTable(RADOSBackend.self, """
-            pool = "a b"
-            namespace = "x y"
-            client_id = "fer ry"
-            ceph_conf = "\(s.path)/missing.conf"
-            keyring = "\(s.path)"
-            """)
         let ceph = CephAccess(conf: s.path + "/missing.conf", clientID: "fer ry", keyring: s.path)
+        let (_, table) = try readTable(RADOSBackend.self, keys(pool: "a b", namespace: "x y", "fer ry", ceph))
         let (_, url) = readSource(RADOSBackend.self, "rados://a b/x y", settings: ceph.sourceSettings)
         #expect(table == [
             "pool must be a Ceph pool name (1 to 255 bytes, no '/' or whitespace)",
