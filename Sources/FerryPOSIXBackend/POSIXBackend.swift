@@ -2,9 +2,6 @@ import FerryBackend
 import FerryCore
 import FerryPOSIX
 import FerrySandbox
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// A local directory, served by `POSIXDriver`.
 public enum POSIXBackend: BackendModule {
