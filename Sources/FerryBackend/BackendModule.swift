@@ -29,6 +29,11 @@ public protocol BackendModule: Sendable {
     /// table with its file, line and column; nil when there was one.
     static func options(from table: BackendTable) -> Options?
 
+    /// What a tenant file of the multi-tenant daemon must say beyond what `options(from:)`
+    /// requires: policy, not parsing (the parser has one set of defaults for every input).
+    /// Applied by the daemon's configuration loading; problems go to the table.
+    static func tenantFileRules(_ table: BackendTable)
+
     /// Reads a source as the command line gives it (`kind://...`, or for the backend that
     /// claims them, a bare path). `settings`: command-line options for this kind.
     static func options(fromSource text: String, settings: SourceSettings) throws(BackendError) -> Options
@@ -58,6 +63,7 @@ extension BackendModule {
     public static func sourceDescription(_ options: Options) -> String { summary(options) }
     public static func defaultRequestThreads(_ options: Options) -> Int { 0 }
     public static func rootNeeds(_ options: Options, readOnly: Bool) -> BackendRootNeeds { BackendRootNeeds() }
+    public static func tenantFileRules(_ table: BackendTable) {}
     public static func options(fromSource text: String, settings: SourceSettings) throws(BackendError) -> Options {
         throw BackendError("\(text): a \(kind) backend is configured in a tenant file only")
     }

@@ -51,15 +51,22 @@ extension BackendTable {
     /// it they are (`URL:1:COLUMN: message`). `fields`: what the unit makes of the URL's
     /// parts (NFS: `server`, `path`), with the 0-based offset each starts at; then the query
     /// (`key=value&...`, starting at `queryOffset`), each value an integer, a number, a
-    /// boolean (`true`, `false`, or a bare `key` for true) or else a string.
+    /// boolean (`true`, `false`, or a bare `key` for true) or else a string. `settings`: keys
+    /// of the table the command line gives beside the URL (`--ceph-conf`...), read as strings;
+    /// their problems name the source without a position, the URL not being where they were
+    /// written.
     package static func readingSource<T>(_ url: String, fields: [(key: String, value: String, offset: Int)],
-                                         query: Substring, queryOffset: Int,
+                                         query: Substring = "", queryOffset: Int = 0, settings: SourceSettings = [:],
                                          _ read: (BackendTable) -> T?) throws(BackendError) -> T {
         let table = TOMLTable(origin: .root, position: TOMLPosition(line: 1, column: 1))
         func position(_ offset: Int) -> TOMLPosition { TOMLPosition(line: 1, column: offset + 1) }
         for field in fields {
             table.set(TOMLEntry(key: field.key, keyPosition: position(field.offset),
                                 item: TOMLItem(value: .string(field.value), position: position(field.offset))))
+        }
+        let unwritten = TOMLPosition(line: 0, column: 0)
+        for (key, value) in settings.sorted(by: { $0.key < $1.key }) {
+            table.set(TOMLEntry(key: key, keyPosition: unwritten, item: TOMLItem(value: .string(value), position: unwritten)))
         }
         var offset = queryOffset
         for item in query.split(separator: "&", omittingEmptySubsequences: false) {
@@ -74,7 +81,10 @@ extension BackendTable {
         let problems = ProblemList()
         let reader = TableReader(table: table, file: url, name: "the URL", problems: problems)
         let result = read(BackendTable(reader: reader, resolve: { $0 }, unverifiable: { _ in false }))
-        if !problems.problems.isEmpty { throw BackendError(problems.problems.map(\.description).joined(separator: "\n")) }
+        if !problems.problems.isEmpty {
+            let located = problems.problems.map { $0.line == 0 ? ConfigProblem(file: url, line: nil, message: $0.message) : $0 }
+            throw BackendError(located.map(\.description).joined(separator: "\n"))
+        }
         guard let result else { throw BackendError("\(url): not a source this backend can read") }
         return result
     }

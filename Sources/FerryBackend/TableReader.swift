@@ -37,10 +37,16 @@ package struct TableReader {
 
     private func entry(_ key: String, required: Bool) -> TOMLEntry? {
         guard let e = table[key] else {
-            if required { problems.add("missing required key \"\(key)\" in \(name)", at: headerLocation) }
+            if required { missing(key) }
             return nil
         }
         return e
+    }
+
+    /// Reports `key` missing, at the table's header; `why` follows the message when a rule
+    /// beyond the reader's own requires it.
+    package func missing(_ key: String, because why: String? = nil) {
+        problems.add("missing required key \"\(key)\" in \(name)" + (why.map { "; \($0)" } ?? ""), at: headerLocation)
     }
 
     private func wrongType(_ key: String, _ expected: String, _ e: TOMLEntry) {

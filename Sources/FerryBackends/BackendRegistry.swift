@@ -49,6 +49,12 @@ public enum BackendRegistry {
         return module.configured(from: table)
     }
 
+    /// The unit a table's `kind` names, if it names one (its problems are `read`'s to report).
+    package static func module(of table: BackendTable) -> (any BackendModule.Type)? {
+        guard case .string(let kind) = table.reader.table["kind"]?.item.value else { return nil }
+        return module(kind: kind)
+    }
+
     private static func everyKey(_ modules: [any BackendModule.Type]) -> [String] {
         var keys = ["kind"]
         for key in modules.flatMap { $0.tableKeys } where !keys.contains(key) { keys.append(key) }

@@ -416,8 +416,14 @@ private struct Loader {
         UInt64(a) < UInt64(b) + UInt64(m) && UInt64(b) < UInt64(a) + UInt64(n)
     }
 
-    /// `[export.backend]`, as the unit its `kind` names reads it.
-    func readBackend(_ r: TableReader) -> Backend? { BackendRegistry.read(backendTable(r)) }
+    /// `[export.backend]`, as the unit its `kind` names reads it, and what that unit asks of
+    /// a tenant file (`tenantFileRules`: a tenant's export may not lean on defaults that
+    /// belong to the host, such as its Ceph identity).
+    func readBackend(_ r: TableReader) -> Backend? {
+        let table = backendTable(r)
+        BackendRegistry.module(of: table)?.tenantFileRules(table)
+        return BackendRegistry.read(table)
+    }
 
     func backendTable(_ r: TableReader) -> BackendTable {
         BackendTable(reader: r, resolve: resolve, unverifiable: unverifiable)

@@ -2,9 +2,6 @@ import FerryBackend
 import FerryCore
 import FerryPOSIX
 import FerrySandbox
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// A local directory, served by `POSIXDriver`.
 public enum POSIXBackend: BackendModule {
@@ -49,12 +46,11 @@ public enum POSIXBackend: BackendModule {
         return table.existingDirectory(path, at: at, named: "export directory", "export path").map { Options(path: $0) }
     }
 
-    /// A bare path on the command line is a directory to serve.
+    /// A bare path on the command line is a directory to serve: read as a table whose
+    /// `path` it is, so it gets the table's checks and messages (at column 1 of the path);
+    /// relative to the working directory, as a table's is to the configuration directory.
     public static func options(fromSource text: String, settings: SourceSettings) throws(BackendError) -> Options {
-        var st = stat()
-        guard stat(text, &st) == 0 else { throw BackendError("source \(text): \(String(cString: strerror(errno)))") }
-        guard st.st_mode & S_IFMT == S_IFDIR else { throw BackendError("source \(text) is not a directory") }
-        return Options(path: text)
+        try BackendTable.readingSource(text, fields: [("path", text, 0)]) { options(from: $0) }
     }
 
     public static func summary(_ options: Options) -> String { options.path }

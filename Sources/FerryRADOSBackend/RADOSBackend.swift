@@ -9,8 +9,12 @@ import Glibc
 
 /// How to reach a Ceph cluster, from the command line.
 public struct CephAccess: Equatable, Sendable {
-    public var conf = "/etc/ceph/ceph.conf"
-    public var clientID = "admin"
+    /// The defaults of a RADOS source, wherever it is read (`RADOSBackend.options(from:)`).
+    public static let defaultConf = "/etc/ceph/ceph.conf"
+    public static let defaultClientID = "admin"
+
+    public var conf = CephAccess.defaultConf
+    public var clientID = CephAccess.defaultClientID
     /// nil: whatever ceph.conf says (or no cephx).
     public var keyring: String?
     /// How long the single-writer lease lasts unless renewed.
@@ -18,7 +22,7 @@ public struct CephAccess: Equatable, Sendable {
     /// Seconds before an op against an unreachable OSD fails with EIO; 0 retries for ever.
     public var operationTimeout = 60
 
-    public init(conf: String = "/etc/ceph/ceph.conf", clientID: String = "admin", keyring: String? = nil,
+    public init(conf: String = CephAccess.defaultConf, clientID: String = CephAccess.defaultClientID, keyring: String? = nil,
                 leaseSeconds: Int = 30, operationTimeout: Int = 60) {
         self.conf = conf
         self.clientID = clientID
@@ -27,9 +31,13 @@ public struct CephAccess: Equatable, Sendable {
         self.operationTimeout = operationTimeout
     }
 
-    /// As `RADOSBackend.options(fromSource:settings:)` takes it.
+    /// As `RADOSBackend.options(fromSource:settings:)` takes it. A default is left out, as
+    /// a table leaves its key out: what was not written is not checked (librados reads the
+    /// default ceph.conf when the export opens, as it always has).
     public var sourceSettings: SourceSettings {
-        var settings = ["ceph_conf": conf, "client_id": clientID, "lease_seconds": "\(leaseSeconds)", "op_timeout": "\(operationTimeout)"]
+        var settings = ["lease_seconds": "\(leaseSeconds)", "op_timeout": "\(operationTimeout)"]
+        if conf != Self.defaultConf { settings["ceph_conf"] = conf }
+        if clientID != Self.defaultClientID { settings["client_id"] = clientID }
         settings["keyring"] = keyring
         return settings
     }
@@ -63,23 +71,21 @@ public struct RADOSSource: CustomStringConvertible, Equatable, Sendable {
         self.keyring = keyring
     }
 
-    public init(parsing text: String, ceph: CephAccess) throws(BackendError) {
-        guard text.hasPrefix("rados://") else { throw BackendError("\(text): not a rados:// source") }
-        let rest = text.dropFirst("rados://".count)
-        let pool: Substring, namespace: Substring
-        if let slash = rest.firstIndex(of: "/") {
-            pool = rest[..<slash]; namespace = rest[rest.index(after: slash)...]
-        } else {
-            pool = rest; namespace = ""
+    /// The URL read by `RADOSBackend.options(from:)`, as a tenant file's table is: the pool
+    /// and namespace from the URL (problems at their column), `ceph`'s conf, client id and
+    /// keyring as the table's keys (the same defaults and checks; problems name the source).
+    /// The lease and op timeout are the command line's own tuning, not table keys.
+    public init(parsing text: String, ceph: CephAccess = CephAccess()) throws(BackendError) {
+        let scheme = "rados://"
+        guard text.hasPrefix(scheme) else { throw BackendError("\(text): not a rados:// source") }
+        let rest = text.dropFirst(scheme.count)
+        let pool = rest.prefix { $0 != "/" }
+        var fields = [(key: "pool", value: String(pool), offset: scheme.count)]
+        if pool.endIndex < rest.endIndex {
+            fields.append(("namespace", String(rest[rest.index(after: pool.endIndex)...]), scheme.count + pool.count + 1))
         }
-        guard !pool.isEmpty, pool.utf8.count <= 255, !pool.contains(where: \.isWhitespace) else {
-            throw BackendError("\(text): expected rados://POOL[/NAMESPACE] with a pool name")
-        }
-        guard !namespace.contains("/"), !namespace.contains(where: \.isWhitespace) else {
-            throw BackendError("\(text): a RADOS namespace has no '/' or whitespace")
-        }
-        self.init(pool: String(pool), namespace: String(namespace), cephConf: ceph.conf,
-                  clientID: ceph.clientID, keyring: ceph.keyring)
+        let settings = ceph.sourceSettings.filter { RADOSBackend.tableKeys.contains($0.key) }
+        self = try BackendTable.readingSource(text, fields: fields, settings: settings) { RADOSBackend.options(from: $0) }
         leaseSeconds = ceph.leaseSeconds
         operationTimeout = ceph.operationTimeout
     }
@@ -145,8 +151,12 @@ public enum RADOSBackend: BackendModule {
         ],
         network: true)
 
+    /// Every key but `pool` has a default (no namespace, the default ceph.conf, client
+    /// "admin", the keyring ceph.conf names): the command line's. A tenant file must set
+    /// the cluster and identity all the same: `requireOwnCephIdentity`.
     public static func options(from table: BackendTable) -> Options? {
         let r = table.reader
+        let problemsBefore = r.problems.problems.count
         defer {
             r.finish(known: ["kind"] + tableKeys, secretHint: "; put the key in a keyring file and set keyring = \"PATH\"")
         }
@@ -155,20 +165,20 @@ public enum RADOSBackend: BackendModule {
             r.problem("pool must be a Ceph pool name (1 to 255 bytes, no '/' or whitespace)", at: at)
         }
         let namespace = r.string("namespace")
-        var client = r.string("client_id", required: true)
-        if let (c, at) = client {
-            let id = c.hasPrefix("client.") ? String(c.dropFirst(7)) : c
-            if id.isEmpty || id.contains(where: { $0.isWhitespace || $0 == "/" }) {
+        if let (n, at) = namespace, n.contains(where: { $0 == "/" || $0.isWhitespace }) {
+            r.problem("a RADOS namespace has no '/' or whitespace", at: at)
+        }
+        var clientID = CephAccess.defaultClientID
+        if let (c, at) = r.string("client_id") {
+            clientID = c.hasPrefix("client.") ? String(c.dropFirst(7)) : c
+            if clientID.isEmpty || clientID.contains(where: { $0.isWhitespace || $0 == "/" }) {
                 r.problem("client_id must be a Ceph client id such as \"ferry\" or \"client.ferry\"", at: at)
-                client = nil
-            } else {
-                client = (id, at)
             }
         }
-        var cephConf: String?
-        if let (c, at) = r.string("ceph_conf", required: true) { cephConf = table.readableFile(c, at: at, named: "ceph.conf") }
+        var cephConf: String? = CephAccess.defaultConf
+        if let (c, at) = r.string("ceph_conf") { cephConf = table.readableFile(c, at: at, named: "ceph.conf") }
         var keyring: String?
-        if let (k, at) = r.string("keyring", required: true) {
+        if let (k, at) = r.string("keyring") {
             if looksLikeCephKey(k) {
                 // Never echo it: this is the secret itself.
                 r.problem("keyring must be the path of a keyring file, not the key: secrets are referred to by path, never written inline", at: at)
@@ -183,8 +193,20 @@ public enum RADOSBackend: BackendModule {
                 }
             }
         }
-        guard let (p, _) = pool, let (c, _) = client, let cephConf, let keyring else { return nil }
-        return RADOSSource(pool: p, namespace: namespace?.value ?? "", cephConf: cephConf, clientID: c, keyring: keyring)
+        guard let (p, _) = pool, let cephConf, r.problems.problems.count == problemsBefore else { return nil }
+        return RADOSSource(pool: p, namespace: namespace?.value ?? "", cephConf: cephConf, clientID: clientID, keyring: keyring)
+    }
+
+    /// The policy of the multi-tenant daemon, not a default of the parser: each tenant's
+    /// export names its own cluster, Ceph identity and key. Falling back to the host's
+    /// ceph.conf and client.admin (what `ferry mount` does for an operator at a shell) would
+    /// let a tenant file reach the host's cluster as its administrator.
+    public static func tenantFileRules(_ table: BackendTable) { requireOwnCephIdentity(table) }
+
+    static func requireOwnCephIdentity(_ table: BackendTable) {
+        for key in ["client_id", "ceph_conf", "keyring"] where table.reader.table[key] == nil {
+            table.reader.missing(key, because: "a tenant's export names its own Ceph identity, never the host's default (\(CephAccess.defaultConf), client.\(CephAccess.defaultClientID))")
+        }
     }
 
     /// `rados://POOL[/NAMESPACE]`; the cluster from `--ceph-conf`, `--ceph-id`, `--ceph-keyring`.

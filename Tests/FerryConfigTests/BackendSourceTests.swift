@@ -6,20 +6,9 @@ import Testing
 /// A backend reads a source URL and its `[export.backend]` table with one reader: the same
 /// defaults and the same checks, each problem where it was written.
 @Suite struct BackendSourceTests {
-    func fromTable(_ keys: String) throws -> (NFSSource?, [String]) {
-        let s = try Scratch(["tenants/a.toml": tenant(backend: "kind = \"nfs\"\n" + keys)])
-        defer { s.remove() }
-        let loaded = try? ConfigLoader.load(directory: s.path).get()
-        return (loaded?.exports.first?.export.backend.options(of: NFSBackend.self), s.problems().map { $0.components(separatedBy: ": ").dropFirst().joined(separator: ": ") })
-    }
+    func fromTable(_ keys: String) throws -> (NFSSource?, [String]) { try readTable(NFSBackend.self, keys) }
 
-    func fromURL(_ url: String) -> (NFSSource?, [String]) {
-        do {
-            return (try NFSSource(parsing: url), [])
-        } catch {
-            return (nil, error.description.split(separator: "\n").map { $0.components(separatedBy: ": ").dropFirst().joined(separator: ": ") })
-        }
-    }
+    func fromURL(_ url: String) -> (NFSSource?, [String]) { readSource(NFSBackend.self, url) }
 
     @Test func aURLAndATableMeanTheSameExportWithTheSameDefaults() throws {
         let (table, _) = try fromTable("server = \"files\"\npath = \"/srv/share\"")
@@ -51,6 +40,38 @@ import Testing
         } catch {
             #expect(error.description == "nfs://files/x?version=5:1:23: version must be 3 or 4, found 5")
         }
+    }
+}
+
+/// Problems without where they were written (`FILE:LINE:COLUMN: `, or a source's `TEXT: `).
+func messages(_ rendered: [String]) -> [String] {
+    rendered.map { $0.components(separatedBy: ": ").dropFirst().joined(separator: ": ") }
+}
+
+/// `keys` as the `[export.backend]` of a tenant file of the given kind: the options the
+/// daemon's configuration loading made of it, and every problem it found.
+func readTable<M: BackendModule>(_ module: M.Type, _ keys: String) throws -> (M.Options?, [String]) {
+    let s = try Scratch(["tenants/a.toml": tenant(backend: "kind = \"\(M.kind)\"\n" + keys)])
+    defer { s.remove() }
+    let loaded = try? ConfigLoader.load(directory: s.path).get()
+    return (loaded?.exports.first?.export.backend.options(of: module), messages(s.problems()))
+}
+
+/// `text` as the command line gives it, with its `settings`.
+func readSource<M: BackendModule>(_ module: M.Type, _ text: String, settings: SourceSettings = [:]) -> (M.Options?, [String]) {
+    guard let problems = sourceProblem(module, text, settings: settings) else {
+        return (try? M.options(fromSource: text, settings: settings), [])
+    }
+    return (nil, messages(problems.split(separator: "\n").map(String.init)))
+}
+
+/// The problems reading `text` reports, as the operator sees it; nil when it reads.
+func sourceProblem<M: BackendModule>(_ module: M.Type, _ text: String, settings: SourceSettings = [:]) -> String? {
+    do {
+        _ = try M.options(fromSource: text, settings: settings)
+        return nil
+    } catch {
+        return error.description
     }
 }
 
