@@ -23,8 +23,8 @@ import Testing
             #expect(!table.isEmpty && table == source, "\(path)")
         }
         #expect(try readTable(POSIXBackend.self, "path = \"\(dir.path)/file\"").1 == ["export path \(dir.path)/file is not a directory"])
-        // Where: the path as the file, line 1, column 1.
+        // The path is the whole source: named, without a column.
         #expect(sourceProblem(POSIXBackend.self, dir.path + "/missing")
-            == "\(dir.path)/missing:1:1: export directory \(dir.path)/missing does not exist")
+            == "\(dir.path)/missing: export directory \(dir.path)/missing does not exist")
     }
 }
