@@ -50,8 +50,8 @@ public enum POSIXBackend: BackendModule {
     /// `path` it is, so it gets the table's checks and messages (at column 1 of the path);
     /// relative to the working directory, as a table's is to the configuration directory.
     public static func options(fromSource text: String, settings: SourceSettings) throws(BackendError) -> Options {
-        // The path is the whole source: a problem names it without a column.
-        try BackendTable.readingSource(text, fields: [], settings: ["path": text]) { options(from: $0) }
+        // The path is the whole source: a problem names it ("source PATH: ..."), without a column.
+        try BackendTable.readingSource("source " + text, fields: [], settings: ["path": text]) { options(from: $0) }
     }
 
     public static func summary(_ options: Options) -> String { options.path }

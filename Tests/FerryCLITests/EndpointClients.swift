@@ -134,6 +134,8 @@ enum EndpointClient {
 }
 
 /// Clients that send a request one byte a second, on a thread of their own, until stopped.
+/// @unchecked Sendable: `thread` is set once, in init, before the thread starts; the
+/// trickling thread reads only `let`s and the two atomics.
 final class TricklingClients: @unchecked Sendable {
     private let fds: [Int32]
     private let request: [UInt8]

@@ -124,6 +124,7 @@ private func ignorePathChmods() throws {
     try #require(seccomp_load(filter) == 0)
 }
 
+/// @unchecked Sendable: `run` is set once and called by the one thread it is handed to.
 private final class Job: @unchecked Sendable {
     let run: () -> Void
     init(_ run: @escaping () -> Void) { self.run = run }

@@ -94,7 +94,7 @@ private func link(named name: String) throws -> (link: String, directory: String
         let missing = try run(ferry, ["virtiofsd", "--socket-path=/tmp/ferry-never.sock",
                                       "--shared-dir=/nonexistent/ferry-test", "--sandbox=none", "--seccomp=none"])
         #expect(missing.status == 1)
-        #expect(missing.stderr.contains("Error: /nonexistent/ferry-test: export directory /nonexistent/ferry-test does not exist"))
+        #expect(missing.stderr.contains("Error: source /nonexistent/ferry-test: export directory /nonexistent/ferry-test does not exist"))
         let group = try run(ferry, ["virtiofsd", "--socket-path=/tmp/ferry-never.sock", "--shared-dir=/",
                                     "--socket-group=no-such-group-ferry"])
         #expect(group.status == 1)

@@ -25,6 +25,6 @@ import Testing
         #expect(try readTable(POSIXBackend.self, "path = \"\(dir.path)/file\"").1 == ["export path \(dir.path)/file is not a directory"])
         // The path is the whole source: named, without a column.
         #expect(sourceProblem(POSIXBackend.self, dir.path + "/missing")
-            == "\(dir.path)/missing: export directory \(dir.path)/missing does not exist")
+            == "source \(dir.path)/missing: export directory \(dir.path)/missing does not exist")
     }
 }
