@@ -116,6 +116,59 @@ func openFDCount() -> Int {
     (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1
 }
 
+/// What an open descriptor of this process refers to: its /proc/self/fd link, and for an
+/// eventfd its id too (every eventfd links to the same "anon_inode:[eventfd]"). Nil when the
+/// descriptor is not open.
+func openFileIdentity(_ fd: Int32) -> String? {
+    guard let link = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(fd)") else { return nil }
+    guard link == "anon_inode:[eventfd]",
+          let info = try? String(contentsOfFile: "/proc/self/fdinfo/\(fd)", encoding: .utf8),
+          let id = info.split(separator: "\n").first(where: { $0.hasPrefix("eventfd-id:") }) else { return link }
+    return link + " " + id.dropFirst("eventfd-id:".count).trimmingCharacters(in: .whitespaces)
+}
+
+/// The descriptors of this process that refer to what a test handed the back-end (memory
+/// files, eventfds) or to a socket (the back-end's connections), by what they refer to.
+///
+/// A test that checks the back-end closed what it was given compares these, not the whole
+/// count: the runtime opens descriptors of its own when it pleases (libdispatch makes its
+/// event loop's epoll, eventfd and timerfd on first use, after a test's first count when the
+/// machine is loaded: once seen as "fds 218 -> 219" with nothing of the back-end's left open).
+struct GivenDescriptors: CustomStringConvertible {
+    private(set) var identities: Set<String> = []
+
+    /// Counts `fd`'s file as one handed over (call while `fd` is open).
+    mutating func add(_ fd: Int32) {
+        if let identity = openFileIdentity(fd) { identities.insert(identity) }
+    }
+
+    /// The open descriptors that refer to a given file or to a socket, by fd number.
+    func open() -> [Int32: String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+        var found: [Int32: String] = [:]
+        for name in names {
+            guard let fd = Int32(name), let identity = openFileIdentity(fd) else { continue }
+            if identities.contains(identity) || identity.hasPrefix("socket:") { found[fd] = identity }
+        }
+        return found
+    }
+
+    /// Whether no more such descriptors are open than in `before` (what a test saw at its
+    /// start) and the `held` ones the test itself still has open. (A test keeps what it gave
+    /// open to the end: a closed eventfd's id is given to the next eventfd made.)
+    func noMoreOpen(than before: [Int32: String], held: Int = 0) -> Bool { open().count <= before.count + held }
+
+    /// The descriptors open now that `before` did not have, for a failure's message.
+    func added(since before: [Int32: String]) -> String {
+        let now = open().filter { before[$0.key] != $0.value }.sorted { $0.key < $1.key }
+        guard !now.isEmpty else { return "none" }
+        let shown = now.prefix(12).map { "\($0.key): \($0.value)" }.joined(separator: ", ")
+        return now.count > 12 ? shown + " and \(now.count - 12) more" : shown
+    }
+
+    var description: String { identities.sorted().joined(separator: ", ") }
+}
+
 /// Passes on what an exit test's child printed (the numbers a test measured).
 func relay(_ result: ExitTest.Result?) {
     guard let output = result?.standardOutputContent, !output.isEmpty else { return }

@@ -151,7 +151,9 @@ extension FerryFrontendAndHostileTests {
             MemoryRegionDescription(guestPhysicalAddress: UInt64(i) << 16, size: 1 << 16,
                                     userAddress: memory.userAddress(i << 16), mmapOffset: UInt64(i) << 16)
         }
-        let fdsBefore = openFDCount()
+        var given = GivenDescriptors()
+        given.add(memory.fd)
+        let before = given.open()
         do {
             let channel = try VhostUserChannel(path: daemon.socketPath)
             // (At most 8 fds fit one message: 9 regions with 8 fds.)
@@ -170,8 +172,9 @@ extension FerryFrontendAndHostileTests {
             #expect(Self.closes(channel), "count \(count)")
         }
         #expect(daemon.waitUntilListening())
-        // The back-end closed every fd it was given.
-        #expect(FerryDaemon.eventually { openFDCount() <= fdsBefore }, "fds \(fdsBefore) -> \(openFDCount())")
+        // The back-end closed every fd it was given, and every connection (the test holds
+        // `memory.fd`, counted in `before`).
+        #expect(FerryDaemon.eventually { given.noMoreOpen(than: before) }, "left open: \(given.added(since: before))")
         daemon.newConnectionWorks()
     }
 
@@ -298,12 +301,15 @@ extension FerryFrontendAndHostileTests {
         let daemon = try FerryDaemon()
         var seed: UInt64 = 0xDEAD_BEEF_CAFE_F00D
         func next() -> UInt64 { seed ^= seed << 13; seed ^= seed >> 7; seed ^= seed << 17; return seed }
-        let fdsBefore = openFDCount()
+        var given = GivenDescriptors()
+        var held: [EventFD] = []
+        let before = given.open()
         var channel: VhostUserChannel? = try VhostUserChannel(path: daemon.socketPath)
         for _ in 0..<400 {
             let code = UInt32(next() % 45)
             let payload = (0..<Int(next() % 64)).map { _ in UInt8(truncatingIfNeeded: next()) }
             let e = next() % 4 == 0 ? try EventFD() : nil
+            if let e { given.add(e.fd); held.append(e) }
             let flags = VhostUserHeader.version | (next() % 2 == 0 ? VhostUserHeader.needReplyFlag : 0)
             if channel == nil { channel = try VhostUserChannel(path: daemon.socketPath) }
             let c = channel!
@@ -317,7 +323,8 @@ extension FerryFrontendAndHostileTests {
         channel = nil
         #expect(daemon.isAlive)
         #expect(daemon.waitUntilListening())
-        #expect(FerryDaemon.eventually { openFDCount() <= fdsBefore }, "fds \(fdsBefore) -> \(openFDCount())")
+        #expect(FerryDaemon.eventually { given.noMoreOpen(than: before, held: held.count) },
+                "left open beside the test's own \(held.count): \(given.added(since: before))")
         daemon.newConnectionWorks()
     }
 }
