@@ -244,11 +244,6 @@ public protocol FileSystemDriver: AnyObject, Sendable {
     /// answers ENOSYS otherwise); the core does not negotiate it today, so a Linux client
     /// keeps POSIX locks in its own kernel and sends none.
     func getlk(_ file: File, owner: UInt64, _ lock: RecordLock, _ caller: Credentials) throws(Errno) -> RecordLock
-    /// Whether this driver's `getlk`/`setlk` take locks others sharing the storage see
-    /// (another guest, a host mount, another client of the same server): only then does
-    /// the core agree FUSE_POSIX_LOCKS and FUSE_FLOCK_LOCKS at INIT. False by default, and
-    /// a Linux client then keeps its locks in its own kernel.
-    var supportsRecordLocks: Bool { get }
     /// SETLK, and SETLKW with `wait` (see `getlk`). BSD flock requests are refused by the
     /// core (ENOSYS). A waiting lock must not wait: INTERRUPT is ignored, and DESTROY and
     /// stopping the export wait for this call, so a lock held elsewhere would hold them too.
@@ -360,7 +355,6 @@ extension FileSystemDriver {
     public func listxattr(_ inode: Inode, into buffer: UnsafeMutableRawBufferPointer, _ caller: Credentials) throws(Errno) -> Int { throw .notImplemented }
     public func removexattr(_ inode: Inode, name: AttributeName, _ caller: Credentials) throws(Errno) { throw .notImplemented }
     public func access(_ inode: Inode, mask: Int32, _ caller: Credentials) throws(Errno) { throw .notImplemented }
-    public var supportsRecordLocks: Bool { false }
     public func getlk(_ file: File, owner: UInt64, _ lock: RecordLock, _ caller: Credentials) throws(Errno) -> RecordLock { throw .notImplemented }
     public func setlk(_ file: File, owner: UInt64, _ lock: RecordLock, wait: Bool, _ caller: Credentials) throws(Errno) { throw .notImplemented }
     public func fallocate(_ file: File, mode: Int32, offset: UInt64, length: UInt64, _ caller: Credentials) throws(Errno) { throw .notImplemented }

@@ -109,9 +109,5 @@ func hostWrite(_ path: String, _ text: String) {
 /// Open descriptors of this process that refer to `directory` or something beneath it.
 /// Only those: the suites running beside a test in this process open and close their own.
 func openDescriptorCount(under directory: String) -> Int {
-    let names = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
-    return names.filter { name in
-        guard let link = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + name) else { return false }
-        return link == directory || link.hasPrefix(directory + "/")
-    }.count
+    openDescriptorLinks().values.filter { $0 == directory || $0.hasPrefix(directory + "/") }.count
 }

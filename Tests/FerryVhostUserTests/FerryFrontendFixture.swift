@@ -4,6 +4,7 @@ import FerryFUSE
 import FerryPOSIX
 import FerryVhostFrontend
 import FerryVhostUser
+import FerryTestSupport
 import FerryVirtio
 import Foundation
 import Glibc
@@ -121,6 +122,11 @@ func openFDCount() -> Int {
 /// descriptor is not open.
 func openFileIdentity(_ fd: Int32) -> String? {
     guard let link = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(fd)") else { return nil }
+    return identity(fd, link: link)
+}
+
+/// `link` (the /proc/self/fd link of `fd`), with the id of an eventfd added.
+private func identity(_ fd: Int32, link: String) -> String {
     guard link == "anon_inode:[eventfd]",
           let info = try? String(contentsOfFile: "/proc/self/fdinfo/\(fd)", encoding: .utf8),
           let id = info.split(separator: "\n").first(where: { $0.hasPrefix("eventfd-id:") }) else { return link }
@@ -144,10 +150,9 @@ struct GivenDescriptors: CustomStringConvertible {
 
     /// The open descriptors that refer to a given file or to a socket, by fd number.
     func open() -> [Int32: String] {
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
         var found: [Int32: String] = [:]
-        for name in names {
-            guard let fd = Int32(name), let identity = openFileIdentity(fd) else { continue }
+        for (fd, link) in openDescriptorLinks() {
+            let identity = identity(fd, link: link)
             if identities.contains(identity) || identity.hasPrefix("socket:") { found[fd] = identity }
         }
         return found
