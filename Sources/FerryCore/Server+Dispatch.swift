@@ -133,7 +133,7 @@ extension FUSEServer {
             let flags = driverOpenFlags(o.flags)
             if policy.readOnly && (flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0) { throw .readOnly }
             let opened = try driver.open(try inode(h.nodeID), flags: flags, killSuidGid: o.openFlags & FUSERequestFlag.openKillSuidGid != 0, caller)
-            return try openReply(opened, flags: flags, caller, unique, reply)
+            return try openReply(opened, nodeID: h.nodeID, flags: flags, caller, unique, reply)
 
         case .create(let c, let rawName):
             try writable()
@@ -187,6 +187,7 @@ extension FUSEServer {
 
         case .release(let r):
             if let open = files.remove(r.fh) {
+                releasePassthrough(r.fh)
                 driver.release(open, flags: Int32(bitPattern: r.flags), caller)
             }
             return emptyReply(unique, reply)
@@ -383,10 +384,10 @@ extension FUSEServer {
         RecordLock(start: l.start, end: l.end, type: Int32(bitPattern: l.type), pid: l.pid)
     }
 
-    private func openReply(_ opened: OpenedFile<Driver.File>, flags: Int32, _ caller: Credentials, _ unique: UInt64,
+    private func openReply(_ opened: OpenedFile<Driver.File>, nodeID: UInt64, flags: Int32, _ caller: Credentials, _ unique: UInt64,
                            _ reply: ReplyArea) throws(Errno) -> ReplyDisposition {
         let fh = try insert(opened.file, flags: flags, caller)
-        return encode(FUSEOpenOut(fh: fh, openFlags: opened.replyFlags | policy.cache.openReplyFlags), unique, reply)
+        return encode(openOut(opened, fh: fh, nodeID: nodeID), unique, reply)
     }
 
     /// CREATE and TMPFILE answer with an entry followed by an open reply.
@@ -400,7 +401,7 @@ extension FUSEServer {
             if let file = files.remove(fh) { driver.release(file, flags: flags, caller) }
             throw error
         }
-        let open = FUSEOpenOut(fh: fh, openFlags: opened.replyFlags | policy.cache.openReplyFlags)
+        let open = openOut(opened, fh: fh, nodeID: entryOut.nodeID)
         let base = reply.scratch.baseAddress!
         entryOut.encode(to: base + FUSEOutHeader.size)
         open.encode(to: base + FUSEOutHeader.size + FUSEEntryOut.size)
