@@ -129,8 +129,10 @@ struct MountCommand: ParsableCommand {
         session.join()
         server.shutdown()
         let counters = server.statistics.snapshot()
+        // Bytes the daemon itself moved: with passthrough the kernel moves the rest.
         logger.info("unmounted", metadata: [
             "passthrough_opens": "\(counters.passthroughOpens)", "passthrough_fallbacks": "\(counters.passthroughFallbacks)",
+            "bytes_read": "\(counters.bytesRead)", "bytes_written": "\(counters.bytesWritten)",
         ])
     }
 
