@@ -111,7 +111,8 @@ struct MountCommand: ParsableCommand {
             pthread_kill(mainThread, SIGUSR1)
         }
         session.start(threads: threads)
-        if passthrough == .on, let backingFiles, let problem = Self.passthroughProblem(server, backingFiles, beneath: source) {
+        if passthrough == .on, let backingFiles,
+           let problem = Self.passthroughProblem(server, backingFiles, beneath: source, mountPoint: mountPoint) {
             logger.error("--passthrough on: \(problem)")
             device.unmount()
             session.join()
@@ -139,7 +140,7 @@ struct MountCommand: ParsableCommand {
     /// Why passthrough cannot work once the kernel answered INIT, or nil when it does: the
     /// kernel did not agree FUSE_PASSTHROUGH, or refused a backing file beneath the export.
     private static func passthroughProblem(_ server: any ServedExport, _ backingFiles: DeviceBackingFiles,
-                                           beneath directory: String) -> String? {
+                                           beneath directory: String, mountPoint: String) -> String? {
         // The kernel sends INIT as soon as the mount exists; a worker answers it.
         var agreed = server.passthroughAgreed
         for _ in 0..<1000 where agreed == nil {
@@ -151,6 +152,11 @@ struct MountCommand: ParsableCommand {
         case false?: return "the kernel did not offer FUSE_PASSTHROUGH (Linux 6.9 or later with CONFIG_FUSE_PASSTHROUGH)"
         case true?: break
         }
+        // The session agrees before its INIT reply is written; the kernel turns passthrough
+        // on when it takes that reply, and holds every request until then: one OPENDIR of
+        // the mount's root has gone through once the kernel is ready.
+        let root = open(mountPoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if root >= 0 { close(root) }
         guard let refused = backingFiles.probe(beneath: directory) else { return nil }
         switch refused.rawValue {
         case EPERM: return "the kernel refused a backing file (EPERM): FUSE_DEV_IOC_BACKING_OPEN needs CAP_SYS_ADMIN in the initial user namespace"

@@ -186,8 +186,10 @@ extension FUSEServer {
             return emptyReply(unique, reply)
 
         case .release(let r):
+            // Before the handle leaves the table, so its number cannot meanwhile go to a new
+            // open whose backing share this would then give back.
+            releasePassthrough(r.fh)
             if let open = files.remove(r.fh) {
-                releasePassthrough(r.fh)
                 driver.release(open, flags: Int32(bitPattern: r.flags), caller)
             }
             return emptyReply(unique, reply)

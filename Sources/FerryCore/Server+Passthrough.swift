@@ -59,11 +59,13 @@ extension FUSEServer {
         switch outcome {
         case .passthrough(let id):
             statistics.addPassthroughOpen()
-            // No FOPEN_DIRECT_IO (the cache policies `never` and `metadata`): it would override
-            // passthrough for reads and writes, and what it is for, never serving stale
-            // pages, holds anyway: the kernel keeps no pages of its own for this file and
-            // reads and writes the host file's.
-            let kept = flags & ~(FUSEOpenReplyFlag.directIO | FUSEOpenReplyFlag.parallelDirectWrites)
+            // The kernel fails a passthrough open (EIO to the opener) with any bit beyond
+            // PASSTHROUGH, DIRECT_IO, PARALLEL_DIRECT_WRITES and NOFLUSH: KEEP_CACHE (cache
+            // `always`) has no meaning here, there being no page cache of ours to keep. Nor
+            // DIRECT_IO (cache `never` and `metadata`): it would override passthrough for
+            // reads and writes, and what it is for, never serving stale pages, holds anyway:
+            // the kernel reads and writes the host file's own pages.
+            let kept = flags & FUSEOpenReplyFlag.noflush
             return FUSEOpenOut(fh: fh, openFlags: kept | FUSEOpenReplyFlag.passthrough, backingID: id)
         case .fallback(let refused):
             statistics.addPassthroughFallback()

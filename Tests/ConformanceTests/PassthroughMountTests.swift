@@ -105,10 +105,13 @@ struct PassthroughMountTests {
         return process
     }
 
+    /// auto and on, and the cache modes whose open flags passthrough must leave out
+    /// (KEEP_CACHE, DIRECT_IO).
     @Test("Data written and read through passthrough is correct, and the opens are counted", .timeLimit(.minutes(5)),
-          arguments: ["auto", "on"])
-    func dataThroughPassthroughIsCorrect(mode: String) throws {
-        let mount = try FerryMount(extraArguments: ["--passthrough", mode])
+          arguments: [["--passthrough", "auto"], ["--passthrough", "on", "--cache", "always"],
+                      ["--passthrough", "on", "--cache", "never"]])
+    func dataThroughPassthroughIsCorrect(options: [String]) throws {
+        let mount = try FerryMount(extraArguments: options)
         defer { mount.stop() }
         #expect(mount.log.contains("passthrough=true"), "the session did not agree FUSE_PASSTHROUGH:\n\(mount.log)")
         try Self.exerciseData(in: mount)
