@@ -15,6 +15,8 @@ extension DriverExportHandler {
     public var statistics: ExportStatistics { server.statistics }
     public var quota: QuotaLedger? { server.quota }
     public func shutdown() { server.shutdown() }
+    public func enablePassthrough(_ device: any FUSEBackingFiles) -> PassthroughSupport { server.enablePassthrough(device) }
+    public var passthroughAgreed: Bool? { server.passthroughAgreed }
 }
 
 /// Every backend's concrete handler (POSIXExportHandler and the others) passes live

@@ -42,6 +42,17 @@ struct MountCommand: ParsableCommand {
     @Option(help: "What seccomp does to a system call the backend does not need: kill, log, trap or none.")
     var seccomp: SeccompAction = .kill
 
+    @Option(help: ArgumentHelp(
+        "FUSE passthrough: auto, on or off.",
+        discussion: "With passthrough the kernel reads, writes and maps an open file of a directory export "
+            + "through the host file itself (Linux 6.9+). auto: when the kernel offers it and the export "
+            + "allows it (a directory export without --quota-bytes or --writeback); on: refuse to start "
+            + "unless it works; off: every byte goes through ferry."))
+    var passthrough: PassthroughMode = .auto
+
+    @Option(help: "Most bytes of file data the export may hold (EDQUOT beyond). Ferry then counts every write, so passthrough is off.")
+    var quotaBytes: UInt64?
+
     func validate() throws {
         guard (1...256).contains(threads) else { throw ValidationError("--threads must be between 1 and 256") }
         guard export.maxInodes >= 16 else { throw ValidationError("--max-inodes must be at least 16") }
@@ -63,7 +74,8 @@ struct MountCommand: ParsableCommand {
         // signals: workers are started after this.
         var signals = ProcessSetup.prepareForServing(blocking: [SIGINT, SIGTERM, SIGUSR1], ignoreBrokenPipes: false)
 
-        let policy = export.policy
+        var policy = export.policy
+        policy.quota.bytes = quotaBytes
         let server = try openExport(parsed, policy: policy, posix: export.posixOptions, logger: logger)
 
         let device: DeviceMount
@@ -72,6 +84,16 @@ struct MountCommand: ParsableCommand {
         } catch {
             logger.error("\(error)")
             throw ExitCode(2)
+        }
+        let backingFiles = passthrough == .off ? nil : DeviceBackingFiles(device: device)
+        if let backingFiles, case .unavailable(let reason) = server.enablePassthrough(backingFiles) {
+            if passthrough == .on {
+                logger.error("--passthrough on: \(reason)")
+                device.unmount()
+                server.shutdown()
+                throw ExitCode(2)
+            }
+            logger.info("passthrough off: \(reason)")
         }
         // Mounted, the export open: confine the process before the workers start (the
         // backend's own threads, librados's, are covered too: the filter goes to every thread).
@@ -89,6 +111,14 @@ struct MountCommand: ParsableCommand {
             pthread_kill(mainThread, SIGUSR1)
         }
         session.start(threads: threads)
+        if passthrough == .on, let backingFiles,
+           let problem = Self.passthroughProblem(server, backingFiles, beneath: source, mountPoint: mountPoint) {
+            logger.error("--passthrough on: \(problem)")
+            device.unmount()
+            session.join()
+            server.shutdown()
+            throw ExitCode(2)
+        }
         logger.info("mounted", metadata: ["source": "\(parsed)", "threads": "\(threads)", "cache": "\(policy.cache)"])
 
         var received: Int32 = 0
@@ -99,6 +129,44 @@ struct MountCommand: ParsableCommand {
         device.unmount()
         session.join()
         server.shutdown()
-        logger.info("unmounted")
+        let counters = server.statistics.snapshot()
+        // Bytes the daemon itself moved: with passthrough the kernel moves the rest.
+        logger.info("unmounted", metadata: [
+            "passthrough_opens": "\(counters.passthroughOpens)", "passthrough_fallbacks": "\(counters.passthroughFallbacks)",
+            "bytes_read": "\(counters.bytesRead)", "bytes_written": "\(counters.bytesWritten)",
+        ])
     }
+
+    /// Why passthrough cannot work once the kernel answered INIT, or nil when it does: the
+    /// kernel did not agree FUSE_PASSTHROUGH, or refused a backing file beneath the export.
+    private static func passthroughProblem(_ server: any ServedExport, _ backingFiles: DeviceBackingFiles,
+                                           beneath directory: String, mountPoint: String) -> String? {
+        // The kernel sends INIT as soon as the mount exists; a worker answers it.
+        var agreed = server.passthroughAgreed
+        for _ in 0..<1000 where agreed == nil {
+            usleep(10_000)
+            agreed = server.passthroughAgreed
+        }
+        switch agreed {
+        case nil: return "the kernel sent no INIT within 10 s"
+        case false?: return "the kernel did not offer FUSE_PASSTHROUGH (Linux 6.9 or later with CONFIG_FUSE_PASSTHROUGH)"
+        case true?: break
+        }
+        // The session agrees before its INIT reply is written; the kernel turns passthrough
+        // on when it takes that reply, and holds every request until then: one OPENDIR of
+        // the mount's root has gone through once the kernel is ready.
+        let root = open(mountPoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if root >= 0 { close(root) }
+        guard let refused = backingFiles.probe(beneath: directory) else { return nil }
+        switch refused.rawValue {
+        case EPERM: return "the kernel refused a backing file (EPERM): FUSE_DEV_IOC_BACKING_OPEN needs CAP_SYS_ADMIN in the initial user namespace"
+        case ELOOP: return "\(directory) is on a stacking file system (overlay, a FUSE mount with passthrough); the kernel refuses backing files there (ELOOP, max_stack_depth 1)"
+        default: return "the kernel refused a backing file from \(directory): \(refused)"
+        }
+    }
+}
+
+/// `ferry mount --passthrough`.
+enum PassthroughMode: String, ExpressibleByArgument, CaseIterable {
+    case auto, on, off
 }

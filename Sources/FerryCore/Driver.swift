@@ -272,6 +272,15 @@ public protocol FileSystemDriver: AnyObject, Sendable {
     /// `create` (O_EXCL: never linkable), and the reply likewise: the entry is interned
     /// (one lookup reference).
     func tmpfile(_ parent: Inode, mode: UInt32, flags: Int32, _ caller: Credentials) throws(Errno) -> (Entry, OpenedFile<File>)
+    /// Whether this driver's open files are host files the kernel could read and write
+    /// itself (FUSE passthrough, `withBackingDescriptor`). Default false: the server then never
+    /// offers passthrough, and every byte goes through the driver.
+    var supportsPassthrough: Bool { get }
+    /// Passthrough: runs `register` with a descriptor of `file`, a regular file the driver
+    /// opened beneath the export's root, under the credentials the kernel should later open
+    /// that file with (the daemon's own: the kernel keeps them with the backing file). nil
+    /// when this file has none (its bytes stay with the driver). The default answers nil.
+    func withBackingDescriptor<R>(of file: File, _ register: (Int32) throws(Errno) -> R) throws(Errno) -> R?
     /// The export stops serving for good (`FUSEServer.shutdown`: the daemon removes or
     /// restarts it, `ferry mount` or `ferry virtiofsd` ends), after `sessionEnded`. Not
     /// called for the guest's DESTROY or a lost connection, after which a new INIT may come.
@@ -365,4 +374,6 @@ extension FileSystemDriver {
     public func tmpfile(_ parent: Inode, mode: UInt32, flags: Int32, _ caller: Credentials) throws(Errno) -> (Entry, OpenedFile<File>) { throw .notImplemented }
     public func destroy() {}
     public func sessionEnded() {}
+    public var supportsPassthrough: Bool { false }
+    public func withBackingDescriptor<R>(of file: File, _ register: (Int32) throws(Errno) -> R) throws(Errno) -> R? { nil }
 }

@@ -21,7 +21,8 @@ public final class ExportStatistics: @unchecked Sendable {
     private static let perOpcodeWords = Field.count + latencyBuckets
     enum Global: Int {
         case bytesRead, bytesWritten, throttledRequests, throttledNanoseconds, quotaRefusals, malformed
-        static let count = 6
+        case passthroughOpens, passthroughFallbacks
+        static let count = 8
     }
 
     /// Sound: allocated once, never freed before `self`, only touched through atomic shims.
@@ -72,6 +73,8 @@ public final class ExportStatistics: @unchecked Sendable {
     @inline(__always) func addThrottle(nanoseconds: UInt64) { add(.throttledRequests, 1); add(.throttledNanoseconds, nanoseconds) }
     @inline(__always) func addQuotaRefusal() { add(.quotaRefusals, 1) }
     @inline(__always) func addMalformed() { add(.malformed, 1) }
+    func addPassthroughOpen() { add(.passthroughOpens, 1) }
+    func addPassthroughFallback() { add(.passthroughFallbacks, 1) }
 
     private func load(_ field: Global) -> UInt64 { ferry_atomic_load_u64(globals + field.rawValue) }
 
@@ -91,7 +94,8 @@ public final class ExportStatistics: @unchecked Sendable {
         }
         return Snapshot(operations: operations, bytesRead: load(.bytesRead), bytesWritten: load(.bytesWritten),
                         throttledRequests: load(.throttledRequests), throttledNanoseconds: load(.throttledNanoseconds),
-                        quotaRefusals: load(.quotaRefusals), malformedRequests: load(.malformed))
+                        quotaRefusals: load(.quotaRefusals), malformedRequests: load(.malformed),
+                        passthroughOpens: load(.passthroughOpens), passthroughFallbacks: load(.passthroughFallbacks))
     }
 
     /// The lower-case protocol name of an opcode (`lookup`, `copy_file_range`), or `opcode_N`.
@@ -136,6 +140,11 @@ public final class ExportStatistics: @unchecked Sendable {
         public var throttledNanoseconds: UInt64
         public var quotaRefusals: UInt64
         public var malformedRequests: UInt64
+        /// Opens (OPEN, CREATE, TMPFILE) the kernel serves from the backing file itself.
+        public var passthroughOpens: UInt64 = 0
+        /// Opens of a session that agreed passthrough served by the daemon all the same
+        /// (the kernel refused a backing file, or the driver had none for that file).
+        public var passthroughFallbacks: UInt64 = 0
 
         public var requests: UInt64 { operations.reduce(0) { $0 + $1.requests } }
         public var errors: UInt64 { operations.reduce(0) { $0 + $1.errors } }

@@ -63,6 +63,11 @@ public protocol ServedExport: FUSERequestHandler {
     var backendCounters: [BackendCounter] { get }
     /// Stops serving for good: drops nodes and handles and releases the backend.
     func shutdown()
+    /// FUSE passthrough through `device` (`FUSEServer.enablePassthrough`); call before the
+    /// session starts. Answers whether the export allows it.
+    func enablePassthrough(_ device: any FUSEBackingFiles) -> PassthroughSupport
+    /// Whether the current session agreed FUSE_PASSTHROUGH with the kernel (nil before INIT).
+    var passthroughAgreed: Bool? { get }
 }
 
 /// One counter a backend keeps, such as NFS reconnects or RADOS retries.

@@ -133,7 +133,7 @@ extension FUSEServer {
             let flags = driverOpenFlags(o.flags)
             if policy.readOnly && (flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0) { throw .readOnly }
             let opened = try driver.open(try inode(h.nodeID), flags: flags, killSuidGid: o.openFlags & FUSERequestFlag.openKillSuidGid != 0, caller)
-            return try openReply(opened, flags: flags, caller, unique, reply)
+            return try openReply(opened, nodeID: h.nodeID, flags: flags, caller, unique, reply)
 
         case .create(let c, let rawName):
             try writable()
@@ -186,6 +186,9 @@ extension FUSEServer {
             return emptyReply(unique, reply)
 
         case .release(let r):
+            // Before the handle leaves the table, so its number cannot meanwhile go to a new
+            // open whose backing share this would then give back.
+            releasePassthrough(r.fh)
             if let open = files.remove(r.fh) {
                 driver.release(open, flags: Int32(bitPattern: r.flags), caller)
             }
@@ -383,10 +386,10 @@ extension FUSEServer {
         RecordLock(start: l.start, end: l.end, type: Int32(bitPattern: l.type), pid: l.pid)
     }
 
-    private func openReply(_ opened: OpenedFile<Driver.File>, flags: Int32, _ caller: Credentials, _ unique: UInt64,
+    private func openReply(_ opened: OpenedFile<Driver.File>, nodeID: UInt64, flags: Int32, _ caller: Credentials, _ unique: UInt64,
                            _ reply: ReplyArea) throws(Errno) -> ReplyDisposition {
         let fh = try insert(opened.file, flags: flags, caller)
-        return encode(FUSEOpenOut(fh: fh, openFlags: opened.replyFlags | policy.cache.openReplyFlags), unique, reply)
+        return encode(openOut(opened, fh: fh, nodeID: nodeID), unique, reply)
     }
 
     /// CREATE and TMPFILE answer with an entry followed by an open reply.
@@ -400,7 +403,7 @@ extension FUSEServer {
             if let file = files.remove(fh) { driver.release(file, flags: flags, caller) }
             throw error
         }
-        let open = FUSEOpenOut(fh: fh, openFlags: opened.replyFlags | policy.cache.openReplyFlags)
+        let open = openOut(opened, fh: fh, nodeID: entryOut.nodeID)
         let base = reply.scratch.baseAddress!
         entryOut.encode(to: base + FUSEOutHeader.size)
         open.encode(to: base + FUSEOutHeader.size + FUSEEntryOut.size)

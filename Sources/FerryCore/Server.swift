@@ -61,6 +61,8 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, Sen
     public let quota: QuotaLedger?
     /// nil: no QoS limits on this export.
     let throttle: Throttle?
+    /// Set by `enablePassthrough` before the session starts (`ferry mount`); nil otherwise.
+    let passthroughSlot: Mutex<PassthroughFiles?>
 
     public init(driver: Driver, policy: ExportPolicy = ExportPolicy(), logger: Logger) throws(Errno) {
         // Everything that can fail comes before the first stored property is set (none has a
@@ -81,6 +83,7 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, Sen
         self.directories = HandleTable(limit: policy.maxOpenHandles)
         quota = used.map { QuotaLedger(limits: policy.quota, bytes: $0.bytes, inodes: $0.inodes) }
         throttle = policy.qos.isUnlimited ? nil : Throttle(limits: policy.qos)
+        passthroughSlot = Mutex(nil)
         nodes.setRoot(key: root.key, inode: root.inode)
     }
 
@@ -104,6 +107,7 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, Sen
     func endSession() {
         session.store(FUSESessionWord.uninitialized.raw, ordering: .sequentiallyConsistent)
         driver.sessionEnded()
+        passthrough?.reset()
         files.removeAll()
         directories.removeAll()
         nodes.reset()
@@ -278,13 +282,17 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, Sen
         if policy.writeback { wanted.insert(.writebackCache) }
         if policy.announceSubmounts { wanted.insert(.submounts) }
         if policy.allowMmap { wanted.insert(.directIOAllowMmap) }
-        let config = FUSEInitConfig(wanted: wanted, maxWrite: policy.maxWrite)
+        // Stack depth 1: backing files on ordinary file systems only. The kernel refuses one
+        // on an overlay or another passthrough FUSE mount (ELOOP), and the export falls back.
+        if passthrough != nil { wanted.insert(.passthrough) }
+        let config = FUSEInitConfig(wanted: wanted, maxWrite: policy.maxWrite, maxStackDepth: 1)
         switch FUSEInitNegotiation.negotiate(initIn, config: config) {
         case .accepted(let out, let agreed, let minor):
             session.store(FUSESessionWord(agreed: agreed).raw, ordering: .releasing)
             logger.info("session started", metadata: [
                 "kernel": "\(initIn.major).\(initIn.minor)", "minor": "\(minor)",
                 "maxWrite": "\(out.maxWrite)", "flags": "0x\(String(agreed.rawValue, radix: 16))",
+                "passthrough": "\(agreed.contains(.passthrough))",
             ])
             return .inline(length: FUSEReply.encode(out, unique: unique, into: reply.scratch))
         case .retryWithVersion(let out):

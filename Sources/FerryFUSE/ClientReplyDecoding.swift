@@ -43,7 +43,7 @@ public enum FUSEClientDecoder {
 
     public static func openOut(_ b: UnsafeRawBufferPointer) -> FUSEOpenOut? {
         guard b.count >= 16 else { return nil }
-        return FUSEOpenOut(fh: b.u64(0), openFlags: b.u32(8))
+        return FUSEOpenOut(fh: b.u64(0), openFlags: b.u32(8), backingID: Int32(bitPattern: b.u32(12)))
     }
 
     public static func writeOut(_ b: UnsafeRawBufferPointer) -> FUSEWriteOut? {
@@ -60,6 +60,7 @@ public enum FUSEClientDecoder {
         r.maxBackground = b.u16(16); r.congestionThreshold = b.u16(18); r.maxWrite = b.u32(20)
         if b.count >= 32 { r.timeGranularity = b.u32(24); r.maxPages = b.u16(28); r.mapAlignment = b.u16(30) }
         if b.count >= 36 { flags |= UInt64(b.u32(32)) << 32 }
+        if b.count >= 40 { r.maxStackDepth = b.u32(36) }
         r.flags = flags
         return r
     }

@@ -66,6 +66,7 @@ extension FUSEOpenOut: FUSEEncodable {
         p.zero(Self.size)
         p.storeLE(fh, at: 0)
         p.storeLE(openFlags, at: 8)
+        p.storeLE(UInt32(bitPattern: backingID), at: 12)
     }
 }
 
@@ -136,7 +137,7 @@ extension FUSEPollOut: FUSEEncodable {
 extension FUSEInitOut: FUSEEncodable {
     public static var size: Int { 64 }
     public func encode(to p: UnsafeMutableRawPointer) {
-        p.zero(Self.size)                // unused[7]
+        p.zero(Self.size)                // request_timeout (7.43, never sent), unused[11]
         p.storeLE(major, at: 0)
         p.storeLE(minor, at: 4)
         p.storeLE(maxReadahead, at: 8)
@@ -148,5 +149,6 @@ extension FUSEInitOut: FUSEEncodable {
         p.storeLE(maxPages, at: 28)
         p.storeLE(mapAlignment, at: 30)
         p.storeLE(UInt32(truncatingIfNeeded: flags >> 32), at: 32)   // flags2
+        p.storeLE(maxStackDepth, at: 36)
     }
 }

@@ -1,6 +1,6 @@
-/// FUSE_INIT capability bits (`fuse_init_in.flags` / `flags2`), protocol 7.38 plus
-/// FUSE_CREATE_SUPP_GROUP and FUSE_DIRECT_IO_ALLOW_MMAP from 7.39 (defined here: the host's
-/// <linux/fuse.h> may be 7.38). Bits 32-63 travel in `flags2` under FUSE_INIT_EXT.
+/// FUSE_INIT capability bits (`fuse_init_in.flags` / `flags2`), protocol 7.38 plus the
+/// bits of 7.39 to 7.42 (defined here: the host's <linux/fuse.h> may be 7.38). Bits 32-63
+/// travel in `flags2` under FUSE_INIT_EXT.
 public struct FUSEInitFlags: OptionSet, Sendable, Hashable {
     public let rawValue: UInt64
     public init(rawValue: UInt64) { self.rawValue = rawValue }
@@ -46,6 +46,18 @@ public struct FUSEInitFlags: OptionSet, Sendable, Hashable {
     /// FUSE_DIRECT_IO_ALLOW_MMAP (7.39, Linux 6.6+; first named FUSE_DIRECT_IO_RELAX): files
     /// opened with FOPEN_DIRECT_IO may be mapped MAP_SHARED (ENODEV without it).
     public static let directIOAllowMmap = FUSEInitFlags(rawValue: 1 << 36)
+    /// FUSE_PASSTHROUGH (7.40, Linux 6.9+): an OPEN or CREATE reply may name a backing file
+    /// registered with FUSE_DEV_IOC_BACKING_OPEN, and the kernel then reads, writes and maps
+    /// that file itself. The kernel ignores it together with the writeback cache.
+    public static let passthrough = FUSEInitFlags(rawValue: 1 << 37)
+    /// FUSE_NO_EXPORT_SUPPORT (7.40): the server cannot look nodes up by handle (NFS export).
+    public static let noExportSupport = FUSEInitFlags(rawValue: 1 << 38)
+    /// FUSE_HAS_RESEND (7.40): the kernel understands FUSE_NOTIFY_RESEND.
+    public static let hasResend = FUSEInitFlags(rawValue: 1 << 39)
+    /// FUSE_ALLOW_IDMAP (7.41): idmapped mounts of this file system are allowed.
+    public static let allowIdmap = FUSEInitFlags(rawValue: 1 << 40)
+    /// FUSE_OVER_IO_URING (7.42, Linux 6.14+): requests may travel over io_uring.
+    public static let overIOUring = FUSEInitFlags(rawValue: 1 << 41)
 }
 
 /// What the server would like from INIT; the kernel's offer bounds what it gets.
@@ -58,12 +70,18 @@ public struct FUSEInitConfig: Sendable, Equatable {
     public var congestionThreshold: UInt16
     /// Timestamp granularity in nanoseconds.
     public var timeGranularity: UInt32
+    /// With FUSE_PASSTHROUGH: how deeply backing files may already be stacked, plus one
+    /// (`fuse_init_out.max_stack_depth`, 1 or 2: FILESYSTEM_MAX_STACK_DEPTH). 1 allows backing
+    /// files on ordinary file systems only; the mount itself then counts as stacked once,
+    /// so no other stacking file system can be built on top of it twice.
+    public var maxStackDepth: UInt32
 
     public init(wanted: FUSEInitFlags = [], maxWrite: UInt32 = 1 << 20, maxReadahead: UInt32? = nil,
-                maxBackground: UInt16 = 64, congestionThreshold: UInt16 = 48, timeGranularity: UInt32 = 1) {
+                maxBackground: UInt16 = 64, congestionThreshold: UInt16 = 48, timeGranularity: UInt32 = 1,
+                maxStackDepth: UInt32 = 1) {
         self.wanted = wanted; self.maxWrite = maxWrite; self.maxReadahead = maxReadahead
         self.maxBackground = maxBackground; self.congestionThreshold = congestionThreshold
-        self.timeGranularity = timeGranularity
+        self.timeGranularity = timeGranularity; self.maxStackDepth = maxStackDepth
     }
 }
 
@@ -71,7 +89,7 @@ public struct FUSEInitConfig: Sendable, Equatable {
 public enum FUSEInitResult: Sendable, Equatable {
     /// Send `reply`; from now on speak protocol 7.`minor` with `agreed` capabilities.
     case accepted(reply: FUSEInitOut, agreed: FUSEInitFlags, minor: UInt32)
-    /// The kernel speaks a newer major: reply with our 7.38 so it retries INIT with that.
+    /// The kernel speaks a newer major: reply with our 7.42 so it retries INIT with that.
     case retryWithVersion(FUSEInitOut)
     /// The kernel is too old for us: answer the INIT with this (positive) errno.
     case refused(errno: Int32)
@@ -80,7 +98,12 @@ public enum FUSEInitResult: Sendable, Equatable {
 /// Decides the answer to FUSE_INIT. Pure: no I/O, so it is tested exhaustively.
 public enum FUSEInitNegotiation {
     public static let serverMajor: UInt32 = 7
-    public static let serverMinor: UInt32 = 38
+    /// 7.42: the layouts of 7.39 to 7.42 that change what we send are `fuse_init_out`'s
+    /// `max_stack_depth` and `fuse_open_out`'s `backing_id` (both 7.40, both zero unless
+    /// passthrough is agreed); every request we decode is laid out as in 7.38.
+    public static let serverMinor: UInt32 = 42
+    /// FILESYSTEM_MAX_STACK_DEPTH: the kernel refuses passthrough with a deeper stack.
+    public static let maximumStackDepth: UInt32 = 2
     /// 7.27 is the oldest layout set the decoder handles (full-size mknod, write, etc.).
     public static let minimumMinor: UInt32 = 27
     /// EPROTO as Linux numbers it: FUSE errnos are Linux errnos whatever the host is.
@@ -107,7 +130,13 @@ public enum FUSEInitNegotiation {
         if !offered.contains(.initExt) {
             offered = FUSEInitFlags(rawValue: kernel.flags & 0xFFFF_FFFF)
         }
-        let agreed = config.wanted.intersection(offered)
+        var agreed = config.wanted.intersection(offered)
+        // The kernel turns passthrough off under the writeback cache (and without a stack
+        // depth it can use): never claim what it will not do.
+        if agreed.contains(.passthrough)
+            && (agreed.contains(.writebackCache) || !(1...maximumStackDepth).contains(config.maxStackDepth)) {
+            agreed.remove(.passthrough)
+        }
 
         var reply = FUSEInitOut()
         reply.major = serverMajor
@@ -130,6 +159,7 @@ public enum FUSEInitNegotiation {
         var replyFlags = agreed
         if offered.contains(.initExt) { replyFlags.insert(.initExt) }
         reply.flags = replyFlags.rawValue
+        if agreed.contains(.passthrough) { reply.maxStackDepth = config.maxStackDepth }
         return .accepted(reply: reply, agreed: agreed, minor: reply.minor)
     }
 }

@@ -1,4 +1,4 @@
-// Reply structs, field for field as in <linux/fuse.h> 7.38, and their little-endian
+// Reply structs, field for field as in <linux/fuse.h> 7.42, and their little-endian
 // encoding. Every encoder writes exactly `size` bytes (padding zeroed).
 
 /// A reply struct that can be written into a reply buffer.
@@ -49,11 +49,15 @@ public struct FUSEAttrOut: Sendable, Equatable {
     public init() {}
 }
 
-/// `struct fuse_open_out` (16 bytes).
+/// `struct fuse_open_out` (16 bytes; before 7.40 the last word was padding).
 public struct FUSEOpenOut: Sendable, Equatable {
     public var fh: UInt64 = 0
     public var openFlags: UInt32 = 0     // FOPEN_* bits
-    public init(fh: UInt64 = 0, openFlags: UInt32 = 0) { self.fh = fh; self.openFlags = openFlags }
+    /// With FOPEN_PASSTHROUGH: the id FUSE_DEV_IOC_BACKING_OPEN gave the backing file.
+    public var backingID: Int32 = 0
+    public init(fh: UInt64 = 0, openFlags: UInt32 = 0, backingID: Int32 = 0) {
+        self.fh = fh; self.openFlags = openFlags; self.backingID = backingID
+    }
 }
 
 /// FOPEN_* bits of `fuse_open_out.open_flags`.
@@ -65,6 +69,8 @@ public enum FUSEOpenReplyFlag {
     public static let stream: UInt32 = 1 << 4
     public static let noflush: UInt32 = 1 << 5
     public static let parallelDirectWrites: UInt32 = 1 << 6
+    /// FOPEN_PASSTHROUGH (7.40): `backing_id` names the file the kernel reads and writes.
+    public static let passthrough: UInt32 = 1 << 7
 }
 
 /// `struct fuse_write_out` (8 bytes).
@@ -119,7 +125,7 @@ public struct FUSEPollOut: Sendable, Equatable {
 /// `struct fuse_init_out` (64 bytes).
 public struct FUSEInitOut: Sendable, Equatable {
     public var major: UInt32 = 7
-    public var minor: UInt32 = 38
+    public var minor: UInt32 = 42
     public var maxReadahead: UInt32 = 0
     /// Low 32 bits go to `flags`, high 32 bits to `flags2` (with FUSE_INIT_EXT).
     public var flags: UInt64 = 0
@@ -129,5 +135,7 @@ public struct FUSEInitOut: Sendable, Equatable {
     public var timeGranularity: UInt32 = 0
     public var maxPages: UInt16 = 0
     public var mapAlignment: UInt16 = 0
+    /// 7.40, read by the kernel only with FUSE_PASSTHROUGH.
+    public var maxStackDepth: UInt32 = 0
     public init() {}
 }

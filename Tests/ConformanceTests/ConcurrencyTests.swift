@@ -120,7 +120,11 @@ struct ConcurrencyThroughFerryMount {
         ["--cache", "never"], ["--cache", "metadata"], ["--cache", "always"],
     ]
 
-    @Test("ferry-churn passes", .timeLimit(.minutes(10)), arguments: variants)
+    /// Each variant with FUSE passthrough on (the cache modes decide what a passthrough open
+    /// keeps of FOPEN_DIRECT_IO), and the default one with it off.
+    static let passthroughVariants: [[String]] = variants.map { $0 + ["--passthrough", "on"] } + [["--passthrough", "off"]]
+
+    @Test("ferry-churn passes", .timeLimit(.minutes(10)), arguments: passthroughVariants)
     func churnPasses(_ options: [String]) throws {
         let mount = try FerryMount(extraArguments: ["--xattr"] + options)
         defer { mount.stop() }
@@ -129,18 +133,22 @@ struct ConcurrencyThroughFerryMount {
         #expect(mount.process.isRunning, "ferry exited:\n\(mount.log)")
     }
 
-    @Test("stress-ng's file-system stressors pass", .timeLimit(.minutes(10)), .requires(.stressNG))
-    func stressNGPasses() throws {
-        let mount = try FerryMount()
+    @Test("stress-ng's file-system stressors pass", .timeLimit(.minutes(10)), .requires(.stressNG),
+          arguments: ["on", "off"])
+    func stressNGPasses(passthrough: String) throws {
+        let mount = try FerryMount(extraArguments: ["--xattr", "--passthrough", passthrough])
         defer { mount.stop() }
-        Concurrency.expectStressPassed(try Concurrency.stress(in: mount.mountpoint), on: "ferry mount of a directory", log: mount.log)
+        Concurrency.expectStressPassed(try Concurrency.stress(in: mount.mountpoint),
+                                       on: "ferry mount --passthrough \(passthrough) of a directory", log: mount.log)
     }
 
-    @Test("Unmounting and mounting the same directory again keeps its content", .timeLimit(.minutes(10)))
-    func remountKeepsContent() throws {
+    @Test("Unmounting and mounting the same directory again keeps its content", .timeLimit(.minutes(10)),
+          arguments: ["on", "off"])
+    func remountKeepsContent(passthrough: String) throws {
         let source = try makeTemporaryDirectory("ferry-remount-src")
         defer { try? FileManager.default.removeItem(atPath: source) }
-        try Concurrency.remount(source: source, arguments: ["--xattr"], seed: 111, label: "a directory")
+        try Concurrency.remount(source: source, arguments: ["--xattr", "--passthrough", passthrough], seed: 111,
+                                label: "a directory (passthrough \(passthrough))")
     }
 }
 

@@ -121,28 +121,30 @@ final class FerryMount: Sendable {
     }
 }
 
-/// The mount every conformance check shares, started on first use and stopped at exit.
+/// The mounts every conformance check shares, one per `--passthrough` mode, each started on
+/// first use and stopped at exit.
 enum SharedMount {
-    private static let started = Mutex<Result<FerryMount, Error>?>(nil)
+    private static let started = Mutex<[String: Result<FerryMount, Error>]>([:])
 
-    static func get() throws -> FerryMount {
+    static func get(passthrough: String = "on") throws -> FerryMount {
         try started.withLock { started in
-            if let started {
-                return try started.get()
+            if let existing = started[passthrough] {
+                return try existing.get()
             }
             let result = Result {
-                try FerryMount(source: ProcessInfo.processInfo.environment["FERRY_CONFORMANCE_SOURCE"])
+                try FerryMount(source: ProcessInfo.processInfo.environment["FERRY_CONFORMANCE_SOURCE"],
+                               extraArguments: ["--xattr", "--passthrough", passthrough])
             }
-            started = result
-            if case .success = result {
+            if started.isEmpty {
                 atexit { SharedMount.stopAtExit() }
             }
+            started[passthrough] = result
             return try result.get()
         }
     }
 
     private static func stopAtExit() {
-        if case .success(let mount) = started.withLock({ $0 }) {
+        for case .success(let mount) in started.withLock({ Array($0.values) }) {
             mount.stop()
         }
     }

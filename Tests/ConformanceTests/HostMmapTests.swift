@@ -7,7 +7,8 @@ import Glibc
 
 /// Shared mmap through `ferry mount --cache never` on the host kernel (6.6+ offers
 /// FUSE_DIRECT_IO_ALLOW_MMAP): files are opened in direct I/O mode, and mapping them
-/// MAP_SHARED works unless `--no-allow-mmap`.
+/// MAP_SHARED works unless `--no-allow-mmap`. Without passthrough: a passthrough open is not
+/// in direct I/O mode (PassthroughMountTests maps those).
 @Suite(.serialized, .requires(.root, .devFUSE))
 struct HostMmapTests {
     static let page = 4096
@@ -35,7 +36,7 @@ struct HostMmapTests {
 
     @Test(.timeLimit(.minutes(10)))
     func sharedMmapReadsAndWritesThroughAMountWithCacheNever() throws {
-        let mount = try FerryMount(extraArguments: ["--cache", "never"])
+        let mount = try FerryMount(extraArguments: ["--cache", "never", "--passthrough", "off"])
         defer { mount.stop() }
         #expect(try writeThroughSharedMapping(mount.mountpoint + "/mapped") == 0, "mmap MAP_SHARED failed; ferry's log:\n\(mount.log)")
         let expected = [UInt8](repeating: UInt8(ascii: "a"), count: Self.page) + [UInt8](repeating: UInt8(ascii: "B"), count: Self.page)
@@ -46,7 +47,7 @@ struct HostMmapTests {
     /// virtiofsd's default, behind --no-allow-mmap.
     @Test(.timeLimit(.minutes(10)))
     func withoutAllowMmapASharedMappingFailsWithENODEV() throws {
-        let mount = try FerryMount(extraArguments: ["--cache", "never", "--no-allow-mmap"])
+        let mount = try FerryMount(extraArguments: ["--cache", "never", "--no-allow-mmap", "--passthrough", "off"])
         defer { mount.stop() }
         #expect(try writeThroughSharedMapping(mount.mountpoint + "/mapped") == ENODEV)
     }

@@ -105,6 +105,12 @@ final class ScriptedDriver: FileSystemDriver, Sendable {
 
     func fsyncdir(_ directory: Handle, dataOnly: Bool, _ caller: Credentials) throws(Errno) {}
 
+    // Passthrough: each file's "descriptor" is 1000 plus its node number, for the fake device.
+    var supportsPassthrough: Bool { true }
+    func withBackingDescriptor<R>(of file: Handle, _ register: (Int32) throws(Errno) -> R) throws(Errno) -> R? {
+        try register(Int32(1000 + file.node.number))
+    }
+
     // Migration: nodes by number; the root only, which is all these tests open.
     var supportsMigration: Bool { true }
     func migrationIdentity(ofNode inode: Node, _ options: MigrationOptions) throws(Errno) -> [UInt8] { [UInt8(truncatingIfNeeded: inode.number)] }

@@ -57,6 +57,12 @@ import Testing
                 == Wire.build { w in w.u64(0xCAFE); w.u32(2); w.u32(0) })
     }
 
+    @Test func openOutCarriesTheBackingID() {
+        let out = FUSEOpenOut(fh: 7, openFlags: FUSEOpenReplyFlag.passthrough, backingID: 0x0102_0304)
+        #expect(body(out) == Wire.build { w in w.u64(7); w.u32(0x80); w.u32(0x0102_0304) })
+        #expect(body(FUSEOpenOut(fh: 1, backingID: -1)) == Wire.build { w in w.u64(1); w.u32(0); w.u32(0xFFFF_FFFF) })
+    }
+
     @Test func smallRepliesEncode() {
         #expect(body(FUSEWriteOut(size: 4096)) == Wire.build { w in w.u32(4096); w.u32(0) })
         #expect(body(FUSEGetxattrOut(size: 17)) == Wire.build { w in w.u32(17); w.u32(0) })
@@ -96,6 +102,12 @@ import Testing
             w.u32(7); w.u32(38); w.u32(0x20000); w.u32(0x4000_0001)
             w.u16(64); w.u16(48); w.u32(1 << 20); w.u32(1)
             w.u16(256); w.u16(12); w.u32(9); w.zeros(28)
+        })
+        o.maxStackDepth = 2
+        #expect(body(o) == Wire.build { w in
+            w.u32(7); w.u32(38); w.u32(0x20000); w.u32(0x4000_0001)
+            w.u16(64); w.u16(48); w.u32(1 << 20); w.u32(1)
+            w.u16(256); w.u16(12); w.u32(9); w.u32(2); w.zeros(24)
         })
     }
 

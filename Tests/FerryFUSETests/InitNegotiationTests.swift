@@ -30,14 +30,54 @@ import Testing
     }
 
     @Test func newerKernelMinorIsCappedAtOurs() throws {
+        let r = try #require(accepted(FUSEInitNegotiation.negotiate(FUSEInitIn(major: 7, minor: 45, maxReadahead: 0, flags: 0), config: Self.config)))
+        #expect(r.minor == 42 && r.reply.minor == 42)
+    }
+
+    @Test func kernel740KeepsItsMinor() throws {
         let r = try #require(accepted(FUSEInitNegotiation.negotiate(FUSEInitIn(major: 7, minor: 40, maxReadahead: 0, flags: 0), config: Self.config)))
-        #expect(r.minor == 38 && r.reply.minor == 38)
+        #expect(r.minor == 40 && r.reply.minor == 40)
+    }
+
+    static let offeringPassthrough = FUSEInitIn(major: 7, minor: 45, maxReadahead: 0,
+                                                flags: FUSEInitFlags([.initExt, .passthrough, .writebackCache, .asyncRead]).rawValue)
+
+    @Test func passthroughIsAgreedWithItsStackDepthInFlags2() throws {
+        let config = FUSEInitConfig(wanted: [.asyncRead, .passthrough], maxStackDepth: 1)
+        let r = try #require(accepted(FUSEInitNegotiation.negotiate(Self.offeringPassthrough, config: config)))
+        #expect(r.agreed == [.asyncRead, .passthrough])
+        #expect(r.reply.maxStackDepth == 1)
+        let out = body(r.reply)
+        #expect(Array(out[32..<36]) == [0x20, 0, 0, 0])   // flags2: bit 37 is bit 5 of flags2
+        #expect(Array(out[36..<40]) == [1, 0, 0, 0])      // max_stack_depth
+    }
+
+    @Test func passthroughIsNotClaimedWithTheWritebackCache() throws {
+        let config = FUSEInitConfig(wanted: [.passthrough, .writebackCache], maxStackDepth: 1)
+        let r = try #require(accepted(FUSEInitNegotiation.negotiate(Self.offeringPassthrough, config: config)))
+        #expect(r.agreed == [.writebackCache])
+        #expect(r.reply.maxStackDepth == 0)
+    }
+
+    @Test(arguments: [UInt32(0), 3, 1000])
+    func passthroughNeedsAStackDepthTheKernelTakes(depth: UInt32) throws {
+        let config = FUSEInitConfig(wanted: [.passthrough], maxStackDepth: depth)
+        let r = try #require(accepted(FUSEInitNegotiation.negotiate(Self.offeringPassthrough, config: config)))
+        #expect(!r.agreed.contains(.passthrough))
+        #expect(r.reply.maxStackDepth == 0)
+    }
+
+    @Test func stackDepthIsZeroWithoutPassthrough() throws {
+        let kernel = FUSEInitIn(major: 7, minor: 45, maxReadahead: 0, flags: FUSEInitFlags([.initExt, .asyncRead]).rawValue)
+        let config = FUSEInitConfig(wanted: [.asyncRead, .passthrough], maxStackDepth: 2)
+        let r = try #require(accepted(FUSEInitNegotiation.negotiate(kernel, config: config)))
+        #expect(r.agreed == [.asyncRead] && r.reply.maxStackDepth == 0)
     }
 
     @Test func newerMajorGetsRetryWithOurVersion() {
         let result = FUSEInitNegotiation.negotiate(FUSEInitIn(major: 8, minor: 1, maxReadahead: 0, flags: 0), config: Self.config)
         guard case let .retryWithVersion(reply) = result else { Issue.record("\(result)"); return }
-        #expect(reply.major == 7 && reply.minor == 38)
+        #expect(reply.major == 7 && reply.minor == 42)
     }
 
     @Test(arguments: [(UInt32(6), UInt32(40)), (7, 26), (7, 0), (0, 0)])
