@@ -148,5 +148,34 @@ public final class ExportStatistics: @unchecked Sendable {
 
         public var requests: UInt64 { operations.reduce(0) { $0 + $1.requests } }
         public var errors: UInt64 { operations.reduce(0) { $0 + $1.errors } }
+
+        public init(operations: [OperationCounters], bytesRead: UInt64, bytesWritten: UInt64,
+                    throttledRequests: UInt64, throttledNanoseconds: UInt64, quotaRefusals: UInt64,
+                    malformedRequests: UInt64, passthroughOpens: UInt64 = 0, passthroughFallbacks: UInt64 = 0) {
+            self.operations = operations
+            self.bytesRead = bytesRead
+            self.bytesWritten = bytesWritten
+            self.throttledRequests = throttledRequests
+            self.throttledNanoseconds = throttledNanoseconds
+            self.quotaRefusals = quotaRefusals
+            self.malformedRequests = malformedRequests
+            self.passthroughOpens = passthroughOpens
+            self.passthroughFallbacks = passthroughFallbacks
+        }
+
+        /// Counters added later are optional on the wire, so a CLI still reads the report of a
+        /// daemon started from an older build (an upgrade in place keeps the daemon running).
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            self.init(operations: try c.decode([OperationCounters].self, forKey: .operations),
+                      bytesRead: try c.decode(UInt64.self, forKey: .bytesRead),
+                      bytesWritten: try c.decode(UInt64.self, forKey: .bytesWritten),
+                      throttledRequests: try c.decode(UInt64.self, forKey: .throttledRequests),
+                      throttledNanoseconds: try c.decode(UInt64.self, forKey: .throttledNanoseconds),
+                      quotaRefusals: try c.decode(UInt64.self, forKey: .quotaRefusals),
+                      malformedRequests: try c.decode(UInt64.self, forKey: .malformedRequests),
+                      passthroughOpens: try c.decodeIfPresent(UInt64.self, forKey: .passthroughOpens) ?? 0,
+                      passthroughFallbacks: try c.decodeIfPresent(UInt64.self, forKey: .passthroughFallbacks) ?? 0)
+        }
     }
 }
