@@ -15,6 +15,7 @@
 #include <sys/mount.h>
 #include <linux/openat2.h>
 #include <linux/capability.h>
+#include <sys/prctl.h>
 
 const int ferry_o_direct = O_DIRECT;
 
@@ -192,3 +193,5 @@ void ferry_atomic_or_u8(uint8_t *p, uint8_t value) {
     // Release: the guest memory written before is visible to whoever sees the bit.
     __atomic_fetch_or(p, value, __ATOMIC_RELEASE);
 }
+
+int ferry_set_thread_name(const char *name) { return prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0); }

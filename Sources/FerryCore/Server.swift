@@ -61,6 +61,8 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, Sen
     public let quota: QuotaLedger?
     /// nil: no QoS limits on this export.
     let throttle: Throttle?
+    /// F_SETLKW requests waiting for a lock held elsewhere.
+    public let lockWaits: LockWaits
 
     public init(driver: Driver, policy: ExportPolicy = ExportPolicy(), logger: Logger) throws(Errno) {
         // Everything that can fail comes before the first stored property is set (none has a
@@ -73,6 +75,7 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, Sen
         malformedCount = Atomic(0)
         invalidNameLogged = Atomic(false)
         statistics = ExportStatistics()
+        lockWaits = LockWaits(limit: policy.maxLockWaiters)
         self.driver = driver
         self.policy = policy
         self.logger = logger
@@ -103,6 +106,9 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, Sen
     /// root) and every handle is dropped, so the next INIT starts a fresh session.
     func endSession() {
         session.store(FUSESessionWord.uninitialized.raw, ordering: .sequentiallyConsistent)
+        // Before the files go: a waiter holds its open file, and must not be granted a lock
+        // the next session would never release.
+        lockWaits.cancelAll()
         driver.sessionEnded()
         files.removeAll()
         directories.removeAll()
@@ -131,6 +137,7 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, Sen
 
     /// Stops serving for good: drops every node and handle and tells the driver.
     public func shutdown() {
+        lockWaits.stop()
         connectionLost()
         driver.destroy()
     }
@@ -211,7 +218,8 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, Sen
             return refuseMalformed(bytes, error, reply: reply)
         }
         switch decoded.request {
-        case .initialize(let initIn): return initialize(initIn, unique: decoded.header.unique, reply: reply)
+        case .initialize(let initIn):
+            return initialize(initIn, unique: decoded.header.unique, canDefer: reply.deferral != nil, reply: reply)
         // No reply, ever; a FORGET of the ended session may still be on its way.
         case .forget, .batchForget, .interrupt: return .none
         default: return errorReply(.io, decoded.header.unique, reply)
@@ -262,7 +270,7 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, Sen
         }
     }
 
-    private func initialize(_ initIn: FUSEInitIn, unique: UInt64, reply: ReplyArea) -> ReplyDisposition {
+    private func initialize(_ initIn: FUSEInitIn, unique: UInt64, canDefer: Bool, reply: ReplyArea) -> ReplyDisposition {
         var wanted: FUSEInitFlags = [
             .asyncRead, .atomicOTrunc, .bigWrites, .autoInvalData, .asyncDio, .parallelDirops,
             .maxPages, .cacheSymlinks, .setxattrExt, .initExt, .createSuppGroup,
@@ -278,6 +286,12 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, Sen
         if policy.writeback { wanted.insert(.writebackCache) }
         if policy.announceSubmounts { wanted.insert(.submounts) }
         if policy.allowMmap { wanted.insert(.directIOAllowMmap) }
+        // Locks kept where every client of the storage sees them, and a transport that can
+        // answer a waiting lock once it is granted (a queue thread never waits for one).
+        if driver.supportsRecordLocks && canDefer {
+            if policy.posixLocks { wanted.insert(.posixLocks) }
+            if policy.flockLocks { wanted.insert(.flockLocks) }
+        }
         let config = FUSEInitConfig(wanted: wanted, maxWrite: policy.maxWrite)
         switch FUSEInitNegotiation.negotiate(initIn, config: config) {
         case .accepted(let out, let agreed, let minor):

@@ -555,6 +555,11 @@ final class VhostUserFSDevice: @unchecked Sendable {
         pthread_join(t, nil)
         q.thread = nil
         stopPool(q)
+        // Replies still deferred belong to this run of the ring: they are dropped (the
+        // session's end answers their waiters, and a guest that resets forgets them).
+        q.generation.wrappingAdd(1, ordering: .sequentiallyConsistent)
+        q.completions.withLock { $0.removeAll() }
+        q.hasCompletions.store(false, ordering: .releasing)
         q.base = q.lastAvail
         // Drain the wake counter for the next start.
         var v: UInt64 = 0
@@ -583,13 +588,14 @@ final class VhostUserFSDevice: @unchecked Sendable {
         let processor: ChainProcessor? = q.work == nil
             ? ChainProcessor(handler: handler, maxWrite: Int(options.maxWrite), maxChain: 2 * max(options.maxQueueSize, 1), logger: logger)
             : nil
+        let completionChain = ChainBuffers(capacity: 2 * max(options.maxQueueSize, 1))
         var fds = [pollfd(fd: q.kickFD, events: Int16(POLLIN), revents: 0),
                    pollfd(fd: q.wakeFD, events: Int16(POLLIN), revents: 0)]
         var counter: UInt64 = 0
         logger.debug("queue started", metadata: ["queue": "\(q.index)"])
         while !q.stopRequested.load(ordering: .acquiring) {
             if q.enabled.load(ordering: .acquiring) && !isBroken {
-                drain(q, processor)
+                drain(q, processor, completionChain)
             }
             do { _ = try systemCall { poll(&fds, 2, -1) } } catch {
                 markBroken(queue: q.index, "poll failed: errno \(error.rawValue)")
@@ -607,12 +613,15 @@ final class VhostUserFSDevice: @unchecked Sendable {
 
     /// Takes every available chain; with EVENT_IDX re-checks the ring after publishing
     /// avail_event, so no kick can be missed. `processor` nil: pool mode.
-    private func drain(_ q: Virtqueue, _ processor: ChainProcessor?) {
+    private func drain(_ q: Virtqueue, _ processor: ChainProcessor?, _ completionChain: ChainBuffers) {
         pthread_rwlock_rdlock(lock); defer { pthread_rwlock_unlock(lock) }
         guard let ring = q.ring else { return }
         let memory = self.memory
         let eventIndex = self.eventIndex, indirect = self.indirect
         let log = self.activeLog
+        if q.hasCompletions.load(ordering: .acquiring) {
+            completeDeferred(q, ring, memory, completionChain)
+        }
         while true {
             var processed = false
             while !q.stopRequested.load(ordering: .relaxed) && !isBroken {
@@ -641,11 +650,12 @@ final class VhostUserFSDevice: @unchecked Sendable {
                         if processed { notify(q, ring, eventIndex: eventIndex) }
                         return
                     }
-                    let length = processor.process(queue: q.index)
+                    processor.current = (q, head)
+                    guard let length = processor.process(queue: q.index) else { continue }   // deferred
                     ring.putUsed(at: q.usedIndex, id: head, length: length)
                     q.usedIndex &+= 1
                     ring.publishUsedIndex(q.usedIndex)
-                    if let log { logCompletion(log, q, ring, processor, length, memory) }
+                    if let log { logCompletion(log, q, ring, processor.chain, length, memory) }
                     processed = true
                     // With EVENT_IDX the driver says which completion it wants to hear about
                     // (used_event) and stops asking while it reaps: checking after each one
@@ -705,12 +715,13 @@ final class VhostUserFSDevice: @unchecked Sendable {
                 signalEventFD(q.errFD)
                 continue
             }
-            let length = processor.process(queue: q.index)
+            processor.current = (q, head)
+            guard let length = processor.process(queue: q.index) else { continue }   // deferred
             q.usedLock.lock()
             ring.putUsed(at: q.usedIndex, id: head, length: length)
             q.usedIndex &+= 1
             ring.publishUsedIndex(q.usedIndex)
-            if let log = activeLog { logCompletion(log, q, ring, processor, length, memory) }
+            if let log = activeLog { logCompletion(log, q, ring, processor.chain, length, memory) }
             notify(q, ring, eventIndex: eventIndex)
             q.usedLock.unlock()
         }
@@ -720,13 +731,52 @@ final class VhostUserFSDevice: @unchecked Sendable {
     /// used length counts them from the first writable byte), the used element and the
     /// used idx (at the ring's log address, when the front-end asked for ring logging).
     /// `putUsed(at: q.usedIndex - 1)` was the element.
-    private func logCompletion(_ log: DirtyLog, _ q: Virtqueue, _ ring: RingView, _ processor: ChainProcessor,
+    private func logCompletion(_ log: DirtyLog, _ q: Virtqueue, _ ring: RingView, _ chain: ChainBuffers,
                                _ length: UInt32, _ memory: GuestMemory) {
-        log.mark(written: processor.chain.writable, count: Int(length), memory: memory)
+        log.mark(written: chain.writable, count: Int(length), memory: memory)
         guard let base = q.usedLogAddress else { return }
         let slot = Int((q.usedIndex &- 1) % ring.size)
         log.mark(base + UInt64(SplitVirtqueue.usedEntryOffset(slot)), length: 8)
         log.mark(base + UInt64(SplitVirtqueue.usedIndexOffset), length: 2)
+    }
+
+    /// Puts the chains whose deferred replies came (granted locks) in the used ring. The
+    /// chain is walked again, through the same checks as a new request: the guest's
+    /// buffers are only ever reached through a translated, bounds-checked walk. Under the
+    /// read lock, on the queue's thread (with the used lock in pool mode).
+    private func completeDeferred(_ q: Virtqueue, _ ring: RingView, _ memory: GuestMemory, _ chain: ChainBuffers) {
+        let ready = q.completions.withLock { list -> [DeferredCompletion] in
+            q.hasCompletions.store(false, ordering: .releasing)
+            defer { list.removeAll(keepingCapacity: true) }
+            return list
+        }
+        let generation = q.generation.load(ordering: .acquiring)
+        let pool = q.work != nil
+        if pool { q.usedLock.lock() }
+        defer { if pool { q.usedLock.unlock() } }
+        var completed = false
+        for c in ready where c.generation == generation {
+            do {
+                try DescriptorChain.walk(head: c.head, ring: ring, memory: memory, indirectAllowed: indirect, into: chain)
+            } catch {
+                markBroken(queue: q.index, error.description)
+                signalEventFD(q.errFD)
+                return
+            }
+            var length: UInt32 = 0
+            if c.reply.count <= chain.writableBytes {
+                c.reply.withUnsafeBytes { IOVectors(base: chain.writable.base, count: chain.writable.count).copyIn($0) }
+                length = UInt32(c.reply.count)
+            } else {
+                logger.warning("deferred reply does not fit the guest's buffers; dropped", metadata: ["queue": "\(q.index)"])
+            }
+            ring.putUsed(at: q.usedIndex, id: c.head, length: length)
+            q.usedIndex &+= 1
+            ring.publishUsedIndex(q.usedIndex)
+            if let log = activeLog { logCompletion(log, q, ring, chain, length, memory) }
+            completed = true
+        }
+        if completed { notify(q, ring, eventIndex: eventIndex) }
     }
 
     private func notify(_ q: Virtqueue, _ ring: RingView, eventIndex: Bool) {

@@ -72,7 +72,7 @@ final class TestTransport {
         var area = ReplyArea(scratch: scratch, readVectors: IOVectors(base: vector, count: 1))
         let disposition = request.withUnsafeBytes { handler.handle(request: $0, reply: &area) }
         switch disposition {
-        case .none: return nil
+        case .none, .deferred: return nil
         case .inline(let length): return Reply(bytes: Array(scratch[0..<length]))
         case .data(let n): return Reply(bytes: Array(scratch[0..<(16 + n)]))
         }

@@ -130,6 +130,8 @@ static inline void ferry_cpu_relax(void) {
 }
 /// CLOCK_MONOTONIC in nanoseconds (vDSO, no syscall).
 uint64_t ferry_monotonic_ns(void);
+/// Names the calling thread (at most 15 bytes show) for /proc/PID/task/TID/comm.
+int ferry_set_thread_name(const char *name);
 /// Relaxed 64-bit counters shared by request threads (statistics, quota ledgers).
 uint64_t ferry_atomic_add_u64(uint64_t *p, uint64_t value);
 uint64_t ferry_atomic_load_u64(const uint64_t *p);
