@@ -35,6 +35,8 @@ ssize_t ferry_getdents64(int fd, void *buf, size_t count);
 int ferry_fcntl_int(int fd, int cmd, int arg);
 /// `lock` points to a `struct flock`.
 int ferry_fcntl_lock(int fd, int cmd, void *lock);
+/// flock(2) (Swift sees `flock` as the struct's name).
+int ferry_flock(int fd, int operation);
 int ferry_ioctl_ptr(int fd, unsigned long request, void *arg);
 int ferry_open(const char *path, int flags, uint32_t mode);
 int ferry_openat(int dirfd, const char *path, int flags, uint32_t mode);
