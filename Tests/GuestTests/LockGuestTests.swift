@@ -1,0 +1,135 @@
+import FerryTestSupport
+import Foundation
+import Synchronization
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Two 6.12 guests, each with its own `ferry virtiofsd -o posix_lock -o flock` on one
+/// directory, see each other's fcntl and flock locks: both daemons keep them on the host's
+/// files. Guest B's waiting lock waits in its daemon (the `ferry-lockwait` thread appears
+/// when it is deferred) until guest A lets go, and is granted only then.
+@Suite(.serialized, .requires(.root, .qemu))
+struct LockGuestTests {
+    /// A 6.12 image of its own with scripts/guest/programs/lock-tool.c in /opt/ferry/bin.
+    static let image: Result<String, HarnessError> = {
+        do {
+            let program = try Guest.compileGuestProgram("lock-tool")
+            return Guest.buildImage(kernel: .linux6_12, directory: Guest.repo + "/.build/guest-locks-6.12", extras: [program])
+        } catch {
+            return .failure(HarnessError("\(error)"))
+        }
+    }()
+
+    /// One vCPU each: two TCG guests share the machine.
+    static let machine = GuestMachine(kernel: .linux6_12, smp: 1, queues: 1)
+
+    /// Guest A: holds a write lock on bytes 10..99 of /mnt/f and a flock on /mnt/g until the
+    /// host creates the release files.
+    static let holderCommand = """
+        lock-tool hold /mnt/f w 10 90 /mnt/a-posix-held /mnt/release-posix &
+        lock-tool flock-hold /mnt/g /mnt/a-flock-held /mnt/release-flock &
+        wait
+        """
+
+    /// Guest B: sees A's locks, is refused them, then waits for each; `release seen` says
+    /// the host had released A's lock before B's was granted.
+    static let waiterCommand = """
+        lock-tool getlk /mnt/f w 0 0
+        lock-tool setlk /mnt/f w 0 0
+        lock-tool wait /mnt/f w 0 0 /mnt/release-posix
+        lock-tool flock-try /mnt/g
+        touch /mnt/b-flock-waiting
+        lock-tool flock-wait /mnt/g /mnt/release-flock
+        """
+
+    /// `Guest.run` on a thread of its own.
+    final class Background: @unchecked Sendable {
+        private let result = Mutex<Result<Guest.Run, any Error>?>(nil)
+        private let done = DispatchSemaphore(value: 0)
+        init(socket: String, command: String, image: String) {
+            Thread { [self] in
+                let r = Result { try Guest.run(socket: socket, command: command, timeout: 400, machine: LockGuestTests.machine, image: image) }
+                result.withLock { $0 = r }
+                done.signal()
+            }.start()
+        }
+        func wait() throws -> Guest.Run {
+            done.wait()
+            return try result.withLock { $0! }.get()
+        }
+    }
+
+    static func eventually(_ seconds: Double, _ condition: () -> Bool) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while !condition() {
+            if Date() > deadline { return false }
+            usleep(50_000)
+        }
+        return true
+    }
+
+    /// Whether process `pid` or one of its descendants (the sandbox serves from a child in
+    /// its own PID namespace) has a thread named `name`.
+    static func hasThread(_ pid: Int32, _ name: String) -> Bool {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+        for task in tasks {
+            if (try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/comm", encoding: .utf8))?
+                .trimmingCharacters(in: .whitespacesAndNewlines) == name { return true }
+            let children = (try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/children", encoding: .utf8)) ?? ""
+            for child in children.split(separator: " ").compactMap({ Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }) {
+                if hasThread(child, name) { return true }
+            }
+        }
+        return false
+    }
+
+    @Test(.timeLimit(.minutes(15)))
+    func twoGuestsOnTwoDaemonsSeeAndWaitForEachOthersLocks() throws {
+        let image = try Self.image.get()
+        let export = try makeTemporaryDirectory("ferry-guest-locks")
+        defer { try? FileManager.default.removeItem(atPath: export) }
+        try Data(repeating: 0x61, count: 200).write(to: URL(fileURLWithPath: export + "/f"))
+        try Data("g".utf8).write(to: URL(fileURLWithPath: export + "/g"))
+        let options = ["-o", "posix_lock", "-o", "flock"]
+        let daemonA = try Daemon.ferry(export: export, extra: options)
+        defer { daemonA.stop() }
+        let daemonB = try Daemon.ferry(export: export, extra: options)
+        defer { daemonB.stop() }
+
+        let guestA = Background(socket: daemonA.socket, command: Self.holderCommand, image: image)
+        let held = Self.eventually(300) {
+            FileManager.default.fileExists(atPath: export + "/a-posix-held")
+                && FileManager.default.fileExists(atPath: export + "/a-flock-held")
+        }
+        #expect(held, "guest A never held its locks; daemon A:\n\(daemonA.log)")
+        guard held else {
+            for name in ["release-posix", "release-flock"] { FileManager.default.createFile(atPath: export + "/" + name, contents: nil) }
+            _ = try? guestA.wait()
+            return
+        }
+        let guestB = Background(socket: daemonB.socket, command: Self.waiterCommand, image: image)
+        // B's F_SETLKW is deferred to daemon B's lock-wait thread (started with the first waiter).
+        let deferred = Self.eventually(300) { Self.hasThread(daemonB.process.processIdentifier, "ferry-lockwait") }
+        #expect(deferred, "daemon B:\n\(daemonB.log)")
+        FileManager.default.createFile(atPath: export + "/release-posix", contents: nil)
+        #expect(Self.eventually(300) { FileManager.default.fileExists(atPath: export + "/b-flock-waiting") })
+        // Give B's flock request time to reach its daemon; what it prints shows the order.
+        sleep(2)
+        FileManager.default.createFile(atPath: export + "/release-flock", contents: nil)
+
+        let a = try guestA.wait()
+        let b = try guestB.wait()
+        #expect(a.status == 0, "\(a.output)")
+        #expect(b.status == 0, "\(b.output)")
+        let lines = b.output.split(separator: "\n").map(String.init)
+        #expect(lines.contains("getlk: F_WRLCK start=10 len=90 pid=0"), "\(b.output)")
+        #expect(lines.contains("setlk: Resource temporarily unavailable"), "\(b.output)")
+        #expect(lines.contains("wait: granted, release seen"), "\(b.output)")
+        #expect(lines.contains("flock-try: Resource temporarily unavailable"), "\(b.output)")
+        #expect(lines.contains("flock-wait: granted, release seen"), "\(b.output)")
+        #expect(daemonA.stop() == 0, "\(daemonA.log)")
+        #expect(daemonB.stop() == 0, "\(daemonB.log)")
+    }
+}
