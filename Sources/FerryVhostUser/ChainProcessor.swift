@@ -23,9 +23,11 @@ final class ChainProcessor: ReplyDeferral {
     private let replyVectors: UnsafeMutablePointer<iovec>
     /// WRITE data: the readable vectors after the first 80 bytes.
     private let payloadVectors: UnsafeMutablePointer<iovec>
-    /// The queue and head of the chain being processed, set by the worker before `process`:
-    /// where a deferred reply goes. nil (tests): requests cannot be deferred.
-    var current: (queue: Virtqueue, head: UInt16)?
+    /// The queue this processor serves (set once by its worker) and the head of the chain
+    /// being processed (set before each `process`): where a deferred reply goes. No queue
+    /// (tests): requests cannot be deferred.
+    var queue: Virtqueue?
+    var head: UInt16 = 0
 
     init(handler: any FUSERequestHandler, maxWrite: Int, maxChain: Int, logger: Logger) {
         self.handler = handler
@@ -45,9 +47,8 @@ final class ChainProcessor: ReplyDeferral {
     /// A deferred reply keeps the chain out of the used ring; the queue's worker puts it
     /// there when the reply comes (`Virtqueue.complete`).
     func deferReply() -> (any DeferredReply)? {
-        guard let current else { return nil }
-        return DeferredChainReply(queue: current.queue, head: current.head,
-                                  generation: current.queue.generation.load(ordering: .acquiring))
+        guard let queue else { return nil }
+        return DeferredChainReply(queue: queue, head: head, generation: queue.generation.load(ordering: .acquiring))
     }
 
     /// Handles the request in `chain` (already walked); returns the used length, nil when
@@ -66,7 +67,7 @@ final class ChainProcessor: ReplyDeferral {
 
         let replyCount = writable.sliced(skipping: Self.outHeaderSize, into: replyVectors)
         var area = ReplyArea(scratch: scratch, readVectors: IOVectors(base: replyVectors, count: replyCount),
-                             deferral: current == nil ? nil : self)
+                             deferral: queue == nil ? nil : self)
         let disposition: ReplyDisposition
         if opcode == Self.writeOpcode && readableBytes > Self.writeHeaderSize {
             let head = UnsafeMutableRawBufferPointer(rebasing: request[0..<Self.writeHeaderSize])

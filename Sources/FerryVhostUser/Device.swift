@@ -588,6 +588,7 @@ final class VhostUserFSDevice: @unchecked Sendable {
         let processor: ChainProcessor? = q.work == nil
             ? ChainProcessor(handler: handler, maxWrite: Int(options.maxWrite), maxChain: 2 * max(options.maxQueueSize, 1), logger: logger)
             : nil
+        processor?.queue = q
         let completionChain = ChainBuffers(capacity: 2 * max(options.maxQueueSize, 1))
         var fds = [pollfd(fd: q.kickFD, events: Int16(POLLIN), revents: 0),
                    pollfd(fd: q.wakeFD, events: Int16(POLLIN), revents: 0)]
@@ -650,7 +651,7 @@ final class VhostUserFSDevice: @unchecked Sendable {
                         if processed { notify(q, ring, eventIndex: eventIndex) }
                         return
                     }
-                    processor.current = (q, head)
+                    processor.head = head
                     guard let length = processor.process(queue: q.index) else { continue }   // deferred
                     ring.putUsed(at: q.usedIndex, id: head, length: length)
                     q.usedIndex &+= 1
@@ -704,6 +705,7 @@ final class VhostUserFSDevice: @unchecked Sendable {
     private func poolServe(_ q: Virtqueue, _ work: HeadQueue) {
         let processor = ChainProcessor(handler: handler, maxWrite: Int(options.maxWrite),
                                        maxChain: 2 * max(options.maxQueueSize, 1), logger: logger)
+        processor.queue = q
         while let head = work.pop() {
             pthread_rwlock_rdlock(lock)
             defer { pthread_rwlock_unlock(lock) }
@@ -715,7 +717,7 @@ final class VhostUserFSDevice: @unchecked Sendable {
                 signalEventFD(q.errFD)
                 continue
             }
-            processor.current = (q, head)
+            processor.head = head
             guard let length = processor.process(queue: q.index) else { continue }   // deferred
             q.usedLock.lock()
             ring.putUsed(at: q.usedIndex, id: head, length: length)

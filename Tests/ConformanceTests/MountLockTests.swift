@@ -56,25 +56,6 @@ struct MountLockTests {
         return (status, tool.output.trimmingCharacters(in: .whitespacesAndNewlines))
     }
 
-    /// Polls `condition` every 10 ms for up to `seconds` (a bound so a broken build ends).
-    static func eventually(_ seconds: Double = 60, _ condition: () -> Bool) -> Bool {
-        let deadline = Date().addingTimeInterval(seconds)
-        while !condition() {
-            if Date() > deadline { return false }
-            usleep(10_000)
-        }
-        return true
-    }
-
-    /// Whether process `pid` has a thread named `name`.
-    static func hasThread(_ pid: Int32, _ name: String) -> Bool {
-        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
-        return tasks.contains { task in
-            (try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/comm", encoding: .utf8))?
-                .trimmingCharacters(in: .whitespacesAndNewlines) == name
-        }
-    }
-
     static func mount() throws -> FerryMount {
         let mount = try FerryMount()
         try Data("0123456789".utf8).write(to: URL(fileURLWithPath: mount.source + "/f"))
@@ -86,7 +67,7 @@ struct MountLockTests {
         defer { m.stop() }
         let (mnt, src) = (m.mountpoint, m.source)
         let holder = try Tool(["hold", mnt + "/f", "w", "10", "90", mnt + "/held", mnt + "/release"])
-        #expect(Self.eventually { FileManager.default.fileExists(atPath: src + "/held") }, "\(holder.output)")
+        #expect(eventually { FileManager.default.fileExists(atPath: src + "/held") }, "\(holder.output)")
 
         let (_, seen) = try Self.run(["getlk", mnt + "/f", "w", "0", "0"])
         #expect(seen == "getlk: F_WRLCK start=10 len=90 pid=0")
@@ -97,10 +78,10 @@ struct MountLockTests {
         #expect(refused == 1 && tried == "setlk: Resource temporarily unavailable")
         #expect(try Self.run(["setlk", mnt + "/f", "w", "0", "10"]).0 == 0)   // outside the held range
 
-        #expect(!Self.hasThread(m.process.processIdentifier, "ferry-lockwait"))
+        #expect(!processTreeHasThread(m.process.processIdentifier, named: "ferry-lockwait"))
         let waiter = try Tool(["wait", mnt + "/f", "w", "0", "0", mnt + "/release"])
         // The waiting request is deferred to the daemon's lock-wait thread.
-        #expect(Self.eventually { Self.hasThread(m.process.processIdentifier, "ferry-lockwait") })
+        #expect(eventually { processTreeHasThread(m.process.processIdentifier, named: "ferry-lockwait") })
         #expect(waiter.process.isRunning)
         _ = FileManager.default.createFile(atPath: src + "/release", contents: nil)
         #expect(holder.exitStatus() == 0)
@@ -113,7 +94,7 @@ struct MountLockTests {
         defer { m.stop() }
         let (mnt, src) = (m.mountpoint, m.source)
         let holder = try Tool(["flock-hold", mnt + "/f", mnt + "/held", mnt + "/release"])
-        #expect(Self.eventually { FileManager.default.fileExists(atPath: src + "/held") }, "\(holder.output)")
+        #expect(eventually { FileManager.default.fileExists(atPath: src + "/held") }, "\(holder.output)")
         let (refused, tried) = try Self.run(["flock-try", mnt + "/f"])
         #expect(refused == 1 && tried == "flock-try: Resource temporarily unavailable")
         // The host's own flock on the exported file meets it as well.
@@ -121,7 +102,7 @@ struct MountLockTests {
         #expect(hostRefused == 1)
 
         let waiter = try Tool(["flock-wait", mnt + "/f", mnt + "/release"])
-        #expect(Self.eventually { Self.hasThread(m.process.processIdentifier, "ferry-lockwait") })
+        #expect(eventually { processTreeHasThread(m.process.processIdentifier, named: "ferry-lockwait") })
         #expect(waiter.process.isRunning)
         _ = FileManager.default.createFile(atPath: src + "/release", contents: nil)
         #expect(holder.exitStatus() == 0)
@@ -134,9 +115,9 @@ struct MountLockTests {
         defer { m.stop() }
         let (mnt, src) = (m.mountpoint, m.source)
         let holder = try Tool(["hold", mnt + "/f", "w", "0", "0", mnt + "/held", mnt + "/release"])
-        #expect(Self.eventually { FileManager.default.fileExists(atPath: src + "/held") }, "\(holder.output)")
+        #expect(eventually { FileManager.default.fileExists(atPath: src + "/held") }, "\(holder.output)")
         let waiter = try Tool(["wait", mnt + "/f", "w", "0", "0"])
-        #expect(Self.eventually { Self.hasThread(m.process.processIdentifier, "ferry-lockwait") })
+        #expect(eventually { processTreeHasThread(m.process.processIdentifier, named: "ferry-lockwait") })
         kill(waiter.process.processIdentifier, SIGKILL)
         // INTERRUPT answered EINTR: the process is gone while the lock is still held.
         #expect(waiter.exitStatus() != nil)
@@ -153,9 +134,9 @@ struct MountLockTests {
         defer { m.stop() }
         let (mnt, src) = (m.mountpoint, m.source)
         let holder = try Tool(["hold", mnt + "/f", "w", "0", "0", mnt + "/held", mnt + "/release"])
-        #expect(Self.eventually { FileManager.default.fileExists(atPath: src + "/held") }, "\(holder.output)")
+        #expect(eventually { FileManager.default.fileExists(atPath: src + "/held") }, "\(holder.output)")
         let waiter = try Tool(["wait", mnt + "/f", "w", "0", "0"])
-        #expect(Self.eventually { Self.hasThread(m.process.processIdentifier, "ferry-lockwait") })
+        #expect(eventually { processTreeHasThread(m.process.processIdentifier, named: "ferry-lockwait") })
         // ferry unmounts (busy: detached and aborted), the waiter's call fails, ferry exits,
         // all while the lock is still held by the other process.
         #expect(m.terminate(), "\(m.log)")

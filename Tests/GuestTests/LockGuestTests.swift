@@ -61,30 +61,6 @@ struct LockGuestTests {
         }
     }
 
-    static func eventually(_ seconds: Double, _ condition: () -> Bool) -> Bool {
-        let deadline = Date().addingTimeInterval(seconds)
-        while !condition() {
-            if Date() > deadline { return false }
-            usleep(50_000)
-        }
-        return true
-    }
-
-    /// Whether process `pid` or one of its descendants (the sandbox serves from a child in
-    /// its own PID namespace) has a thread named `name`.
-    static func hasThread(_ pid: Int32, _ name: String) -> Bool {
-        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
-        for task in tasks {
-            if (try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/comm", encoding: .utf8))?
-                .trimmingCharacters(in: .whitespacesAndNewlines) == name { return true }
-            let children = (try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/children", encoding: .utf8)) ?? ""
-            for child in children.split(separator: " ").compactMap({ Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }) {
-                if hasThread(child, name) { return true }
-            }
-        }
-        return false
-    }
-
     @Test(.timeLimit(.minutes(15)))
     func twoGuestsOnTwoDaemonsSeeAndWaitForEachOthersLocks() throws {
         let image = try Self.image.get()
@@ -99,7 +75,7 @@ struct LockGuestTests {
         defer { daemonB.stop() }
 
         let guestA = Background(socket: daemonA.socket, command: Self.holderCommand, image: image)
-        let held = Self.eventually(300) {
+        let held = eventually(within: 300) {
             FileManager.default.fileExists(atPath: export + "/a-posix-held")
                 && FileManager.default.fileExists(atPath: export + "/a-flock-held")
         }
@@ -111,10 +87,10 @@ struct LockGuestTests {
         }
         let guestB = Background(socket: daemonB.socket, command: Self.waiterCommand, image: image)
         // B's F_SETLKW is deferred to daemon B's lock-wait thread (started with the first waiter).
-        let deferred = Self.eventually(300) { Self.hasThread(daemonB.process.processIdentifier, "ferry-lockwait") }
+        let deferred = eventually(within: 300) { processTreeHasThread(daemonB.process.processIdentifier, named: "ferry-lockwait") }
         #expect(deferred, "daemon B:\n\(daemonB.log)")
         FileManager.default.createFile(atPath: export + "/release-posix", contents: nil)
-        #expect(Self.eventually(300) { FileManager.default.fileExists(atPath: export + "/b-flock-waiting") })
+        #expect(eventually(within: 300) { FileManager.default.fileExists(atPath: export + "/b-flock-waiting") })
         // Give B's flock request time to reach its daemon; what it prints shows the order.
         sleep(2)
         FileManager.default.createFile(atPath: export + "/release-flock", contents: nil)
