@@ -62,12 +62,27 @@ struct MountLockTests {
         return mount
     }
 
+    /// Starts a holder (`hold` or `flock-hold` with MNT/held and MNT/release) and returns
+    /// once it holds its lock.
+    static func holder(_ m: FerryMount, _ arguments: [String]) throws -> Tool {
+        let tool = try Tool(arguments + [m.mountpoint + "/held", m.mountpoint + "/release"])
+        #expect(eventually { FileManager.default.fileExists(atPath: m.source + "/held") }, "\(tool.output)")
+        return tool
+    }
+
+    /// Starts a waiter and returns once its request waits on ferry's lock-wait thread.
+    static func waiter(_ m: FerryMount, _ arguments: [String]) throws -> Tool {
+        let tool = try Tool(arguments)
+        #expect(eventually { processTreeHasThread(m.process.processIdentifier, named: "ferry-lockwait") })
+        #expect(tool.process.isRunning, "\(tool.output)")
+        return tool
+    }
+
     @Test func fcntlLocksMeetBetweenProcessesAndAWaiterIsGrantedWhenTheHolderUnlocks() throws {
         let m = try Self.mount()
         defer { m.stop() }
         let (mnt, src) = (m.mountpoint, m.source)
-        let holder = try Tool(["hold", mnt + "/f", "w", "10", "90", mnt + "/held", mnt + "/release"])
-        #expect(eventually { FileManager.default.fileExists(atPath: src + "/held") }, "\(holder.output)")
+        let holder = try Self.holder(m, ["hold", mnt + "/f", "w", "10", "90"])
 
         let (_, seen) = try Self.run(["getlk", mnt + "/f", "w", "0", "0"])
         #expect(seen == "getlk: F_WRLCK start=10 len=90 pid=0")
@@ -79,10 +94,8 @@ struct MountLockTests {
         #expect(try Self.run(["setlk", mnt + "/f", "w", "0", "10"]).0 == 0)   // outside the held range
 
         #expect(!processTreeHasThread(m.process.processIdentifier, named: "ferry-lockwait"))
-        let waiter = try Tool(["wait", mnt + "/f", "w", "0", "0", mnt + "/release"])
         // The waiting request is deferred to the daemon's lock-wait thread.
-        #expect(eventually { processTreeHasThread(m.process.processIdentifier, named: "ferry-lockwait") })
-        #expect(waiter.process.isRunning)
+        let waiter = try Self.waiter(m, ["wait", mnt + "/f", "w", "0", "0", mnt + "/release"])
         _ = FileManager.default.createFile(atPath: src + "/release", contents: nil)
         #expect(holder.exitStatus() == 0)
         #expect(waiter.exitStatus() == 0)
@@ -93,17 +106,14 @@ struct MountLockTests {
         let m = try Self.mount()
         defer { m.stop() }
         let (mnt, src) = (m.mountpoint, m.source)
-        let holder = try Tool(["flock-hold", mnt + "/f", mnt + "/held", mnt + "/release"])
-        #expect(eventually { FileManager.default.fileExists(atPath: src + "/held") }, "\(holder.output)")
+        let holder = try Self.holder(m, ["flock-hold", mnt + "/f"])
         let (refused, tried) = try Self.run(["flock-try", mnt + "/f"])
         #expect(refused == 1 && tried == "flock-try: Resource temporarily unavailable")
         // The host's own flock on the exported file meets it as well.
         let (hostRefused, _) = try Self.run(["flock-try", src + "/f"])
         #expect(hostRefused == 1)
 
-        let waiter = try Tool(["flock-wait", mnt + "/f", mnt + "/release"])
-        #expect(eventually { processTreeHasThread(m.process.processIdentifier, named: "ferry-lockwait") })
-        #expect(waiter.process.isRunning)
+        let waiter = try Self.waiter(m, ["flock-wait", mnt + "/f", mnt + "/release"])
         _ = FileManager.default.createFile(atPath: src + "/release", contents: nil)
         #expect(holder.exitStatus() == 0)
         #expect(waiter.exitStatus() == 0)
@@ -114,10 +124,8 @@ struct MountLockTests {
         let m = try Self.mount()
         defer { m.stop() }
         let (mnt, src) = (m.mountpoint, m.source)
-        let holder = try Tool(["hold", mnt + "/f", "w", "0", "0", mnt + "/held", mnt + "/release"])
-        #expect(eventually { FileManager.default.fileExists(atPath: src + "/held") }, "\(holder.output)")
-        let waiter = try Tool(["wait", mnt + "/f", "w", "0", "0"])
-        #expect(eventually { processTreeHasThread(m.process.processIdentifier, named: "ferry-lockwait") })
+        let holder = try Self.holder(m, ["hold", mnt + "/f", "w", "0", "0"])
+        let waiter = try Self.waiter(m, ["wait", mnt + "/f", "w", "0", "0"])
         kill(waiter.process.processIdentifier, SIGKILL)
         // INTERRUPT answered EINTR: the process is gone while the lock is still held.
         #expect(waiter.exitStatus() != nil)
@@ -133,10 +141,8 @@ struct MountLockTests {
         let m = try Self.mount()
         defer { m.stop() }
         let (mnt, src) = (m.mountpoint, m.source)
-        let holder = try Tool(["hold", mnt + "/f", "w", "0", "0", mnt + "/held", mnt + "/release"])
-        #expect(eventually { FileManager.default.fileExists(atPath: src + "/held") }, "\(holder.output)")
-        let waiter = try Tool(["wait", mnt + "/f", "w", "0", "0"])
-        #expect(eventually { processTreeHasThread(m.process.processIdentifier, named: "ferry-lockwait") })
+        let holder = try Self.holder(m, ["hold", mnt + "/f", "w", "0", "0"])
+        let waiter = try Self.waiter(m, ["wait", mnt + "/f", "w", "0", "0"])
         // ferry unmounts (busy: detached and aborted), the waiter's call fails, ferry exits,
         // all while the lock is still held by the other process.
         #expect(m.terminate(), "\(m.log)")
