@@ -767,7 +767,7 @@ final class VhostUserFSDevice: @unchecked Sendable {
             }
             var length: UInt32 = 0
             if c.reply.count <= chain.writableBytes {
-                c.reply.withUnsafeBytes { IOVectors(base: chain.writable.base, count: chain.writable.count).copyIn($0) }
+                _ = c.reply.withUnsafeBytes { IOVectors(base: chain.writable.base, count: chain.writable.count).copyIn($0) }
                 length = UInt32(c.reply.count)
             } else {
                 logger.warning("deferred reply does not fit the guest's buffers; dropped", metadata: ["queue": "\(q.index)"])

@@ -31,7 +31,7 @@ struct MountLockTests {
         let outputPath: String
         init(_ arguments: [String]) throws {
             outputPath = try makeTemporaryDirectory("ferry-lock-tool-run") + "/out"
-            FileManager.default.createFile(atPath: outputPath, contents: nil)
+            _ = FileManager.default.createFile(atPath: outputPath, contents: nil)
             let handle = FileHandle(forWritingAtPath: outputPath)!
             process.executableURL = URL(fileURLWithPath: try MountLockTests.lockTool.get())
             process.arguments = arguments
@@ -140,7 +140,7 @@ struct MountLockTests {
     @Test func unmountingWhileAWaiterWaitsEndsPromptly() throws {
         let m = try Self.mount()
         defer { m.stop() }
-        let (mnt, src) = (m.mountpoint, m.source)
+        let mnt = m.mountpoint
         let holder = try Self.holder(m, ["hold", mnt + "/f", "w", "0", "0"])
         let waiter = try Self.waiter(m, ["wait", mnt + "/f", "w", "0", "0"])
         // ferry unmounts (busy: detached and aborted), the waiter's call fails, ferry exits,

@@ -81,7 +81,7 @@ struct LockGuestTests {
         }
         #expect(held, "guest A never held its locks; daemon A:\n\(daemonA.log)")
         guard held else {
-            for name in ["release-posix", "release-flock"] { FileManager.default.createFile(atPath: export + "/" + name, contents: nil) }
+            for name in ["release-posix", "release-flock"] { _ = FileManager.default.createFile(atPath: export + "/" + name, contents: nil) }
             _ = try? guestA.wait()
             return
         }
@@ -89,11 +89,11 @@ struct LockGuestTests {
         // B's F_SETLKW is deferred to daemon B's lock-wait thread (started with the first waiter).
         let deferred = eventually(within: 300) { processTreeHasThread(daemonB.process.processIdentifier, named: "ferry-lockwait") }
         #expect(deferred, "daemon B:\n\(daemonB.log)")
-        FileManager.default.createFile(atPath: export + "/release-posix", contents: nil)
+        _ = FileManager.default.createFile(atPath: export + "/release-posix", contents: nil)
         #expect(eventually(within: 300) { FileManager.default.fileExists(atPath: export + "/b-flock-waiting") })
         // Give B's flock request time to reach its daemon; what it prints shows the order.
         sleep(2)
-        FileManager.default.createFile(atPath: export + "/release-flock", contents: nil)
+        _ = FileManager.default.createFile(atPath: export + "/release-flock", contents: nil)
 
         let a = try guestA.wait()
         let b = try guestB.wait()
