@@ -9,8 +9,9 @@ import Glibc
 /// Two 6.12 guests, each with its own `ferry virtiofsd -o posix_lock -o flock` on one
 /// directory, see each other's fcntl and flock locks: both daemons keep them on the host's
 /// files. Guest B's waiting lock waits in its daemon (the `ferry-lockwait` thread appears
-/// when it is deferred) until guest A lets go, and is granted only then.
-@Suite(.serialized, .requires(.root, .qemu))
+/// when it is deferred) until guest A lets go, and is granted only then. A host process
+/// through `ferry mount` and a guest see each other's locks likewise.
+@Suite(.serialized, .requires(.root, .qemu, .devFUSE))
 struct LockGuestTests {
     /// A 6.12 image of its own with scripts/guest/programs/lock-tool.c in /opt/ferry/bin.
     static let image: Result<String, HarnessError> = {
@@ -107,5 +108,75 @@ struct LockGuestTests {
         #expect(lines.contains("flock-wait: granted, release seen"), "\(b.output)")
         #expect(daemonA.stop() == 0, "\(daemonA.log)")
         #expect(daemonB.stop() == 0, "\(daemonB.log)")
+    }
+
+    /// A host process through `ferry mount` of the directory and a guest through `ferry
+    /// virtiofsd -o posix_lock` see each other's locks: both are the host kernel's.
+    @Test(.timeLimit(.minutes(10)))
+    func aHostMountAndAGuestSeeEachOthersLocks() throws {
+        let image = try Self.image.get()
+        let tool = try Guest.compileGuestProgram("lock-tool")   // static: runs on the host too
+        let export = try makeTemporaryDirectory("ferry-guest-host-locks")
+        let mnt = try makeTemporaryDirectory("ferry-guest-host-locks-mnt")
+        defer { rmdir(mnt); try? FileManager.default.removeItem(atPath: export) }
+        try Data(repeating: 0x61, count: 200).write(to: URL(fileURLWithPath: export + "/f"))
+
+        let mount = Process()
+        mount.executableURL = URL(fileURLWithPath: try BuiltProducts.require("ferry"))
+        mount.arguments = ["mount", export, mnt]
+        let mountLog = mnt + ".log"
+        _ = FileManager.default.createFile(atPath: mountLog, contents: nil)
+        mount.standardOutput = FileHandle(forWritingAtPath: mountLog)
+        mount.standardError = FileHandle(forWritingAtPath: mountLog)
+        try runWithDefaultSignalMask(mount)
+        defer {
+            if mount.isRunning { kill(mount.processIdentifier, SIGTERM); mount.waitUntilExit() }
+            unlink(mountLog)
+        }
+        let mounted = eventually(within: 30) {
+            ((try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8)) ?? "").contains(" \(mnt) fuse")
+        }
+        try #require(mounted, "\((try? String(contentsOfFile: mountLog, encoding: .utf8)) ?? "")")
+
+        func host(_ arguments: [String]) throws -> Process {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: tool)
+            p.arguments = arguments
+            p.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+            try runWithDefaultSignalMask(p)
+            return p
+        }
+        func hostOutput(_ arguments: [String]) throws -> String {
+            try runToCompletion(tool, arguments).output.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+
+        // The host process holds bytes 10..99 through the mount.
+        let holder = try host(["hold", mnt + "/f", "w", "10", "90", mnt + "/host-held", mnt + "/host-release"])
+        defer { if holder.isRunning { kill(holder.processIdentifier, SIGKILL) } }
+        #expect(eventually(within: 60) { FileManager.default.fileExists(atPath: export + "/host-held") })
+
+        let daemon = try Daemon.ferry(export: export, extra: ["-o", "posix_lock"])
+        defer { daemon.stop() }
+        let guest = Background(socket: daemon.socket, command: """
+            lock-tool getlk /mnt/f w 0 0
+            lock-tool setlk /mnt/f w 50 1
+            lock-tool hold /mnt/f w 0 5 /mnt/guest-held /mnt/guest-release
+            """, image: image)
+        let guestHeld = eventually(within: 300) { FileManager.default.fileExists(atPath: export + "/guest-held") }
+        #expect(guestHeld, "daemon:\n\(daemon.log)")
+        if guestHeld {
+            // The host mount sees the guest's lock.
+            #expect(try hostOutput(["getlk", mnt + "/f", "w", "0", "5"]) == "getlk: F_WRLCK start=0 len=5 pid=0")
+            #expect(try hostOutput(["setlk", mnt + "/f", "w", "2", "1"]) == "setlk: Resource temporarily unavailable")
+        }
+        for name in ["guest-release", "host-release"] { _ = FileManager.default.createFile(atPath: export + "/" + name, contents: nil) }
+        let run = try guest.wait()
+        holder.waitUntilExit()
+        #expect(holder.terminationStatus == 0)
+        #expect(run.status == 0, "\(run.output)")
+        let lines = run.output.split(separator: "\n").map(String.init)
+        #expect(lines.contains("getlk: F_WRLCK start=10 len=90 pid=0"), "\(run.output)")
+        #expect(lines.contains("setlk: Resource temporarily unavailable"), "\(run.output)")
+        #expect(daemon.stop() == 0, "\(daemon.log)")
     }
 }
