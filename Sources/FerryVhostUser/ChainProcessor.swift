@@ -48,6 +48,8 @@ final class ChainProcessor: ReplyDeferral {
     /// there when the reply comes (`Virtqueue.complete`).
     func deferReply() -> (any DeferredReply)? {
         guard let queue else { return nil }
+        let unique = UInt64(littleEndian: request.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+        queue.deferredHeads.withLock { $0[head] = unique }
         return DeferredChainReply(queue: queue, head: head, generation: queue.generation.load(ordering: .acquiring))
     }
 

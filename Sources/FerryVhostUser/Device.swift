@@ -1,5 +1,6 @@
 import CFerry
 import FerryCore
+import FerryFUSE
 import FerryVirtio
 import Logging
 import Synchronization
@@ -131,7 +132,10 @@ final class VhostUserFSDevice: @unchecked Sendable {
     func reset(notifyHandler: Bool = true, keepProtocolFeatures: Bool = false) {
         transfer?.0.cancel()
         transfer = nil
-        for q in queues { stopWorker(q) }
+        for q in queues {
+            stopWorker(q)
+            settleDeferred(q, answering: false)
+        }
         writeLocked {
             for q in queues { q.resetConfiguration() }
             memory = .empty
@@ -275,6 +279,9 @@ final class VhostUserFSDevice: @unchecked Sendable {
                 return .payload(Self.bytes(VringState(index: s.index, num: 0)))
             }
             stopWorker(q)       // waits for the chains in flight; q.base is then where the ring stopped
+            // Requests still deferred (waiting locks) are answered now: the ring's state goes
+            // elsewhere (a migration, a stopped VM) and must not hold a chain nobody will use.
+            settleDeferred(q, answering: true)
             let last = q.base
             writeLocked {
                 if q.kickFD >= 0 { close(q.kickFD); q.kickFD = -1 }
@@ -555,11 +562,6 @@ final class VhostUserFSDevice: @unchecked Sendable {
         pthread_join(t, nil)
         q.thread = nil
         stopPool(q)
-        // Replies still deferred belong to this run of the ring: they are dropped (the
-        // session's end answers their waiters, and a guest that resets forgets them).
-        q.generation.wrappingAdd(1, ordering: .sequentiallyConsistent)
-        q.completions.withLock { $0.removeAll() }
-        q.hasCompletions.store(false, ordering: .releasing)
         q.base = q.lastAvail
         // Drain the wake counter for the next start.
         var v: UInt64 = 0
@@ -745,40 +747,73 @@ final class VhostUserFSDevice: @unchecked Sendable {
     /// Puts the chains whose deferred replies came (granted locks) in the used ring. The
     /// chain is walked again, through the same checks as a new request: the guest's
     /// buffers are only ever reached through a translated, bounds-checked walk. Under the
-    /// read lock, on the queue's thread (with the used lock in pool mode).
-    private func completeDeferred(_ q: Virtqueue, _ ring: RingView, _ memory: GuestMemory, _ chain: ChainBuffers) {
+    /// read lock, on the queue's thread (with the used lock in pool mode); or on the control
+    /// thread with the worker stopped (`settleDeferred`).
+    private func completeDeferred(_ q: Virtqueue, _ ring: RingView, _ memory: GuestMemory, _ chain: ChainBuffers,
+                                  generation: UInt64? = nil) {
         let ready = q.completions.withLock { list -> [DeferredCompletion] in
             q.hasCompletions.store(false, ordering: .releasing)
             defer { list.removeAll(keepingCapacity: true) }
             return list
         }
-        let generation = q.generation.load(ordering: .acquiring)
+        let current = generation ?? q.generation.load(ordering: .acquiring)
         let pool = q.work != nil
         if pool { q.usedLock.lock() }
         defer { if pool { q.usedLock.unlock() } }
         var completed = false
-        for c in ready where c.generation == generation {
-            do {
-                try DescriptorChain.walk(head: c.head, ring: ring, memory: memory, indirectAllowed: indirect, into: chain)
-            } catch {
-                markBroken(queue: q.index, error.description)
-                signalEventFD(q.errFD)
-                return
-            }
-            var length: UInt32 = 0
-            if c.reply.count <= chain.writableBytes {
-                _ = c.reply.withUnsafeBytes { IOVectors(base: chain.writable.base, count: chain.writable.count).copyIn($0) }
-                length = UInt32(c.reply.count)
-            } else {
-                logger.warning("deferred reply does not fit the guest's buffers; dropped", metadata: ["queue": "\(q.index)"])
-            }
-            ring.putUsed(at: q.usedIndex, id: c.head, length: length)
-            q.usedIndex &+= 1
-            ring.publishUsedIndex(q.usedIndex)
-            if let log = activeLog { logCompletion(log, q, ring, chain, length, memory) }
+        for c in ready where c.generation == current {
+            q.deferredHeads.withLock { $0[c.head] = nil }
+            guard putDeferredReply(q, ring, memory, chain, head: c.head, c.reply) else { return }
             completed = true
         }
         if completed { notify(q, ring, eventIndex: eventIndex) }
+    }
+
+    /// Completes deferred chain `head` with `reply`; false when the chain broke the device.
+    private func putDeferredReply(_ q: Virtqueue, _ ring: RingView, _ memory: GuestMemory, _ chain: ChainBuffers,
+                                  head: UInt16, _ reply: [UInt8]) -> Bool {
+        do {
+            try DescriptorChain.walk(head: head, ring: ring, memory: memory, indirectAllowed: indirect, into: chain)
+        } catch {
+            markBroken(queue: q.index, error.description)
+            signalEventFD(q.errFD)
+            return false
+        }
+        var length: UInt32 = 0
+        if reply.count <= chain.writableBytes {
+            _ = reply.withUnsafeBytes { IOVectors(base: chain.writable.base, count: chain.writable.count).copyIn($0) }
+            length = UInt32(reply.count)
+        } else {
+            logger.warning("deferred reply does not fit the guest's buffers; dropped", metadata: ["queue": "\(q.index)"])
+        }
+        ring.putUsed(at: q.usedIndex, id: head, length: length)
+        q.usedIndex &+= 1
+        ring.publishUsedIndex(q.usedIndex)
+        if let log = activeLog { logCompletion(log, q, ring, chain, length, memory) }
+        return true
+    }
+
+    /// The ring stopped (its worker joined): replies deferred until now can no longer come
+    /// (later ones are dropped). `answering`: the ring goes on elsewhere (GET_VRING_BASE),
+    /// so every chain still deferred is used now: with its reply when the lock was granted
+    /// meanwhile, else ENOLCK. Otherwise (a reset, a lost connection) they are forgotten.
+    private func settleDeferred(_ q: Virtqueue, answering: Bool) {
+        let ended = q.generation.wrappingAdd(1, ordering: .sequentiallyConsistent).oldValue
+        if answering, let ring = q.ring, !isBroken, !q.deferredHeads.withLock({ $0.isEmpty }) {
+            let chain = ChainBuffers(capacity: 2 * max(options.maxQueueSize, 1))
+            completeDeferred(q, ring, memory, chain, generation: ended)
+            var answered = false
+            for (head, unique) in q.deferredHeads.withLock({ $0 }) {
+                var reply = [UInt8](repeating: 0, count: FUSEOutHeader.size)
+                reply.withUnsafeMutableBytes { FUSEReply.writeHeader(to: $0.baseAddress!, length: FUSEOutHeader.size, error: -ENOLCK, unique: unique) }
+                guard putDeferredReply(q, ring, memory, chain, head: head, reply) else { break }
+                answered = true
+            }
+            if answered { notify(q, ring, eventIndex: eventIndex) }
+        }
+        q.deferredHeads.withLock { $0.removeAll() }
+        q.completions.withLock { $0.removeAll() }
+        q.hasCompletions.store(false, ordering: .releasing)
     }
 
     private func notify(_ q: Virtqueue, _ ring: RingView, eventIndex: Bool) {

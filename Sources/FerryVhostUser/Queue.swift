@@ -38,14 +38,17 @@ final class Virtqueue: @unchecked Sendable {
     var poolThreads: [pthread_t] = []
     let usedLock = PlainMutex()
 
-    /// Changes whenever the worker stops (queue stopped, reset, new connection): a deferred
-    /// reply from before belongs to a ring that is gone and is dropped.
+    /// Changes whenever the ring stops for good (GET_VRING_BASE, a reset, a new connection):
+    /// a deferred reply from before belongs to a ring that is gone and is dropped.
     let generation = Atomic<UInt64>(0)
     /// Deferred replies waiting for the worker to put their chains in the used ring: only
     /// the worker touches the ring, and it checks the guest's buffers again when it does.
     let completions = Mutex<[DeferredCompletion]>([])
     /// `completions` is not empty (read by the worker without taking the lock).
     let hasCompletions = Atomic<Bool>(false)
+    /// The chains whose replies are deferred (head → request unique): out of the used ring
+    /// until their reply comes, or until the ring stops (`settleDeferred`).
+    let deferredHeads = Mutex<[UInt16: UInt64]>([:])
 
     // Worker state.
     var lastAvail: UInt16 = 0

@@ -85,21 +85,38 @@ final class DeferringHandler: FUSERequestHandler, @unchecked Sendable {
         #expect(reply.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 8, as: UInt64.self) } == 1)
     }
 
-    @Test func aReplyForARingStoppedSinceIsDropped() {
+    @Test func stoppingTheRingAnswersADeferredChainENOLCKAndDropsItsLateReply() {
         t.start(eventIndex: false)
-        post(33, unique: 1, slot: 0)
+        let waiting = post(33, unique: 1, slot: 0)
         #expect(t.kickAndWait(forUsed: 0))
         #expect(eventuallyDeferred())
-        // GET_VRING_BASE stops the ring (as a reset or a new connection would); it starts again.
-        // The deferred chain was taken from the avail ring: the ring stopped at 1.
+        // GET_VRING_BASE (a migration, a stopped VM): the chain is used now, with ENOLCK.
         #expect(t.send(.getVringBase, t.state(1, 0)) == .payload(VhostUserFSDevice.bytes(VringState(index: 1, num: 1))))
+        #expect(t.g.usedIndex == 1 && t.g.usedElement(0).id == 0 && t.g.usedElement(0).length == 16)
+        let reply = t.g.bytes(at: waiting, count: 16)
+        #expect(reply.withUnsafeBytes { ($0.loadUnaligned(fromByteOffset: 4, as: Int32.self), $0.loadUnaligned(fromByteOffset: 8, as: UInt64.self)) } == (-ENOLCK, 1))
+        // The ring starts again; the late reply for the old run goes nowhere.
         #expect(t.send(.setVringBase, t.state(1, 1)) == .none(succeeded: true))
         #expect(t.send(.setVringKick, t.u64(1), fds: [dup(t.kick)]) == .none(succeeded: true))
         handler.answer(0, unique: 1)
         post(3, unique: 2, slot: 1)
-        #expect(t.kickAndWait(forUsed: 1))
+        #expect(t.kickAndWait(forUsed: 2))
         usleep(20_000)
-        #expect(t.g.usedIndex == 1 && t.g.usedElement(0).id == 2)
+        #expect(t.g.usedIndex == 2 && t.g.usedElement(1).id == 2)
+    }
+
+    @Test func aNewKickFdKeepsADeferredChainWaiting() {
+        t.start(eventIndex: false)
+        post(33, unique: 1, slot: 0)
+        #expect(t.kickAndWait(forUsed: 0))
+        #expect(eventuallyDeferred())
+        // SET_VRING_KICK restarts the worker on the same ring: the wait goes on.
+        #expect(t.send(.setVringKick, t.u64(1), fds: [dup(t.kick)]) == .none(succeeded: true))
+        usleep(20_000)
+        #expect(t.g.usedIndex == 0)
+        handler.answer(0, unique: 1)
+        #expect(usedBecomes(1))
+        #expect(t.g.usedElement(0).id == 0 && t.g.usedElement(0).length == 16)
     }
 
     func eventuallyDeferred() -> Bool {
