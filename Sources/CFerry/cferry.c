@@ -15,6 +15,7 @@
 #include <sys/mount.h>
 #include <linux/openat2.h>
 #include <linux/capability.h>
+#include <sys/prctl.h>
 
 const int ferry_o_direct = O_DIRECT;
 
@@ -65,6 +66,7 @@ int ferry_syncfs(int fd) { return syncfs(fd); }
 ssize_t ferry_getdents64(int fd, void *buf, size_t count) { return getdents64(fd, buf, count); }
 int ferry_fcntl_int(int fd, int cmd, int arg) { return fcntl(fd, cmd, arg); }
 int ferry_fcntl_lock(int fd, int cmd, void *lock) { return fcntl(fd, cmd, lock); }
+int ferry_flock(int fd, int operation) { return flock(fd, operation); }
 int ferry_ioctl_ptr(int fd, unsigned long request, void *arg) { return ioctl(fd, request, arg); }
 int ferry_open(const char *path, int flags, uint32_t mode) { return open(path, flags, (mode_t)mode); }
 int ferry_openat(int dirfd, const char *path, int flags, uint32_t mode) { return openat(dirfd, path, flags, (mode_t)mode); }
@@ -192,3 +194,5 @@ void ferry_atomic_or_u8(uint8_t *p, uint8_t value) {
     // Release: the guest memory written before is visible to whoever sees the bit.
     __atomic_fetch_or(p, value, __ATOMIC_RELEASE);
 }
+
+int ferry_set_thread_name(const char *name) { return prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0); }

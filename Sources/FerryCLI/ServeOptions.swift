@@ -68,8 +68,12 @@ struct ExportOptions: ParsableArguments {
     var maxCachedFds: Int = 1024
 
     var policy: ExportPolicy {
-        ExportPolicy(cache: cache, xattr: xattr, posixACL: posixACL, allowDevices: allowDevices,
-                     readOnly: readonly, writeback: writeback, maxNodes: maxInodes, allowMmap: allowMmap)
+        var policy = ExportPolicy(cache: cache, xattr: xattr, posixACL: posixACL, allowDevices: allowDevices,
+                                  readOnly: readonly, writeback: writeback, maxNodes: maxInodes, allowMmap: allowMmap)
+        // The host's own processes share the files: their locks and the mount's must meet.
+        policy.posixLocks = true
+        policy.flockLocks = true
+        return policy
     }
 
     var posixOptions: POSIXOptions {

@@ -127,8 +127,10 @@ let virtiofsdHelp = """
       -h, --help                  Print this help and exit
 
     Legacy -o lists are comma separated (-o source=/srv,cache=always,xattr or -osource=/srv) and
-    may repeat; a doubled comma is a comma inside a value. Options Ferry cannot honour (-o flock,
-    -o posix_lock, -o timeout=, --sandbox=namespace, --xattrmap, ...) fail with a message.
+    may repeat; a doubled comma is a comma inside a value. -o posix_lock and -o flock serve the
+    guest's fcntl and flock locks on the host, shared with every other client of the export
+    (off by default, as in virtiofsd; -o no_posix_lock, -o no_flock). Options Ferry cannot
+    honour (-o timeout=, --sandbox=namespace, --xattrmap, ...) fail with a message.
     Unlike virtiofsd, Ferry keeps listening for the next front-end when one disconnects; stop
     it with SIGTERM, SIGINT or SIGHUP.
 

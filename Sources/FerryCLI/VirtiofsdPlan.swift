@@ -36,6 +36,11 @@ public struct VirtiofsdPlan: Equatable, Sendable {
     /// FUSE_HANDLE_KILLPRIV_V2, offered by default as virtiofsd does; off with
     /// `--no-killpriv-v2` / `-o no_killpriv_v2`.
     public var killPrivV2 = true
+    /// POSIX record locks shared with every client of the export (FUSE_POSIX_LOCKS): off by
+    /// default as in virtiofsd; `-o posix_lock` turns them on.
+    public var posixLock = false
+    /// BSD flock(2) locks likewise (FUSE_FLOCK_LOCKS): `-o flock`.
+    public var flock = false
     public var inodeFileHandles: FileHandleMode = .prefer
     /// Worker threads for each queue's requests; 0 serves them on the queue threads
     /// (virtiofsd's default); nil (not given): what suits the source
@@ -70,6 +75,8 @@ public struct VirtiofsdPlan: Equatable, Sendable {
                                   writeback: writeback, announceSubmounts: announceSubmounts,
                                   allowDirectIO: allowDirectIO, readdirplus: readdirplus, allowMmap: allowMmap)
         policy.killPrivV2 = killPrivV2
+        policy.posixLocks = posixLock
+        policy.flockLocks = flock
         return policy
     }
 
@@ -363,10 +370,12 @@ struct VirtiofsdParser {
         case "debug": debug = true
         case "killpriv_v2": plan.killPrivV2 = true
         case "no_killpriv_v2": plan.killPrivV2 = false
-        // What these ask for is what Ferry does: locks stay in the guest, no security labels.
-        case "no_flock", "no_posix_lock", "no_security_label": break
-        case "flock", "posix_lock":
-            throw CLIError("-o \(option) is not supported: Ferry does not serve remote locks yet (the guest kernel then locks locally); use -o no_\(option) or leave it out")
+        case "posix_lock": plan.posixLock = true
+        case "no_posix_lock": plan.posixLock = false
+        case "flock": plan.flock = true
+        case "no_flock": plan.flock = false
+        // What this asks for is what Ferry does: no security labels.
+        case "no_security_label": break
         case "security_label":
             throw CLIError("-o security_label is not supported: \(unsupportedLongOptions["security-label"]!)")
         case "norace":

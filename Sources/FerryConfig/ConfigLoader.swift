@@ -288,6 +288,7 @@ private struct Loader {
         let cache = r.choice("cache", CachePolicy.self) ?? .auto
         let allowMmap = r.bool("allow_mmap") ?? true
         let xattr = r.bool("xattr") ?? false
+        let locks = r.bool("locks") ?? true
 
         var mapping = IDMapping()
         if let m = r.table("id_mapping", name: "[export.id_mapping]") { mapping = readIDMapping(m) }
@@ -317,7 +318,7 @@ private struct Loader {
         var backend: Backend?
         if let b = r.table("backend", required: true, name: "[export.backend]") { backend = readBackend(b) }
 
-        r.finish(known: ["name", "tag", "socket", "queues", "threads_per_queue", "read_only", "cache", "allow_mmap", "xattr", "id_mapping", "limits", "quota", "qos", "migration", "backend"])
+        r.finish(known: ["name", "tag", "socket", "queues", "threads_per_queue", "read_only", "cache", "allow_mmap", "xattr", "locks", "id_mapping", "limits", "quota", "qos", "migration", "backend"])
 
         guard let (n, nameAt) = name, let (t, tagAt) = tag, let (s, socketAt) = socket, let backend else { return nil }
         var export = ExportConfig(
@@ -330,6 +331,7 @@ private struct Loader {
         export.cache = cache
         export.allowMmap = allowMmap
         export.xattr = xattr
+        export.locks = locks
         export.idMapping = mapping
         export.limits = limits
         export.quota = quota

@@ -122,6 +122,10 @@ public struct ExportConfig: Sendable, Equatable {
     /// `allow_mmap`: shared mmap of files opened in direct I/O mode (`ExportPolicy.allowMmap`).
     public var allowMmap = true
     public var xattr = false
+    /// `locks`: fcntl and flock locks shared by every client of the export (on by default),
+    /// where the backend keeps them so (`ExportPolicy.posixLocks`); false: each guest locks
+    /// in its own kernel.
+    public var locks = true
     public var idMapping = IDMapping()
     public var limits = ExportLimits()
     public var quota = ExportQuota()

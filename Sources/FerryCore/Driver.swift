@@ -240,15 +240,23 @@ public protocol FileSystemDriver: AnyObject, Sendable {
     /// (virtio-fs always has it, `ferry mount` sets it). The core has refused W_OK on a read-only
     /// export (EROFS). ENOSYS makes the kernel grant every later check without asking.
     func access(_ inode: Inode, mask: Int32, _ caller: Credentials) throws(Errno)
-    /// GETLK. Reaches the driver only on a session that agreed FUSE_POSIX_LOCKS (the core
-    /// answers ENOSYS otherwise); the core does not negotiate it today, so a Linux client
-    /// keeps POSIX locks in its own kernel and sends none.
+    /// Whether this driver keeps record locks where every client of the same storage sees
+    /// them (the host's kernel for a directory, the NFS server): the core agrees
+    /// FUSE_POSIX_LOCKS and FUSE_FLOCK_LOCKS only then (and only where the export allows
+    /// it). A client that did not agree them keeps its locks in its own kernel.
+    var supportsRecordLocks: Bool { get }
+    /// GETLK: the first lock that conflicts with `lock` for `owner` (range, F_RDLCK or
+    /// F_WRLCK, the holder's pid when it is known, else 0), or `lock` with type F_UNLCK when
+    /// none does. "To end of file" is `RecordLock.toEndOfFile` in both directions. Reaches
+    /// the driver only on a session that agreed FUSE_POSIX_LOCKS (ENOSYS otherwise).
     func getlk(_ file: File, owner: UInt64, _ lock: RecordLock, _ caller: Credentials) throws(Errno) -> RecordLock
-    /// SETLK, and SETLKW with `wait` (see `getlk`). BSD flock requests are refused by the
-    /// core (ENOSYS). A waiting lock must not wait: INTERRUPT is ignored, and DESTROY and
-    /// stopping the export wait for this call, so a lock held elsewhere would hold them too.
-    /// Try it once and answer the conflict (EAGAIN) as SETLK does.
-    func setlk(_ file: File, owner: UInt64, _ lock: RecordLock, wait: Bool, _ caller: Credentials) throws(Errno)
+    /// SETLK and SETLKW: takes (or, with F_UNLCK, drops) `lock` for `owner`; `flock` for a
+    /// BSD flock(2) lock on the open file itself (the range is then the whole file). Never
+    /// waits: a conflict is EAGAIN, and the core retries a waiting request (SETLKW) on its
+    /// lock-wait thread, so a lock held elsewhere never holds a queue thread, DESTROY or
+    /// the export's stop. A lock owner is one process (or open file, for flock) of one
+    /// client; FLUSH with that owner drops its POSIX locks on the file.
+    func setlk(_ file: File, owner: UInt64, _ lock: RecordLock, flock: Bool, _ caller: Credentials) throws(Errno)
     /// FALLOCATE. `mode` is fallocate(2)'s: 0, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, ...,
     /// passed as sent. The core has checked the range against Int64.max (EFBIG), reserved
     /// growth under a byte quota and refused KEEP_SIZE beyond the end there (EOPNOTSUPP).
@@ -365,7 +373,8 @@ extension FileSystemDriver {
     public func removexattr(_ inode: Inode, name: AttributeName, _ caller: Credentials) throws(Errno) { throw .notImplemented }
     public func access(_ inode: Inode, mask: Int32, _ caller: Credentials) throws(Errno) { throw .notImplemented }
     public func getlk(_ file: File, owner: UInt64, _ lock: RecordLock, _ caller: Credentials) throws(Errno) -> RecordLock { throw .notImplemented }
-    public func setlk(_ file: File, owner: UInt64, _ lock: RecordLock, wait: Bool, _ caller: Credentials) throws(Errno) { throw .notImplemented }
+    public func setlk(_ file: File, owner: UInt64, _ lock: RecordLock, flock: Bool, _ caller: Credentials) throws(Errno) { throw .notImplemented }
+    public var supportsRecordLocks: Bool { false }
     public func fallocate(_ file: File, mode: Int32, offset: UInt64, length: UInt64, _ caller: Credentials) throws(Errno) { throw .notImplemented }
     public func lseek(_ file: File, offset: UInt64, whence: Int32, _ caller: Credentials) throws(Errno) -> UInt64 { throw .notImplemented }
     public func copyFileRange(from source: File, at sourceOffset: UInt64, to destination: File, at destinationOffset: UInt64,

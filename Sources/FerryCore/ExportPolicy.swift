@@ -73,6 +73,14 @@ public struct ExportPolicy: Sendable {
     /// Negotiate FUSE_HANDLE_KILLPRIV_V2 (virtiofsd's default; `--no-killpriv-v2` turns it off):
     /// the server clears set-id bits on write, chown and truncation when the kernel asks.
     public var killPrivV2 = true
+    /// Serve POSIX record locks (fcntl F_SETLK/F_GETLK/F_SETLKW) so every client of the
+    /// storage sees them: FUSE_POSIX_LOCKS is agreed when the driver supports it too (and
+    /// the transport can answer a waiting lock later). Off: each client locks in its own kernel.
+    public var posixLocks = false
+    /// Likewise for BSD flock(2) (FUSE_FLOCK_LOCKS).
+    public var flockLocks = false
+    /// Most F_SETLKW requests waiting at once; one more is answered ENOLCK.
+    public var maxLockWaiters = 256
     /// Guest ids to host ids and back (squash, ranges).
     public var idMap = IDMap.identity
     /// Bytes and inodes the export may use (EDQUOT beyond).

@@ -12,10 +12,30 @@ public struct ReplyArea {
     /// of the transport's buffer right after the 16-byte header. The server may shorten
     /// the last vector to the requested size.
     public var readVectors: IOVectors
+    /// How the server may answer this request later (`ReplyDisposition.deferred`); nil for a
+    /// transport that cannot. INIT agrees FUSE_POSIX_LOCKS and FUSE_FLOCK_LOCKS only when it
+    /// arrives with one, since a waiting lock (F_SETLKW) is answered when it is granted.
+    public var deferral: (any ReplyDeferral)?
 
-    public init(scratch: UnsafeMutableRawBufferPointer, readVectors: IOVectors) {
-        self.scratch = scratch; self.readVectors = readVectors
+    public init(scratch: UnsafeMutableRawBufferPointer, readVectors: IOVectors, deferral: (any ReplyDeferral)? = nil) {
+        self.scratch = scratch; self.readVectors = readVectors; self.deferral = deferral
     }
+}
+
+/// A transport's way to let the server answer the request it is handling after `handle`
+/// returned. One per transport thread, reused for every request; asked only when a
+/// request is actually deferred, so the common path allocates nothing.
+public protocol ReplyDeferral: AnyObject {
+    /// Where the reply to the request being handled now goes later; nil when this one
+    /// cannot wait (the server then answers it at once).
+    func deferReply() -> (any DeferredReply)?
+}
+
+/// One request's reply, sent later from any thread (the export's lock-wait thread).
+public protocol DeferredReply: AnyObject, Sendable {
+    /// `reply` is the whole reply, header included. Called at most once. A transport whose
+    /// connection (or queue) went away meanwhile drops it.
+    func send(_ reply: UnsafeRawBufferPointer)
 }
 
 /// What the transport sends back after `handle` returns.
@@ -27,6 +47,9 @@ public enum ReplyDisposition: Equatable, Sendable {
     /// `scratch[0..<16]` is the header and `dataLength` bytes of READ data are already in
     /// `readVectors`.
     case data(dataLength: Int)
+    /// No reply now: the request went to `ReplyArea.deferral`'s sink, which answers it later.
+    /// A virtqueue keeps the chain out of the used ring until then.
+    case deferred
 }
 
 /// Sizes a transport must honour.

@@ -182,10 +182,14 @@ extension FUSEServer {
             return encode(FUSEWriteOut(size: UInt32(written)), unique, reply)
 
         case .flush(let f):
+            // The process closed a descriptor of this open file: a lock it waits for through
+            // it is not granted afterwards (and FLUSH drops its POSIX locks).
+            lockWaits.cancel(fh: f.fh)
             try driver.flush(try file(f.fh), lockOwner: f.lockOwner, caller)
             return emptyReply(unique, reply)
 
         case .release(let r):
+            lockWaits.cancel(fh: r.fh)
             // Before the handle leaves the table, so its number cannot meanwhile go to a new
             // open whose backing share this would then give back.
             releasePassthrough(r.fh)
@@ -273,20 +277,32 @@ extension FUSEServer {
 
         case .getlk(let l):
             try locksAgreed(l)
-            let found = try driver.getlk(try file(l.fh), owner: l.owner, recordLock(l.lock), caller)
-            let lock = FUSEFileLock(start: found.start, end: found.end, type: UInt32(bitPattern: found.type), pid: found.pid)
+            let found = try driver.getlk(try file(l.fh), owner: l.owner, try recordLock(l.lock), caller)
+            // The kernel answers EIO to a range past OFFSET_MAX (or reversed).
+            let end = min(found.end, RecordLock.toEndOfFile)
+            let lock = FUSEFileLock(start: min(found.start, end), end: end, type: UInt32(bitPattern: found.type), pid: found.pid)
             return encode(FUSELockOut(lock: lock), unique, reply)
 
         case .setlk(let l), .setlkw(let l):
             try locksAgreed(l)
-            if l.lockFlags & FUSERequestFlag.lockFlock != 0 { throw .notImplemented }   // BSD locks stay in the kernel
-            var wait = false
-            if case .setlkw = request { wait = true }
-            try driver.setlk(try file(l.fh), owner: l.owner, recordLock(l.lock), wait: wait, caller)
-            return emptyReply(unique, reply)
+            let open = try file(l.fh)
+            let lock = try recordLock(l.lock)
+            let flock = l.lockFlags & FUSERequestFlag.lockFlock != 0
+            do {
+                try driver.setlk(open, owner: l.owner, lock, flock: flock, caller)
+                return emptyReply(unique, reply)
+            } catch .again {
+                guard case .setlkw = request else { throw .again }
+                return try waitForLock(open, l, lock, flock: flock, unique: unique, caller, reply)
+            }
 
-        case .interrupt, .notifyReply:
-            // Requests run to completion on their thread; there is nothing to interrupt.
+        case .interrupt(let target):
+            // Only a waiting lock outlives its request's turn on a queue thread; everything
+            // else runs to completion, so there is nothing else to interrupt.
+            lockWaits.interrupt(target)
+            return .none
+
+        case .notifyReply:
             return .none
 
         case .bmap, .ioctl, .poll, .setupMapping, .removeMapping:
@@ -382,8 +398,33 @@ extension FUSEServer {
         guard agreedFlags.contains(needed) else { throw .notImplemented }
     }
 
-    private func recordLock(_ l: FUSEFileLock) -> RecordLock {
-        RecordLock(start: l.start, end: l.end, type: Int32(bitPattern: l.type), pid: l.pid)
+    /// The kernel's lock range: `end` is inclusive and OFFSET_MAX (Int64.max) for "to end of
+    /// file"; anything past it or reversed is a hostile client's (EINVAL, as fcntl answers).
+    private func recordLock(_ l: FUSEFileLock) throws(Errno) -> RecordLock {
+        let end = l.end == UInt64.max ? RecordLock.toEndOfFile : l.end
+        guard l.start <= end, end <= RecordLock.toEndOfFile else { throw .invalid }
+        return RecordLock(start: l.start, end: end, type: Int32(bitPattern: l.type), pid: l.pid)
+    }
+
+    /// SETLKW met a conflict: the reply waits on the export's lock-wait thread, which tries
+    /// again until the lock is granted or the wait ends (INTERRUPT, FLUSH, session end).
+    /// ENOLCK when the transport cannot defer this reply or too many wait already.
+    private func waitForLock(_ open: Driver.File, _ l: FUSELockIn, _ lock: RecordLock, flock: Bool, unique: UInt64,
+                             _ caller: Credentials, _ reply: ReplyArea) throws(Errno) -> ReplyDisposition {
+        guard let sink = reply.deferral?.deferReply() else { throw Errno(ENOLCK) }
+        // The caller's groups point into the request buffer, which the next request reuses.
+        let waiter = Credentials(uid: caller.uid, gid: caller.gid, pid: caller.pid)
+        let driver = self.driver, owner = l.owner
+        let attempt: () -> Errno? = {
+            do throws(Errno) {
+                try driver.setlk(open, owner: owner, lock, flock: flock, waiter)
+                return nil
+            } catch {
+                return error
+            }
+        }
+        guard lockWaits.add(unique: unique, fh: l.fh, sink: sink, attempt: attempt) else { throw Errno(ENOLCK) }
+        return .deferred
     }
 
     private func openReply(_ opened: OpenedFile<Driver.File>, nodeID: UInt64, flags: Int32, _ caller: Credentials, _ unique: UInt64,

@@ -63,6 +63,8 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, Sen
     let throttle: Throttle?
     /// Set by `enablePassthrough` before the session starts (`ferry mount`); nil otherwise.
     let passthroughSlot: Mutex<PassthroughFiles?>
+    /// F_SETLKW requests waiting for a lock held elsewhere.
+    public let lockWaits: LockWaits
 
     public init(driver: Driver, policy: ExportPolicy = ExportPolicy(), logger: Logger) throws(Errno) {
         // Everything that can fail comes before the first stored property is set (none has a
@@ -75,6 +77,7 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, Sen
         malformedCount = Atomic(0)
         invalidNameLogged = Atomic(false)
         statistics = ExportStatistics()
+        lockWaits = LockWaits(limit: policy.maxLockWaiters)
         self.driver = driver
         self.policy = policy
         self.logger = logger
@@ -106,6 +109,9 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, Sen
     /// root) and every handle is dropped, so the next INIT starts a fresh session.
     func endSession() {
         session.store(FUSESessionWord.uninitialized.raw, ordering: .sequentiallyConsistent)
+        // Before the files go: a waiter holds its open file, and must not be granted a lock
+        // the next session would never release.
+        lockWaits.cancelAll()
         driver.sessionEnded()
         passthrough?.reset()
         files.removeAll()
@@ -135,6 +141,7 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, Sen
 
     /// Stops serving for good: drops every node and handle and tells the driver.
     public func shutdown() {
+        lockWaits.stop()
         connectionLost()
         driver.destroy()
     }
@@ -215,7 +222,8 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, Sen
             return refuseMalformed(bytes, error, reply: reply)
         }
         switch decoded.request {
-        case .initialize(let initIn): return initialize(initIn, unique: decoded.header.unique, reply: reply)
+        case .initialize(let initIn):
+            return initialize(initIn, unique: decoded.header.unique, canDefer: reply.deferral != nil, reply: reply)
         // No reply, ever; a FORGET of the ended session may still be on its way.
         case .forget, .batchForget, .interrupt: return .none
         default: return errorReply(.io, decoded.header.unique, reply)
@@ -266,7 +274,7 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, Sen
         }
     }
 
-    private func initialize(_ initIn: FUSEInitIn, unique: UInt64, reply: ReplyArea) -> ReplyDisposition {
+    private func initialize(_ initIn: FUSEInitIn, unique: UInt64, canDefer: Bool, reply: ReplyArea) -> ReplyDisposition {
         var wanted: FUSEInitFlags = [
             .asyncRead, .atomicOTrunc, .bigWrites, .autoInvalData, .asyncDio, .parallelDirops,
             .maxPages, .cacheSymlinks, .setxattrExt, .initExt, .createSuppGroup,
@@ -285,6 +293,12 @@ public final class FUSEServer<Driver: FileSystemDriver>: FUSERequestHandler, Sen
         // Stack depth 1: backing files on ordinary file systems only. The kernel refuses one
         // on an overlay or another passthrough FUSE mount (ELOOP), and the export falls back.
         if passthrough != nil { wanted.insert(.passthrough) }
+        // Locks kept where every client of the storage sees them, and a transport that can
+        // answer a waiting lock once it is granted (a queue thread never waits for one).
+        if driver.supportsRecordLocks && canDefer {
+            if policy.posixLocks { wanted.insert(.posixLocks) }
+            if policy.flockLocks { wanted.insert(.flockLocks) }
+        }
         let config = FUSEInitConfig(wanted: wanted, maxWrite: policy.maxWrite, maxStackDepth: 1)
         switch FUSEInitNegotiation.negotiate(initIn, config: config) {
         case .accepted(let out, let agreed, let minor):

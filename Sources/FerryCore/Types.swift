@@ -204,7 +204,7 @@ public struct DirectoryEntry {
 /// A POSIX record lock (F_GETLK/F_SETLK) in byte-range terms.
 public struct RecordLock: Sendable, Equatable {
     public var start: UInt64
-    /// Last byte covered, inclusive; `UInt64.max` for "to end of file".
+    /// Last byte covered, inclusive; `toEndOfFile` for "to end of file".
     public var end: UInt64
     /// F_RDLCK, F_WRLCK or F_UNLCK.
     public var type: Int32
@@ -212,4 +212,7 @@ public struct RecordLock: Sendable, Equatable {
     public init(start: UInt64, end: UInt64, type: Int32, pid: UInt32) {
         self.start = start; self.end = end; self.type = type; self.pid = pid
     }
+    /// The `end` of a lock that runs to the end of the file: the kernel sends OFFSET_MAX and
+    /// answers EIO to a GETLK reply beyond it (so never UInt64.max).
+    public static let toEndOfFile = UInt64(Int64.max)
 }

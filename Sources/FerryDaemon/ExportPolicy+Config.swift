@@ -10,6 +10,8 @@ extension ExportConfig {
             maxOpenHandles: limits.openFiles.map { Int(clamping: $0) } ?? 65_536,
             maxWrite: maxWrite, allowMmap: allowMmap)
         policy.idMap = idMap
+        policy.posixLocks = locks
+        policy.flockLocks = locks
         policy.quota = QuotaLimits(bytes: quota.bytes, inodes: quota.inodes)
         policy.qos = QoSLimits(iops: qos.iops, bytesPerSecond: qos.bandwidth)
         return policy

@@ -66,6 +66,7 @@ public final class DeviceSession: @unchecked Sendable {
         let vector = UnsafeMutablePointer<iovec>.allocate(capacity: 1)
         defer { request.deallocate(); scratch.deallocate(); vector.deallocate() }
         let fd = device.fd
+        let deferral = DeviceReplyWriter(fd: fd)
 
         while true {
             let n: Int
@@ -86,11 +87,11 @@ public final class DeviceSession: @unchecked Sendable {
             // READ data lands right after the reply header, so header + data go out in one write.
             vector.pointee = iovec(iov_base: scratch.baseAddress! + FUSEOutHeader.size,
                                    iov_len: replySize - FUSEOutHeader.size)
-            var area = ReplyArea(scratch: scratch, readVectors: IOVectors(base: vector, count: 1))
+            var area = ReplyArea(scratch: scratch, readVectors: IOVectors(base: vector, count: 1), deferral: deferral)
             let disposition = handler.handle(request: UnsafeRawBufferPointer(rebasing: request[0..<n]), reply: &area)
             let length: Int
             switch disposition {
-            case .none: continue
+            case .none, .deferred: continue
             case .inline(let l): length = l
             case .data(let dataLength): length = FUSEOutHeader.size + dataLength
             }
@@ -102,5 +103,17 @@ public final class DeviceSession: @unchecked Sendable {
                 }
             }
         }
+    }
+}
+
+/// Later replies on `/dev/fuse` (a waiting lock, once granted): each is one write(2) of the
+/// whole reply, which the kernel matches to its request by `unique`, from any thread.
+final class DeviceReplyWriter: ReplyDeferral, DeferredReply {
+    let fd: Int32
+    init(fd: Int32) { self.fd = fd }
+    func deferReply() -> (any DeferredReply)? { self }
+    func send(_ reply: UnsafeRawBufferPointer) {
+        // ENOENT: the kernel gave up on the request; ENODEV: unmounted. Nothing to answer.
+        _ = Glibc.write(fd, reply.baseAddress, reply.count)
     }
 }

@@ -26,6 +26,9 @@ public struct POSIXOptions: Sendable {
     /// How many O_PATH descriptors may be cached on handle-backed inodes, overall.
     public var maxCachedDescriptors: Int
     public var readOnly: Bool
+    /// Most (file, lock owner) pairs holding POSIX locks at once, each an open file
+    /// description of the daemon; a lock for one more is ENOLCK.
+    public var maxLockOwners = 4096
     public init(fileHandles: FileHandleMode = .prefer, maxCachedDescriptors: Int = 1024, readOnly: Bool = false,
                 trustClientPermissions: Bool = true) {
         self.fileHandles = fileHandles; self.maxCachedDescriptors = maxCachedDescriptors; self.readOnly = readOnly
@@ -55,6 +58,8 @@ public final class POSIXDriver: FileSystemDriver {
     /// The handle mode actually in force (`.prefer` degrades to `.never` when unsupported).
     public let effectiveHandleMode: FileHandleMode
     let budget: DescriptorBudget
+    /// The open file descriptions holding POSIX locks, one per (file, lock owner).
+    let lockOwners: LockOwnerTable
 
     public init(root: String, options: POSIXOptions = .init()) throws(Errno) {
         // Owned until stored below: a throw on the way closes whatever is open so far.
@@ -97,6 +102,7 @@ public final class POSIXDriver: FileSystemDriver {
         self.rootMountID = mountID
         self.effectiveHandleMode = mode
         self.budget = DescriptorBudget(limit: options.maxCachedDescriptors)
+        self.lockOwners = LockOwnerTable(limit: options.maxLockOwners)
         self.rootInode = Inode(key: InodeKey(device: stx.device, inode: stx.stx_ino, mountID: mountID),
                                fileType: stx.fileType, pinnedFD: ownedRoot.take())
         if rootInode.fileType != FileMode.directory { throw .notDirectory }  // O_DIRECTORY makes this unreachable
@@ -691,6 +697,8 @@ public final class POSIXDriver: FileSystemDriver {
     }
 
     public func flush(_ file: File, lockOwner: UInt64, _ caller: Credentials) throws(Errno) {
+        // The process closed a descriptor of the file: POSIX drops its locks on it.
+        dropLocks(file, owner: lockOwner)
         // close() of a duplicate gives the close-time semantics (errors, lock release) the
         // guest's close expects, while the handle itself stays open until RELEASE.
         let duplicate = dup(file.fd)
@@ -896,42 +904,6 @@ public final class POSIXDriver: FileSystemDriver {
                 if faccessat(procFD, name, mask, AT_EACCESS) != 0 { throw ownFailure("faccessat") }
             }
         }
-    }
-
-    static func flockFor(_ lock: RecordLock) throws(Errno) -> flock {
-        guard lock.start <= UInt64(Int64.max), lock.end >= lock.start else { throw .invalid }
-        var fl = flock()
-        fl.l_type = Int16(truncatingIfNeeded: lock.type)
-        fl.l_whence = Int16(SEEK_SET)
-        fl.l_start = off_t(lock.start)
-        if lock.end == UInt64.max || lock.end - lock.start >= UInt64(Int64.max) {
-            fl.l_len = 0
-        } else {
-            fl.l_len = off_t(lock.end - lock.start + 1)
-        }
-        fl.l_pid = 0  // OFD locks require 0
-        return fl
-    }
-
-    public func getlk(_ file: File, owner: UInt64, _ lock: RecordLock, _ caller: Credentials) throws(Errno) -> RecordLock {
-        var fl = try Self.flockFor(lock)
-        if ferry_fcntl_lock(file.fd, Int32(FERRY_F_OFD_GETLK), &fl) != 0 { throw Errno.current }
-        if Int32(fl.l_type) == F_UNLCK { return RecordLock(start: lock.start, end: lock.end, type: F_UNLCK, pid: 0) }
-        let start = UInt64(fl.l_start)
-        let end = fl.l_len == 0 ? UInt64.max : start + UInt64(fl.l_len) - 1
-        // OFD locks have no owning process: the kernel reports pid -1; we report 0.
-        return RecordLock(start: start, end: end, type: Int32(fl.l_type), pid: 0)
-    }
-
-    public func setlk(_ file: File, owner: UInt64, _ lock: RecordLock, wait: Bool, _ caller: Credentials) throws(Errno) {
-        var fl = try Self.flockFor(lock)
-        // Never F_OFD_SETLKW, even for a waiting lock: a lock held by another process (or
-        // another guest) would hold this queue thread without bound, and DESTROY and the
-        // export's stop wait for it; INTERRUPT cannot reach it. The conflict is answered
-        // (EAGAIN) instead.
-        _ = wait
-        // EBADF: a write lock on a handle not open for writing — the guest's error.
-        if ferry_fcntl_lock(file.fd, Int32(FERRY_F_OFD_SETLK), &fl) != 0 { throw Errno.current }
     }
 
     public func fallocate(_ file: File, mode: Int32, offset: UInt64, length: UInt64, _ caller: Credentials) throws(Errno) {

@@ -8,7 +8,7 @@ import Glibc
 /// Runs FUSE requests out of descriptor chains. One per worker thread: it owns the
 /// request buffer, the reply scratch and every iovec array, all allocated once, so a
 /// request allocates nothing.
-final class ChainProcessor {
+final class ChainProcessor: ReplyDeferral {
     static let headerSize = FUSEInHeader.size
     static let writeHeaderSize = FUSEInHeader.size + FUSEWriteIn.size
     static let outHeaderSize = FUSEOutHeader.size
@@ -23,6 +23,11 @@ final class ChainProcessor {
     private let replyVectors: UnsafeMutablePointer<iovec>
     /// WRITE data: the readable vectors after the first 80 bytes.
     private let payloadVectors: UnsafeMutablePointer<iovec>
+    /// The queue this processor serves (set once by its worker) and the head of the chain
+    /// being processed (set before each `process`): where a deferred reply goes. No queue
+    /// (tests): requests cannot be deferred.
+    var queue: Virtqueue?
+    var head: UInt16 = 0
 
     init(handler: any FUSERequestHandler, maxWrite: Int, maxChain: Int, logger: Logger) {
         self.handler = handler
@@ -39,8 +44,18 @@ final class ChainProcessor {
         request.deallocate(); scratch.deallocate(); replyVectors.deallocate(); payloadVectors.deallocate()
     }
 
-    /// Handles the request in `chain` (already walked); returns the used length.
-    func process(queue: Int) -> UInt32 {
+    /// A deferred reply keeps the chain out of the used ring; the queue's worker puts it
+    /// there when the reply comes (`Virtqueue.complete`).
+    func deferReply() -> (any DeferredReply)? {
+        guard let queue else { return nil }
+        let unique = UInt64(littleEndian: request.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+        queue.deferredHeads.withLock { $0[head] = unique }
+        return DeferredChainReply(queue: queue, head: head, generation: queue.generation.load(ordering: .acquiring))
+    }
+
+    /// Handles the request in `chain` (already walked); returns the used length, nil when
+    /// the reply was deferred (the chain is not used yet).
+    func process(queue: Int) -> UInt32? {
         let readable = chain.readable, writable = chain.writable
         let readableBytes = chain.readableBytes, writableBytes = chain.writableBytes
         guard readableBytes >= Self.headerSize else {
@@ -53,7 +68,8 @@ final class ChainProcessor {
         let unique = UInt64(littleEndian: request.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
 
         let replyCount = writable.sliced(skipping: Self.outHeaderSize, into: replyVectors)
-        var area = ReplyArea(scratch: scratch, readVectors: IOVectors(base: replyVectors, count: replyCount))
+        var area = ReplyArea(scratch: scratch, readVectors: IOVectors(base: replyVectors, count: replyCount),
+                             deferral: queue == nil ? nil : self)
         let disposition: ReplyDisposition
         if opcode == Self.writeOpcode && readableBytes > Self.writeHeaderSize {
             let head = UnsafeMutableRawBufferPointer(rebasing: request[0..<Self.writeHeaderSize])
@@ -77,6 +93,8 @@ final class ChainProcessor {
         switch disposition {
         case .none:
             return 0
+        case .deferred:
+            return nil
         case .inline(let length):
             guard length <= writableBytes else {
                 logger.warning("reply does not fit the guest's buffers; dropped",

@@ -1,5 +1,6 @@
 import CFerry
 import FerryCore
+import FerryFUSE
 import FerryVirtio
 import Logging
 import Synchronization
@@ -131,7 +132,10 @@ final class VhostUserFSDevice: @unchecked Sendable {
     func reset(notifyHandler: Bool = true, keepProtocolFeatures: Bool = false) {
         transfer?.0.cancel()
         transfer = nil
-        for q in queues { stopWorker(q) }
+        for q in queues {
+            stopWorker(q)
+            settleDeferred(q, answering: false)
+        }
         writeLocked {
             for q in queues { q.resetConfiguration() }
             memory = .empty
@@ -275,6 +279,9 @@ final class VhostUserFSDevice: @unchecked Sendable {
                 return .payload(Self.bytes(VringState(index: s.index, num: 0)))
             }
             stopWorker(q)       // waits for the chains in flight; q.base is then where the ring stopped
+            // Requests still deferred (waiting locks) are answered now: the ring's state goes
+            // elsewhere (a migration, a stopped VM) and must not hold a chain nobody will use.
+            settleDeferred(q, answering: true)
             let last = q.base
             writeLocked {
                 if q.kickFD >= 0 { close(q.kickFD); q.kickFD = -1 }
@@ -583,13 +590,15 @@ final class VhostUserFSDevice: @unchecked Sendable {
         let processor: ChainProcessor? = q.work == nil
             ? ChainProcessor(handler: handler, maxWrite: Int(options.maxWrite), maxChain: 2 * max(options.maxQueueSize, 1), logger: logger)
             : nil
+        processor?.queue = q
+        let completionChain = ChainBuffers(capacity: 2 * max(options.maxQueueSize, 1))
         var fds = [pollfd(fd: q.kickFD, events: Int16(POLLIN), revents: 0),
                    pollfd(fd: q.wakeFD, events: Int16(POLLIN), revents: 0)]
         var counter: UInt64 = 0
         logger.debug("queue started", metadata: ["queue": "\(q.index)"])
         while !q.stopRequested.load(ordering: .acquiring) {
             if q.enabled.load(ordering: .acquiring) && !isBroken {
-                drain(q, processor)
+                drain(q, processor, completionChain)
             }
             do { _ = try systemCall { poll(&fds, 2, -1) } } catch {
                 markBroken(queue: q.index, "poll failed: errno \(error.rawValue)")
@@ -607,12 +616,15 @@ final class VhostUserFSDevice: @unchecked Sendable {
 
     /// Takes every available chain; with EVENT_IDX re-checks the ring after publishing
     /// avail_event, so no kick can be missed. `processor` nil: pool mode.
-    private func drain(_ q: Virtqueue, _ processor: ChainProcessor?) {
+    private func drain(_ q: Virtqueue, _ processor: ChainProcessor?, _ completionChain: ChainBuffers) {
         pthread_rwlock_rdlock(lock); defer { pthread_rwlock_unlock(lock) }
         guard let ring = q.ring else { return }
         let memory = self.memory
         let eventIndex = self.eventIndex, indirect = self.indirect
         let log = self.activeLog
+        if q.hasCompletions.load(ordering: .acquiring) {
+            completeDeferred(q, ring, memory, completionChain)
+        }
         while true {
             var processed = false
             while !q.stopRequested.load(ordering: .relaxed) && !isBroken {
@@ -641,11 +653,12 @@ final class VhostUserFSDevice: @unchecked Sendable {
                         if processed { notify(q, ring, eventIndex: eventIndex) }
                         return
                     }
-                    let length = processor.process(queue: q.index)
+                    processor.head = head
+                    guard let length = processor.process(queue: q.index) else { continue }   // deferred
                     ring.putUsed(at: q.usedIndex, id: head, length: length)
                     q.usedIndex &+= 1
                     ring.publishUsedIndex(q.usedIndex)
-                    if let log { logCompletion(log, q, ring, processor, length, memory) }
+                    if let log { logCompletion(log, q, ring, processor.chain, length, memory) }
                     processed = true
                     // With EVENT_IDX the driver says which completion it wants to hear about
                     // (used_event) and stops asking while it reaps: checking after each one
@@ -694,6 +707,7 @@ final class VhostUserFSDevice: @unchecked Sendable {
     private func poolServe(_ q: Virtqueue, _ work: HeadQueue) {
         let processor = ChainProcessor(handler: handler, maxWrite: Int(options.maxWrite),
                                        maxChain: 2 * max(options.maxQueueSize, 1), logger: logger)
+        processor.queue = q
         while let head = work.pop() {
             pthread_rwlock_rdlock(lock)
             defer { pthread_rwlock_unlock(lock) }
@@ -705,12 +719,13 @@ final class VhostUserFSDevice: @unchecked Sendable {
                 signalEventFD(q.errFD)
                 continue
             }
-            let length = processor.process(queue: q.index)
+            processor.head = head
+            guard let length = processor.process(queue: q.index) else { continue }   // deferred
             q.usedLock.lock()
             ring.putUsed(at: q.usedIndex, id: head, length: length)
             q.usedIndex &+= 1
             ring.publishUsedIndex(q.usedIndex)
-            if let log = activeLog { logCompletion(log, q, ring, processor, length, memory) }
+            if let log = activeLog { logCompletion(log, q, ring, processor.chain, length, memory) }
             notify(q, ring, eventIndex: eventIndex)
             q.usedLock.unlock()
         }
@@ -720,13 +735,85 @@ final class VhostUserFSDevice: @unchecked Sendable {
     /// used length counts them from the first writable byte), the used element and the
     /// used idx (at the ring's log address, when the front-end asked for ring logging).
     /// `putUsed(at: q.usedIndex - 1)` was the element.
-    private func logCompletion(_ log: DirtyLog, _ q: Virtqueue, _ ring: RingView, _ processor: ChainProcessor,
+    private func logCompletion(_ log: DirtyLog, _ q: Virtqueue, _ ring: RingView, _ chain: ChainBuffers,
                                _ length: UInt32, _ memory: GuestMemory) {
-        log.mark(written: processor.chain.writable, count: Int(length), memory: memory)
+        log.mark(written: chain.writable, count: Int(length), memory: memory)
         guard let base = q.usedLogAddress else { return }
         let slot = Int((q.usedIndex &- 1) % ring.size)
         log.mark(base + UInt64(SplitVirtqueue.usedEntryOffset(slot)), length: 8)
         log.mark(base + UInt64(SplitVirtqueue.usedIndexOffset), length: 2)
+    }
+
+    /// Puts the chains whose deferred replies came (granted locks) in the used ring. The
+    /// chain is walked again, through the same checks as a new request: the guest's
+    /// buffers are only ever reached through a translated, bounds-checked walk. Under the
+    /// read lock, on the queue's thread (with the used lock in pool mode); or on the control
+    /// thread with the worker stopped (`settleDeferred`).
+    private func completeDeferred(_ q: Virtqueue, _ ring: RingView, _ memory: GuestMemory, _ chain: ChainBuffers,
+                                  generation: UInt64? = nil) {
+        let ready = q.completions.withLock { list -> [DeferredCompletion] in
+            q.hasCompletions.store(false, ordering: .releasing)
+            defer { list.removeAll(keepingCapacity: true) }
+            return list
+        }
+        let current = generation ?? q.generation.load(ordering: .acquiring)
+        let pool = q.work != nil
+        if pool { q.usedLock.lock() }
+        defer { if pool { q.usedLock.unlock() } }
+        var completed = false
+        for c in ready where c.generation == current {
+            q.deferredHeads.withLock { $0[c.head] = nil }
+            guard putDeferredReply(q, ring, memory, chain, head: c.head, c.reply) else { return }
+            completed = true
+        }
+        if completed { notify(q, ring, eventIndex: eventIndex) }
+    }
+
+    /// Completes deferred chain `head` with `reply`; false when the chain broke the device.
+    private func putDeferredReply(_ q: Virtqueue, _ ring: RingView, _ memory: GuestMemory, _ chain: ChainBuffers,
+                                  head: UInt16, _ reply: [UInt8]) -> Bool {
+        do {
+            try DescriptorChain.walk(head: head, ring: ring, memory: memory, indirectAllowed: indirect, into: chain)
+        } catch {
+            markBroken(queue: q.index, error.description)
+            signalEventFD(q.errFD)
+            return false
+        }
+        var length: UInt32 = 0
+        if reply.count <= chain.writableBytes {
+            _ = reply.withUnsafeBytes { IOVectors(base: chain.writable.base, count: chain.writable.count).copyIn($0) }
+            length = UInt32(reply.count)
+        } else {
+            logger.warning("deferred reply does not fit the guest's buffers; dropped", metadata: ["queue": "\(q.index)"])
+        }
+        ring.putUsed(at: q.usedIndex, id: head, length: length)
+        q.usedIndex &+= 1
+        ring.publishUsedIndex(q.usedIndex)
+        if let log = activeLog { logCompletion(log, q, ring, chain, length, memory) }
+        return true
+    }
+
+    /// The ring stopped (its worker joined): replies deferred until now can no longer come
+    /// (later ones are dropped). `answering`: the ring goes on elsewhere (GET_VRING_BASE),
+    /// so every chain still deferred is used now: with its reply when the lock was granted
+    /// meanwhile, else ENOLCK. Otherwise (a reset, a lost connection) they are forgotten.
+    private func settleDeferred(_ q: Virtqueue, answering: Bool) {
+        let ended = q.generation.wrappingAdd(1, ordering: .sequentiallyConsistent).oldValue
+        if answering, let ring = q.ring, !isBroken, !q.deferredHeads.withLock({ $0.isEmpty }) {
+            let chain = ChainBuffers(capacity: 2 * max(options.maxQueueSize, 1))
+            completeDeferred(q, ring, memory, chain, generation: ended)
+            var answered = false
+            for (head, unique) in q.deferredHeads.withLock({ $0 }) {
+                var reply = [UInt8](repeating: 0, count: FUSEOutHeader.size)
+                reply.withUnsafeMutableBytes { FUSEReply.writeHeader(to: $0.baseAddress!, length: FUSEOutHeader.size, error: -ENOLCK, unique: unique) }
+                guard putDeferredReply(q, ring, memory, chain, head: head, reply) else { break }
+                answered = true
+            }
+            if answered { notify(q, ring, eventIndex: eventIndex) }
+        }
+        q.deferredHeads.withLock { $0.removeAll() }
+        q.completions.withLock { $0.removeAll() }
+        q.hasCompletions.store(false, ordering: .releasing)
     }
 
     private func notify(_ q: Virtqueue, _ ring: RingView, eventIndex: Bool) {

@@ -38,6 +38,18 @@ final class Virtqueue: @unchecked Sendable {
     var poolThreads: [pthread_t] = []
     let usedLock = PlainMutex()
 
+    /// Changes whenever the ring stops for good (GET_VRING_BASE, a reset, a new connection):
+    /// a deferred reply from before belongs to a ring that is gone and is dropped.
+    let generation = Atomic<UInt64>(0)
+    /// Deferred replies waiting for the worker to put their chains in the used ring: only
+    /// the worker touches the ring, and it checks the guest's buffers again when it does.
+    let completions = Mutex<[DeferredCompletion]>([])
+    /// `completions` is not empty (read by the worker without taking the lock).
+    let hasCompletions = Atomic<Bool>(false)
+    /// The chains whose replies are deferred (head → request unique): out of the used ring
+    /// until their reply comes, or until the ring stops (`settleDeferred`).
+    let deferredHeads = Mutex<[UInt16: UInt64]>([:])
+
     // Worker state.
     var lastAvail: UInt16 = 0
     var usedIndex: UInt16 = 0
@@ -74,6 +86,33 @@ final class Virtqueue: @unchecked Sendable {
         size = 0; address = nil; ring = nil; base = 0; usedLogAddress = nil
         enabled.store(false, ordering: .relaxed)
         lastAvail = 0; usedIndex = 0; signalledUsedValid = false
+    }
+}
+
+/// One reply that was deferred (a waiting lock) and is now ready.
+struct DeferredCompletion {
+    let head: UInt16
+    let generation: UInt64
+    let reply: [UInt8]
+}
+
+/// The sink a deferred request's reply goes to: hands it to the queue's worker, which
+/// completes the chain; dropped when the queue stopped since.
+final class DeferredChainReply: DeferredReply {
+    let queue: Virtqueue
+    let head: UInt16
+    let generation: UInt64
+
+    init(queue: Virtqueue, head: UInt16, generation: UInt64) {
+        self.queue = queue; self.head = head; self.generation = generation
+    }
+
+    func send(_ reply: UnsafeRawBufferPointer) {
+        guard queue.generation.load(ordering: .acquiring) == generation else { return }
+        let completion = DeferredCompletion(head: head, generation: generation, reply: Array(reply))
+        queue.completions.withLock { $0.append(completion) }
+        queue.hasCompletions.store(true, ordering: .releasing)
+        queue.wake()
     }
 }
 

@@ -119,8 +119,13 @@ private let base = "--socket-path=/run/vfs.sock --shared-dir=/srv"
         #expect(try plan("\(base) --killpriv-v2 -o killpriv_v2") == plan(base))
         #expect(try plan("\(base) --no-killpriv-v2").policy.killPrivV2 == false)
         #expect(try plan("\(base) -o no_killpriv_v2").policy.killPrivV2 == false)
-        // Asking for what Ferry does anyway: no remote locks.
+        // Locks are off unless asked for, as in virtiofsd; the last word counts.
         #expect(try plan("\(base) -o no_flock,no_posix_lock") == plan(base))
+        #expect(try plan(base).policy.posixLocks == false && plan(base).policy.flockLocks == false)
+        #expect(try plan("\(base) -o posix_lock").policy.posixLocks)
+        #expect(try plan("\(base) -o posix_lock").policy.flockLocks == false)
+        #expect(try plan("\(base) -o flock").policy.flockLocks)
+        #expect(try plan("\(base) -o posix_lock,flock -o no_posix_lock").policy.posixLocks == false)
     }
 
     @Test func valuedOptions() throws {
@@ -272,8 +277,6 @@ private let base = "--socket-path=/run/vfs.sock --shared-dir=/srv"
         #expect(failure("\(base) -o bogus") == "unknown -o option 'bogus'")
         #expect(failure("\(base) -o xattr,bogus=1") == "unknown -o option 'bogus=1'")
         #expect(failure("\(base) -o timeout=5") == "-o timeout= is not supported: the timeouts follow the cache policy; use --cache=never|metadata|auto|always instead")
-        #expect(failure("\(base) -o flock") == "-o flock is not supported: Ferry does not serve remote locks yet (the guest kernel then locks locally); use -o no_flock or leave it out")
-        #expect(failure("\(base) -o posix_lock")?.hasPrefix("-o posix_lock is not supported") == true)
         #expect(failure("\(base) -o norace")?.hasPrefix("-o norace is not supported") == true)
         #expect(failure("\(base) -o security_label")?.hasPrefix("-o security_label is not supported") == true)
         #expect(failure("\(base) -o modcaps=+sys_admin")?.hasPrefix("-o modcaps= is not supported") == true)

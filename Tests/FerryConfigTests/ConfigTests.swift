@@ -102,6 +102,20 @@ let sampleDirectory: String = {
         #expect(bad.problems().count == 1)
     }
 
+    @Test func locksAreSharedByDefaultAndCanBeTurnedOffPerExport() throws {
+        let on = try Scratch(["tenants/acme.toml": tenant()])
+        defer { on.remove() }
+        let shared = try #require(try ConfigLoader.load(directory: on.path).get().exports.first?.export)
+        #expect(shared.locks)
+        let off = try Scratch(["tenants/acme.toml": tenant(extra: "locks = false")])
+        defer { off.remove() }
+        let local = try #require(try ConfigLoader.load(directory: off.path).get().exports.first?.export)
+        #expect(!local.locks)
+        let bad = try Scratch(["tenants/acme.toml": tenant(extra: "locks = \"yes\"")])
+        defer { bad.remove() }
+        #expect(bad.problems() == ["\(bad.path)/tenants/acme.toml:7:9: locks must be a boolean (true or false), found a string"])
+    }
+
     @Test func syntaxErrorHasFileLineAndColumn() throws {
         let s = try Scratch(["tenants/acme.toml": "name = \"acme\"\n[[export]]\nname = \"x\" y\n"])
         defer { s.remove() }

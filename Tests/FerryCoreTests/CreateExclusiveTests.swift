@@ -16,13 +16,14 @@ import Testing
         let server: FUSEServer<POSIXDriver>
         let transport: TestTransport
 
-        init() throws {
+        /// `deferral`: the transport can answer later (lock waits); `policy` the export's.
+        init(policy: ExportPolicy = ExportPolicy(), deferral: (any ReplyDeferral)? = nil, initialize: Bool = true) throws {
             var template = Array("/tmp/ferry-excl-XXXXXX".utf8CString)
             root = String(cString: mkdtemp(&template)!)
             var logger = Logger(label: "excl")
             logger.logLevel = .critical
-            server = try FUSEServer(driver: POSIXDriver(root: root), logger: logger)
-            transport = TestTransport(server)
+            server = try FUSEServer(driver: POSIXDriver(root: root), policy: policy, logger: logger)
+            transport = TestTransport(server, initialize: initialize, deferral: deferral)
         }
 
         deinit { _ = try? FileManager.default.removeItem(atPath: root) }

@@ -1,3 +1,4 @@
+import CFerry
 import FerryCore
 import FerryFUSE
 import FerryPOSIX
@@ -7,15 +8,16 @@ import Synchronization
 import Testing
 
 /// Lock requests on a session that did not agree FUSE_POSIX_LOCKS / FUSE_FLOCK_LOCKS (the
-/// core never asks for them) get ENOSYS without reaching the driver. A Linux client sends
+/// export does not allow them, or the transport cannot defer a reply) get ENOSYS without
+/// reaching the driver. A Linux client sends
 /// none then; a hostile one that sends SETLKW on a file locked on the host must not hold a
 /// queue thread, nor DESTROY and the export's stop behind it.
 @Suite(.serialized) struct LockRequestTests {
     typealias Export = CreateExclusiveTests.Export
 
     /// A write lock on the whole of `path` held by an open file description of the host.
-    static func hostLock(_ path: String) throws -> Int32 {
-        let fd = Glibc.open(path, O_RDWR)
+    static func hostLock(_ path: String, holder: Int32? = nil) throws -> Int32 {
+        let fd = holder ?? Glibc.open(path, O_RDWR)
         try #require(fd >= 0)
         var fl = flock()
         fl.l_type = Int16(F_WRLCK); fl.l_whence = Int16(SEEK_SET); fl.l_start = 0; fl.l_len = 0
@@ -83,11 +85,25 @@ extension CreateExclusiveTests.Export {
         return (entry.nodeID, r.u64(at: 0))
     }
 
-    static func lock(_ opcode: FUSEOpcode, node: UInt64, fh: UInt64, flock: Bool = false) -> [UInt8] {
+    static func lock(_ opcode: FUSEOpcode, node: UInt64, fh: UInt64, flock: Bool = false, unique: UInt64 = 7) -> [UInt8] {
         var b = RequestBuilder()
         b.u64(fh); b.u64(0x1234)                                   // fh, owner
         b.u64(0); b.u64(UInt64(Int64.max)); b.u32(UInt32(F_WRLCK)); b.u32(1)   // start, end, type, pid
         b.u32(flock ? FUSERequestFlag.lockFlock : 0); b.u32(0)
-        return b.request(opcode, nodeID: node)
+        return b.request(opcode, unique: unique, nodeID: node)
     }
+}
+
+extension LockRequestTests {
+    /// Whether a whole-file write lock through `fd` (an OFD lock) meets a conflict.
+    static func hostLockFails(_ fd: Int32) -> Bool {
+        var fl = flock()
+        fl.l_type = Int16(F_WRLCK); fl.l_whence = Int16(SEEK_SET)
+        return fcntl(fd, 37 /* F_OFD_SETLK */, &fl) != 0
+    }
+}
+
+/// flock(2), which Swift cannot name beside `struct flock`.
+func ferryTestFlock(_ fd: Int32, _ operation: Int32) -> Int32 {
+    ferry_flock(fd, operation | (operation == LOCK_UN ? 0 : LOCK_NB))
 }

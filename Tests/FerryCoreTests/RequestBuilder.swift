@@ -55,8 +55,12 @@ final class TestTransport {
     let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 2 << 20, alignment: 4096)
     let vector = UnsafeMutablePointer<iovec>.allocate(capacity: 1)
 
-    init(_ handler: any FUSERequestHandler, initialize: Bool = true) {
+    /// Handed to the server with every request (a transport that can answer later).
+    let deferral: (any ReplyDeferral)?
+
+    init(_ handler: any FUSERequestHandler, initialize: Bool = true, deferral: (any ReplyDeferral)? = nil) {
         self.handler = handler
+        self.deferral = deferral
         if initialize {
             let r = send(RequestBuilder.initRequest())
             precondition(r?.error == 0, "INIT failed")
@@ -69,10 +73,10 @@ final class TestTransport {
     @discardableResult
     func send(_ request: [UInt8]) -> Reply? {
         vector.pointee = iovec(iov_base: scratch.baseAddress! + 16, iov_len: scratch.count - 16)
-        var area = ReplyArea(scratch: scratch, readVectors: IOVectors(base: vector, count: 1))
+        var area = ReplyArea(scratch: scratch, readVectors: IOVectors(base: vector, count: 1), deferral: deferral)
         let disposition = request.withUnsafeBytes { handler.handle(request: $0, reply: &area) }
         switch disposition {
-        case .none: return nil
+        case .none, .deferred: return nil
         case .inline(let length): return Reply(bytes: Array(scratch[0..<length]))
         case .data(let n): return Reply(bytes: Array(scratch[0..<(16 + n)]))
         }

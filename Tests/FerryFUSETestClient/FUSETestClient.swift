@@ -20,10 +20,16 @@ public final class FUSETestClient {
     private let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 2 << 20, alignment: 4096)
     private let vector = UnsafeMutablePointer<iovec>.allocate(capacity: 1)
     private var unique: UInt64 = 1
+    /// Handed to the server with every request: a transport that can answer later.
+    public let deferral: (any ReplyDeferral)?
+    /// The unique of the last request sent.
+    public var lastUnique: UInt64 { unique }
 
     /// `initialize`: send INIT (a new session); false for a session loaded from a migration.
-    public init(_ handler: any FUSERequestHandler, initialize: Bool = true) throws {
+    /// `deferral`: lets the server defer replies (and so agree lock flags at INIT).
+    public init(_ handler: any FUSERequestHandler, initialize: Bool = true, deferral: (any ReplyDeferral)? = nil) throws {
         self.handler = handler
+        self.deferral = deferral
         if initialize {
             var b = Body()
             b.u32(7); b.u32(38); b.u32(128 * 1024); b.u32(0xFFFF_FFFF); b.u32(0x3); b.zeros(44)
@@ -65,10 +71,10 @@ public final class FUSETestClient {
         h.u32(uid); h.u32(uid); h.u32(1); h.u32(0)
         let request = h.bytes + body.bytes
         vector.pointee = iovec(iov_base: scratch.baseAddress! + 16, iov_len: scratch.count - 16)
-        var area = ReplyArea(scratch: scratch, readVectors: IOVectors(base: vector, count: 1))
+        var area = ReplyArea(scratch: scratch, readVectors: IOVectors(base: vector, count: 1), deferral: deferral)
         let bytes: [UInt8]
         switch request.withUnsafeBytes({ handler.handle(request: $0, reply: &area) }) {
-        case .none: return Reply(answered: false, error: 0, payload: [])
+        case .none, .deferred: return Reply(answered: false, error: 0, payload: [])
         case .inline(let length): bytes = Array(scratch[0..<length])
         case .data(let n): bytes = Array(scratch[0..<(16 + n)])
         }

@@ -234,11 +234,11 @@ import FerryCore
             let root = try driver.rootInode()
             let (entry, first) = try driver.create(root, "lock")
             let second = try driver.open(entry.inode, flags: O_RDWR, killSuidGid: false, .root)
-            try driver.setlk(first.file, owner: 1, RecordLock(start: 0, end: 99, type: F_WRLCK, pid: 0), wait: false, .root)
+            try driver.setlk(first.file, owner: 1, RecordLock(start: 0, end: 99, type: F_WRLCK, pid: 0), flock: false, .root)
             let probe = try driver.getlk(second.file, owner: 2, RecordLock(start: 50, end: .max, type: F_WRLCK, pid: 0), .root)
             #expect(probe.type == F_WRLCK && probe.start == 0 && probe.end == 99)
-            #expect(errnoOf { try driver.setlk(second.file, owner: 2, RecordLock(start: 10, end: 10, type: F_RDLCK, pid: 0), wait: false, .root) } == EAGAIN)
-            try driver.setlk(first.file, owner: 1, RecordLock(start: 0, end: 99, type: F_UNLCK, pid: 0), wait: false, .root)
+            #expect(errnoOf { try driver.setlk(second.file, owner: 2, RecordLock(start: 10, end: 10, type: F_RDLCK, pid: 0), flock: false, .root) } == EAGAIN)
+            try driver.setlk(first.file, owner: 1, RecordLock(start: 0, end: 99, type: F_UNLCK, pid: 0), flock: false, .root)
             #expect(try driver.getlk(second.file, owner: 2, RecordLock(start: 0, end: .max, type: F_WRLCK, pid: 0), .root).type == F_UNLCK)
         }
     }

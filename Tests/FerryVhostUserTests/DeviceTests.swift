@@ -17,10 +17,11 @@ import Testing
 
     init() throws { try self.init(threadPoolSize: 0) }
 
-    init(threadPoolSize: Int) throws {
+    /// `serving`: the device's handler instead of `handler`.
+    init(threadPoolSize: Int, serving: (any FUSERequestHandler)? = nil) throws {
         g = try FakeGuest(queueSize: 8)
         var logger = Logger(label: "test"); logger.logLevel = .critical
-        device = VhostUserFSDevice(handler: handler, options: .init(maxRequestQueues: 2, maxQueueSize: 256, threadPoolSize: threadPoolSize), logger: logger)
+        device = VhostUserFSDevice(handler: serving ?? handler, options: .init(maxRequestQueues: 2, maxQueueSize: 256, threadPoolSize: threadPoolSize), logger: logger)
     }
 
     @discardableResult

@@ -35,6 +35,8 @@ ssize_t ferry_getdents64(int fd, void *buf, size_t count);
 int ferry_fcntl_int(int fd, int cmd, int arg);
 /// `lock` points to a `struct flock`.
 int ferry_fcntl_lock(int fd, int cmd, void *lock);
+/// flock(2) (Swift sees `flock` as the struct's name).
+int ferry_flock(int fd, int operation);
 int ferry_ioctl_ptr(int fd, unsigned long request, void *arg);
 int ferry_open(const char *path, int flags, uint32_t mode);
 int ferry_openat(int dirfd, const char *path, int flags, uint32_t mode);
@@ -130,6 +132,8 @@ static inline void ferry_cpu_relax(void) {
 }
 /// CLOCK_MONOTONIC in nanoseconds (vDSO, no syscall).
 uint64_t ferry_monotonic_ns(void);
+/// Names the calling thread (at most 15 bytes show) for /proc/PID/task/TID/comm.
+int ferry_set_thread_name(const char *name);
 /// Relaxed 64-bit counters shared by request threads (statistics, quota ledgers).
 uint64_t ferry_atomic_add_u64(uint64_t *p, uint64_t value);
 uint64_t ferry_atomic_load_u64(const uint64_t *p);

@@ -1,0 +1,29 @@
+import Foundation
+
+/// Whether process `pid` or one of its descendants has a thread named `name`
+/// (/proc/PID/task/TID/comm). Descendants count: a sandboxed daemon serves from a child
+/// in its own PID namespace.
+public func processTreeHasThread(_ pid: Int32, named name: String) -> Bool {
+    let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+    for task in tasks {
+        if (try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/comm", encoding: .utf8))?
+            .trimmingCharacters(in: .whitespacesAndNewlines) == name { return true }
+        let children = (try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/children", encoding: .utf8)) ?? ""
+        for child in children.split(separator: " ").compactMap({ Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) })
+        where processTreeHasThread(child, named: name) {
+            return true
+        }
+    }
+    return false
+}
+
+/// Polls `condition` every 10 ms until it holds or `seconds` pass (a bound only so that a
+/// broken build ends; the condition decides); returns whether it held.
+public func eventually(within seconds: Double = 60, _ condition: () -> Bool) -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while !condition() {
+        if Date() > deadline { return false }
+        usleep(10_000)
+    }
+    return true
+}
