@@ -1,5 +1,6 @@
 import CFerry
 import FerryFUSE
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -42,7 +43,12 @@ public final class LockWaits: @unchecked Sendable {
     private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
     /// Signalled when a round of attempts ends.
     private let idle = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-    private var waiters: [Waiter] = []
+    private var waiters: [Waiter] = [] {
+        didSet { waiting.store(waiters.count, ordering: .releasing) }
+    }
+    /// `waiters.count`, read without the mutex: FLUSH and RELEASE (every close) skip the
+    /// mutex when nothing waits, as is almost always so.
+    private let waiting = Atomic<Int>(0)
     /// The lock-wait thread is trying waiters (without the mutex).
     private var attempting = false
     private var interrupts: [UInt64]
@@ -125,6 +131,7 @@ public final class LockWaits: @unchecked Sendable {
     /// FLUSH or RELEASE of open file `fh`: its waiters are answered EINTR (the process closed
     /// the descriptor it waits through, or is gone).
     public func cancel(fh: UInt64) {
+        guard waiting.load(ordering: .acquiring) > 0 else { return }
         lockedIdle { removeAll(Errno(EINTR)) { $0.fh == fh } }
     }
 
