@@ -1,5 +1,6 @@
 import CFerry
 import FerryFUSE
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -14,7 +15,9 @@ import Glibc
 ///
 /// Trying again is the backend's own non-waiting attempt (`attempt`), so a lock held by
 /// another client of the same storage (another daemon, another guest, the host) is seen as
-/// soon as it goes.
+/// soon as it goes. Attempts run without the lock held (a remote backend's takes a round
+/// trip), and whatever ends waits (INTERRUPT, FLUSH, the session's end) first waits for a
+/// round of attempts under way: a lock is never granted to a request already answered.
 /// @unchecked Sendable: every mutable field is touched only with `mutex` held.
 public final class LockWaits: @unchecked Sendable {
     /// One waiting request. `attempt` returns nil when the lock was granted, EAGAIN while it
@@ -38,7 +41,16 @@ public final class LockWaits: @unchecked Sendable {
     public let limit: Int
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-    private var waiters: [Waiter] = []
+    /// Signalled when a round of attempts ends.
+    private let idle = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private var waiters: [Waiter] = [] {
+        didSet { waiting.store(waiters.count, ordering: .releasing) }
+    }
+    /// `waiters.count`, read without the mutex: FLUSH and RELEASE (every close) skip the
+    /// mutex when nothing waits, as is almost always so.
+    private let waiting = Atomic<Int>(0)
+    /// The lock-wait thread is trying waiters (without the mutex).
+    private var attempting = false
     private var interrupts: [UInt64]
     private var nextInterrupt = 0
     private var thread: pthread_t?
@@ -55,16 +67,25 @@ public final class LockWaits: @unchecked Sendable {
         pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
         pthread_cond_init(condition, &attributes)
         pthread_condattr_destroy(&attributes)
+        pthread_cond_init(idle, nil)
     }
 
     deinit {
         stop()
-        pthread_mutex_destroy(mutex); pthread_cond_destroy(condition)
-        mutex.deallocate(); condition.deallocate()
+        pthread_mutex_destroy(mutex); pthread_cond_destroy(condition); pthread_cond_destroy(idle)
+        mutex.deallocate(); condition.deallocate(); idle.deallocate()
     }
 
     @inline(__always) private func locked<T>(_ body: () -> T) -> T {
         pthread_mutex_lock(mutex); defer { pthread_mutex_unlock(mutex) }
+        return body()
+    }
+
+    /// As `locked`, once no attempt is under way: for what answers waiters other than the
+    /// lock-wait thread, so none is answered while its lock may be being granted.
+    private func lockedIdle<T>(_ body: () -> T) -> T {
+        pthread_mutex_lock(mutex); defer { pthread_mutex_unlock(mutex) }
+        while attempting { pthread_cond_wait(idle, mutex) }
         return body()
     }
 
@@ -95,7 +116,7 @@ public final class LockWaits: @unchecked Sendable {
 
     /// INTERRUPT: the waiter for `unique` is answered EINTR; one not seen yet is remembered.
     public func interrupt(_ unique: UInt64) {
-        locked {
+        lockedIdle {
             if let i = waiters.firstIndex(where: { $0.unique == unique }) {
                 let w = waiters.remove(at: i)
                 answer(w.sink, w.unique, Errno(EINTR))
@@ -110,13 +131,14 @@ public final class LockWaits: @unchecked Sendable {
     /// FLUSH or RELEASE of open file `fh`: its waiters are answered EINTR (the process closed
     /// the descriptor it waits through, or is gone).
     public func cancel(fh: UInt64) {
-        locked { removeAll(Errno(EINTR)) { $0.fh == fh } }
+        guard waiting.load(ordering: .acquiring) > 0 else { return }
+        lockedIdle { removeAll(Errno(EINTR)) { $0.fh == fh } }
     }
 
     /// The session ended (DESTROY, lost connection): every waiter is answered ENOLCK, and
     /// no INTERRUPT of the old session is remembered.
     public func cancelAll() {
-        locked {
+        lockedIdle {
             removeAll(Errno(ENOLCK)) { _ in true }
             for i in interrupts.indices { interrupts[i] = 0 }
         }
@@ -124,7 +146,7 @@ public final class LockWaits: @unchecked Sendable {
 
     /// The export stops for good: every waiter is answered ENOLCK and the thread ends.
     public func stop() {
-        let running: pthread_t? = locked {
+        let running: pthread_t? = lockedIdle {
             removeAll(Errno(ENOLCK)) { _ in true }
             stopping = true
             pthread_cond_signal(condition)
@@ -183,12 +205,22 @@ public final class LockWaits: @unchecked Sendable {
                 pthread_cond_timedwait(condition, mutex, &deadline)
                 continue
             }
-            // Attempts are non-blocking calls into the backend, made under the mutex so a
-            // cancel never races a grant.
+            // The due waiters are tried without the mutex; a waiter added meanwhile is
+            // appended after them and kept as it is.
+            let due = waiters.filter { $0.due <= now }
+            attempting = true
+            pthread_mutex_unlock(mutex)
+            let results = due.map { $0.attempt() }
+            pthread_mutex_lock(mutex)
+            attempting = false
+            pthread_cond_broadcast(idle)
             var kept: [Waiter] = []
+            var tried = 0
             for var w in waiters {
-                guard w.due <= now else { kept.append(w); continue }
-                switch w.attempt() {
+                guard w.due <= now, tried < due.count, due[tried].unique == w.unique else { kept.append(w); continue }
+                let result = results[tried]
+                tried += 1
+                switch result {
                 case nil:
                     granted += 1
                     answer(w.sink, w.unique, nil)

@@ -93,6 +93,24 @@ func threadNamed(_ name: String) -> Bool {
         #expect(last?.unique == 2 && last?.error == -ENOLCK)
     }
 
+    @Test func aFlushDuringAnAttemptWaitsForItSoAGrantIsNeverAnsweredEINTR() {
+        let waits = LockWaits()
+        let sink = RecordingSink()
+        let started = DispatchSemaphore(value: 0), proceed = DispatchSemaphore(value: 0)
+        // The backend's attempt takes its time (a remote round trip) and then grants.
+        #expect(waits.add(unique: 5, fh: 9, sink: sink, attempt: { started.signal(); proceed.wait(); return nil }))
+        started.wait()
+        let cancelled = DispatchSemaphore(value: 0)
+        Thread { waits.cancel(fh: 9); cancelled.signal() }.start()
+        // The cancel waits for the attempt under way (bounded, only so a broken build ends).
+        #expect(cancelled.wait(timeout: .now() + 0.2) == .timedOut)
+        proceed.signal()
+        #expect(cancelled.wait(timeout: .now() + 30) == .success)
+        let answer = sink.next()
+        #expect(answer?.unique == 5 && answer?.error == 0)
+        #expect(sink.pending == 0 && waits.count == 0)
+    }
+
     @Test func waitersBeyondTheLimitAreRefusedAndStopAnswersEveryWaiter() {
         let waits = LockWaits(limit: 2)
         let sink = RecordingSink()

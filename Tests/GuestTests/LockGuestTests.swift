@@ -111,7 +111,8 @@ struct LockGuestTests {
     }
 
     /// A host process through `ferry mount` of the directory and a guest through `ferry
-    /// virtiofsd -o posix_lock` see each other's locks: both are the host kernel's.
+    /// serve` (whose exports share locks unless `locks = false`) see each other's locks:
+    /// both are the host kernel's.
     @Test(.timeLimit(.minutes(10)))
     func aHostMountAndAGuestSeeEachOthersLocks() throws {
         let image = try Self.image.get()
@@ -155,7 +156,7 @@ struct LockGuestTests {
         defer { if holder.isRunning { kill(holder.processIdentifier, SIGKILL) } }
         #expect(eventually(within: 60) { FileManager.default.fileExists(atPath: export + "/host-held") })
 
-        let daemon = try Daemon.ferry(export: export, extra: ["-o", "posix_lock"])
+        let (daemon, _) = try Daemon.serveOnePOSIXExport(directory: export)
         defer { daemon.stop() }
         let guest = Background(socket: daemon.socket, command: """
             lock-tool getlk /mnt/f w 0 0
