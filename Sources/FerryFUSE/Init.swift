@@ -1,6 +1,6 @@
 /// FUSE_INIT capability bits (`fuse_init_in.flags` / `flags2`), protocol 7.38 plus
-/// FUSE_CREATE_SUPP_GROUP and FUSE_DIRECT_IO_ALLOW_MMAP from 7.39 (defined here: the host's
-/// <linux/fuse.h> may be 7.38). Bits 32-63 travel in `flags2` under FUSE_INIT_EXT.
+/// FUSE_CREATE_SUPP_GROUP and FUSE_DIRECT_IO_ALLOW_MMAP from 7.39 and FUSE_OVER_IO_URING from
+/// 7.42 (defined here: the host's <linux/fuse.h> may be 7.38). Bits 32-63 travel in `flags2` under FUSE_INIT_EXT.
 public struct FUSEInitFlags: OptionSet, Sendable, Hashable {
     public let rawValue: UInt64
     public init(rawValue: UInt64) { self.rawValue = rawValue }
@@ -46,6 +46,10 @@ public struct FUSEInitFlags: OptionSet, Sendable, Hashable {
     /// FUSE_DIRECT_IO_ALLOW_MMAP (7.39, Linux 6.6+; first named FUSE_DIRECT_IO_RELAX): files
     /// opened with FOPEN_DIRECT_IO may be mapped MAP_SHARED (ENODEV without it).
     public static let directIOAllowMmap = FUSEInitFlags(rawValue: 1 << 36)
+    /// FUSE_OVER_IO_URING (7.42, Linux 6.14+): requests may come through io_uring rings the
+    /// server registers on the device after INIT. Offered only while the fuse module's
+    /// `enable_uring` parameter is 1. A transport matter: the server core never asks for it.
+    public static let overIOUring = FUSEInitFlags(rawValue: 1 << 41)
 }
 
 /// What the server would like from INIT; the kernel's offer bounds what it gets.
@@ -71,7 +75,7 @@ public struct FUSEInitConfig: Sendable, Equatable {
 public enum FUSEInitResult: Sendable, Equatable {
     /// Send `reply`; from now on speak protocol 7.`minor` with `agreed` capabilities.
     case accepted(reply: FUSEInitOut, agreed: FUSEInitFlags, minor: UInt32)
-    /// The kernel speaks a newer major: reply with our 7.38 so it retries INIT with that.
+    /// The kernel speaks a newer major: reply with our 7.42 so it retries INIT with that.
     case retryWithVersion(FUSEInitOut)
     /// The kernel is too old for us: answer the INIT with this (positive) errno.
     case refused(errno: Int32)
@@ -80,7 +84,7 @@ public enum FUSEInitResult: Sendable, Equatable {
 /// Decides the answer to FUSE_INIT. Pure: no I/O, so it is tested exhaustively.
 public enum FUSEInitNegotiation {
     public static let serverMajor: UInt32 = 7
-    public static let serverMinor: UInt32 = 38
+    public static let serverMinor: UInt32 = 42
     /// 7.27 is the oldest layout set the decoder handles (full-size mknod, write, etc.).
     public static let minimumMinor: UInt32 = 27
     /// EPROTO as Linux numbers it: FUSE errnos are Linux errnos whatever the host is.
