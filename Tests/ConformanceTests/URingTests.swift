@@ -115,7 +115,8 @@ struct URingTests {
             dd.arguments = ["if=/dev/zero", "of=\(mount.mountpoint)/victim", "bs=1M", "count=400", "status=none"]
             try dd.run()
             usleep(UInt32(20_000 + (attempt % 7) * 7_000))
-            kill(dd.processIdentifier, SIGINT)
+            // SIGKILL: dd holds back the signals it catches while it writes.
+            kill(dd.processIdentifier, SIGKILL)
             dd.waitUntilExit()
             if attempt % 5 == 4 {
                 counters = try mount.counters()
