@@ -89,8 +89,12 @@ enum Concurrency {
 
     /// Mounts `source`, writes, runs ferry-churn, unmounts (SIGTERM: ferry must exit 0),
     /// mounts the same source again and checks what was written, then runs ferry-churn again.
-    static func remount(source: String, arguments: [String], seed: Int, label: String) throws {
-        let first = try FerryMount(source: source, extraArguments: arguments)
+    static func remount(source: String, arguments: [String], seed: Int, label: String,
+                        transport: Transport? = nil) throws {
+        func mount() throws -> FerryMount {
+            try transport?.mount(source: source, extraArguments: arguments) ?? FerryMount(source: source, extraArguments: arguments)
+        }
+        let first = try mount()
         do {
             defer { first.stop() }
             try writeKeepsake(in: first.mountpoint)
@@ -100,7 +104,7 @@ enum Concurrency {
             #expect(exited && first.process.terminationReason == .exit && first.process.terminationStatus == 0,
                     "the first ferry mount of \(label) did not exit 0 on SIGTERM:\n\(first.log.suffix(3000))")
         }
-        let second = try FerryMount(source: source, extraArguments: arguments)
+        let second = try mount()
         defer { second.stop() }
         try expectKeepsake(in: second.mountpoint)
         expectChurnPassed(try churn(in: second.mountpoint, seed: seed + 1, workers: 2, ops: 150), on: label + " (mounted again)",
@@ -120,27 +124,31 @@ struct ConcurrencyThroughFerryMount {
         ["--cache", "never"], ["--cache", "metadata"], ["--cache", "always"],
     ]
 
-    @Test("ferry-churn passes", .timeLimit(.minutes(10)), arguments: variants)
-    func churnPasses(_ options: [String]) throws {
-        let mount = try FerryMount(extraArguments: ["--xattr"] + options)
+    @Test("ferry-churn passes, with io_uring and without", .timeLimit(.minutes(10)), arguments: Transport.allCases, variants)
+    func churnPasses(_ transport: Transport, _ options: [String]) throws {
+        let mount = try transport.mount(extraArguments: ["--xattr"] + options)
         defer { mount.stop() }
         Concurrency.expectChurnPassed(try Concurrency.churn(in: mount.mountpoint, seed: 101),
-                                      on: "ferry mount \(options.joined(separator: " ")) of a directory", log: mount.log)
+                                      on: "ferry mount (\(transport)) \(options.joined(separator: " ")) of a directory", log: mount.log)
         #expect(mount.process.isRunning, "ferry exited:\n\(mount.log)")
     }
 
-    @Test("stress-ng's file-system stressors pass", .timeLimit(.minutes(10)), .requires(.stressNG))
-    func stressNGPasses() throws {
-        let mount = try FerryMount()
+    @Test("stress-ng's file-system stressors pass, with io_uring and without", .timeLimit(.minutes(10)), .requires(.stressNG),
+          arguments: Transport.allCases)
+    func stressNGPasses(_ transport: Transport) throws {
+        let mount = try transport.mount()
         defer { mount.stop() }
-        Concurrency.expectStressPassed(try Concurrency.stress(in: mount.mountpoint), on: "ferry mount of a directory", log: mount.log)
+        Concurrency.expectStressPassed(try Concurrency.stress(in: mount.mountpoint), on: "ferry mount (\(transport)) of a directory",
+                                       log: mount.log)
     }
 
-    @Test("Unmounting and mounting the same directory again keeps its content", .timeLimit(.minutes(10)))
-    func remountKeepsContent() throws {
+    @Test("Unmounting and mounting the same directory again keeps its content, with io_uring and without",
+          .timeLimit(.minutes(10)), arguments: Transport.allCases)
+    func remountKeepsContent(_ transport: Transport) throws {
         let source = try makeTemporaryDirectory("ferry-remount-src")
         defer { try? FileManager.default.removeItem(atPath: source) }
-        try Concurrency.remount(source: source, arguments: ["--xattr"], seed: 111, label: "a directory")
+        try Concurrency.remount(source: source, arguments: ["--xattr"], seed: 111, label: "a directory (\(transport))",
+                                transport: transport)
     }
 }
 

@@ -39,11 +39,11 @@ func runConformance(in directory: String, _ selection: [String], entries: Int? =
 @Suite("POSIX conformance through ferry mount", .serialized,
        .requires(.root, .devFUSE))
 struct ConformanceThroughFerryMount {
-    @Test("Check passes through a live ferry mount", .timeLimit(.minutes(10)),
-          arguments: conformanceCheckNames)
-    func check(_ name: String) throws {
+    @Test("Check passes through a live ferry mount, with io_uring and without", .timeLimit(.minutes(10)),
+          arguments: Transport.allCases, conformanceCheckNames)
+    func check(_ transport: Transport, _ name: String) throws {
         try #require(name != missingProgramSentinel, "ferry-conformance is not built")
-        let mount = try SharedMount.get()
+        let mount = try SharedMount.get(transport)
         let result = try runConformance(in: mount.mountpoint, ["--check", name])
         #expect(result.succeeded,
                 "\(name) through ferry (source \(mount.source)):\n\(result.output)")

@@ -121,29 +121,28 @@ final class FerryMount: Sendable {
     }
 }
 
-/// The mount every conformance check shares, started on first use and stopped at exit.
+/// The mounts the conformance checks share, one per transport, started on first use and
+/// stopped at exit.
 enum SharedMount {
-    private static let started = Mutex<Result<FerryMount, Error>?>(nil)
+    private static let started = Mutex<[Transport: Result<FerryMount, Error>]>([:])
 
-    static func get() throws -> FerryMount {
+    static func get(_ transport: Transport = .classic) throws -> FerryMount {
         try started.withLock { started in
-            if let started {
-                return try started.get()
+            if let mount = started[transport] {
+                return try mount.get()
             }
             let result = Result {
-                try FerryMount(source: ProcessInfo.processInfo.environment["FERRY_CONFORMANCE_SOURCE"])
+                try transport.mount(source: ProcessInfo.processInfo.environment["FERRY_CONFORMANCE_SOURCE"])
             }
-            started = result
-            if case .success = result {
+            if started.isEmpty, case .success = result {
                 atexit { SharedMount.stopAtExit() }
             }
+            started[transport] = result
             return try result.get()
         }
     }
 
     private static func stopAtExit() {
-        if case .success(let mount) = started.withLock({ $0 }) {
-            mount.stop()
-        }
+        for case .success(let mount) in started.withLock({ $0.values }) { mount.stop() }
     }
 }
