@@ -183,6 +183,14 @@ public final class URingSession: DeviceInitParticipant, @unchecked Sendable {
                         logger.error("registering an io_uring entry failed; the device loop serves instead",
                                      metadata: ["errno": "\(error)", "qid": "\(worker.entries[index].qid)"])
                         live -= 1
+                    } else if error == EOPNOTSUPP {
+                        // The kernel turned the rings off for this connection (its switch went
+                        // off before INIT was processed, and then a REGISTER failed): the
+                        // request in this entry can never be answered, and its caller would
+                        // wait for ever. Stop, so the mount is unmounted (and aborted).
+                        fail("the kernel refused a reply through the ring (EOPNOTSUPP): FUSE over io_uring "
+                             + "was turned off for this connection")
+                        return
                     } else {
                         // A commit the kernel could not match (the request is gone): the entry
                         // is still its, unusable; hand it back fresh so the queue keeps its depth.
