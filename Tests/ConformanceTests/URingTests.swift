@@ -131,6 +131,21 @@ struct URingTests {
         #expect(mount.terminate(timeout: 20) && mount.process.terminationStatus == 0, "\(mount.log.suffix(3000))")
     }
 
+    @Test("SIGTERM while a process holds a file open aborts the connection and ends the rings", .timeLimit(.minutes(2)))
+    func busyUnmountEndsTheRings() throws {
+        let mount = try Transport.uring.mount()
+        defer { mount.stop() }
+        try Data("held".utf8).write(to: URL(fileURLWithPath: mount.mountpoint + "/held"))
+        let fd = open(mount.mountpoint + "/held", O_RDONLY)
+        try #require(fd >= 0)
+        defer { close(fd) }
+        let exited = mount.terminate(timeout: 20)
+        try #require(exited, "ferry still running 20 s after SIGTERM with a file held open:\n\(mount.log)")
+        #expect(mount.process.terminationReason == .exit && mount.process.terminationStatus == 0, "\(mount.log)")
+        #expect(!isFUSEMount(mount.mountpoint))
+        #expect(FileManager.default.contents(atPath: mount.source + "/held") == Data("held".utf8))
+    }
+
     @Test("One ring can serve every CPU's queue (--uring-queues 1)", .timeLimit(.minutes(5)))
     func fewerRingsThanQueues() throws {
         let mount = try Transport.uring.mount(extraArguments: ["--uring-queues", "1", "--uring-depth", "2"])
