@@ -26,6 +26,9 @@ let package = Package(
         .target(name: "CFerry"),
         // <linux/fuse.h>, imported only by tests to check our wire structs against the kernel's.
         .target(name: "CLinuxFUSE"),
+        // FUSE over io_uring: raw io_uring calls, the mapped rings and the kernel's FUSE ring
+        // structures (Linux 6.14+), which Debian 12's headers do not have.
+        .target(name: "CFerryURing"),
 
         // Errno, one EINTR-retrying system-call helper and an owned descriptor: what every
         // module that makes system calls shares (swift-system's role, without the dependency).
@@ -56,7 +59,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: crossModule),
         .target(name: "FerryDevFUSE", dependencies: [
-            "FerryCore", "FerryFUSE", "CFerry",
+            "FerryCore", "FerryFUSE", "CFerry", "CFerryURing",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // vhost-user-fs device back-end: socket, guest memory, virtqueues.
@@ -95,7 +98,7 @@ let package = Package(
         ]),
         // The commands of `ferry` (argument parsing and printing), as a library so tests can drive them.
         .target(name: "FerryCLI", dependencies: [
-            "FerryCore", "FerryPOSIX", "FerryNFS", "FerryRADOS", "FerryDevFUSE", "FerryVhostUser",
+            "FerryCore", "FerryFUSE", "FerryPOSIX", "FerryNFS", "FerryRADOS", "FerryDevFUSE", "FerryVhostUser",
             "FerryVhostFrontend", "FerryConfig", "FerrySandbox", "FerryDaemon",
             "FerryBackend", "FerryBackends", "FerryPOSIXBackend", "FerryNFSBackend", "FerryRADOSBackend",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

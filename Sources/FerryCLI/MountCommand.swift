@@ -2,6 +2,7 @@ import ArgumentParser
 import FerryCore
 import FerryDaemon
 import FerryDevFUSE
+import FerryFUSE
 import FerryPOSIX
 import FerryRADOSBackend
 import FerrySandbox
@@ -32,6 +33,18 @@ struct MountCommand: ParsableCommand {
     @Option(help: "Worker threads reading /dev/fuse.")
     var threads: Int = 4
 
+    @Option(help: ArgumentHelp("FUSE over io_uring (Linux 6.14+): auto, on or off.", discussion: """
+        auto: requests come through io_uring rings when the kernel allows it (its fuse module's \
+        enable_uring parameter is 1), through /dev/fuse otherwise; on: the rings or an error.
+        """))
+    var uring: URingMode = .auto
+
+    @Option(help: "io_uring rings (each with its own thread); the kernel's queues, one per possible CPU, are shared out among them. Default: one per queue.")
+    var uringQueues: Int?
+
+    @Option(help: "Entries (requests in flight) per io_uring queue.")
+    var uringDepth: Int = 4
+
     @OptionGroup var export: ExportOptions
 
     @OptionGroup var ceph: CephOptions
@@ -56,6 +69,10 @@ struct MountCommand: ParsableCommand {
     func validate() throws {
         guard (1...256).contains(threads) else { throw ValidationError("--threads must be between 1 and 256") }
         guard export.maxInodes >= 16 else { throw ValidationError("--max-inodes must be at least 16") }
+        if let uringQueues, !(1...4096).contains(uringQueues) {
+            throw ValidationError("--uring-queues must be between 1 and 4096")
+        }
+        guard (1...64).contains(uringDepth) else { throw ValidationError("--uring-depth must be between 1 and 64") }
     }
 
     func run() throws {
@@ -69,10 +86,26 @@ struct MountCommand: ParsableCommand {
         logger[metadataKey: "export"] = "\(mountPoint)"
 
         let parsed = try Source(parsing: source, ceph: ceph.access)
+        // Whether to set up rings is decided before mounting: they must exist before the
+        // process is confined, and `on` fails before anything is mounted.
+        let wantRings: Bool
+        switch uring {
+        case .off: wantRings = false
+        case .on:
+            if let reason = URingSupport.unavailableReason() {
+                logger.error("--uring on: \(reason)")
+                throw ExitCode(2)
+            }
+            wantRings = true
+        case .auto:
+            let reason = URingSupport.unavailableReason()
+            if let reason { logger.debug("FUSE over io_uring not used", metadata: ["reason": "\(reason)"]) }
+            wantRings = reason == nil
+        }
         // umask 0 (the driver creates files with exactly the mode the client asked for; the
         // client's kernel has already applied its umask); only the main thread takes these
         // signals: workers are started after this.
-        var signals = ProcessSetup.prepareForServing(blocking: [SIGINT, SIGTERM, SIGUSR1], ignoreBrokenPipes: false)
+        var signals = ProcessSetup.prepareForServing(blocking: [SIGINT, SIGTERM, SIGUSR1, SIGUSR2], ignoreBrokenPipes: false)
 
         var policy = export.policy
         policy.quota.bytes = quotaBytes
@@ -95,19 +128,34 @@ struct MountCommand: ParsableCommand {
             }
             logger.info("passthrough off: \(reason)")
         }
+        let mainThread = pthread_self()
+        var rings: URingSession? = nil
+        if wantRings {
+            do {
+                rings = try URingSession(device: device, handler: server, maxWrite: policy.maxWrite,
+                                         rings: uringQueues ?? URingSupport.possibleCPUs(), depth: uringDepth,
+                                         required: uring == .on, logger: logger) { pthread_kill(mainThread, SIGUSR1) }
+            } catch {
+                logger.error("\(error)")
+                device.unmount()
+                server.shutdown()
+                throw ExitCode(2)
+            }
+        }
         // Mounted, the export open: confine the process before the workers start (the
         // backend's own threads, librados's, are covered too: the filter goes to every thread).
         do {
             try Sandbox.restrictPrivileges(keeping: parsed.sandbox.capabilities.union([.sysAdmin]))
-            try Seccomp.install(seccomp, adding: parsed.sandbox.syscalls, hostMount: true)
+            try Seccomp.install(seccomp, adding: parsed.sandbox.syscalls + (rings == nil ? [] : URingSession.syscalls),
+                                hostMount: true)
         } catch {
             logger.error("cannot confine the process: \(error)")
             device.unmount()
             server.shutdown()
             throw ExitCode(2)
         }
-        let mainThread = pthread_self()
-        let session = DeviceSession(device: device, handler: server, maxWrite: policy.maxWrite, logger: logger) {
+        let session = DeviceSession(device: device, handler: server, maxWrite: policy.maxWrite, logger: logger,
+                                    initParticipant: rings) {
             pthread_kill(mainThread, SIGUSR1)
         }
         session.start(threads: threads)
@@ -116,25 +164,32 @@ struct MountCommand: ParsableCommand {
             logger.error("--passthrough on: \(problem)")
             device.unmount()
             session.join()
+            rings?.join()
             server.shutdown()
             throw ExitCode(2)
         }
-        logger.info("mounted", metadata: ["source": "\(parsed)", "threads": "\(threads)", "cache": "\(policy.cache)"])
+        logger.info("mounted", metadata: ["source": "\(parsed)", "threads": "\(threads)", "cache": "\(policy.cache)",
+                                          "uring": "\(uring.rawValue)", "passthrough": "\(passthrough.rawValue)"])
+        if rings == nil { logger.info("transport", metadata: ["transport": "classic"]) }
 
         var received: Int32 = 0
-        sigwait(&signals, &received)
+        // SIGUSR2: log the counters (how tests and operators see what serves the mount).
+        while sigwait(&signals, &received) == 0 && received == SIGUSR2 {
+            logger.info("counters", metadata: Self.counters(server, rings))
+        }
         if received != SIGUSR1 {
             logger.info("unmounting", metadata: ["signal": "\(received)"])
         }
         device.unmount()
         session.join()
+        rings?.join()
         server.shutdown()
-        let counters = server.statistics.snapshot()
-        // Bytes the daemon itself moved: with passthrough the kernel moves the rest.
-        logger.info("unmounted", metadata: [
-            "passthrough_opens": "\(counters.passthroughOpens)", "passthrough_fallbacks": "\(counters.passthroughFallbacks)",
-            "bytes_read": "\(counters.bytesRead)", "bytes_written": "\(counters.bytesWritten)",
-        ])
+        let counts = Self.counters(server, rings)
+        if let failure = rings?.failure {
+            logger.error("unmounted", metadata: counts.merging(["error": "\(failure)"]) { $1 })
+            throw ExitCode(2)
+        }
+        logger.info("unmounted", metadata: counts)
     }
 
     /// Why passthrough cannot work once the kernel answered INIT, or nil when it does: the
@@ -170,3 +225,31 @@ struct MountCommand: ParsableCommand {
 enum PassthroughMode: String, ExpressibleByArgument, CaseIterable {
     case auto, on, off
 }
+
+extension MountCommand {
+    /// Which transport serves the mount and how much went through each path: requests
+    /// answered through the rings, every request the server counted (rings and device), the
+    /// FORGETs and INTERRUPTs (which always come through the device), the nodes held, the
+    /// opens the kernel serves itself (passthrough) and the bytes the daemon moved.
+    static func counters(_ server: any ServedExport, _ rings: URingSession?) -> Logger.Metadata {
+        let snapshot = server.statistics.snapshot()
+        let operations = snapshot.operations
+        func count(_ opcodes: Set<UInt32>) -> UInt64 {
+            operations.filter { opcodes.contains($0.opcode) }.reduce(0) { $0 + $1.requests }
+        }
+        var metadata: Logger.Metadata = [
+            "transport": "\(rings?.outcome == .rings ? "io_uring" : "classic")",
+            "requests": "\(operations.reduce(0) { $0 + $1.requests })",
+            "forgets": "\(count([FUSEOpcode.forget.rawValue, FUSEOpcode.batchForget.rawValue]))",
+            "interrupts": "\(count([FUSEOpcode.interrupt.rawValue]))",
+            "nodes": "\(server.nodeCount)",
+            // Bytes the daemon itself moved: with passthrough the kernel moves the rest.
+            "passthrough_opens": "\(snapshot.passthroughOpens)", "passthrough_fallbacks": "\(snapshot.passthroughFallbacks)",
+            "bytes_read": "\(snapshot.bytesRead)", "bytes_written": "\(snapshot.bytesWritten)",
+        ]
+        if let rings { metadata["uring_requests"] = "\(rings.requestsServed)" }
+        return metadata
+    }
+}
+
+extension URingMode: ExpressibleByArgument {}

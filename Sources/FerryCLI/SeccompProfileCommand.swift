@@ -1,4 +1,5 @@
 import ArgumentParser
+import FerryDevFUSE
 import FerryBackend
 import FerryBackends
 import FerryDaemon
@@ -40,6 +41,9 @@ struct SeccompProfileCommand: ParsableCommand {
     @Flag(help: "The list of `ferry mount` (a mount on the host) rather than of a vhost-user back-end.")
     var hostMount = false
 
+    @Flag(help: "With --host-mount: the list of a mount served through io_uring rings (`ferry mount --uring`).")
+    var uring = false
+
     @Option(name: .customLong("try"), help: "A system call to make under the filter.")
     var trySyscall: String?
 
@@ -48,6 +52,7 @@ struct SeccompProfileCommand: ParsableCommand {
 
     func validate() throws {
         if backend.isEmpty { throw ValidationError("give at least one --backend (posix, nfs or rados)") }
+        if uring && !hostMount { throw ValidationError("--uring is for --host-mount (ferry mount)") }
 
     }
 
@@ -64,12 +69,13 @@ struct SeccompProfileCommand: ParsableCommand {
 
     func run() throws {
         let needs = BackendSandboxNeeds.union(backend.map { $0.module.sandbox })
+        let syscalls = needs.syscalls + (uring ? URingSession.syscalls : [])
         guard let name = trySyscall else {
-            for call in SyscallAllowlist.effective(adding: needs.syscalls, hostMount: hostMount) { print(call) }
+            for call in SyscallAllowlist.effective(adding: syscalls, hostMount: hostMount) { print(call) }
             return
         }
         guard let number = Seccomp.number(of: name) else { throw CLIError("no system call named '\(name)' on this architecture") }
-        if let failure = Self.loadFilter(action, needs.syscalls, hostMount: hostMount) { throw CLIError(failure) }
+        if let failure = Self.loadFilter(action, syscalls, hostMount: hostMount) { throw CLIError(failure) }
         // Arguments are all zero: enough to reach the filter, harmless when allowed.
         let (result, errnoValue) = Seccomp.call(number)
         print("allowed: \(name) returned \(result)" + (result < 0 ? " (\(String(cString: strerror(errnoValue))))" : ""))

@@ -20,13 +20,17 @@ public final class DeviceSession: @unchecked Sendable {
     private var threads: [pthread_t] = []
     /// Called once, from a worker, when the device goes away (unmounted from outside).
     private let onDeviceGone: @Sendable () -> Void
+    /// Another transport of the same connection (io_uring) that takes part in INIT.
+    private let initParticipant: (any DeviceInitParticipant)?
 
     public init(device: DeviceMount, handler: any FUSERequestHandler, maxWrite: UInt32, logger: Logger,
+                initParticipant: (any DeviceInitParticipant)? = nil,
                 onDeviceGone: @escaping @Sendable () -> Void) {
         self.device = device
         self.handler = handler
         self.logger = logger
         self.maxWrite = Int(maxWrite)
+        self.initParticipant = initParticipant
         self.onDeviceGone = onDeviceGone
     }
 
@@ -95,15 +99,32 @@ public final class DeviceSession: @unchecked Sendable {
             case .inline(let l): length = l
             case .data(let dataLength): length = FUSEOutHeader.size + dataLength
             }
+            let isInit = initParticipant != nil && n >= 8 && request.load(fromByteOffset: 4, as: UInt32.self) == Self.initOpcode
+            if isInit {
+                initParticipant?.amend(initRequest: UnsafeRawBufferPointer(rebasing: request[0..<n]), reply: scratch, length: length)
+            }
             if Glibc.write(fd, scratch.baseAddress, length) < 0 {
                 let e = errno
                 // ENOENT: the kernel gave up on the request (interrupted); not our problem.
                 if e != ENOENT && e != ENODEV {
                     logger.error("writing a reply to /dev/fuse failed", metadata: ["errno": "\(e)"])
                 }
+            } else if isInit {
+                initParticipant?.initAnswered()
             }
         }
     }
+
+    private static let initOpcode = UInt32(26).littleEndian
+}
+
+/// A transport serving the same connection beside the device loop (FUSE over io_uring) that
+/// takes part in INIT, which always comes through the device: it may add capabilities to the
+/// reply before it is written, and learns when the kernel has it (the connection is then
+/// initialised, and rings can be registered).
+public protocol DeviceInitParticipant: AnyObject, Sendable {
+    func amend(initRequest: UnsafeRawBufferPointer, reply: UnsafeMutableRawBufferPointer, length: Int)
+    func initAnswered()
 }
 
 /// Later replies on `/dev/fuse` (a waiting lock, once granted): each is one write(2) of the

@@ -56,7 +56,9 @@ public struct FUSEInitFlags: OptionSet, Sendable, Hashable {
     public static let hasResend = FUSEInitFlags(rawValue: 1 << 39)
     /// FUSE_ALLOW_IDMAP (7.41): idmapped mounts of this file system are allowed.
     public static let allowIdmap = FUSEInitFlags(rawValue: 1 << 40)
-    /// FUSE_OVER_IO_URING (7.42, Linux 6.14+): requests may travel over io_uring.
+    /// FUSE_OVER_IO_URING (7.42, Linux 6.14+): requests may come through io_uring rings the
+    /// server registers on the device after INIT. Offered only while the fuse module's
+    /// `enable_uring` parameter is 1. A transport matter: the server core never asks for it.
     public static let overIOUring = FUSEInitFlags(rawValue: 1 << 41)
 }
 

@@ -17,8 +17,16 @@ final class LockOwnerTable: Sendable {
         let inode: UInt64
         let owner: UInt64
     }
+    /// One owner's description, the process it last locked as, and the ranges it holds (as
+    /// the host merges and splits them): GETLK names the holder's pid from these, since the
+    /// host reports none for an OFD lock and the client's kernel checks the pid it is given.
+    struct Holder {
+        let fd: Int32
+        var pid: UInt32 = 0
+        var ranges: [RecordLock] = []
+    }
     let limit: Int
-    private let table = Mutex<[Key: Int32]>([:])
+    private let table = Mutex<[Key: Holder]>([:])
 
     init(limit: Int) { self.limit = limit }
 
@@ -26,34 +34,68 @@ final class LockOwnerTable: Sendable {
 
     var count: Int { table.withLock { $0.count } }
 
-    func existing(_ key: Key) -> Int32? { table.withLock { $0[key] } }
+    func existing(_ key: Key) -> Int32? { table.withLock { $0[key]?.fd } }
 
     /// The description of `key`, opened by `open` when there is none yet (under the lock,
     /// so two requests of one owner never open two); `created` says which. ENOLCK at the limit.
     func descriptor(_ key: Key, open: () throws(Errno) -> Int32) throws(Errno) -> (fd: Int32, created: Bool) {
-        try table.withLock { (t: inout [Key: Int32]) throws(Errno) -> (fd: Int32, created: Bool) in
-            if let fd = t[key] { return (fd, false) }
+        try table.withLock { (t: inout [Key: Holder]) throws(Errno) -> (fd: Int32, created: Bool) in
+            if let holder = t[key] { return (holder.fd, false) }
             guard t.count < limit else { throw Errno(ENOLCK) }
             let fd = try open()
-            t[key] = fd
+            t[key] = Holder(fd: fd)
             return (fd, true)
+        }
+    }
+
+    /// Records a lock (or unlock) `key` was just granted on the host: its ranges as the
+    /// host now holds them, and the process it locked as.
+    func granted(_ key: Key, _ lock: RecordLock) {
+        table.withLock { t in
+            guard var holder = t[key] else { return }
+            var kept: [RecordLock] = []
+            for r in holder.ranges {
+                if r.end < lock.start || r.start > lock.end { kept.append(r); continue }
+                if r.start < lock.start { kept.append(RecordLock(start: r.start, end: lock.start - 1, type: r.type, pid: r.pid)) }
+                if r.end > lock.end { kept.append(RecordLock(start: lock.end + 1, end: r.end, type: r.type, pid: r.pid)) }
+            }
+            if lock.type != F_UNLCK {
+                kept.append(lock)
+                if lock.pid != 0 { holder.pid = lock.pid }
+            }
+            holder.ranges = kept
+            t[key] = holder
+        }
+    }
+
+    /// The pid of an owner of this table, other than `requester`, holding a lock on the
+    /// inode that overlaps `range` with `type`; 0 when the holder is not one of ours (another
+    /// daemon, a host process), which the client's kernel takes as "not one of mine".
+    func holderPID(device: UInt64, inode: UInt64, requester: UInt64, range: RecordLock) -> UInt32 {
+        table.withLock { t in
+            for (key, holder) in t where key.device == device && key.inode == inode && key.owner != requester {
+                if holder.ranges.contains(where: { $0.type == range.type && $0.start <= range.end && $0.end >= range.start }) {
+                    return holder.pid
+                }
+            }
+            return 0
         }
     }
 
     /// Closes `key`'s description (dropping every lock it holds).
     func remove(_ key: Key) {
-        if let fd = table.withLock({ $0.removeValue(forKey: key) }) { close(fd) }
+        if let holder = table.withLock({ $0.removeValue(forKey: key) }) { close(holder.fd) }
     }
 
     /// Closes a description `descriptor` just opened whose first lock failed: it holds none.
     func removeIfUnlocked(_ key: Key, _ fd: Int32) {
         table.withLock { t in
-            if t[key] == fd { t.removeValue(forKey: key); close(fd) }
+            if t[key]?.fd == fd { t.removeValue(forKey: key); close(fd) }
         }
     }
 
     func closeAll() {
-        let all = table.withLock { t -> [Int32] in defer { t.removeAll() }; return Array(t.values) }
+        let all = table.withLock { t -> [Int32] in defer { t.removeAll() }; return t.values.map(\.fd) }
         for fd in all { close(fd) }
     }
 }
@@ -97,14 +139,17 @@ extension POSIXDriver {
         var fl = try Self.flockFor(lock)
         // The owner's own description does not conflict with its own locks; an owner that
         // holds none asks through the handle's description, which holds no POSIX locks.
-        let fd = lockOwners.existing(try lockKey(file, owner)) ?? file.fd
+        let key = try lockKey(file, owner)
+        let fd = lockOwners.existing(key) ?? file.fd
         if ferry_fcntl_lock(fd, Int32(FERRY_F_OFD_GETLK), &fl) != 0 { throw ownFailure("fcntl(F_OFD_GETLK)") }
         if Int32(fl.l_type) == F_UNLCK { return RecordLock(start: lock.start, end: lock.end, type: F_UNLCK, pid: 0) }
         let start = UInt64(fl.l_start)
         let end = fl.l_len == 0 ? RecordLock.toEndOfFile : start + UInt64(fl.l_len) - 1
-        // An OFD lock has no owning process (the host reports -1): 0 tells the client's
-        // kernel the holder is none of its processes.
-        return RecordLock(start: start, end: end, type: Int32(fl.l_type), pid: 0)
+        // An OFD lock has no owning process (the host reports -1): the pid is the one the
+        // holder locked as when it is a client of this export, else 0 ("none of yours").
+        let found = RecordLock(start: start, end: end, type: Int32(fl.l_type), pid: 0)
+        let pid = lockOwners.holderPID(device: key.device, inode: key.inode, requester: owner, range: found)
+        return RecordLock(start: start, end: end, type: found.type, pid: pid)
     }
 
     public func setlk(_ file: File, owner: UInt64, _ lock: RecordLock, flock: Bool, _ caller: Credentials) throws(Errno) {
@@ -119,6 +164,7 @@ extension POSIXDriver {
         if lock.type == F_UNLCK {
             guard let fd = lockOwners.existing(key) else { return }   // holds nothing
             if ferry_fcntl_lock(fd, Int32(FERRY_F_OFD_SETLK), &fl) != 0 { throw Errno.current }
+            lockOwners.granted(key, lock)
             return
         }
         let (fd, created) = try lockOwners.descriptor(key) { () throws(Errno) -> Int32 in
@@ -138,6 +184,7 @@ extension POSIXDriver {
             if created { lockOwners.removeIfUnlocked(key, fd) }
             throw e == EACCES ? .again : Errno(e)
         }
+        lockOwners.granted(key, lock)
     }
 
     /// flock(2) on the handle's own description, which is the guest's open file: the lock

@@ -89,8 +89,12 @@ enum Concurrency {
 
     /// Mounts `source`, writes, runs ferry-churn, unmounts (SIGTERM: ferry must exit 0),
     /// mounts the same source again and checks what was written, then runs ferry-churn again.
-    static func remount(source: String, arguments: [String], seed: Int, label: String) throws {
-        let first = try FerryMount(source: source, extraArguments: arguments)
+    static func remount(source: String, arguments: [String], seed: Int, label: String,
+                        transport: Transport? = nil) throws {
+        func mount() throws -> FerryMount {
+            try transport?.mount(source: source, extraArguments: arguments) ?? FerryMount(source: source, extraArguments: arguments)
+        }
+        let first = try mount()
         do {
             defer { first.stop() }
             try writeKeepsake(in: first.mountpoint)
@@ -100,7 +104,7 @@ enum Concurrency {
             #expect(exited && first.process.terminationReason == .exit && first.process.terminationStatus == 0,
                     "the first ferry mount of \(label) did not exit 0 on SIGTERM:\n\(first.log.suffix(3000))")
         }
-        let second = try FerryMount(source: source, extraArguments: arguments)
+        let second = try mount()
         defer { second.stop() }
         try expectKeepsake(in: second.mountpoint)
         expectChurnPassed(try churn(in: second.mountpoint, seed: seed + 1, workers: 2, ops: 150), on: label + " (mounted again)",
@@ -120,35 +124,36 @@ struct ConcurrencyThroughFerryMount {
         ["--cache", "never"], ["--cache", "metadata"], ["--cache", "always"],
     ]
 
-    /// Each variant with FUSE passthrough on (the cache modes decide what a passthrough open
-    /// keeps of FOPEN_DIRECT_IO), and the default one with it off.
-    static let passthroughVariants: [[String]] = variants.map { $0 + ["--passthrough", "on"] } + [["--passthrough", "off"]]
+    /// Every cache variant with passthrough on through /dev/fuse (the cache modes decide what
+    /// a passthrough open keeps of FOPEN_DIRECT_IO), and the default variant in every other mode.
+    static let modeVariants: [(MountMode, [String])] =
+        variants.map { (MountMode.default, $0) } + MountMode.all.filter { $0 != .default }.map { ($0, []) }
 
-    @Test("ferry-churn passes", .timeLimit(.minutes(10)), arguments: passthroughVariants)
-    func churnPasses(_ options: [String]) throws {
-        let mount = try FerryMount(extraArguments: ["--xattr"] + options)
+    @Test("ferry-churn passes, in every transport and passthrough mode", .timeLimit(.minutes(10)), arguments: modeVariants)
+    func churnPasses(_ mode: MountMode, _ options: [String]) throws {
+        let mount = try mode.mount(extraArguments: ["--xattr"] + options)
         defer { mount.stop() }
         Concurrency.expectChurnPassed(try Concurrency.churn(in: mount.mountpoint, seed: 101),
-                                      on: "ferry mount \(options.joined(separator: " ")) of a directory", log: mount.log)
+                                      on: "ferry mount (\(mode.testDescription)) \(options.joined(separator: " ")) of a directory", log: mount.log)
         #expect(mount.process.isRunning, "ferry exited:\n\(mount.log)")
     }
 
-    @Test("stress-ng's file-system stressors pass", .timeLimit(.minutes(10)), .requires(.stressNG),
-          arguments: ["on", "off"])
-    func stressNGPasses(passthrough: String) throws {
-        let mount = try FerryMount(extraArguments: ["--xattr", "--passthrough", passthrough])
+    @Test("stress-ng's file-system stressors pass, in every transport and passthrough mode", .timeLimit(.minutes(10)),
+          .requires(.stressNG), arguments: MountMode.all)
+    func stressNGPasses(_ mode: MountMode) throws {
+        let mount = try mode.mount()
         defer { mount.stop() }
-        Concurrency.expectStressPassed(try Concurrency.stress(in: mount.mountpoint),
-                                       on: "ferry mount --passthrough \(passthrough) of a directory", log: mount.log)
+        Concurrency.expectStressPassed(try Concurrency.stress(in: mount.mountpoint), on: "ferry mount (\(mode.testDescription)) of a directory",
+                                       log: mount.log)
     }
 
-    @Test("Unmounting and mounting the same directory again keeps its content", .timeLimit(.minutes(10)),
-          arguments: ["on", "off"])
-    func remountKeepsContent(passthrough: String) throws {
+    @Test("Unmounting and mounting the same directory again keeps its content, in every transport and passthrough mode",
+          .timeLimit(.minutes(10)), arguments: MountMode.all)
+    func remountKeepsContent(_ mode: MountMode) throws {
         let source = try makeTemporaryDirectory("ferry-remount-src")
         defer { try? FileManager.default.removeItem(atPath: source) }
-        try Concurrency.remount(source: source, arguments: ["--xattr", "--passthrough", passthrough], seed: 111,
-                                label: "a directory (passthrough \(passthrough))")
+        try Concurrency.remount(source: source, arguments: ["--xattr", "--passthrough", mode.passthrough ? "on" : "off"], seed: 111,
+                                label: "a directory (\(mode.testDescription))", transport: mode.transport)
     }
 }
 

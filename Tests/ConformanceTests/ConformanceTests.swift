@@ -39,16 +39,16 @@ func runConformance(in directory: String, _ selection: [String], entries: Int? =
 @Suite("POSIX conformance through ferry mount", .serialized,
        .requires(.root, .devFUSE))
 struct ConformanceThroughFerryMount {
-    /// With FUSE passthrough (the kernel reads and writes the host files itself) and without
-    /// (every byte through ferry): the same checks must pass both ways.
-    @Test("Check passes through a live ferry mount", .timeLimit(.minutes(10)),
-          arguments: conformanceCheckNames, ["on", "off"])
-    func check(_ name: String, passthrough: String) throws {
+    /// In every mode: the /dev/fuse loop and io_uring rings, each with FUSE passthrough (the
+    /// kernel reads and writes the host files itself) and without (every byte through ferry).
+    @Test("Check passes through a live ferry mount, in every transport and passthrough mode", .timeLimit(.minutes(10)),
+          arguments: MountMode.all, conformanceCheckNames)
+    func check(_ mode: MountMode, _ name: String) throws {
         try #require(name != missingProgramSentinel, "ferry-conformance is not built")
-        let mount = try SharedMount.get(passthrough: passthrough)
+        let mount = try SharedMount.get(mode)
         let result = try runConformance(in: mount.mountpoint, ["--check", name])
         #expect(result.succeeded,
-                "\(name) through ferry --passthrough \(passthrough) (source \(mount.source)):\n\(result.output)")
+                "\(name) through ferry (\(mode.testDescription), source \(mount.source)):\n\(result.output)")
         if result.output.hasPrefix("skip ") {
             print("note: \(result.output.split(separator: "\n").first ?? "")")
         }

@@ -1,6 +1,7 @@
 import Foundation
 import FerryTestSupport
 import Synchronization
+import Testing
 
 #if canImport(Glibc)
 import Glibc
@@ -121,31 +122,45 @@ final class FerryMount: Sendable {
     }
 }
 
-/// The mounts every conformance check shares, one per `--passthrough` mode, each started on
-/// first use and stopped at exit.
+/// The mounts the conformance checks share, one per mode (transport and passthrough),
+/// started on first use and stopped at exit.
 enum SharedMount {
-    private static let started = Mutex<[String: Result<FerryMount, Error>]>([:])
+    private static let started = Mutex<[MountMode: Result<FerryMount, Error>]>([:])
 
-    static func get(passthrough: String = "on") throws -> FerryMount {
+    static func get(_ mode: MountMode = .default) throws -> FerryMount {
         try started.withLock { started in
-            if let existing = started[passthrough] {
-                return try existing.get()
+            if let mount = started[mode] {
+                return try mount.get()
             }
             let result = Result {
-                try FerryMount(source: ProcessInfo.processInfo.environment["FERRY_CONFORMANCE_SOURCE"],
-                               extraArguments: ["--xattr", "--passthrough", passthrough])
+                try mode.mount(source: ProcessInfo.processInfo.environment["FERRY_CONFORMANCE_SOURCE"])
             }
-            if started.isEmpty {
+            if started.isEmpty, case .success = result {
                 atexit { SharedMount.stopAtExit() }
             }
-            started[passthrough] = result
+            started[mode] = result
             return try result.get()
         }
     }
 
     private static func stopAtExit() {
-        for case .success(let mount) in started.withLock({ Array($0.values) }) {
-            mount.stop()
-        }
+        for case .success(let mount) in started.withLock({ Array($0.values) }) { mount.stop() }
+    }
+}
+
+/// How a `ferry mount` serves a directory: its transport (the /dev/fuse loop or io_uring
+/// rings) and whether the kernel reads and writes open files itself (FUSE passthrough).
+/// The conformance and concurrency suites run in each, so every combination is one a user gets.
+struct MountMode: Hashable, Sendable, CustomTestStringConvertible {
+    let transport: Transport
+    let passthrough: Bool
+
+    static let `default` = MountMode(transport: .classic, passthrough: true)
+    static let all: [MountMode] = Transport.allCases.flatMap { t in [true, false].map { MountMode(transport: t, passthrough: $0) } }
+
+    var testDescription: String { "\(transport), passthrough \(passthrough ? "on" : "off")" }
+
+    func mount(source: String? = nil, extraArguments: [String] = ["--xattr"]) throws -> FerryMount {
+        try transport.mount(source: source, extraArguments: extraArguments + ["--passthrough", passthrough ? "on" : "off"])
     }
 }

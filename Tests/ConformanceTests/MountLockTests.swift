@@ -150,4 +150,26 @@ struct MountLockTests {
         #expect(holder.process.isRunning)
         kill(holder.process.processIdentifier, SIGKILL)
     }
+
+    /// Over io_uring rings a waiting lock cannot yet be held back in its entry, so ferry does
+    /// not agree the lock flags there and the host kernel keeps the locks: processes on the
+    /// mount still meet each other's locks, and a waiter is granted when the holder unlocks.
+    @Test(.requires(.fuseURing)) func overIOUringLocksStayInTheHostKernelAndStillWork() throws {
+        let m = try Transport.uring.mount()
+        defer { m.stop() }
+        try Data("0123456789".utf8).write(to: URL(fileURLWithPath: m.source + "/f"))
+        #expect(try m.counters()["transport"] == "io_uring")
+        let mnt = m.mountpoint
+        let holder = try Self.holder(m, ["hold", mnt + "/f", "w", "10", "90"])
+        let (refused, tried) = try Self.run(["setlk", mnt + "/f", "w", "50", "1"])
+        #expect(refused == 1 && tried == "setlk: Resource temporarily unavailable")
+        let waiter = try Tool(["wait", mnt + "/f", "w", "0", "0", mnt + "/release"])
+        usleep(200_000)
+        #expect(waiter.process.isRunning, "\(waiter.output)")
+        #expect(!processTreeHasThread(m.process.processIdentifier, named: "ferry-lockwait"))
+        _ = FileManager.default.createFile(atPath: m.source + "/release", contents: nil)
+        #expect(holder.exitStatus() == 0)
+        #expect(waiter.exitStatus() == 0)
+        #expect(waiter.output == "wait: granted, release seen\n")
+    }
 }

@@ -7,8 +7,11 @@ import Testing
 import Glibc
 #endif
 
-/// One `ferry mount` of the shared ganesha per NFS version, for all checks of that version.
+/// One `ferry mount` of the shared ganesha per NFS version, for all checks of that version:
+/// NFSv4 through io_uring rings, NFSv3 through the /dev/fuse loop, so both transports see NFS.
 enum NFSSharedMount {
+    static func transport(version: Int) -> Transport { version == 4 ? .uring : .classic }
+
     private static let mounts = Mutex<[Int: Result<FerryMount, Error>]>([:])
 
     static func get(version: Int) throws -> FerryMount {
@@ -17,7 +20,7 @@ enum NFSSharedMount {
             let result = Result {
                 let server = try NFSTestServer.shared()
                 let export = try server.makeExport("conformance-v\(version)")
-                return try FerryMount(source: server.url(export, version: version), extraArguments: ["--xattr"])
+                return try transport(version: version).mount(source: server.url(export, version: version))
             }
             if mounts.isEmpty { atexit { NFSSharedMount.stopAtExit() } }
             mounts[version] = result
