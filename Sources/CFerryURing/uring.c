@@ -46,6 +46,10 @@ void ferry_uring_close(struct ferry_uring *ring) {
     ring->fd = -1;
 }
 
+int ferry_uring_enable(struct ferry_uring *ring) {
+    return reg(ring->fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0) < 0 ? -errno : 0;
+}
+
 int ferry_uring_open(struct ferry_uring *ring, unsigned entries) {
     memset(ring, 0, sizeof *ring);
     ring->fd = -1;
@@ -54,6 +58,10 @@ int ferry_uring_open(struct ferry_uring *ring, unsigned entries) {
     // SQE128: the FUSE command does not fit a 64-byte SQE. COOP_TASKRUN: completions run when
     // the thread enters the kernel anyway (it always waits in io_uring_enter), no IPI.
     p.flags = IORING_SETUP_SQE128 | IORING_SETUP_R_DISABLED | IORING_SETUP_COOP_TASKRUN;
+    // One thread submits and reaps; the kernel's work for it (copying a request into an
+    // entry) waits until that thread asks for completions, instead of interrupting it.
+    // The ring is enabled by that thread (ferry_uring_enable), which makes it the submitter.
+    p.flags |= IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
     // Every entry has one command outstanding; completions never outnumber entries.
     p.flags |= IORING_SETUP_CQSIZE;
     p.cq_entries = entries * 2;
@@ -97,8 +105,7 @@ int ferry_uring_open(struct ferry_uring *ring, unsigned entries) {
     memset(&only_cmd, 0, sizeof only_cmd);
     only_cmd.opcode = IORING_RESTRICTION_SQE_OP;
     only_cmd.sqe_op = IORING_OP_URING_CMD;
-    if (reg(fd, IORING_REGISTER_RESTRICTIONS, &only_cmd, 1) < 0 ||
-        reg(fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0) < 0) {
+    if (reg(fd, IORING_REGISTER_RESTRICTIONS, &only_cmd, 1) < 0) {
         int e = errno;
         ferry_uring_close(ring);
         return -e;

@@ -15,12 +15,15 @@ import Glibc
 /// through the device, so a `DeviceSession` keeps reading it beside the rings.
 ///
 /// The rings are created when the session is (before the process is confined), restricted to
-/// IORING_OP_URING_CMD; once serving, the process needs only io_uring_enter (`syscalls`).
+/// IORING_OP_URING_CMD, and enabled by their own threads; once serving, the process needs only
+/// io_uring_enter and io_uring_register (`syscalls`).
 /// @unchecked Sendable: `workers`, `threads` and `outcome` are guarded by `lock`; each worker's
 /// ring and buffers are touched only by its own thread once started.
 public final class URingSession: DeviceInitParticipant, @unchecked Sendable {
     /// The system calls serving through the rings needs beyond the device loop's.
-    public static let syscalls = ["io_uring_enter"]
+    /// io_uring_register only enables a ring from its own thread: the rings are restricted
+    /// before the filter is in force, which refuses every other registration.
+    public static let syscalls = ["io_uring_enter", "io_uring_register"]
 
     /// How the rings ended up, once INIT has been answered.
     public enum Outcome: Sendable, Equatable {
@@ -160,6 +163,11 @@ public final class URingSession: DeviceInitParticipant, @unchecked Sendable {
     /// connection goes away and the kernel ends every entry's command.
     private func serve(_ worker: RingWorker) {
         let fd = device.fd
+        let enabled = ferry_uring_enable(worker.ring)
+        guard enabled == 0 else {
+            fail("enabling an io_uring: \(String(cString: strerror(-enabled)))")
+            return
+        }
         for index in worker.entries.indices {
             worker.queue(fd: fd, command: UInt32(FERRY_FUSE_IO_URING_CMD_REGISTER), entry: index)
         }

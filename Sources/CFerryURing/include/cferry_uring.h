@@ -66,9 +66,11 @@ struct ferry_uring {
 };
 
 /// Sets up a ring of at least `entries` SQEs, restricted to IORING_OP_URING_CMD (the ring is
-/// created disabled, restricted, then enabled: a confined process cannot use it for any other
-/// operation, which seccomp would not see), and maps it.
+/// created disabled and restricted: a confined process cannot use it for any other operation,
+/// which seccomp would not see), and maps it. Still disabled: see ferry_uring_enable.
 int ferry_uring_open(struct ferry_uring *ring, unsigned entries);
+/// Enables the ring; the calling thread becomes its only submitter (SINGLE_ISSUER).
+int ferry_uring_enable(struct ferry_uring *ring);
 /// Unmaps and closes. Safe on a ring whose open failed (fd < 0).
 void ferry_uring_close(struct ferry_uring *ring);
 /// Writes one FUSE ring command into the next SQE. `iov` (two struct iovec: header, payload)
