@@ -85,7 +85,9 @@ struct MountLockTests {
         let holder = try Self.holder(m, ["hold", mnt + "/f", "w", "10", "90"])
 
         let (_, seen) = try Self.run(["getlk", mnt + "/f", "w", "0", "0"])
-        #expect(seen == "getlk: F_WRLCK start=10 len=90 pid=0")
+        // The holder's own pid: it is a process of this mount (the daemon keeps the pid each
+        // lock owner locked as; the host reports none for the OFD lock that holds it).
+        #expect(seen == "getlk: F_WRLCK start=10 len=90 pid=\(holder.process.processIdentifier)")
         // A host process beside the mount sees the same lock on the exported file itself.
         let (_, onHost) = try Self.run(["getlk", src + "/f", "w", "0", "0"])
         #expect(onHost.hasPrefix("getlk: F_WRLCK start=10 len=90"), "\(onHost)")
