@@ -39,7 +39,7 @@ public final class NFSDriver: FileSystemDriver, Sendable {
     let logger: Logger
     let rootHandle: FileHandle
     /// NFSv4 state; nil for an NFSv3 export.
-    let v4: NFS4Session?
+    var v4: NFS4Session? { client.v4 }
     /// Largest READ and WRITE the server takes in one call (FSINFO).
     let readMax: Int, writeMax: Int
     let openFiles = Mutex<OpenFiles>(OpenFiles())
@@ -76,21 +76,23 @@ public final class NFSDriver: FileSystemDriver, Sendable {
         self.logger = logger
         self.writeBehindLimit = writeBehindLimit
         client = NFSClient(options: options, logger: logger)
-        v4 = options.version == .v4 ? NFS4Session() : nil
-        rootHandle = options.version == .v4 ? try client.root4(path: options.path) : try client.mountRoot()
+        rootHandle = options.version != .v3 ? try client.root4(path: options.path) : try client.mountRoot()
         let hostHash = String(hostName().utf8.reduce(UInt32(2166136261)) { ($0 ^ UInt32($1)) &* 16777619 }, radix: 16)
         hiddenPrefix = ".ferry-unlinked-\(hostHash)-"
         let handle = rootHandle
-        let sizes = v4 != nil ? try client.transferSizes4(handle) : try client.call(.root, on: handle, rpc_nfs3_fsinfo_async, { fh in FSINFO3args(fsroot: fh) }, reply: { (res: FSINFO3res) -> Result<(Int, Int), Errno> in
+        let sizes = client.v4 != nil ? try client.transferSizes4(handle) : try client.call(.root, on: handle, rpc_nfs3_fsinfo_async, { fh in FSINFO3args(fsroot: fh) }, reply: { (res: FSINFO3res) -> Result<(Int, Int), Errno> in
             let ok = res.FSINFO3res_u.resok
             return .success((Int(ok.rtmax), Int(ok.wtmax)))
         })
         // Some servers report 0 ("no preference"); keep calls within what libnfs handles well.
         readMax = max(4096, min(sizes.0 == 0 ? 1 << 20 : sizes.0, 1 << 20))
-        // libnfs 4.0 encodes an NFSv4 COMPOUND into a buffer of about 4 KiB (its API takes no
-        // size hint), so v4 WRITEs go in 2 KiB pieces, all in flight at once.
-        writeMax = v4 != nil ? 2048 : max(4096, min(sizes.1 == 0 ? 1 << 20 : sizes.1, 1 << 20))
-        logger.info("NFSv\(options.version.rawValue) export \(options.server):\(options.path) mounted (rsize \(readMax), wsize \(writeMax), \(options.connections) connections)")
+        var writeMax = max(4096, min(sizes.1 == 0 ? 1 << 20 : sizes.1, 1 << 20))
+        // A v4.1 session bounds every request: a WRITE and its COMPOUND stay within it.
+        let sessionLimit = client.sessionRequestLimit
+        if sessionLimit > 0 { writeMax = max(4096, min(writeMax, (sessionLimit - 1024) & ~4095)) }
+        self.writeMax = writeMax
+        client.startLeaseKeeper()
+        logger.info("NFSv\(options.version) export \(options.server):\(options.path) mounted (rsize \(readMax), wsize \(writeMax), \(options.connections) connections)")
     }
 
     // MARK: - Nodes
