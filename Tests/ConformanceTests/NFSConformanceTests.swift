@@ -9,9 +9,9 @@ import Glibc
 
 /// One `ferry mount` of the shared ganesha per NFS version, for all checks of that version.
 enum NFSSharedMount {
-    private static let mounts = Mutex<[Int: Result<FerryMount, Error>]>([:])
+    private static let mounts = Mutex<[NFSTestVersion: Result<FerryMount, Error>]>([:])
 
-    static func get(version: Int) throws -> FerryMount {
+    static func get(version: NFSTestVersion) throws -> FerryMount {
         try mounts.withLock { mounts in
             if let mount = mounts[version] { return try mount.get() }
             let result = Result {
@@ -25,19 +25,22 @@ enum NFSSharedMount {
         }
     }
 
+    /// The mount of a major version (4: 4.0), for suites that run on 3 and 4.
+    static func get(version: Int) throws -> FerryMount { try get(version: NFSTestVersion(integerLiteral: version)) }
+
     private static func stopAtExit() {
         for case .success(let mount) in mounts.withLock({ $0.values }) { mount.stop() }
     }
 }
 
-let nfsConformanceCases: [(Int, String)] = [3, 4].flatMap { v in conformanceCheckNames.map { (v, $0) } }
+let nfsConformanceCases: [(NFSTestVersion, String)] = NFSTestVersion.allCases.flatMap { v in conformanceCheckNames.map { (v, $0) } }
 
 @Suite("POSIX conformance through ferry mount nfs://", .serialized,
        .requires(.root, .devFUSE, .ganesha))
 struct NFSConformanceThroughFerryMount {
     @Test("Check passes (or is reported unsupported) on an NFS export", .timeLimit(.minutes(10)),
           arguments: nfsConformanceCases)
-    func check(_ version: Int, _ name: String) throws {
+    func check(_ version: NFSTestVersion, _ name: String) throws {
         try #require(name != missingProgramSentinel, "ferry-conformance is not built")
         let server = try NFSTestServer.shared()
         try server.shared {
@@ -60,7 +63,7 @@ struct NFSConformanceThroughFerryMount {
 @Suite("Symlinks through ferry mount nfs://", .serialized,
        .requires(.root, .devFUSE, .ganesha))
 struct NFSSymlinksThroughFerryMount {
-    @Test(arguments: [3, 4]) func aSymlinkTargetOfPathMaxMinusOneBytesIsCreatedAndReadBack(version: Int) throws {
+    @Test(arguments: NFSTestVersion.allCases) func aSymlinkTargetOfPathMaxMinusOneBytesIsCreatedAndReadBack(version: NFSTestVersion) throws {
         let server = try NFSTestServer.shared()
         try server.shared {
             let mount = try NFSSharedMount.get(version: version)
