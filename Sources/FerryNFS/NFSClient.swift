@@ -89,6 +89,13 @@ final class NFSClient: Sendable {
         self.options = options
         self.logger = logger
         connections = (0..<options.connections).map { _ in NFSConnection(server: options.server) }
+        for connection in connections {
+            connection.deniedLog = { [logger, server = options.server] replies in
+                for words in replies {
+                    logger.warning("NFS server \(server) did not accept a call (reply words after the xid: \(words)): reported as EIO")
+                }
+            }
+        }
         v4 = options.version.minor.map { minor in
             NFS4Session(minor: minor, ownerID: Array("ferry-\(hostName())-\(getpid())-\(options.server):\(options.path)".utf8))
         }

@@ -65,6 +65,8 @@ final class NFSConnection: @unchecked Sendable {
     private(set) var rpc: OpaquePointer?
     /// Ferry's own RPC connection (NFSv4), used instead of `rpc`.
     private(set) var own: RPCSocket?
+    /// Where the own transport reports replies the server did not accept (set by the client).
+    var deniedLog: ([[UInt32]]) -> Void = { _ in }
     /// The AUTH_SYS identity now set on `rpc`, so the same caller costs nothing.
     private var authUID: UInt32 = .max, authGID: UInt32 = .max
     private var authGroups: [UInt32] = []
@@ -103,6 +105,7 @@ final class NFSConnection: @unchecked Sendable {
     func drop() {
         if let own {
             self.own = nil
+            hasAuth = false
             own.cancelAll()
         }
         guard let rpc else { return }
@@ -216,7 +219,17 @@ final class NFSConnection: @unchecked Sendable {
                     throw fail(.broken("poll: \(String(cString: strerror(error.rawValue)))"))
                 }
                 if n > 0 {
-                    do throws(ConnectionFailure) { try own.service(pfd.revents) } catch { throw fail(error) }
+                    do throws(ConnectionFailure) { try own.service(pfd.revents) } catch {
+                        // Replies read before the connection ended still count (a server
+                        // that answered, then stopped): only what is unanswered fails.
+                        if done() && !calls.contains(where: { $0.status != RPC_STATUS_SUCCESS }) { drop(); return }
+                        throw fail(error)
+                    }
+                    if !own.deniedReplies.isEmpty {
+                        // A call the server would not run: worth a line in the log, its request gets EIO.
+                        deniedLog(own.deniedReplies)
+                        own.deniedReplies.removeAll()
+                    }
                 }
                 if calls.contains(where: { $0.finished && $0.status != RPC_STATUS_SUCCESS }) {
                     throw fail(.broken("the call was not answered (the session was lost, or the server asked for a retry)"))

@@ -29,6 +29,8 @@ final class RPCSocket {
     private var nextXID = UInt32.random(in: 1...UInt32.max / 2)
     /// AUTH_SYS credentials of the calls built from now on (`setCredentials`), encoded once.
     private var credentialBody: [UInt8] = []
+    /// The first words of replies that were not accepted, for the owner to log.
+    var deniedReplies: [[UInt32]] = []
 
     private init(fd: Int32, replyLimit: Int) { self.fd = fd; self.replyLimit = replyLimit }
 
@@ -184,9 +186,13 @@ final class RPCSocket {
             call.finished = true
             call.status = RPC_STATUS_SUCCESS
             guard !call.abandoned else { return }
+            var header = r
             guard let results = RPCSocket.acceptedResults(&r) else {
                 // Denied, not accepted, or garbage: the call's default result (EIO) stands.
                 call.denied = true
+                var words: [UInt32] = []
+                while words.count < 6, let w = header.u32() { words.append(w) }
+                deniedReplies.append(words)
                 return
             }
             var body = XDRReader(UnsafeRawBufferPointer(rebasing: raw[results...]))
