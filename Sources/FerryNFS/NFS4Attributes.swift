@@ -160,6 +160,10 @@ extension Errno {
         case 10039: self = .invalid               // BADOWNER
         case 10010, 10015, 10038: self = .accessDenied   // DENIED, SHARE_DENIED, OPENMODE
         case 10046: self = Errno(EBUSY)           // FILE_OPEN
+        case 10004: self = .notSupported          // NOTSUPP
+        case 10095: self = .noData                // NOXATTR (RFC 8276)
+        case 10096: self = Errno(E2BIG)           // XATTR2BIG
+        case 0xFFFF_0001: self = .range           // NFS4Status.range: a value larger than the caller's buffer
         default: self = .io
         }
     }

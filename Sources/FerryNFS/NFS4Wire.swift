@@ -24,7 +24,9 @@ enum NFS4Status {
     static let badXDR: UInt32 = 10036, opIllegal: UInt32 = 10044, badSession: UInt32 = 10052, badSlot: UInt32 = 10053
     static let connNotBound: UInt32 = 10055, seqMisordered: UInt32 = 10063, retryUncachedRep: UInt32 = 10068
     static let seqFalseRetry: UInt32 = 10076, badHighSlot: UInt32 = 10077, deadSession: UInt32 = 10078
-    static let opNotInSession: UInt32 = 10071, union: UInt32 = 10090
+    static let opNotInSession: UInt32 = 10071, union: UInt32 = 10090, noXattr: UInt32 = 10095
+    /// Not a server status: a reply bigger than the buffer the caller gave (ERANGE).
+    static let range: UInt32 = 0xFFFF_0001
 
     /// The session (v4.1+) or client id (v4.0) must be made again, then the call sent again.
     static func losesSession(_ s: UInt32) -> Bool {

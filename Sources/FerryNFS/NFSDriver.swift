@@ -68,6 +68,8 @@ public final class NFSDriver: FileSystemDriver, Sendable {
     /// `takeInClock` when a released file's hidden names last began or finished going: a
     /// link count asked of the server before then may or may not count one of them.
     let lastHiddenChange = Atomic<UInt64>(0)
+    /// NFSv4.2 operations the server lacks (NFSDriver+V42.swift).
+    let missing42 = Mutex<NFS42Support>([])
     /// A live migration under way (NFSDriver+Migration.swift).
     let migration = Mutex<NFSMigration>(NFSMigration())
 

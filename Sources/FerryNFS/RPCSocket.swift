@@ -32,7 +32,9 @@ final class RPCSocket {
     /// The first words of replies that were not accepted, for the owner to log.
     var deniedReplies: [[UInt32]] = []
 
-    private init(fd: Int32, replyLimit: Int) { self.fd = fd; self.replyLimit = replyLimit }
+    /// Takes over a connected, non-blocking stream socket (tests use one end of a socketpair
+    /// to play a server).
+    init(fd: Int32, replyLimit: Int) { self.fd = fd; self.replyLimit = replyLimit }
 
     deinit { Glibc.close(fd) }
 
