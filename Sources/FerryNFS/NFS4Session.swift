@@ -22,6 +22,9 @@ final class NFS4Session: Sendable {
     /// Seconds of the server's lease (GETATTR lease_time at mount).
     let leaseSeconds = Atomic<UInt32>(90)
     let stopping = Atomic<Bool>(false)
+    /// Client ids (v4.0) or sessions (v4.1+) made: one for a healthy export, one more per
+    /// server restart or lost lease.
+    let established = Atomic<UInt64>(0)
     let state = Mutex<State>(State())
     /// Held while a client id or session is made: concurrent senders must not each make one.
     let establishing = Mutex<Void>(())
@@ -228,6 +231,7 @@ extension NFSClient {
                     s.maxRequest = Int(granted.maxRequest)
                     s.lastRenewed = Deadline.now()
                 }
+                session.established.add(1, ordering: .relaxed)
                 logger.info("NFSv4.\(session.minor.rawValue) session with \(options.server): \(granted.maxRequests) slots, requests up to \(granted.maxRequest) bytes")
                 // Nothing to reclaim (no state outlives a request): tell the server so it
                 // need not hold this client in its grace period. Already said: fine too.
@@ -243,6 +247,8 @@ extension NFSClient {
                     s.clientID = clientID
                     s.lastRenewed = Deadline.now()
                 }
+                session.established.add(1, ordering: .relaxed)
+                logger.info("NFSv4.0 client id with \(options.server) confirmed")
             }
         }
     }

@@ -25,6 +25,8 @@ public final class NFSDriver: FileSystemDriver, Sendable {
                            value: client.timeouts.load(ordering: .relaxed)),
             BackendCounter(name: "nfs_writes_behind", help: "WRITEs answered before the NFS server answered them (write-behind).",
                            value: UInt64(writesBehind.load(ordering: .relaxed))),
+            BackendCounter(name: "nfs4_client_states", help: "NFSv4 client ids (v4.0) or sessions (v4.1+) made: more than one means the server restarted or a lease was lost.",
+                           value: nfs4StatesMade),
             BackendCounter(name: "nfs_commits_behind", help: "COMMITs sent along with a WRITE to release retained uncommitted data.",
                            value: UInt64(commitsBehind.load(ordering: .relaxed))),
         ]
@@ -57,6 +59,8 @@ public final class NFSDriver: FileSystemDriver, Sendable {
     /// Prefix of hidden names of files unlinked while open: `.ferry-unlinked-HOST-PID-N`.
     public let hiddenPrefix: String
     let hiddenCounter = Atomic<UInt64>(0)
+    /// NFSv4 client ids (v4.0) or sessions (v4.1+) made so far; 0 on NFSv3.
+    public var nfs4StatesMade: UInt64 { v4?.established.load(ordering: .relaxed) ?? 0 }
     /// Statistics for tests and metrics.
     public let resentAfterVerifierChange = Atomic<Int>(0)
     public let commitsBehind = Atomic<Int>(0)
