@@ -51,19 +51,32 @@ extension NFSDriver {
     public func fallocate(_ file: NFSFile, mode: Int32, offset: UInt64, length: UInt64, _ caller: Credentials) throws(Errno) {
         guard speaks42 else { throw .notImplemented }
         let punch = mode == NFSDriver.fallocPunchHole | NFSDriver.fallocKeepSize
-        // ALLOCATE may grow the file, so only plain fallocate maps to it (as Linux's own client does).
-        guard mode == 0 || punch else { throw .notSupported }
+        let keepSize = mode == NFSDriver.fallocKeepSize
+        guard mode == 0 || punch || keepSize else { throw .notSupported }
         let what: NFS42Support = punch ? .noDeallocate : .noAllocate
         if missing42.withLock({ $0.contains(what) }) { throw .notSupported }
         drainWritesBehind(file.inode)
         let handle = file.inode.handle
+        // ALLOCATE may grow the file (ganesha's VFS FSAL runs fallocate mode 0); KEEP_SIZE past
+        // the end sets the size back in the same COMPOUND. Another client extending the file
+        // between the GETATTR and that COMPOUND would see its size set back: documented.
+        var restore: UInt64?
+        if keepSize {
+            let size = try getattr(handle, caller).size
+            if offset &+ length > size { restore = size }
+        }
+        var sizeBack = unchangedAttributes()
+        if let restore { sizeBack.size.set_it = 1; sizeBack.size.set_size3_u.size = restore }
+        let change = Encoded4(sizeBack)
         do throws(Errno) {
             try compound42(caller, { c, _ in
                 c.putfh(handle)
                 if punch { c.deallocate(offset: offset, length: length) } else { c.allocate(offset: offset, length: length) }
+                if restore != nil { c.setattr(change) }
             }, decode: { r throws(NFS4Error) in
                 try r.putfh()
                 if punch { try r.deallocate() } else { try r.allocate() }
+                if restore != nil { try r.setattr() }
             })
         } catch where unsupported(error) {
             throw lacks(what, .notSupported)
@@ -77,14 +90,15 @@ extension NFSDriver {
         drainWritesBehind(file.inode)
         let hole = whence == NFSDriver.seekHole
         do throws(Errno) {
-            let (eof, found) = try seek4(file.inode.handle, offset, hole: hole, caller)
-            if !hole && eof { throw .noDevice }
+            // No data (or hole) at or after `offset` comes back as NFS4ERR_NXIO: ENXIO.
+            let (_, found) = try seek4(file.inode.handle, offset, hole: hole, caller)
             // A server must not answer before the offset asked, and data and a hole cannot
             // start at the same place: nfs-ganesha 4.3's VFS FSAL answers 0 to everything.
             var consistent = found >= offset
             if consistent && found == offset {
-                let other = try seek4(file.inode.handle, offset, hole: !hole, caller)
-                consistent = !(other.offset == offset && !(other.eof && hole))
+                // The other question failing (no data after a hole: ENXIO) is consistent too.
+                let other = try? seek4(file.inode.handle, offset, hole: !hole, caller)
+                consistent = other?.offset != offset
             }
             guard consistent else {
                 logger.warning("NFS server \(client.options.server) answered SEEK inconsistently (offset \(offset): \(found)): SEEK_DATA/SEEK_HOLE not used on this export")

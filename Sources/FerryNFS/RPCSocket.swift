@@ -20,10 +20,13 @@ final class RPCSocket {
     private var pending: [UInt32: PendingCall] = [:]
     private var outbound: [[UInt8]] = []
     private var outboundOffset = 0
-    /// The record being read: its marker's bytes, then its fragments.
+    /// The record being read: its marker's bytes, then its fragments, into `record` (grown
+    /// once to the largest record seen, never past `replyLimit`), of which `recordLength`
+    /// bytes are filled.
     private var marker = [UInt8](repeating: 0, count: 4)
     private var markerHave = 0
     private var record: [UInt8] = []
+    private var recordLength = 0
     private var fragmentLeft = 0
     private var lastFragment = false
     private var nextXID = UInt32.random(in: 1...UInt32.max / 2)
@@ -152,29 +155,29 @@ final class RPCSocket {
                 lastFragment = word & 0x8000_0000 != 0
                 fragmentLeft = Int(word & 0x7fff_ffff)
                 // Checked before a byte of it is stored: the server says how much, Ferry decides.
-                guard record.count + fragmentLeft <= replyLimit else {
+                guard recordLength + fragmentLeft <= replyLimit else {
                     throw .broken("reply of more than \(replyLimit) bytes")
                 }
-                record.reserveCapacity(record.count + fragmentLeft)
+                if record.count < recordLength + fragmentLeft {
+                    record.append(contentsOf: repeatElement(0, count: recordLength + fragmentLeft - record.count))
+                }
             }
             if fragmentLeft > 0 {
-                let have = record.count
-                record.append(contentsOf: repeatElement(0, count: fragmentLeft))
-                let n = record.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + have, fragmentLeft, 0) }
-                if n <= 0 {
-                    record.removeLast(fragmentLeft)
-                    if n == 0 { throw .broken("the server closed the connection") }
+                let at = recordLength
+                let n = record.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + at, fragmentLeft, 0) }
+                if n == 0 { throw .broken("the server closed the connection") }
+                if n < 0 {
                     if errno == EAGAIN || errno == EINTR { return }
                     throw .broken("recv: \(String(cString: strerror(errno)))")
                 }
-                record.removeLast(fragmentLeft - n)
+                recordLength += n
                 fragmentLeft -= n
                 if fragmentLeft > 0 { continue }
             }
             markerHave = 0
             if lastFragment {
                 deliver()
-                record.removeAll(keepingCapacity: record.capacity <= 256 << 10)
+                recordLength = 0
             }
         }
     }
@@ -182,7 +185,8 @@ final class RPCSocket {
     /// Runs the callback of the call `record` answers. A reply to no call of ours (one
     /// abandoned) is dropped.
     private func deliver() {
-        record.withUnsafeBytes { raw in
+        record.withUnsafeBytes { whole in
+            let raw = UnsafeRawBufferPointer(rebasing: whole[0..<recordLength])
             var r = XDRReader(raw)
             guard let xid = r.u32(), let call = pending.removeValue(forKey: xid) else { return }
             call.finished = true
