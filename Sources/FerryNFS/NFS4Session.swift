@@ -195,10 +195,10 @@ extension NFSClient {
         })
         do throws(ConnectionFailure) {
             try connection.sendOwn(version: Self.nfs4Version, procedure: Self.compoundProcedure, reserving: reserving, { w in
-                var request = NFS4Request(w, minor: minor)
+                var request = NFS4Request(taking: &w, minor: minor)
                 if let slot { request.sequence(session: slot.0, sequenceID: slot.2, slot: slot.1, highestSlot: highest) }
                 build(&request, info)
-                return request.finish()
+                request.finish(into: &w)
             }, call)
         } catch {
             if let slot { session.releaseSlot(slot.1, generation: slot.3, answered: false) }
@@ -266,9 +266,9 @@ extension NFSClient {
         }, onCancel: nil)
         let minor = v4!.minor.rawValue
         try connection.sendOwn(version: Self.nfs4Version, procedure: Self.compoundProcedure, { w in
-            var request = NFS4Request(w, minor: minor)
+            var request = NFS4Request(taking: &w, minor: minor)
             build(&request)
-            return request.finish()
+            request.finish(into: &w)
         }, call)
         try connection.wait(for: [call], deadline: deadline)
         switch result {

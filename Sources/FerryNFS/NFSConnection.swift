@@ -145,11 +145,12 @@ final class NFSConnection: @unchecked Sendable {
 
     /// Queues one call on the own transport: `build` appends the arguments to a record that
     /// already holds the RPC header.
-    func sendOwn(version: UInt32, procedure: UInt32, reserving: Int = 512, _ build: (XDRWriter) -> XDRWriter,
+    func sendOwn(version: UInt32, procedure: UInt32, reserving: Int = 512, _ build: (inout XDRWriter) -> Void,
                  _ call: PendingCall) throws(ConnectionFailure) {
         guard let own else { throw .broken("not connected") }
-        let (xid, writer) = own.beginCall(version: version, procedure: procedure, reserving: reserving)
-        own.queue(build(writer), xid: xid, call)
+        var (xid, writer) = own.beginCall(version: version, procedure: procedure, reserving: reserving)
+        build(&writer)
+        own.queue(&writer, xid: xid, call)
     }
 
     /// Makes sure the next calls carry `caller` as AUTH_SYS credentials (at most 16 groups,

@@ -108,11 +108,11 @@ final class RPCSocket {
     }
 
     /// Queues a record built from `beginCall`, whose reply goes to `call`.
-    func queue(_ writer: XDRWriter, xid: UInt32, _ call: PendingCall) {
-        var w = writer
-        w.patch(UInt32(w.count - 4) | 0x8000_0000, at: 0)
+    func queue(_ writer: inout XDRWriter, xid: UInt32, _ call: PendingCall) {
+        writer.patch(UInt32(writer.count - 4) | 0x8000_0000, at: 0)
         pending[xid] = call
-        outbound.append(w.bytes)
+        outbound.append(writer.bytes)
+        writer = XDRWriter(reserving: 0)   // the queue holds the only reference: sent as it is
     }
 
     var wantsToWrite: Bool { !outbound.isEmpty }

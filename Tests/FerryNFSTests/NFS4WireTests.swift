@@ -124,8 +124,10 @@ import Testing
         func call(_ replied: @escaping (inout XDRReader) -> Bool = { _ in true }) -> (UInt32, PendingCall) {
             transport.setCredentials(Credentials(uid: 1000, gid: 100, pid: 1))
             let call = PendingCall(onReply: replied, onCancel: nil)
-            let (xid, w) = transport.beginCall(version: 4, procedure: 1)
-            transport.queue(NFS4Request(w, minor: 0).finish(), xid: xid, call)
+            var (xid, w) = transport.beginCall(version: 4, procedure: 1)
+            var request = NFS4Request(taking: &w, minor: 0)
+            request.finish(into: &w)
+            transport.queue(&w, xid: xid, call)
             try? transport.writeOut()
             return (xid, call)
         }
@@ -158,8 +160,8 @@ import Testing
         let server = Server()
         let groups: [UInt32] = [4, 5]
         groups.withUnsafeBufferPointer { server.transport.setCredentials(Credentials(uid: 1000, gid: 100, pid: 1, groups: $0)) }
-        let (xid, w) = server.transport.beginCall(version: 4, procedure: 1)
-        server.transport.queue(w, xid: xid, PendingCall(onReply: { _ in true }, onCancel: nil))
+        var (xid, w) = server.transport.beginCall(version: 4, procedure: 1)
+        server.transport.queue(&w, xid: xid, PendingCall(onReply: { _ in true }, onCancel: nil))
         try? server.transport.writeOut()
         let words = Self.words(server.sent())
         #expect(words == [0x8000_0000 | 76, xid, 0, 2, 100003, 4, 1,
