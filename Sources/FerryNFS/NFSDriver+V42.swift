@@ -6,8 +6,12 @@ import Synchronization
 
 /// What an NFSv4.2 server turned out to lack or to answer wrongly: asked once, then answered
 /// locally with the error a file system without it gives.
-struct NFS42Support: OptionSet, Sendable {
+struct NFS42Support: OptionSet, Sendable, CustomStringConvertible {
     let rawValue: UInt8
+    var description: String {
+        [(NFS42Support.noAllocate, "ALLOCATE"), (.noDeallocate, "DEALLOCATE"), (.noSeek, "SEEK"), (.noCopy, "COPY"),
+         (.noXattrs, "extended attributes")].filter { contains($0.0) }.map(\.1).joined(separator: ", ")
+    }
     static let noAllocate = NFS42Support(rawValue: 1)
     static let noDeallocate = NFS42Support(rawValue: 2)
     static let noSeek = NFS42Support(rawValue: 4)

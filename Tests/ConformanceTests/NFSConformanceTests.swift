@@ -33,7 +33,10 @@ enum NFSSharedMount {
     }
 }
 
-let nfsConformanceCases: [(NFSTestVersion, String)] = NFSTestVersion.allCases.flatMap { v in conformanceCheckNames.map { (v, $0) } }
+/// v4.0 differs from v4.1 only in how the client id is made (driver tests run all four);
+/// each v4 version costs about 7 minutes here (readdir_churn), so 4.0 is left to the driver suites.
+let nfsConformanceVersions: [NFSTestVersion] = [.v3, .v4_1, .v4_2]
+let nfsConformanceCases: [(NFSTestVersion, String)] = nfsConformanceVersions.flatMap { v in conformanceCheckNames.map { (v, $0) } }
 
 @Suite("POSIX conformance through ferry mount nfs://", .serialized,
        .requires(.root, .devFUSE, .ganesha))

@@ -33,7 +33,7 @@ public final class NFSTestServer: @unchecked Sendable {
     ]
 
     /// NFSv4.2 on nfs-ganesha 4.3: ALLOCATE/DEALLOCATE work; SEEK answers offset 0 to every
-    /// question (Ferry refuses the inconsistent answer and says EOPNOTSUPP... the kernel then
+    /// question (Ferry does not trust the inconsistent answer and says ENOSYS: the kernel then
     /// treats the whole file as data); no extended attributes (RFC 8276 answered NOTSUPP).
     private static let v42: [String: (expect: String, reason: String)] = {
         var checks = common(version: "NFSv4.2")
