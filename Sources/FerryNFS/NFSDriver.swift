@@ -6,11 +6,12 @@ import FerryCore
 import Logging
 import Synchronization
 
-/// Serves an NFSv3 export through libnfs's RPC layer. A node is an NFS file handle; every
-/// call goes to the server with the caller's AUTH_SYS identity (uid, gid and the groups the
-/// request carries), so the server enforces permissions and ownership. What NFSv3 cannot
-/// express (extended attributes, locks without NLM, fallocate, SEEK_DATA, O_TMPFILE,
-/// rename flags) answers ENOSYS, EOPNOTSUPP or EINVAL, never a pretended success.
+/// Serves an NFS export: NFSv3 through libnfs's RPC layer, NFSv4.0 to 4.2 through Ferry's own
+/// client (RPCSocket, NFS4Wire, NFS4Session). A node is an NFS file handle; every call goes
+/// to the server with the caller's AUTH_SYS identity (uid, gid and the groups the request
+/// carries), so the server enforces permissions and ownership. What the version cannot
+/// express (extended attributes and fallocate before v4.2, locks, O_TMPFILE, rename flags)
+/// answers ENOSYS, EOPNOTSUPP or EINVAL, never a pretended success.
 /// See docs/backends/nfs.md.
 public final class NFSDriver: FileSystemDriver, Sendable {
     /// What the NFS client counted: connections made, calls sent again after a broken
@@ -579,10 +580,10 @@ extension COMMIT3res: NFS3Reply {}
 extension READDIRPLUS3res: NFS3Reply {}
 
 extension NFSDriver {
-    /// Longest symlink target sent on libnfs's own connections: libnfs 4.0 encodes a call
-    /// into 4096 bytes, which must also hold the credentials (16 groups), the directory's
-    /// handle (v4: 128 bytes) and name (255) and the rest of the call; longer targets go
-    /// through `callOnOwnSocket` (NFSConnection+OwnSocket.swift).
+    /// Longest NFSv3 symlink target sent on libnfs's own connections: libnfs 4.0 encodes a
+    /// call into 4096 bytes, which must also hold the credentials (16 groups), the directory's
+    /// handle and name (255) and the rest of the call; longer targets go through
+    /// `callOnOwnSocket` (NFSConnection+OwnSocket.swift). NFSv4 has no such limit.
     static let libnfsSymlinkTarget = 2048
     /// The encode buffer of a call sent on its own socket: a PATH_MAX target and all the rest.
     static let longCallSize = 16 << 10
