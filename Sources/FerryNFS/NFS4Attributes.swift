@@ -7,8 +7,9 @@ import FerryCore
 /// NFSv4 attributes travel as a bitmap plus the XDR encoding of each attribute whose bit is
 /// set, in bit order (RFC 7530 §5). These are the ones Ferry asks for and sets.
 enum NFS4Attribute {
-    static let type: UInt32 = 1, size: UInt32 = 4, fsid: UInt32 = 8, filesAvailable: UInt32 = 9
-    static let filesFree: UInt32 = 10, filesTotal: UInt32 = 11, fileHandle: UInt32 = 19, fileID: UInt32 = 20
+    static let supported: UInt32 = 0, type: UInt32 = 1, size: UInt32 = 4, fsid: UInt32 = 8, leaseTime: UInt32 = 10
+    static let fileHandle: UInt32 = 19, fileID: UInt32 = 20
+    static let filesAvailable: UInt32 = 21, filesFree: UInt32 = 22, filesTotal: UInt32 = 23
     static let maxRead: UInt32 = 30, maxWrite: UInt32 = 31, mode: UInt32 = 33, links: UInt32 = 35
     static let owner: UInt32 = 36, ownerGroup: UInt32 = 37, rawDevice: UInt32 = 41
     static let spaceAvailable: UInt32 = 42, spaceFree: UInt32 = 43, spaceTotal: UInt32 = 44, spaceUsed: UInt32 = 45
@@ -21,10 +22,9 @@ enum NFS4Attribute {
     /// READDIR's request: the same plus the handle, so entries need no LOOKUP.
     static let forEntries: [UInt32] = bitmap([type, size, fileHandle, fileID, mode, links, owner, ownerGroup, rawDevice,
                                               spaceUsed, accessTime, changeTime, modifyTime])
-    /// Space only: nfs-ganesha 4.3 encodes files_avail/free/total in fewer bytes than their
-    /// uint64 (seen on the wire), which would make the whole reply undecodable.
-    static let forStatistics: [UInt32] = bitmap([spaceAvailable, spaceFree, spaceTotal])
-    static let forTransferSizes: [UInt32] = bitmap([maxRead, maxWrite])
+    static let forStatistics: [UInt32] = bitmap([filesAvailable, filesFree, filesTotal, spaceAvailable, spaceFree, spaceTotal])
+    /// What the export's root tells at mount: transfer sizes and the lease a v4.0 client renews.
+    static let forTransferSizes: [UInt32] = bitmap([leaseTime, maxRead, maxWrite])
 
     static func bitmap(_ bits: [UInt32]) -> [UInt32] {
         var words = [UInt32](repeating: 0, count: Int((bits.max() ?? 0) / 32) + 1)
@@ -64,19 +64,20 @@ struct Decoded4 {
                           rdev: UInt32(truncatingIfNeeded: makeDevice(rdev.0, rdev.1)), blockSize: 4096)
     }
 
-    /// Decodes `f`; nil if it holds an attribute Ferry did not ask for or is cut short.
-    init?(_ f: fattr4) {
-        let words = Array(UnsafeBufferPointer(start: f.attrmask.bitmap4_val, count: Int(f.attrmask.bitmap4_len)))
-        var r = XDRReader(UnsafeRawBufferPointer(start: f.attr_vals.attrlist4_val, count: Int(f.attr_vals.attrlist4_len)))
+    /// Decodes an fattr4's bitmap `words` and `encoded` values; nil if it holds an attribute Ferry
+    /// did not ask for or is cut short.
+    init?(words: [UInt32], encoded: UnsafeRawBufferPointer) {
+        var r = XDRReader(encoded)
         for (w, word) in words.enumerated() {
             for b in 0..<32 where word & (1 << UInt32(b)) != 0 {
                 let bit = UInt32(w * 32 + b)
                 switch bit {
                 case NFS4Attribute.type: guard let v = r.u32() else { return nil }; type = v
+                case NFS4Attribute.leaseTime: guard let v = r.u32() else { return nil }; values[bit] = UInt64(v)
                 case NFS4Attribute.size: guard let v = r.u64() else { return nil }; size = v
                 case NFS4Attribute.fsid: guard r.u64() != nil, r.u64() != nil else { return nil }
                 case NFS4Attribute.fileHandle:
-                    guard let bytes = r.opaque() else { return nil }
+                    guard let bytes = r.opaque(max: 128) else { return nil }
                     handle = FileHandle(bytes: Array(bytes))
                 case NFS4Attribute.fileID: guard let v = r.u64() else { return nil }; fileID = v
                 case NFS4Attribute.mode: guard let v = r.u32() else { return nil }; mode = v
@@ -103,32 +104,6 @@ struct Decoded4 {
 /// when the server does not map names. A name it cannot map is nobody (65534).
 private func numericID(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
     UInt32(String(decoding: bytes, as: UTF8.self)) ?? 65534
-}
-
-struct XDRReader {
-    let bytes: UnsafeRawBufferPointer
-    var offset = 0
-    init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
-
-    mutating func u32() -> UInt32? {
-        guard offset + 4 <= bytes.count else { return nil }
-        defer { offset += 4 }
-        return UInt32(bigEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
-    }
-    mutating func u64() -> UInt64? {
-        guard let high = u32(), let low = u32() else { return nil }
-        return UInt64(high) << 32 | UInt64(low)
-    }
-    mutating func time() -> Timestamp? {
-        guard let s = u64(), let n = u32() else { return nil }
-        return Timestamp(seconds: Int64(bitPattern: s), nanoseconds: n)
-    }
-    /// Variable-length opaque or string: a length, the bytes, padding to 4.
-    mutating func opaque() -> UnsafeRawBufferPointer? {
-        guard let n = u32().map(Int.init), offset + n <= bytes.count else { return nil }
-        defer { offset += (n + 3) & ~3 }
-        return UnsafeRawBufferPointer(rebasing: bytes[offset..<offset + n])
-    }
 }
 
 /// An attribute change as NFSv4 SETATTR (and create) carries it.
@@ -173,8 +148,8 @@ struct Encoded4 {
 
 extension Errno {
     /// NFSv4 statuses below 10000 are NFSv3's; the v4-only ones map to their nearest errno.
-    init(nfs4 status: nfsstat4) {
-        let raw = Int(status.rawValue)
+    init(nfs4 status: UInt32) {
+        let raw = Int(status)
         switch raw {
         case 0..<10000, 10001, 10003...10007: self = Errno(nfs: nfsstat3(rawValue: UInt32(raw)))
         case 10014, 10020: self = .stale          // FHEXPIRED, NOFILEHANDLE
@@ -185,6 +160,10 @@ extension Errno {
         case 10039: self = .invalid               // BADOWNER
         case 10010, 10015, 10038: self = .accessDenied   // DENIED, SHARE_DENIED, OPENMODE
         case 10046: self = Errno(EBUSY)           // FILE_OPEN
+        case 10004: self = .notSupported          // NOTSUPP
+        case 10095: self = .noData                // NOXATTR (RFC 8276)
+        case 10096: self = Errno(E2BIG)           // XATTR2BIG
+        case 0xFFFF_0001: self = .range           // NFS4Status.range: a value larger than the caller's buffer
         default: self = .io
         }
     }

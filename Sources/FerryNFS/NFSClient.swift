@@ -6,8 +6,38 @@ import FerryCore
 import Logging
 import Synchronization
 
-/// The NFS protocol version an export speaks.
-public enum NFSProtocolVersion: Int, Sendable { case v3 = 3, v4 = 4 }
+/// The NFS protocol version an export speaks: v3 through libnfs, v4.x through Ferry's own
+/// client (NFS4Wire.swift, NFS4Session.swift, RPCSocket.swift).
+public enum NFSProtocolVersion: Hashable, Sendable, CustomStringConvertible {
+    case v3
+    case nfs4(NFS4Minor)
+
+    /// `v4` alone is v4.0, as mount.nfs's `vers=4` once meant.
+    public static let v4 = NFSProtocolVersion.nfs4(.v0)
+    public static let v4_1 = NFSProtocolVersion.nfs4(.v1)
+    public static let v4_2 = NFSProtocolVersion.nfs4(.v2)
+
+    /// "3", "4", "4.0", "4.1", "4.2".
+    public init?(_ text: String) {
+        switch text {
+        case "3": self = .v3
+        case "4", "4.0": self = .nfs4(.v0)
+        case "4.1": self = .nfs4(.v1)
+        case "4.2": self = .nfs4(.v2)
+        default: return nil
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .v3: return "3"
+        case .nfs4(let minor): return "4.\(minor.rawValue)"
+        }
+    }
+
+    public var major: Int { self == .v3 ? 3 : 4 }
+    var minor: NFS4Minor? { if case .nfs4(let m) = self { return m } else { return nil } }
+}
 
 /// How an NFS export is reached and how patient Ferry is with it.
 public struct NFSOptions: Sendable {
@@ -43,7 +73,10 @@ public struct NFSOptions: Sendable {
 final class NFSClient: Sendable {
     let options: NFSOptions
     let logger: Logger
-    private let connections: [NFSConnection]
+    let connections: [NFSConnection]
+    /// NFSv4 client state; nil for an NFSv3 export.
+    let v4: NFS4Session?
+    private let leaseKeeper = Mutex<pthread_t?>(nil)
     private let next = Atomic<UInt>(0)
     /// Connections made to the server's NFS program (the first ones, then every reconnect).
     let connectsMade = Atomic<UInt64>(0)
@@ -56,6 +89,39 @@ final class NFSClient: Sendable {
         self.options = options
         self.logger = logger
         connections = (0..<options.connections).map { _ in NFSConnection(server: options.server) }
+        for connection in connections {
+            connection.deniedLog = { [logger, server = options.server] replies in
+                for words in replies {
+                    logger.warning("NFS server \(server) did not accept a call (reply words after the xid: \(words)): reported as EIO")
+                }
+            }
+        }
+        v4 = options.version.minor.map { minor in
+            NFS4Session(minor: minor, ownerID: Array("ferry-\(hostName())-\(getpid())-\(options.server):\(options.path)".utf8))
+        }
+    }
+
+    /// Starts the thread that keeps the NFSv4 lease (`keepLease`).
+    func startLeaseKeeper() {
+        guard v4 != nil else { return }
+        // Weakly: an export dropped without `shutdown` ends the thread too.
+        final class Box { weak var client: NFSClient?; init(_ c: NFSClient) { client = c } }
+        let box = Unmanaged.passRetained(Box(self)).toOpaque()
+        var thread = pthread_t()
+        let rc = pthread_create(&thread, nil, { raw in
+            // Sound: `box` is the +1 reference passed just above, released once here.
+            let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
+            while true {
+                usleep(250_000)
+                guard let client = box.client, client.renewLeaseIfDue() else { return nil }
+            }
+        }, box)
+        if rc != 0 {
+            Unmanaged<Box>.fromOpaque(box).release()
+            logger.warning("NFSv4: no thread to renew the lease (\(rc)): an idle export may lose its client id")
+            return
+        }
+        leaseKeeper.withLock { $0 = thread }
     }
 
     var newDeadline: Deadline { options.timeout.map { .after(seconds: $0) } ?? .never }
@@ -111,7 +177,11 @@ final class NFSClient: Sendable {
         while true {
             do {
                 if !connection.isConnected {
-                    try connection.connect(program: ferry_nfs_program, version: options.version == .v4 ? ferry_nfs_v4 : ferry_nfs_v3, deadline: deadline)
+                    if v4 != nil {
+                        try connection.connectOwn(port: 2049, replyLimit: NFSClient.largestReply + (64 << 10), deadline: deadline)
+                    } else {
+                        try connection.connect(program: ferry_nfs_program, version: ferry_nfs_v3, deadline: deadline)
+                    }
                     connectsMade.add(1, ordering: .relaxed)
                     logger.debug("connected to NFS server \(options.server)")
                 }
@@ -157,9 +227,9 @@ final class NFSClient: Sendable {
     /// The errno for a server's NFSv4 status. A status with no nearer errno becomes EIO,
     /// and the server's own number is logged: EIO alone does not tell an operator (or a
     /// test log) what the server said.
-    func failure(nfs4 status: nfsstat4) -> Errno {
+    func failure(nfs4 status: UInt32) -> Errno {
         let errno = Errno(nfs4: status)
-        if errno == .io { logger.warning("NFS server \(options.server) answered NFSv4 status \(status.rawValue): reported as EIO") }
+        if errno == .io { logger.warning("NFS server \(options.server) answered NFSv4 status \(status): reported as EIO") }
         return errno
     }
 
@@ -171,6 +241,11 @@ final class NFSClient: Sendable {
     }
 
     func shutdown() {
+        if let v4 {
+            v4.stopping.store(true, ordering: .relaxed)
+            if let thread = leaseKeeper.withLock({ t in defer { t = nil }; return t }) { pthread_join(thread, nil) }
+            endSession()
+        }
         for connection in connections {
             connection.lock_(); connection.drop(); connection.unlock()
         }

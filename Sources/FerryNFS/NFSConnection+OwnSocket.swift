@@ -4,7 +4,8 @@ import Glibc
 import CNFS
 import FerryCore
 
-/// Calls too big for libnfs 4.0's encode buffer. libnfs encodes every call into 4096 bytes
+/// NFSv3 calls too big for libnfs 4.0's encode buffer (NFSv4 goes through Ferry's own
+/// transport, RPCSocket.swift, at any size). libnfs encodes every call into 4096 bytes
 /// plus a hint only WRITE gets (`rpc_allocate_pdu`), so a SYMLINK whose target is longer than
 /// about 3.5 KiB cannot be sent on its connections at all ("ZDR error: Failed to encode"),
 /// though NFS allows targets up to the server's limit (PATH_MAX - 1 on Linux servers). Such a

@@ -14,7 +14,22 @@ final class PendingCall {
     /// buffers `onSuccess` would write to may belong to another request by then.
     var abandoned = false
     let onSuccess: (UnsafeMutableRawPointer) -> Void
+    /// Ferry's own transport (RPCSocket.swift): the results of an accepted reply, positioned
+    /// after the RPC header; valid only during the call. False: the call must be sent again
+    /// (NFSv4.1 session lost, server busy), which fails the request's wait as a broken
+    /// connection would, so it is made again and the call resent.
+    var onReply: ((inout XDRReader) -> Bool)?
+    /// Ferry's own transport: the connection went away with this call unanswered.
+    var onCancel: (() -> Void)?
+    /// Ferry's own transport: the server answered, but did not accept the call (or the reply
+    /// was not an RPC reply): its result stays EIO.
+    var denied = false
     init(_ onSuccess: @escaping (UnsafeMutableRawPointer) -> Void) { self.onSuccess = onSuccess }
+    init(onReply: @escaping (inout XDRReader) -> Bool, onCancel: (() -> Void)?) {
+        self.onSuccess = { _ in }
+        self.onReply = onReply
+        self.onCancel = onCancel
+    }
 }
 
 /// The one C callback every call uses; `privateData` is a retained `PendingCall`.
@@ -48,6 +63,10 @@ final class NFSConnection: @unchecked Sendable {
     let server: String
     private let lock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private(set) var rpc: OpaquePointer?
+    /// Ferry's own RPC connection (NFSv4), used instead of `rpc`.
+    private(set) var own: RPCSocket?
+    /// Where the own transport reports replies the server did not accept (set by the client).
+    var deniedLog: ([[UInt32]]) -> Void = { _ in }
     /// The AUTH_SYS identity now set on `rpc`, so the same caller costs nothing.
     private var authUID: UInt32 = .max, authGID: UInt32 = .max
     private var authGroups: [UInt32] = []
@@ -79,11 +98,16 @@ final class NFSConnection: @unchecked Sendable {
     }
     func unlock() { pthread_mutex_unlock(lock) }
 
-    var isConnected: Bool { rpc != nil }
+    var isConnected: Bool { rpc != nil || own != nil }
 
     /// Forgets the context; every call still queued on it is cancelled (their callbacks run
     /// with RPC_STATUS_CANCEL, and abandoned calls touch nothing).
     func drop() {
+        if let own {
+            self.own = nil
+            hasAuth = false
+            own.cancelAll()
+        }
         guard let rpc else { return }
         self.rpc = nil
         hasAuth = false
@@ -112,12 +136,34 @@ final class NFSConnection: @unchecked Sendable {
         }
     }
 
+    /// Connects Ferry's own RPC transport straight to the server's NFS `port` (NFSv4 needs no
+    /// portmapper).
+    func connectOwn(port: UInt16, replyLimit: Int, deadline: Deadline) throws(ConnectionFailure) {
+        drop()
+        own = try RPCSocket.connect(to: server, port: port, replyLimit: replyLimit, deadline: deadline)
+    }
+
+    /// Queues one call on the own transport: `build` appends the arguments to a record that
+    /// already holds the RPC header.
+    func sendOwn(version: UInt32, procedure: UInt32, reserving: Int = 512, _ build: (inout XDRWriter) -> Void,
+                 _ call: PendingCall) throws(ConnectionFailure) {
+        guard let own else { throw .broken("not connected") }
+        var (xid, writer) = own.beginCall(version: version, procedure: procedure, reserving: reserving)
+        build(&writer)
+        own.queue(&writer, xid: xid, call)
+    }
+
     /// Makes sure the next calls carry `caller` as AUTH_SYS credentials (at most 16 groups,
     /// the protocol's limit).
     func setCredentials(_ caller: Credentials) {
-        guard let rpc else { return }
         let groups = caller.groups.prefix(16)
         if hasAuth && authUID == caller.uid && authGID == caller.gid && authGroups.elementsEqual(groups) { return }
+        if let own {
+            own.setCredentials(caller)
+            authUID = caller.uid; authGID = caller.gid; authGroups = Array(groups); hasAuth = true
+            return
+        }
+        guard let rpc else { return }
         var list = Array(groups)
         let auth = list.withUnsafeMutableBufferPointer { buffer in
             libnfs_authunix_create("ferry", caller.uid, caller.gid, UInt32(buffer.count), buffer.baseAddress)
@@ -156,12 +202,41 @@ final class NFSConnection: @unchecked Sendable {
     /// outstanding on the connection once it is unlocked, and whoever services it next
     /// (another request, or the drain at FSYNC) takes their replies in. Failures as `wait`.
     func flushOut(_ calls: [PendingCall], deadline: Deadline) throws(ConnectionFailure) {
-        try service(calls, deadline: deadline) { rpc.map { rpc_which_events($0) & Int32(POLLOUT) == 0 } ?? false }
+        try service(calls, deadline: deadline) {
+            if let own { return !own.wantsToWrite }
+            return rpc.map { rpc_which_events($0) & Int32(POLLOUT) == 0 } ?? false
+        }
     }
 
     private func service(_ calls: [PendingCall], deadline: Deadline, until done: () -> Bool) throws(ConnectionFailure) {
         func fail(_ failure: ConnectionFailure) -> ConnectionFailure { abandon(calls, failure) }
         while !done() {
+            if let own {
+                let wait = min(deadline.millisecondsLeft, 1000)
+                if wait <= 0 && deadline.hasPassed { throw fail(.timedOut) }
+                var pfd = pollfd(fd: own.fd, events: own.pollEvents, revents: 0)
+                let n: Int32
+                do { n = try systemCall { poll(&pfd, 1, Int32(wait)) } } catch {
+                    throw fail(.broken("poll: \(String(cString: strerror(error.rawValue)))"))
+                }
+                if n > 0 {
+                    do throws(ConnectionFailure) { try own.service(pfd.revents) } catch {
+                        // Replies read before the connection ended still count (a server
+                        // that answered, then stopped): only what is unanswered fails.
+                        if done() && !calls.contains(where: { $0.status != RPC_STATUS_SUCCESS }) { drop(); return }
+                        throw fail(error)
+                    }
+                    if !own.deniedReplies.isEmpty {
+                        // A call the server would not run: worth a line in the log, its request gets EIO.
+                        deniedLog(own.deniedReplies)
+                        own.deniedReplies.removeAll()
+                    }
+                }
+                if calls.contains(where: { $0.finished && $0.status != RPC_STATUS_SUCCESS }) {
+                    throw fail(.broken("the call was not answered (the session was lost, or the server asked for a retry)"))
+                }
+                continue
+            }
             guard let rpc else { throw fail(.broken("connection dropped")) }
             // Wake at least every 100 ms: libnfs runs its own timers from rpc_service.
             let wait = min(deadline.millisecondsLeft, 100)
@@ -186,8 +261,21 @@ final class NFSConnection: @unchecked Sendable {
     /// libnfs only queues a call, and sends it from the next `rpc_service`. The server can
     /// then work on them while the caller does something else before `wait`.
     func pushOut(_ calls: [PendingCall]) throws(ConnectionFailure) {
+        if let own {
+            do throws(ConnectionFailure) { try own.writeOut() } catch { throw abandon(calls, error) }
+            return
+        }
         guard let rpc, rpc_which_events(rpc) & Int32(POLLOUT) != 0 else { return }
         if rpc_service(rpc, Int32(POLLOUT)) < 0 { throw abandon(calls, .broken(errorText(rpc))) }
+    }
+
+    /// Takes in whatever replies have arrived on the own transport, without waiting: lets a
+    /// sender that waits for a session slot free the slots of calls answered here.
+    func poke() {
+        guard let own else { return }
+        var pfd = pollfd(fd: own.fd, events: own.pollEvents, revents: 0)
+        guard poll(&pfd, 1, 0) > 0 else { return }
+        do throws(ConnectionFailure) { try own.service(pfd.revents) } catch { drop() }
     }
 
     /// Gives up on `calls` (their callbacks will touch nothing) and drops the context.

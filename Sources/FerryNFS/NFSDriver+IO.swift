@@ -259,15 +259,19 @@ extension NFSDriver {
                 let start = i * maxPiece
                 let count = min(maxPiece, total - start)
                 if isV4 {
-                    let c = NFS4Compound()
-                    c.putfh(handle); c.read(offset: offset + UInt64(start), count: count)
-                    calls.append(try connection.send({ rpc, cb, data in c.send(rpc, cb, data) }, onSuccess: { reply in
-                        let res = reply.assumingMemoryBound(to: COMPOUND4res.self).pointee
-                        guard res.status == NFS4_OK else { results[i] = .failure(self.client.failure(nfs4: res.status)); return }
-                        let ok = res.resarray.resarray_val[1].nfs_resop4_u.opread.READ4res_u.resok4
-                        let n = min(Int(ok.data.data_len), count)
-                        if n > 0 { buffers.copyIn(UnsafeRawBufferPointer(start: ok.data.data_val, count: n), at: start) }
-                        results[i] = .success((n, ok.eof != 0))
+                    let pieceOffset = offset + UInt64(start)
+                    calls.append(try client.send4(on: connection, deadline: deadline, { c, _ in
+                        c.putfh(handle); c.read(offset: pieceOffset, count: count)
+                    }, decode: { r in
+                        do throws(NFS4Error) {
+                            try r.putfh()
+                            let (data, eof) = try r.read()
+                            let n = min(data.count, count)
+                            if n > 0 { buffers.copyIn(UnsafeRawBufferPointer(rebasing: data[0..<n]), at: start) }
+                            results[i] = .success((n, eof))
+                        } catch {
+                            results[i] = .failure(self.client.failure(error))
+                        }
                     }))
                     continue
                 }

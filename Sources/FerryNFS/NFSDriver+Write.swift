@@ -137,25 +137,28 @@ extension NFSDriver {
     /// connection then.
     func queueWrites(_ handle: FileHandle, _ data: UnsafeRawBufferPointer, at offset: UInt64, stable: stable_how,
                      into replies: WriteReplies, on connection: NFSConnection) throws(ConnectionFailure) -> [PendingCall] {
-        let stable4 = stable_how4(stable.rawValue)
         var calls: [PendingCall] = []
         calls.reserveCapacity(replies.pieces.count + 1)
         for (i, piece) in replies.pieces.enumerated() {
             let (start, length) = (piece.start, piece.length)
             if v4 != nil {
-                let c = NFS4Compound()
-                c.putfh(handle)
-                c.write(offset: offset + UInt64(start), stable: stable4, data: UnsafeRawBufferPointer(rebasing: data[start..<start + length]))
-                c.getattr(NFS4Attribute.forAttributes)
-                // Sound: `data` outlives the send, which copies the bytes into the call.
-                calls.append(try connection.send({ rpc, cb, token in c.send(rpc, cb, token) }, onSuccess: { reply in
-                    let res = reply.assumingMemoryBound(to: COMPOUND4res.self).pointee
-                    guard res.status == NFS4_OK else { replies.pieces[i].result = .failure(self.client.failure(nfs4: res.status)); return }
-                    let ok = res.resarray.resarray_val[1].nfs_resop4_u.opwrite.WRITE4res_u.resok4
-                    let after = try? NFSDriver.attributes4(res.resarray.resarray_val[2]).get()
-                    replies.pieces[i].result = .success(WriteReply(count: min(Int(ok.count), length), committed: stable_how(ok.committed.rawValue),
-                                                                   verifier: withUnsafeBytes(of: ok.writeverf) { $0.loadUnaligned(as: UInt64.self) },
-                                                                   after: after))
+                let pieceOffset = offset + UInt64(start)
+                let piece = UnsafeRawBufferPointer(rebasing: data[start..<start + length])
+                // The data is copied into the call's record here: `data` need not outlive the send.
+                calls.append(try client.send4(on: connection, deadline: client.newDeadline, reserving: length + 1024, { c, _ in
+                    c.putfh(handle)
+                    c.write(offset: pieceOffset, stable: stable.rawValue, data: piece)
+                    c.getattr(NFS4Attribute.forAttributes)
+                }, decode: { r in
+                    do throws(NFS4Error) {
+                        try r.putfh()
+                        let ok = try r.write()
+                        let after = try? r.getattr().attributes
+                        replies.pieces[i].result = .success(WriteReply(count: min(Int(ok.count), length), committed: stable_how(ok.committed),
+                                                                       verifier: ok.verifier, after: after))
+                    } catch {
+                        replies.pieces[i].result = .failure(self.client.failure(error))
+                    }
                 }))
                 continue
             }
@@ -186,13 +189,13 @@ extension NFSDriver {
     func queueCommit(_ handle: FileHandle, on connection: NFSConnection,
                      _ done: @escaping (Result<UInt64, Errno>) -> Void) throws(ConnectionFailure) -> PendingCall {
         if v4 != nil {
-            let c = NFS4Compound()
-            c.putfh(handle); c.commit()
-            return try connection.send({ rpc, cb, token in c.send(rpc, cb, token) }, onSuccess: { reply in
-                let res = reply.assumingMemoryBound(to: COMPOUND4res.self).pointee
-                guard res.status == NFS4_OK else { done(.failure(self.client.failure(nfs4: res.status))); return }
-                let ok = res.resarray.resarray_val[1].nfs_resop4_u.opcommit.COMMIT4res_u.resok4
-                done(.success(withUnsafeBytes(of: ok.writeverf) { $0.loadUnaligned(as: UInt64.self) }))
+            return try client.send4(on: connection, deadline: client.newDeadline, { c, _ in c.putfh(handle); c.commit() }, decode: { r in
+                do throws(NFS4Error) {
+                    try r.putfh()
+                    done(.success(try r.commit()))
+                } catch {
+                    done(.failure(self.client.failure(error)))
+                }
             })
         }
         return try connection.send({ rpc, cb, token in

@@ -6,11 +6,12 @@ import FerryCore
 import Logging
 import Synchronization
 
-/// Serves an NFSv3 export through libnfs's RPC layer. A node is an NFS file handle; every
-/// call goes to the server with the caller's AUTH_SYS identity (uid, gid and the groups the
-/// request carries), so the server enforces permissions and ownership. What NFSv3 cannot
-/// express (extended attributes, locks without NLM, fallocate, SEEK_DATA, O_TMPFILE,
-/// rename flags) answers ENOSYS, EOPNOTSUPP or EINVAL, never a pretended success.
+/// Serves an NFS export: NFSv3 through libnfs's RPC layer, NFSv4.0 to 4.2 through Ferry's own
+/// client (RPCSocket, NFS4Wire, NFS4Session). A node is an NFS file handle; every call goes
+/// to the server with the caller's AUTH_SYS identity (uid, gid and the groups the request
+/// carries), so the server enforces permissions and ownership. What the version cannot
+/// express (extended attributes and fallocate before v4.2, locks, O_TMPFILE, rename flags)
+/// answers ENOSYS, EOPNOTSUPP or EINVAL, never a pretended success.
 /// See docs/backends/nfs.md.
 public final class NFSDriver: FileSystemDriver, Sendable {
     /// What the NFS client counted: connections made, calls sent again after a broken
@@ -25,6 +26,8 @@ public final class NFSDriver: FileSystemDriver, Sendable {
                            value: client.timeouts.load(ordering: .relaxed)),
             BackendCounter(name: "nfs_writes_behind", help: "WRITEs answered before the NFS server answered them (write-behind).",
                            value: UInt64(writesBehind.load(ordering: .relaxed))),
+            BackendCounter(name: "nfs4_client_states", help: "NFSv4 client ids (v4.0) or sessions (v4.1+) made: more than one means the server restarted or a lease was lost.",
+                           value: nfs4StatesMade),
             BackendCounter(name: "nfs_commits_behind", help: "COMMITs sent along with a WRITE to release retained uncommitted data.",
                            value: UInt64(commitsBehind.load(ordering: .relaxed))),
         ]
@@ -39,7 +42,7 @@ public final class NFSDriver: FileSystemDriver, Sendable {
     let logger: Logger
     let rootHandle: FileHandle
     /// NFSv4 state; nil for an NFSv3 export.
-    let v4: NFS4Session?
+    var v4: NFS4Session? { client.v4 }
     /// Largest READ and WRITE the server takes in one call (FSINFO).
     let readMax: Int, writeMax: Int
     let openFiles = Mutex<OpenFiles>(OpenFiles())
@@ -57,6 +60,8 @@ public final class NFSDriver: FileSystemDriver, Sendable {
     /// Prefix of hidden names of files unlinked while open: `.ferry-unlinked-HOST-PID-N`.
     public let hiddenPrefix: String
     let hiddenCounter = Atomic<UInt64>(0)
+    /// NFSv4 client ids (v4.0) or sessions (v4.1+) made so far; 0 on NFSv3.
+    public var nfs4StatesMade: UInt64 { v4?.established.load(ordering: .relaxed) ?? 0 }
     /// Statistics for tests and metrics.
     public let resentAfterVerifierChange = Atomic<Int>(0)
     public let commitsBehind = Atomic<Int>(0)
@@ -68,6 +73,8 @@ public final class NFSDriver: FileSystemDriver, Sendable {
     /// `takeInClock` when a released file's hidden names last began or finished going: a
     /// link count asked of the server before then may or may not count one of them.
     let lastHiddenChange = Atomic<UInt64>(0)
+    /// NFSv4.2 operations the server lacks (NFSDriver+V42.swift).
+    let missing42 = Mutex<NFS42Support>([])
     /// A live migration under way (NFSDriver+Migration.swift).
     let migration = Mutex<NFSMigration>(NFSMigration())
 
@@ -76,21 +83,23 @@ public final class NFSDriver: FileSystemDriver, Sendable {
         self.logger = logger
         self.writeBehindLimit = writeBehindLimit
         client = NFSClient(options: options, logger: logger)
-        v4 = options.version == .v4 ? NFS4Session() : nil
-        rootHandle = options.version == .v4 ? try client.root4(path: options.path) : try client.mountRoot()
+        rootHandle = options.version != .v3 ? try client.root4(path: options.path) : try client.mountRoot()
         let hostHash = String(hostName().utf8.reduce(UInt32(2166136261)) { ($0 ^ UInt32($1)) &* 16777619 }, radix: 16)
         hiddenPrefix = ".ferry-unlinked-\(hostHash)-"
         let handle = rootHandle
-        let sizes = v4 != nil ? try client.transferSizes4(handle) : try client.call(.root, on: handle, rpc_nfs3_fsinfo_async, { fh in FSINFO3args(fsroot: fh) }, reply: { (res: FSINFO3res) -> Result<(Int, Int), Errno> in
+        let sizes = client.v4 != nil ? try client.transferSizes4(handle) : try client.call(.root, on: handle, rpc_nfs3_fsinfo_async, { fh in FSINFO3args(fsroot: fh) }, reply: { (res: FSINFO3res) -> Result<(Int, Int), Errno> in
             let ok = res.FSINFO3res_u.resok
             return .success((Int(ok.rtmax), Int(ok.wtmax)))
         })
         // Some servers report 0 ("no preference"); keep calls within what libnfs handles well.
         readMax = max(4096, min(sizes.0 == 0 ? 1 << 20 : sizes.0, 1 << 20))
-        // libnfs 4.0 encodes an NFSv4 COMPOUND into a buffer of about 4 KiB (its API takes no
-        // size hint), so v4 WRITEs go in 2 KiB pieces, all in flight at once.
-        writeMax = v4 != nil ? 2048 : max(4096, min(sizes.1 == 0 ? 1 << 20 : sizes.1, 1 << 20))
-        logger.info("NFSv\(options.version.rawValue) export \(options.server):\(options.path) mounted (rsize \(readMax), wsize \(writeMax), \(options.connections) connections)")
+        var writeMax = max(4096, min(sizes.1 == 0 ? 1 << 20 : sizes.1, 1 << 20))
+        // A v4.1 session bounds every request: a WRITE and its COMPOUND stay within it.
+        let sessionLimit = client.sessionRequestLimit
+        if sessionLimit > 0 { writeMax = max(4096, min(writeMax, (sessionLimit - 1024) & ~4095)) }
+        self.writeMax = writeMax
+        client.startLeaseKeeper()
+        logger.info("NFSv\(options.version) export \(options.server):\(options.path) mounted (rsize \(readMax), wsize \(writeMax), \(options.connections) connections)")
     }
 
     // MARK: - Nodes
@@ -571,10 +580,10 @@ extension COMMIT3res: NFS3Reply {}
 extension READDIRPLUS3res: NFS3Reply {}
 
 extension NFSDriver {
-    /// Longest symlink target sent on libnfs's own connections: libnfs 4.0 encodes a call
-    /// into 4096 bytes, which must also hold the credentials (16 groups), the directory's
-    /// handle (v4: 128 bytes) and name (255) and the rest of the call; longer targets go
-    /// through `callOnOwnSocket` (NFSConnection+OwnSocket.swift).
+    /// Longest NFSv3 symlink target sent on libnfs's own connections: libnfs 4.0 encodes a
+    /// call into 4096 bytes, which must also hold the credentials (16 groups), the directory's
+    /// handle and name (255) and the rest of the call; longer targets go through
+    /// `callOnOwnSocket` (NFSConnection+OwnSocket.swift). NFSv4 has no such limit.
     static let libnfsSymlinkTarget = 2048
     /// The encode buffer of a call sent on its own socket: a PATH_MAX target and all the rest.
     static let longCallSize = 16 << 10

@@ -3,9 +3,9 @@ import FerryCore
 import FerryNFS
 import Logging
 
-/// `nfs://SERVER/PATH[?version=3|4][&timeout=SECONDS][&hard][&connections=N]`, libnfs's URL
-/// syntax with Ferry's own parameters, which are the keys of `[export.backend]`: `version`
-/// (default 4, as in a tenant file), `timeout` is how long a request waits for the server
+/// `nfs://SERVER/PATH[?version=3|4|4.0|4.1|4.2][&timeout=SECONDS][&hard][&connections=N]`,
+/// libnfs's URL syntax with Ferry's own parameters, which are the keys of `[export.backend]`:
+/// `version` (default 4, which is 4.0, as in a tenant file; `version = "4.1"` in a table), `timeout` is how long a request waits for the server
 /// before failing with EIO (default 30 s), `hard` waits for ever instead, `connections` is
 /// how many libnfs contexts the export uses (default 4).
 public struct NFSSource: CustomStringConvertible, Equatable, Sendable {
@@ -42,7 +42,7 @@ public struct NFSSource: CustomStringConvertible, Equatable, Sendable {
             query: query, queryOffset: pathOffset + rest[slash...].count + 1) { NFSBackend.options(from: $0) }
     }
 
-    public var description: String { "nfs://\(server.contains(":") ? "[\(server)]" : server)\(path)?version=\(version.rawValue)" }
+    public var description: String { "nfs://\(server.contains(":") ? "[\(server)]" : server)\(path)?version=\(version)" }
 }
 
 /// The server of an NFS export as a concrete type, so the request path is specialised for
@@ -90,12 +90,19 @@ public enum NFSBackend: BackendModule {
         if let (p, at) = path, !p.hasPrefix("/") { r.problem("nfs path must be absolute (the export's path on the server)", at: at) }
         var version = NFSVersion.v4
         if let e = r.table["version"] {
-            if case .integer(let v) = e.item.value, let nv = NFSVersion(rawValue: Int(clamping: v)) {
+            let text: String?
+            switch e.item.value {
+            case .integer(let v): text = String(v)
+            case .float(let v): text = [4.0: "4.0", 4.1: "4.1", 4.2: "4.2"][v] ?? String(v)
+            case .string(let v): text = v
+            default: text = nil
+            }
+            if let text, let nv = NFSVersion(text) {
                 version = nv
-            } else if case .integer(let v) = e.item.value {
-                r.problem("version must be 3 or 4, found \(v)", at: e.item.position)
+            } else if let text {
+                r.problem("version must be 3, 4, 4.0, 4.1 or 4.2, found \(text)", at: e.item.position)
             } else {
-                r.problem("version must be 3 or 4 (an integer), found \(e.item.value.kindDescription)", at: e.item.position)
+                r.problem("version must be 3, 4, 4.0, 4.1 or 4.2, found \(e.item.value.kindDescription)", at: e.item.position)
             }
         }
         var timeout: Double? = NFSSource.defaultTimeout
@@ -134,14 +141,14 @@ public enum NFSBackend: BackendModule {
     }
 
     public static func summary(_ o: Options) -> String {
-        "\(o.server.contains(":") ? "[\(o.server)]" : o.server):\(o.path) (NFSv\(o.version.rawValue))"
+        "\(o.server.contains(":") ? "[\(o.server)]" : o.server):\(o.path) (NFSv\(o.version))"
     }
 
     public static func sourceDescription(_ o: Options) -> String { o.description }
 
     public static func listing(_ o: Options) -> BackendListing {
-        BackendListing(kind: kind, location: "\(o.server):\(o.path) (v\(o.version.rawValue))",
-                       path: o.path, server: o.server, version: o.version.rawValue)
+        BackendListing(kind: kind, location: "\(o.server):\(o.path) (v\(o.version))",
+                       path: o.path, server: o.server, version: o.version.major)
     }
 
     /// A request to an NFS server waits for the network: each queue keeps as many requests
@@ -154,7 +161,7 @@ public enum NFSBackend: BackendModule {
     }
 
     public static func open(_ source: Options, _ context: BackendOpenContext) throws(BackendError) -> any ServedExport {
-        let options = NFSOptions(server: source.server, path: source.path, version: source.version == .v4 ? .v4 : .v3,
+        let options = NFSOptions(server: source.server, path: source.path, version: source.version,
                                  timeout: source.timeout, connections: source.connections,
                                  trustClientGroups: context.policy.idMap.isIdentity)
         do {
@@ -166,8 +173,5 @@ public enum NFSBackend: BackendModule {
     }
 }
 
-/// NFS protocol versions an export can speak.
-public enum NFSVersion: Int, Sendable {
-    case v3 = 3
-    case v4 = 4
-}
+/// NFS protocol versions an export can speak (3, 4.0, 4.1, 4.2).
+public typealias NFSVersion = NFSProtocolVersion

@@ -14,14 +14,14 @@ import Glibc
 @Suite("NFS driver against nfs-ganesha", .serialized,
        .requires(.root, .ganesha))
 struct NFSDriverTests {
-    static func driver(_ export: String, version: Int = 3, timeout: Double? = 5, writeBehindLimit: Int = 8 << 20) throws -> NFSDriver {
-        try NFSDriver(options: NFSOptions(server: "127.0.0.1", path: export, version: version == 4 ? .v4 : .v3, timeout: timeout),
+    static func driver(_ export: String, version: NFSTestVersion = 3, timeout: Double? = 5, writeBehindLimit: Int = 8 << 20) throws -> NFSDriver {
+        try NFSDriver(options: NFSOptions(server: "127.0.0.1", path: export, version: NFSProtocolVersion(version.rawValue)!, timeout: timeout),
                       logger: Logger(label: "ferry.nfs.test"), writeBehindLimit: writeBehindLimit)
     }
 
     let root = Credentials.root
 
-    @Test(arguments: [3, 4]) func uncommittedWritesAreSentAgainWhenTheServerRestartsBeforeCommit(version: Int) throws {
+    @Test(arguments: NFSTestVersion.allCases) func uncommittedWritesAreSentAgainWhenTheServerRestartsBeforeCommit(version: NFSTestVersion) throws {
         let server = try NFSTestServer.shared()
         try server.exclusive {
             let export = try server.makeExport("driver-verifier-v\(version)")
@@ -49,7 +49,7 @@ struct NFSDriverTests {
     /// A write made after the server restarted, over bytes the server lost, stays on top:
     /// the resend after the verifier change sends the lost write and everything after it,
     /// in the guest's order, never the lost one alone over a newer one.
-    @Test(arguments: [3, 4]) func aResendAfterARestartKeepsTheNewerWriteOnTop(version: Int) throws {
+    @Test(arguments: NFSTestVersion.allCases) func aResendAfterARestartKeepsTheNewerWriteOnTop(version: NFSTestVersion) throws {
         let server = try NFSTestServer.shared()
         try server.exclusive {
             let export = try server.makeExport("driver-resend-order-v\(version)")
@@ -77,13 +77,13 @@ struct NFSDriverTests {
 
     /// A long sequential write does not keep everything until close: WRITEs take COMMITs
     /// along once 8 MiB are uncommitted, so what is retained stays near that.
-    @Test(arguments: [3, 4]) func aLongWriteCommitsBehindAndKeepsLittleUncommitted(version: Int) throws {
+    @Test(arguments: NFSTestVersion.allCases) func aLongWriteCommitsBehindAndKeepsLittleUncommitted(version: NFSTestVersion) throws {
         let server = try NFSTestServer.shared()
         try server.shared {
             let export = try server.makeExport("driver-commit-behind-v\(version)")
             let driver = try NFSDriverTests.driver(export, version: version)
             // COMMIT-behind starts once 8 MiB are written behind and 8 MiB more answered; v4 goes in small pieces.
-            let writes = try SequentialWrites(driver, mebibytes: version == 4 ? 20 : 24)
+            let writes = try SequentialWrites(driver, mebibytes: version.isV4 ? 20 : 24)
             var most = 0
             for i in 0..<writes.mebibytes {
                 try writes.write(i)
@@ -98,7 +98,7 @@ struct NFSDriverTests {
     /// A restart between WRITEs: the COMMIT-behind that follows gets the new verifier and
     /// must send again everything written before the restart and not yet committed, and
     /// the final FSYNC everything else; what the file ends up holding is all of it.
-    @Test(arguments: [3, 4]) func aCommitBehindAfterARestartSendsAgainWhatTheServerMayHaveLost(version: Int) throws {
+    @Test(arguments: NFSTestVersion.allCases) func aCommitBehindAfterARestartSendsAgainWhatTheServerMayHaveLost(version: NFSTestVersion) throws {
         let server = try NFSTestServer.shared()
         try server.exclusive {
             let export = try server.makeExport("driver-behind-restart-v\(version)")
@@ -117,7 +117,7 @@ struct NFSDriverTests {
         }
     }
 
-    @Test(arguments: [3, 4]) func aFileUnlinkedWhileOpenStaysUsableUntilItsLastRelease(version: Int) throws {
+    @Test(arguments: NFSTestVersion.allCases) func aFileUnlinkedWhileOpenStaysUsableUntilItsLastRelease(version: NFSTestVersion) throws {
         let server = try NFSTestServer.shared()
         try server.shared {
             let export = try server.makeExport("driver-unlink-v\(version)")
@@ -144,7 +144,7 @@ struct NFSDriverTests {
     /// count seen is what the unlinks left, and the last release removes both hidden names
     /// (the second unlink used to overwrite the first hidden name: it leaked, and the link
     /// count stayed one too high, as ferry-churn saw).
-    @Test(arguments: [3, 4]) func everyNameOfAnOpenFileUnlinkedIsHiddenAndRemovedAtTheLastRelease(version: Int) throws {
+    @Test(arguments: NFSTestVersion.allCases) func everyNameOfAnOpenFileUnlinkedIsHiddenAndRemovedAtTheLastRelease(version: NFSTestVersion) throws {
         let server = try NFSTestServer.shared()
         try server.shared {
             let export = try server.makeExport("driver-unlink-links-v\(version)")
@@ -179,7 +179,7 @@ struct NFSDriverTests {
     /// the background, so the RMDIR can come first. It waits for the hidden name and
     /// succeeds (CI saw `unlinked_open_file` fail its cleanup with ENOTEMPTY); a file still
     /// open past the wait keeps its directory, ENOTEMPTY, as with the kernel's NFS client.
-    @Test(arguments: [3, 4]) func aDirectoryWhoseOnlyEntryIsBeingReleasedCanBeRemoved(version: Int) throws {
+    @Test(arguments: NFSTestVersion.allCases) func aDirectoryWhoseOnlyEntryIsBeingReleasedCanBeRemoved(version: NFSTestVersion) throws {
         let server = try NFSTestServer.shared()
         try server.shared {
             let export = try server.makeExport("driver-rmdir-release-v\(version)")
@@ -214,7 +214,7 @@ struct NFSDriverTests {
 
     /// A directory removed while it is open lists nothing more, as on a local file system
     /// (the server answers its stale handle with ESTALE, which ferry-churn saw a reader get).
-    @Test(arguments: [3, 4]) func aDirectoryRemovedWhileOpenListsNothingMore(version: Int) throws {
+    @Test(arguments: NFSTestVersion.allCases) func aDirectoryRemovedWhileOpenListsNothingMore(version: NFSTestVersion) throws {
         let server = try NFSTestServer.shared()
         try server.shared {
             let export = try server.makeExport("driver-rmdir-open-v\(version)")
@@ -235,7 +235,7 @@ struct NFSDriverTests {
     /// file system; glibc's opendir is open then fstat, and a directory removed in between
     /// gave ESTALE (ferry-churn saw `readdir: ESTALE`). A node not open keeps ESTALE, so the
     /// kernel looks its name up again and finds it gone.
-    @Test(arguments: [3, 4]) func anOpenNodeRemovedOnTheServerAnswersFstatWithNoLinks(version: Int) throws {
+    @Test(arguments: NFSTestVersion.allCases) func anOpenNodeRemovedOnTheServerAnswersFstatWithNoLinks(version: NFSTestVersion) throws {
         let server = try NFSTestServer.shared()
         try server.shared {
             let export = try server.makeExport("driver-fstat-removed-v\(version)")
@@ -264,7 +264,7 @@ struct NFSDriverTests {
         }
     }
 
-    @Test(arguments: [3, 4]) func aHiddenFileLeftByADeadFerryIsRemovedWhenItsDirectoryIsRead(version: Int) throws {
+    @Test(arguments: NFSTestVersion.allCases) func aHiddenFileLeftByADeadFerryIsRemovedWhenItsDirectoryIsRead(version: NFSTestVersion) throws {
         let server = try NFSTestServer.shared()
         try server.shared {
             let export = try server.makeExport("driver-leftover-v\(version)")
@@ -281,7 +281,7 @@ struct NFSDriverTests {
         }
     }
 
-    @Test(arguments: [3, 4]) func aFileDeletedOnTheServerGivesESTALE(version: Int) throws {
+    @Test(arguments: NFSTestVersion.allCases) func aFileDeletedOnTheServerGivesESTALE(version: NFSTestVersion) throws {
         let server = try NFSTestServer.shared()
         try server.shared {
             let export = try server.makeExport("driver-stale-v\(version)")
@@ -295,7 +295,7 @@ struct NFSDriverTests {
         }
     }
 
-    @Test(arguments: [3, 4]) func requestsActAsTheCaller(version: Int) throws {
+    @Test(arguments: NFSTestVersion.allCases) func requestsActAsTheCaller(version: NFSTestVersion) throws {
         let server = try NFSTestServer.shared()
         try server.shared {
             let export = try server.makeExport("driver-credentials-v\(version)")
@@ -350,7 +350,7 @@ struct NFSDriverTests {
         }
     }
 
-    @Test(arguments: [3, 4]) func readdirReportsEveryEntryAcrossSeveralCalls(version: Int) throws {
+    @Test(arguments: NFSTestVersion.allCases) func readdirReportsEveryEntryAcrossSeveralCalls(version: NFSTestVersion) throws {
         let server = try NFSTestServer.shared()
         try server.shared {
             let export = try server.makeExport("driver-readdir-v\(version)")

@@ -18,7 +18,7 @@ import Glibc
 struct NFSMigrationTests {
     typealias Server = FUSEServer<NFSDriver>
 
-    static func server(_ export: String, version: Int) throws -> Server {
+    static func server(_ export: String, version: NFSTestVersion) throws -> Server {
         var logger = Logger(label: "ferry.nfs.migration.test")
         logger.logLevel = .error
         return try FUSEServer(driver: try NFSDriverTests.driver(export, version: version), logger: logger)
@@ -26,7 +26,7 @@ struct NFSMigrationTests {
 
     /// The destination: another daemon over the same export, which takes `state`; the guest
     /// goes on with it, without INIT.
-    static func destination(_ export: String, version: Int, state: [UInt8],
+    static func destination(_ export: String, version: NFSTestVersion, state: [UInt8],
                             _ options: MigrationOptions = MigrationOptions()) throws -> (Server, FUSEClient) {
         let server = try Self.server(export, version: version)
         _ = try server.loadMigrationState(state, options)
@@ -44,7 +44,7 @@ struct NFSMigrationTests {
         do { try body(); return nil } catch let failure as FUSEFailure { return failure.errno } catch { return -1 }
     }
 
-    @Test(arguments: [3, 4]) func theGuestKeepsItsNodesOpenFilesAndDirectoriesOnTheDestination(version: Int) throws {
+    @Test(arguments: NFSTestVersion.allCases) func theGuestKeepsItsNodesOpenFilesAndDirectoriesOnTheDestination(version: NFSTestVersion) throws {
         let nfs = try NFSTestServer.shared()
         try nfs.shared {
             let export = try nfs.makeExport("migrate-v\(version)")
@@ -85,7 +85,7 @@ struct NFSMigrationTests {
 
     /// A file unlinked while open lives on under a hidden name on the server: the source's
     /// session end leaves it to the destination, whose last release removes it.
-    @Test(arguments: [3, 4]) func anUnlinkedOpenFileMovesAndGoesAtTheDestinationsLastRelease(version: Int) throws {
+    @Test(arguments: NFSTestVersion.allCases) func anUnlinkedOpenFileMovesAndGoesAtTheDestinationsLastRelease(version: NFSTestVersion) throws {
         let nfs = try NFSTestServer.shared()
         try nfs.shared {
             let export = try nfs.makeExport("migrate-unlinked-v\(version)")
@@ -126,7 +126,7 @@ struct NFSMigrationTests {
 
     /// A migration that fails after the save leaves the guest at the source: its session's
     /// end is an ordinary one again, and removes what it hid.
-    @Test(arguments: [3, 4]) func aSourceThatResumesRemovesItsHiddenNamesAsBefore(version: Int) throws {
+    @Test(arguments: NFSTestVersion.allCases) func aSourceThatResumesRemovesItsHiddenNamesAsBefore(version: NFSTestVersion) throws {
         let nfs = try NFSTestServer.shared()
         try nfs.shared {
             let export = try nfs.makeExport("migrate-resume-v\(version)")
@@ -146,7 +146,7 @@ struct NFSMigrationTests {
 
     /// A destination that refuses the state (here: another node is gone) and is then shut
     /// down leaves the source's hidden names alone: the guest still uses them there.
-    @Test(arguments: [3, 4]) func aRefusedLoadTakesOverNothing(version: Int) throws {
+    @Test(arguments: NFSTestVersion.allCases) func aRefusedLoadTakesOverNothing(version: NFSTestVersion) throws {
         let nfs = try NFSTestServer.shared()
         try nfs.shared {
             let export = try nfs.makeExport("migrate-refused-v\(version)")
@@ -175,8 +175,8 @@ struct NFSMigrationTests {
 
     /// A node whose file is gone from the server (a directory removed there: ganesha may
     /// go on serving a removed regular file it still holds open) has a stale handle.
-    @Test(arguments: [(3, MigrationOptions.OnError.abort), (3, .guestError), (4, .abort), (4, .guestError)])
-    func aNodeRemovedOnTheServerFailsTheLoadOrAnswersEIO(version: Int, onError: MigrationOptions.OnError) throws {
+    @Test(arguments: [(NFSTestVersion.v3, MigrationOptions.OnError.abort), (.v3, .guestError), (.v4_1, .abort), (.v4_1, .guestError)])
+    func aNodeRemovedOnTheServerFailsTheLoadOrAnswersEIO(version: NFSTestVersion, onError: MigrationOptions.OnError) throws {
         let nfs = try NFSTestServer.shared()
         try nfs.shared {
             let export = try nfs.makeExport("migrate-stale-v\(version)")
@@ -239,7 +239,7 @@ struct NFSMigrationTests {
 
     /// At switch-over nothing the guest was answered for may stay only in the source's
     /// memory: once the state is saved, the source may die without flushing anything.
-    @Test(arguments: [3, 4]) func writesBehindAreCommittedWhenTheStateIsSaved(version: Int) throws {
+    @Test(arguments: NFSTestVersion.allCases) func writesBehindAreCommittedWhenTheStateIsSaved(version: NFSTestVersion) throws {
         let nfs = try NFSTestServer.shared()
         try nfs.exclusive {
             let export = try nfs.makeExport("migrate-commit-v\(version)")
@@ -272,7 +272,7 @@ struct NFSMigrationTests {
     /// A write behind that failed (here: the server refused a caller without write
     /// permission, after the WRITE was answered) fails the save: the guest stays at the
     /// source, where its next FSYNC still reports the error.
-    @Test(arguments: [3, 4]) func aFailedWriteBehindFailsTheSave(version: Int) throws {
+    @Test(arguments: NFSTestVersion.allCases) func aFailedWriteBehindFailsTheSave(version: NFSTestVersion) throws {
         let nfs = try NFSTestServer.shared()
         try nfs.shared {
             let export = try nfs.makeExport("migrate-write-error-v\(version)")

@@ -11,7 +11,7 @@ import Glibc
 /// the transport reuses for the next request: the file keeps a copy of its own.
 @Suite("NFS opener's groups", .serialized, .requires(.root, .ganesha))
 struct NFSOpenerGroupsTests {
-    @Test(arguments: [3, 4]) func anOpenFileKeepsItsOpenersGroupsAfterTheRequestBufferIsReused(version: Int) throws {
+    @Test(arguments: NFSTestVersion.allCases) func anOpenFileKeepsItsOpenersGroupsAfterTheRequestBufferIsReused(version: NFSTestVersion) throws {
         let server = try NFSTestServer.shared()
         try server.exclusive {
             let export = try server.makeExport("opener-groups-v\(version)")

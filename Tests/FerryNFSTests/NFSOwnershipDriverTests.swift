@@ -18,7 +18,7 @@ struct NFSOwnershipDriverTests {
     static let supplementaryGroup: UInt32 = 5555
 
     /// A driver on a fresh export holding `f`, owned by `owner` (primary group) with `mode`.
-    static func withFile(_ name: String, version: Int, mode: mode_t, group: gid_t = 4321,
+    static func withFile(_ name: String, version: NFSTestVersion, mode: mode_t, group: gid_t = 4321,
                          _ body: (NFSDriver, NFSInode, String) throws -> Void) throws {
         let server = try NFSTestServer.shared()
         try server.shared {
@@ -38,7 +38,7 @@ struct NFSOwnershipDriverTests {
         return st
     }
 
-    @Test(arguments: [3, 4]) func theOwnerChangesTheGroupToASupplementaryGroupAndLosesSetIDBits(version: Int) throws {
+    @Test(arguments: NFSTestVersion.allCases) func theOwnerChangesTheGroupToASupplementaryGroupAndLosesSetIDBits(version: NFSTestVersion) throws {
         try NFSOwnershipDriverTests.withFile("driver-chgrp", version: version, mode: 0o6755) { driver, file, path in
             let after = try driver.setattr(file, nil, AttributeChanges(gid: NFSOwnershipDriverTests.supplementaryGroup), NFSOwnershipDriverTests.owner)
             #expect(after.gid == NFSOwnershipDriverTests.supplementaryGroup && after.uid == 4321)
@@ -51,7 +51,7 @@ struct NFSOwnershipDriverTests {
 
     /// The group the kernel vouched for is added to the caller's, nothing more: the server
     /// still refuses a change the caller may not make.
-    @Test(arguments: [3, 4]) func someoneWhoDoesNotOwnTheFileStillCannotChangeItsOwnerOrGroup(version: Int) throws {
+    @Test(arguments: NFSTestVersion.allCases) func someoneWhoDoesNotOwnTheFileStillCannotChangeItsOwnerOrGroup(version: NFSTestVersion) throws {
         try NFSOwnershipDriverTests.withFile("driver-chgrp-other", version: version, mode: 0o644) { driver, file, path in
             #expect(throws: Errno.notPermitted) {
                 try driver.setattr(file, nil, AttributeChanges(gid: NFSOwnershipDriverTests.supplementaryGroup), NFSOwnershipDriverTests.other)
@@ -65,7 +65,7 @@ struct NFSOwnershipDriverTests {
     }
 
     /// The kernel lets S_ISGID through a chmod only when the caller is in the file's group.
-    @Test(arguments: [3, 4]) func theOwnerInTheFilesSupplementaryGroupKeepsSetgidOnChmod(version: Int) throws {
+    @Test(arguments: NFSTestVersion.allCases) func theOwnerInTheFilesSupplementaryGroupKeepsSetgidOnChmod(version: NFSTestVersion) throws {
         try NFSOwnershipDriverTests.withFile("driver-chmod-sgid", version: version, mode: 0o644,
                                              group: NFSOwnershipDriverTests.supplementaryGroup) { driver, file, path in
             let after = try driver.setattr(file, nil, AttributeChanges(mode: 0o2755), NFSOwnershipDriverTests.owner)
@@ -76,7 +76,7 @@ struct NFSOwnershipDriverTests {
 
     /// A write, a truncate and an O_TRUNC open by someone else clear S_ISUID, and S_ISGID
     /// with group execute, as the kernel asks (KILL_SUIDGID), though the writer may not chmod.
-    @Test(arguments: [3, 4]) func aWriteOrTruncateBySomeoneElseClearsTheSetIDBits(version: Int) throws {
+    @Test(arguments: NFSTestVersion.allCases) func aWriteOrTruncateBySomeoneElseClearsTheSetIDBits(version: NFSTestVersion) throws {
         try NFSOwnershipDriverTests.withFile("driver-kill-suid", version: version, mode: 0o6777) { driver, file, path in
             let other = NFSOwnershipDriverTests.other
             let opened = try driver.open(file, flags: O_WRONLY, killSuidGid: false, other)
@@ -104,7 +104,7 @@ struct NFSOwnershipDriverTests {
     /// checked that before it sent the request; FUSE carries that group only on the create
     /// itself): LOOKUP, creating, listing and removing in it work as for the kernel. What
     /// the group class does not grant is still refused by the server.
-    @Test(arguments: [3, 4]) func aSupplementaryGroupMemberWorksInTheGroupsDirectory(version: Int) throws {
+    @Test(arguments: NFSTestVersion.allCases) func aSupplementaryGroupMemberWorksInTheGroupsDirectory(version: NFSTestVersion) throws {
         let server = try NFSTestServer.shared()
         try server.shared {
             let export = try server.makeExport("driver-team-v\(version)")
@@ -131,12 +131,12 @@ struct NFSOwnershipDriverTests {
 
     /// With ids mapped or squashed (`trustClientGroups` off) a guest could not name the
     /// directory's group, so none is added: the server's refusal stands.
-    @Test(arguments: [3, 4]) func noGroupIsAddedWhenTheGuestsIdsAreMapped(version: Int) throws {
+    @Test(arguments: NFSTestVersion.allCases) func noGroupIsAddedWhenTheGuestsIdsAreMapped(version: NFSTestVersion) throws {
         let server = try NFSTestServer.shared()
         try server.shared {
             let export = try server.makeExport("driver-team-mapped-v\(version)")
             #expect(mkdir(export + "/team", 0o770) == 0 && chown(export + "/team", 0, 4444) == 0 && chmod(export + "/team", 0o770) == 0)
-            let options = NFSOptions(server: "127.0.0.1", path: export, version: version == 4 ? .v4 : .v3, timeout: 5, trustClientGroups: false)
+            let options = NFSOptions(server: "127.0.0.1", path: export, version: NFSProtocolVersion(version.rawValue)!, timeout: 5, trustClientGroups: false)
             let driver = try NFSDriver(options: options, logger: Logger(label: "ferry.nfs.test"))
             let caller = Credentials(uid: 65534, gid: 65534, pid: 1)
             let team = try withName("team") { try driver.lookup(try driver.root().inode, $0, caller) }

@@ -34,7 +34,7 @@ struct NFSRaceTests {
     /// The first creates of a fresh export all come at once (the second `ferry mount` of
     /// ferry-churn): each needs the NFSv4 client id, and it must be established once, not
     /// by every one of them at the same time (one's SETCLIENTID_CONFIRM then failed: EIO).
-    @Test(arguments: [3, 4]) func concurrentFirstCreatesOfAFreshExportAllSucceed(version: Int) throws {
+    @Test(arguments: NFSTestVersion.allCases) func concurrentFirstCreatesOfAFreshExportAllSucceed(version: NFSTestVersion) throws {
         let server = try NFSTestServer.shared()
         try server.shared {
             let export = try server.makeExport("race-first-creates-v\(version)")
@@ -62,7 +62,7 @@ struct NFSRaceTests {
     /// Attributes the server gave before a write behind was taken in (a READDIRPLUS listing,
     /// or a LOOKUP answered while the write was on its way) are not handed out once that
     /// write was answered: the guest, told the write was done, would see an older size.
-    @Test(arguments: [3, 4]) func attributesListedBeforeAWriteBehindLandedAreNotHandedOutAfter(version: Int) throws {
+    @Test(arguments: NFSTestVersion.allCases) func attributesListedBeforeAWriteBehindLandedAreNotHandedOutAfter(version: NFSTestVersion) throws {
         let server = try NFSTestServer.shared()
         try server.shared {
             let export = try server.makeExport("race-listed-size-v\(version)")
@@ -98,7 +98,7 @@ struct NFSRaceTests {
     /// An OPEN and an UNLINK of the same file at once: the open either fails (ESTALE or
     /// ENOENT: the kernel looks the name up again) or its file stays readable until
     /// released (POSIX); never an open whose READ then gets ESTALE.
-    @Test(arguments: [3, 4]) func anOpenRacingAnUnlinkNeverLeavesAnUnreadableFile(version: Int) throws {
+    @Test(arguments: NFSTestVersion.allCases) func anOpenRacingAnUnlinkNeverLeavesAnUnreadableFile(version: NFSTestVersion) throws {
         let server = try NFSTestServer.shared()
         try server.shared {
             let export = try server.makeExport("race-open-unlink-v\(version)")

@@ -19,7 +19,7 @@ struct NFSSymlinkTests {
     }
 
     @Test(arguments: [3, 4], [1023, 4095])
-    func aLongSymlinkTargetIsCreatedAndReadBack(version: Int, length: Int) throws {
+    func aLongSymlinkTargetIsCreatedAndReadBack(version: NFSTestVersion, length: Int) throws {
         let server = try NFSTestServer.shared()
         try server.shared {
             let export = try server.makeExport("driver-symlink-\(length)-v\(version)")
@@ -48,7 +48,7 @@ extension NFSSymlinkTests {
     /// them as they were (FSAL_VFS/file.c: "Setting time on symlinks is illegal"); the driver
     /// says EOPNOTSUPP rather than report a change that did not happen, and touches neither
     /// the link nor its target. A server that stores them makes the first expectation fail.
-    @Test(arguments: [3, 4]) func aSymlinksOwnTimesAreSetOrRefusedNeverPretended(version: Int) throws {
+    @Test(arguments: NFSTestVersion.allCases) func aSymlinksOwnTimesAreSetOrRefusedNeverPretended(version: NFSTestVersion) throws {
         let server = try NFSTestServer.shared()
         try server.shared {
             let export = try server.makeExport("driver-symlink-times-v\(version)")

@@ -13,7 +13,7 @@ import Glibc
        .requires(.root, .ganesha))
 struct NFSTimeTests {
     /// A driver on a fresh export holding `f`, owned by 4321:4321 with `mode`.
-    static func withFile(_ name: String, version: Int, mode: mode_t = 0o644, group: gid_t = 4321,
+    static func withFile(_ name: String, version: NFSTestVersion, mode: mode_t = 0o644, group: gid_t = 4321,
                          _ body: (NFSDriver, NFSInode, String) throws -> Void) throws {
         let server = try NFSTestServer.shared()
         try server.shared {
@@ -103,7 +103,7 @@ struct NFSTimeTests {
 
     /// chown(2) by the owner clears S_ISUID, and S_ISGID only with group execute: without
     /// it S_ISGID marks mandatory locking and stays (Linux, setattr_should_drop_sgid).
-    @Test(arguments: [3, 4]) func theOwnersChownKeepsSetgidWithoutGroupExecute(version: Int) throws {
+    @Test(arguments: NFSTestVersion.allCases) func theOwnersChownKeepsSetgidWithoutGroupExecute(version: NFSTestVersion) throws {
         try NFSTimeTests.withFile("chown-sgid-lock", version: version, mode: 0o2745) { driver, file, path in
             let owner = Credentials(uid: 4321, gid: 4321, pid: 1)
             let after = try driver.setattr(file, nil, AttributeChanges(gid: 4321), owner)
@@ -114,7 +114,7 @@ struct NFSTimeTests {
 
     /// The same file chowned by root to someone else keeps S_ISGID too; a set-gid program
     /// and S_ISUID still lose theirs.
-    @Test(arguments: [3, 4]) func rootsChownKeepsOnlyTheMandatoryLockingSetgid(version: Int) throws {
+    @Test(arguments: NFSTestVersion.allCases) func rootsChownKeepsOnlyTheMandatoryLockingSetgid(version: NFSTestVersion) throws {
         try NFSTimeTests.withFile("chown-sgid-root", version: version, mode: 0o6745) { driver, file, path in
             let after = try driver.setattr(file, nil, AttributeChanges(uid: 1234, gid: 5678), .root)
             #expect(after.mode & 0o7777 == 0o2745, "mode \(String(after.mode & 0o7777, radix: 8))")
@@ -130,7 +130,7 @@ struct NFSTimeTests {
     /// The owner in the file's group only through a supplementary group (FUSE does not send
     /// those; the kernel checked them) keeps S_ISGID without group execute on chown, as a
     /// chown to itself or a chgrp to its primary group.
-    @Test(arguments: [3, 4]) func theOwnerInTheFilesSupplementaryGroupKeepsMandatoryLockingSetgidOnChown(version: Int) throws {
+    @Test(arguments: NFSTestVersion.allCases) func theOwnerInTheFilesSupplementaryGroupKeepsMandatoryLockingSetgidOnChown(version: NFSTestVersion) throws {
         try NFSTimeTests.withFile("chown-sgid-supplementary", version: version, mode: 0o2745, group: 5555) { driver, file, path in
             let owner = Credentials(uid: 4321, gid: 4321, pid: 1)
             let after = try driver.setattr(file, nil, AttributeChanges(uid: 4321), owner)

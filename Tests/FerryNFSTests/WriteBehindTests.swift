@@ -16,7 +16,7 @@ struct WriteBehindTests {
     /// Not the owner of root's 0644 files: the server refuses its WRITEs.
     let stranger = Credentials(uid: 4321, gid: 4321, pid: 0)
 
-    @Test(arguments: [3, 4]) func aFailedWriteBehindIsReturnedByFsyncAndByTheNextWrite(version: Int) throws {
+    @Test(arguments: NFSTestVersion.allCases) func aFailedWriteBehindIsReturnedByFsyncAndByTheNextWrite(version: NFSTestVersion) throws {
         let server = try NFSTestServer.shared()
         try server.shared {
             let export = try server.makeExport("behind-error-v\(version)")
@@ -42,7 +42,7 @@ struct WriteBehindTests {
         }
     }
 
-    @Test(arguments: [3, 4]) func readGetattrAndLookupSeeWhatWasWrittenBehind(version: Int) throws {
+    @Test(arguments: NFSTestVersion.allCases) func readGetattrAndLookupSeeWhatWasWrittenBehind(version: NFSTestVersion) throws {
         let server = try NFSTestServer.shared()
         try server.shared {
             let export = try server.makeExport("behind-read-v\(version)")
@@ -75,7 +75,7 @@ struct WriteBehindTests {
 
     /// The server restarts while WRITEs answered behind are outstanding or answered under
     /// the old verifier: FSYNC still puts every byte on the server.
-    @Test(arguments: [3, 4]) func aRestartBetweenWritesBehindAndFsyncLosesNothing(version: Int) throws {
+    @Test(arguments: NFSTestVersion.allCases) func aRestartBetweenWritesBehindAndFsyncLosesNothing(version: NFSTestVersion) throws {
         let server = try NFSTestServer.shared()
         try server.exclusive {
             let export = try server.makeExport("behind-restart-v\(version)")
@@ -89,7 +89,7 @@ struct WriteBehindTests {
         }
     }
 
-    @Test(arguments: [3, 4]) func unansweredWritesStayWithinTheirBound(version: Int) throws {
+    @Test(arguments: NFSTestVersion.allCases) func unansweredWritesStayWithinTheirBound(version: NFSTestVersion) throws {
         let server = try NFSTestServer.shared()
         try server.shared {
             let export = try server.makeExport("behind-bound-v\(version)")

@@ -16,8 +16,8 @@ struct NFSGuestTests {
 
     /// Every check passes in a 6.12 guest (2 vCPUs, 4 queues), except those NFS cannot express, which must fail the
     /// way docs/backends/nfs.md says.
-    @Test(.timeLimit(.minutes(15)), arguments: [3, 4])
-    func theConformanceChecksPassInAGuestOnAnNFSExport(version: Int) throws {
+    @Test(.timeLimit(.minutes(15)), arguments: [NFSTestVersion.v3, .v4_1, .v4_2])
+    func theConformanceChecksPassInAGuestOnAnNFSExport(version: NFSTestVersion) throws {
         let server = try NFSTestServer.shared()
         try server.shared {
             let export = try server.makeExport("guest-conformance-v\(version)")
@@ -37,8 +37,8 @@ struct NFSGuestTests {
     /// The guest writes and fsyncs one file, and writes a second one without fsync; the
     /// server restarts (a new write verifier); the guest then fsyncs the second file and
     /// reads both back from the server: every byte is there.
-    @Test(.timeLimit(.minutes(10)), arguments: [3, 4])
-    func fsyncedDataSurvivesAServerRestart(version: Int) throws {
+    @Test(.timeLimit(.minutes(10)), arguments: [NFSTestVersion.v3, .v4_0, .v4_1])
+    func fsyncedDataSurvivesAServerRestart(version: NFSTestVersion) throws {
         let server = try NFSTestServer.shared()
         try server.exclusive {
             let export = try server.makeExport("guest-restart-v\(version)")
@@ -70,7 +70,7 @@ struct NFSGuestTests {
     /// The server stops: the guest's next request fails with EIO once the export's timeout
     /// (3 s here) has passed, Ferry keeps running, and it serves again once the server is back.
     @Test(.timeLimit(.minutes(10)), arguments: [3, 4])
-    func aStoppedServerGivesEIOAndFerryServesAgainWhenItReturns(version: Int) throws {
+    func aStoppedServerGivesEIOAndFerryServesAgainWhenItReturns(version: NFSTestVersion) throws {
         let server = try NFSTestServer.shared()
         try server.exclusive {
             let export = try server.makeExport("guest-outage-v\(version)")

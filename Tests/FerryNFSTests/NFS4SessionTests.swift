@@ -1,0 +1,104 @@
+import FerryCore
+import FerryNFS
+import FerryTestSupport
+import Foundation
+import Logging
+import Synchronization
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// NFSv4 client state against a real nfs-ganesha: the v4.0 lease kept while idle, and a
+/// v4.1 session lost to a server restart made again without losing an fsynced byte.
+@Suite("NFSv4 client state against nfs-ganesha", .serialized,
+       .requires(.root, .ganesha))
+struct NFS4SessionTests {
+    let root = Credentials.root
+
+    /// Restarts the shared server with a lease of `seconds` (FERRY_GANESHA_LEASE), runs
+    /// `body`, and restarts it with the usual lease.
+    static func withLease<R>(_ seconds: Int, _ server: NFSTestServer, _ body: () throws -> R) throws -> R {
+        setenv("FERRY_GANESHA_LEASE", String(seconds), 1)
+        defer {
+            unsetenv("FERRY_GANESHA_LEASE")
+            try? server.start()
+        }
+        try server.start()
+        return try body()
+    }
+
+    /// A v4.0 export idle for three leases keeps its client id: the RENEWs went out, so
+    /// the next OPEN needs no new SETCLIENTID (an expired lease would have cost one, and
+    /// once an EIO: NFS4ERR_EXPIRED/STALE_CLIENTID).
+    @Test(.timeLimit(.minutes(3))) func aV40ExportIdlePastItsLeaseKeepsItsClientID() throws {
+        let server = try NFSTestServer.shared()
+        try server.exclusive {
+            try Self.withLease(3, server) {
+                let export = try server.makeExport("lease-v4.0")
+                let driver = try NFSDriverTests.driver(export, version: .v4_0, timeout: 10)
+                defer { driver.destroy() }
+                let rootEntry = try driver.root()
+                let (_, first) = try withName("before") { try driver.create(rootEntry.inode, $0, mode: 0o644, flags: O_RDWR, root) }
+                driver.release(first.file, flags: 0, root)
+                #expect(driver.nfs4StatesMade == 1)
+                sleep(10)
+                let (_, second) = try withName("after") { try driver.create(rootEntry.inode, $0, mode: 0o644, flags: O_RDWR, root) }
+                driver.release(second.file, flags: 0, root)
+                #expect(driver.nfs4StatesMade == 1, "the client id was lost while the export was open: the lease was not renewed")
+                #expect(FileManager.default.fileExists(atPath: export + "/after"))
+            }
+        }
+    }
+
+    /// WRITE then FSYNC in a loop on v4.1 while the server restarts under it: the session is
+    /// lost (BADSESSION, then STALE_CLIENTID), made again, and every byte an FSYNC
+    /// acknowledged is on the server's disk afterwards.
+    @Test(.timeLimit(.minutes(4)), arguments: [NFSTestVersion.v4_1, .v4_2])
+    func fsyncedWritesSurviveAServerRestartMidStream(version: NFSTestVersion) throws {
+        let server = try NFSTestServer.shared()
+        try server.exclusive {
+            let export = try server.makeExport("restart-fsync-v\(version)")
+            let driver = try NFSDriverTests.driver(export, version: version, timeout: 60)
+            defer { driver.destroy() }
+            let rootEntry = try driver.root()
+            let (_, opened) = try withName("f") { try driver.create(rootEntry.inode, $0, mode: 0o644, flags: O_RDWR, root) }
+            let chunk = 256 << 10, chunks = 48
+            @Sendable func data(_ i: Int) -> [UInt8] { (0..<chunk).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ i &* 7 &+ 1) } }
+            let fsynced = Atomic<Int>(0)
+            let failure = Mutex<String?>(nil)
+            let writer = Thread {
+                for i in 0..<chunks {
+                    do {
+                        let bytes = data(i)
+                        let n = try withVectors(bytes) { try driver.write(opened.file, offset: UInt64(i * chunk), from: $0, killSuidGid: false, root) }
+                        guard n == chunk else { failure.withLock { $0 = "short write \(n) at chunk \(i)" }; return }
+                        try driver.fsync(opened.file, dataOnly: false, root)
+                        fsynced.store(i + 1, ordering: .sequentiallyConsistent)
+                        usleep(50_000)
+                    } catch {
+                        failure.withLock { $0 = "chunk \(i): \(error)" }
+                        return
+                    }
+                }
+            }
+            writer.start()
+            while fsynced.load(ordering: .sequentiallyConsistent) < 4 { usleep(10_000) }
+            try server.stop()
+            try server.start()
+            while !writer.isFinished { usleep(50_000) }
+            #expect(failure.withLock { $0 } == nil)
+            driver.release(opened.file, flags: 0, root)
+            let done = fsynced.load(ordering: .sequentiallyConsistent)
+            #expect(done == chunks)
+            let onDisk = [UInt8](FileManager.default.contents(atPath: export + "/f") ?? Data())
+            for i in 0..<done {
+                let start = i * chunk
+                let matches = onDisk.count >= start + chunk && Array(onDisk[start..<start + chunk]) == data(i)
+                #expect(matches, "chunk \(i), acknowledged by FSYNC, is not on the server")
+                if !matches { break }
+            }
+            #expect(driver.nfs4StatesMade >= 2, "the server restarted, yet no new session was made")
+        }
+    }
+}
