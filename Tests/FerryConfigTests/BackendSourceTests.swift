@@ -26,11 +26,11 @@ import Testing
         let (_, tableProblems) = try fromTable("server = \"files\"\npath = \"/x\"\nversion = 5\nconnections = 100\nbogus = 1")
         let (_, urlProblems) = fromURL("nfs://files/x?version=5&connections=100&bogus=1")
         #expect(tableProblems == [
-            "version must be 3 or 4, found 5", "connections must be between 1 and 64, found 100",
+            "version must be 3, 4, 4.0, 4.1 or 4.2, found 5", "connections must be between 1 and 64, found 100",
             "unknown key \"bogus\" in [export.backend]",
         ])
         #expect(urlProblems == [
-            "version must be 3 or 4, found 5", "connections must be between 1 and 64, found 100",
+            "version must be 3, 4, 4.0, 4.1 or 4.2, found 5", "connections must be between 1 and 64, found 100",
             "unknown key \"bogus\" in the URL",
         ])
         // Where: the URL as the file, line 1, the column of the value (of the key, for an unknown one).
@@ -38,7 +38,7 @@ import Testing
         do {
             _ = try NFSSource(parsing: "nfs://files/x?version=5")
         } catch {
-            #expect(error.description == "nfs://files/x?version=5:1:23: version must be 3 or 4, found 5")
+            #expect(error.description == "nfs://files/x?version=5:1:23: version must be 3, 4, 4.0, 4.1 or 4.2, found 5")
         }
     }
 }

@@ -273,7 +273,7 @@ let sampleDirectory: String = {
         #expect(s.problems() == [
             "\(s.path)/tenants/a.toml:10:10: server: malformed host name (empty label)",
             "\(s.path)/tenants/a.toml:11:8: nfs path must be absolute (the export's path on the server)",
-            "\(s.path)/tenants/a.toml:12:11: version must be 3 or 4, found 5",
+            "\(s.path)/tenants/a.toml:12:11: version must be 3, 4, 4.0, 4.1 or 4.2, found 5",
         ])
     }
 
