@@ -71,6 +71,8 @@ public struct NFSOptions: Sendable {
 /// server does. Exports never share connections, so one server's outage stalls only
 /// the exports on it.
 final class NFSClient: Sendable {
+    /// Clients made in this process, so each has its own NFSv4 client owner.
+    static let instances = Atomic<UInt64>(0)
     let options: NFSOptions
     let logger: Logger
     let connections: [NFSConnection]
@@ -96,8 +98,13 @@ final class NFSClient: Sendable {
                 }
             }
         }
+        // One client owner per instance: two exports (or two opens of one export) in one
+        // daemon are two clients to the server, whose locks conflict as any two clients' do.
+        // The same owner would make the server take the second for the first one rebooted,
+        // and drop the first's locks.
+        let instance = NFSClient.instances.wrappingAdd(1, ordering: .relaxed).oldValue
         v4 = options.version.minor.map { minor in
-            NFS4Session(minor: minor, ownerID: Array("ferry-\(hostName())-\(getpid())-\(options.server):\(options.path)".utf8))
+            NFS4Session(minor: minor, ownerID: Array("ferry-\(hostName())-\(getpid())-\(instance)-\(options.server):\(options.path)".utf8))
         }
     }
 

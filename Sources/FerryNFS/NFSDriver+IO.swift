@@ -85,6 +85,7 @@ extension NFSDriver {
             logger.warning("NFS WRITE or COMMIT failed, reported at release: \(error)")
         }
         unregister(file)
+        releaseLocks(file, caller)
     }
 
     /// The session ended (the guest's DESTROY, or the kernel's connection closed): its open
@@ -100,6 +101,7 @@ extension NFSDriver {
                 logger.warning("NFS WRITE or COMMIT failed, reported as the session ended: \(error)")
             }
             unregister(file, removingHiddenNames: !leaving)
+            releaseLocks(file, file.opener)
         }
     }
 
