@@ -84,8 +84,8 @@ extension NFSDriver {
         do throws(Errno) { try sync(file, caller) } catch {
             logger.warning("NFS WRITE or COMMIT failed, reported at release: \(error)")
         }
-        unregister(file)
         releaseLocks(file, caller)
+        unregister(file)
     }
 
     /// The session ended (the guest's DESTROY, or the kernel's connection closed): its open
@@ -100,8 +100,8 @@ extension NFSDriver {
             do throws(Errno) { try sync(file, file.opener) } catch {
                 logger.warning("NFS WRITE or COMMIT failed, reported as the session ended: \(error)")
             }
-            unregister(file, removingHiddenNames: !leaving)
             releaseLocks(file, file.opener)
+            unregister(file, removingHiddenNames: !leaving)
         }
     }
 

@@ -25,6 +25,14 @@ final class NFS4FileLocks: Sendable {
         var retired = false
     }
     let state = Mutex<State>(State())
+
+    /// What a LOCK or LOCKU came to.
+    enum Outcome { case done(NFS4StateID), denied, lost }
+
+    /// Statuses that say the server no longer has the stateids sent (a restart, a lease
+    /// that expired, an administrator): STALE_STATEID, OLD_STATEID, BAD_STATEID,
+    /// ADMIN_REVOKED, EXPIRED.
+    static func losesState(_ status: UInt32) -> Bool { [10023, 10024, 10025, 10047, 10011].contains(status) }
 }
 
 /// NFSv4.1 and 4.2 record locks, kept by the server where every client sees them: GETLK is
@@ -103,7 +111,11 @@ extension NFSDriver {
         if lock.type == F_UNLCK {
             try withFileLocks(handle) { (s: inout NFS4FileLocks.State) throws(Errno) in
                 guard let stateid = s.owners[key] else { return }   // holds nothing here
-                s.owners[key] = try unlock(handle, stateid, offset: offset, length: length, caller)
+                switch try unlock(handle, stateid, offset: offset, length: length, caller) {
+                case .done(let next): s.owners[key] = next
+                case .denied: throw .io
+                case .lost: forgetState(&s, handle)   // the lock is gone already
+                }
             }
             return
         }
@@ -121,13 +133,30 @@ extension NFSDriver {
                 var l = locker
                 if case .new(let open, _, let owner) = l { l = .new(open: open, clientID: info.clientID, owner: owner) }
                 c.lock(type: type, offset: offset, length: length, locker: l)
-            }, decode: { r throws(NFS4Error) in try r.putfh(); return try r.lock() })
+            }, decode: { r throws(NFS4Error) -> NFS4FileLocks.Outcome in
+                try r.putfh()
+                do throws(NFS4Error) {
+                    switch try r.lock() {
+                    case .success(let stateid): return .done(stateid)
+                    case .failure: return .denied
+                    }
+                } catch {
+                    if case .status(let st) = error, NFS4FileLocks.losesState(st) { return .lost }
+                    throw error
+                }
+            })
             switch result {
-            case .success(let stateid):
+            case .done(let stateid):
                 s.owners[key] = stateid
                 if flock { s.flockFiles[key] = ObjectIdentifier(file) }
-            case .failure:
+            case .denied:
                 throw .again
+            case .lost:
+                // The server lost this file's locks (restarted, or the lease ran out): the
+                // process is told (ENOLCK) rather than granted a lock on top of ones it no
+                // longer has; its next request starts afresh.
+                forgetState(&s, handle)
+                throw Errno(ENOLCK)
             }
         }
     }
@@ -154,11 +183,26 @@ extension NFSDriver {
 
     /// LOCKU of a range of one owner: its lock stateid afterwards.
     private func unlock(_ handle: FileHandle, _ stateid: NFS4StateID, offset: UInt64, length: UInt64,
-                        _ caller: Credentials) throws(Errno) -> NFS4StateID {
+                        _ caller: Credentials) throws(Errno) -> NFS4FileLocks.Outcome {
         let current = NFS4StateID(seqid: 0, other: stateid.other)
         return try client.compound(caller, { c, _ in
             c.putfh(handle); c.locku(type: 2, current, offset: offset, length: length)
-        }, decode: { r throws(NFS4Error) in try r.putfh(); return try r.locku() })
+        }, decode: { r throws(NFS4Error) -> NFS4FileLocks.Outcome in
+            try r.putfh()
+            do throws(NFS4Error) { return .done(try r.locku()) } catch {
+                if case .status(let st) = error, NFS4FileLocks.losesState(st) { return .lost }
+                throw error
+            }
+        })
+    }
+
+    /// The server no longer has the file's open and lock state: forget every stateid of it.
+    private func forgetState(_ s: inout NFS4FileLocks.State, _ handle: FileHandle) {
+        logger.warning("NFSv4 server \(client.options.server) lost the lock state of a file (restart or lease expiry): its locks are gone")
+        s.owners.removeAll()
+        s.flockFiles.removeAll()
+        s.open = nil
+        s.access = 0
     }
 
     /// Drops every lock of `owner` on the file and its lock stateid (LOCKU, FREE_STATEID).
@@ -183,16 +227,19 @@ extension NFSDriver {
         entry.state.withLock { s in dropOwner(handle, .init(id: owner, flock: false), &s, caller) }
     }
 
-    /// RELEASE (or the session's end) of `file`: its flock locks go; after the file's last
-    /// open, every lock owner's state and the open state go too (CLOSE).
+    /// RELEASE (or the session's end) of `file`, before its open is taken back: its flock
+    /// locks go; when it is the file's last open, every lock owner's state and the open
+    /// state go too (CLOSE), before a hidden name's REMOVE can make the handle stale.
     func releaseLocks(_ file: NFSFile, _ caller: Credentials) {
         let handle = file.inode.handle
         guard supportsRecordLocks, let entry = fileLocks.withLock({ $0[handle] }) else { return }
         entry.state.withLock { s in
             let id = ObjectIdentifier(file)
             for (owner, opener) in s.flockFiles where opener == id { dropOwner(handle, owner, &s, caller) }
-            let stillOpen = openFiles.withLock { $0.byHandle[handle] != nil }
-            if stillOpen { return }
+            let last = openFiles.withLock { open in
+                open.files[ObjectIdentifier(file)] != nil && (open.byHandle[handle]?.count ?? 0) <= 1
+            }
+            if !last { return }
             for owner in Array(s.owners.keys) { dropOwner(handle, owner, &s, caller) }
             if let open = s.open {
                 let current = NFS4StateID(seqid: 0, other: open.other)

@@ -130,3 +130,36 @@ struct NFSLockTests {
         }
     }
 }
+
+/// Lock state the server lost (it restarted): the owner hears ENOLCK once instead of
+/// locking on top of locks it no longer has, and its next lock starts afresh.
+@Suite("NFS record locks after a server restart", .serialized, .requires(.root, .ganesha))
+struct NFSLockRestartTests {
+    let root = Credentials.root
+
+    @Test(.timeLimit(.minutes(3))) func locksLostToAServerRestartAreReportedThenTakenAfresh() throws {
+        let server = try NFSTestServer.shared()
+        try server.exclusive {
+            let export = try server.makeExport("locks-restart")
+            let a = try NFSDriverTests.driver(export, version: .v4_1, timeout: 60)
+            defer { a.destroy() }
+            let b = try NFSDriverTests.driver(export, version: .v4_1, timeout: 60)
+            defer { b.destroy() }
+            let (_, fa) = try withName("f") { try a.create(try a.root().inode, $0, mode: 0o644, flags: O_RDWR, root) }
+            let entry = try withName("f") { try b.lookup(try b.root().inode, $0, root) }
+            let fb = try b.open(entry.inode, flags: O_RDWR, killSuidGid: false, root)
+            try a.setlk(fa.file, owner: 1, RecordLock(start: 0, end: 9, type: F_WRLCK, pid: 1), flock: false, root)
+            try server.stop()
+            try server.start()
+            // The server forgot the lock: another client takes the range meanwhile.
+            try b.setlk(fb.file, owner: 2, RecordLock(start: 0, end: 0, type: F_WRLCK, pid: 2), flock: false, root)
+            #expect(throws: Errno(ENOLCK)) {
+                try a.setlk(fa.file, owner: 1, RecordLock(start: 20, end: 29, type: F_WRLCK, pid: 1), flock: false, root)
+            }
+            try a.setlk(fa.file, owner: 1, RecordLock(start: 20, end: 29, type: F_WRLCK, pid: 1), flock: false, root)
+            #expect(try b.getlk(fb.file, owner: 2, RecordLock(start: 0, end: RecordLock.toEndOfFile, type: F_WRLCK, pid: 2), root).start == 20)
+            b.release(fb.file, flags: 0, root)
+            a.release(fa.file, flags: 0, root)
+        }
+    }
+}
