@@ -173,11 +173,22 @@ extension NFSDriver {
         let accessMode = file.flags & O_ACCMODE
         let wanted = s.access | wanting | (accessMode == O_RDWR ? 3 : accessMode == O_WRONLY ? 2 : 1)
         let handle = file.inode.handle, openOwner = s.openOwner
-        let (stateid, _) = try client.compound(caller, { c, info in
-            c.putfh(handle); c.openByHandle(access: wanted, clientID: info.clientID, owner: openOwner)
-        }, decode: { r throws(NFS4Error) in try r.putfh(); return try r.open() })
+        func open(_ access: UInt32) throws(Errno) -> NFS4StateID {
+            try client.compound(caller, { c, info in
+                c.putfh(handle); c.openByHandle(access: access, clientID: info.clientID, owner: openOwner)
+            }, decode: { r throws(NFS4Error) in try r.putfh(); return try r.open().0 })
+        }
+        let stateid: NFS4StateID
+        do throws(Errno) {
+            stateid = try open(wanted)
+            s.access = wanted
+        } catch .accessDenied where wanted != wanting {
+            // The caller may not open the file both ways: the access this lock needs alone
+            // (a second OPEN of the same open owner adds to what the state already has).
+            stateid = try open(wanting)
+            s.access |= wanting
+        }
         s.open = stateid
-        s.access = wanted
         return NFS4StateID(seqid: 0, other: stateid.other)
     }
 
