@@ -98,13 +98,16 @@ final class NFSClient: Sendable {
                 }
             }
         }
-        // One client owner per instance: two exports (or two opens of one export) in one
-        // daemon are two clients to the server, whose locks conflict as any two clients' do.
-        // The same owner would make the server take the second for the first one rebooted,
-        // and drop the first's locks.
+        // One client owner per instance: two exports (or two opens of one export) are two
+        // clients to the server, whose locks conflict as any two clients' do. A shared owner
+        // makes the server take the second for the first one rebooted and drop the first's
+        // state, back and forth. The pid alone does not tell daemons apart: a sandboxed
+        // daemon serves from a PID namespace of its own, where every daemon has the same
+        // pid; hence a random part. (A daemon that crashed leaves its locks to the lease.)
         let instance = NFSClient.instances.wrappingAdd(1, ordering: .relaxed).oldValue
+        let nonce = String(UInt64.random(in: 0...UInt64.max), radix: 16)
         v4 = options.version.minor.map { minor in
-            NFS4Session(minor: minor, ownerID: Array("ferry-\(hostName())-\(getpid())-\(instance)-\(options.server):\(options.path)".utf8))
+            NFS4Session(minor: minor, ownerID: Array("ferry-\(hostName())-\(getpid())-\(instance)-\(nonce)-\(options.server):\(options.path)".utf8))
         }
     }
 
