@@ -12,7 +12,8 @@ public enum NFS4Minor: UInt32, Sendable { case v0 = 0, v1 = 1, v2 = 2 }
 /// EXCHANGE_ID and a session (CREATE_SESSION) whose slots every COMPOUND takes one of
 /// (SEQUENCE first); a lost session or client id (server restart, lease expired) is made
 /// again and the call sent again. READ, WRITE and SETATTR use the anonymous stateid and
-/// each OPEN is closed at once, so no open state needs recovering.
+/// each OPEN is closed at once, so no open state needs recovering; only record locks
+/// (v4.1+, NFSDriver+Locks.swift) keep state, which a lost session loses.
 final class NFS4Session: Sendable {
     let minor: NFS4Minor
     /// The boot verifier of this client: a new one tells the server earlier state is gone.

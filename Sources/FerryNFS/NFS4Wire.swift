@@ -12,7 +12,7 @@ enum NFS4Op {
     static let remove: UInt32 = 28, rename: UInt32 = 29, renew: UInt32 = 30, restorefh: UInt32 = 31, savefh: UInt32 = 32
     static let setattr: UInt32 = 34, setclientid: UInt32 = 35, setclientidConfirm: UInt32 = 36, write: UInt32 = 38
     static let exchangeID: UInt32 = 42, createSession: UInt32 = 43, destroySession: UInt32 = 44
-    static let sequence: UInt32 = 53, destroyClientID: UInt32 = 57, reclaimComplete: UInt32 = 58
+    static let freeStateID: UInt32 = 45, sequence: UInt32 = 53, destroyClientID: UInt32 = 57, reclaimComplete: UInt32 = 58
     static let allocate: UInt32 = 59, copy: UInt32 = 60, deallocate: UInt32 = 62, seek: UInt32 = 69
     static let getxattr: UInt32 = 72, setxattr: UInt32 = 73, listxattrs: UInt32 = 74, removexattr: UInt32 = 75
 }
@@ -20,6 +20,7 @@ enum NFS4Op {
 /// NFSv4 statuses the client acts on itself (the rest become errnos: `Errno(nfs4:)`).
 enum NFS4Status {
     static let ok: UInt32 = 0, notsupp: UInt32 = 10004, delay: UInt32 = 10008, expired: UInt32 = 10011
+    static let denied: UInt32 = 10010, openMode: UInt32 = 10038
     static let grace: UInt32 = 10013, minorVersionMismatch: UInt32 = 10021, staleClientID: UInt32 = 10022
     static let badXDR: UInt32 = 10036, opIllegal: UInt32 = 10044, badSession: UInt32 = 10052, badSlot: UInt32 = 10053
     static let connNotBound: UInt32 = 10055, seqMisordered: UInt32 = 10063, retryUncachedRep: UInt32 = 10068
@@ -52,6 +53,19 @@ struct NFS4StateID: Equatable {
     var seqid: UInt32 = 0
     var other: [UInt8] = [UInt8](repeating: 0, count: 12)
     static let anonymous = NFS4StateID()
+}
+
+/// Who a LOCK is for: a lock owner's first lock on a file comes with the file's open
+/// stateid and the owner's name; later ones with the lock stateid the first one got.
+enum NFS4Locker {
+    case new(open: NFS4StateID, clientID: UInt64, owner: [UInt8])
+    case existing(NFS4StateID)
+}
+
+/// A lock that conflicts (LOCK4denied): its range (`length` UInt64.max: to end of file) and
+/// type (READ_LT 1, WRITE_LT 2, or their blocking kinds 3, 4).
+struct NFS4LockDenied: Equatable, Error {
+    var offset: UInt64, length: UInt64, type: UInt32
 }
 
 /// An NFSv4.1 session id.
@@ -142,6 +156,34 @@ struct NFS4Request {
         fattr(attributes)
         w.u32(0); w.opaque(name)             // CLAIM_NULL
     }
+    /// OPEN of the current file by its handle (CLAIM_FH, v4.1+), no create: the open state
+    /// a file's locks hang from. `access`: OPEN4_SHARE_ACCESS_READ 1, WRITE 2, BOTH 3.
+    mutating func openByHandle(access: UInt32, clientID: UInt64, owner: [UInt8]) {
+        op(NFS4Op.open); w.u32(0); w.u32(access); w.u32(0)
+        w.u64(clientID); w.opaque(owner)
+        w.u32(0)                             // OPEN4_NOCREATE
+        w.u32(4)                             // CLAIM_FH
+    }
+    /// LOCK of a range (`length` UInt64.max: to end of file); `type` READ_LT 1 or WRITE_LT 2,
+    /// never the blocking kinds (the core retries a waiting lock). A lock owner's first lock
+    /// on the file names its open stateid (open_to_lock_owner4), later ones the lock stateid.
+    /// Seqids are 0: v4.1 sessions replace them.
+    mutating func lock(type: UInt32, offset: UInt64, length: UInt64, locker: NFS4Locker) {
+        op(NFS4Op.lock); w.u32(type); w.bool(false); w.u64(offset); w.u64(length)
+        switch locker {
+        case .new(let open, let clientID, let owner):
+            w.bool(true); w.u32(0); stateid(open); w.u32(0); w.u64(clientID); w.opaque(owner)
+        case .existing(let s):
+            w.bool(false); stateid(s); w.u32(0)
+        }
+    }
+    mutating func lockt(type: UInt32, offset: UInt64, length: UInt64, clientID: UInt64, owner: [UInt8]) {
+        op(NFS4Op.lockt); w.u32(type); w.u64(offset); w.u64(length); w.u64(clientID); w.opaque(owner)
+    }
+    mutating func locku(type: UInt32, _ s: NFS4StateID, offset: UInt64, length: UInt64) {
+        op(NFS4Op.locku); w.u32(type); w.u32(0); stateid(s); w.u64(offset); w.u64(length)
+    }
+    mutating func freeStateID(_ s: NFS4StateID) { op(NFS4Op.freeStateID); stateid(s) }
     mutating func openConfirm(_ s: NFS4StateID, seqid: UInt32) { op(NFS4Op.openConfirm); stateid(s); w.u32(seqid) }
     mutating func close(_ s: NFS4StateID, seqid: UInt32) { op(NFS4Op.close); w.u32(seqid); stateid(s) }
     mutating func read(offset: UInt64, count: Int) { op(NFS4Op.read); stateid(.anonymous); w.u64(offset); w.u32(UInt32(count)) }
@@ -298,6 +340,38 @@ struct NFS4Reply {
         }
         return (s, flags & 2 != 0)             // OPEN4_RESULT_CONFIRM
     }
+    /// LOCK4denied: the conflicting lock's range and type (its owner is another client's
+    /// business, read past).
+    private mutating func denied() throws(NFS4Error) -> NFS4LockDenied {
+        let offset = try need(r.u64()), length = try need(r.u64()), type = try need(r.u32())
+        _ = try need(r.u64()); _ = try need(r.opaque(max: 1024))
+        return NFS4LockDenied(offset: offset, length: length, type: type)
+    }
+    /// Starts the result of operation `n` and returns its status, failed or not (LOCK and
+    /// LOCKT carry the conflicting lock with NFS4ERR_DENIED).
+    private mutating func opStatus(_ n: UInt32) throws(NFS4Error) -> UInt32 {
+        guard left > 0 else { throw status != NFS4Status.ok ? .status(status) : .garbage }
+        left -= 1
+        guard let number = r.u32(), let s = r.u32() else { throw .garbage }
+        if number != n && !(number == NFS4Status.opIllegal && s != NFS4Status.ok) { throw .garbage }
+        return s
+    }
+    /// LOCK: the lock stateid, or the lock in the way.
+    mutating func lock() throws(NFS4Error) -> Result<NFS4StateID, NFS4LockDenied> {
+        let s = try opStatus(NFS4Op.lock)
+        if s == NFS4Status.denied { return .failure(try denied()) }
+        if s != NFS4Status.ok { throw .status(s) }
+        return .success(try stateid())
+    }
+    /// LOCKT: the lock in the way, nil if none.
+    mutating func lockt() throws(NFS4Error) -> NFS4LockDenied? {
+        let s = try opStatus(NFS4Op.lockt)
+        if s == NFS4Status.denied { return try denied() }
+        if s != NFS4Status.ok { throw .status(s) }
+        return nil
+    }
+    mutating func locku() throws(NFS4Error) -> NFS4StateID { try op(NFS4Op.locku); return try stateid() }
+    mutating func freeStateID() throws(NFS4Error) { try op(NFS4Op.freeStateID) }
     mutating func openConfirm() throws(NFS4Error) -> NFS4StateID { try op(NFS4Op.openConfirm); return try stateid() }
     mutating func close() throws(NFS4Error) { try op(NFS4Op.close); _ = try stateid() }
     /// READ: the data (pointing into the reply) and eof.

@@ -71,6 +71,8 @@ public struct NFSOptions: Sendable {
 /// server does. Exports never share connections, so one server's outage stalls only
 /// the exports on it.
 final class NFSClient: Sendable {
+    /// Clients made in this process, so each has its own NFSv4 client owner.
+    static let instances = Atomic<UInt64>(0)
     let options: NFSOptions
     let logger: Logger
     let connections: [NFSConnection]
@@ -96,8 +98,16 @@ final class NFSClient: Sendable {
                 }
             }
         }
+        // One client owner per instance: two exports (or two opens of one export) are two
+        // clients to the server, whose locks conflict as any two clients' do. A shared owner
+        // makes the server take the second for the first one rebooted and drop the first's
+        // state, back and forth. The pid alone does not tell daemons apart: a sandboxed
+        // daemon serves from a PID namespace of its own, where every daemon has the same
+        // pid; hence a random part. (A daemon that crashed leaves its locks to the lease.)
+        let instance = NFSClient.instances.wrappingAdd(1, ordering: .relaxed).oldValue
+        let nonce = String(UInt64.random(in: 0...UInt64.max), radix: 16)
         v4 = options.version.minor.map { minor in
-            NFS4Session(minor: minor, ownerID: Array("ferry-\(hostName())-\(getpid())-\(options.server):\(options.path)".utf8))
+            NFS4Session(minor: minor, ownerID: Array("ferry-\(hostName())-\(getpid())-\(instance)-\(nonce)-\(options.server):\(options.path)".utf8))
         }
     }
 

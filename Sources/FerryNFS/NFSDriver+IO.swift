@@ -84,6 +84,7 @@ extension NFSDriver {
         do throws(Errno) { try sync(file, caller) } catch {
             logger.warning("NFS WRITE or COMMIT failed, reported at release: \(error)")
         }
+        releaseLocks(file, caller)
         unregister(file)
     }
 
@@ -99,6 +100,7 @@ extension NFSDriver {
             do throws(Errno) { try sync(file, file.opener) } catch {
                 logger.warning("NFS WRITE or COMMIT failed, reported as the session ended: \(error)")
             }
+            releaseLocks(file, file.opener)
             unregister(file, removingHiddenNames: !leaving)
         }
     }

@@ -11,7 +11,9 @@ import FerryCore
 /// own last release.
 ///
 /// NFSv4 needs no open state moved: this driver's READ and WRITE use the anonymous stateid
-/// and the OPEN a create makes is closed at once, so no stateid outlives a request.
+/// and the OPEN a create makes is closed at once, so no stateid outlives a request. Record
+/// locks (v4.1+) are the exception and are not carried: the destination is another NFS
+/// client, and the source's locks go with its release of the files.
 extension NFSDriver {
     public var supportsMigration: Bool { true }
 

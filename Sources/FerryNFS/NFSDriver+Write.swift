@@ -210,6 +210,7 @@ extension NFSDriver {
     }
 
     public func flush(_ file: NFSFile, lockOwner: UInt64, _ caller: Credentials) throws(Errno) {
+        dropLocks(file, owner: lockOwner, caller)
         try sync(file, caller)
     }
 

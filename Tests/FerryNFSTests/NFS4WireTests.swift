@@ -85,6 +85,43 @@ import Testing
         #expect(stopped.failure == .status(10008))
     }
 
+    @Test func aLockEncodesItsOwnerOrItsLockStateAsRFC8881Says() {
+        var request = NFS4Request(XDRWriter(), minor: 1)
+        let open = NFS4StateID(seqid: 0, other: Array(1...12))
+        request.lock(type: 2, offset: 10, length: UInt64.max, locker: .new(open: open, clientID: 0x1_0000_0002, owner: Array("ab".utf8)))
+        request.lock(type: 1, offset: 0, length: 5, locker: .existing(NFS4StateID(seqid: 3, other: Array(1...12))))
+        request.locku(type: 2, NFS4StateID(seqid: 0, other: Array(1...12)), offset: 0, length: UInt64.max)
+        let other: [UInt32] = [0x0102_0304, 0x0506_0708, 0x090a_0b0c]
+        #expect(Self.words(request.finish().bytes) == [0, 1, 3,
+            // LOCK WRITE_LT, no reclaim, offset 10, to end of file; new owner: open seqid,
+            // open stateid, lock seqid, client id, owner "ab"
+            12, 2, 0, 0, 10, 0xFFFF_FFFF, 0xFFFF_FFFF, 1, 0, 0] + other + [0, 1, 2, 2, 0x6162_0000,
+            // LOCK READ_LT, offset 0, length 5; existing: lock stateid, lock seqid
+            12, 1, 0, 0, 0, 0, 5, 0, 3] + other + [0,
+            // LOCKU WRITE_LT, seqid, stateid, offset, length
+            14, 2, 0, 0] + other + [0, 0, 0xFFFF_FFFF, 0xFFFF_FFFF])
+    }
+
+    @Test func aDeniedLockOrLocktCarriesTheLockInTheWay() {
+        // LOCK4denied: offset 100, length 100, WRITE_LT, owner (client id, "x").
+        let denied: [UInt32] = [0, 100, 0, 100, 2, 0, 7, 1, 0x7800_0000]
+        let lock = Self.decode(Self.reply(status: 10010, [[22, 0], [12, 10010] + denied])) { r throws(NFS4Error) in
+            try r.putfh(); return try r.lock()
+        }
+        #expect(lock.success == .failure(NFS4LockDenied(offset: 100, length: 100, type: 2)))
+        let test = Self.decode(Self.reply(status: 10010, [[22, 0], [13, 10010] + denied])) { r throws(NFS4Error) in
+            try r.putfh(); return try r.lockt()
+        }
+        #expect(test.success == .some(NFS4LockDenied(offset: 100, length: 100, type: 2)))
+        // A denial whose owner runs past the end of the reply is garbage, not a read past it.
+        let cut = Self.decode(Self.reply(status: 10010, [[22, 0], [13, 10010, 0, 100, 0, 100, 2, 0, 7, 1000]])) { r throws(NFS4Error) in
+            try r.putfh(); return try r.lockt()
+        }
+        #expect(cut.failure == .garbage)
+        let free = Self.decode(Self.reply([[22, 0], [13, 0]])) { r throws(NFS4Error) in try r.putfh(); return try r.lockt() }
+        #expect(free.success == .some(nil))
+    }
+
     @Test func anUnknownDelegationTypeInOpenIsGarbage() {
         let stateid: [UInt32] = [1, 2, 3, 4], cinfo: [UInt32] = [1, 0, 1, 0, 2]
         let result = Self.decode(Self.reply([[18, 0] + stateid + cinfo + [0, 0, 9]])) { r throws(NFS4Error) in _ = try r.open() }
@@ -237,4 +274,5 @@ import Testing
 
 extension Result {
     var failure: Failure? { if case .failure(let e) = self { return e } else { return nil } }
+    var success: Success? { if case .success(let v) = self { return v } else { return nil } }
 }

@@ -64,15 +64,33 @@ struct LockGuestTests {
 
     @Test(.timeLimit(.minutes(15)))
     func twoGuestsOnTwoDaemonsSeeAndWaitForEachOthersLocks() throws {
-        let image = try Self.image.get()
         let export = try makeTemporaryDirectory("ferry-guest-locks")
         defer { try? FileManager.default.removeItem(atPath: export) }
+        try Self.twoGuests(export: export) { try Daemon.ferry(export: export, extra: $0) }
+    }
+
+    /// The same on one NFSv4.1 export: each daemon is an NFS client of its own, and the
+    /// locks the guests meet are the NFS server's (LOCK, LOCKT, LOCKU over the wire).
+    @Test(.timeLimit(.minutes(15)), .requires(.ganesha))
+    func twoGuestsOnTwoNFSClientsOfOneExportSeeAndWaitForEachOthersLocks() throws {
+        let server = try NFSTestServer.shared()
+        try server.shared {
+            let export = try server.makeExport("guest-locks-v4.1")
+            try Self.twoGuests(export: export) { try Daemon.ferry(source: server.url(export, version: .v4_1), extra: $0) }
+        }
+    }
+
+    /// Guest A holds, guest B sees, is refused and waits, each on its own daemon from
+    /// `daemon` (given the lock options) over the files of `export`, which the host reads
+    /// and writes directly to see and release the locks.
+    static func twoGuests(export: String, daemon: ([String]) throws -> Daemon) throws {
+        let image = try Self.image.get()
         try Data(repeating: 0x61, count: 200).write(to: URL(fileURLWithPath: export + "/f"))
         try Data("g".utf8).write(to: URL(fileURLWithPath: export + "/g"))
         let options = ["-o", "posix_lock", "-o", "flock"]
-        let daemonA = try Daemon.ferry(export: export, extra: options)
+        let daemonA = try daemon(options)
         defer { daemonA.stop() }
-        let daemonB = try Daemon.ferry(export: export, extra: options)
+        let daemonB = try daemon(options)
         defer { daemonB.stop() }
 
         let guestA = Background(socket: daemonA.socket, command: Self.holderCommand, image: image)

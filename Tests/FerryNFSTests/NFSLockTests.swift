@@ -1,0 +1,165 @@
+import FerryCore
+import FerryNFS
+import FerryTestSupport
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// NFSv4.1/4.2 record locks against the real nfs-ganesha: two driver instances are two
+/// NFS clients of one export, so what one locks the other sees through the server alone.
+@Suite("NFS record locks against nfs-ganesha", .serialized,
+       .requires(.root, .ganesha))
+struct NFSLockTests {
+    let root = Credentials.root
+    static let whole = RecordLock.toEndOfFile
+
+    /// Two clients of a fresh export with the file `f` open read-write in each.
+    private func twoClients(_ name: String, _ version: NFSTestVersion,
+                            _ body: (NFSDriver, NFSFile, NFSDriver, NFSFile) throws -> Void) throws {
+        let server = try NFSTestServer.shared()
+        try server.shared {
+            let export = try server.makeExport(name)
+            let a = try NFSDriverTests.driver(export, version: version)
+            defer { a.destroy() }
+            let b = try NFSDriverTests.driver(export, version: version)
+            defer { b.destroy() }
+            let (_, fa) = try withName("f") { try a.create(try a.root().inode, $0, mode: 0o644, flags: O_RDWR, root) }
+            let entry = try withName("f") { try b.lookup(try b.root().inode, $0, root) }
+            let fb = try b.open(entry.inode, flags: O_RDWR, killSuidGid: false, root)
+            try body(a, fa.file, b, fb.file)
+            b.release(fb.file, flags: 0, root)
+            a.release(fa.file, flags: 0, root)
+        }
+    }
+
+    @Test(arguments: [NFSTestVersion.v4_1, .v4_2])
+    func aWriteLockOfOneClientIsSeenAndRefusedByAnotherUntilUnlocked(version: NFSTestVersion) throws {
+        try twoClients("locks-v\(version)", version) { a, fa, b, fb in
+            #expect(a.supportsRecordLocks && b.supportsRecordLocks)
+            try a.setlk(fa, owner: 1, RecordLock(start: 100, end: 199, type: F_WRLCK, pid: 10), flock: false, root)
+            let seen = try b.getlk(fb, owner: 2, RecordLock(start: 0, end: Self.whole, type: F_RDLCK, pid: 20), root)
+            #expect(seen == RecordLock(start: 100, end: 199, type: F_WRLCK, pid: 0))
+            // Outside the range: free.
+            let outside = try b.getlk(fb, owner: 2, RecordLock(start: 200, end: 299, type: F_WRLCK, pid: 20), root)
+            #expect(outside.type == F_UNLCK)
+            #expect(throws: Errno.again) {
+                try b.setlk(fb, owner: 2, RecordLock(start: 150, end: 150, type: F_RDLCK, pid: 20), flock: false, root)
+            }
+            // The owner does not conflict with itself.
+            #expect(try a.getlk(fa, owner: 1, RecordLock(start: 0, end: Self.whole, type: F_WRLCK, pid: 10), root).type == F_UNLCK)
+            try a.setlk(fa, owner: 1, RecordLock(start: 100, end: 199, type: F_UNLCK, pid: 10), flock: false, root)
+            #expect(try b.getlk(fb, owner: 2, RecordLock(start: 0, end: Self.whole, type: F_WRLCK, pid: 20), root).type == F_UNLCK)
+            try b.setlk(fb, owner: 2, RecordLock(start: 150, end: Self.whole, type: F_RDLCK, pid: 20), flock: false, root)
+            // A read lock lets another read lock in, and is reported to a writer, to end of file.
+            try a.setlk(fa, owner: 1, RecordLock(start: 0, end: Self.whole, type: F_RDLCK, pid: 10), flock: false, root)
+            let reader = try a.getlk(fa, owner: 1, RecordLock(start: 0, end: Self.whole, type: F_WRLCK, pid: 10), root)
+            #expect(reader == RecordLock(start: 150, end: Self.whole, type: F_RDLCK, pid: 0))
+        }
+    }
+
+    @Test(arguments: [NFSTestVersion.v4_1, .v4_2])
+    func closingTheFileDropsItsOwnersLocks(version: NFSTestVersion) throws {
+        try twoClients("locks-close-v\(version)", version) { a, fa, b, fb in
+            try a.setlk(fa, owner: 7, RecordLock(start: 0, end: Self.whole, type: F_WRLCK, pid: 10), flock: false, root)
+            #expect(a.lockOwnerCount == 1)
+            #expect(throws: Errno.again) {
+                try b.setlk(fb, owner: 8, RecordLock(start: 0, end: 0, type: F_WRLCK, pid: 20), flock: false, root)
+            }
+            // FLUSH of the owner (its process closed a descriptor): its locks go.
+            try a.flush(fa, lockOwner: 7, root)
+            #expect(a.lockOwnerCount == 0)
+            try b.setlk(fb, owner: 8, RecordLock(start: 0, end: 0, type: F_WRLCK, pid: 20), flock: false, root)
+            try b.setlk(fb, owner: 8, RecordLock(start: 0, end: 0, type: F_UNLCK, pid: 20), flock: false, root)
+            // RELEASE of the last open: every owner's locks go, and the open state.
+            try a.setlk(fa, owner: 9, RecordLock(start: 5, end: 5, type: F_WRLCK, pid: 10), flock: false, root)
+            let entry = try withName("f") { try a.lookup(try a.root().inode, $0, root) }
+            let again = try a.open(entry.inode, flags: O_RDONLY, killSuidGid: false, root)
+            a.release(again.file, flags: 0, root)
+            #expect(a.lockOwnerCount == 1, "a release while the file is still open elsewhere kept the owner's locks")
+            a.release(fa, flags: 0, root)
+            #expect(a.lockOwnerCount == 0)
+            #expect(try b.getlk(fb, owner: 8, RecordLock(start: 0, end: Self.whole, type: F_WRLCK, pid: 20), root).type == F_UNLCK)
+            // Locks again after the release reopen the open state.
+            let reopened = try a.open(entry.inode, flags: O_RDWR, killSuidGid: false, root)
+            try a.setlk(reopened.file, owner: 9, RecordLock(start: 5, end: 5, type: F_WRLCK, pid: 10), flock: false, root)
+            #expect(try b.getlk(fb, owner: 8, RecordLock(start: 0, end: Self.whole, type: F_WRLCK, pid: 20), root).start == 5)
+            a.release(reopened.file, flags: 0, root)
+            #expect(try b.getlk(fb, owner: 8, RecordLock(start: 0, end: Self.whole, type: F_WRLCK, pid: 20), root).type == F_UNLCK)
+        }
+    }
+
+    /// flock: a whole-file lock of the open file, gone with its release.
+    @Test func flockLocksTheWholeFileUntilTheOpenFileIsReleased() throws {
+        try twoClients("locks-flock", .v4_1) { a, fa, b, fb in
+            try a.setlk(fa, owner: 0xF00, RecordLock(start: 0, end: 0, type: F_WRLCK, pid: 10), flock: true, root)
+            #expect(throws: Errno.again) {
+                try b.setlk(fb, owner: 0xB00, RecordLock(start: 0, end: 0, type: F_RDLCK, pid: 20), flock: true, root)
+            }
+            let seen = try b.getlk(fb, owner: 2, RecordLock(start: 1 << 40, end: 1 << 40, type: F_RDLCK, pid: 20), root)
+            #expect(seen.type == F_WRLCK && seen.start == 0 && seen.end == Self.whole)
+            // Another open file of the same client is another flock owner: refused too.
+            let entry = try withName("f") { try a.lookup(try a.root().inode, $0, root) }
+            let second = try a.open(entry.inode, flags: O_RDWR, killSuidGid: false, root)
+            #expect(throws: Errno.again) {
+                try a.setlk(second.file, owner: 0xF01, RecordLock(start: 0, end: 0, type: F_WRLCK, pid: 10), flock: true, root)
+            }
+            a.release(fa, flags: 0, root)
+            try b.setlk(fb, owner: 0xB00, RecordLock(start: 0, end: 0, type: F_RDLCK, pid: 20), flock: true, root)
+            try b.setlk(fb, owner: 0xB00, RecordLock(start: 0, end: 0, type: F_UNLCK, pid: 20), flock: true, root)
+            a.release(second.file, flags: 0, root)
+            // `twoClients` releases `fa` once more: a release after the first finds nothing.
+        }
+    }
+
+    /// v3 and v4.0 keep locks in the client's kernel: the core agrees no lock flags.
+    @Test(arguments: [NFSTestVersion.v3, .v4_0])
+    func v3AndV40KeepLocksInTheClientsKernel(version: NFSTestVersion) throws {
+        let server = try NFSTestServer.shared()
+        try server.shared {
+            let export = try server.makeExport("locks-local-v\(version)")
+            let driver = try NFSDriverTests.driver(export, version: version)
+            defer { driver.destroy() }
+            #expect(!driver.supportsRecordLocks)
+            let (_, opened) = try withName("f") { try driver.create(try driver.root().inode, $0, mode: 0o644, flags: O_RDWR, root) }
+            #expect(throws: Errno.notImplemented) {
+                try driver.setlk(opened.file, owner: 1, RecordLock(start: 0, end: 0, type: F_WRLCK, pid: 1), flock: false, root)
+            }
+            driver.release(opened.file, flags: 0, root)
+        }
+    }
+}
+
+/// Lock state the server lost (it restarted): the owner hears ENOLCK once instead of
+/// locking on top of locks it no longer has, and its next lock starts afresh.
+@Suite("NFS record locks after a server restart", .serialized, .requires(.root, .ganesha))
+struct NFSLockRestartTests {
+    let root = Credentials.root
+
+    @Test(.timeLimit(.minutes(3))) func locksLostToAServerRestartAreReportedThenTakenAfresh() throws {
+        let server = try NFSTestServer.shared()
+        try server.exclusive {
+            let export = try server.makeExport("locks-restart")
+            let a = try NFSDriverTests.driver(export, version: .v4_1, timeout: 60)
+            defer { a.destroy() }
+            let b = try NFSDriverTests.driver(export, version: .v4_1, timeout: 60)
+            defer { b.destroy() }
+            let (_, fa) = try withName("f") { try a.create(try a.root().inode, $0, mode: 0o644, flags: O_RDWR, root) }
+            let entry = try withName("f") { try b.lookup(try b.root().inode, $0, root) }
+            let fb = try b.open(entry.inode, flags: O_RDWR, killSuidGid: false, root)
+            try a.setlk(fa.file, owner: 1, RecordLock(start: 0, end: 9, type: F_WRLCK, pid: 1), flock: false, root)
+            try server.stop()
+            try server.start()
+            // The server forgot the lock: another client takes the range meanwhile.
+            try b.setlk(fb.file, owner: 2, RecordLock(start: 0, end: 0, type: F_WRLCK, pid: 2), flock: false, root)
+            #expect(throws: Errno(ENOLCK)) {
+                try a.setlk(fa.file, owner: 1, RecordLock(start: 20, end: 29, type: F_WRLCK, pid: 1), flock: false, root)
+            }
+            try a.setlk(fa.file, owner: 1, RecordLock(start: 20, end: 29, type: F_WRLCK, pid: 1), flock: false, root)
+            #expect(try b.getlk(fb.file, owner: 2, RecordLock(start: 0, end: RecordLock.toEndOfFile, type: F_WRLCK, pid: 2), root).start == 20)
+            b.release(fb.file, flags: 0, root)
+            a.release(fa.file, flags: 0, root)
+        }
+    }
+}
