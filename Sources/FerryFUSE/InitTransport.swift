@@ -25,10 +25,7 @@ public enum FUSEInitTransport {
     /// reply untouched) when it is not one: an error, or a version-retry answer.
     public static func add(_ flags: FUSEInitFlags, toReply reply: UnsafeMutableRawBufferPointer, length: Int) -> Bool {
         let body = FUSEOutHeader.size
-        guard length == body + FUSEInitOut.size, reply.count >= length,
-              UnsafeRawBufferPointer(reply).loadLE(UInt32.self, at: 4) == 0,
-              UnsafeRawBufferPointer(reply).loadLE(UInt32.self, at: body) == FUSEInitNegotiation.serverMajor
-        else { return false }
+        guard isSuccessfulReply(reply, length: length) else { return false }
         let low = UnsafeRawBufferPointer(reply).loadLE(UInt32.self, at: body + 12)
         // Bits above 31 count only with FUSE_INIT_EXT, which the core echoes when offered.
         if flags.rawValue >> 32 != 0 && low & initExtBit == 0 { return false }
@@ -40,15 +37,21 @@ public enum FUSEInitTransport {
 }
 
 extension FUSEInitTransport {
+    /// Whether `reply[0..<length]` is a successful 7.x INIT reply (not an error, not a
+    /// version-retry answer), the only kind a transport may amend.
+    static func isSuccessfulReply(_ reply: UnsafeMutableRawBufferPointer, length: Int) -> Bool {
+        let body = FUSEOutHeader.size
+        return length == body + FUSEInitOut.size && reply.count >= length
+            && UnsafeRawBufferPointer(reply).loadLE(UInt32.self, at: 4) == 0
+            && UnsafeRawBufferPointer(reply).loadLE(UInt32.self, at: body) == FUSEInitNegotiation.serverMajor
+    }
+
     /// Takes `flags` (bits 0-31 only) out of a successful 7.x INIT reply: a capability the
     /// core agreed that this transport cannot carry. False when the reply is not one.
     public static func remove(_ flags: FUSEInitFlags, fromReply reply: UnsafeMutableRawBufferPointer, length: Int) -> Bool {
         precondition(flags.rawValue >> 32 == 0, "only bits 0-31 can be removed")
         let body = FUSEOutHeader.size
-        guard length == body + FUSEInitOut.size, reply.count >= length,
-              UnsafeRawBufferPointer(reply).loadLE(UInt32.self, at: 4) == 0,
-              UnsafeRawBufferPointer(reply).loadLE(UInt32.self, at: body) == FUSEInitNegotiation.serverMajor
-        else { return false }
+        guard isSuccessfulReply(reply, length: length) else { return false }
         let low = UnsafeRawBufferPointer(reply).loadLE(UInt32.self, at: body + 12)
         reply.baseAddress!.storeLE(low & ~UInt32(flags.rawValue), at: body + 12)
         return true
