@@ -31,7 +31,9 @@ struct NFS4SessionTests {
     /// A v4.0 export idle for three leases keeps its client id: the RENEWs went out, so
     /// the next OPEN needs no new SETCLIENTID (an expired lease would have cost one, and
     /// once an EIO: NFS4ERR_EXPIRED/STALE_CLIENTID).
-    @Test(.timeLimit(.minutes(3))) func aV40ExportIdlePastItsLeaseKeepsItsClientID() throws {
+    // The limit covers the wait for the shared server: `exclusive` waits for every suite
+    // using it in parallel to finish its check.
+    @Test(.timeLimit(.minutes(10))) func aV40ExportIdlePastItsLeaseKeepsItsClientID() throws {
         let server = try NFSTestServer.shared()
         try server.exclusive {
             try Self.withLease(3, server) {
@@ -54,7 +56,9 @@ struct NFS4SessionTests {
     /// WRITE then FSYNC in a loop on v4.1 while the server restarts under it: the session is
     /// lost (BADSESSION, then STALE_CLIENTID), made again, and every byte an FSYNC
     /// acknowledged is on the server's disk afterwards.
-    @Test(.timeLimit(.minutes(4)), arguments: [NFSTestVersion.v4_1, .v4_2])
+    // The limit covers the wait for the shared server: `exclusive` waits for every suite
+    // using it in parallel to finish its check.
+    @Test(.timeLimit(.minutes(10)), arguments: [NFSTestVersion.v4_1, .v4_2])
     func fsyncedWritesSurviveAServerRestartMidStream(version: NFSTestVersion) throws {
         let server = try NFSTestServer.shared()
         try server.exclusive {
