@@ -66,6 +66,9 @@ enum NFS4Locker {
 /// type (READ_LT 1, WRITE_LT 2, or their blocking kinds 3, 4).
 struct NFS4LockDenied: Equatable, Error {
     var offset: UInt64, length: UInt64, type: UInt32
+    /// The holder: its client id and owner name (the client's own business; Ferry reads
+    /// only its own owners' names back).
+    var clientID: UInt64 = 0, owner: [UInt8] = []
 }
 
 /// An NFSv4.1 session id.
@@ -340,12 +343,11 @@ struct NFS4Reply {
         }
         return (s, flags & 2 != 0)             // OPEN4_RESULT_CONFIRM
     }
-    /// LOCK4denied: the conflicting lock's range and type (its owner is another client's
-    /// business, read past).
+    /// LOCK4denied: the conflicting lock's range, type and owner.
     private mutating func denied() throws(NFS4Error) -> NFS4LockDenied {
         let offset = try need(r.u64()), length = try need(r.u64()), type = try need(r.u32())
-        _ = try need(r.u64()); _ = try need(r.opaque(max: 1024))
-        return NFS4LockDenied(offset: offset, length: length, type: type)
+        let clientID = try need(r.u64()), owner = try need(r.opaque(max: 1024))
+        return NFS4LockDenied(offset: offset, length: length, type: type, clientID: clientID, owner: Array(owner))
     }
     /// Starts the result of operation `n` and returns its status, failed or not (LOCK and
     /// LOCKT carry the conflicting lock with NFS4ERR_DENIED).

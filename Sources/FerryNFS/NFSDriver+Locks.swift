@@ -19,6 +19,9 @@ final class NFS4FileLocks: Sendable {
         var access: UInt32 = 0
         var openOwner: [UInt8] = []
         var owners: [Owner: NFS4StateID] = [:]
+        /// The process each POSIX lock owner last locked as: GETLK names it when the holder
+        /// is one of this client's owners (the client's kernel checks it is one of its own).
+        var pids: [UInt64: UInt32] = [:]
         /// The open file each flock owner locked through: its release drops them.
         var flockFiles: [Owner: ObjectIdentifier] = [:]
         /// Closed and out of the driver's table: a request that found it before must look again.
@@ -89,16 +92,24 @@ extension NFSDriver {
         let (offset, length) = Self.wireRange(lock)
         let name = Self.ownerName(.init(id: owner, flock: false))
         let handle = file.inode.handle
+        var ourClientID: UInt64 = 0
         let found = try client.compound(caller, { c, info in
+            ourClientID = info.clientID
             c.putfh(handle); c.lockt(type: type, offset: offset, length: length, clientID: info.clientID, owner: name)
         }, decode: { r throws(NFS4Error) in try r.putfh(); return try r.lockt() })
         guard let found else { return RecordLock(start: lock.start, end: lock.end, type: F_UNLCK, pid: 0) }
         // Length 0 is no lock range in NFSv4; nfs-ganesha reports its own "to end of file" so.
         let end = found.length == UInt64.max || found.length == 0 || found.length > RecordLock.toEndOfFile - found.offset
             ? RecordLock.toEndOfFile : found.offset + found.length - 1
-        // The holder is another client, or a lock owner here whose process the server does
-        // not know: pid 0, "not one of yours" to the asking kernel.
-        return RecordLock(start: min(found.offset, end), end: end, type: found.type == 1 || found.type == 3 ? F_RDLCK : F_WRLCK, pid: 0)
+        // A holder that is a POSIX owner of this client: the pid it locked as. Another
+        // client's: pid 0, "not one of yours" to the asking kernel.
+        var pid: UInt32 = 0
+        let prefix = Array("ferry-lock-p".utf8)
+        if found.clientID == ourClientID, found.owner.starts(with: prefix),
+           let id = UInt64(String(decoding: found.owner.dropFirst(prefix.count), as: UTF8.self), radix: 16) {
+            pid = (try? withFileLocks(handle) { (s: inout NFS4FileLocks.State) throws(Errno) -> UInt32 in s.pids[id] ?? 0 }) ?? 0
+        }
+        return RecordLock(start: min(found.offset, end), end: end, type: found.type == 1 || found.type == 3 ? F_RDLCK : F_WRLCK, pid: pid)
     }
 
     public func setlk(_ file: NFSFile, owner: UInt64, _ lock: RecordLock, flock: Bool, _ caller: Credentials) throws(Errno) {
@@ -148,7 +159,7 @@ extension NFSDriver {
             switch result {
             case .done(let stateid):
                 s.owners[key] = stateid
-                if flock { s.flockFiles[key] = ObjectIdentifier(file) }
+                if flock { s.flockFiles[key] = ObjectIdentifier(file) } else if lock.pid != 0 { s.pids[owner] = lock.pid }
             case .denied:
                 throw .again
             case .lost:
@@ -211,6 +222,7 @@ extension NFSDriver {
     private func forgetState(_ s: inout NFS4FileLocks.State, _ handle: FileHandle) {
         logger.warning("NFSv4 server \(client.options.server) lost the lock state of a file (restart or lease expiry): its locks are gone")
         s.owners.removeAll()
+        s.pids.removeAll()
         s.flockFiles.removeAll()
         s.open = nil
         s.access = 0
@@ -220,6 +232,7 @@ extension NFSDriver {
     /// Best effort: what the server keeps goes with the lease.
     private func dropOwner(_ handle: FileHandle, _ owner: NFS4FileLocks.Owner, _ s: inout NFS4FileLocks.State, _ caller: Credentials) {
         guard let stateid = s.owners.removeValue(forKey: owner) else { return }
+        if !owner.flock { s.pids[owner.id] = nil }
         s.flockFiles[owner] = nil
         let current = NFS4StateID(seqid: 0, other: stateid.other)
         do throws(Errno) {
