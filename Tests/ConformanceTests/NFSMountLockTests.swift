@@ -39,9 +39,11 @@ struct NFSMountLockTests {
         try twoMounts("mount-locks") { a, b in
             let holder = try holder(a, ["hold", a.mountpoint + "/f", "w", "10", "90"])
             for m in [a, b] {
-                // The holder is elsewhere as far as the server says: pid 0.
+                // On the holder's mount, its own pid (a lock owner of that client); on the
+                // other, pid 0: the holder is another client's process.
                 let (_, seen) = try MountLockTests.run(["getlk", m.mountpoint + "/f", "w", "0", "0"])
-                #expect(seen == "getlk: F_WRLCK start=10 len=90 pid=0", "\(m === a ? "same" : "other") mount: \(seen)")
+                let pid = m === a ? holder.process.processIdentifier : 0
+                #expect(seen == "getlk: F_WRLCK start=10 len=90 pid=\(pid)", "\(m === a ? "same" : "other") mount: \(seen)")
                 let (refused, tried) = try MountLockTests.run(["setlk", m.mountpoint + "/f", "r", "50", "1"])
                 #expect(refused == 1 && tried == "setlk: Resource temporarily unavailable", "\(tried)")
                 #expect(try MountLockTests.run(["setlk", m.mountpoint + "/f", "w", "0", "10"]).0 == 0)   // outside the held range

@@ -108,11 +108,12 @@ import Testing
         let lock = Self.decode(Self.reply(status: 10010, [[22, 0], [12, 10010] + denied])) { r throws(NFS4Error) in
             try r.putfh(); return try r.lock()
         }
-        #expect(lock.success == .failure(NFS4LockDenied(offset: 100, length: 100, type: 2)))
+        let inTheWay = NFS4LockDenied(offset: 100, length: 100, type: 2, clientID: 7, owner: Array("x".utf8))
+        #expect(lock.success == .failure(inTheWay))
         let test = Self.decode(Self.reply(status: 10010, [[22, 0], [13, 10010] + denied])) { r throws(NFS4Error) in
             try r.putfh(); return try r.lockt()
         }
-        #expect(test.success == .some(NFS4LockDenied(offset: 100, length: 100, type: 2)))
+        #expect(test.success == .some(inTheWay))
         // A denial whose owner runs past the end of the reply is garbage, not a read past it.
         let cut = Self.decode(Self.reply(status: 10010, [[22, 0], [13, 10010, 0, 100, 0, 100, 2, 0, 7, 1000]])) { r throws(NFS4Error) in
             try r.putfh(); return try r.lockt()
