@@ -20,6 +20,10 @@ final class NFS4Session: Sendable {
     let verifier = UInt64(Deadline.now())
     let ownerID: [UInt8]
     let owners = Atomic<UInt64>(0)
+    /// Whether the server takes the current stateid (RFC 8881 §16.2.3.1.2) in the CLOSE that
+    /// ends a create's OPEN in the same COMPOUND; false after it refused one (then CLOSE goes
+    /// in a COMPOUND of its own, as on v4.0).
+    let closesWithCurrentStateID = Atomic<Bool>(true)
     /// Seconds of the server's lease (GETATTR lease_time at mount).
     let leaseSeconds = Atomic<UInt32>(90)
     let stopping = Atomic<Bool>(false)
@@ -135,7 +139,10 @@ extension NFSClient {
     /// Queues one COMPOUND on `connection` (whose lock the caller holds), first making the
     /// session or client id it needs, and for v4.1+ taking a slot (waiting for one, while
     /// taking in replies that free them). `decode` runs with the reply after SEQUENCE.
+    /// `direct`: the reply's data may go straight into these buffers; `locate` reads the
+    /// results after SEQUENCE up to the data and returns its length (nil: no data).
     func send4(on connection: NFSConnection, deadline: Deadline, needsClientID: Bool = false, reserving: Int = 512,
+               direct: (DirectData, locate: (inout NFS4Reply) -> Int?)? = nil,
                _ build: (inout NFS4Request, NFS4Session.Info) -> Void,
                decode: @escaping (inout NFS4Reply) -> Void) throws(ConnectionFailure) -> PendingCall {
         let session = v4!
@@ -194,6 +201,18 @@ extension NFSClient {
         }, onCancel: {
             if let slot { session.releaseSlot(slot.1, generation: slot.3, answered: nil) }
         })
+        if let (data, locate) = direct {
+            let sequenced = slot != nil
+            data.locate = { prefix in
+                var r = XDRReader(prefix)
+                guard r.u32() != nil, let results = RPCSocket.acceptedResults(&r),
+                      var reply = try? NFS4Reply(XDRReader(UnsafeRawBufferPointer(rebasing: prefix[results...]))) else { return nil }
+                if sequenced { guard (try? reply.sequence()) != nil else { return nil } }
+                guard let count = locate(&reply) else { return nil }
+                return (results + reply.r.offset, count)
+            }
+            call.direct = data
+        }
         do throws(ConnectionFailure) {
             try connection.sendOwn(version: Self.nfs4Version, procedure: Self.compoundProcedure, reserving: reserving, { w in
                 var request = NFS4Request(taking: &w, minor: minor)

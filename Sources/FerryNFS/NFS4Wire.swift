@@ -20,7 +20,7 @@ enum NFS4Op {
 /// NFSv4 statuses the client acts on itself (the rest become errnos: `Errno(nfs4:)`).
 enum NFS4Status {
     static let ok: UInt32 = 0, notsupp: UInt32 = 10004, delay: UInt32 = 10008, expired: UInt32 = 10011
-    static let denied: UInt32 = 10010, openMode: UInt32 = 10038
+    static let denied: UInt32 = 10010, openMode: UInt32 = 10038, badStateID: UInt32 = 10025
     static let grace: UInt32 = 10013, minorVersionMismatch: UInt32 = 10021, staleClientID: UInt32 = 10022
     static let badXDR: UInt32 = 10036, opIllegal: UInt32 = 10044, badSession: UInt32 = 10052, badSlot: UInt32 = 10053
     static let connNotBound: UInt32 = 10055, seqMisordered: UInt32 = 10063, retryUncachedRep: UInt32 = 10068
@@ -53,6 +53,8 @@ struct NFS4StateID: Equatable {
     var seqid: UInt32 = 0
     var other: [UInt8] = [UInt8](repeating: 0, count: 12)
     static let anonymous = NFS4StateID()
+    /// The stateid the previous operation of the same COMPOUND returned (v4.1+).
+    static let current = NFS4StateID(seqid: 1)
 }
 
 /// Who a LOCK is for: a lock owner's first lock on a file comes with the file's open
@@ -381,6 +383,13 @@ struct NFS4Reply {
         try op(NFS4Op.read)
         let eof = try need(r.bool())
         return (try need(r.opaque()), eof)
+    }
+    /// READ up to its data: eof and the data's length (for a reply whose data the socket
+    /// placed in the caller's buffers, `DirectData`).
+    mutating func readHeader() throws(NFS4Error) -> (count: Int, eof: Bool) {
+        try op(NFS4Op.read)
+        let eof = try need(r.bool())
+        return (Int(try need(r.u32())), eof)
     }
     mutating func write() throws(NFS4Error) -> (count: UInt32, committed: UInt32, verifier: UInt64) {
         try op(NFS4Op.write)

@@ -99,25 +99,40 @@ extension NFSDriver {
     }
 
     /// A regular file: OPEN with create as a fresh open-owner, OPEN_CONFIRM if the server
-    /// asks (v4.0), CLOSE. I/O then goes with the anonymous stateid.
+    /// asks (v4.0), CLOSE. I/O then goes with the anonymous stateid. On v4.1+ the CLOSE names
+    /// the current stateid and rides in the OPEN's COMPOUND: one round trip per create.
     func createFile4(_ directory: FileHandle, _ name: FileName, mode: UInt32, exclusive: Bool, truncate: Bool,
                      _ caller: Credentials) throws(Errno) -> (FileHandle, Attributes) {
         var attributes = createAttributes(mode: mode)
         if truncate { attributes.size.set_it = 1; attributes.size.set_size3_u.size = 0 }
         let change = Encoded4(attributes)
         let n = Array(name.bytes)
-        let owner = Array("ferry-\(getpid())-\(v4!.owners.wrappingAdd(1, ordering: .relaxed).oldValue)".utf8)
+        let session = v4!
+        let owner = Array("ferry-\(getpid())-\(session.owners.wrappingAdd(1, ordering: .relaxed).oldValue)".utf8)
+        let closeInside = session.usesSessions && session.closesWithCurrentStateID.load(ordering: .relaxed)
         let opened = try client.compound(caller, needsClientID: true, { c, info in
             c.putfh(directory)
             n.withUnsafeBytes { c.openCreate(name: $0, exclusive: exclusive, attributes: change, clientID: info.clientID, owner: owner) }
             c.getfh(); c.getattr(NFS4Attribute.forAttributes)
+            if closeInside { c.close(.current, seqid: 0) }
         }, decode: { r throws(NFS4Error) in
             try r.putfh()
             let (stateid, confirm) = try r.open()
-            return (try r.getfh(), try r.getattr().attributes, stateid, confirm)
+            let (handle, attributes) = (try r.getfh(), try r.getattr().attributes)
+            var closed = false
+            if closeInside {
+                do throws(NFS4Error) { try r.close(); closed = true } catch {
+                    // The file is made and open: closed below with its own stateid.
+                    if case .status(let s) = error, s == NFS4Status.badStateID {
+                        session.closesWithCurrentStateID.store(false, ordering: .relaxed)
+                    }
+                }
+            }
+            return (handle, attributes, stateid, confirm, closed)
         })
+        if opened.4 { return (opened.0, opened.1) }
         var stateid = opened.2
-        var seqid: UInt32 = v4!.usesSessions ? 0 : 1
+        var seqid: UInt32 = session.usesSessions ? 0 : 1
         if opened.3 {
             let confirming = stateid
             stateid = try client.compound(caller, { c, _ in c.putfh(opened.0); c.openConfirm(confirming, seqid: 1) }, decode: { r throws(NFS4Error) in
