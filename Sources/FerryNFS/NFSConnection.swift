@@ -24,6 +24,8 @@ final class PendingCall {
     /// Ferry's own transport: the server answered, but did not accept the call (or the reply
     /// was not an RPC reply): its result stays EIO.
     var denied = false
+    /// Ferry's own transport: where the reply's bulk data goes straight from the socket.
+    var direct: DirectData?
     init(_ onSuccess: @escaping (UnsafeMutableRawPointer) -> Void) { self.onSuccess = onSuccess }
     init(onReply: @escaping (inout XDRReader) -> Bool, onCancel: (() -> Void)?) {
         self.onSuccess = { _ in }

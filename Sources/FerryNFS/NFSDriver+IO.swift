@@ -262,11 +262,21 @@ extension NFSDriver {
                 let count = min(maxPiece, total - start)
                 if isV4 {
                     let pieceOffset = offset + UInt64(start)
-                    calls.append(try client.send4(on: connection, deadline: deadline, { c, _ in
+                    // The data goes from the socket straight into `buffers` when it can.
+                    let direct = DirectData(buffers: buffers, start: start, capacity: count)
+                    calls.append(try client.send4(on: connection, deadline: deadline, direct: (direct, { reply in
+                        guard (try? reply.putfh()) != nil, let (length, _) = try? reply.readHeader() else { return nil }
+                        return length
+                    }), { c, _ in
                         c.putfh(handle); c.read(offset: pieceOffset, count: count)
                     }, decode: { r in
                         do throws(NFS4Error) {
                             try r.putfh()
+                            if let placed = direct.placed {
+                                let (length, eof) = try r.readHeader()
+                                results[i] = .success((min(placed, length, count), eof))
+                                return
+                            }
                             let (data, eof) = try r.read()
                             let n = min(data.count, count)
                             if n > 0 { buffers.copyIn(UnsafeRawBufferPointer(rebasing: data[0..<n]), at: start) }

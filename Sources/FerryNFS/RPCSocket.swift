@@ -4,6 +4,29 @@ import Glibc
 import CNFS
 import FerryCore
 
+/// Where a call's bulk data (a READ's) goes: received from the socket straight into the
+/// request's own buffers, without passing through the reply record (one copy of each byte
+/// fewer, which is most of a large READ's cost in Ferry). Made per call, so a call sent again
+/// starts afresh.
+final class DirectData {
+    let buffers: IOVectors
+    /// Where in `buffers` the data starts, and how much room the call has there.
+    let start: Int
+    let capacity: Int
+    /// Finds the data in a reply's first bytes (the whole record from the xid on, as far as it
+    /// has been read): the data's offset in the record and its length, or nil when the reply
+    /// carries none (an error) or its headers are not all there. Set by the sender, which
+    /// knows the reply's layout.
+    var locate: ((UnsafeRawBufferPointer) -> (offset: Int, length: Int)?)?
+    /// Bytes placed in `buffers`, once the socket has chosen to place them (nil: the data
+    /// came inline in the record, as in any other reply).
+    var placed: Int?
+
+    init(buffers: IOVectors, start: Int, capacity: Int) {
+        self.buffers = buffers; self.start = start; self.capacity = capacity
+    }
+}
+
 /// ONC RPC (RFC 5531) over one TCP connection, Ferry's own: used for NFSv4, whose COMPOUNDs
 /// libnfs 4.0 can neither size (it encodes every call into 4 KiB) nor extend (no SEQUENCE).
 /// Calls are whole records built by the caller (`beginCall`, then the arguments, then
@@ -29,6 +52,18 @@ final class RPCSocket {
     private var recordLength = 0
     private var fragmentLeft = 0
     private var lastFragment = false
+    /// A record at least this long is read in two steps: its first `probeLength` bytes, then,
+    /// if it answers a call with `DirectData` whose data it carries, the data straight into
+    /// that call's buffers and the rest after the headers.
+    static let directThreshold = 16 << 10
+    static let probeLength = 512
+    /// While > 0: the record's first bytes are being read up to here.
+    private var probeUntil = 0
+    /// The call whose data is being received, how much of it is in, and how much is to come.
+    /// The bytes to come are also counted in `fragmentLeft`.
+    private var directCall: PendingCall?
+    private var directDone = 0
+    private var directLeft = 0
     private var nextXID = UInt32.random(in: 1...UInt32.max / 2)
     /// AUTH_SYS credentials of the calls built from now on (`setCredentials`), encoded once.
     private var credentialBody: [UInt8] = []
@@ -161,10 +196,17 @@ final class RPCSocket {
                 if record.count < recordLength + fragmentLeft {
                     record.append(contentsOf: repeatElement(0, count: recordLength + fragmentLeft - record.count))
                 }
+                // Only a large record of one fragment can be a READ's data worth placing.
+                if recordLength == 0 && lastFragment && fragmentLeft >= Self.directThreshold { probeUntil = Self.probeLength }
+            }
+            if directLeft > 0 {
+                if try !receiveDirect() { return }
+                continue
             }
             if fragmentLeft > 0 {
                 let at = recordLength
-                let n = record.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + at, fragmentLeft, 0) }
+                let want = probeUntil > 0 ? min(fragmentLeft, probeUntil - recordLength) : fragmentLeft
+                let n = record.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + at, want, 0) }
                 if n == 0 { throw .broken("the server closed the connection") }
                 if n < 0 {
                     if errno == EAGAIN || errno == EINTR { return }
@@ -172,14 +214,83 @@ final class RPCSocket {
                 }
                 recordLength += n
                 fragmentLeft -= n
+                if probeUntil > 0 && (recordLength >= probeUntil || fragmentLeft == 0) {
+                    probeUntil = 0
+                    placeDirect()
+                }
                 if fragmentLeft > 0 { continue }
             }
             markerHave = 0
             if lastFragment {
                 deliver()
                 recordLength = 0
+                directCall = nil
             }
         }
+    }
+
+    /// After a large record's first bytes: if it answers a waiting call with `DirectData`
+    /// and carries data that fits it, the data read so far goes to the call's buffers, the
+    /// record is cut back to its headers, and the rest of the data is to be received there.
+    private func placeDirect() {
+        guard recordLength >= 4 else { return }
+        let xid = UInt32(record[0]) << 24 | UInt32(record[1]) << 16 | UInt32(record[2]) << 8 | UInt32(record[3])
+        guard let call = pending[xid], !call.abandoned, let direct = call.direct, let locate = direct.locate else { return }
+        let length = recordLength
+        guard let (offset, count) = record.withUnsafeBytes({ locate(UnsafeRawBufferPointer(rebasing: $0[0..<length])) }),
+              offset >= 0, offset <= recordLength, count >= 0, count <= direct.capacity,
+              offset + count <= recordLength + fragmentLeft,
+              direct.start + count <= direct.buffers.totalLength else { return }
+        let have = recordLength - offset
+        // All of it is in already: the usual way costs nothing more.
+        guard have < count else { return }
+        record.withUnsafeBytes { raw in
+            _ = direct.buffers.copyIn(UnsafeRawBufferPointer(rebasing: raw[offset..<length]), at: direct.start)
+        }
+        recordLength = offset
+        directCall = call
+        directDone = have
+        directLeft = count - have
+        direct.placed = count
+    }
+
+    /// Receives what has arrived of the data being placed: into the call's buffers, or, once
+    /// the call is abandoned (its buffers may be another request's by now), into the unused
+    /// part of `record`, where it is dropped. False when nothing more is there yet.
+    private func receiveDirect() throws(ConnectionFailure) -> Bool {
+        let n: Int
+        if let call = directCall, !call.abandoned, let direct = call.direct {
+            n = Self.receive(fd, into: direct.buffers, at: direct.start + directDone, count: directLeft)
+        } else {
+            let at = recordLength, room = min(directLeft, record.count - recordLength)
+            n = record.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + at, room, 0) }
+        }
+        if n == 0 { throw .broken("the server closed the connection") }
+        if n < 0 {
+            if errno == EAGAIN || errno == EINTR { return false }
+            throw .broken("recv: \(String(cString: strerror(errno)))")
+        }
+        directDone += n
+        directLeft -= n
+        fragmentLeft -= n
+        return true
+    }
+
+    /// readv(2) of at most `count` bytes into `buffers` from byte `offset` on.
+    private static func receive(_ fd: Int32, into buffers: IOVectors, at offset: Int, count: Int) -> Int {
+        var pieces: [iovec] = []
+        pieces.reserveCapacity(min(buffers.count, 64))
+        var skip = offset, wanted = count
+        for i in 0..<buffers.count where wanted > 0 && pieces.count < 64 {
+            let length = buffers.base[i].iov_len
+            if skip >= length { skip -= length; continue }
+            let take = min(length - skip, wanted)
+            pieces.append(iovec(iov_base: buffers.base[i].iov_base! + skip, iov_len: take))
+            wanted -= take
+            skip = 0
+        }
+        if pieces.isEmpty { return 0 }
+        return pieces.withUnsafeBufferPointer { readv(fd, $0.baseAddress, Int32($0.count)) }
     }
 
     /// Runs the callback of the call `record` answers. A reply to no call of ours (one
