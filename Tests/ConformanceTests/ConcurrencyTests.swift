@@ -159,19 +159,24 @@ struct ConcurrencyThroughFerryMount {
 
 @Suite("Concurrent workloads through ferry mount nfs://", .serialized, .requires(.root, .devFUSE, .ganesha))
 struct ConcurrencyThroughNFSMount {
-    @Test("ferry-churn passes", .timeLimit(.minutes(10)), arguments: [3, 4])
-    func churnPasses(version: Int) throws {
+    /// A distinct seed per version, so each version's run differs.
+    static func seed(_ base: Int, _ version: NFSTestVersion) -> Int {
+        base + NFSTestVersion.allCases.firstIndex(of: version)!
+    }
+
+    @Test("ferry-churn passes", .timeLimit(.minutes(10)), arguments: NFSTestVersion.allCases)
+    func churnPasses(version: NFSTestVersion) throws {
         let server = try NFSTestServer.shared()
         try server.shared {
             let mount = try FerryMount(source: server.url(try server.makeExport("churn-v\(version)"), version: version))
             defer { mount.stop() }
-            Concurrency.expectChurnPassed(try Concurrency.churn(in: mount.mountpoint, seed: 200 + version),
+            Concurrency.expectChurnPassed(try Concurrency.churn(in: mount.mountpoint, seed: Self.seed(200, version)),
                                           on: "ferry mount of NFSv\(version)", log: mount.log)
         }
     }
 
-    @Test("stress-ng's file-system stressors pass", .timeLimit(.minutes(10)), .requires(.stressNG), arguments: [3, 4])
-    func stressNGPasses(version: Int) throws {
+    @Test("stress-ng's file-system stressors pass", .timeLimit(.minutes(10)), .requires(.stressNG), arguments: NFSTestVersion.allCases)
+    func stressNGPasses(version: NFSTestVersion) throws {
         let server = try NFSTestServer.shared()
         try server.shared {
             let mount = try FerryMount(source: server.url(try server.makeExport("stress-v\(version)"), version: version))
@@ -181,12 +186,13 @@ struct ConcurrencyThroughNFSMount {
         }
     }
 
-    @Test("Unmounting and mounting the same export again keeps its content", .timeLimit(.minutes(10)), arguments: [3, 4])
-    func remountKeepsContent(version: Int) throws {
+    @Test("Unmounting and mounting the same export again keeps its content", .timeLimit(.minutes(10)),
+          arguments: NFSTestVersion.allCases)
+    func remountKeepsContent(version: NFSTestVersion) throws {
         let server = try NFSTestServer.shared()
         try server.shared {
             let url = server.url(try server.makeExport("remount-v\(version)"), version: version)
-            try Concurrency.remount(source: url, arguments: [], seed: 210 + version, label: "NFSv\(version)")
+            try Concurrency.remount(source: url, arguments: [], seed: Self.seed(210, version), label: "NFSv\(version)")
         }
     }
 }

@@ -92,13 +92,13 @@ struct ConcurrencyGuestTests {
     }
 
     @Test("ferry-churn, stress-ng and a remount in one boot pass on NFS", .timeLimit(.minutes(20)),
-          .requires(.ganesha), arguments: [3, 4])
-    func onNFS(version: Int) throws {
+          .requires(.ganesha), arguments: NFSTestVersion.allCases)
+    func onNFS(version: NFSTestVersion) throws {
         let server = try NFSTestServer.shared()
         try server.shared {
             let export = try server.makeExport("concurrency-guest-v\(version)")
             let daemon = try Daemon.ferry(source: server.url(export, version: version))
-            try ConcurrencyGuest.runAndCheck(socket: daemon.socket, seed: 410 + version, on: "NFSv\(version)", log: { daemon.log })
+            try ConcurrencyGuest.runAndCheck(socket: daemon.socket, seed: 410 + NFSTestVersion.allCases.firstIndex(of: version)!, on: "NFSv\(version)", log: { daemon.log })
             #expect(daemon.stop() == 0, "ferry virtiofsd log:\n\(daemon.log.suffix(3000))")
         }
     }

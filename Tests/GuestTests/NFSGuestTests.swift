@@ -16,7 +16,7 @@ struct NFSGuestTests {
 
     /// Every check passes in a 6.12 guest (2 vCPUs, 4 queues), except those NFS cannot express, which must fail the
     /// way docs/backends/nfs.md says.
-    @Test(.timeLimit(.minutes(15)), arguments: [NFSTestVersion.v3, .v4_1, .v4_2])
+    @Test(.timeLimit(.minutes(15)), arguments: NFSTestVersion.allCases)
     func theConformanceChecksPassInAGuestOnAnNFSExport(version: NFSTestVersion) throws {
         let server = try NFSTestServer.shared()
         try server.shared {
@@ -69,7 +69,7 @@ struct NFSGuestTests {
 
     /// The server stops: the guest's next request fails with EIO once the export's timeout
     /// (3 s here) has passed, Ferry keeps running, and it serves again once the server is back.
-    @Test(.timeLimit(.minutes(10)), arguments: [3, 4])
+    @Test(.timeLimit(.minutes(10)), arguments: [NFSTestVersion.v3, .v4_0, .v4_1])
     func aStoppedServerGivesEIOAndFerryServesAgainWhenItReturns(version: NFSTestVersion) throws {
         let server = try NFSTestServer.shared()
         try server.exclusive {
