@@ -140,12 +140,12 @@ struct NFSLockRestartTests {
     let root = Credentials.root
     static let whole = RecordLock.toEndOfFile
 
-    /// Two clients of a fresh export, each with the files `names` open read-write, the
-    /// server started with `lease`; the default server is started again at the end.
+    /// Two clients of a fresh export, each with the files `names` open read-write. With a
+    /// `lease`, the server is started again with it first and as the default at the end.
     private func twoClients(_ server: NFSTestServer, _ name: String, lease: Int? = nil, files names: [String],
                             _ body: (NFSDriver, [NFSFile], NFSDriver, [NFSFile]) throws -> Void) throws {
-        try server.start(lease: lease)
-        defer { _ = try? server.start() }
+        if let lease { try server.start(lease: lease) }
+        defer { if lease != nil { _ = try? server.start() } }
         let export = try server.makeExport(name)
         let a = try NFSDriverTests.driver(export, version: .v4_1, timeout: 60)
         defer { a.destroy() }
