@@ -1,7 +1,8 @@
 import FerryCore
-import FerryNFS
+@testable import FerryNFS
 import FerryTestSupport
 import Foundation
+import Synchronization
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -113,6 +114,25 @@ struct NFSLockTests {
         }
     }
 
+    /// A session made again while the server kept this client (EXCHANGE_ID answers
+    /// EXCHGID4_FLAG_CONFIRMED_R) reclaims nothing: the locks and their stateids still hold.
+    /// A reclaim here would be refused (the server is in no grace period) and lose them.
+    @Test func aSessionMadeAgainWhileTheServerKeptTheClientKeepsItsLocks() throws {
+        try twoClients("locks-session-again", .v4_1) { a, fa, b, fb in
+            try a.setlk(fa, owner: 1, RecordLock(start: 0, end: 9, type: F_WRLCK, pid: 10), flock: false, root)
+            let session = try #require(a.client.v4)
+            let made = a.nfs4StatesMade
+            session.lost(session.state.withLock { $0.generation })
+            try a.setlk(fa, owner: 1, RecordLock(start: 20, end: 29, type: F_WRLCK, pid: 10), flock: false, root)
+            #expect(a.nfs4StatesMade == made + 1)
+            #expect(throws: Errno.again) {
+                try b.setlk(fb, owner: 2, RecordLock(start: 5, end: 5, type: F_WRLCK, pid: 20), flock: false, root)
+            }
+            try a.setlk(fa, owner: 1, RecordLock(start: 0, end: Self.whole, type: F_UNLCK, pid: 10), flock: false, root)
+            try b.setlk(fb, owner: 2, RecordLock(start: 5, end: 5, type: F_WRLCK, pid: 20), flock: false, root)
+        }
+    }
+
     /// v3 and v4.0 keep locks in the client's kernel: the core agrees no lock flags.
     @Test(arguments: [NFSTestVersion.v3, .v4_0])
     func v3AndV40KeepLocksInTheClientsKernel(version: NFSTestVersion) throws {
@@ -200,6 +220,27 @@ struct NFSLockRestartTests {
                 try b.setlk(fb[1], owner: 0xB1, RecordLock(start: 0, end: 0, type: F_RDLCK, pid: 2), flock: true, root)
                 try a.setlk(fa[0], owner: 3, RecordLock(start: 500, end: 599, type: F_UNLCK, pid: 3), flock: false, root)
                 try b.setlk(fb[0], owner: 2, RecordLock(start: 500, end: 599, type: F_WRLCK, pid: 2), flock: false, root)
+            }
+        }
+    }
+
+    /// The first call after the restart is a lock request of A, on a file with locks: the
+    /// thread that holds that file's lock state makes the session again and reclaims (so
+    /// the reclaim must not wait for that state), then its LOCK waits out the grace period.
+    @Test(.timeLimit(.minutes(10))) func aLockRequestThatFindsTheServerRestartedReclaimsFirst() throws {
+        let server = try NFSTestServer.shared()
+        try server.exclusive {
+            // The usual lease: its keeper renews only every 20 s, so A's request comes first.
+            try twoClients(server, "locks-reclaim-request", lease: 60, files: ["f"]) { a, fa, b, fb in
+                try a.setlk(fa[0], owner: 1, RecordLock(start: 0, end: 99, type: F_WRLCK, pid: 1), flock: false, root)
+                try server.stop()
+                try server.start(grace: 20)
+                try a.setlk(fa[0], owner: 1, RecordLock(start: 200, end: 299, type: F_WRLCK, pid: 1), flock: false, root)
+                for range in [RecordLock(start: 50, end: 50, type: F_RDLCK, pid: 2), RecordLock(start: 250, end: 250, type: F_RDLCK, pid: 2)] {
+                    #expect(throws: Errno.again) { try b.setlk(fb[0], owner: 2, range, flock: false, root) }
+                }
+                try a.setlk(fa[0], owner: 1, RecordLock(start: 0, end: Self.whole, type: F_UNLCK, pid: 1), flock: false, root)
+                try b.setlk(fb[0], owner: 2, RecordLock(start: 0, end: Self.whole, type: F_WRLCK, pid: 2), flock: false, root)
             }
         }
     }
