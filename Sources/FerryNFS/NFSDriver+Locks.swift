@@ -205,20 +205,23 @@ extension NFSDriver {
     }
 
     /// Drops every lock of `owner` on the file and its lock stateid (LOCKU, FREE_STATEID).
-    /// Best effort: what the server keeps goes with the lease.
+    /// Best effort: what the server keeps goes with the lease. The owner leaves `granted`
+    /// once the call is done, and the call reads its stateid when sent: a reclaim meanwhile
+    /// (the server restarted) takes the owner's locks back and gives it a new one.
     private func dropOwner(_ handle: FileHandle, _ owner: NFS4FileLocks.Owner, _ entry: NFS4FileLocks,
                            _ s: inout NFS4FileLocks.State, _ caller: Credentials) {
         if !owner.flock { s.pids[owner.id] = nil }
         s.flockFiles[owner] = nil
-        guard let held = entry.granted.withLock({ g in g.lost.remove(owner); return g.owners.removeValue(forKey: owner) }) else { return }
-        let current = NFS4FileLocks.current(held.stateid)
+        guard entry.granted.withLock({ g in g.lost.remove(owner); return g.owners[owner] != nil }) else { return }
         do throws(Errno) {
             try client.compound(caller, { c, _ in
+                let current = NFS4FileLocks.current(entry.granted.withLock { $0.owners[owner]?.stateid } ?? .anonymous)
                 c.putfh(handle); c.locku(type: 2, current, offset: 0, length: UInt64.max); c.freeStateID(current)
             }, decode: { r throws(NFS4Error) in try r.putfh(); _ = try r.locku(); try r.freeStateID() })
         } catch {
             logger.debug("NFSv4 LOCKU/FREE_STATEID of a closing lock owner failed: \(error)")
         }
+        entry.granted.withLock { g in _ = g.owners.removeValue(forKey: owner) }
     }
 
     /// FLUSH: the owner closed a descriptor of the file, which drops its POSIX locks on it.
@@ -242,15 +245,18 @@ extension NFSDriver {
             }
             if !last { return }
             for owner in Array(entry.granted.withLock({ $0.owners.keys })) { dropOwner(handle, owner, entry, &s, caller) }
-            if let open = entry.granted.withLock({ g in let o = g.open; g.open = nil; g.access = 0; g.lost.removeAll(); return o }) {
-                let current = NFS4FileLocks.current(open)
+            if entry.granted.withLock({ $0.open != nil }) {
                 do throws(Errno) {
-                    try client.compound(caller, { c, _ in c.putfh(handle); c.close(current, seqid: 0) },
-                                        decode: { r throws(NFS4Error) in try r.putfh(); try r.close() })
+                    try client.compound(caller, { c, _ in
+                        // Read when sent, as in `dropOwner`.
+                        let current = NFS4FileLocks.current(entry.granted.withLock { $0.open } ?? .anonymous)
+                        c.putfh(handle); c.close(current, seqid: 0)
+                    }, decode: { r throws(NFS4Error) in try r.putfh(); try r.close() })
                 } catch {
                     logger.debug("NFSv4 CLOSE of a file's lock open failed: \(error)")
                 }
             }
+            entry.granted.withLock { g in g.open = nil; g.access = 0; g.lost.removeAll() }
             s.retired = true
             v4!.lockFiles.withLock { table in if table[handle] === entry { table[handle] = nil } }
         }
