@@ -258,16 +258,18 @@ extension NFSClient {
                 // The locks are taken back before RECLAIM_COMPLETE, which ends this client's
                 // grace. The first session has nothing to reclaim: said at once, so the
                 // server need not hold this client in its grace period. Already said: fine too.
+                let reclaiming = session.state.withLock { $0.reclaimPending }
                 do throws(ConnectionFailure) {
-                    if session.state.withLock({ $0.reclaimPending }) { try reclaimLocks(on: connection, deadline: deadline) }
+                    if reclaiming { try reclaimLocks(on: connection, deadline: deadline) }
                     let call = try send4(on: connection, deadline: deadline, reclaiming: true, { r, _ in r.reclaimComplete() }, decode: { _ in })
                     try connection.wait(for: [call], deadline: deadline)
                 } catch {
-                    // Made again by the next call, which reclaims what is still owed.
-                    session.lost(generation)
+                    // Made again by the next call, which reclaims what is still owed (the
+                    // session's slots stay kept for a reclaim that will not come otherwise).
+                    if reclaiming { session.lost(generation) }
                     throw error
                 }
-                session.state.withLock { s in if s.generation == generation { s.reclaimPending = false } }
+                if reclaiming { session.state.withLock { s in if s.generation == generation { s.reclaimPending = false } } }
             } else {
                 let (clientID, confirm) = try raw(on: connection, deadline: deadline, { $0.setclientid(verifier: session.verifier, id: session.ownerID) },
                                                   { r throws(NFS4Error) in try r.setclientid() })
