@@ -13,7 +13,8 @@ public enum NFS4Minor: UInt32, Sendable { case v0 = 0, v1 = 1, v2 = 2 }
 /// (SEQUENCE first); a lost session or client id (server restart, lease expired) is made
 /// again and the call sent again. READ, WRITE and SETATTR use the anonymous stateid and
 /// each OPEN is closed at once, so no open state needs recovering; only record locks
-/// (v4.1+, NFSDriver+Locks.swift) keep state, which a lost session loses.
+/// (v4.1+, NFSDriver+Locks.swift) keep state, which a server that restarted gives back
+/// during its grace period (NFS4Reclaim.swift).
 final class NFS4Session: Sendable {
     let minor: NFS4Minor
     /// The boot verifier of this client: a new one tells the server earlier state is gone.
@@ -33,6 +34,9 @@ final class NFS4Session: Sendable {
     let state = Mutex<State>(State())
     /// Held while a client id or session is made: concurrent senders must not each make one.
     let establishing = Mutex<Void>(())
+    /// v4.1+ record-lock state of the files that hold locks (NFSDriver+Locks.swift): here,
+    /// not in the driver, because the session reclaims it when the server restarted.
+    let lockFiles = Mutex<[FileHandle: NFS4FileLocks]>([:])
     /// Slots the session asks for: the requests Ferry keeps in flight (connections × the
     /// pieces of a large READ or WRITE plus writes behind), the server grants what it will.
     static let slotsWanted: UInt32 = 64
@@ -51,6 +55,10 @@ final class NFS4Session: Sendable {
         var generation: UInt64 = 0
         /// When a COMPOUND last renewed the lease (v4.1: any; v4.0: RENEW or OPEN).
         var lastRenewed: UInt64 = 0
+        /// The server forgot this client (v4.1+): the session exists, but until the locks
+        /// are reclaimed and RECLAIM_COMPLETE said, only the reclaim's calls take its slots.
+        /// A request sent meanwhile would name stateids the server no longer knows.
+        var reclaimPending = false
     }
 
     /// What a COMPOUND is built with: the client id, for OPEN.
@@ -75,10 +83,11 @@ final class NFS4Session: Sendable {
     }
 
     /// A free slot of the current session: (session, slot, sequence id, generation), or
-    /// nil if none is free or there is no session.
-    func takeSlot() -> (NFS4SessionID, UInt32, UInt32, UInt64)? {
+    /// nil if none is free, there is no session, or its reclaim is not done and this is
+    /// not one of its calls.
+    func takeSlot(reclaiming: Bool = false) -> (NFS4SessionID, UInt32, UInt32, UInt64)? {
         state.withLock { s -> (NFS4SessionID, UInt32, UInt32, UInt64)? in
-            guard let session = s.session,
+            guard let session = s.session, reclaiming || !s.reclaimPending,
                   let i = s.slots.firstIndex(where: { !$0.busy && !$0.retired }) else { return nil }
             s.slots[i].busy = true
             return (session, UInt32(i), s.slots[i].sequence, s.generation)
@@ -141,16 +150,20 @@ extension NFSClient {
     /// taking in replies that free them). `decode` runs with the reply after SEQUENCE.
     /// `direct`: the reply's data may go straight into these buffers; `locate` reads the
     /// results after SEQUENCE up to the data and returns its length (nil: no data).
+    /// `reclaiming`: a call of the reclaim after a server restart, which runs while the
+    /// session is being made (it may take a slot before the reclaim is done, and never makes
+    /// a session itself).
     func send4(on connection: NFSConnection, deadline: Deadline, needsClientID: Bool = false, reserving: Int = 512,
-               direct: (DirectData, locate: (inout NFS4Reply) -> Int?)? = nil,
+               direct: (DirectData, locate: (inout NFS4Reply) -> Int?)? = nil, reclaiming: Bool = false,
                _ build: (inout NFS4Request, NFS4Session.Info) -> Void,
                decode: @escaping (inout NFS4Reply) -> Void) throws(ConnectionFailure) -> PendingCall {
         let session = v4!
         var slot: (NFS4SessionID, UInt32, UInt32, UInt64)?
         if session.usesSessions {
             while true {
-                if let taken = session.takeSlot() { slot = taken; break }
+                if let taken = session.takeSlot(reclaiming: reclaiming) { slot = taken; break }
                 if session.state.withLock({ $0.session == nil }) {
+                    if reclaiming { throw .broken("the session was lost while its locks were reclaimed") }
                     try establish(on: connection, deadline: deadline)
                     continue
                 }
@@ -228,35 +241,53 @@ extension NFSClient {
     }
 
     /// Makes the client id (v4.0: SETCLIENTID and its CONFIRM) or the session (v4.1+:
-    /// EXCHANGE_ID, CREATE_SESSION, RECLAIM_COMPLETE) on `connection`, unless another sender
-    /// made it meanwhile.
+    /// EXCHANGE_ID, CREATE_SESSION, the reclaim of the locks if the server forgot this
+    /// client, RECLAIM_COMPLETE) on `connection`, unless another sender made it meanwhile.
     private func establish(on connection: NFSConnection, deadline: Deadline) throws(ConnectionFailure) {
         let session = v4!
         try session.establishing.withLock { _ throws(ConnectionFailure) in
             let have = session.state.withLock { session.usesSessions ? $0.session != nil : $0.clientID != nil }
             if have { return }
             if session.usesSessions {
-                let (clientID, sequence) = try raw(on: connection, deadline: deadline, { $0.exchangeID(verifier: session.verifier, owner: session.ownerID) },
+                let hadSession = session.established.load(ordering: .relaxed) > 0
+                let (clientID, sequence, confirmed) = try raw(on: connection, deadline: deadline, { $0.exchangeID(verifier: session.verifier, owner: session.ownerID) },
                                                    { r throws(NFS4Error) in try r.exchangeID() })
                 let fore = NFS4ChannelAttributes(maxRequest: UInt32(NFSClient.largestCall), maxResponse: UInt32(NFSClient.largestReply),
                                                  maxResponseCached: 8192, maxOperations: 16, maxRequests: NFS4Session.slotsWanted)
                 let (id, granted) = try raw(on: connection, deadline: deadline, {
                     $0.createSession(clientID: clientID, sequence: sequence, fore: fore)
                 }, { r throws(NFS4Error) in try r.createSession() })
-                session.state.withLock { s in
+                // A client the server had not confirmed, after an earlier session: the server
+                // forgot it (restarted, or let its lease run out), and every lock with it
+                // (as the Linux client reads EXCHGID4_FLAG_CONFIRMED_R). A reclaim that did
+                // not finish last time is still owed.
+                let generation = session.state.withLock { s -> UInt64 in
                     s.generation += 1
                     s.clientID = clientID
                     s.session = id
                     s.slots = Array(repeating: NFS4Session.Slot(), count: Int(max(1, min(granted.maxRequests, 1024))))
                     s.maxRequest = Int(granted.maxRequest)
                     s.lastRenewed = Deadline.now()
+                    if hadSession && !confirmed { s.reclaimPending = true }
+                    return s.generation
                 }
                 session.established.add(1, ordering: .relaxed)
                 logger.info("NFSv4.\(session.minor.rawValue) session with \(options.server): \(granted.maxRequests) slots, requests up to \(granted.maxRequest) bytes")
-                // Nothing to reclaim (no state outlives a request): tell the server so it
-                // need not hold this client in its grace period. Already said: fine too.
-                let call = try send4(on: connection, deadline: deadline, { r, _ in r.reclaimComplete() }, decode: { _ in })
-                try connection.wait(for: [call], deadline: deadline)
+                // The locks are taken back before RECLAIM_COMPLETE, which ends this client's
+                // grace. The first session has nothing to reclaim: said at once, so the
+                // server need not hold this client in its grace period. Already said: fine too.
+                let reclaiming = session.state.withLock { $0.reclaimPending }
+                do throws(ConnectionFailure) {
+                    if reclaiming { try reclaimLocks(on: connection, deadline: deadline) }
+                    let call = try send4(on: connection, deadline: deadline, reclaiming: true, { r, _ in r.reclaimComplete() }, decode: { _ in })
+                    try connection.wait(for: [call], deadline: deadline)
+                } catch {
+                    // Made again by the next call, which reclaims what is still owed (the
+                    // session's slots stay kept for a reclaim that will not come otherwise).
+                    if reclaiming { session.lost(generation) }
+                    throw error
+                }
+                if reclaiming { session.state.withLock { s in if s.generation == generation { s.reclaimPending = false } } }
             } else {
                 let (clientID, confirm) = try raw(on: connection, deadline: deadline, { $0.setclientid(verifier: session.verifier, id: session.ownerID) },
                                                   { r throws(NFS4Error) in try r.setclientid() })

@@ -169,12 +169,22 @@ struct NFS4Request {
         w.u32(0)                             // OPEN4_NOCREATE
         w.u32(4)                             // CLAIM_FH
     }
+    /// OPEN CLAIM_PREVIOUS of the current file (RFC 8881 §18.16): the open this client had
+    /// before the server restarted, reclaimed during its grace period. No delegation is
+    /// reclaimed (OPEN_DELEGATE_NONE): Ferry never takes one.
+    mutating func openPrevious(access: UInt32, clientID: UInt64, owner: [UInt8]) {
+        op(NFS4Op.open); w.u32(0); w.u32(access); w.u32(0)
+        w.u64(clientID); w.opaque(owner)
+        w.u32(0)                             // OPEN4_NOCREATE
+        w.u32(1); w.u32(0)                   // CLAIM_PREVIOUS, OPEN_DELEGATE_NONE
+    }
     /// LOCK of a range (`length` UInt64.max: to end of file); `type` READ_LT 1 or WRITE_LT 2,
     /// never the blocking kinds (the core retries a waiting lock). A lock owner's first lock
     /// on the file names its open stateid (open_to_lock_owner4), later ones the lock stateid.
-    /// Seqids are 0: v4.1 sessions replace them.
-    mutating func lock(type: UInt32, offset: UInt64, length: UInt64, locker: NFS4Locker) {
-        op(NFS4Op.lock); w.u32(type); w.bool(false); w.u64(offset); w.u64(length)
+    /// Seqids are 0: v4.1 sessions replace them. `reclaim`: a lock held before the server
+    /// restarted, taken back during its grace period.
+    mutating func lock(type: UInt32, offset: UInt64, length: UInt64, locker: NFS4Locker, reclaim: Bool = false) {
+        op(NFS4Op.lock); w.u32(type); w.bool(reclaim); w.u64(offset); w.u64(length)
         switch locker {
         case .new(let open, let clientID, let owner):
             w.bool(true); w.u32(0); stateid(open); w.u32(0); w.u64(clientID); w.opaque(owner)
@@ -401,17 +411,20 @@ struct NFS4Reply {
     }
     mutating func setclientidConfirm() throws(NFS4Error) { try op(NFS4Op.setclientidConfirm) }
     mutating func renew() throws(NFS4Error) { try op(NFS4Op.renew) }
-    mutating func exchangeID() throws(NFS4Error) -> (clientID: UInt64, sequence: UInt32) {
+    /// EXCHANGE_ID: the client id, the sequence CREATE_SESSION takes, and whether the
+    /// server already had this client confirmed (EXCHGID4_FLAG_CONFIRMED_R): if not, it
+    /// holds none of the client's earlier state.
+    mutating func exchangeID() throws(NFS4Error) -> (clientID: UInt64, sequence: UInt32, confirmed: Bool) {
         try op(NFS4Op.exchangeID)
         let id = try need(r.u64()), sequence = try need(r.u32())
-        _ = try need(r.u32())                  // flags
+        let flags = try need(r.u32())
         guard try need(r.u32()) == 0 else { throw .garbage }   // SP4_NONE, as asked
         _ = try need(r.u64()); _ = try need(r.opaque(max: 1024))   // server owner
         _ = try need(r.opaque(max: 1024))                          // scope
         let impl = try need(r.u32())
         guard impl <= 1 else { throw .garbage }
         if impl == 1 { _ = try need(r.opaque(max: 1024)); _ = try need(r.opaque(max: 1024)); try skip(3) }
-        return (id, sequence)
+        return (id, sequence, flags & 0x8000_0000 != 0)
     }
     mutating func createSession() throws(NFS4Error) -> (NFS4SessionID, NFS4ChannelAttributes) {
         try op(NFS4Op.createSession)

@@ -46,8 +46,6 @@ public final class NFSDriver: FileSystemDriver, Sendable {
     /// Largest READ and WRITE the server takes in one call (FSINFO).
     let readMax: Int, writeMax: Int
     let openFiles = Mutex<OpenFiles>(OpenFiles())
-    /// NFSv4.1+ record-lock state of the files that hold locks (NFSDriver+Locks.swift).
-    let fileLocks = Mutex<[FileHandle: NFS4FileLocks]>([:])
     /// Uncommitted bytes per open file from which a WRITE takes a COMMIT of them along
     /// ("COMMIT-behind"): what is kept for sending again stays this small, in recycled memory.
     let commitBehind = 8 << 20

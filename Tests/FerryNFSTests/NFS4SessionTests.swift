@@ -16,15 +16,11 @@ import Glibc
 struct NFS4SessionTests {
     let root = Credentials.root
 
-    /// Restarts the shared server with a lease of `seconds` (FERRY_GANESHA_LEASE), runs
-    /// `body`, and restarts it with the usual lease.
+    /// Restarts the shared server with a lease of `seconds`, runs `body`, and restarts it
+    /// with the usual lease.
     static func withLease<R>(_ seconds: Int, _ server: NFSTestServer, _ body: () throws -> R) throws -> R {
-        setenv("FERRY_GANESHA_LEASE", String(seconds), 1)
-        defer {
-            unsetenv("FERRY_GANESHA_LEASE")
-            try? server.start()
-        }
-        try server.start()
+        defer { try? server.start() }
+        try server.start(lease: seconds)
         return try body()
     }
 

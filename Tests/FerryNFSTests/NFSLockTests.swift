@@ -1,7 +1,8 @@
 import FerryCore
-import FerryNFS
+@testable import FerryNFS
 import FerryTestSupport
 import Foundation
+import Synchronization
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -113,6 +114,25 @@ struct NFSLockTests {
         }
     }
 
+    /// A session made again while the server kept this client (EXCHANGE_ID answers
+    /// EXCHGID4_FLAG_CONFIRMED_R) reclaims nothing: the locks and their stateids still hold.
+    /// A reclaim here would be refused (the server is in no grace period) and lose them.
+    @Test func aSessionMadeAgainWhileTheServerKeptTheClientKeepsItsLocks() throws {
+        try twoClients("locks-session-again", .v4_1) { a, fa, b, fb in
+            try a.setlk(fa, owner: 1, RecordLock(start: 0, end: 9, type: F_WRLCK, pid: 10), flock: false, root)
+            let session = try #require(a.client.v4)
+            let made = a.nfs4StatesMade
+            session.lost(session.state.withLock { $0.generation })
+            try a.setlk(fa, owner: 1, RecordLock(start: 20, end: 29, type: F_WRLCK, pid: 10), flock: false, root)
+            #expect(a.nfs4StatesMade == made + 1)
+            #expect(throws: Errno.again) {
+                try b.setlk(fb, owner: 2, RecordLock(start: 5, end: 5, type: F_WRLCK, pid: 20), flock: false, root)
+            }
+            try a.setlk(fa, owner: 1, RecordLock(start: 0, end: Self.whole, type: F_UNLCK, pid: 10), flock: false, root)
+            try b.setlk(fb, owner: 2, RecordLock(start: 5, end: 5, type: F_WRLCK, pid: 20), flock: false, root)
+        }
+    }
+
     /// v3 and v4.0 keep locks in the client's kernel: the core agrees no lock flags.
     @Test(arguments: [NFSTestVersion.v3, .v4_0])
     func v3AndV40KeepLocksInTheClientsKernel(version: NFSTestVersion) throws {
@@ -131,37 +151,116 @@ struct NFSLockTests {
     }
 }
 
-/// Lock state the server lost (it restarted): the owner hears ENOLCK once instead of
-/// locking on top of locks it no longer has, and its next lock starts afresh.
+/// Locks across a server restart. A server with a grace period gives back the locks its
+/// clients held (they reclaim them before anyone else may lock); one without refuses the
+/// reclaims, and the owner hears ENOLCK once instead of locking on top of locks it no
+/// longer has, then starts afresh.
 @Suite("NFS record locks after a server restart", .serialized, .requires(.root, .ganesha))
 struct NFSLockRestartTests {
     let root = Credentials.root
+    static let whole = RecordLock.toEndOfFile
 
-    // The limit covers the wait for the shared server: `exclusive` waits for every suite
+    /// Two clients of a fresh export, each with the files `names` open read-write. With a
+    /// `lease`, the server is started again with it first and as the default at the end.
+    private func twoClients(_ server: NFSTestServer, _ name: String, lease: Int? = nil, files names: [String],
+                            _ body: (NFSDriver, [NFSFile], NFSDriver, [NFSFile]) throws -> Void) throws {
+        if let lease { try server.start(lease: lease) }
+        defer { if lease != nil { _ = try? server.start() } }
+        let export = try server.makeExport(name)
+        let a = try NFSDriverTests.driver(export, version: .v4_1, timeout: 60)
+        defer { a.destroy() }
+        let b = try NFSDriverTests.driver(export, version: .v4_1, timeout: 60)
+        defer { b.destroy() }
+        var fa: [NFSFile] = [], fb: [NFSFile] = []
+        for name in names {
+            let (_, opened) = try withName(name) { try a.create(try a.root().inode, $0, mode: 0o644, flags: O_RDWR, root) }
+            fa.append(opened.file)
+            let entry = try withName(name) { try b.lookup(try b.root().inode, $0, root) }
+            fb.append(try b.open(entry.inode, flags: O_RDWR, killSuidGid: false, root).file)
+        }
+        try body(a, fa, b, fb)
+        for f in fb { b.release(f, flags: 0, root) }
+        for f in fa { a.release(f, flags: 0, root) }
+    }
+
+    // The limits cover the wait for the shared server: `exclusive` waits for every suite
     // using it in parallel to finish its check.
-    @Test(.timeLimit(.minutes(10))) func locksLostToAServerRestartAreReportedThenTakenAfresh() throws {
+    @Test(.timeLimit(.minutes(10))) func locksHeldAcrossARestartAreReclaimedInTheGracePeriod() throws {
         let server = try NFSTestServer.shared()
         try server.exclusive {
-            let export = try server.makeExport("locks-restart")
-            let a = try NFSDriverTests.driver(export, version: .v4_1, timeout: 60)
-            defer { a.destroy() }
-            let b = try NFSDriverTests.driver(export, version: .v4_1, timeout: 60)
-            defer { b.destroy() }
-            let (_, fa) = try withName("f") { try a.create(try a.root().inode, $0, mode: 0o644, flags: O_RDWR, root) }
-            let entry = try withName("f") { try b.lookup(try b.root().inode, $0, root) }
-            let fb = try b.open(entry.inode, flags: O_RDWR, killSuidGid: false, root)
-            try a.setlk(fa.file, owner: 1, RecordLock(start: 0, end: 9, type: F_WRLCK, pid: 1), flock: false, root)
-            try server.stop()
-            try server.start()
-            // The server forgot the lock: another client takes the range meanwhile.
-            try b.setlk(fb.file, owner: 2, RecordLock(start: 0, end: 0, type: F_WRLCK, pid: 2), flock: false, root)
-            #expect(throws: Errno(ENOLCK)) {
-                try a.setlk(fa.file, owner: 1, RecordLock(start: 20, end: 29, type: F_WRLCK, pid: 1), flock: false, root)
+            // A short lease: A's lease keeper finds the restart within seconds, well inside
+            // the grace period, without A asking anything.
+            try twoClients(server, "locks-reclaim", lease: 10, files: ["f", "g"]) { a, fa, b, fb in
+                try a.setlk(fa[0], owner: 1, RecordLock(start: 0, end: 99, type: F_WRLCK, pid: 1), flock: false, root)
+                // Split by an unlock in its middle: two pieces to reclaim.
+                try a.setlk(fa[0], owner: 3, RecordLock(start: 500, end: 599, type: F_WRLCK, pid: 3), flock: false, root)
+                try a.setlk(fa[0], owner: 3, RecordLock(start: 520, end: 539, type: F_UNLCK, pid: 3), flock: false, root)
+                try a.setlk(fa[1], owner: 0xF1, RecordLock(start: 0, end: 0, type: F_WRLCK, pid: 1), flock: true, root)
+                let sessions = a.nfs4StatesMade
+                try server.stop()
+                try server.start(lease: 10, grace: 20)
+                // B's LOCKs wait out the grace period (GRACE), by then A has its locks back.
+                #expect(throws: Errno.again) {
+                    try b.setlk(fb[0], owner: 2, RecordLock(start: 50, end: 50, type: F_WRLCK, pid: 2), flock: false, root)
+                }
+                #expect(a.nfs4StatesMade == sessions + 1, "A made its session again by itself")
+                #expect(throws: Errno.again) {
+                    try b.setlk(fb[1], owner: 0xB1, RecordLock(start: 0, end: 0, type: F_RDLCK, pid: 2), flock: true, root)
+                }
+                for piece in [RecordLock(start: 500, end: 519, type: F_RDLCK, pid: 2), RecordLock(start: 599, end: 599, type: F_RDLCK, pid: 2)] {
+                    #expect(throws: Errno.again) { try b.setlk(fb[0], owner: 2, piece, flock: false, root) }
+                }
+                // The hole between the pieces was not reclaimed.
+                try b.setlk(fb[0], owner: 2, RecordLock(start: 520, end: 539, type: F_WRLCK, pid: 2), flock: false, root)
+                // A's reclaimed locks are ordinary locks: it locks on and unlocks as before.
+                try a.setlk(fa[0], owner: 1, RecordLock(start: 100, end: 109, type: F_WRLCK, pid: 1), flock: false, root)
+                try a.setlk(fa[0], owner: 1, RecordLock(start: 0, end: Self.whole, type: F_UNLCK, pid: 1), flock: false, root)
+                try b.setlk(fb[0], owner: 2, RecordLock(start: 50, end: 50, type: F_WRLCK, pid: 2), flock: false, root)
+                try a.setlk(fa[1], owner: 0xF1, RecordLock(start: 0, end: 0, type: F_UNLCK, pid: 1), flock: true, root)
+                try b.setlk(fb[1], owner: 0xB1, RecordLock(start: 0, end: 0, type: F_RDLCK, pid: 2), flock: true, root)
+                try a.setlk(fa[0], owner: 3, RecordLock(start: 500, end: 599, type: F_UNLCK, pid: 3), flock: false, root)
+                try b.setlk(fb[0], owner: 2, RecordLock(start: 500, end: 599, type: F_WRLCK, pid: 2), flock: false, root)
             }
-            try a.setlk(fa.file, owner: 1, RecordLock(start: 20, end: 29, type: F_WRLCK, pid: 1), flock: false, root)
-            #expect(try b.getlk(fb.file, owner: 2, RecordLock(start: 0, end: RecordLock.toEndOfFile, type: F_WRLCK, pid: 2), root).start == 20)
-            b.release(fb.file, flags: 0, root)
-            a.release(fa.file, flags: 0, root)
+        }
+    }
+
+    /// The first call after the restart is a lock request of A, on a file with locks: the
+    /// thread that holds that file's lock state makes the session again and reclaims (so
+    /// the reclaim must not wait for that state), then its LOCK waits out the grace period.
+    @Test(.timeLimit(.minutes(10))) func aLockRequestThatFindsTheServerRestartedReclaimsFirst() throws {
+        let server = try NFSTestServer.shared()
+        try server.exclusive {
+            // The usual lease: its keeper renews only every 20 s, so A's request comes first.
+            try twoClients(server, "locks-reclaim-request", lease: 60, files: ["f"]) { a, fa, b, fb in
+                try a.setlk(fa[0], owner: 1, RecordLock(start: 0, end: 99, type: F_WRLCK, pid: 1), flock: false, root)
+                try server.stop()
+                try server.start(grace: 20)
+                try a.setlk(fa[0], owner: 1, RecordLock(start: 200, end: 299, type: F_WRLCK, pid: 1), flock: false, root)
+                for range in [RecordLock(start: 50, end: 50, type: F_RDLCK, pid: 2), RecordLock(start: 250, end: 250, type: F_RDLCK, pid: 2)] {
+                    #expect(throws: Errno.again) { try b.setlk(fb[0], owner: 2, range, flock: false, root) }
+                }
+                try a.setlk(fa[0], owner: 1, RecordLock(start: 0, end: Self.whole, type: F_UNLCK, pid: 1), flock: false, root)
+                try b.setlk(fb[0], owner: 2, RecordLock(start: 0, end: Self.whole, type: F_WRLCK, pid: 2), flock: false, root)
+            }
+        }
+    }
+
+    /// A server restarted without a grace period refuses every reclaim (NO_GRACE).
+    @Test(.timeLimit(.minutes(10))) func locksTheServerWillNotGiveBackAreReportedThenTakenAfresh() throws {
+        let server = try NFSTestServer.shared()
+        try server.exclusive {
+            try twoClients(server, "locks-restart", files: ["f"]) { a, fa, b, fb in
+                try a.setlk(fa[0], owner: 1, RecordLock(start: 0, end: 9, type: F_WRLCK, pid: 1), flock: false, root)
+                try server.stop()
+                try server.start()
+                // The server forgot the lock: another client takes the range meanwhile.
+                try b.setlk(fb[0], owner: 2, RecordLock(start: 0, end: 0, type: F_WRLCK, pid: 2), flock: false, root)
+                #expect(throws: Errno(ENOLCK)) {
+                    try a.setlk(fa[0], owner: 1, RecordLock(start: 20, end: 29, type: F_WRLCK, pid: 1), flock: false, root)
+                }
+                try a.setlk(fa[0], owner: 1, RecordLock(start: 20, end: 29, type: F_WRLCK, pid: 1), flock: false, root)
+                #expect(try b.getlk(fb[0], owner: 2, RecordLock(start: 0, end: Self.whole, type: F_WRLCK, pid: 2), root).start == 20)
+            }
         }
     }
 }

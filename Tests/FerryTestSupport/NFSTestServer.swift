@@ -96,17 +96,28 @@ public final class NFSTestServer: @unchecked Sendable {
     static func script(_ name: String) -> String { BuiltProducts.packageRoot.path + "/scripts/nfs/" + name }
 
     /// Runs one of scripts/nfs and returns its output, or throws it (see `runBashScript`).
-    static func runScript(_ name: String, _ arguments: [String]) throws -> String {
-        let (status, output) = try runBashScript([script(name)] + arguments)
+    /// `environment`: variables set for the script alone.
+    static func runScript(_ name: String, _ arguments: [String], environment: [String: String] = [:]) throws -> String {
+        let assignments = environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+        let command = environment.isEmpty ? [script(name)]
+            : ["-c", "exec env \(assignments.joined(separator: " ")) \"$0\" \"$@\"", script(name)]
+        let (status, output) = try runBashScript(command + arguments)
         // Reaped by someone else: the script's own output says how it went.
         let succeeded = status.map { $0 & 0x7f == 0 && ($0 >> 8) & 0xff == 0 } ?? !output.contains("start-ganesha:")
         guard succeeded else { throw HarnessError("scripts/nfs/\(name) failed:\n\(output)") }
         return output
     }
 
-    /// Starts (or restarts) ganesha; returns once it answers.
-    public func start() throws {
-        _ = try NFSTestServer.runScript("start-ganesha", [state, root])
+    /// Starts (or restarts) ganesha; returns once it answers. `lease`: its NFSv4 lease in
+    /// seconds (default 60). `grace`: a grace period of that many seconds after the start, in
+    /// which the clients it knew before reclaim their locks and other LOCKs wait; without it
+    /// (the default) a restart forgets every lock. Under `exclusive`, which should start the
+    /// default server again before it ends.
+    public func start(lease: Int? = nil, grace: Int? = nil) throws {
+        var environment: [String: String] = [:]
+        if let lease { environment["FERRY_GANESHA_LEASE"] = String(lease) }
+        if let grace { environment["FERRY_GANESHA_GRACE"] = String(grace) }
+        _ = try NFSTestServer.runScript("start-ganesha", [state, root], environment: environment)
     }
 
     /// Stops ganesha (a real server outage: clients see refused connections).
