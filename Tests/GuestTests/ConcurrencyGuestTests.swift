@@ -63,7 +63,7 @@ enum ConcurrencyGuest {
         let console = try makeTemporaryDirectory("ferry-concurrency-guest") + "/console.log"
         let result = try runToCompletion(Guest.repo + "/scripts/guest/run-guest",
                                          ["--socket", socket, "--image", image, "--smp", "2", "--queues", "4", "--mem", "1G",
-                                          "--cmd", command(seed: seed, workers: workers, ops: ops), "--timeout", "1500", "--quiet", "--log", console])
+                                          "--cmd", command(seed: seed, workers: workers, ops: ops), "--timeout", "1140", "--quiet", "--log", console])
         let text = ((try? String(contentsOfFile: console, encoding: .utf8)) ?? result.output).replacingOccurrences(of: "\r", with: "")
         let output = Guest.commandOutput(text)
         let context = "in a guest on \(what) (run-guest exit \(result.status)):\n\(output.suffix(8000))\nferry's log (end):\n\(log().suffix(3000))"
