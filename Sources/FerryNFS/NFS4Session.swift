@@ -37,6 +37,8 @@ final class NFS4Session: Sendable {
     /// v4.1+ record-lock state of the files that hold locks (NFSDriver+Locks.swift): here,
     /// not in the driver, because the session reclaims it when the server restarted.
     let lockFiles = Mutex<[FileHandle: NFS4FileLocks]>([:])
+    /// v4.0: the name each file was last seen under, which its lock's OPEN names (NFS4Names.swift).
+    let names = Mutex<NFS4Names>(NFS4Names())
     /// Slots the session asks for: the requests Ferry keeps in flight (connections × the
     /// pieces of a large READ or WRITE plus writes behind), the server grants what it will.
     static let slotsWanted: UInt32 = 64
