@@ -290,15 +290,22 @@ extension NFSDriver {
         guard entry.granted.withLock({ g in g.lost.remove(owner); return g.owners[owner] != nil }) else { return }
         let sequenced = sequenced, name = lockOwnerName(owner, entry)
         do throws(Errno) {
-            try client.compound(caller, needsClientID: sequenced, { c, info in
+            try client.compound(caller, { c, _ in
                 let (stateid, seqid) = entry.granted.withLock { ($0.owners[owner]?.stateid ?? .anonymous, $0.lockSeqids[owner] ?? 0) }
                 c.putfh(handle); c.locku(type: 2, self.named(stateid), seqid: seqid, offset: 0, length: UInt64.max)
-                if sequenced { c.releaseLockOwner(clientID: info.clientID, owner: name) } else { c.freeStateID(self.named(stateid)) }
+                if !sequenced { c.freeStateID(self.named(stateid)) }
             }, decode: { r throws(NFS4Error) in
                 try r.putfh()
                 _ = try entry.sequenced(sequenced, { $0.lockSeqids[owner, default: 0] &+= 1 }) { () throws(NFS4Error) in try r.locku() }
-                if sequenced { try r.releaseLockOwner() } else { try r.freeStateID() }
+                if !sequenced { try r.freeStateID() }
             })
+            // In a COMPOUND of its own: nfs-ganesha 4.3 corrupts its heap when the LOCKU
+            // whose reply it keeps for the owner (v4.0 replays) and the release of that
+            // owner come in one COMPOUND.
+            if sequenced {
+                try client.compound(caller, needsClientID: true, { c, info in c.releaseLockOwner(clientID: info.clientID, owner: name) },
+                                    decode: { r throws(NFS4Error) in try r.releaseLockOwner() })
+            }
         } catch {
             logger.debug("NFSv4 LOCKU and release of a closing lock owner failed: \(error)")
         }
