@@ -262,13 +262,14 @@ struct NFSLockRestartTests {
     /// Two clients of a fresh export, each with the files `names` open read-write. With a
     /// `lease`, the server is started again with it first and as the default at the end.
     private func twoClients(_ server: NFSTestServer, _ name: String, lease: Int? = nil, files names: [String],
+                            version: NFSTestVersion = .v4_1,
                             _ body: (NFSDriver, [NFSFile], NFSDriver, [NFSFile]) throws -> Void) throws {
         if let lease { try server.start(lease: lease) }
         defer { if lease != nil { _ = try? server.start() } }
         let export = try server.makeExport(name)
-        let a = try NFSDriverTests.driver(export, version: .v4_1, timeout: 60)
+        let a = try NFSDriverTests.driver(export, version: version, timeout: 60)
         defer { a.destroy() }
-        let b = try NFSDriverTests.driver(export, version: .v4_1, timeout: 60)
+        let b = try NFSDriverTests.driver(export, version: version, timeout: 60)
         defer { b.destroy() }
         var fa: [NFSFile] = [], fb: [NFSFile] = []
         for name in names {
@@ -344,11 +345,32 @@ struct NFSLockRestartTests {
         }
     }
 
-    /// A server restarted without a grace period refuses every reclaim (NO_GRACE).
-    @Test(.timeLimit(.minutes(10))) func locksTheServerWillNotGiveBackAreReportedThenTakenAfresh() throws {
+    /// v4.0: the lease keeper's RENEWs keep the client id, and so its locks, through many
+    /// leases in which it sends nothing else.
+    @Test(.timeLimit(.minutes(10))) func aV40LockOutlivesManyLeasesOfAnIdleClient() throws {
         let server = try NFSTestServer.shared()
         try server.exclusive {
-            try twoClients(server, "locks-restart", files: ["f"]) { a, fa, b, fb in
+            try twoClients(server, "locks40-lease", lease: 3, files: ["f"], version: .v4_0) { a, fa, b, fb in
+                try a.setlk(fa[0], owner: 1, RecordLock(start: 0, end: 9, type: F_WRLCK, pid: 1), flock: false, root)
+                let made = a.nfs4StatesMade
+                sleep(10)
+                #expect(throws: Errno.again) {
+                    try b.setlk(fb[0], owner: 2, RecordLock(start: 5, end: 5, type: F_WRLCK, pid: 2), flock: false, root)
+                }
+                #expect(a.nfs4StatesMade == made, "the client id was kept")
+                try a.setlk(fa[0], owner: 1, RecordLock(start: 0, end: 9, type: F_UNLCK, pid: 1), flock: false, root)
+                try b.setlk(fb[0], owner: 2, RecordLock(start: 5, end: 5, type: F_WRLCK, pid: 2), flock: false, root)
+            }
+        }
+    }
+
+    /// A server restarted without a grace period refuses every reclaim (NO_GRACE). v4.0
+    /// reclaims nothing: its lost locks are reported the same way.
+    @Test(.timeLimit(.minutes(10)), arguments: [NFSTestVersion.v4_0, .v4_1])
+    func locksTheServerWillNotGiveBackAreReportedThenTakenAfresh(version: NFSTestVersion) throws {
+        let server = try NFSTestServer.shared()
+        try server.exclusive {
+            try twoClients(server, "locks-restart-v\(version)", files: ["f"], version: version) { a, fa, b, fb in
                 try a.setlk(fa[0], owner: 1, RecordLock(start: 0, end: 9, type: F_WRLCK, pid: 1), flock: false, root)
                 try server.stop()
                 try server.start()
