@@ -364,6 +364,26 @@ struct NFSLockRestartTests {
         }
     }
 
+    /// v4.0 reclaims nothing after a restart: the server's grace period is waited out by
+    /// every new lock (GRACE, sent again), then the lost one is reported once.
+    @Test(.timeLimit(.minutes(10))) func aV40ClientWaitsOutTheGracePeriodThenHearsItsLocksAreLost() throws {
+        let server = try NFSTestServer.shared()
+        try server.exclusive {
+            try twoClients(server, "locks40-grace", lease: 10, files: ["f"], version: .v4_0) { a, fa, b, fb in
+                try a.setlk(fa[0], owner: 1, RecordLock(start: 0, end: 9, type: F_WRLCK, pid: 1), flock: false, root)
+                try server.stop()
+                try server.start(lease: 10, grace: 15)
+                try b.setlk(fb[0], owner: 2, RecordLock(start: 5, end: 5, type: F_WRLCK, pid: 2), flock: false, root)
+                #expect(throws: Errno(ENOLCK)) {
+                    try a.setlk(fa[0], owner: 1, RecordLock(start: 20, end: 29, type: F_WRLCK, pid: 1), flock: false, root)
+                }
+                try a.setlk(fa[0], owner: 1, RecordLock(start: 20, end: 29, type: F_WRLCK, pid: 1), flock: false, root)
+                #expect(try b.getlk(fb[0], owner: 2, RecordLock(start: 10, end: Self.whole, type: F_WRLCK, pid: 2), root).start == 20)
+                try a.setlk(fa[0], owner: 1, RecordLock(start: 0, end: Self.whole, type: F_UNLCK, pid: 1), flock: false, root)
+            }
+        }
+    }
+
     /// A server restarted without a grace period refuses every reclaim (NO_GRACE). v4.0
     /// reclaims nothing: its lost locks are reported the same way.
     @Test(.timeLimit(.minutes(10)), arguments: [NFSTestVersion.v4_0, .v4_1])
