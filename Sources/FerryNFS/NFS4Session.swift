@@ -124,12 +124,16 @@ extension NFSClient {
     /// `decode` reads their results (after SEQUENCE). A lost session or client id, and a
     /// server that asks to wait (DELAY, GRACE), make the call go again until the export's
     /// timeout. `needsClientID`: a v4.0 client id is established first (OPEN).
-    func compound<T>(_ caller: Credentials, needsClientID: Bool = false, reserving: Int = 512,
+    /// `sequenced`: a v4.0 COMPOUND with an owner's seqid, whose `decode` (which moves the
+    /// seqid on) also reads a DELAY or GRACE reply: the server counted it (RFC 7530 §9.1.7),
+    /// so the call sent again must carry the next seqid, not be a replay of the refused one.
+    func compound<T>(_ caller: Credentials, needsClientID: Bool = false, sequenced: Bool = false, reserving: Int = 512,
                      _ build: @escaping (inout NFS4Request, NFS4Session.Info) -> Void,
                      decode: @escaping (inout NFS4Reply) throws(NFS4Error) -> T) throws(Errno) -> T {
         try perform(caller) { connection, deadline throws(ConnectionFailure) -> Result<T, Errno> in
             var result: Result<T, Errno> = .failure(.io)
-            let call = try send4(on: connection, deadline: deadline, needsClientID: needsClientID, reserving: reserving, build) { reply in
+            let call = try send4(on: connection, deadline: deadline, needsClientID: needsClientID, decodesWaits: sequenced,
+                                 reserving: reserving, build) { reply in
                 do throws(NFS4Error) { result = .success(try decode(&reply)) } catch { result = .failure(self.failure(error)) }
             }
             try connection.wait(for: [call], deadline: deadline)
@@ -155,7 +159,7 @@ extension NFSClient {
     /// `reclaiming`: a call of the reclaim after a server restart, which runs while the
     /// session is being made (it may take a slot before the reclaim is done, and never makes
     /// a session itself).
-    func send4(on connection: NFSConnection, deadline: Deadline, needsClientID: Bool = false, reserving: Int = 512,
+    func send4(on connection: NFSConnection, deadline: Deadline, needsClientID: Bool = false, decodesWaits: Bool = false, reserving: Int = 512,
                direct: (DirectData, locate: (inout NFS4Reply) -> Int?)? = nil, reclaiming: Bool = false,
                _ build: (inout NFS4Request, NFS4Session.Info) -> Void,
                decode: @escaping (inout NFS4Reply) -> Void) throws(ConnectionFailure) -> PendingCall {
@@ -207,7 +211,10 @@ extension NFSClient {
                 }
             }
             if NFS4Status.losesSession(reply.status) { session.lost(callGeneration); return false }
-            if NFS4Status.asksToWait(reply.status) { return false }
+            if NFS4Status.asksToWait(reply.status) {
+                if decodesWaits { decode(&reply) }
+                return false
+            }
             if !session.usesSessions && needsClientID && reply.status == NFS4Status.ok {
                 session.state.withLock { $0.lastRenewed = Deadline.now() }
             }

@@ -119,7 +119,7 @@ extension NFSDriver {
             }
             // Built when sent: a call sent again after a reclaim names the reclaimed stateids.
             let sequenced = sequenced
-            let result = try client.compound(caller, needsClientID: sequenced, { c, info in
+            let result = try client.compound(caller, needsClientID: sequenced, sequenced: sequenced, { c, info in
                 c.putfh(handle)
                 let locker = entry.granted.withLock { g -> NFS4Locker in
                     let lockSeqid = g.lockSeqids[key] ?? 0
@@ -214,7 +214,7 @@ extension NFSDriver {
             throw Errno(ENOLCK)
         }
         let nextOpenSeqid = { (g: inout NFS4FileLocks.Granted) in g.openSeqid &+= 1 }
-        let (opened, confirm, found) = try client.compound(caller, needsClientID: true, { c, info in
+        let (opened, confirm, found) = try client.compound(caller, needsClientID: true, sequenced: true, { c, info in
             let seqid = entry.granted.withLock { $0.openSeqid }
             c.putfh(place.directory)
             place.name.withUnsafeBytes { c.openByName($0, access: access, clientID: info.clientID, owner: owner, seqid: seqid) }
@@ -226,7 +226,7 @@ extension NFSDriver {
         })
         var stateid = opened
         if confirm {
-            stateid = try client.compound(caller, { c, _ in
+            stateid = try client.compound(caller, sequenced: true, { c, _ in
                 c.putfh(found); c.openConfirm(opened, seqid: entry.granted.withLock { $0.openSeqid })
             }, decode: { r throws(NFS4Error) in
                 try r.putfh(); return try entry.sequenced(true, nextOpenSeqid) { () throws(NFS4Error) in try r.openConfirm() }
@@ -236,7 +236,7 @@ extension NFSDriver {
         logger.warning("NFSv4.0 lock: the file's name now leads to another file (replaced on the server): refused (ENOLCK)")
         let closing = stateid
         do throws(Errno) {
-            try client.compound(caller, { c, _ in c.putfh(found); c.close(closing, seqid: entry.granted.withLock { $0.openSeqid }) },
+            try client.compound(caller, sequenced: true, { c, _ in c.putfh(found); c.close(closing, seqid: entry.granted.withLock { $0.openSeqid }) },
                                 decode: { r throws(NFS4Error) in
                 try r.putfh(); try entry.sequenced(true, nextOpenSeqid) { () throws(NFS4Error) in try r.close() }
             })
@@ -251,7 +251,7 @@ extension NFSDriver {
     private func unlock(_ handle: FileHandle, _ entry: NFS4FileLocks, _ owner: NFS4FileLocks.Owner, sent: NFS4StateID,
                         offset: UInt64, length: UInt64, _ caller: Credentials) throws(Errno) -> NFS4FileLocks.Outcome {
         let sequenced = sequenced
-        return try client.compound(caller, { c, _ in
+        return try client.compound(caller, sequenced: sequenced, { c, _ in
             let (stateid, seqid) = entry.granted.withLock { ($0.owners[owner]?.stateid ?? sent, $0.lockSeqids[owner] ?? 0) }
             c.putfh(handle); c.locku(type: 2, self.named(stateid), seqid: seqid, offset: offset, length: length)
         }, decode: { r throws(NFS4Error) -> NFS4FileLocks.Outcome in
@@ -290,7 +290,7 @@ extension NFSDriver {
         guard entry.granted.withLock({ g in g.lost.remove(owner); return g.owners[owner] != nil }) else { return }
         let sequenced = sequenced, name = lockOwnerName(owner, entry)
         do throws(Errno) {
-            try client.compound(caller, { c, _ in
+            try client.compound(caller, sequenced: sequenced, { c, _ in
                 let (stateid, seqid) = entry.granted.withLock { ($0.owners[owner]?.stateid ?? .anonymous, $0.lockSeqids[owner] ?? 0) }
                 c.putfh(handle); c.locku(type: 2, self.named(stateid), seqid: seqid, offset: 0, length: UInt64.max)
                 if !sequenced { c.freeStateID(self.named(stateid)) }
@@ -336,7 +336,7 @@ extension NFSDriver {
             if entry.granted.withLock({ $0.open != nil }) {
                 let sequenced = sequenced
                 do throws(Errno) {
-                    try client.compound(caller, { c, _ in
+                    try client.compound(caller, sequenced: sequenced, { c, _ in
                         // Read when sent, as in `dropOwner`.
                         let (open, seqid) = entry.granted.withLock { ($0.open ?? .anonymous, $0.openSeqid) }
                         c.putfh(handle); c.close(self.named(open), seqid: seqid)
