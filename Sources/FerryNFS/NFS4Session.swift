@@ -13,8 +13,8 @@ public enum NFS4Minor: UInt32, Sendable { case v0 = 0, v1 = 1, v2 = 2 }
 /// (SEQUENCE first); a lost session or client id (server restart, lease expired) is made
 /// again and the call sent again. READ, WRITE and SETATTR use the anonymous stateid and
 /// each OPEN is closed at once, so no open state needs recovering; only record locks
-/// (v4.1+, NFSDriver+Locks.swift) keep state, which a server that restarted gives back
-/// during its grace period (NFS4Reclaim.swift).
+/// (NFSDriver+Locks.swift) keep state, which a server that restarted gives back during its
+/// grace period (NFS4Reclaim.swift, v4.1+; v4.0 locks are lost then, and reported).
 final class NFS4Session: Sendable {
     let minor: NFS4Minor
     /// The boot verifier of this client: a new one tells the server earlier state is gone.
@@ -34,8 +34,8 @@ final class NFS4Session: Sendable {
     let state = Mutex<State>(State())
     /// Held while a client id or session is made: concurrent senders must not each make one.
     let establishing = Mutex<Void>(())
-    /// v4.1+ record-lock state of the files that hold locks (NFSDriver+Locks.swift): here,
-    /// not in the driver, because the session reclaims it when the server restarted.
+    /// Record-lock state of the files that hold locks (NFSDriver+Locks.swift): here, not in
+    /// the driver, because the session (v4.1+) reclaims it when the server restarted.
     let lockFiles = Mutex<[FileHandle: NFS4FileLocks]>([:])
     /// v4.0: the name each file was last seen under, which its lock's OPEN names (NFS4Names.swift).
     let names = Mutex<NFS4Names>(NFS4Names())
