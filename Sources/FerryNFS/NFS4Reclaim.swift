@@ -70,7 +70,7 @@ extension NFSClient {
                 ?? .new(open: NFS4FileLocks.current(open), clientID: 0, owner: NFS4FileLocks.name(of: owner))
             let result = try reclaimCall(on: connection, deadline: deadline, { r, info in
                 var l = locker
-                if case .new(let open, _, let name) = l { l = .new(open: open, clientID: info.clientID, owner: name) }
+                if case .new(let open, _, _, let name, _) = l { l = .new(open: open, clientID: info.clientID, owner: name) }
                 r.putfh(handle); r.lock(type: range.type, offset: offset, length: length, locker: l, reclaim: true)
             }, decode: { r throws(NFS4Error) in try r.putfh(); return try r.lock() })
             switch result {

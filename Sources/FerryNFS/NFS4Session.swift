@@ -13,8 +13,8 @@ public enum NFS4Minor: UInt32, Sendable { case v0 = 0, v1 = 1, v2 = 2 }
 /// (SEQUENCE first); a lost session or client id (server restart, lease expired) is made
 /// again and the call sent again. READ, WRITE and SETATTR use the anonymous stateid and
 /// each OPEN is closed at once, so no open state needs recovering; only record locks
-/// (v4.1+, NFSDriver+Locks.swift) keep state, which a server that restarted gives back
-/// during its grace period (NFS4Reclaim.swift).
+/// (NFSDriver+Locks.swift) keep state, which a server that restarted gives back during its
+/// grace period (NFS4Reclaim.swift, v4.1+; v4.0 locks are lost then, and reported).
 final class NFS4Session: Sendable {
     let minor: NFS4Minor
     /// The boot verifier of this client: a new one tells the server earlier state is gone.
@@ -34,9 +34,11 @@ final class NFS4Session: Sendable {
     let state = Mutex<State>(State())
     /// Held while a client id or session is made: concurrent senders must not each make one.
     let establishing = Mutex<Void>(())
-    /// v4.1+ record-lock state of the files that hold locks (NFSDriver+Locks.swift): here,
-    /// not in the driver, because the session reclaims it when the server restarted.
+    /// Record-lock state of the files that hold locks (NFSDriver+Locks.swift): here, not in
+    /// the driver, because the session (v4.1+) reclaims it when the server restarted.
     let lockFiles = Mutex<[FileHandle: NFS4FileLocks]>([:])
+    /// v4.0: the name each file was last seen under, which its lock's OPEN names (NFS4Names.swift).
+    let names = Mutex<NFS4Names>(NFS4Names())
     /// Slots the session asks for: the requests Ferry keeps in flight (connections × the
     /// pieces of a large READ or WRITE plus writes behind), the server grants what it will.
     static let slotsWanted: UInt32 = 64
@@ -122,12 +124,16 @@ extension NFSClient {
     /// `decode` reads their results (after SEQUENCE). A lost session or client id, and a
     /// server that asks to wait (DELAY, GRACE), make the call go again until the export's
     /// timeout. `needsClientID`: a v4.0 client id is established first (OPEN).
-    func compound<T>(_ caller: Credentials, needsClientID: Bool = false, reserving: Int = 512,
+    /// `sequenced`: a v4.0 COMPOUND with an owner's seqid, whose `decode` (which moves the
+    /// seqid on) also reads a DELAY or GRACE reply: the server counted it (RFC 7530 §9.1.7),
+    /// so the call sent again must carry the next seqid, not be a replay of the refused one.
+    func compound<T>(_ caller: Credentials, needsClientID: Bool = false, sequenced: Bool = false, reserving: Int = 512,
                      _ build: @escaping (inout NFS4Request, NFS4Session.Info) -> Void,
                      decode: @escaping (inout NFS4Reply) throws(NFS4Error) -> T) throws(Errno) -> T {
         try perform(caller) { connection, deadline throws(ConnectionFailure) -> Result<T, Errno> in
             var result: Result<T, Errno> = .failure(.io)
-            let call = try send4(on: connection, deadline: deadline, needsClientID: needsClientID, reserving: reserving, build) { reply in
+            let call = try send4(on: connection, deadline: deadline, needsClientID: needsClientID, decodesWaits: sequenced,
+                                 reserving: reserving, build) { reply in
                 do throws(NFS4Error) { result = .success(try decode(&reply)) } catch { result = .failure(self.failure(error)) }
             }
             try connection.wait(for: [call], deadline: deadline)
@@ -153,7 +159,7 @@ extension NFSClient {
     /// `reclaiming`: a call of the reclaim after a server restart, which runs while the
     /// session is being made (it may take a slot before the reclaim is done, and never makes
     /// a session itself).
-    func send4(on connection: NFSConnection, deadline: Deadline, needsClientID: Bool = false, reserving: Int = 512,
+    func send4(on connection: NFSConnection, deadline: Deadline, needsClientID: Bool = false, decodesWaits: Bool = false, reserving: Int = 512,
                direct: (DirectData, locate: (inout NFS4Reply) -> Int?)? = nil, reclaiming: Bool = false,
                _ build: (inout NFS4Request, NFS4Session.Info) -> Void,
                decode: @escaping (inout NFS4Reply) -> Void) throws(ConnectionFailure) -> PendingCall {
@@ -205,7 +211,10 @@ extension NFSClient {
                 }
             }
             if NFS4Status.losesSession(reply.status) { session.lost(callGeneration); return false }
-            if NFS4Status.asksToWait(reply.status) { return false }
+            if NFS4Status.asksToWait(reply.status) {
+                if decodesWaits { decode(&reply) }
+                return false
+            }
             if !session.usesSessions && needsClientID && reply.status == NFS4Status.ok {
                 session.state.withLock { $0.lastRenewed = Deadline.now() }
             }

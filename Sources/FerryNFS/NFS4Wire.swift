@@ -11,6 +11,7 @@ enum NFS4Op {
     static let putrootfh: UInt32 = 24, read: UInt32 = 25, readdir: UInt32 = 26, readlink: UInt32 = 27
     static let remove: UInt32 = 28, rename: UInt32 = 29, renew: UInt32 = 30, restorefh: UInt32 = 31, savefh: UInt32 = 32
     static let setattr: UInt32 = 34, setclientid: UInt32 = 35, setclientidConfirm: UInt32 = 36, write: UInt32 = 38
+    static let releaseLockOwner: UInt32 = 39
     static let exchangeID: UInt32 = 42, createSession: UInt32 = 43, destroySession: UInt32 = 44
     static let freeStateID: UInt32 = 45, sequence: UInt32 = 53, destroyClientID: UInt32 = 57, reclaimComplete: UInt32 = 58
     static let allocate: UInt32 = 59, copy: UInt32 = 60, deallocate: UInt32 = 62, seek: UInt32 = 69
@@ -59,9 +60,11 @@ struct NFS4StateID: Equatable {
 
 /// Who a LOCK is for: a lock owner's first lock on a file comes with the file's open
 /// stateid and the owner's name; later ones with the lock stateid the first one got.
+/// The seqids order an owner's requests on v4.0 (`openSeqid` the open owner's, `lockSeqid`
+/// the lock owner's); v4.1 sessions replace them, and they are 0 there.
 enum NFS4Locker {
-    case new(open: NFS4StateID, clientID: UInt64, owner: [UInt8])
-    case existing(NFS4StateID)
+    case new(open: NFS4StateID, openSeqid: UInt32 = 0, clientID: UInt64, owner: [UInt8], lockSeqid: UInt32 = 0)
+    case existing(NFS4StateID, lockSeqid: UInt32 = 0)
 }
 
 /// A lock that conflicts (LOCK4denied): its range (`length` UInt64.max: to end of file) and
@@ -169,6 +172,14 @@ struct NFS4Request {
         w.u32(0)                             // OPEN4_NOCREATE
         w.u32(4)                             // CLAIM_FH
     }
+    /// OPEN of `name` in the current directory (CLAIM_NULL), no create: on v4.0, which has
+    /// no CLAIM_FH, the open a file's locks hang from. GETFH after it tells which file it was.
+    mutating func openByName(_ name: UnsafeRawBufferPointer, access: UInt32, clientID: UInt64, owner: [UInt8], seqid: UInt32) {
+        op(NFS4Op.open); w.u32(seqid); w.u32(access); w.u32(0)
+        w.u64(clientID); w.opaque(owner)
+        w.u32(0)                             // OPEN4_NOCREATE
+        w.u32(0); w.opaque(name)             // CLAIM_NULL
+    }
     /// OPEN CLAIM_PREVIOUS of the current file (RFC 8881 §18.16): the open this client had
     /// before the server restarted, reclaimed during its grace period. No delegation is
     /// reclaimed (OPEN_DELEGATE_NONE): Ferry never takes one.
@@ -181,23 +192,26 @@ struct NFS4Request {
     /// LOCK of a range (`length` UInt64.max: to end of file); `type` READ_LT 1 or WRITE_LT 2,
     /// never the blocking kinds (the core retries a waiting lock). A lock owner's first lock
     /// on the file names its open stateid (open_to_lock_owner4), later ones the lock stateid.
-    /// Seqids are 0: v4.1 sessions replace them. `reclaim`: a lock held before the server
+    /// `reclaim`: a lock held before the server
     /// restarted, taken back during its grace period.
     mutating func lock(type: UInt32, offset: UInt64, length: UInt64, locker: NFS4Locker, reclaim: Bool = false) {
         op(NFS4Op.lock); w.u32(type); w.bool(reclaim); w.u64(offset); w.u64(length)
         switch locker {
-        case .new(let open, let clientID, let owner):
-            w.bool(true); w.u32(0); stateid(open); w.u32(0); w.u64(clientID); w.opaque(owner)
-        case .existing(let s):
-            w.bool(false); stateid(s); w.u32(0)
+        case .new(let open, let openSeqid, let clientID, let owner, let lockSeqid):
+            w.bool(true); w.u32(openSeqid); stateid(open); w.u32(lockSeqid); w.u64(clientID); w.opaque(owner)
+        case .existing(let s, let lockSeqid):
+            w.bool(false); stateid(s); w.u32(lockSeqid)
         }
     }
     mutating func lockt(type: UInt32, offset: UInt64, length: UInt64, clientID: UInt64, owner: [UInt8]) {
         op(NFS4Op.lockt); w.u32(type); w.u64(offset); w.u64(length); w.u64(clientID); w.opaque(owner)
     }
-    mutating func locku(type: UInt32, _ s: NFS4StateID, offset: UInt64, length: UInt64) {
-        op(NFS4Op.locku); w.u32(type); w.u32(0); stateid(s); w.u64(offset); w.u64(length)
+    /// LOCKU; `seqid` the lock owner's (v4.0; 0 on v4.1+).
+    mutating func locku(type: UInt32, _ s: NFS4StateID, seqid: UInt32 = 0, offset: UInt64, length: UInt64) {
+        op(NFS4Op.locku); w.u32(type); w.u32(seqid); stateid(s); w.u64(offset); w.u64(length)
     }
+    /// RELEASE_LOCKOWNER (v4.0): the server forgets a lock owner that holds no locks.
+    mutating func releaseLockOwner(clientID: UInt64, owner: [UInt8]) { op(NFS4Op.releaseLockOwner); w.u64(clientID); w.opaque(owner) }
     mutating func freeStateID(_ s: NFS4StateID) { op(NFS4Op.freeStateID); stateid(s) }
     mutating func openConfirm(_ s: NFS4StateID, seqid: UInt32) { op(NFS4Op.openConfirm); stateid(s); w.u32(seqid) }
     mutating func close(_ s: NFS4StateID, seqid: UInt32) { op(NFS4Op.close); w.u32(seqid); stateid(s) }
@@ -386,6 +400,7 @@ struct NFS4Reply {
     }
     mutating func locku() throws(NFS4Error) -> NFS4StateID { try op(NFS4Op.locku); return try stateid() }
     mutating func freeStateID() throws(NFS4Error) { try op(NFS4Op.freeStateID) }
+    mutating func releaseLockOwner() throws(NFS4Error) { try op(NFS4Op.releaseLockOwner) }
     mutating func openConfirm() throws(NFS4Error) -> NFS4StateID { try op(NFS4Op.openConfirm); return try stateid() }
     mutating func close() throws(NFS4Error) { try op(NFS4Op.close); _ = try stateid() }
     /// READ: the data (pointing into the reply) and eof.

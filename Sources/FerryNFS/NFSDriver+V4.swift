@@ -41,12 +41,20 @@ extension NFSDriver {
 
     func lookup4(_ directory: FileHandle, _ name: UnsafePointer<CChar>, _ caller: Credentials) throws(Errno) -> (FileHandle, Attributes) {
         let n = Array(NFSDriver.bytes(name))
-        return try client.compound(caller, { c, _ in
+        let found = try client.compound(caller, { c, _ in
             c.putfh(directory); n.withUnsafeBytes { c.lookup($0) }; c.getfh(); c.getattr(NFS4Attribute.forAttributes)
         }, decode: { r throws(NFS4Error) in
             try r.putfh(); try r.lookup()
             return (try r.getfh(), try r.getattr().attributes)
         })
+        noteName(found.0, in: directory, n)
+        return found
+    }
+
+    /// Notes where a file was seen, for its v4.0 lock's OPEN (NFS4Names.swift).
+    func noteName(_ handle: FileHandle, in directory: FileHandle, _ name: [UInt8]) {
+        guard let v4, !v4.usesSessions else { return }
+        v4.names.withLock { $0.saw(handle, in: directory, name) }
     }
 
     func getattr4(_ handle: FileHandle, _ caller: Credentials) throws(Errno) -> Attributes {
@@ -130,6 +138,7 @@ extension NFSDriver {
             }
             return (handle, attributes, stateid, confirm, closed)
         })
+        noteName(opened.0, in: directory, n)
         if opened.4 { return (opened.0, opened.1) }
         var stateid = opened.2
         var seqid: UInt32 = session.usesSessions ? 0 : 1
@@ -154,12 +163,14 @@ extension NFSDriver {
 
     func link4(_ file: FileHandle, _ directory: FileHandle, _ name: FileName, _ caller: Credentials) throws(Errno) -> Attributes {
         let n = Array(name.bytes)
-        return try client.compound(caller, { c, _ in
+        let attributes = try client.compound(caller, { c, _ in
             c.putfh(file); c.savefh(); c.putfh(directory); n.withUnsafeBytes { c.link($0) }; c.restorefh(); c.getattr(NFS4Attribute.forAttributes)
         }, decode: { r throws(NFS4Error) in
             try r.putfh(); try r.savefh(); try r.putfh(); try r.link(); try r.restorefh()
             return try r.getattr().attributes
         })
+        noteName(file, in: directory, n)
+        return attributes
     }
 
     func remove4(_ directory: FileHandle, _ name: UnsafePointer<CChar>, _ caller: Credentials) throws(Errno) {
@@ -167,6 +178,7 @@ extension NFSDriver {
         try client.compound(caller, { c, _ in c.putfh(directory); n.withUnsafeBytes { c.remove($0) } }, decode: { r throws(NFS4Error) in
             try r.putfh(); try r.remove()
         })
+        if let v4, !v4.usesSessions { v4.names.withLock { $0.removed(directory, n) } }
     }
 
     func rename4(_ from: FileHandle, _ name: UnsafePointer<CChar>, _ to: FileHandle, _ newName: UnsafePointer<CChar>,
@@ -178,6 +190,7 @@ extension NFSDriver {
         }, decode: { r throws(NFS4Error) in
             try r.putfh(); try r.savefh(); try r.putfh(); try r.rename()
         })
+        if let v4, !v4.usesSessions { v4.names.withLock { $0.renamed(from, old, to, new) } }
     }
 
     func statfs4(_ handle: FileHandle, _ caller: Credentials) throws(Errno) -> FileSystemStatistics {
@@ -217,6 +230,11 @@ extension NFSDriver {
             }
             return (list, verifier, selfID)
         })
+        if let v4, !v4.usesSessions {
+            v4.names.withLock { names in
+                for e in entries { if let h = e.handle { names.saw(h, in: directory, Array(e.name.dropLast())) } }
+            }
+        }
         if cookie < 2 {
             var dots: [ListedEntry] = []
             if cookie == 0 { dots.append(ListedEntry(name: [0x2E, 0], fileid: selfID, cookie: 1, handle: nil, attributes: nil)) }

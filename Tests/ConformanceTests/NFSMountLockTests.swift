@@ -6,23 +6,24 @@ import Testing
 import Glibc
 #endif
 
-/// fcntl and flock locks through `ferry mount nfs://` of an NFSv4.1 export: kept by the NFS
+/// fcntl and flock locks through `ferry mount nfs://` of an NFSv4.0 or 4.1 export: kept by the NFS
 /// server, so processes on one mount meet each other's locks and so do processes on a second
 /// mount of the same export, which is another NFS client. A waiting F_SETLKW waits in the
 /// daemon's `ferry-lockwait` thread, which asks the server again until the holder unlocks.
-@Suite("Record locks through ferry mount of NFSv4.1", .serialized, .requires(.root, .devFUSE, .ganesha))
+@Suite("Record locks through ferry mount of NFSv4.0 and 4.1", .serialized, .requires(.root, .devFUSE, .ganesha))
 struct NFSMountLockTests {
     typealias Tool = MountLockTests.Tool
 
-    /// Two mounts of one fresh v4.1 export holding `f`.
-    private func twoMounts(_ name: String, _ body: (FerryMount, FerryMount) throws -> Void) throws {
+    /// Two mounts of one fresh export holding `f` (made on the server: the mounts learn its
+    /// name by looking it up, which a v4.0 lock's OPEN needs).
+    private func twoMounts(_ name: String, _ version: NFSTestVersion, _ body: (FerryMount, FerryMount) throws -> Void) throws {
         let server = try NFSTestServer.shared()
         try server.shared {
             let export = try server.makeExport(name)
             try Data("0123456789".utf8).write(to: URL(fileURLWithPath: export + "/f"))
-            let a = try FerryMount(source: server.url(export, version: .v4_1), extraArguments: [])
+            let a = try FerryMount(source: server.url(export, version: version), extraArguments: [])
             defer { a.stop() }
-            let b = try FerryMount(source: server.url(export, version: .v4_1), extraArguments: [])
+            let b = try FerryMount(source: server.url(export, version: version), extraArguments: [])
             defer { b.stop() }
             try body(a, b)
         }
@@ -35,8 +36,9 @@ struct NFSMountLockTests {
         return tool
     }
 
-    @Test func fcntlLocksMeetOnOneMountAndAcrossTwoClientsAndAWaiterIsGranted() throws {
-        try twoMounts("mount-locks") { a, b in
+    @Test(arguments: [NFSTestVersion.v4_0, .v4_1])
+    func fcntlLocksMeetOnOneMountAndAcrossTwoClientsAndAWaiterIsGranted(version: NFSTestVersion) throws {
+        try twoMounts("mount-locks-v\(version)", version) { a, b in
             let holder = try holder(a, ["hold", a.mountpoint + "/f", "w", "10", "90"])
             for m in [a, b] {
                 // On the holder's mount, its own pid (a lock owner of that client); on the
@@ -61,8 +63,9 @@ struct NFSMountLockTests {
         }
     }
 
-    @Test func flockLocksMeetAcrossTwoClientsAndAWaiterIsGranted() throws {
-        try twoMounts("mount-flock") { a, b in
+    @Test(arguments: [NFSTestVersion.v4_0, .v4_1])
+    func flockLocksMeetAcrossTwoClientsAndAWaiterIsGranted(version: NFSTestVersion) throws {
+        try twoMounts("mount-flock-v\(version)", version) { a, b in
             let holder = try Tool(["flock-hold", a.mountpoint + "/f", a.mountpoint + "/held", a.mountpoint + "/release"])
             #expect(eventually { FileManager.default.fileExists(atPath: a.mountpoint + "/held") }, "\(holder.output)")
             for m in [a, b] {

@@ -102,6 +102,44 @@ import Testing
             14, 2, 0, 0] + other + [0, 0, 0xFFFF_FFFF, 0xFFFF_FFFF])
     }
 
+    /// v4.0: the seqids of the open and lock owners are sent, stateids with their own seqid,
+    /// the open by name (no CLAIM_FH), and RELEASE_LOCKOWNER (RFC 7530 §16.16, §16.10, §16.12, §16.37).
+    @Test func v40LockOperationsCarryTheirSeqidsAsRFC7530Says() {
+        var request = NFS4Request(XDRWriter(), minor: 0)
+        let other: [UInt32] = [0x0102_0304, 0x0506_0708, 0x090a_0b0c]
+        [UInt8]("f.txt".utf8).withUnsafeBytes { request.openByName($0, access: 3, clientID: 0x1_0000_0002, owner: Array("ab".utf8), seqid: 4) }
+        request.lock(type: 2, offset: 10, length: UInt64.max,
+                     locker: .new(open: NFS4StateID(seqid: 2, other: Array(1...12)), openSeqid: 5, clientID: 0x1_0000_0002,
+                                  owner: Array("xyz".utf8), lockSeqid: 0))
+        request.lock(type: 1, offset: 0, length: 5, locker: .existing(NFS4StateID(seqid: 3, other: Array(1...12)), lockSeqid: 9))
+        request.locku(type: 2, NFS4StateID(seqid: 4, other: Array(1...12)), seqid: 10, offset: 0, length: UInt64.max)
+        request.releaseLockOwner(clientID: 0x1_0000_0002, owner: Array("xyz".utf8))
+        #expect(Self.words(request.finish().bytes) == [0, 0, 5,
+            // OPEN: seqid 4, share BOTH, deny NONE, owner (client id, "ab"), NOCREATE, CLAIM_NULL "f.txt"
+            18, 4, 3, 0, 1, 2, 2, 0x6162_0000, 0, 0, 5, 0x662e_7478, 0x7400_0000,
+            // LOCK WRITE_LT, new owner: open seqid 5, open stateid (seqid 2), lock seqid 0, owner
+            12, 2, 0, 0, 10, 0xFFFF_FFFF, 0xFFFF_FFFF, 1, 5, 2] + other + [0, 1, 2, 3, 0x7879_7a00,
+            // LOCK READ_LT, existing: lock stateid (seqid 3), lock seqid 9
+            12, 1, 0, 0, 0, 0, 5, 0, 3] + other + [9,
+            // LOCKU WRITE_LT, seqid 10, stateid (seqid 4), whole file
+            14, 2, 10, 4] + other + [0, 0, 0xFFFF_FFFF, 0xFFFF_FFFF,
+            // RELEASE_LOCKOWNER: client id, owner
+            39, 1, 2, 3, 0x7879_7a00])
+    }
+
+    @Test func v40LockOwnerNamesAreOnePerFileAndStillNameTheProcess() {
+        let owner = NFS4FileLocks.Owner(id: 0x2a, flock: false)
+        let file = NFS4FileLocks(serial: 0x1f)
+        #expect(NFS4FileLocks.name(of: owner) == Array("ferry-lock-p2a".utf8))
+        #expect(NFS4FileLocks.name(of: owner, file: file) == Array("ferry-lock-p2a-1f".utf8))
+        #expect(NFS4FileLocks.posixOwner(named: NFS4FileLocks.name(of: owner, file: file)) == 0x2a)
+        #expect(NFS4FileLocks.posixOwner(named: NFS4FileLocks.name(of: owner)) == 0x2a)
+        #expect(NFS4FileLocks.posixOwner(named: NFS4FileLocks.name(of: .init(id: 0x2a, flock: true), file: file)) == nil)
+        // Seqids move on after every reply but those RFC 7530 §9.1.7 names.
+        #expect(NFS4FileLocks.advancesSeqid(0) && NFS4FileLocks.advancesSeqid(10010) && NFS4FileLocks.advancesSeqid(10013))
+        #expect(!NFS4FileLocks.advancesSeqid(10026) && !NFS4FileLocks.advancesSeqid(10023) && !NFS4FileLocks.advancesSeqid(10022))
+    }
+
     @Test func aDeniedLockOrLocktCarriesTheLockInTheWay() {
         // LOCK4denied: offset 100, length 100, WRITE_LT, owner (client id, "x").
         let denied: [UInt32] = [0, 100, 0, 100, 2, 0, 7, 1, 0x7800_0000]

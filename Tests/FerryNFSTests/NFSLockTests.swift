@@ -8,7 +8,7 @@ import Testing
 import Glibc
 #endif
 
-/// NFSv4.1/4.2 record locks against the real nfs-ganesha: two driver instances are two
+/// NFSv4 record locks against the real nfs-ganesha: two driver instances are two
 /// NFS clients of one export, so what one locks the other sees through the server alone.
 @Suite("NFS record locks against nfs-ganesha", .serialized,
        .requires(.root, .ganesha))
@@ -35,7 +35,7 @@ struct NFSLockTests {
         }
     }
 
-    @Test(arguments: [NFSTestVersion.v4_1, .v4_2])
+    @Test(arguments: [NFSTestVersion.v4_0, .v4_1, .v4_2])
     func aWriteLockOfOneClientIsSeenAndRefusedByAnotherUntilUnlocked(version: NFSTestVersion) throws {
         try twoClients("locks-v\(version)", version) { a, fa, b, fb in
             #expect(a.supportsRecordLocks && b.supportsRecordLocks)
@@ -60,7 +60,7 @@ struct NFSLockTests {
         }
     }
 
-    @Test(arguments: [NFSTestVersion.v4_1, .v4_2])
+    @Test(arguments: [NFSTestVersion.v4_0, .v4_1, .v4_2])
     func closingTheFileDropsItsOwnersLocks(version: NFSTestVersion) throws {
         try twoClients("locks-close-v\(version)", version) { a, fa, b, fb in
             try a.setlk(fa, owner: 7, RecordLock(start: 0, end: Self.whole, type: F_WRLCK, pid: 10), flock: false, root)
@@ -92,8 +92,9 @@ struct NFSLockTests {
     }
 
     /// flock: a whole-file lock of the open file, gone with its release.
-    @Test func flockLocksTheWholeFileUntilTheOpenFileIsReleased() throws {
-        try twoClients("locks-flock", .v4_1) { a, fa, b, fb in
+    @Test(arguments: [NFSTestVersion.v4_0, .v4_1])
+    func flockLocksTheWholeFileUntilTheOpenFileIsReleased(version: NFSTestVersion) throws {
+        try twoClients("locks-flock-v\(version)", version) { a, fa, b, fb in
             try a.setlk(fa, owner: 0xF00, RecordLock(start: 0, end: 0, type: F_WRLCK, pid: 10), flock: true, root)
             #expect(throws: Errno.again) {
                 try b.setlk(fb, owner: 0xB00, RecordLock(start: 0, end: 0, type: F_RDLCK, pid: 20), flock: true, root)
@@ -133,13 +134,12 @@ struct NFSLockTests {
         }
     }
 
-    /// v3 and v4.0 keep locks in the client's kernel: the core agrees no lock flags.
-    @Test(arguments: [NFSTestVersion.v3, .v4_0])
-    func v3AndV40KeepLocksInTheClientsKernel(version: NFSTestVersion) throws {
+    /// v3 keeps locks in the client's kernel: the core agrees no lock flags.
+    @Test func v3KeepsLocksInTheClientsKernel() throws {
         let server = try NFSTestServer.shared()
         try server.shared {
-            let export = try server.makeExport("locks-local-v\(version)")
-            let driver = try NFSDriverTests.driver(export, version: version)
+            let export = try server.makeExport("locks-local-v3")
+            let driver = try NFSDriverTests.driver(export, version: .v3)
             defer { driver.destroy() }
             #expect(!driver.supportsRecordLocks)
             let (_, opened) = try withName("f") { try driver.create(try driver.root().inode, $0, mode: 0o644, flags: O_RDWR, root) }
@@ -147,6 +147,105 @@ struct NFSLockTests {
                 try driver.setlk(opened.file, owner: 1, RecordLock(start: 0, end: 0, type: F_WRLCK, pid: 1), flock: false, root)
             }
             driver.release(opened.file, flags: 0, root)
+        }
+    }
+
+    // MARK: - v4.0: seqids and the open by name
+
+    /// One process (lock owner) with locks on two files at once: each file has its own
+    /// lock owner name on v4.0, so the two seqid streams never mix.
+    @Test func aV40ProcessLocksTwoFilesAtOnce() throws {
+        try twoClients("locks40-two", .v4_0) { a, fa, b, fb in
+            let (_, ga) = try withName("g") { try a.create(try a.root().inode, $0, mode: 0o644, flags: O_RDWR, root) }
+            let gEntry = try withName("g") { try b.lookup(try b.root().inode, $0, root) }
+            let gb = try b.open(gEntry.inode, flags: O_RDWR, killSuidGid: false, root)
+            for round in 0..<5 {
+                let at = UInt64(round * 10)
+                try a.setlk(fa, owner: 1, RecordLock(start: at, end: at + 4, type: F_WRLCK, pid: 10), flock: false, root)
+                try a.setlk(ga.file, owner: 1, RecordLock(start: at, end: at + 4, type: F_WRLCK, pid: 10), flock: false, root)
+                try a.setlk(fa, owner: 1, RecordLock(start: at + 2, end: at + 2, type: F_UNLCK, pid: 10), flock: false, root)
+            }
+            #expect(a.lockOwnerCount == 2)
+            for (file, start) in [(fb, UInt64(0)), (gb.file, UInt64(0))] {
+                let seen = try b.getlk(file, owner: 2, RecordLock(start: 0, end: Self.whole, type: F_RDLCK, pid: 20), root)
+                #expect(seen.type == F_WRLCK && seen.start == start && seen.pid == 0)
+            }
+            // The hole unlocked in f is free; g has none.
+            try b.setlk(fb, owner: 2, RecordLock(start: 42, end: 42, type: F_WRLCK, pid: 20), flock: false, root)
+            #expect(throws: Errno.again) {
+                try b.setlk(gb.file, owner: 2, RecordLock(start: 42, end: 42, type: F_WRLCK, pid: 20), flock: false, root)
+            }
+            // GETLK of a's own other owner names the pid it locked as.
+            let own = try a.getlk(ga.file, owner: 3, RecordLock(start: 0, end: Self.whole, type: F_WRLCK, pid: 30), root)
+            #expect(own.pid == 10)
+            try a.setlk(ga.file, owner: 1, RecordLock(start: 0, end: Self.whole, type: F_UNLCK, pid: 10), flock: false, root)
+            try b.setlk(gb.file, owner: 2, RecordLock(start: 42, end: 42, type: F_WRLCK, pid: 20), flock: false, root)
+            b.release(gb.file, flags: 0, root)
+            a.release(ga.file, flags: 0, root)
+        }
+    }
+
+    /// Many LOCK and LOCKU of one owner, some refused: every reply moves the seqid on,
+    /// and the server still takes the next request and shows the other client the truth.
+    @Test func fiftyV40LockUnlockCyclesKeepTheSeqidsInStep() throws {
+        try twoClients("locks40-cycles", .v4_0) { a, fa, b, fb in
+            try b.setlk(fb, owner: 2, RecordLock(start: 1000, end: 1000, type: F_WRLCK, pid: 20), flock: false, root)
+            for cycle in 0..<50 {
+                let at = UInt64(cycle)
+                try a.setlk(fa, owner: 1, RecordLock(start: at, end: at + 10, type: F_WRLCK, pid: 10), flock: false, root)
+                if cycle % 10 == 0 {
+                    #expect(throws: Errno.again) {
+                        try a.setlk(fa, owner: 1, RecordLock(start: 1000, end: 1000, type: F_WRLCK, pid: 10), flock: false, root)
+                    }
+                }
+                try a.setlk(fa, owner: 1, RecordLock(start: at, end: at + 10, type: F_UNLCK, pid: 10), flock: false, root)
+            }
+            try a.setlk(fa, owner: 1, RecordLock(start: 7, end: 7, type: F_WRLCK, pid: 10), flock: false, root)
+            #expect(try b.getlk(fb, owner: 2, RecordLock(start: 0, end: 999, type: F_WRLCK, pid: 20), root)
+                    == RecordLock(start: 7, end: 7, type: F_WRLCK, pid: 0))
+            try a.setlk(fa, owner: 1, RecordLock(start: 7, end: 7, type: F_UNLCK, pid: 10), flock: false, root)
+            #expect(try b.getlk(fb, owner: 2, RecordLock(start: 0, end: 999, type: F_WRLCK, pid: 20), root).type == F_UNLCK)
+        }
+    }
+
+    /// A rename the driver made itself (so it knows the new name): the v4.0 OPEN the lock
+    /// needs finds the file there. So too for a file unlinked while open (its hidden name).
+    @Test func aV40LockAfterARenameOrUnlinkThroughTheDriverWorks() throws {
+        try twoClients("locks40-rename", .v4_0) { a, fa, b, fb in
+            let dir = try a.root().inode
+            try withName("f") { old in try withName("moved") { try a.rename(dir, old, to: dir, $0, flags: 0, root) } }
+            try a.setlk(fa, owner: 1, RecordLock(start: 0, end: 9, type: F_WRLCK, pid: 10), flock: false, root)
+            #expect(try b.getlk(fb, owner: 2, RecordLock(start: 0, end: Self.whole, type: F_WRLCK, pid: 20), root).start == 0)
+            try a.setlk(fa, owner: 1, RecordLock(start: 0, end: 9, type: F_UNLCK, pid: 10), flock: false, root)
+            a.release(fa, flags: 0, root)   // the lock open goes with the last release
+            // Open again, unlinked while open: its next first lock opens the hidden name.
+            let entry = try withName("moved") { try a.lookup(dir, $0, root) }
+            let again = try a.open(entry.inode, flags: O_RDWR, killSuidGid: false, root)
+            try withName("moved") { try a.unlink(dir, $0, root) }
+            try a.setlk(again.file, owner: 1, RecordLock(start: 5, end: 5, type: F_WRLCK, pid: 10), flock: false, root)
+            #expect(try b.getlk(fb, owner: 2, RecordLock(start: 0, end: Self.whole, type: F_WRLCK, pid: 20), root).start == 5)
+            try a.setlk(again.file, owner: 1, RecordLock(start: 5, end: 5, type: F_UNLCK, pid: 10), flock: false, root)
+            #expect(try b.getlk(fb, owner: 2, RecordLock(start: 0, end: Self.whole, type: F_WRLCK, pid: 20), root).type == F_UNLCK)
+            a.release(again.file, flags: 0, root)
+        }
+    }
+
+    /// The name the driver knows now leads to another file (replaced by another client):
+    /// the lock is refused (ENOLCK), and the other file is left without lock or open.
+    @Test func aV40LockOnAFileReplacedBehindFerrysBackIsRefused() throws {
+        try twoClients("locks40-replaced", .v4_0) { a, fa, b, fb in
+            let bDir = try b.root().inode
+            let (_, otherOpen) = try withName("other") { try b.create(bDir, $0, mode: 0o644, flags: O_RDWR, root) }
+            try withName("other") { o in try withName("f") { try b.rename(bDir, o, to: bDir, $0, flags: 0, root) } }
+            #expect(throws: Errno(ENOLCK)) {
+                try a.setlk(fa, owner: 1, RecordLock(start: 0, end: 9, type: F_WRLCK, pid: 10), flock: false, root)
+            }
+            #expect(a.lockOwnerCount == 0)
+            // The file now named f holds no lock of a's, nor does the one a has open.
+            #expect(try b.getlk(otherOpen.file, owner: 2, RecordLock(start: 0, end: Self.whole, type: F_WRLCK, pid: 20), root).type == F_UNLCK)
+            try b.setlk(otherOpen.file, owner: 2, RecordLock(start: 0, end: Self.whole, type: F_WRLCK, pid: 20), flock: false, root)
+            #expect(try b.getlk(fb, owner: 2, RecordLock(start: 0, end: Self.whole, type: F_WRLCK, pid: 20), root).type == F_UNLCK)
+            b.release(otherOpen.file, flags: 0, root)
         }
     }
 }
@@ -163,13 +262,14 @@ struct NFSLockRestartTests {
     /// Two clients of a fresh export, each with the files `names` open read-write. With a
     /// `lease`, the server is started again with it first and as the default at the end.
     private func twoClients(_ server: NFSTestServer, _ name: String, lease: Int? = nil, files names: [String],
+                            version: NFSTestVersion = .v4_1,
                             _ body: (NFSDriver, [NFSFile], NFSDriver, [NFSFile]) throws -> Void) throws {
         if let lease { try server.start(lease: lease) }
         defer { if lease != nil { _ = try? server.start() } }
         let export = try server.makeExport(name)
-        let a = try NFSDriverTests.driver(export, version: .v4_1, timeout: 60)
+        let a = try NFSDriverTests.driver(export, version: version, timeout: 60)
         defer { a.destroy() }
-        let b = try NFSDriverTests.driver(export, version: .v4_1, timeout: 60)
+        let b = try NFSDriverTests.driver(export, version: version, timeout: 60)
         defer { b.destroy() }
         var fa: [NFSFile] = [], fb: [NFSFile] = []
         for name in names {
@@ -245,11 +345,52 @@ struct NFSLockRestartTests {
         }
     }
 
-    /// A server restarted without a grace period refuses every reclaim (NO_GRACE).
-    @Test(.timeLimit(.minutes(10))) func locksTheServerWillNotGiveBackAreReportedThenTakenAfresh() throws {
+    /// v4.0: the lease keeper's RENEWs keep the client id, and so its locks, through many
+    /// leases in which it sends nothing else.
+    @Test(.timeLimit(.minutes(10))) func aV40LockOutlivesManyLeasesOfAnIdleClient() throws {
         let server = try NFSTestServer.shared()
         try server.exclusive {
-            try twoClients(server, "locks-restart", files: ["f"]) { a, fa, b, fb in
+            try twoClients(server, "locks40-lease", lease: 3, files: ["f"], version: .v4_0) { a, fa, b, fb in
+                try a.setlk(fa[0], owner: 1, RecordLock(start: 0, end: 9, type: F_WRLCK, pid: 1), flock: false, root)
+                let made = a.nfs4StatesMade
+                sleep(10)
+                #expect(throws: Errno.again) {
+                    try b.setlk(fb[0], owner: 2, RecordLock(start: 5, end: 5, type: F_WRLCK, pid: 2), flock: false, root)
+                }
+                #expect(a.nfs4StatesMade == made, "the client id was kept")
+                try a.setlk(fa[0], owner: 1, RecordLock(start: 0, end: 9, type: F_UNLCK, pid: 1), flock: false, root)
+                try b.setlk(fb[0], owner: 2, RecordLock(start: 5, end: 5, type: F_WRLCK, pid: 2), flock: false, root)
+            }
+        }
+    }
+
+    /// v4.0 reclaims nothing after a restart: the server's grace period is waited out by
+    /// every new lock (GRACE, sent again), then the lost one is reported once.
+    @Test(.timeLimit(.minutes(10))) func aV40ClientWaitsOutTheGracePeriodThenHearsItsLocksAreLost() throws {
+        let server = try NFSTestServer.shared()
+        try server.exclusive {
+            try twoClients(server, "locks40-grace", lease: 10, files: ["f"], version: .v4_0) { a, fa, b, fb in
+                try a.setlk(fa[0], owner: 1, RecordLock(start: 0, end: 9, type: F_WRLCK, pid: 1), flock: false, root)
+                try server.stop()
+                try server.start(lease: 10, grace: 15)
+                try b.setlk(fb[0], owner: 2, RecordLock(start: 5, end: 5, type: F_WRLCK, pid: 2), flock: false, root)
+                #expect(throws: Errno(ENOLCK)) {
+                    try a.setlk(fa[0], owner: 1, RecordLock(start: 20, end: 29, type: F_WRLCK, pid: 1), flock: false, root)
+                }
+                try a.setlk(fa[0], owner: 1, RecordLock(start: 20, end: 29, type: F_WRLCK, pid: 1), flock: false, root)
+                #expect(try b.getlk(fb[0], owner: 2, RecordLock(start: 10, end: Self.whole, type: F_WRLCK, pid: 2), root).start == 20)
+                try a.setlk(fa[0], owner: 1, RecordLock(start: 0, end: Self.whole, type: F_UNLCK, pid: 1), flock: false, root)
+            }
+        }
+    }
+
+    /// A server restarted without a grace period refuses every reclaim (NO_GRACE). v4.0
+    /// reclaims nothing: its lost locks are reported the same way.
+    @Test(.timeLimit(.minutes(10)), arguments: [NFSTestVersion.v4_0, .v4_1])
+    func locksTheServerWillNotGiveBackAreReportedThenTakenAfresh(version: NFSTestVersion) throws {
+        let server = try NFSTestServer.shared()
+        try server.exclusive {
+            try twoClients(server, "locks-restart-v\(version)", files: ["f"], version: version) { a, fa, b, fb in
                 try a.setlk(fa[0], owner: 1, RecordLock(start: 0, end: 9, type: F_WRLCK, pid: 1), flock: false, root)
                 try server.stop()
                 try server.start()

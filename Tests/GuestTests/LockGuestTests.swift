@@ -69,14 +69,14 @@ struct LockGuestTests {
         try Self.twoGuests(export: export) { try Daemon.ferry(export: export, extra: $0) }
     }
 
-    /// The same on one NFSv4.1 export: each daemon is an NFS client of its own, and the
-    /// locks the guests meet are the NFS server's (LOCK, LOCKT, LOCKU over the wire).
-    @Test(.timeLimit(.minutes(15)), .requires(.ganesha))
-    func twoGuestsOnTwoNFSClientsOfOneExportSeeAndWaitForEachOthersLocks() throws {
+    /// The same on one NFSv4.0 or 4.1 export: each daemon is an NFS client of its own, and
+    /// the locks the guests meet are the NFS server's (LOCK, LOCKT, LOCKU over the wire).
+    @Test(.timeLimit(.minutes(15)), .requires(.ganesha), arguments: [NFSTestVersion.v4_0, .v4_1])
+    func twoGuestsOnTwoNFSClientsOfOneExportSeeAndWaitForEachOthersLocks(version: NFSTestVersion) throws {
         let server = try NFSTestServer.shared()
         try server.shared {
-            let export = try server.makeExport("guest-locks-v4.1")
-            try Self.twoGuests(export: export) { try Daemon.ferry(source: server.url(export, version: .v4_1), extra: $0) }
+            let export = try server.makeExport("guest-locks-v\(version)")
+            try Self.twoGuests(export: export) { try Daemon.ferry(source: server.url(export, version: version), extra: $0) }
         }
     }
 
