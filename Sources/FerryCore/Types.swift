@@ -136,6 +136,21 @@ public struct IOVectors: @unchecked Sendable {
         }
     }
 
+    /// Runs `body` with the iovecs that cover up to `limit` bytes from byte `offset` on (at
+    /// most `maxPieces` of them), for `readv`/`preadv` into part of the buffers.
+    public func withSlice<R>(from offset: Int, limit: Int, maxPieces: Int = 64,
+                             _ body: (UnsafeMutableBufferPointer<iovec>) -> R) -> R {
+        withUnsafeTemporaryAllocation(of: iovec.self, capacity: max(1, min(count, maxPieces))) { pieces in
+            var used = 0
+            _ = walk(from: offset, limit: limit) { vector, _, n in
+                guard used < pieces.count else { return }
+                pieces[used] = iovec(iov_base: vector, iov_len: n)
+                used += 1
+            }
+            return body(UnsafeMutableBufferPointer(rebasing: pieces[0..<used]))
+        }
+    }
+
     /// Visits up to `limit` bytes of the buffers from byte `offset` on, a piece at a time:
     /// (where in the buffers, bytes done so far, bytes in this piece). Returns bytes visited.
     private func walk(from offset: Int, limit: Int, _ piece: (UnsafeMutableRawPointer, Int, Int) -> Void) -> Int {

@@ -278,19 +278,9 @@ final class RPCSocket {
 
     /// readv(2) of at most `count` bytes into `buffers` from byte `offset` on.
     private static func receive(_ fd: Int32, into buffers: IOVectors, at offset: Int, count: Int) -> Int {
-        var pieces: [iovec] = []
-        pieces.reserveCapacity(min(buffers.count, 64))
-        var skip = offset, wanted = count
-        for i in 0..<buffers.count where wanted > 0 && pieces.count < 64 {
-            let length = buffers.base[i].iov_len
-            if skip >= length { skip -= length; continue }
-            let take = min(length - skip, wanted)
-            pieces.append(iovec(iov_base: buffers.base[i].iov_base! + skip, iov_len: take))
-            wanted -= take
-            skip = 0
+        buffers.withSlice(from: offset, limit: count) { pieces in
+            pieces.isEmpty ? 0 : readv(fd, pieces.baseAddress, Int32(pieces.count))
         }
-        if pieces.isEmpty { return 0 }
-        return pieces.withUnsafeBufferPointer { readv(fd, $0.baseAddress, Int32($0.count)) }
     }
 
     /// Runs the callback of the call `record` answers. A reply to no call of ours (one
