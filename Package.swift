@@ -151,7 +151,7 @@ let package = Package(
         // conformance) use without linking the server core.
         .target(name: "FerryFUSETestClient", dependencies: ["FerryCore", "FerryFUSE"], path: "Tests/FerryFUSETestClient"),
         // What the integration suites share: finding built products, running processes.
-        .target(name: "FerryTestSupport", dependencies: ["FerrySystem"], path: "Tests/FerryTestSupport"),
+        .target(name: "FerryTestSupport", dependencies: ["FerrySystem", "CFerry"], path: "Tests/FerryTestSupport"),
         .testTarget(name: "ConformanceTests", dependencies: ["FerryTestSupport"]),
         // A backend defined in a test (in memory), registered with one line and served to a
         // real guest by the daemon as a library: the proof that a backend is one unit.

@@ -98,6 +98,7 @@ int ferry_thread_raise_dac(void) {
 #include <sys/mman.h>
 #include <sys/eventfd.h>
 #include <stdatomic.h>
+#include <spawn.h>
 
 ssize_t ferry_recvmsg_fds(int sock, void *buf, size_t len, int *fds, size_t maxfds, size_t *nfds) {
     union { struct cmsghdr align; char raw[CMSG_SPACE(sizeof(int) * 32)]; } control;
@@ -141,6 +142,9 @@ ssize_t ferry_sendmsg_fds(int sock, const void *buf, size_t len, const int *fds,
 
 int ferry_memfd_create(const char *name, unsigned int flags) { return memfd_create(name, flags); }
 int ferry_eventfd(unsigned int initval, int flags) { return eventfd(initval, flags); }
+int ferry_spawn_actions_close_from(void *actions, int lowfd) {
+    return posix_spawn_file_actions_addclosefrom_np((posix_spawn_file_actions_t *)actions, lowfd);
+}
 uint16_t ferry_load_acquire_u16(const void *p) { return __atomic_load_n((const uint16_t *)p, __ATOMIC_ACQUIRE); }
 void ferry_store_release_u16(void *p, uint16_t v) { __atomic_store_n((uint16_t *)p, v, __ATOMIC_RELEASE); }
 void ferry_fence_seq_cst(void) { atomic_thread_fence(memory_order_seq_cst); }

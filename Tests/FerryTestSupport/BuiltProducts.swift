@@ -1,3 +1,4 @@
+import CFerry
 import FerrySystem
 import Foundation
 
@@ -109,11 +110,15 @@ public func runWithDefaultSignalMask(_ process: Process) throws {
 }
 
 /// Runs `/bin/bash` with `arguments` through posix_spawn and a blocking waitpid: standard
-/// input from /dev/null, output and errors into one file, no signal blocked. For the scripts
+/// input from /dev/null, output and errors into one file, no signal blocked, and no other
+/// descriptor of this process inherited. That last matters: the scripts leave daemons
+/// running (ganesha, Ceph) for the rest of the run, and a daemon holding the write end of
+/// another test's output pipe (Foundation's `Pipe` is not close-on-exec) keeps that test's
+/// read from ever seeing EOF: it waits until the daemon is restarted. For the scripts
 /// that start daemons (ganesha, Ceph): Foundation's Process was seen never to notice the end
 /// of a script whose children daemonize. `status` is nil when the script was reaped by
 /// someone else (ECHILD); its output then tells how it went.
-func runBashScript(_ arguments: [String]) throws -> (status: Int32?, output: String) {
+public func runBashScript(_ arguments: [String]) throws -> (status: Int32?, output: String) {
     let log = try makeTemporaryDirectory("ferry-script") + "/output"
     defer { try? FileManager.default.removeItem(atPath: (log as NSString).deletingLastPathComponent) }
     let argv = (["/bin/bash"] + arguments).map { strdup($0) } + [nil]
@@ -124,6 +129,8 @@ func runBashScript(_ arguments: [String]) throws -> (status: Int32?, output: Str
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
     posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
     posix_spawn_file_actions_adddup2(&actions, 1, 2)
+    let closing = ferry_spawn_actions_close_from(&actions, 3)
+    guard closing == 0 else { throw HarnessError("posix_spawn_file_actions_addclosefrom_np: \(String(cString: strerror(closing)))") }
     var attributes = posix_spawnattr_t()
     posix_spawnattr_init(&attributes)
     defer { posix_spawnattr_destroy(&attributes) }

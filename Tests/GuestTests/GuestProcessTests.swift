@@ -40,3 +40,29 @@ struct GuestProcessTests {
         #expect(!GuestMigration.isRunning(pid))
     }
 }
+
+/// The scripts that start ganesha and Ceph leave daemons running for the rest of the run,
+/// while other tests read their children's output through pipes. A daemon that inherited
+/// such a pipe's write end would keep that read from ending until the daemon stops: CI saw
+/// four tests in four suites wait out their time limits together, freed at the same second
+/// as a ganesha restart.
+@Suite("Harness: daemons the scripts start inherit none of the tests' descriptors")
+struct ScriptDescriptorTests {
+    @Test func aPipeReachesEndOfFileWhileADaemonTheScriptLeftRunsOn() throws {
+        var ends: [Int32] = [-1, -1]
+        try #require(pipe(&ends) == 0)   // not close-on-exec, as Foundation's Pipe
+        defer { close(ends[0]) }
+        let run = try runBashScript(["-c", "setsid sleep 120 </dev/null >/dev/null 2>&1 & echo $!"])
+        let daemon = pid_t(run.output.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+        try #require(run.status == 0 && daemon > 0, "\(run.output)")
+        defer { kill(daemon, SIGKILL) }
+        close(ends[1])
+        // Every write end is closed unless the daemon holds one: the read end then hangs up.
+        var reader = pollfd(fd: ends[0], events: Int16(POLLIN), revents: 0)
+        let ready = poll(&reader, 1, 10_000)
+        var byte: UInt8 = 0
+        #expect(ready == 1 && read(ends[0], &byte, 1) == 0, "the script's daemon holds the test's pipe")
+        let held = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(daemon)/fd")) ?? []
+        #expect(Set(held).isSubset(of: ["0", "1", "2"]), "the daemon holds descriptors \(held.sorted())")
+    }
+}

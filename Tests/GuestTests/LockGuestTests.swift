@@ -152,10 +152,20 @@ struct LockGuestTests {
             if mount.isRunning { kill(mount.processIdentifier, SIGTERM); mount.waitUntilExit() }
             unlink(mountLog)
         }
-        let mounted = eventually(within: 30) {
-            ((try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8)) ?? "").contains(" \(mnt) fuse")
+        // Mounted once the directory is on a device other than its parent's. (CI once saw this
+        // test give up after 30 s looking for the mount in /proc/self/mounts while ferry's log
+        // already said "mounted" and "session started"; the wait is now a bound only, and a
+        // failure says how long it waited and whether ferry still ran.)
+        let started = Date()
+        let mounted = eventually(within: 180) {
+            var mountpoint = stat(), parent = stat()
+            return stat(mnt, &mountpoint) == 0 && stat((mnt as NSString).deletingLastPathComponent, &parent) == 0
+                && mountpoint.st_dev != parent.st_dev
         }
-        try #require(mounted, "\((try? String(contentsOfFile: mountLog, encoding: .utf8)) ?? "")")
+        try #require(mounted, """
+            not mounted after \(Int(Date().timeIntervalSince(started))) s; ferry \(mount.isRunning ? "still runs" : "exited")
+            \((try? String(contentsOfFile: mountLog, encoding: .utf8)) ?? "")
+            """)
 
         func host(_ arguments: [String]) throws -> Process {
             let p = Process()

@@ -99,6 +99,10 @@ ssize_t ferry_sendmsg_fds(int sock, const void *buf, size_t len, const int *fds,
 /// memfd_create(2) and eventfd(2) (glibc headers Swift may not import).
 int ferry_memfd_create(const char *name, unsigned int flags);
 int ferry_eventfd(unsigned int initval, int flags);
+/// posix_spawn_file_actions_addclosefrom_np(3) (glibc 2.34+, hidden from Swift without
+/// _GNU_SOURCE): the child closes every descriptor from `lowfd` up. `actions` is a
+/// posix_spawn_file_actions_t *. Returns 0 or an error number, as posix_spawn's calls do.
+int ferry_spawn_actions_close_from(void *actions, int lowfd);
 /// Memory ordering for shared rings: acquire load / release store of a 16-bit index,
 /// and full, acquire and release fences (atomic_thread_fence).
 uint16_t ferry_load_acquire_u16(const void *p);
