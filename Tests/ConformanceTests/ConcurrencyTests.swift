@@ -165,9 +165,9 @@ struct ConcurrencyThroughNFSMount {
     }
 
     @Test("ferry-churn passes", .timeLimit(.minutes(10)), arguments: NFSTestVersion.allCases)
-    func churnPasses(version: NFSTestVersion) throws {
+    func churnPasses(version: NFSTestVersion) async throws {
         let server = try NFSTestServer.shared()
-        try server.shared {
+        try await server.shared {
             let mount = try FerryMount(source: server.url(try server.makeExport("churn-v\(version)"), version: version))
             defer { mount.stop() }
             Concurrency.expectChurnPassed(try Concurrency.churn(in: mount.mountpoint, seed: Self.seed(200, version)),
@@ -176,9 +176,9 @@ struct ConcurrencyThroughNFSMount {
     }
 
     @Test("stress-ng's file-system stressors pass", .timeLimit(.minutes(10)), .requires(.stressNG), arguments: NFSTestVersion.allCases)
-    func stressNGPasses(version: NFSTestVersion) throws {
+    func stressNGPasses(version: NFSTestVersion) async throws {
         let server = try NFSTestServer.shared()
-        try server.shared {
+        try await server.shared {
             let mount = try FerryMount(source: server.url(try server.makeExport("stress-v\(version)"), version: version))
             defer { mount.stop() }
             Concurrency.expectStressPassed(try Concurrency.stress(in: mount.mountpoint), on: "ferry mount of NFSv\(version)",
@@ -188,9 +188,9 @@ struct ConcurrencyThroughNFSMount {
 
     @Test("Unmounting and mounting the same export again keeps its content", .timeLimit(.minutes(10)),
           arguments: NFSTestVersion.allCases)
-    func remountKeepsContent(version: NFSTestVersion) throws {
+    func remountKeepsContent(version: NFSTestVersion) async throws {
         let server = try NFSTestServer.shared()
-        try server.shared {
+        try await server.shared {
             let url = server.url(try server.makeExport("remount-v\(version)"), version: version)
             try Concurrency.remount(source: url, arguments: [], seed: Self.seed(210, version), label: "NFSv\(version)")
         }

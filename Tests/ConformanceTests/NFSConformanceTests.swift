@@ -51,10 +51,10 @@ let nfsV4DirectoryEntries = 30_000
 struct NFSConformanceThroughFerryMount {
     @Test("Check passes (or is reported unsupported) on an NFS export", .timeLimit(.minutes(10)),
           arguments: nfsConformanceCases)
-    func check(_ version: NFSTestVersion, _ name: String) throws {
+    func check(_ version: NFSTestVersion, _ name: String) async throws {
         try #require(name != missingProgramSentinel, "ferry-conformance is not built")
         let server = try NFSTestServer.shared()
-        try server.shared {
+        try await server.shared {
             let mount = try NFSSharedMount.get(version: version)
             let result = try runConformance(in: mount.mountpoint, ["--check", name],
                                             entries: version.isV4 ? nfsV4DirectoryEntries : nil)
@@ -75,9 +75,9 @@ struct NFSConformanceThroughFerryMount {
 @Suite("Symlinks through ferry mount nfs://", .serialized,
        .requires(.root, .devFUSE, .ganesha))
 struct NFSSymlinksThroughFerryMount {
-    @Test(arguments: NFSTestVersion.allCases) func aSymlinkTargetOfPathMaxMinusOneBytesIsCreatedAndReadBack(version: NFSTestVersion) throws {
+    @Test(arguments: NFSTestVersion.allCases) func aSymlinkTargetOfPathMaxMinusOneBytesIsCreatedAndReadBack(version: NFSTestVersion) async throws {
         let server = try NFSTestServer.shared()
-        try server.shared {
+        try await server.shared {
             let mount = try NFSSharedMount.get(version: version)
             let directory = mount.mountpoint + "/symlinks-" + UUID().uuidString.prefix(8)
             #expect(mkdir(directory, 0o755) == 0)

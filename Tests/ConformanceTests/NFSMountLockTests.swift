@@ -16,9 +16,9 @@ struct NFSMountLockTests {
 
     /// Two mounts of one fresh export holding `f` (made on the server: the mounts learn its
     /// name by looking it up, which a v4.0 lock's OPEN needs).
-    private func twoMounts(_ name: String, _ version: NFSTestVersion, _ body: (FerryMount, FerryMount) throws -> Void) throws {
+    private func twoMounts(_ name: String, _ version: NFSTestVersion, _ body: (FerryMount, FerryMount) throws -> Void) async throws {
         let server = try NFSTestServer.shared()
-        try server.shared {
+        try await server.shared {
             let export = try server.makeExport(name)
             try Data("0123456789".utf8).write(to: URL(fileURLWithPath: export + "/f"))
             let a = try FerryMount(source: server.url(export, version: version), extraArguments: [])
@@ -37,8 +37,8 @@ struct NFSMountLockTests {
     }
 
     @Test(arguments: [NFSTestVersion.v4_0, .v4_1])
-    func fcntlLocksMeetOnOneMountAndAcrossTwoClientsAndAWaiterIsGranted(version: NFSTestVersion) throws {
-        try twoMounts("mount-locks-v\(version)", version) { a, b in
+    func fcntlLocksMeetOnOneMountAndAcrossTwoClientsAndAWaiterIsGranted(version: NFSTestVersion) async throws {
+        try await twoMounts("mount-locks-v\(version)", version) { a, b in
             let holder = try holder(a, ["hold", a.mountpoint + "/f", "w", "10", "90"])
             for m in [a, b] {
                 // On the holder's mount, its own pid (a lock owner of that client); on the
@@ -64,8 +64,8 @@ struct NFSMountLockTests {
     }
 
     @Test(arguments: [NFSTestVersion.v4_0, .v4_1])
-    func flockLocksMeetAcrossTwoClientsAndAWaiterIsGranted(version: NFSTestVersion) throws {
-        try twoMounts("mount-flock-v\(version)", version) { a, b in
+    func flockLocksMeetAcrossTwoClientsAndAWaiterIsGranted(version: NFSTestVersion) async throws {
+        try await twoMounts("mount-flock-v\(version)", version) { a, b in
             let holder = try Tool(["flock-hold", a.mountpoint + "/f", a.mountpoint + "/held", a.mountpoint + "/release"])
             #expect(eventually { FileManager.default.fileExists(atPath: a.mountpoint + "/held") }, "\(holder.output)")
             for m in [a, b] {

@@ -37,9 +37,9 @@ struct NFSOwnershipThroughFerryMount {
         return (st.st_mode & 0o7777, st.st_gid)
     }
 
-    @Test(arguments: [3, 4]) func theOwnerChgrpsToASupplementaryGroupAndSetIDBitsAreCleared(version: Int) throws {
+    @Test(arguments: [3, 4]) func theOwnerChgrpsToASupplementaryGroupAndSetIDBitsAreCleared(version: Int) async throws {
         let server = try NFSTestServer.shared()
-        try server.shared {
+        try await server.shared {
             let path = try NFSOwnershipThroughFerryMount.file(version: version, mode: 0o6755)
             let chgrp = try NFSOwnershipThroughFerryMount.run(as: NFSOwnershipThroughFerryMount.owner, groups: [NFSOwnershipThroughFerryMount.supplementaryGroup],
                                                               ["chgrp", String(NFSOwnershipThroughFerryMount.supplementaryGroup), path])
@@ -53,9 +53,9 @@ struct NFSOwnershipThroughFerryMount {
         }
     }
 
-    @Test(arguments: [3, 4]) func aWriteOrTruncateByAnotherUserClearsTheSetIDBits(version: Int) throws {
+    @Test(arguments: [3, 4]) func aWriteOrTruncateByAnotherUserClearsTheSetIDBits(version: Int) async throws {
         let server = try NFSTestServer.shared()
-        try server.shared {
+        try await server.shared {
             let path = try NFSOwnershipThroughFerryMount.file(version: version, mode: 0o6777)
             let append = try NFSOwnershipThroughFerryMount.run(as: "1111", groups: [], ["sh", "-c", "printf more >> \"$0\"", path])
             #expect(append.succeeded, "append by another user: \(append.output)")

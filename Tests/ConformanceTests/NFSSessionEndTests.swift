@@ -15,13 +15,13 @@ import Glibc
 @Suite("ferry mount nfs:// ending with files open", .serialized, .requires(.root, .devFUSE, .ganesha))
 struct NFSSessionEndThroughFerryMount {
     @Test("Files still open when ferry stops are flushed, and unlinked ones removed", .timeLimit(.minutes(10)), arguments: [3, 4])
-    func openFilesAreSettledWhenTheMountStops(version: Int) throws {
+    func openFilesAreSettledWhenTheMountStops(version: Int) async throws {
         let server = try NFSTestServer.shared()
         let connections = "/sys/fs/fuse/connections"
         let mountedFusectl = !isMountPoint(connections) && mount("fusectl", connections, "fusectl", 0, nil) == 0
         defer { if mountedFusectl { umount2(connections, 0) } }
         try #require(isMountPoint(connections), "fusectl is not mounted on \(connections) and could not be: \(errno)")
-        try server.shared {
+        try await server.shared {
             let export = try server.makeExport("session-end-v\(version)")
             let mount = try FerryMount(source: server.url(export, version: version), extraArguments: [])
             defer { mount.stop() }

@@ -33,7 +33,7 @@ struct NFSOutageServeTests {
     }
 
     @Test(.timeLimit(.minutes(10)), arguments: [3, 4])
-    func aHungServerStallsOnlyItsExportWhoseQueueKeepsOneRequestPerConnection(version: Int) throws {
+    func aHungServerStallsOnlyItsExportWhoseQueueKeepsOneRequestPerConnection(version: Int) async throws {
         let server = try NFSTestServer.shared()
         let dir = try server.makeExport("hung-v\(version)")
         let content = (0..<4096).map { UInt8(truncatingIfNeeded: $0 &* 7) }
@@ -58,7 +58,7 @@ struct NFSOutageServeTests {
         let handle = try q.open(nodeID: file, flags: O_RDONLY)
         let other = try FUSESession(socketPath: f.socket("other-home"))
 
-        try server.exclusive {
+        try await server.exclusive {
             try server.pause()
             var resumed = false
             defer { if !resumed { try? server.resume() } }

@@ -103,9 +103,9 @@ struct ServeSandboxTests {
     }
 
     @Test(.requires(.root, .ganesha))
-    func anNFSExportServesInsideTheDaemonsRoot() throws {
+    func anNFSExportServesInsideTheDaemonsRoot() async throws {
         let nfs = try NFSTestServer.shared()
-        try nfs.shared {
+        try await nfs.shared {
             let export = try nfs.makeExport("serve-sandbox")
             let f = try ServeFixture(sandboxed: true)
             try f.writeTenant("net", f.export("nfs", tenant: "net", backend: """
@@ -205,9 +205,9 @@ struct ServeSandboxTests {
     }
 
     @Test(.requires(.root, .ganesha))
-    func virtiofsdWithAnNFSSourcePivotsIntoAMinimalRoot() throws {
+    func virtiofsdWithAnNFSSourcePivotsIntoAMinimalRoot() async throws {
         let nfs = try NFSTestServer.shared()
-        try nfs.shared {
+        try await nfs.shared {
             let export = try nfs.makeExport("virtiofsd-sandbox")
             let d = try NetworkVirtiofsd(["--source=\(nfs.url(export, version: 4))"])
             let server = try Self.sandboxedServer(of: d.process.processIdentifier, capabilities: 0)

@@ -29,9 +29,9 @@ struct NFS4SessionTests {
     /// once an EIO: NFS4ERR_EXPIRED/STALE_CLIENTID).
     // The limit covers the wait for the shared server: `exclusive` waits for every suite
     // using it in parallel to finish its check.
-    @Test(.timeLimit(.minutes(10))) func aV40ExportIdlePastItsLeaseKeepsItsClientID() throws {
+    @Test(.timeLimit(.minutes(10))) func aV40ExportIdlePastItsLeaseKeepsItsClientID() async throws {
         let server = try NFSTestServer.shared()
-        try server.exclusive {
+        try await server.exclusive {
             try Self.withLease(3, server) {
                 let export = try server.makeExport("lease-v4.0")
                 let driver = try NFSDriverTests.driver(export, version: .v4_0, timeout: 10)
@@ -55,9 +55,9 @@ struct NFS4SessionTests {
     // The limit covers the wait for the shared server: `exclusive` waits for every suite
     // using it in parallel to finish its check.
     @Test(.timeLimit(.minutes(10)), arguments: [NFSTestVersion.v4_1, .v4_2])
-    func fsyncedWritesSurviveAServerRestartMidStream(version: NFSTestVersion) throws {
+    func fsyncedWritesSurviveAServerRestartMidStream(version: NFSTestVersion) async throws {
         let server = try NFSTestServer.shared()
-        try server.exclusive {
+        try await server.exclusive {
             let export = try server.makeExport("restart-fsync-v\(version)")
             let driver = try NFSDriverTests.driver(export, version: version, timeout: 60)
             defer { driver.destroy() }

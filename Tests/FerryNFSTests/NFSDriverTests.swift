@@ -21,9 +21,9 @@ struct NFSDriverTests {
 
     let root = Credentials.root
 
-    @Test(arguments: NFSTestVersion.allCases) func uncommittedWritesAreSentAgainWhenTheServerRestartsBeforeCommit(version: NFSTestVersion) throws {
+    @Test(arguments: NFSTestVersion.allCases) func uncommittedWritesAreSentAgainWhenTheServerRestartsBeforeCommit(version: NFSTestVersion) async throws {
         let server = try NFSTestServer.shared()
-        try server.exclusive {
+        try await server.exclusive {
             let export = try server.makeExport("driver-verifier-v\(version)")
             let driver = try NFSDriverTests.driver(export, version: version)
             let rootEntry = try driver.root()
@@ -49,9 +49,9 @@ struct NFSDriverTests {
     /// A write made after the server restarted, over bytes the server lost, stays on top:
     /// the resend after the verifier change sends the lost write and everything after it,
     /// in the guest's order, never the lost one alone over a newer one.
-    @Test(arguments: NFSTestVersion.allCases) func aResendAfterARestartKeepsTheNewerWriteOnTop(version: NFSTestVersion) throws {
+    @Test(arguments: NFSTestVersion.allCases) func aResendAfterARestartKeepsTheNewerWriteOnTop(version: NFSTestVersion) async throws {
         let server = try NFSTestServer.shared()
-        try server.exclusive {
+        try await server.exclusive {
             let export = try server.makeExport("driver-resend-order-v\(version)")
             let driver = try NFSDriverTests.driver(export, version: version)
             let rootEntry = try driver.root()
@@ -77,9 +77,9 @@ struct NFSDriverTests {
 
     /// A long sequential write does not keep everything until close: WRITEs take COMMITs
     /// along once 8 MiB are uncommitted, so what is retained stays near that.
-    @Test(arguments: NFSTestVersion.allCases) func aLongWriteCommitsBehindAndKeepsLittleUncommitted(version: NFSTestVersion) throws {
+    @Test(arguments: NFSTestVersion.allCases) func aLongWriteCommitsBehindAndKeepsLittleUncommitted(version: NFSTestVersion) async throws {
         let server = try NFSTestServer.shared()
-        try server.shared {
+        try await server.shared {
             let export = try server.makeExport("driver-commit-behind-v\(version)")
             let driver = try NFSDriverTests.driver(export, version: version)
             // COMMIT-behind starts once 8 MiB are written behind and 8 MiB more answered; v4 goes in small pieces.
@@ -98,9 +98,9 @@ struct NFSDriverTests {
     /// A restart between WRITEs: the COMMIT-behind that follows gets the new verifier and
     /// must send again everything written before the restart and not yet committed, and
     /// the final FSYNC everything else; what the file ends up holding is all of it.
-    @Test(arguments: NFSTestVersion.allCases) func aCommitBehindAfterARestartSendsAgainWhatTheServerMayHaveLost(version: NFSTestVersion) throws {
+    @Test(arguments: NFSTestVersion.allCases) func aCommitBehindAfterARestartSendsAgainWhatTheServerMayHaveLost(version: NFSTestVersion) async throws {
         let server = try NFSTestServer.shared()
-        try server.exclusive {
+        try await server.exclusive {
             let export = try server.makeExport("driver-behind-restart-v\(version)")
             let driver = try NFSDriverTests.driver(export, version: version)
             let writes = try SequentialWrites(driver, mebibytes: 28)
@@ -117,9 +117,9 @@ struct NFSDriverTests {
         }
     }
 
-    @Test(arguments: NFSTestVersion.allCases) func aFileUnlinkedWhileOpenStaysUsableUntilItsLastRelease(version: NFSTestVersion) throws {
+    @Test(arguments: NFSTestVersion.allCases) func aFileUnlinkedWhileOpenStaysUsableUntilItsLastRelease(version: NFSTestVersion) async throws {
         let server = try NFSTestServer.shared()
-        try server.shared {
+        try await server.shared {
             let export = try server.makeExport("driver-unlink-v\(version)")
             let driver = try NFSDriverTests.driver(export, version: version)
             let rootEntry = try driver.root()
@@ -144,9 +144,9 @@ struct NFSDriverTests {
     /// count seen is what the unlinks left, and the last release removes both hidden names
     /// (the second unlink used to overwrite the first hidden name: it leaked, and the link
     /// count stayed one too high, as ferry-churn saw).
-    @Test(arguments: NFSTestVersion.allCases) func everyNameOfAnOpenFileUnlinkedIsHiddenAndRemovedAtTheLastRelease(version: NFSTestVersion) throws {
+    @Test(arguments: NFSTestVersion.allCases) func everyNameOfAnOpenFileUnlinkedIsHiddenAndRemovedAtTheLastRelease(version: NFSTestVersion) async throws {
         let server = try NFSTestServer.shared()
-        try server.shared {
+        try await server.shared {
             let export = try server.makeExport("driver-unlink-links-v\(version)")
             let driver = try NFSDriverTests.driver(export, version: version)
             let rootEntry = try driver.root()
@@ -179,9 +179,9 @@ struct NFSDriverTests {
     /// the background, so the RMDIR can come first. It waits for the hidden name and
     /// succeeds (CI saw `unlinked_open_file` fail its cleanup with ENOTEMPTY); a file still
     /// open past the wait keeps its directory, ENOTEMPTY, as with the kernel's NFS client.
-    @Test(arguments: NFSTestVersion.allCases) func aDirectoryWhoseOnlyEntryIsBeingReleasedCanBeRemoved(version: NFSTestVersion) throws {
+    @Test(arguments: NFSTestVersion.allCases) func aDirectoryWhoseOnlyEntryIsBeingReleasedCanBeRemoved(version: NFSTestVersion) async throws {
         let server = try NFSTestServer.shared()
-        try server.shared {
+        try await server.shared {
             let export = try server.makeExport("driver-rmdir-release-v\(version)")
             let driver = try NFSDriverTests.driver(export, version: version)
             let rootEntry = try driver.root()
@@ -214,9 +214,9 @@ struct NFSDriverTests {
 
     /// A directory removed while it is open lists nothing more, as on a local file system
     /// (the server answers its stale handle with ESTALE, which ferry-churn saw a reader get).
-    @Test(arguments: NFSTestVersion.allCases) func aDirectoryRemovedWhileOpenListsNothingMore(version: NFSTestVersion) throws {
+    @Test(arguments: NFSTestVersion.allCases) func aDirectoryRemovedWhileOpenListsNothingMore(version: NFSTestVersion) async throws {
         let server = try NFSTestServer.shared()
-        try server.shared {
+        try await server.shared {
             let export = try server.makeExport("driver-rmdir-open-v\(version)")
             try FileManager.default.createDirectory(atPath: export + "/d", withIntermediateDirectories: false)
             let driver = try NFSDriverTests.driver(export, version: version)
@@ -235,9 +235,9 @@ struct NFSDriverTests {
     /// file system; glibc's opendir is open then fstat, and a directory removed in between
     /// gave ESTALE (ferry-churn saw `readdir: ESTALE`). A node not open keeps ESTALE, so the
     /// kernel looks its name up again and finds it gone.
-    @Test(arguments: NFSTestVersion.allCases) func anOpenNodeRemovedOnTheServerAnswersFstatWithNoLinks(version: NFSTestVersion) throws {
+    @Test(arguments: NFSTestVersion.allCases) func anOpenNodeRemovedOnTheServerAnswersFstatWithNoLinks(version: NFSTestVersion) async throws {
         let server = try NFSTestServer.shared()
-        try server.shared {
+        try await server.shared {
             let export = try server.makeExport("driver-fstat-removed-v\(version)")
             for name in ["d", "e", "f"] {
                 if name == "f" { _ = FileManager.default.createFile(atPath: export + "/f", contents: Data("x".utf8)) } else {
@@ -264,9 +264,9 @@ struct NFSDriverTests {
         }
     }
 
-    @Test(arguments: NFSTestVersion.allCases) func aHiddenFileLeftByADeadFerryIsRemovedWhenItsDirectoryIsRead(version: NFSTestVersion) throws {
+    @Test(arguments: NFSTestVersion.allCases) func aHiddenFileLeftByADeadFerryIsRemovedWhenItsDirectoryIsRead(version: NFSTestVersion) async throws {
         let server = try NFSTestServer.shared()
-        try server.shared {
+        try await server.shared {
             let export = try server.makeExport("driver-leftover-v\(version)")
             let driver = try NFSDriverTests.driver(export, version: version)
             var deadPID: Int32 = 4_000_000
@@ -281,9 +281,9 @@ struct NFSDriverTests {
         }
     }
 
-    @Test(arguments: NFSTestVersion.allCases) func aFileDeletedOnTheServerGivesESTALE(version: NFSTestVersion) throws {
+    @Test(arguments: NFSTestVersion.allCases) func aFileDeletedOnTheServerGivesESTALE(version: NFSTestVersion) async throws {
         let server = try NFSTestServer.shared()
-        try server.shared {
+        try await server.shared {
             let export = try server.makeExport("driver-stale-v\(version)")
             let driver = try NFSDriverTests.driver(export, version: version)
             let rootEntry = try driver.root()
@@ -295,9 +295,9 @@ struct NFSDriverTests {
         }
     }
 
-    @Test(arguments: NFSTestVersion.allCases) func requestsActAsTheCaller(version: NFSTestVersion) throws {
+    @Test(arguments: NFSTestVersion.allCases) func requestsActAsTheCaller(version: NFSTestVersion) async throws {
         let server = try NFSTestServer.shared()
-        try server.shared {
+        try await server.shared {
             let export = try server.makeExport("driver-credentials-v\(version)")
             let driver = try NFSDriverTests.driver(export, version: version)
             let rootEntry = try driver.root()
@@ -314,9 +314,9 @@ struct NFSDriverTests {
         }
     }
 
-    @Test func aStoppedServerGivesEIOAndTheExportComesBackWithIt() throws {
+    @Test func aStoppedServerGivesEIOAndTheExportComesBackWithIt() async throws {
         let server = try NFSTestServer.shared()
-        try server.exclusive {
+        try await server.exclusive {
             let export = try server.makeExport("driver-outage")
             let driver = try NFSDriverTests.driver(export, timeout: 2)
             let rootEntry = try driver.root()
@@ -329,9 +329,9 @@ struct NFSDriverTests {
 
     /// With `hard`, a request waits for the server instead of failing: started while the
     /// server is down, it succeeds once the server is back (a soft export would give EIO).
-    @Test func aHardExportWaitsForTheServer() throws {
+    @Test func aHardExportWaitsForTheServer() async throws {
         let server = try NFSTestServer.shared()
-        try server.exclusive {
+        try await server.exclusive {
             let export = try server.makeExport("driver-hard")
             let driver = try NFSDriverTests.driver(export, timeout: nil)
             let rootEntry = try driver.root()
@@ -350,9 +350,9 @@ struct NFSDriverTests {
         }
     }
 
-    @Test(arguments: NFSTestVersion.allCases) func readdirReportsEveryEntryAcrossSeveralCalls(version: NFSTestVersion) throws {
+    @Test(arguments: NFSTestVersion.allCases) func readdirReportsEveryEntryAcrossSeveralCalls(version: NFSTestVersion) async throws {
         let server = try NFSTestServer.shared()
-        try server.shared {
+        try await server.shared {
             let export = try server.makeExport("driver-readdir-v\(version)")
             for i in 0..<600 { _ = FileManager.default.createFile(atPath: export + "/entry-\(i)-" + String(repeating: "x", count: 40), contents: nil) }
             let driver = try NFSDriverTests.driver(export, version: version)

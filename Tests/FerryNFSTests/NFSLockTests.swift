@@ -18,9 +18,9 @@ struct NFSLockTests {
 
     /// Two clients of a fresh export with the file `f` open read-write in each.
     private func twoClients(_ name: String, _ version: NFSTestVersion,
-                            _ body: (NFSDriver, NFSFile, NFSDriver, NFSFile) throws -> Void) throws {
+                            _ body: (NFSDriver, NFSFile, NFSDriver, NFSFile) throws -> Void) async throws {
         let server = try NFSTestServer.shared()
-        try server.shared {
+        try await server.shared {
             let export = try server.makeExport(name)
             let a = try NFSDriverTests.driver(export, version: version)
             defer { a.destroy() }
@@ -36,8 +36,8 @@ struct NFSLockTests {
     }
 
     @Test(arguments: [NFSTestVersion.v4_0, .v4_1, .v4_2])
-    func aWriteLockOfOneClientIsSeenAndRefusedByAnotherUntilUnlocked(version: NFSTestVersion) throws {
-        try twoClients("locks-v\(version)", version) { a, fa, b, fb in
+    func aWriteLockOfOneClientIsSeenAndRefusedByAnotherUntilUnlocked(version: NFSTestVersion) async throws {
+        try await twoClients("locks-v\(version)", version) { a, fa, b, fb in
             #expect(a.supportsRecordLocks && b.supportsRecordLocks)
             try a.setlk(fa, owner: 1, RecordLock(start: 100, end: 199, type: F_WRLCK, pid: 10), flock: false, root)
             let seen = try b.getlk(fb, owner: 2, RecordLock(start: 0, end: Self.whole, type: F_RDLCK, pid: 20), root)
@@ -61,8 +61,8 @@ struct NFSLockTests {
     }
 
     @Test(arguments: [NFSTestVersion.v4_0, .v4_1, .v4_2])
-    func closingTheFileDropsItsOwnersLocks(version: NFSTestVersion) throws {
-        try twoClients("locks-close-v\(version)", version) { a, fa, b, fb in
+    func closingTheFileDropsItsOwnersLocks(version: NFSTestVersion) async throws {
+        try await twoClients("locks-close-v\(version)", version) { a, fa, b, fb in
             try a.setlk(fa, owner: 7, RecordLock(start: 0, end: Self.whole, type: F_WRLCK, pid: 10), flock: false, root)
             #expect(a.lockOwnerCount == 1)
             #expect(throws: Errno.again) {
@@ -93,8 +93,8 @@ struct NFSLockTests {
 
     /// flock: a whole-file lock of the open file, gone with its release.
     @Test(arguments: [NFSTestVersion.v4_0, .v4_1])
-    func flockLocksTheWholeFileUntilTheOpenFileIsReleased(version: NFSTestVersion) throws {
-        try twoClients("locks-flock-v\(version)", version) { a, fa, b, fb in
+    func flockLocksTheWholeFileUntilTheOpenFileIsReleased(version: NFSTestVersion) async throws {
+        try await twoClients("locks-flock-v\(version)", version) { a, fa, b, fb in
             try a.setlk(fa, owner: 0xF00, RecordLock(start: 0, end: 0, type: F_WRLCK, pid: 10), flock: true, root)
             #expect(throws: Errno.again) {
                 try b.setlk(fb, owner: 0xB00, RecordLock(start: 0, end: 0, type: F_RDLCK, pid: 20), flock: true, root)
@@ -118,8 +118,8 @@ struct NFSLockTests {
     /// A session made again while the server kept this client (EXCHANGE_ID answers
     /// EXCHGID4_FLAG_CONFIRMED_R) reclaims nothing: the locks and their stateids still hold.
     /// A reclaim here would be refused (the server is in no grace period) and lose them.
-    @Test func aSessionMadeAgainWhileTheServerKeptTheClientKeepsItsLocks() throws {
-        try twoClients("locks-session-again", .v4_1) { a, fa, b, fb in
+    @Test func aSessionMadeAgainWhileTheServerKeptTheClientKeepsItsLocks() async throws {
+        try await twoClients("locks-session-again", .v4_1) { a, fa, b, fb in
             try a.setlk(fa, owner: 1, RecordLock(start: 0, end: 9, type: F_WRLCK, pid: 10), flock: false, root)
             let session = try #require(a.client.v4)
             let made = a.nfs4StatesMade
@@ -135,9 +135,9 @@ struct NFSLockTests {
     }
 
     /// v3 keeps locks in the client's kernel: the core agrees no lock flags.
-    @Test func v3KeepsLocksInTheClientsKernel() throws {
+    @Test func v3KeepsLocksInTheClientsKernel() async throws {
         let server = try NFSTestServer.shared()
-        try server.shared {
+        try await server.shared {
             let export = try server.makeExport("locks-local-v3")
             let driver = try NFSDriverTests.driver(export, version: .v3)
             defer { driver.destroy() }
@@ -154,8 +154,8 @@ struct NFSLockTests {
 
     /// One process (lock owner) with locks on two files at once: each file has its own
     /// lock owner name on v4.0, so the two seqid streams never mix.
-    @Test func aV40ProcessLocksTwoFilesAtOnce() throws {
-        try twoClients("locks40-two", .v4_0) { a, fa, b, fb in
+    @Test func aV40ProcessLocksTwoFilesAtOnce() async throws {
+        try await twoClients("locks40-two", .v4_0) { a, fa, b, fb in
             let (_, ga) = try withName("g") { try a.create(try a.root().inode, $0, mode: 0o644, flags: O_RDWR, root) }
             let gEntry = try withName("g") { try b.lookup(try b.root().inode, $0, root) }
             let gb = try b.open(gEntry.inode, flags: O_RDWR, killSuidGid: false, root)
@@ -187,8 +187,8 @@ struct NFSLockTests {
 
     /// Many LOCK and LOCKU of one owner, some refused: every reply moves the seqid on,
     /// and the server still takes the next request and shows the other client the truth.
-    @Test func fiftyV40LockUnlockCyclesKeepTheSeqidsInStep() throws {
-        try twoClients("locks40-cycles", .v4_0) { a, fa, b, fb in
+    @Test func fiftyV40LockUnlockCyclesKeepTheSeqidsInStep() async throws {
+        try await twoClients("locks40-cycles", .v4_0) { a, fa, b, fb in
             try b.setlk(fb, owner: 2, RecordLock(start: 1000, end: 1000, type: F_WRLCK, pid: 20), flock: false, root)
             for cycle in 0..<50 {
                 let at = UInt64(cycle)
@@ -210,8 +210,8 @@ struct NFSLockTests {
 
     /// A rename the driver made itself (so it knows the new name): the v4.0 OPEN the lock
     /// needs finds the file there. So too for a file unlinked while open (its hidden name).
-    @Test func aV40LockAfterARenameOrUnlinkThroughTheDriverWorks() throws {
-        try twoClients("locks40-rename", .v4_0) { a, fa, b, fb in
+    @Test func aV40LockAfterARenameOrUnlinkThroughTheDriverWorks() async throws {
+        try await twoClients("locks40-rename", .v4_0) { a, fa, b, fb in
             let dir = try a.root().inode
             try withName("f") { old in try withName("moved") { try a.rename(dir, old, to: dir, $0, flags: 0, root) } }
             try a.setlk(fa, owner: 1, RecordLock(start: 0, end: 9, type: F_WRLCK, pid: 10), flock: false, root)
@@ -232,8 +232,8 @@ struct NFSLockTests {
 
     /// The name the driver knows now leads to another file (replaced by another client):
     /// the lock is refused (ENOLCK), and the other file is left without lock or open.
-    @Test func aV40LockOnAFileReplacedBehindFerrysBackIsRefused() throws {
-        try twoClients("locks40-replaced", .v4_0) { a, fa, b, fb in
+    @Test func aV40LockOnAFileReplacedBehindFerrysBackIsRefused() async throws {
+        try await twoClients("locks40-replaced", .v4_0) { a, fa, b, fb in
             let bDir = try b.root().inode
             let (_, otherOpen) = try withName("other") { try b.create(bDir, $0, mode: 0o644, flags: O_RDWR, root) }
             try withName("other") { o in try withName("f") { try b.rename(bDir, o, to: bDir, $0, flags: 0, root) } }
@@ -285,9 +285,9 @@ struct NFSLockRestartTests {
 
     // The limits cover the wait for the shared server: `exclusive` waits for every suite
     // using it in parallel to finish its check.
-    @Test(.timeLimit(.minutes(10))) func locksHeldAcrossARestartAreReclaimedInTheGracePeriod() throws {
+    @Test(.timeLimit(.minutes(10))) func locksHeldAcrossARestartAreReclaimedInTheGracePeriod() async throws {
         let server = try NFSTestServer.shared()
-        try server.exclusive {
+        try await server.exclusive {
             // A short lease: A's lease keeper finds the restart within seconds, well inside
             // the grace period, without A asking anything.
             try twoClients(server, "locks-reclaim", lease: 10, files: ["f", "g"]) { a, fa, b, fb in
@@ -327,9 +327,9 @@ struct NFSLockRestartTests {
     /// The first call after the restart is a lock request of A, on a file with locks: the
     /// thread that holds that file's lock state makes the session again and reclaims (so
     /// the reclaim must not wait for that state), then its LOCK waits out the grace period.
-    @Test(.timeLimit(.minutes(10))) func aLockRequestThatFindsTheServerRestartedReclaimsFirst() throws {
+    @Test(.timeLimit(.minutes(10))) func aLockRequestThatFindsTheServerRestartedReclaimsFirst() async throws {
         let server = try NFSTestServer.shared()
-        try server.exclusive {
+        try await server.exclusive {
             // The usual lease: its keeper renews only every 20 s, so A's request comes first.
             try twoClients(server, "locks-reclaim-request", lease: 60, files: ["f"]) { a, fa, b, fb in
                 try a.setlk(fa[0], owner: 1, RecordLock(start: 0, end: 99, type: F_WRLCK, pid: 1), flock: false, root)
@@ -347,9 +347,9 @@ struct NFSLockRestartTests {
 
     /// v4.0: the lease keeper's RENEWs keep the client id, and so its locks, through many
     /// leases in which it sends nothing else.
-    @Test(.timeLimit(.minutes(10))) func aV40LockOutlivesManyLeasesOfAnIdleClient() throws {
+    @Test(.timeLimit(.minutes(10))) func aV40LockOutlivesManyLeasesOfAnIdleClient() async throws {
         let server = try NFSTestServer.shared()
-        try server.exclusive {
+        try await server.exclusive {
             try twoClients(server, "locks40-lease", lease: 3, files: ["f"], version: .v4_0) { a, fa, b, fb in
                 try a.setlk(fa[0], owner: 1, RecordLock(start: 0, end: 9, type: F_WRLCK, pid: 1), flock: false, root)
                 let made = a.nfs4StatesMade
@@ -366,9 +366,9 @@ struct NFSLockRestartTests {
 
     /// v4.0 reclaims nothing after a restart: the server's grace period is waited out by
     /// every new lock (GRACE, sent again), then the lost one is reported once.
-    @Test(.timeLimit(.minutes(10))) func aV40ClientWaitsOutTheGracePeriodThenHearsItsLocksAreLost() throws {
+    @Test(.timeLimit(.minutes(10))) func aV40ClientWaitsOutTheGracePeriodThenHearsItsLocksAreLost() async throws {
         let server = try NFSTestServer.shared()
-        try server.exclusive {
+        try await server.exclusive {
             try twoClients(server, "locks40-grace", lease: 10, files: ["f"], version: .v4_0) { a, fa, b, fb in
                 try a.setlk(fa[0], owner: 1, RecordLock(start: 0, end: 9, type: F_WRLCK, pid: 1), flock: false, root)
                 try server.stop()
@@ -387,9 +387,9 @@ struct NFSLockRestartTests {
     /// A server restarted without a grace period refuses every reclaim (NO_GRACE). v4.0
     /// reclaims nothing: its lost locks are reported the same way.
     @Test(.timeLimit(.minutes(10)), arguments: [NFSTestVersion.v4_0, .v4_1])
-    func locksTheServerWillNotGiveBackAreReportedThenTakenAfresh(version: NFSTestVersion) throws {
+    func locksTheServerWillNotGiveBackAreReportedThenTakenAfresh(version: NFSTestVersion) async throws {
         let server = try NFSTestServer.shared()
-        try server.exclusive {
+        try await server.exclusive {
             try twoClients(server, "locks-restart-v\(version)", files: ["f"], version: version) { a, fa, b, fb in
                 try a.setlk(fa[0], owner: 1, RecordLock(start: 0, end: 9, type: F_WRLCK, pid: 1), flock: false, root)
                 try server.stop()

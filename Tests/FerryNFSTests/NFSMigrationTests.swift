@@ -44,9 +44,9 @@ struct NFSMigrationTests {
         do { try body(); return nil } catch let failure as FUSEFailure { return failure.errno } catch { return -1 }
     }
 
-    @Test(arguments: NFSTestVersion.allCases) func theGuestKeepsItsNodesOpenFilesAndDirectoriesOnTheDestination(version: NFSTestVersion) throws {
+    @Test(arguments: NFSTestVersion.allCases) func theGuestKeepsItsNodesOpenFilesAndDirectoriesOnTheDestination(version: NFSTestVersion) async throws {
         let nfs = try NFSTestServer.shared()
-        try nfs.shared {
+        try await nfs.shared {
             let export = try nfs.makeExport("migrate-v\(version)")
             let source = try Self.server(export, version: version)
             let guest = try FUSEClient(source)
@@ -85,9 +85,9 @@ struct NFSMigrationTests {
 
     /// A file unlinked while open lives on under a hidden name on the server: the source's
     /// session end leaves it to the destination, whose last release removes it.
-    @Test(arguments: NFSTestVersion.allCases) func anUnlinkedOpenFileMovesAndGoesAtTheDestinationsLastRelease(version: NFSTestVersion) throws {
+    @Test(arguments: NFSTestVersion.allCases) func anUnlinkedOpenFileMovesAndGoesAtTheDestinationsLastRelease(version: NFSTestVersion) async throws {
         let nfs = try NFSTestServer.shared()
-        try nfs.shared {
+        try await nfs.shared {
             let export = try nfs.makeExport("migrate-unlinked-v\(version)")
             let source = try Self.server(export, version: version)
             let guest = try FUSEClient(source)
@@ -126,9 +126,9 @@ struct NFSMigrationTests {
 
     /// A migration that fails after the save leaves the guest at the source: its session's
     /// end is an ordinary one again, and removes what it hid.
-    @Test(arguments: NFSTestVersion.allCases) func aSourceThatResumesRemovesItsHiddenNamesAsBefore(version: NFSTestVersion) throws {
+    @Test(arguments: NFSTestVersion.allCases) func aSourceThatResumesRemovesItsHiddenNamesAsBefore(version: NFSTestVersion) async throws {
         let nfs = try NFSTestServer.shared()
-        try nfs.shared {
+        try await nfs.shared {
             let export = try nfs.makeExport("migrate-resume-v\(version)")
             let source = try Self.server(export, version: version)
             let guest = try FUSEClient(source)
@@ -146,9 +146,9 @@ struct NFSMigrationTests {
 
     /// A destination that refuses the state (here: another node is gone) and is then shut
     /// down leaves the source's hidden names alone: the guest still uses them there.
-    @Test(arguments: NFSTestVersion.allCases) func aRefusedLoadTakesOverNothing(version: NFSTestVersion) throws {
+    @Test(arguments: NFSTestVersion.allCases) func aRefusedLoadTakesOverNothing(version: NFSTestVersion) async throws {
         let nfs = try NFSTestServer.shared()
-        try nfs.shared {
+        try await nfs.shared {
             let export = try nfs.makeExport("migrate-refused-v\(version)")
             let source = try Self.server(export, version: version)
             let guest = try FUSEClient(source)
@@ -176,9 +176,9 @@ struct NFSMigrationTests {
     /// A node whose file is gone from the server (a directory removed there: ganesha may
     /// go on serving a removed regular file it still holds open) has a stale handle.
     @Test(arguments: [(NFSTestVersion.v3, MigrationOptions.OnError.abort), (.v3, .guestError), (.v4_1, .abort), (.v4_1, .guestError)])
-    func aNodeRemovedOnTheServerFailsTheLoadOrAnswersEIO(version: NFSTestVersion, onError: MigrationOptions.OnError) throws {
+    func aNodeRemovedOnTheServerFailsTheLoadOrAnswersEIO(version: NFSTestVersion, onError: MigrationOptions.OnError) async throws {
         let nfs = try NFSTestServer.shared()
-        try nfs.shared {
+        try await nfs.shared {
             let export = try nfs.makeExport("migrate-stale-v\(version)")
             let source = try Self.server(export, version: version)
             let guest = try FUSEClient(source)
@@ -216,9 +216,9 @@ struct NFSMigrationTests {
     /// An open file whose file is gone from the server (NFSv4: ganesha answers its handle
     /// ESTALE once removed) fails the load, or answers EIO.
     @Test(arguments: MigrationOptions.OnError.allCases)
-    func anOpenFileRemovedOnTheServerFailsTheLoadOrAnswersEIO(onError: MigrationOptions.OnError) throws {
+    func anOpenFileRemovedOnTheServerFailsTheLoadOrAnswersEIO(onError: MigrationOptions.OnError) async throws {
         let nfs = try NFSTestServer.shared()
-        try nfs.shared {
+        try await nfs.shared {
             let export = try nfs.makeExport("migrate-stale-file")
             let source = try Self.server(export, version: 4)
             let guest = try FUSEClient(source)
@@ -239,9 +239,9 @@ struct NFSMigrationTests {
 
     /// At switch-over nothing the guest was answered for may stay only in the source's
     /// memory: once the state is saved, the source may die without flushing anything.
-    @Test(arguments: NFSTestVersion.allCases) func writesBehindAreCommittedWhenTheStateIsSaved(version: NFSTestVersion) throws {
+    @Test(arguments: NFSTestVersion.allCases) func writesBehindAreCommittedWhenTheStateIsSaved(version: NFSTestVersion) async throws {
         let nfs = try NFSTestServer.shared()
-        try nfs.exclusive {
+        try await nfs.exclusive {
             let export = try nfs.makeExport("migrate-commit-v\(version)")
             var source: Server? = try Self.server(export, version: version)
             let guest = try FUSEClient(source!)
@@ -272,9 +272,9 @@ struct NFSMigrationTests {
     /// A write behind that failed (here: the server refused a caller without write
     /// permission, after the WRITE was answered) fails the save: the guest stays at the
     /// source, where its next FSYNC still reports the error.
-    @Test(arguments: NFSTestVersion.allCases) func aFailedWriteBehindFailsTheSave(version: NFSTestVersion) throws {
+    @Test(arguments: NFSTestVersion.allCases) func aFailedWriteBehindFailsTheSave(version: NFSTestVersion) async throws {
         let nfs = try NFSTestServer.shared()
-        try nfs.shared {
+        try await nfs.shared {
             let export = try nfs.makeExport("migrate-write-error-v\(version)")
             let source = try Self.server(export, version: version)
             let guest = try FUSEClient(source)
@@ -288,9 +288,9 @@ struct NFSMigrationTests {
     /// An identity comes from another host: a hidden name that is not one of Ferry's own,
     /// one component, would have the destination REMOVE any file at its last release; an
     /// oversized handle or stray bytes are no identity either.
-    @Test func forgedIdentitiesAreRefused() throws {
+    @Test func forgedIdentitiesAreRefused() async throws {
         let nfs = try NFSTestServer.shared()
-        try nfs.shared {
+        try await nfs.shared {
             let export = try nfs.makeExport("migrate-forged")
             let source = try Self.server(export, version: 3)
             let guest = try FUSEClient(source)
@@ -327,9 +327,9 @@ struct NFSMigrationTests {
         }
     }
 
-    @Test func aStateOfTheOtherNFSVersionIsRefused() throws {
+    @Test func aStateOfTheOtherNFSVersionIsRefused() async throws {
         let nfs = try NFSTestServer.shared()
-        try nfs.shared {
+        try await nfs.shared {
             let export = try nfs.makeExport("migrate-version")
             let source = try Self.server(export, version: 3)
             let guest = try FUSEClient(source)

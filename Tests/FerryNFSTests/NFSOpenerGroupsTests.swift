@@ -11,9 +11,9 @@ import Glibc
 /// the transport reuses for the next request: the file keeps a copy of its own.
 @Suite("NFS opener's groups", .serialized, .requires(.root, .ganesha))
 struct NFSOpenerGroupsTests {
-    @Test(arguments: NFSTestVersion.allCases) func anOpenFileKeepsItsOpenersGroupsAfterTheRequestBufferIsReused(version: NFSTestVersion) throws {
+    @Test(arguments: NFSTestVersion.allCases) func anOpenFileKeepsItsOpenersGroupsAfterTheRequestBufferIsReused(version: NFSTestVersion) async throws {
         let server = try NFSTestServer.shared()
-        try server.exclusive {
+        try await server.exclusive {
             let export = try server.makeExport("opener-groups-v\(version)")
             let driver = try NFSDriverTests.driver(export, version: version)
             let top = try driver.root().inode

@@ -19,9 +19,9 @@ struct NFSOwnershipDriverTests {
 
     /// A driver on a fresh export holding `f`, owned by `owner` (primary group) with `mode`.
     static func withFile(_ name: String, version: NFSTestVersion, mode: mode_t, group: gid_t = 4321,
-                         _ body: (NFSDriver, NFSInode, String) throws -> Void) throws {
+                         _ body: (NFSDriver, NFSInode, String) throws -> Void) async throws {
         let server = try NFSTestServer.shared()
-        try server.shared {
+        try await server.shared {
             let export = try server.makeExport("\(name)-v\(version)")
             let path = export + "/f"
             #expect(FileManager.default.createFile(atPath: path, contents: Data("original".utf8)))
@@ -38,8 +38,8 @@ struct NFSOwnershipDriverTests {
         return st
     }
 
-    @Test(arguments: NFSTestVersion.allCases) func theOwnerChangesTheGroupToASupplementaryGroupAndLosesSetIDBits(version: NFSTestVersion) throws {
-        try NFSOwnershipDriverTests.withFile("driver-chgrp", version: version, mode: 0o6755) { driver, file, path in
+    @Test(arguments: NFSTestVersion.allCases) func theOwnerChangesTheGroupToASupplementaryGroupAndLosesSetIDBits(version: NFSTestVersion) async throws {
+        try await NFSOwnershipDriverTests.withFile("driver-chgrp", version: version, mode: 0o6755) { driver, file, path in
             let after = try driver.setattr(file, nil, AttributeChanges(gid: NFSOwnershipDriverTests.supplementaryGroup), NFSOwnershipDriverTests.owner)
             #expect(after.gid == NFSOwnershipDriverTests.supplementaryGroup && after.uid == 4321)
             // chown(2) by a user clears S_ISUID, and S_ISGID with group execute.
@@ -51,8 +51,8 @@ struct NFSOwnershipDriverTests {
 
     /// The group the kernel vouched for is added to the caller's, nothing more: the server
     /// still refuses a change the caller may not make.
-    @Test(arguments: NFSTestVersion.allCases) func someoneWhoDoesNotOwnTheFileStillCannotChangeItsOwnerOrGroup(version: NFSTestVersion) throws {
-        try NFSOwnershipDriverTests.withFile("driver-chgrp-other", version: version, mode: 0o644) { driver, file, path in
+    @Test(arguments: NFSTestVersion.allCases) func someoneWhoDoesNotOwnTheFileStillCannotChangeItsOwnerOrGroup(version: NFSTestVersion) async throws {
+        try await NFSOwnershipDriverTests.withFile("driver-chgrp-other", version: version, mode: 0o644) { driver, file, path in
             #expect(throws: Errno.notPermitted) {
                 try driver.setattr(file, nil, AttributeChanges(gid: NFSOwnershipDriverTests.supplementaryGroup), NFSOwnershipDriverTests.other)
             }
@@ -65,8 +65,8 @@ struct NFSOwnershipDriverTests {
     }
 
     /// The kernel lets S_ISGID through a chmod only when the caller is in the file's group.
-    @Test(arguments: NFSTestVersion.allCases) func theOwnerInTheFilesSupplementaryGroupKeepsSetgidOnChmod(version: NFSTestVersion) throws {
-        try NFSOwnershipDriverTests.withFile("driver-chmod-sgid", version: version, mode: 0o644,
+    @Test(arguments: NFSTestVersion.allCases) func theOwnerInTheFilesSupplementaryGroupKeepsSetgidOnChmod(version: NFSTestVersion) async throws {
+        try await NFSOwnershipDriverTests.withFile("driver-chmod-sgid", version: version, mode: 0o644,
                                              group: NFSOwnershipDriverTests.supplementaryGroup) { driver, file, path in
             let after = try driver.setattr(file, nil, AttributeChanges(mode: 0o2755), NFSOwnershipDriverTests.owner)
             #expect(after.mode & 0o7777 == 0o2755, "mode \(String(after.mode & 0o7777, radix: 8))")
@@ -76,8 +76,8 @@ struct NFSOwnershipDriverTests {
 
     /// A write, a truncate and an O_TRUNC open by someone else clear S_ISUID, and S_ISGID
     /// with group execute, as the kernel asks (KILL_SUIDGID), though the writer may not chmod.
-    @Test(arguments: NFSTestVersion.allCases) func aWriteOrTruncateBySomeoneElseClearsTheSetIDBits(version: NFSTestVersion) throws {
-        try NFSOwnershipDriverTests.withFile("driver-kill-suid", version: version, mode: 0o6777) { driver, file, path in
+    @Test(arguments: NFSTestVersion.allCases) func aWriteOrTruncateBySomeoneElseClearsTheSetIDBits(version: NFSTestVersion) async throws {
+        try await NFSOwnershipDriverTests.withFile("driver-kill-suid", version: version, mode: 0o6777) { driver, file, path in
             let other = NFSOwnershipDriverTests.other
             let opened = try driver.open(file, flags: O_WRONLY, killSuidGid: false, other)
             #expect(try withVectors(Array("changed".utf8)) { try driver.write(opened.file, offset: 0, from: $0, killSuidGid: true, other) } == 7)
@@ -104,9 +104,9 @@ struct NFSOwnershipDriverTests {
     /// checked that before it sent the request; FUSE carries that group only on the create
     /// itself): LOOKUP, creating, listing and removing in it work as for the kernel. What
     /// the group class does not grant is still refused by the server.
-    @Test(arguments: NFSTestVersion.allCases) func aSupplementaryGroupMemberWorksInTheGroupsDirectory(version: NFSTestVersion) throws {
+    @Test(arguments: NFSTestVersion.allCases) func aSupplementaryGroupMemberWorksInTheGroupsDirectory(version: NFSTestVersion) async throws {
         let server = try NFSTestServer.shared()
-        try server.shared {
+        try await server.shared {
             let export = try server.makeExport("driver-team-v\(version)")
             for (name, mode) in [("team", mode_t(0o770)), ("private", mode_t(0o700))] {
                 #expect(mkdir(export + "/" + name, mode) == 0 && chown(export + "/" + name, 0, 4444) == 0 && chmod(export + "/" + name, mode) == 0)
@@ -131,9 +131,9 @@ struct NFSOwnershipDriverTests {
 
     /// With ids mapped or squashed (`trustClientGroups` off) a guest could not name the
     /// directory's group, so none is added: the server's refusal stands.
-    @Test(arguments: NFSTestVersion.allCases) func noGroupIsAddedWhenTheGuestsIdsAreMapped(version: NFSTestVersion) throws {
+    @Test(arguments: NFSTestVersion.allCases) func noGroupIsAddedWhenTheGuestsIdsAreMapped(version: NFSTestVersion) async throws {
         let server = try NFSTestServer.shared()
-        try server.shared {
+        try await server.shared {
             let export = try server.makeExport("driver-team-mapped-v\(version)")
             #expect(mkdir(export + "/team", 0o770) == 0 && chown(export + "/team", 0, 4444) == 0 && chmod(export + "/team", 0o770) == 0)
             let options = NFSOptions(server: "127.0.0.1", path: export, version: NFSProtocolVersion(version.rawValue)!, timeout: 5, trustClientGroups: false)

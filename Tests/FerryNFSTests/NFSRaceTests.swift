@@ -34,9 +34,9 @@ struct NFSRaceTests {
     /// The first creates of a fresh export all come at once (the second `ferry mount` of
     /// ferry-churn): each needs the NFSv4 client id, and it must be established once, not
     /// by every one of them at the same time (one's SETCLIENTID_CONFIRM then failed: EIO).
-    @Test(arguments: NFSTestVersion.allCases) func concurrentFirstCreatesOfAFreshExportAllSucceed(version: NFSTestVersion) throws {
+    @Test(arguments: NFSTestVersion.allCases) func concurrentFirstCreatesOfAFreshExportAllSucceed(version: NFSTestVersion) async throws {
         let server = try NFSTestServer.shared()
-        try server.shared {
+        try await server.shared {
             let export = try server.makeExport("race-first-creates-v\(version)")
             let failures = Mutex<[String]>([])
             for round in 0..<6 {
@@ -62,9 +62,9 @@ struct NFSRaceTests {
     /// Attributes the server gave before a write behind was taken in (a READDIRPLUS listing,
     /// or a LOOKUP answered while the write was on its way) are not handed out once that
     /// write was answered: the guest, told the write was done, would see an older size.
-    @Test(arguments: NFSTestVersion.allCases) func attributesListedBeforeAWriteBehindLandedAreNotHandedOutAfter(version: NFSTestVersion) throws {
+    @Test(arguments: NFSTestVersion.allCases) func attributesListedBeforeAWriteBehindLandedAreNotHandedOutAfter(version: NFSTestVersion) async throws {
         let server = try NFSTestServer.shared()
-        try server.shared {
+        try await server.shared {
             let export = try server.makeExport("race-listed-size-v\(version)")
             let driver = try NFSDriverTests.driver(export, version: version)
             let rootEntry = try driver.root()
@@ -98,9 +98,9 @@ struct NFSRaceTests {
     /// An OPEN and an UNLINK of the same file at once: the open either fails (ESTALE or
     /// ENOENT: the kernel looks the name up again) or its file stays readable until
     /// released (POSIX); never an open whose READ then gets ESTALE.
-    @Test(arguments: NFSTestVersion.allCases) func anOpenRacingAnUnlinkNeverLeavesAnUnreadableFile(version: NFSTestVersion) throws {
+    @Test(arguments: NFSTestVersion.allCases) func anOpenRacingAnUnlinkNeverLeavesAnUnreadableFile(version: NFSTestVersion) async throws {
         let server = try NFSTestServer.shared()
-        try server.shared {
+        try await server.shared {
             let export = try server.makeExport("race-open-unlink-v\(version)")
             let driver = try NFSDriverTests.driver(export, version: version)
             let rootInode = try driver.root().inode

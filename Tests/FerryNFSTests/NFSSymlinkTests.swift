@@ -19,9 +19,9 @@ struct NFSSymlinkTests {
     }
 
     @Test(arguments: [3, 4], [1023, 4095])
-    func aLongSymlinkTargetIsCreatedAndReadBack(version: NFSTestVersion, length: Int) throws {
+    func aLongSymlinkTargetIsCreatedAndReadBack(version: NFSTestVersion, length: Int) async throws {
         let server = try NFSTestServer.shared()
-        try server.shared {
+        try await server.shared {
             let export = try server.makeExport("driver-symlink-\(length)-v\(version)")
             let driver = try NFSDriverTests.driver(export, version: version)
             let rootEntry = try driver.root()
@@ -48,9 +48,9 @@ extension NFSSymlinkTests {
     /// them as they were (FSAL_VFS/file.c: "Setting time on symlinks is illegal"); the driver
     /// says EOPNOTSUPP rather than report a change that did not happen, and touches neither
     /// the link nor its target. A server that stores them makes the first expectation fail.
-    @Test(arguments: NFSTestVersion.allCases) func aSymlinksOwnTimesAreSetOrRefusedNeverPretended(version: NFSTestVersion) throws {
+    @Test(arguments: NFSTestVersion.allCases) func aSymlinksOwnTimesAreSetOrRefusedNeverPretended(version: NFSTestVersion) async throws {
         let server = try NFSTestServer.shared()
-        try server.shared {
+        try await server.shared {
             let export = try server.makeExport("driver-symlink-times-v\(version)")
             #expect(FileManager.default.createFile(atPath: export + "/f", contents: nil))
             let driver = try NFSDriverTests.driver(export, version: version)

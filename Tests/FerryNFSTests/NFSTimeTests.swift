@@ -14,9 +14,9 @@ import Glibc
 struct NFSTimeTests {
     /// A driver on a fresh export holding `f`, owned by 4321:4321 with `mode`.
     static func withFile(_ name: String, version: NFSTestVersion, mode: mode_t = 0o644, group: gid_t = 4321,
-                         _ body: (NFSDriver, NFSInode, String) throws -> Void) throws {
+                         _ body: (NFSDriver, NFSInode, String) throws -> Void) async throws {
         let server = try NFSTestServer.shared()
-        try server.shared {
+        try await server.shared {
             let export = try server.makeExport("\(name)-v\(version)")
             let path = export + "/f"
             #expect(FileManager.default.createFile(atPath: path, contents: Data("original".utf8)))
@@ -49,8 +49,8 @@ struct NFSTimeTests {
         (Timestamp(seconds: 2_147_483_648, nanoseconds: 1), Timestamp(seconds: 4_294_967_295, nanoseconds: 999_999_999)),
         (Timestamp(seconds: 4_294_967_296, nanoseconds: 5), Timestamp(seconds: 7_258_118_400, nanoseconds: 999_999_999)),
     ])
-    func nfsv4StoresTimesBefore1970AndAfter2106Exactly(access: Timestamp, modification: Timestamp) throws {
-        try NFSTimeTests.withFile("times-wide", version: 4) { driver, file, path in
+    func nfsv4StoresTimesBefore1970AndAfter2106Exactly(access: Timestamp, modification: Timestamp) async throws {
+        try await NFSTimeTests.withFile("times-wide", version: 4) { driver, file, path in
             let after = try driver.setattr(file, nil, AttributeChanges(accessTime: .set(access), modificationTime: .set(modification)), .root)
             #expect(after.accessTime == access && after.modificationTime == modification,
                     "reported \(after.accessTime) \(after.modificationTime)")
@@ -66,8 +66,8 @@ struct NFSTimeTests {
     /// EOVERFLOW before anything is sent, and the stored times stay as they were (a wrapped
     /// time must never reach the disk).
     @Test(arguments: [Int64(-1), -2_000_000_000, 4_294_967_296, 7_258_118_400])
-    func nfsv3RefusesATimeItCannotCarryAndLeavesTheStoredOne(seconds: Int64) throws {
-        try NFSTimeTests.withFile("times-v3-refused", version: 3) { driver, file, path in
+    func nfsv3RefusesATimeItCannotCarryAndLeavesTheStoredOne(seconds: Int64) async throws {
+        try await NFSTimeTests.withFile("times-v3-refused", version: 3) { driver, file, path in
             let stored = Timestamp(seconds: 1_000_000_000, nanoseconds: 250)
             NFSTimeTests.setOnDisk(path, access: stored, modification: stored)
             let wide = Timestamp(seconds: seconds, nanoseconds: 7)
@@ -85,8 +85,8 @@ struct NFSTimeTests {
 
     /// Between 2038 and 2106 the seconds no longer fit a signed 32-bit number but do fit
     /// nfstime3's unsigned one: they go and come back as they are, never negative.
-    @Test func nfsv3CarriesTimesBetween2038And2106() throws {
-        try NFSTimeTests.withFile("times-v3-2038", version: 3) { driver, file, path in
+    @Test func nfsv3CarriesTimesBetween2038And2106() async throws {
+        try await NFSTimeTests.withFile("times-v3-2038", version: 3) { driver, file, path in
             let access = Timestamp(seconds: 2_147_483_648, nanoseconds: 1)
             let modification = Timestamp(seconds: 4_294_967_295, nanoseconds: 999_999_999)
             let after = try driver.setattr(file, nil, AttributeChanges(accessTime: .set(access), modificationTime: .set(modification)), .root)
@@ -103,8 +103,8 @@ struct NFSTimeTests {
 
     /// chown(2) by the owner clears S_ISUID, and S_ISGID only with group execute: without
     /// it S_ISGID marks mandatory locking and stays (Linux, setattr_should_drop_sgid).
-    @Test(arguments: NFSTestVersion.allCases) func theOwnersChownKeepsSetgidWithoutGroupExecute(version: NFSTestVersion) throws {
-        try NFSTimeTests.withFile("chown-sgid-lock", version: version, mode: 0o2745) { driver, file, path in
+    @Test(arguments: NFSTestVersion.allCases) func theOwnersChownKeepsSetgidWithoutGroupExecute(version: NFSTestVersion) async throws {
+        try await NFSTimeTests.withFile("chown-sgid-lock", version: version, mode: 0o2745) { driver, file, path in
             let owner = Credentials(uid: 4321, gid: 4321, pid: 1)
             let after = try driver.setattr(file, nil, AttributeChanges(gid: 4321), owner)
             #expect(after.mode & 0o7777 == 0o2745, "mode \(String(after.mode & 0o7777, radix: 8))")
@@ -114,8 +114,8 @@ struct NFSTimeTests {
 
     /// The same file chowned by root to someone else keeps S_ISGID too; a set-gid program
     /// and S_ISUID still lose theirs.
-    @Test(arguments: NFSTestVersion.allCases) func rootsChownKeepsOnlyTheMandatoryLockingSetgid(version: NFSTestVersion) throws {
-        try NFSTimeTests.withFile("chown-sgid-root", version: version, mode: 0o6745) { driver, file, path in
+    @Test(arguments: NFSTestVersion.allCases) func rootsChownKeepsOnlyTheMandatoryLockingSetgid(version: NFSTestVersion) async throws {
+        try await NFSTimeTests.withFile("chown-sgid-root", version: version, mode: 0o6745) { driver, file, path in
             let after = try driver.setattr(file, nil, AttributeChanges(uid: 1234, gid: 5678), .root)
             #expect(after.mode & 0o7777 == 0o2745, "mode \(String(after.mode & 0o7777, radix: 8))")
             let st = NFSTimeTests.onDisk(path)
@@ -130,8 +130,8 @@ struct NFSTimeTests {
     /// The owner in the file's group only through a supplementary group (FUSE does not send
     /// those; the kernel checked them) keeps S_ISGID without group execute on chown, as a
     /// chown to itself or a chgrp to its primary group.
-    @Test(arguments: NFSTestVersion.allCases) func theOwnerInTheFilesSupplementaryGroupKeepsMandatoryLockingSetgidOnChown(version: NFSTestVersion) throws {
-        try NFSTimeTests.withFile("chown-sgid-supplementary", version: version, mode: 0o2745, group: 5555) { driver, file, path in
+    @Test(arguments: NFSTestVersion.allCases) func theOwnerInTheFilesSupplementaryGroupKeepsMandatoryLockingSetgidOnChown(version: NFSTestVersion) async throws {
+        try await NFSTimeTests.withFile("chown-sgid-supplementary", version: version, mode: 0o2745, group: 5555) { driver, file, path in
             let owner = Credentials(uid: 4321, gid: 4321, pid: 1)
             let after = try driver.setattr(file, nil, AttributeChanges(uid: 4321), owner)
             #expect(after.mode & 0o7777 == 0o2745, "mode \(String(after.mode & 0o7777, radix: 8))")

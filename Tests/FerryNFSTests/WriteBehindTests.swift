@@ -16,9 +16,9 @@ struct WriteBehindTests {
     /// Not the owner of root's 0644 files: the server refuses its WRITEs.
     let stranger = Credentials(uid: 4321, gid: 4321, pid: 0)
 
-    @Test(arguments: NFSTestVersion.allCases) func aFailedWriteBehindIsReturnedByFsyncAndByTheNextWrite(version: NFSTestVersion) throws {
+    @Test(arguments: NFSTestVersion.allCases) func aFailedWriteBehindIsReturnedByFsyncAndByTheNextWrite(version: NFSTestVersion) async throws {
         let server = try NFSTestServer.shared()
-        try server.shared {
+        try await server.shared {
             let export = try server.makeExport("behind-error-v\(version)")
             let driver = try NFSDriverTests.driver(export, version: version)
             let (_, opened) = try withName("f") { try driver.create(try driver.root().inode, $0, mode: 0o644, flags: O_RDWR, root) }
@@ -42,9 +42,9 @@ struct WriteBehindTests {
         }
     }
 
-    @Test(arguments: NFSTestVersion.allCases) func readGetattrAndLookupSeeWhatWasWrittenBehind(version: NFSTestVersion) throws {
+    @Test(arguments: NFSTestVersion.allCases) func readGetattrAndLookupSeeWhatWasWrittenBehind(version: NFSTestVersion) async throws {
         let server = try NFSTestServer.shared()
-        try server.shared {
+        try await server.shared {
             let export = try server.makeExport("behind-read-v\(version)")
             let driver = try NFSDriverTests.driver(export, version: version)
             let directory = try driver.root().inode
@@ -75,9 +75,9 @@ struct WriteBehindTests {
 
     /// The server restarts while WRITEs answered behind are outstanding or answered under
     /// the old verifier: FSYNC still puts every byte on the server.
-    @Test(arguments: NFSTestVersion.allCases) func aRestartBetweenWritesBehindAndFsyncLosesNothing(version: NFSTestVersion) throws {
+    @Test(arguments: NFSTestVersion.allCases) func aRestartBetweenWritesBehindAndFsyncLosesNothing(version: NFSTestVersion) async throws {
         let server = try NFSTestServer.shared()
-        try server.exclusive {
+        try await server.exclusive {
             let export = try server.makeExport("behind-restart-v\(version)")
             let driver = try NFSDriverTests.driver(export, version: version)
             let writes = try SequentialWrites(driver, mebibytes: 6)
@@ -89,9 +89,9 @@ struct WriteBehindTests {
         }
     }
 
-    @Test(arguments: NFSTestVersion.allCases) func unansweredWritesStayWithinTheirBound(version: NFSTestVersion) throws {
+    @Test(arguments: NFSTestVersion.allCases) func unansweredWritesStayWithinTheirBound(version: NFSTestVersion) async throws {
         let server = try NFSTestServer.shared()
-        try server.shared {
+        try await server.shared {
             let export = try server.makeExport("behind-bound-v\(version)")
             let driver = try NFSDriverTests.driver(export, version: version, writeBehindLimit: 2 << 20)
             let writes = try SequentialWrites(driver, mebibytes: 8)

@@ -13,7 +13,7 @@ import Glibc
 public final class NFSTestServer: @unchecked Sendable {
     public let root: String
     let state: String
-    private let lock: UnsafeMutablePointer<pthread_rwlock_t>
+    private let lock = AsyncReadersWriterLock()
 
     /// Whether this machine has what the NFS tests need.
     public static var isInstalled: Bool {
@@ -82,12 +82,6 @@ public final class NFSTestServer: @unchecked Sendable {
         root = base + "/export"
         state = base + "/state"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
-        lock = .allocate(capacity: 1)
-        var attributes = pthread_rwlockattr_t()
-        pthread_rwlockattr_init(&attributes)
-        // Writers first: a restart waits for the checks running now, not for every later one.
-        pthread_rwlockattr_setkind_np(&attributes, Int32(PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP))
-        pthread_rwlock_init(lock, &attributes)
         try start()
         runningState = state
         atexit { if let state = runningState { _ = try? NFSTestServer.runScript("stop-ganesha", [state]) } }
@@ -172,17 +166,11 @@ public final class NFSTestServer: @unchecked Sendable {
         "nfs://127.0.0.1\(path)?" + (["version=\(version)"] + parameters).joined(separator: "&")
     }
 
-    public func shared<R>(_ body: () throws -> R) rethrows -> R {
-        pthread_rwlock_rdlock(lock)
-        defer { pthread_rwlock_unlock(lock) }
-        return try body()
-    }
+    /// Waiting for either costs no thread (see `AsyncReadersWriterLock`); a restart waits
+    /// for the checks running now, and checks that come after it wait for the restart.
+    public func shared<R>(_ body: () async throws -> R) async rethrows -> R { try await lock.shared(body) }
 
-    public func exclusive<R>(_ body: () throws -> R) rethrows -> R {
-        pthread_rwlock_wrlock(lock)
-        defer { pthread_rwlock_unlock(lock) }
-        return try body()
-    }
+    public func exclusive<R>(_ body: () async throws -> R) async rethrows -> R { try await lock.exclusive(body) }
 }
 
 /// For the exit handler, which cannot capture.

@@ -93,9 +93,9 @@ struct ConcurrencyGuestTests {
 
     @Test("ferry-churn, stress-ng and a remount in one boot pass on NFS", .timeLimit(.minutes(20)),
           .requires(.ganesha), arguments: NFSTestVersion.allCases)
-    func onNFS(version: NFSTestVersion) throws {
+    func onNFS(version: NFSTestVersion) async throws {
         let server = try NFSTestServer.shared()
-        try server.shared {
+        try await server.shared {
             let export = try server.makeExport("concurrency-guest-v\(version)")
             let daemon = try Daemon.ferry(source: server.url(export, version: version))
             try ConcurrencyGuest.runAndCheck(socket: daemon.socket, seed: 410 + NFSTestVersion.allCases.firstIndex(of: version)!, on: "NFSv\(version)", log: { daemon.log })

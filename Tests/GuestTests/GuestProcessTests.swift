@@ -66,3 +66,59 @@ struct ScriptDescriptorTests {
         #expect(Set(held).isSubset(of: ["0", "1", "2"]), "the daemon holds descriptors \(held.sorted())")
     }
 }
+
+/// The lock NFS tests take around the shared ganesha (`shared`) or around a restart of it
+/// (`exclusive`), on a pool as wide as CI's two cores.
+@Suite("Harness: the NFS server's lock waits without taking a thread")
+struct AsyncReadersWriterLockTests {
+    @Test func waitersTakeNoThreadAndAWaitingWriterGoesBeforeLaterReaders() async throws {
+        let lock = AsyncReadersWriterLock()
+        let order = Locked<[String]>([])
+        let otherWorkRan = Locked(false)
+        await lock.lockShared()   // a long check holds it
+        // Should waiting block threads, the other work below would never run, nor would this
+        // test: a plain thread then ends the long check after 30 s, so the test fails
+        // instead of hanging.
+        let endedByWatchdog = Locked(false)
+        Thread {
+            let deadline = Date().addingTimeInterval(30)
+            while !otherWorkRan.value && Date() < deadline { usleep(10_000) }
+            if !otherWorkRan.value { endedByWatchdog.update { $0 = true }; lock.unlockShared() }
+        }.start()
+        // More waiters than the pool has threads: each would hold one if waiting blocked.
+        let writers = (0..<8).map { _ in Task { await lock.exclusive { order.update { $0.append("writer") } } } }
+        #expect(await Self.eventually { lock.waiting.writers == 8 })
+        let readers = (0..<8).map { _ in Task { await lock.shared { order.update { $0.append("reader") } } } }
+        #expect(await Self.eventually { lock.waiting.readers == 8 })
+        #expect(order.value.isEmpty, "a waiter got in while the check held the lock")
+        await Task.detached { otherWorkRan.update { $0 = true } }.value
+        #expect(!endedByWatchdog.value, "other work waited for the lock's waiters")
+        if !endedByWatchdog.value { lock.unlockShared() }
+        for task in writers + readers { await task.value }
+        #expect(order.value == Array(repeating: "writer", count: 8) + Array(repeating: "reader", count: 8))
+        #expect(lock.waiting == (0, 0))
+    }
+
+    @Test func readersShareAndAWriterWaitsForTheLastOfThem() async throws {
+        let lock = AsyncReadersWriterLock()
+        await lock.lockShared()
+        await lock.lockShared()   // two readers at once
+        let wrote = Locked(false)
+        let writer = Task { await lock.exclusive { wrote.update { $0 = true } } }
+        #expect(await Self.eventually { lock.waiting.writers == 1 })
+        lock.unlockShared()
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(!wrote.value, "the writer got in while a reader still held")
+        lock.unlockShared()
+        await writer.value
+        #expect(wrote.value)
+    }
+
+    static func eventually(_ condition: () -> Bool) async -> Bool {
+        for _ in 0..<1000 {
+            if condition() { return true }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        return condition()
+    }
+}

@@ -72,9 +72,9 @@ struct LockGuestTests {
     /// The same on one NFSv4.0 or 4.1 export: each daemon is an NFS client of its own, and
     /// the locks the guests meet are the NFS server's (LOCK, LOCKT, LOCKU over the wire).
     @Test(.timeLimit(.minutes(15)), .requires(.ganesha), arguments: [NFSTestVersion.v4_0, .v4_1])
-    func twoGuestsOnTwoNFSClientsOfOneExportSeeAndWaitForEachOthersLocks(version: NFSTestVersion) throws {
+    func twoGuestsOnTwoNFSClientsOfOneExportSeeAndWaitForEachOthersLocks(version: NFSTestVersion) async throws {
         let server = try NFSTestServer.shared()
-        try server.shared {
+        try await server.shared {
             let export = try server.makeExport("guest-locks-v\(version)")
             try Self.twoGuests(export: export) { try Daemon.ferry(source: server.url(export, version: version), extra: $0) }
         }

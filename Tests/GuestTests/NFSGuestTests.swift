@@ -17,9 +17,9 @@ struct NFSGuestTests {
     /// Every check passes in a 6.12 guest (2 vCPUs, 4 queues), except those NFS cannot express, which must fail the
     /// way docs/backends/nfs.md says.
     @Test(.timeLimit(.minutes(15)), arguments: NFSTestVersion.allCases)
-    func theConformanceChecksPassInAGuestOnAnNFSExport(version: NFSTestVersion) throws {
+    func theConformanceChecksPassInAGuestOnAnNFSExport(version: NFSTestVersion) async throws {
         let server = try NFSTestServer.shared()
-        try server.shared {
+        try await server.shared {
             let export = try server.makeExport("guest-conformance-v\(version)")
             let ferry = try NFSGuestTests.daemon(server.url(export, version: version))
             let run = try Guest.run(socket: ferry.socket, command: guestConformanceCommand, timeout: 900, machine: .linux612)
@@ -38,9 +38,9 @@ struct NFSGuestTests {
     /// server restarts (a new write verifier); the guest then fsyncs the second file and
     /// reads both back from the server: every byte is there.
     @Test(.timeLimit(.minutes(10)), arguments: [NFSTestVersion.v3, .v4_0, .v4_1])
-    func fsyncedDataSurvivesAServerRestart(version: NFSTestVersion) throws {
+    func fsyncedDataSurvivesAServerRestart(version: NFSTestVersion) async throws {
         let server = try NFSTestServer.shared()
-        try server.exclusive {
+        try await server.exclusive {
             let export = try server.makeExport("guest-restart-v\(version)")
             let ferry = try NFSGuestTests.daemon(server.url(export, version: version))
             defer { ferry.stop() }
@@ -70,9 +70,9 @@ struct NFSGuestTests {
     /// The server stops: the guest's next request fails with EIO once the export's timeout
     /// (3 s here) has passed, Ferry keeps running, and it serves again once the server is back.
     @Test(.timeLimit(.minutes(10)), arguments: [NFSTestVersion.v3, .v4_0, .v4_1])
-    func aStoppedServerGivesEIOAndFerryServesAgainWhenItReturns(version: NFSTestVersion) throws {
+    func aStoppedServerGivesEIOAndFerryServesAgainWhenItReturns(version: NFSTestVersion) async throws {
         let server = try NFSTestServer.shared()
-        try server.exclusive {
+        try await server.exclusive {
             let export = try server.makeExport("guest-outage-v\(version)")
             let ferry = try NFSGuestTests.daemon(server.url(export, version: version, ["timeout=3"]))
             defer { ferry.stop() }

@@ -13,10 +13,10 @@ import Glibc
 @Suite("Live migration of a guest on nfs://", .serialized, .requires(.root, .qemu, .ganesha))
 struct NFSMigrationGuestTests {
     @Test(.timeLimit(.minutes(20)), arguments: [3, 4])
-    func aGuestAppendingToAnNFSExportMigratesBetweenTwoDaemons(version: Int) throws {
+    func aGuestAppendingToAnNFSExportMigratesBetweenTwoDaemons(version: Int) async throws {
         try GuestMigration.requireMigratingQEMU()
         let server = try NFSTestServer.shared()
-        try server.shared {
+        try await server.shared {
             let export = try server.makeExport("guest-migration-v\(version)")
             let url = server.url(export, version: version)
             let source = try Daemon.ferry(export: url)
@@ -38,10 +38,10 @@ struct NFSMigrationGuestTests {
     /// load the device, and the source (which committed everything at the save) is resumed
     /// with `cont`, as libvirt does. The guest writes on through its open fd at the source.
     @Test(.timeLimit(.minutes(20)), arguments: [3, 4])
-    func aGuestResumedAtTheSourceAfterAFailedMigrationWritesOn(version: Int) throws {
+    func aGuestResumedAtTheSourceAfterAFailedMigrationWritesOn(version: Int) async throws {
         try GuestMigration.requireMigratingQEMU()
         let server = try NFSTestServer.shared()
-        try server.shared {
+        try await server.shared {
             let export = try server.makeExport("guest-migration-fails-v\(version)")
             let url = server.url(export, version: version)
             let source = try Daemon.ferry(export: url)
