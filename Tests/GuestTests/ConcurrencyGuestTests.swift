@@ -82,37 +82,43 @@ enum ConcurrencyGuest {
 
 @Suite("Concurrent workloads in a real guest", .serialized, .requires(.root, .qemu, .stressNG))
 struct ConcurrencyGuestTests {
-    @Test("ferry-churn, stress-ng and a remount in one boot pass on a directory", .timeLimit(.minutes(20)))
-    func onADirectory() throws {
-        let export = try makeTemporaryDirectory("ferry-concurrency-guest-dir")
-        defer { try? FileManager.default.removeItem(atPath: export) }
-        let daemon = try Daemon.ferry(export: export)
-        try ConcurrencyGuest.runAndCheck(socket: daemon.socket, seed: 401, on: "a directory", log: { daemon.log })
-        #expect(daemon.stop() == 0, "ferry virtiofsd log:\n\(daemon.log.suffix(3000))")
-    }
-
-    @Test("ferry-churn, stress-ng and a remount in one boot pass on NFS", .timeLimit(.minutes(20)),
-          .requires(.ganesha), arguments: NFSTestVersion.allCases)
-    func onNFS(version: NFSTestVersion) async throws {
-        let server = try NFSTestServer.shared()
-        try await server.shared {
-            let export = try server.makeExport("concurrency-guest-v\(version)")
-            let daemon = try Daemon.ferry(source: server.url(export, version: version))
-            try ConcurrencyGuest.runAndCheck(socket: daemon.socket, seed: 410 + NFSTestVersion.allCases.firstIndex(of: version)!, on: "NFSv\(version)", log: { daemon.log })
+    @Test("ferry-churn, stress-ng and a remount in one boot pass on a directory")
+    func onADirectory() async throws {
+        try await GuestSlots.run(minutes: 20) {
+            let export = try makeTemporaryDirectory("ferry-concurrency-guest-dir")
+            defer { try? FileManager.default.removeItem(atPath: export) }
+            let daemon = try Daemon.ferry(export: export)
+            try ConcurrencyGuest.runAndCheck(socket: daemon.socket, seed: 401, on: "a directory", log: { daemon.log })
             #expect(daemon.stop() == 0, "ferry virtiofsd log:\n\(daemon.log.suffix(3000))")
         }
     }
 
-    @Test("ferry-churn, stress-ng and a remount in one boot pass on rados://", .timeLimit(.minutes(20)), .requires(.ceph))
-    func onRADOS() throws {
-        let cluster = try CephCluster.shared()
-        let ferry = try BuiltProducts.require("ferry")
-        let formatted = try runToCompletion(ferry, ["format", cluster.source("concurrency-guest")] + cluster.cephArguments)
-        try #require(formatted.succeeded, "ferry format:\n\(formatted.output)")
-        let daemon = try Daemon.ferry(export: cluster.source("concurrency-guest"), extra: cluster.cephArguments)
-        // Fewer operations: every metadata change is a RADOS write; each worker still
-        // builds and removes its 20 x 20 tree.
-        try ConcurrencyGuest.runAndCheck(socket: daemon.socket, seed: 421, workers: 3, ops: 80, on: "rados://", log: { daemon.log })
-        #expect(daemon.stop() == 0, "ferry virtiofsd log:\n\(daemon.log.suffix(3000))")
+    @Test("ferry-churn, stress-ng and a remount in one boot pass on NFS",
+          .requires(.ganesha), arguments: NFSTestVersion.allCases)
+    func onNFS(version: NFSTestVersion) async throws {
+        try await GuestSlots.run(minutes: 20) {
+            let server = try NFSTestServer.shared()
+            try await server.shared {
+                let export = try server.makeExport("concurrency-guest-v\(version)")
+                let daemon = try Daemon.ferry(source: server.url(export, version: version))
+                try ConcurrencyGuest.runAndCheck(socket: daemon.socket, seed: 410 + NFSTestVersion.allCases.firstIndex(of: version)!, on: "NFSv\(version)", log: { daemon.log })
+                #expect(daemon.stop() == 0, "ferry virtiofsd log:\n\(daemon.log.suffix(3000))")
+            }
+        }
+    }
+
+    @Test("ferry-churn, stress-ng and a remount in one boot pass on rados://", .requires(.ceph))
+    func onRADOS() async throws {
+        try await GuestSlots.run(minutes: 20) {
+            let cluster = try CephCluster.shared()
+            let ferry = try BuiltProducts.require("ferry")
+            let formatted = try runToCompletion(ferry, ["format", cluster.source("concurrency-guest")] + cluster.cephArguments)
+            try #require(formatted.succeeded, "ferry format:\n\(formatted.output)")
+            let daemon = try Daemon.ferry(export: cluster.source("concurrency-guest"), extra: cluster.cephArguments)
+            // Fewer operations: every metadata change is a RADOS write; each worker still
+            // builds and removes its 20 x 20 tree.
+            try ConcurrencyGuest.runAndCheck(socket: daemon.socket, seed: 421, workers: 3, ops: 80, on: "rados://", log: { daemon.log })
+            #expect(daemon.stop() == 0, "ferry virtiofsd log:\n\(daemon.log.suffix(3000))")
+        }
     }
 }

@@ -122,3 +122,43 @@ struct AsyncReadersWriterLockTests {
         return condition()
     }
 }
+
+/// The slots guest tests run in (`GuestSlots`), tried on slots of their own.
+@Suite("Harness: tests in slots run on threads of their own, so many at once, and are timed from their slot")
+struct SlotsTests {
+    @Test func bodiesThatBlockLeaveThePoolFreeAndNoMoreThanTheWidthRunAtOnce() async throws {
+        let slots = Slots(width: 2)
+        let running = Locked(0), most = Locked(0)
+        let release = Locked(false)
+        // Six bodies that block their thread until released: with the pool two threads wide,
+        // blocking bodies on it would leave nothing to release them.
+        let bodies = (0..<6).map { _ in
+            Task {
+                try await slots.run(limit: .seconds(600)) {
+                    running.update { $0 += 1 }
+                    most.update { $0 = max($0, running.value) }
+                    while !release.value { usleep(10_000) }
+                    running.update { $0 -= 1 }
+                }
+            }
+        }
+        #expect(await AsyncReadersWriterLockTests.eventually { running.value == 2 && slots.waiting == 4 })
+        await Task.detached { release.update { $0 = true } }.value
+        for body in bodies { try await body.value }
+        #expect(most.value == 2)
+    }
+
+    @Test func aBodyRunningPastItsLimitIsAnIssueAndTheWaitForASlotIsNotCounted() async throws {
+        let slots = Slots(width: 1)
+        let holder = Task { try await slots.run(limit: .seconds(600)) { _ = usleep(1_500_000) } }
+        try await Task.sleep(for: .milliseconds(100))
+        // Waits about 1.4 s for the slot, then runs 0.5 s: within a 1 s limit.
+        try await slots.run(limit: .seconds(1)) { _ = usleep(500_000) }
+        try await holder.value
+        let overran: () async throws -> Void = {
+            try await slots.run(limit: .seconds(1)) { _ = usleep(2_000_000) }
+        }
+        let isTheLimit: @Sendable (Issue) -> Bool = { issue in issue.comments.contains { $0.rawValue.contains("still running") } }
+        try await withKnownIssue("the body runs 2 s against a 1 s limit", isIntermittent: false, overran, when: { true }, matching: isTheLimit)
+    }
+}

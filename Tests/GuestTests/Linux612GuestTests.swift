@@ -20,41 +20,45 @@ struct Linux612GuestTests {
         return counts
     }
 
-    @Test(.timeLimit(.minutes(10)))
-    func requestsSpreadOverMoreThanOneQueue() throws {
-        let export = try makeTemporaryDirectory("ferry-guest-export")
-        let ferry = try Daemon.ferry(export: export)
-        // One writer pinned to each vCPU; the 6.12 guest sends a CPU's requests on its own queue.
-        let command = """
-            cd /; for c in 0 1; do sh -c 'taskset -p -c $0 $$ >/dev/null || exit 1; i=0; \
-            while [ $i -lt 50 ]; do echo $i > /mnt/c$0-$i && cat /mnt/c$0-$i >/dev/null && ls /mnt >/dev/null || exit 1; \
-            i=$((i+1)); done' $c & done; wait; uname -r; grep requests /proc/interrupts
-            """
-        let run = try Guest.run(socket: ferry.socket, command: command, timeout: 300, machine: .linux612)
-        #expect(ferry.stop() == 0, "ferry virtiofsd log:\n\(ferry.log)")
-        #expect(run.status == 0, "\(run.log)")
-        #expect(run.output.contains("6.12."), "not a 6.12 guest:\n\(run.output)")
-        #expect(try FileManager.default.contentsOfDirectory(atPath: export).count == 100)
-        let interrupts = Self.requestQueueInterrupts(run.output)
-        // 6.12 sets up min(request queues, vCPUs) of the device's 4 queues.
-        #expect(interrupts.count == 2, "the guest should use 2 request queues:\n\(run.output)")
-        let used = interrupts.filter { $0.value > 0 }
-        #expect(used.count == 2, "requests were answered on one queue only: \(interrupts)\n\(run.output)")
+    @Test
+    func requestsSpreadOverMoreThanOneQueue() async throws {
+        try await GuestSlots.run(minutes: 10) {
+            let export = try makeTemporaryDirectory("ferry-guest-export")
+            let ferry = try Daemon.ferry(export: export)
+            // One writer pinned to each vCPU; the 6.12 guest sends a CPU's requests on its own queue.
+            let command = """
+                cd /; for c in 0 1; do sh -c 'taskset -p -c $0 $$ >/dev/null || exit 1; i=0; \
+                while [ $i -lt 50 ]; do echo $i > /mnt/c$0-$i && cat /mnt/c$0-$i >/dev/null && ls /mnt >/dev/null || exit 1; \
+                i=$((i+1)); done' $c & done; wait; uname -r; grep requests /proc/interrupts
+                """
+            let run = try Guest.run(socket: ferry.socket, command: command, timeout: 300, machine: .linux612)
+            #expect(ferry.stop() == 0, "ferry virtiofsd log:\n\(ferry.log)")
+            #expect(run.status == 0, "\(run.log)")
+            #expect(run.output.contains("6.12."), "not a 6.12 guest:\n\(run.output)")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: export).count == 100)
+            let interrupts = Self.requestQueueInterrupts(run.output)
+            // 6.12 sets up min(request queues, vCPUs) of the device's 4 queues.
+            #expect(interrupts.count == 2, "the guest should use 2 request queues:\n\(run.output)")
+            let used = interrupts.filter { $0.value > 0 }
+            #expect(used.count == 2, "requests were answered on one queue only: \(interrupts)\n\(run.output)")
+        }
     }
 
     /// The guest conformance checks (as `GuestTests` runs them on 6.1) on a 6.12 guest whose
     /// requests go over two queues at once.
-    @Test(.timeLimit(.minutes(20)))
-    func theConformanceChecksPassOnA612GuestWithTwoCPUsAndFourQueues() throws {
-        let export = try makeTemporaryDirectory("ferry-guest-export")
-        let ferry = try Daemon.ferry(export: export, extra: ["--xattr"])
-        let run = try Guest.run(socket: ferry.socket, command: guestConformanceCommand,
-                                timeout: 900, machine: .linux612)
-        #expect(ferry.stop() == 0, "ferry virtiofsd log:\n\(ferry.log)")
-        let results = conformanceResults(run.output)
-        #expect(results.count >= 40, "too few checks ran:\n\(run.log)")
-        let failed = results.filter { !$0.value }.keys.sorted()
-        #expect(failed.isEmpty, "failed on a 6.12 guest: \(failed)\n\(run.output)")
-        #expect(run.status == 0)
+    @Test
+    func theConformanceChecksPassOnA612GuestWithTwoCPUsAndFourQueues() async throws {
+        try await GuestSlots.run(minutes: 20) {
+            let export = try makeTemporaryDirectory("ferry-guest-export")
+            let ferry = try Daemon.ferry(export: export, extra: ["--xattr"])
+            let run = try Guest.run(socket: ferry.socket, command: guestConformanceCommand,
+                                    timeout: 900, machine: .linux612)
+            #expect(ferry.stop() == 0, "ferry virtiofsd log:\n\(ferry.log)")
+            let results = conformanceResults(run.output)
+            #expect(results.count >= 40, "too few checks ran:\n\(run.log)")
+            let failed = results.filter { !$0.value }.keys.sorted()
+            #expect(failed.isEmpty, "failed on a 6.12 guest: \(failed)\n\(run.output)")
+            #expect(run.status == 0)
+        }
     }
 }

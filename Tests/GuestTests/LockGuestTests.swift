@@ -62,21 +62,25 @@ struct LockGuestTests {
         }
     }
 
-    @Test(.timeLimit(.minutes(15)))
-    func twoGuestsOnTwoDaemonsSeeAndWaitForEachOthersLocks() throws {
-        let export = try makeTemporaryDirectory("ferry-guest-locks")
-        defer { try? FileManager.default.removeItem(atPath: export) }
-        try Self.twoGuests(export: export) { try Daemon.ferry(export: export, extra: $0) }
+    @Test
+    func twoGuestsOnTwoDaemonsSeeAndWaitForEachOthersLocks() async throws {
+        try await GuestSlots.run(minutes: 15) {
+            let export = try makeTemporaryDirectory("ferry-guest-locks")
+            defer { try? FileManager.default.removeItem(atPath: export) }
+            try Self.twoGuests(export: export) { try Daemon.ferry(export: export, extra: $0) }
+        }
     }
 
     /// The same on one NFSv4.0 or 4.1 export: each daemon is an NFS client of its own, and
     /// the locks the guests meet are the NFS server's (LOCK, LOCKT, LOCKU over the wire).
-    @Test(.timeLimit(.minutes(15)), .requires(.ganesha), arguments: [NFSTestVersion.v4_0, .v4_1])
+    @Test(.requires(.ganesha), arguments: [NFSTestVersion.v4_0, .v4_1])
     func twoGuestsOnTwoNFSClientsOfOneExportSeeAndWaitForEachOthersLocks(version: NFSTestVersion) async throws {
-        let server = try NFSTestServer.shared()
-        try await server.shared {
-            let export = try server.makeExport("guest-locks-v\(version)")
-            try Self.twoGuests(export: export) { try Daemon.ferry(source: server.url(export, version: version), extra: $0) }
+        try await GuestSlots.run(minutes: 15) {
+            let server = try NFSTestServer.shared()
+            try await server.shared {
+                let export = try server.makeExport("guest-locks-v\(version)")
+                try Self.twoGuests(export: export) { try Daemon.ferry(source: server.url(export, version: version), extra: $0) }
+            }
         }
     }
 
@@ -131,81 +135,83 @@ struct LockGuestTests {
     /// A host process through `ferry mount` of the directory and a guest through `ferry
     /// serve` (whose exports share locks unless `locks = false`) see each other's locks:
     /// both are the host kernel's.
-    @Test(.timeLimit(.minutes(10)))
-    func aHostMountAndAGuestSeeEachOthersLocks() throws {
-        let image = try Self.image.get()
-        let tool = try Guest.compileGuestProgram("lock-tool")   // static: runs on the host too
-        let export = try makeTemporaryDirectory("ferry-guest-host-locks")
-        let mnt = try makeTemporaryDirectory("ferry-guest-host-locks-mnt")
-        defer { rmdir(mnt); try? FileManager.default.removeItem(atPath: export) }
-        try Data(repeating: 0x61, count: 200).write(to: URL(fileURLWithPath: export + "/f"))
+    @Test
+    func aHostMountAndAGuestSeeEachOthersLocks() async throws {
+        try await GuestSlots.run(minutes: 10) {
+            let image = try Self.image.get()
+            let tool = try Guest.compileGuestProgram("lock-tool")   // static: runs on the host too
+            let export = try makeTemporaryDirectory("ferry-guest-host-locks")
+            let mnt = try makeTemporaryDirectory("ferry-guest-host-locks-mnt")
+            defer { rmdir(mnt); try? FileManager.default.removeItem(atPath: export) }
+            try Data(repeating: 0x61, count: 200).write(to: URL(fileURLWithPath: export + "/f"))
 
-        let mount = Process()
-        mount.executableURL = URL(fileURLWithPath: try BuiltProducts.require("ferry"))
-        mount.arguments = ["mount", "--uring", "off", export, mnt]   // locks shared: the /dev/fuse loop
-        let mountLog = mnt + ".log"
-        _ = FileManager.default.createFile(atPath: mountLog, contents: nil)
-        mount.standardOutput = FileHandle(forWritingAtPath: mountLog)
-        mount.standardError = FileHandle(forWritingAtPath: mountLog)
-        try runWithDefaultSignalMask(mount)
-        defer {
-            if mount.isRunning { kill(mount.processIdentifier, SIGTERM); mount.waitUntilExit() }
-            unlink(mountLog)
-        }
-        // Mounted once the directory is on a device other than its parent's. (CI once saw this
-        // test give up after 30 s looking for the mount in /proc/self/mounts while ferry's log
-        // already said "mounted" and "session started"; the wait is now a bound only, and a
-        // failure says how long it waited and whether ferry still ran.)
-        let started = Date()
-        let mounted = eventually(within: 180) {
-            var mountpoint = stat(), parent = stat()
-            return stat(mnt, &mountpoint) == 0 && stat((mnt as NSString).deletingLastPathComponent, &parent) == 0
-                && mountpoint.st_dev != parent.st_dev
-        }
-        try #require(mounted, """
-            not mounted after \(Int(Date().timeIntervalSince(started))) s; ferry \(mount.isRunning ? "still runs" : "exited")
-            \((try? String(contentsOfFile: mountLog, encoding: .utf8)) ?? "")
-            """)
+            let mount = Process()
+            mount.executableURL = URL(fileURLWithPath: try BuiltProducts.require("ferry"))
+            mount.arguments = ["mount", "--uring", "off", export, mnt]   // locks shared: the /dev/fuse loop
+            let mountLog = mnt + ".log"
+            _ = FileManager.default.createFile(atPath: mountLog, contents: nil)
+            mount.standardOutput = FileHandle(forWritingAtPath: mountLog)
+            mount.standardError = FileHandle(forWritingAtPath: mountLog)
+            try runWithDefaultSignalMask(mount)
+            defer {
+                if mount.isRunning { kill(mount.processIdentifier, SIGTERM); mount.waitUntilExit() }
+                unlink(mountLog)
+            }
+            // Mounted once the directory is on a device other than its parent's. (CI once saw this
+            // test give up after 30 s looking for the mount in /proc/self/mounts while ferry's log
+            // already said "mounted" and "session started"; the wait is now a bound only, and a
+            // failure says how long it waited and whether ferry still ran.)
+            let started = Date()
+            let mounted = eventually(within: 180) {
+                var mountpoint = stat(), parent = stat()
+                return stat(mnt, &mountpoint) == 0 && stat((mnt as NSString).deletingLastPathComponent, &parent) == 0
+                    && mountpoint.st_dev != parent.st_dev
+            }
+            try #require(mounted, """
+                not mounted after \(Int(Date().timeIntervalSince(started))) s; ferry \(mount.isRunning ? "still runs" : "exited")
+                \((try? String(contentsOfFile: mountLog, encoding: .utf8)) ?? "")
+                """)
 
-        func host(_ arguments: [String]) throws -> Process {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: tool)
-            p.arguments = arguments
-            p.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
-            try runWithDefaultSignalMask(p)
-            return p
-        }
-        func hostOutput(_ arguments: [String]) throws -> String {
-            try runToCompletion(tool, arguments).output.trimmingCharacters(in: .whitespacesAndNewlines)
-        }
+            func host(_ arguments: [String]) throws -> Process {
+                let p = Process()
+                p.executableURL = URL(fileURLWithPath: tool)
+                p.arguments = arguments
+                p.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+                try runWithDefaultSignalMask(p)
+                return p
+            }
+            func hostOutput(_ arguments: [String]) throws -> String {
+                try runToCompletion(tool, arguments).output.trimmingCharacters(in: .whitespacesAndNewlines)
+            }
 
-        // The host process holds bytes 10..99 through the mount.
-        let holder = try host(["hold", mnt + "/f", "w", "10", "90", mnt + "/host-held", mnt + "/host-release"])
-        defer { if holder.isRunning { kill(holder.processIdentifier, SIGKILL) } }
-        #expect(eventually(within: 60) { FileManager.default.fileExists(atPath: export + "/host-held") })
+            // The host process holds bytes 10..99 through the mount.
+            let holder = try host(["hold", mnt + "/f", "w", "10", "90", mnt + "/host-held", mnt + "/host-release"])
+            defer { if holder.isRunning { kill(holder.processIdentifier, SIGKILL) } }
+            #expect(eventually(within: 60) { FileManager.default.fileExists(atPath: export + "/host-held") })
 
-        let (daemon, _) = try Daemon.serveOnePOSIXExport(directory: export)
-        defer { daemon.stop() }
-        let guest = Background(socket: daemon.socket, command: """
-            lock-tool getlk /mnt/f w 0 0
-            lock-tool setlk /mnt/f w 50 1
-            lock-tool hold /mnt/f w 0 5 /mnt/guest-held /mnt/guest-release
-            """, image: image)
-        let guestHeld = eventually(within: 300) { FileManager.default.fileExists(atPath: export + "/guest-held") }
-        #expect(guestHeld, "daemon:\n\(daemon.log)")
-        if guestHeld {
-            // The host mount sees the guest's lock.
-            #expect(try hostOutput(["getlk", mnt + "/f", "w", "0", "5"]) == "getlk: F_WRLCK start=0 len=5 pid=0")
-            #expect(try hostOutput(["setlk", mnt + "/f", "w", "2", "1"]) == "setlk: Resource temporarily unavailable")
+            let (daemon, _) = try Daemon.serveOnePOSIXExport(directory: export)
+            defer { daemon.stop() }
+            let guest = Background(socket: daemon.socket, command: """
+                lock-tool getlk /mnt/f w 0 0
+                lock-tool setlk /mnt/f w 50 1
+                lock-tool hold /mnt/f w 0 5 /mnt/guest-held /mnt/guest-release
+                """, image: image)
+            let guestHeld = eventually(within: 300) { FileManager.default.fileExists(atPath: export + "/guest-held") }
+            #expect(guestHeld, "daemon:\n\(daemon.log)")
+            if guestHeld {
+                // The host mount sees the guest's lock.
+                #expect(try hostOutput(["getlk", mnt + "/f", "w", "0", "5"]) == "getlk: F_WRLCK start=0 len=5 pid=0")
+                #expect(try hostOutput(["setlk", mnt + "/f", "w", "2", "1"]) == "setlk: Resource temporarily unavailable")
+            }
+            for name in ["guest-release", "host-release"] { _ = FileManager.default.createFile(atPath: export + "/" + name, contents: nil) }
+            let run = try guest.wait()
+            holder.waitUntilExit()
+            #expect(holder.terminationStatus == 0)
+            #expect(run.status == 0, "\(run.output)")
+            let lines = run.output.split(separator: "\n").map(String.init)
+            #expect(lines.contains("getlk: F_WRLCK start=10 len=90 pid=0"), "\(run.output)")
+            #expect(lines.contains("setlk: Resource temporarily unavailable"), "\(run.output)")
+            #expect(daemon.stop() == 0, "\(daemon.log)")
         }
-        for name in ["guest-release", "host-release"] { _ = FileManager.default.createFile(atPath: export + "/" + name, contents: nil) }
-        let run = try guest.wait()
-        holder.waitUntilExit()
-        #expect(holder.terminationStatus == 0)
-        #expect(run.status == 0, "\(run.output)")
-        let lines = run.output.split(separator: "\n").map(String.init)
-        #expect(lines.contains("getlk: F_WRLCK start=10 len=90 pid=0"), "\(run.output)")
-        #expect(lines.contains("setlk: Resource temporarily unavailable"), "\(run.output)")
-        #expect(daemon.stop() == 0, "\(daemon.log)")
     }
 }

@@ -80,24 +80,26 @@ struct MigrationFailureGuestTests {
     /// The stream breaks while guest memory is being copied (the destination QEMU is killed;
     /// the copy is slowed so there is time to): the source's migration fails, its guest
     /// never stopped, and the export stops logging; the guest writes on through the same fd.
-    @Test(.timeLimit(.minutes(15)))
-    func aMigrationStreamThatBreaksLeavesTheGuestWritingAtTheSource() throws {
-        let (_, source, destination, m) = try Self.writingGuest()
+    @Test
+    func aMigrationStreamThatBreaksLeavesTheGuestWritingAtTheSource() async throws {
+        try await GuestSlots.run(minutes: 15) {
+            let (_, source, destination, m) = try Self.writingGuest()
 
-        try Self.startSlowedMigration(m, from: source)
-        kill(m.destinationPID, SIGKILL)
+            try Self.startSlowedMigration(m, from: source)
+            kill(m.destinationPID, SIGKILL)
 
-        let status = try m.waitForMigrationToEnd()
-        #expect(status.contains("Migration status: failed"), "\(status)")
-        #expect(Self.isRunning(m.sourceMonitor))
-        // QEMU's clean-up turned logging off: the export just serves its guest again.
-        #expect(GuestMigration.waitFor(60) { source.states() == ("guest connected", nil) }, "\(source.states())")
-        #expect(destination.states() == ("listening", nil), "\(destination.states())")
+            let status = try m.waitForMigrationToEnd()
+            #expect(status.contains("Migration status: failed"), "\(status)")
+            #expect(Self.isRunning(m.sourceMonitor))
+            // QEMU's clean-up turned logging off: the export just serves its guest again.
+            #expect(GuestMigration.waitFor(60) { source.states() == ("guest connected", nil) }, "\(source.states())")
+            #expect(destination.states() == ("listening", nil), "\(destination.states())")
 
-        try Self.expectGuestFinishesAtTheSource(m, source)
-        #expect(destination.daemon.log.contains("migration state loaded") == false, "\(destination.context)")
-        source.daemon.stop()
-        destination.daemon.stop()
+            try Self.expectGuestFinishesAtTheSource(m, source)
+            #expect(destination.daemon.log.contains("migration state loaded") == false, "\(destination.context)")
+            source.daemon.stop()
+            destination.daemon.stop()
+        }
     }
 
     static func lines(_ path: String) -> [String] {
@@ -108,51 +110,55 @@ struct MigrationFailureGuestTests {
     /// empty directory: find-paths finds nothing), and its export aborts on what it cannot
     /// find: the destination refuses the state, QEMU's migration fails, and the guest runs on
     /// at the source with its fd working.
-    @Test(.timeLimit(.minutes(15)))
-    func aDestinationThatRefusesTheStateLeavesTheGuestRunningAtTheSource() throws {
-        let elsewhere = try makeTemporaryDirectory("ferry-migration-empty")
-        let (_, source, destination, m) = try Self.writingGuest(destinationDirectory: elsewhere, destinationMigration: "on_error = \"abort\"")
+    @Test
+    func aDestinationThatRefusesTheStateLeavesTheGuestRunningAtTheSource() async throws {
+        try await GuestSlots.run(minutes: 15) {
+            let elsewhere = try makeTemporaryDirectory("ferry-migration-empty")
+            let (_, source, destination, m) = try Self.writingGuest(destinationDirectory: elsewhere, destinationMigration: "on_error = \"abort\"")
 
-        let status = try m.migrate(after: ["migrate_set_capability return-path on"])
-        let destinationGone = GuestMigration.waitFor(120) { !GuestMigration.isRunning(m.destinationPID) }
-        #expect(destinationGone && m.console(.destination).contains("load of migration failed"), "\(m.console(.destination))")
-        #expect(destination.daemon.log.contains("the migrated state was refused"), "\(destination.context)")
-        #expect(status.contains("Migration status: failed"), "\(status)")
-        #expect(Self.isRunning(m.sourceMonitor), "\((try? m.sourceMonitor.command("info status")) ?? "")")
+            let status = try m.migrate(after: ["migrate_set_capability return-path on"])
+            let destinationGone = GuestMigration.waitFor(120) { !GuestMigration.isRunning(m.destinationPID) }
+            #expect(destinationGone && m.console(.destination).contains("load of migration failed"), "\(m.console(.destination))")
+            #expect(destination.daemon.log.contains("the migrated state was refused"), "\(destination.context)")
+            #expect(status.contains("Migration status: failed"), "\(status)")
+            #expect(Self.isRunning(m.sourceMonitor), "\((try? m.sourceMonitor.command("info status")) ?? "")")
 
-        try Self.expectGuestFinishesAtTheSource(m, source)
-        #expect(try FileManager.default.contentsOfDirectory(atPath: elsewhere).isEmpty)
-        source.daemon.stop()
-        destination.daemon.stop()
+            try Self.expectGuestFinishesAtTheSource(m, source)
+            #expect(try FileManager.default.contentsOfDirectory(atPath: elsewhere).isEmpty)
+            source.daemon.stop()
+            destination.daemon.stop()
+        }
     }
 
     /// The same share without the file, with `on_error = "guest-error"`: the migration
     /// completes, the guest runs at the destination, and only its fd on the file that could
     /// not be found answers EIO; the rest of its session (its mount, sync, unmount) works.
-    @Test(.timeLimit(.minutes(15)))
-    func withGuestErrorOnlyTheFdOfTheMissingFileAnswersEIOAtTheDestination() throws {
-        let elsewhere = try makeTemporaryDirectory("ferry-migration-empty")
-        let (export, source, destination, m) = try Self.writingGuest(destinationDirectory: elsewhere, destinationMigration: "on_error = \"guest-error\"")
+    @Test
+    func withGuestErrorOnlyTheFdOfTheMissingFileAnswersEIOAtTheDestination() async throws {
+        try await GuestSlots.run(minutes: 15) {
+            let elsewhere = try makeTemporaryDirectory("ferry-migration-empty")
+            let (export, source, destination, m) = try Self.writingGuest(destinationDirectory: elsewhere, destinationMigration: "on_error = \"guest-error\"")
 
-        let status = try m.migrate()
-        try #require(status.contains("Migration status: completed"), "\(status)\n\(destination.context)")
-        _ = try? m.sourceMonitor.command("quit")
-        // The guest's next write, at the destination, fails; the program reports it and ends.
-        // Up to the unmount that follows the program's end ("umounted" or "umount-failed").
-        let ended = GuestMigration.waitFor(300) { m.console(.destination).contains("FERRY-GUEST: umount") }
-        let console = m.console(.destination)
-        try #require(ended, "the guest did not end at the destination:\n\(console)\n\(destination.context)")
-        #expect(console.contains("write failed at") && console.contains("Input/output error"), "\(console)")
-        #expect(console.contains("FERRY-GUEST: exit=1"), "\(console)")
-        #expect(console.contains("FERRY-GUEST: umounted"), "\(console)")
-        #expect(destination.daemon.log.contains("migration state loaded"), "\(destination.context)")
-        // Nothing was written anywhere else: the source's file holds what was written there,
-        // in order, and the destination's directory stays empty.
-        let written = Self.lines(export + "/log.txt")
-        #expect(!written.isEmpty && written == (0..<written.count).map { "line \($0)" })
-        #expect(try FileManager.default.contentsOfDirectory(atPath: elsewhere).isEmpty)
-        source.daemon.stop()
-        destination.daemon.stop()
+            let status = try m.migrate()
+            try #require(status.contains("Migration status: completed"), "\(status)\n\(destination.context)")
+            _ = try? m.sourceMonitor.command("quit")
+            // The guest's next write, at the destination, fails; the program reports it and ends.
+            // Up to the unmount that follows the program's end ("umounted" or "umount-failed").
+            let ended = GuestMigration.waitFor(300) { m.console(.destination).contains("FERRY-GUEST: umount") }
+            let console = m.console(.destination)
+            try #require(ended, "the guest did not end at the destination:\n\(console)\n\(destination.context)")
+            #expect(console.contains("write failed at") && console.contains("Input/output error"), "\(console)")
+            #expect(console.contains("FERRY-GUEST: exit=1"), "\(console)")
+            #expect(console.contains("FERRY-GUEST: umounted"), "\(console)")
+            #expect(destination.daemon.log.contains("migration state loaded"), "\(destination.context)")
+            // Nothing was written anywhere else: the source's file holds what was written there,
+            // in order, and the destination's directory stays empty.
+            let written = Self.lines(export + "/log.txt")
+            #expect(!written.isEmpty && written == (0..<written.count).map { "line \($0)" })
+            #expect(try FileManager.default.contentsOfDirectory(atPath: elsewhere).isEmpty)
+            source.daemon.stop()
+            destination.daemon.stop()
+        }
     }
 
     /// The source's daemon is killed while guest memory is copied. Ferry has no restart
@@ -163,23 +169,25 @@ struct MigrationFailureGuestTests {
     /// destination daemon is back to listening with no state taken, ready for another
     /// attempt. The guest's file requests at the source wait for a back-end that never comes
     /// back (not asserted: a wait); the file holds exactly the lines written, in order.
-    @Test(.timeLimit(.minutes(15)))
-    func aSourceDaemonKilledMidMigrationFailsItAndLeavesTheVMRunningAtTheSource() throws {
-        let (export, source, destination, m) = try Self.writingGuest()
+    @Test
+    func aSourceDaemonKilledMidMigrationFailsItAndLeavesTheVMRunningAtTheSource() async throws {
+        try await GuestSlots.run(minutes: 15) {
+            let (export, source, destination, m) = try Self.writingGuest()
 
-        try Self.startSlowedMigration(m, from: source)
-        kill(source.daemon.process.processIdentifier, SIGKILL)
+            try Self.startSlowedMigration(m, from: source)
+            kill(source.daemon.process.processIdentifier, SIGKILL)
 
-        let status = try m.waitForMigrationToEnd()
-        #expect(status.contains("Migration status: failed"), "\(status)")
-        #expect(m.console(.source).contains("Error saving back-end state"), "\(m.console(.source))")
-        #expect(Self.isRunning(m.sourceMonitor), "\((try? m.sourceMonitor.command("info status")) ?? "")")
-        let destinationGone = GuestMigration.waitFor(120) { !GuestMigration.isRunning(m.destinationPID) }
-        #expect(destinationGone && m.console(.destination).contains("load of migration failed"), "\(m.console(.destination))")
-        #expect(GuestMigration.waitFor(60) { destination.states() == ("listening", nil) }, "\(destination.states())")
-        #expect(!destination.daemon.log.contains("migration state loaded"), "\(destination.context)")
-        let written = Self.lines(export + "/log.txt")
-        #expect(!written.isEmpty && written == (0..<written.count).map { "line \($0)" })
-        destination.daemon.stop()
+            let status = try m.waitForMigrationToEnd()
+            #expect(status.contains("Migration status: failed"), "\(status)")
+            #expect(m.console(.source).contains("Error saving back-end state"), "\(m.console(.source))")
+            #expect(Self.isRunning(m.sourceMonitor), "\((try? m.sourceMonitor.command("info status")) ?? "")")
+            let destinationGone = GuestMigration.waitFor(120) { !GuestMigration.isRunning(m.destinationPID) }
+            #expect(destinationGone && m.console(.destination).contains("load of migration failed"), "\(m.console(.destination))")
+            #expect(GuestMigration.waitFor(60) { destination.states() == ("listening", nil) }, "\(destination.states())")
+            #expect(!destination.daemon.log.contains("migration state loaded"), "\(destination.context)")
+            let written = Self.lines(export + "/log.txt")
+            #expect(!written.isEmpty && written == (0..<written.count).map { "line \($0)" })
+            destination.daemon.stop()
+        }
     }
 }

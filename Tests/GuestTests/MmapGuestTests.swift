@@ -24,27 +24,31 @@ struct MmapGuestTests {
         return (export, try Daemon.ferry(export: export, extra: ["--cache=never"] + extra))
     }
 
-    @Test(.timeLimit(.minutes(10)))
-    func sharedMmapReadsAndWritesInA612GuestWithCacheNever() throws {
-        let (export, ferry) = try serve([])
-        let run = try Guest.run(socket: ferry.socket, command: Self.command, timeout: 300,
-                                machine: .linux612, image: try Self.image.get())
-        #expect(ferry.stop() == 0, "\(ferry.log)")
-        #expect(run.status == 0, "\(run.output)")
-        #expect(run.output.contains("mmap-shared: read from the host"), "\(run.output)")
-        // What the guest wrote through its mapping reached the host file.
-        let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: export + "/mapped")))
-        #expect(bytes == [UInt8](repeating: UInt8(ascii: "a"), count: 4096) + [UInt8](repeating: UInt8(ascii: "B"), count: 4096))
+    @Test
+    func sharedMmapReadsAndWritesInA612GuestWithCacheNever() async throws {
+        try await GuestSlots.run(minutes: 10) {
+            let (export, ferry) = try serve([])
+            let run = try Guest.run(socket: ferry.socket, command: Self.command, timeout: 300,
+                                    machine: .linux612, image: try Self.image.get())
+            #expect(ferry.stop() == 0, "\(ferry.log)")
+            #expect(run.status == 0, "\(run.output)")
+            #expect(run.output.contains("mmap-shared: read from the host"), "\(run.output)")
+            // What the guest wrote through its mapping reached the host file.
+            let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: export + "/mapped")))
+            #expect(bytes == [UInt8](repeating: UInt8(ascii: "a"), count: 4096) + [UInt8](repeating: UInt8(ascii: "B"), count: 4096))
+        }
     }
 
     /// virtiofsd's default, kept behind --no-allow-mmap: the kernel refuses the mapping.
-    @Test(.timeLimit(.minutes(10)))
-    func withoutAllowMmapASharedMappingFailsWithENODEV() throws {
-        let (_, ferry) = try serve(["--no-allow-mmap"])
-        let run = try Guest.run(socket: ferry.socket, command: Self.command, timeout: 300,
-                                machine: .linux612, image: try Self.image.get())
-        #expect(ferry.stop() == 0, "\(ferry.log)")
-        #expect(run.status == 1, "\(run.output)")
-        #expect(run.output.contains("mmap-shared: mmap MAP_SHARED read-write: No such device"), "\(run.output)")
+    @Test
+    func withoutAllowMmapASharedMappingFailsWithENODEV() async throws {
+        try await GuestSlots.run(minutes: 10) {
+            let (_, ferry) = try serve(["--no-allow-mmap"])
+            let run = try Guest.run(socket: ferry.socket, command: Self.command, timeout: 300,
+                                    machine: .linux612, image: try Self.image.get())
+            #expect(ferry.stop() == 0, "\(ferry.log)")
+            #expect(run.status == 1, "\(run.output)")
+            #expect(run.output.contains("mmap-shared: mmap MAP_SHARED read-write: No such device"), "\(run.output)")
+        }
     }
 }

@@ -10,20 +10,22 @@ import Glibc
 @Suite("Real Linux guest over vhost-user on rados://", .serialized,
        .requires(.root, .qemu, .ceph))
 struct RADOSGuestTests {
-    @Test(.timeLimit(.minutes(20)))
-    func theConformanceChecksPassInAGuestOnRADOS() throws {
-        let cluster = try CephCluster.shared()
-        let ferry = try BuiltProducts.require("ferry")
-        let formatted = try runToCompletion(ferry, ["format", cluster.source("guest")] + cluster.cephArguments)
-        try #require(formatted.succeeded, "\(formatted.output)")
-        // --shared-dir takes any source `ferry mount` takes.
-        let daemon = try Daemon.ferry(export: cluster.source("guest"), extra: ["--xattr"] + cluster.cephArguments)
-        let run = try Guest.run(socket: daemon.socket, command: guestConformanceCommand, timeout: 900, machine: .linux612)
-        #expect(daemon.stop() == 0, "ferry virtiofsd log:\n\(daemon.log)")
-        let results = conformanceResults(run.output)
-        #expect(results.count >= 40, "too few checks ran:\n\(run.log)")
-        let failed = results.filter { !$0.value }.keys.sorted()
-        #expect(failed.isEmpty, "failed on rados://: \(failed)\n\(run.output)\nferry's log:\n\(daemon.log)")
-        #expect(run.status == 0)
+    @Test
+    func theConformanceChecksPassInAGuestOnRADOS() async throws {
+        try await GuestSlots.run(minutes: 20) {
+            let cluster = try CephCluster.shared()
+            let ferry = try BuiltProducts.require("ferry")
+            let formatted = try runToCompletion(ferry, ["format", cluster.source("guest")] + cluster.cephArguments)
+            try #require(formatted.succeeded, "\(formatted.output)")
+            // --shared-dir takes any source `ferry mount` takes.
+            let daemon = try Daemon.ferry(export: cluster.source("guest"), extra: ["--xattr"] + cluster.cephArguments)
+            let run = try Guest.run(socket: daemon.socket, command: guestConformanceCommand, timeout: 900, machine: .linux612)
+            #expect(daemon.stop() == 0, "ferry virtiofsd log:\n\(daemon.log)")
+            let results = conformanceResults(run.output)
+            #expect(results.count >= 40, "too few checks ran:\n\(run.log)")
+            let failed = results.filter { !$0.value }.keys.sorted()
+            #expect(failed.isEmpty, "failed on rados://: \(failed)\n\(run.output)\nferry's log:\n\(daemon.log)")
+            #expect(run.status == 0)
+        }
     }
 }

@@ -25,32 +25,36 @@ struct RADOSMigrationGuestTests {
         return (source, destination)
     }
 
-    @Test(.timeLimit(.minutes(20)))
-    func aGuestAppendingToARADOSExportMigratesAndTheLeaseMovesWithIt() throws {
-        try GuestMigration.requireMigratingQEMU()
-        let (source, destination) = try Self.twoDaemons("migrate")
-        #expect(destination.log.contains("waiting as a migration standby"), "destination daemon:\n\(destination.log)")
-        try GuestMigration.expectWritingGuestMigrates(source: source.socket, destination: destination.socket,
-                                                      context: { "source:\n\(source.log)\ndestination:\n\(destination.log)" })
-        #expect(source.log.contains("lease released"), "source daemon:\n\(source.log)")
-        #expect(destination.log.contains("migrated state arrived; this server holds the lease"), "destination daemon:\n\(destination.log)")
-        #expect(destination.stop() == 0, "destination daemon:\n\(destination.log)")
-        source.stop()
+    @Test
+    func aGuestAppendingToARADOSExportMigratesAndTheLeaseMovesWithIt() async throws {
+        try await GuestSlots.run(minutes: 20) {
+            try GuestMigration.requireMigratingQEMU()
+            let (source, destination) = try Self.twoDaemons("migrate")
+            #expect(destination.log.contains("waiting as a migration standby"), "destination daemon:\n\(destination.log)")
+            try GuestMigration.expectWritingGuestMigrates(source: source.socket, destination: destination.socket,
+                                                          context: { "source:\n\(source.log)\ndestination:\n\(destination.log)" })
+            #expect(source.log.contains("lease released"), "source daemon:\n\(source.log)")
+            #expect(destination.log.contains("migrated state arrived; this server holds the lease"), "destination daemon:\n\(destination.log)")
+            #expect(destination.stop() == 0, "destination daemon:\n\(destination.log)")
+            source.stop()
+        }
     }
 
     /// The destination's daemon dies before the guest moves: the destination QEMU cannot
     /// load the device, and the source (whose daemon released the lease when it saved) is
     /// resumed with `cont`. The source's daemon takes the lease back before its rings run
     /// again, so the guest's next write through its open fd succeeds.
-    @Test(.timeLimit(.minutes(20)))
-    func aGuestResumedAtTheSourceAfterAFailedMigrationWritesOnWithTheLeaseTakenBack() throws {
-        try GuestMigration.requireMigratingQEMU()
-        let (source, destination) = try Self.twoDaemons("migrate-fails")
-        try GuestMigration.expectGuestResumesAtSourceWhenTheDestinationDaemonDies(
-            source: source.socket, destinationDaemon: destination.process.processIdentifier, destination: destination.socket
-        ) { "source daemon:\n\(source.log)" }
-        #expect(source.log.contains("lease released"), "source daemon:\n\(source.log)")
-        #expect(source.log.contains("migration failed; resuming; this server holds the lease"), "source daemon:\n\(source.log)")
-        #expect(source.stop() == 0, "source daemon:\n\(source.log)")
+    @Test
+    func aGuestResumedAtTheSourceAfterAFailedMigrationWritesOnWithTheLeaseTakenBack() async throws {
+        try await GuestSlots.run(minutes: 20) {
+            try GuestMigration.requireMigratingQEMU()
+            let (source, destination) = try Self.twoDaemons("migrate-fails")
+            try GuestMigration.expectGuestResumesAtSourceWhenTheDestinationDaemonDies(
+                source: source.socket, destinationDaemon: destination.process.processIdentifier, destination: destination.socket
+            ) { "source daemon:\n\(source.log)" }
+            #expect(source.log.contains("lease released"), "source daemon:\n\(source.log)")
+            #expect(source.log.contains("migration failed; resuming; this server holds the lease"), "source daemon:\n\(source.log)")
+            #expect(source.stop() == 0, "source daemon:\n\(source.log)")
+        }
     }
 }

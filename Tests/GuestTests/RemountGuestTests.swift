@@ -38,20 +38,24 @@ struct RemountGuestTests {
         #expect(rounds == (1...Self.rounds).map { "round \($0)\n" }.joined())
     }
 
-    @Test(.timeLimit(.minutes(10)), arguments: [GuestMachine.Kernel.linux6_1, .linux6_12])
-    func aGuestMountsTheSameTagAgainInOneBootOnFerryVirtiofsd(kernel: GuestMachine.Kernel) throws {
-        let export = try makeTemporaryDirectory("ferry-guest-export")
-        let ferry = try Daemon.ferry(export: export)
-        let run = try Guest.run(socket: ferry.socket, command: Self.command, timeout: 300, machine: Self.machine(kernel))
-        try expectRemounted(run, export: export, daemonLog: ferry.log)
-        #expect(ferry.stop() == 0, "\(ferry.log)")
+    @Test(arguments: [GuestMachine.Kernel.linux6_1, .linux6_12])
+    func aGuestMountsTheSameTagAgainInOneBootOnFerryVirtiofsd(kernel: GuestMachine.Kernel) async throws {
+        try await GuestSlots.run(minutes: 10) {
+            let export = try makeTemporaryDirectory("ferry-guest-export")
+            let ferry = try Daemon.ferry(export: export)
+            let run = try Guest.run(socket: ferry.socket, command: Self.command, timeout: 300, machine: Self.machine(kernel))
+            try expectRemounted(run, export: export, daemonLog: ferry.log)
+            #expect(ferry.stop() == 0, "\(ferry.log)")
+        }
     }
 
-    @Test(.timeLimit(.minutes(10)), arguments: [GuestMachine.Kernel.linux6_1, .linux6_12])
-    func aGuestMountsTheSameTagAgainInOneBootOnFerryServe(kernel: GuestMachine.Kernel) throws {
-        let (daemon, export) = try Daemon.serveOnePOSIXExport(keys: "queues = 4")
-        let run = try Guest.run(socket: daemon.socket, command: Self.command, timeout: 300, machine: Self.machine(kernel))
-        try expectRemounted(run, export: export, daemonLog: daemon.log)
-        #expect(daemon.stop() == 0, "ferry serve log:\n\(daemon.log)")
+    @Test(arguments: [GuestMachine.Kernel.linux6_1, .linux6_12])
+    func aGuestMountsTheSameTagAgainInOneBootOnFerryServe(kernel: GuestMachine.Kernel) async throws {
+        try await GuestSlots.run(minutes: 10) {
+            let (daemon, export) = try Daemon.serveOnePOSIXExport(keys: "queues = 4")
+            let run = try Guest.run(socket: daemon.socket, command: Self.command, timeout: 300, machine: Self.machine(kernel))
+            try expectRemounted(run, export: export, daemonLog: daemon.log)
+            #expect(daemon.stop() == 0, "ferry serve log:\n\(daemon.log)")
+        }
     }
 }

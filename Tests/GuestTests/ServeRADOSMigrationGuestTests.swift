@@ -43,30 +43,32 @@ struct ServeRADOSMigrationGuestTests {
         }
     }
 
-    @Test(.timeLimit(.minutes(20)))
-    func aGuestMigratesBetweenTwoFerryServeDaemonsAndTheStandbyBecomesTheWriter() throws {
-        try GuestMigration.requireMigratingQEMU()
-        let cluster = try CephCluster.shared()
-        let ferry = try BuiltProducts.require("ferry")
-        let namespace = "serve-migrate-\(getpid())"
-        let formatted = try runToCompletion(ferry, ["format", cluster.source(namespace)] + cluster.cephArguments)
-        try #require(formatted.succeeded, "\(formatted.output)")
+    @Test
+    func aGuestMigratesBetweenTwoFerryServeDaemonsAndTheStandbyBecomesTheWriter() async throws {
+        try await GuestSlots.run(minutes: 20) {
+            try GuestMigration.requireMigratingQEMU()
+            let cluster = try CephCluster.shared()
+            let ferry = try BuiltProducts.require("ferry")
+            let namespace = "serve-migrate-\(getpid())"
+            let formatted = try runToCompletion(ferry, ["format", cluster.source(namespace)] + cluster.cephArguments)
+            try #require(formatted.succeeded, "\(formatted.output)")
 
-        let source = try Served(cluster, namespace: namespace)
-        #expect(source.leaseRow()?.contains("writer") == true, "\(source.show())\n\(source.daemon.log)")
-        let destination = try Served(cluster, namespace: namespace)
-        let before = destination.leaseRow() ?? ""
-        #expect(before.contains("standby: lease held by client."), "\(destination.show())\n\(destination.daemon.log)")
+            let source = try Served(cluster, namespace: namespace)
+            #expect(source.leaseRow()?.contains("writer") == true, "\(source.show())\n\(source.daemon.log)")
+            let destination = try Served(cluster, namespace: namespace)
+            let before = destination.leaseRow() ?? ""
+            #expect(before.contains("standby: lease held by client."), "\(destination.show())\n\(destination.daemon.log)")
 
-        try GuestMigration.expectWritingGuestMigrates(source: source.socket, destination: destination.socket) {
-            "source:\n\(source.daemon.log)\ndestination:\n\(destination.daemon.log)"
+            try GuestMigration.expectWritingGuestMigrates(source: source.socket, destination: destination.socket) {
+                "source:\n\(source.daemon.log)\ndestination:\n\(destination.daemon.log)"
+            }
+            #expect(destination.leaseRow()?.contains("writer (holds the namespace's lease)") == true,
+                    "\(destination.show())\n\(destination.daemon.log)")
+            #expect(source.daemon.log.contains("lease released"), "source:\n\(source.daemon.log)")
+            #expect(destination.daemon.log.contains("migrated state arrived; this server holds the lease"),
+                    "destination:\n\(destination.daemon.log)")
+            #expect(destination.daemon.stop() == 0, "destination:\n\(destination.daemon.log)")
+            source.daemon.stop()
         }
-        #expect(destination.leaseRow()?.contains("writer (holds the namespace's lease)") == true,
-                "\(destination.show())\n\(destination.daemon.log)")
-        #expect(source.daemon.log.contains("lease released"), "source:\n\(source.daemon.log)")
-        #expect(destination.daemon.log.contains("migrated state arrived; this server holds the lease"),
-                "destination:\n\(destination.daemon.log)")
-        #expect(destination.daemon.stop() == 0, "destination:\n\(destination.daemon.log)")
-        source.daemon.stop()
     }
 }
