@@ -71,28 +71,35 @@ struct ScriptDescriptorTests {
 /// (`exclusive`), on a pool as wide as CI's two cores.
 @Suite("Harness: the NFS server's lock waits without taking a thread")
 struct AsyncReadersWriterLockTests {
+    /// Everything here runs on one thread of the test's own (`OneThreadExecutor`), not on the
+    /// shared pool, which other tests keep busy: a waiter that blocked its thread would stop
+    /// the test's other tasks, whatever the rest of the process does.
     @Test func waitersTakeNoThreadAndAWaitingWriterGoesBeforeLaterReaders() async throws {
+        let thread = OneThreadExecutor()
         let lock = AsyncReadersWriterLock()
         let order = Locked<[String]>([])
         let otherWorkRan = Locked(false)
         await lock.lockShared()   // a long check holds it
-        // Should waiting block threads, the other work below would never run, nor would this
-        // test: a plain thread then ends the long check after 30 s, so the test fails
+        // Should a waiter block the thread, the other work below would never run, nor would
+        // this test: a plain thread then ends the long check after 60 s, so the test fails
         // instead of hanging.
         let endedByWatchdog = Locked(false)
         Thread {
-            let deadline = Date().addingTimeInterval(30)
+            let deadline = Date().addingTimeInterval(60)
             while !otherWorkRan.value && Date() < deadline { usleep(10_000) }
             if !otherWorkRan.value { endedByWatchdog.update { $0 = true }; lock.unlockShared() }
         }.start()
-        // More waiters than the pool has threads: each would hold one if waiting blocked.
-        let writers = (0..<8).map { _ in Task { await lock.exclusive { order.update { $0.append("writer") } } } }
-        #expect(await Self.eventually { lock.waiting.writers == 8 })
-        let readers = (0..<8).map { _ in Task { await lock.shared { order.update { $0.append("reader") } } } }
-        #expect(await Self.eventually { lock.waiting.readers == 8 })
+        let writers = (0..<8).map { _ in
+            Task(executorPreference: thread) { await lock.exclusive { order.update { $0.append("writer") } } }
+        }
+        let readers = (0..<8).map { _ in
+            Task(executorPreference: thread) { await lock.shared { order.update { $0.append("reader") } } }
+        }
+        // One thread runs the sixteen waiters' first steps, then this.
+        await Task(executorPreference: thread) { otherWorkRan.update { $0 = true } }.value
+        #expect(!endedByWatchdog.value, "the other work waited for the lock's waiters")
+        #expect(await Self.eventually { lock.waiting == (8, 8) }, "\(lock.waiting)")
         #expect(order.value.isEmpty, "a waiter got in while the check held the lock")
-        await Task.detached { otherWorkRan.update { $0 = true } }.value
-        #expect(!endedByWatchdog.value, "other work waited for the lock's waiters")
         if !endedByWatchdog.value { lock.unlockShared() }
         for task in writers + readers { await task.value }
         #expect(order.value == Array(repeating: "writer", count: 8) + Array(repeating: "reader", count: 8))
@@ -112,6 +119,32 @@ struct AsyncReadersWriterLockTests {
         lock.unlockShared()
         await writer.value
         #expect(wrote.value)
+    }
+
+    /// A task executor with one thread, which runs its jobs in order, for the life of the process.
+    final class OneThreadExecutor: TaskExecutor, @unchecked Sendable {
+        private let condition = NSCondition()
+        private var jobs: [UnownedJob] = []   // guarded by `condition`
+
+        init() {
+            Thread { [self] in
+                while true {
+                    condition.lock()
+                    while jobs.isEmpty { condition.wait() }
+                    let job = jobs.removeFirst()
+                    condition.unlock()
+                    job.runSynchronously(on: asUnownedTaskExecutor())
+                }
+            }.start()
+        }
+
+        func enqueue(_ job: consuming ExecutorJob) {
+            let job = UnownedJob(job)
+            condition.lock()
+            jobs.append(job)
+            condition.signal()
+            condition.unlock()
+        }
     }
 
     static func eventually(_ condition: () -> Bool) async -> Bool {
