@@ -82,9 +82,9 @@ func sourceProblem<M: BackendModule>(_ module: M.Type, _ text: String, settings:
     @Test func aWrongKindIsTheOneProblemWhenItsKeysBelongToABackend() throws {
         let s = try Scratch(["tenants/a.toml": tenant(backend: "kind = \"nfz\"\nserver = \"h\"\npath = \"/x\"\ntimeout = 5\nbogus = 1")])
         defer { s.remove() }
-        #expect(s.problems() == [
-            "\(s.path)/tenants/a.toml:9:8: backend kind must be one of \"posix\", \"nfs\", \"rados\"; did you mean \"nfs\"?",
-            "\(s.path)/tenants/a.toml:13:1: unknown key \"bogus\" in [export.backend]",
-        ])
+        let problems = s.problems()
+        #expect(problems.count == 2, "\(problems)")
+        #expect(isKindProblem(problems.first ?? "", at: "\(s.path)/tenants/a.toml:9:8", suggesting: "nfs"), "\(problems)")
+        #expect(problems.last == "\(s.path)/tenants/a.toml:13:1: unknown key \"bogus\" in [export.backend]")
     }
 }
