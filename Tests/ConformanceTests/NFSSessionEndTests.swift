@@ -47,9 +47,3 @@ struct NFSSessionEndThroughFerryMount {
         }
     }
 }
-
-/// Whether `path` is a mount point (its device differs from its parent's).
-private func isMountPoint(_ path: String) -> Bool {
-    var here = stat(), parent = stat()
-    return stat(path, &here) == 0 && stat(path + "/..", &parent) == 0 && here.st_dev != parent.st_dev
-}

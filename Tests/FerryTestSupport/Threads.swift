@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Whether process `pid` or one of its descendants has a thread named `name`
 /// (/proc/PID/task/TID/comm). Descendants count: a sandboxed daemon serves from a child
@@ -26,4 +29,10 @@ public func eventually(within seconds: Double = 60, _ condition: () -> Bool) -> 
         usleep(10_000)
     }
     return true
+}
+
+/// Whether `path` is a mount point (its device differs from its parent's).
+public func isMountPoint(_ path: String) -> Bool {
+    var here = stat(), parent = stat()
+    return stat(path, &here) == 0 && stat(path + "/..", &parent) == 0 && here.st_dev != parent.st_dev
 }

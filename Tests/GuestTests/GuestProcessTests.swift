@@ -98,7 +98,7 @@ struct AsyncReadersWriterLockTests {
         // One thread runs the sixteen waiters' first steps, then this.
         await Task(executorPreference: thread) { otherWorkRan.update { $0 = true } }.value
         #expect(!endedByWatchdog.value, "the other work waited for the lock's waiters")
-        #expect(await Self.eventually { lock.waiting == (8, 8) }, "\(lock.waiting)")
+        #expect(await eventuallySuspending { lock.waiting == (8, 8) }, "\(lock.waiting)")
         #expect(order.value.isEmpty, "a waiter got in while the check held the lock")
         if !endedByWatchdog.value { lock.unlockShared() }
         for task in writers + readers { await task.value }
@@ -112,7 +112,7 @@ struct AsyncReadersWriterLockTests {
         await lock.lockShared()   // two readers at once
         let wrote = Locked(false)
         let writer = Task { await lock.exclusive { wrote.update { $0 = true } } }
-        #expect(await Self.eventually { lock.waiting.writers == 1 })
+        #expect(await eventuallySuspending { lock.waiting.writers == 1 })
         lock.unlockShared()
         try await Task.sleep(for: .milliseconds(200))
         #expect(!wrote.value, "the writer got in while a reader still held")
@@ -147,13 +147,6 @@ struct AsyncReadersWriterLockTests {
         }
     }
 
-    static func eventually(_ condition: () -> Bool) async -> Bool {
-        for _ in 0..<1000 {
-            if condition() { return true }
-            try? await Task.sleep(for: .milliseconds(10))
-        }
-        return condition()
-    }
 }
 
 /// The slots guest tests run in (`GuestSlots`), tried on slots of their own.
@@ -175,7 +168,7 @@ struct SlotsTests {
                 }
             }
         }
-        #expect(await AsyncReadersWriterLockTests.eventually { running.value == 2 && slots.waiting == 4 })
+        #expect(await eventuallySuspending { running.value == 2 && slots.waiting == 4 })
         await Task.detached { release.update { $0 = true } }.value
         for body in bodies { try await body.value }
         #expect(most.value == 2)
@@ -194,4 +187,14 @@ struct SlotsTests {
         let isTheLimit: @Sendable (Issue) -> Bool = { issue in issue.comments.contains { $0.rawValue.contains("still running") } }
         try await withKnownIssue("the body runs 2 s against a 1 s limit", isIntermittent: false, overran, when: { true }, matching: isTheLimit)
     }
+}
+
+/// Polls `condition` every 10 ms, suspended between polls (holding no thread), up to 1,000
+/// times; returns whether it held.
+private func eventuallySuspending(_ condition: () -> Bool) async -> Bool {
+    for _ in 0..<1000 {
+        if condition() { return true }
+        try? await Task.sleep(for: .milliseconds(10))
+    }
+    return condition()
 }

@@ -162,11 +162,7 @@ struct LockGuestTests {
             // already said "mounted" and "session started"; the wait is now a bound only, and a
             // failure says how long it waited and whether ferry still ran.)
             let started = Date()
-            let mounted = eventually(within: 180) {
-                var mountpoint = stat(), parent = stat()
-                return stat(mnt, &mountpoint) == 0 && stat((mnt as NSString).deletingLastPathComponent, &parent) == 0
-                    && mountpoint.st_dev != parent.st_dev
-            }
+            let mounted = eventually(within: 180) { isMountPoint(mnt) }
             try #require(mounted, """
                 not mounted after \(Int(Date().timeIntervalSince(started))) s; ferry \(mount.isRunning ? "still runs" : "exited")
                 \((try? String(contentsOfFile: mountLog, encoding: .utf8)) ?? "")
