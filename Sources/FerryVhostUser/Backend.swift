@@ -95,10 +95,12 @@ public final class VhostUserFSBackend: @unchecked Sendable {
             throw VhostUserError("socket() failed: errno \(error.rawValue)")
         }
         guard Self.bindPrivately(socket.raw, &address) == 0 else { throw VhostUserError("bind(\(socketPath)) failed: errno \(errno)") }
-        // The group gets its access only once the file is its own.
-        var ok = true
-        if let g = socketGroup { ok = chown(socketPath, uid_t.max, g) == 0 && chmod(socketPath, 0o660) == 0 }
-        guard ok, listen(socket.raw, 1) == 0 else {
+        // listen at once: the file exists from bind, and a front-end that connects as soon
+        // as it sees the file is refused until then. The group gets its access only once
+        // the file is its own.
+        var ok = listen(socket.raw, 1) == 0
+        if ok, let g = socketGroup { ok = chown(socketPath, uid_t.max, g) == 0 && chmod(socketPath, 0o660) == 0 }
+        guard ok else {
             let e = errno; unlink(socketPath)
             throw VhostUserError("setting up \(socketPath) failed: errno \(e)")
         }

@@ -36,3 +36,18 @@ public func isMountPoint(_ path: String) -> Bool {
     var here = stat(), parent = stat()
     return stat(path, &here) == 0 && stat(path + "/..", &parent) == 0 && here.st_dev != parent.st_dev
 }
+
+/// Whether a socket bound to `path` is listening, as the network namespace of `pid` sees
+/// Unix sockets (/proc/PID/net/unix: __SO_ACCEPTCON in the flags). A daemon's socket file
+/// exists from its bind(); a connect() before its listen() is refused, so a test that waits
+/// only for the file can race the daemon. This looks without connecting, for daemons that
+/// serve one connection only.
+public func unixSocketIsListening(_ path: String, inNetworkNamespaceOf pid: Int32) -> Bool {
+    guard let table = try? String(contentsOfFile: "/proc/\(pid)/net/unix", encoding: .utf8) else { return false }
+    let acceptingConnections: UInt32 = 0x10000
+    return table.split(separator: "\n").dropFirst().contains { line in
+        let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+        guard fields.count >= 8, let flags = UInt32(fields[3], radix: 16) else { return false }
+        return flags & acceptingConnections != 0 && fields[7...].joined(separator: " ") == path
+    }
+}

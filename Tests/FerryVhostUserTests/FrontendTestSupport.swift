@@ -1,4 +1,5 @@
 import FerryCore
+import FerryTestSupport
 import Foundation
 import Glibc
 
@@ -25,9 +26,14 @@ final class ReferenceVirtiofsd {
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle(forWritingAtPath: "/dev/null")
         try process.run()
-        // virtiofsd creates the socket, then waits for one connection.
-        for _ in 0..<500 where !FileManager.default.fileExists(atPath: socketPath) { usleep(10_000) }
-        guard FileManager.default.fileExists(atPath: socketPath) else { throw POSIXError(.ETIMEDOUT) }
+        // virtiofsd binds the socket, listens, then waits for one connection. Its file
+        // exists from the bind: a connect() between bind and listen is refused (CI saw
+        // that once, on a loaded machine), so wait until it listens.
+        let pid = process.processIdentifier, path = socketPath
+        guard eventually(within: 60, { unixSocketIsListening(path, inNetworkNamespaceOf: pid) || !process.isRunning }),
+              process.isRunning else {
+            throw ReferenceVirtiofsdError(socketPath: socketPath, running: process.isRunning)
+        }
     }
 
     deinit {
@@ -47,5 +53,14 @@ final class ReferenceVirtiofsd {
         let deadline = Date().addingTimeInterval(seconds)
         while process.isRunning && Date() < deadline { usleep(10_000) }
         return !process.isRunning
+    }
+}
+
+struct ReferenceVirtiofsdError: Error, CustomStringConvertible {
+    let socketPath: String
+    let running: Bool
+    var description: String {
+        running ? "the reference virtiofsd did not listen on \(socketPath) within 60 s"
+                : "the reference virtiofsd exited before it listened on \(socketPath)"
     }
 }

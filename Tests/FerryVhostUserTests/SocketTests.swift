@@ -1,5 +1,6 @@
 import CFerry
 import FerryCore
+import FerryTestSupport
 @testable import FerryVhostUser
 import FerryVirtio
 import Foundation
@@ -146,6 +147,33 @@ import Testing
         #expect(throws: VhostUserError.self) {
             try VhostUserFSBackend(socketPath: dir + "/p", handler: handler, options: .init(maxQueueSize: 1000), logger: logger)
         }
+    }
+
+    /// A front-end (or a test) that connects as soon as the socket file appears is refused
+    /// until listen(): the backend's socket listens by the time its file can be seen with
+    /// the group's access, and `unixSocketIsListening`, which the tests wait with, tells a
+    /// bound socket from a listening one.
+    @Test func theSocketListensOnceItsFileIsThere() throws {
+        var template = Array("/tmp/ferry-vsock-XXXXXX".utf8CString)
+        let dir = String(cString: mkdtemp(&template)!)
+        defer { _ = try? FileManager.default.removeItem(atPath: dir) }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var a = sockaddr_un(); a.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array((dir + "/bound").utf8)
+        withUnsafeMutableBytes(of: &a.sun_path) { $0.copyBytes(from: bytes); $0[bytes.count] = 0 }
+        #expect(VhostUserFSBackend.bindPrivately(fd, &a) == 0)
+        #expect(!unixSocketIsListening(dir + "/bound", inNetworkNamespaceOf: getpid()))
+        #expect(listen(fd, 1) == 0)
+        #expect(unixSocketIsListening(dir + "/bound", inNetworkNamespaceOf: getpid()))
+        #expect(!unixSocketIsListening(dir + "/bou", inNetworkNamespaceOf: getpid()))
+
+        var logger = Logger(label: "test"); logger.logLevel = .critical
+        let backend = try VhostUserFSBackend(socketPath: dir + "/s", socketGroup: getgid(), handler: RecordingHandler(), logger: logger)
+        defer { backend.stop() }
+        var st = stat()
+        #expect(stat(dir + "/s", &st) == 0 && st.st_mode & 0o777 == 0o660)
+        #expect(unixSocketIsListening(dir + "/s", inNetworkNamespaceOf: getpid()))
     }
 
     @Test func inheritedListeningSocket() throws {
