@@ -24,7 +24,7 @@ struct MountCommand: ParsableCommand {
             """
     )
 
-    @Argument(help: "What to serve: a directory, nfs://SERVER/PATH[?version=3|4] or rados://POOL[/NAMESPACE].")
+    @Argument(help: "What to serve: a directory, nfs://SERVER/PATH[?version=3|4|4.0|4.1|4.2] or rados://POOL[/NAMESPACE].")
     var source: String
 
     @Argument(help: "Where to mount it.")

@@ -24,17 +24,19 @@ struct NFS4SessionTests {
         return try body()
     }
 
-    /// A v4.0 export idle for three leases keeps its client id: the RENEWs went out, so
-    /// the next OPEN needs no new SETCLIENTID (an expired lease would have cost one, and
-    /// once an EIO: NFS4ERR_EXPIRED/STALE_CLIENTID).
+    /// An export idle for three leases keeps its client id (v4.0) or session (v4.1+): the
+    /// RENEWs or bare SEQUENCEs went out, so the next OPEN needs no new SETCLIENTID or
+    /// EXCHANGE_ID (an expired lease would have cost one, and once an EIO:
+    /// NFS4ERR_EXPIRED/STALE_CLIENTID, or BADSESSION).
     // The limit covers the wait for the shared server: `exclusive` waits for every suite
     // using it in parallel to finish its check.
-    @Test(.timeLimit(.minutes(10))) func aV40ExportIdlePastItsLeaseKeepsItsClientID() async throws {
+    @Test(.timeLimit(.minutes(10)), arguments: [NFSTestVersion.v4_0, .v4_1, .v4_2])
+    func anExportIdlePastItsLeaseKeepsItsClientState(version: NFSTestVersion) async throws {
         let server = try NFSTestServer.shared()
         try await server.exclusive {
             try Self.withLease(3, server) {
-                let export = try server.makeExport("lease-v4.0")
-                let driver = try NFSDriverTests.driver(export, version: .v4_0, timeout: 10)
+                let export = try server.makeExport("lease-v\(version)")
+                let driver = try NFSDriverTests.driver(export, version: version, timeout: 10)
                 defer { driver.destroy() }
                 let rootEntry = try driver.root()
                 let (_, first) = try withName("before") { try driver.create(rootEntry.inode, $0, mode: 0o644, flags: O_RDWR, root) }

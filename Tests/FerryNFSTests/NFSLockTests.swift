@@ -345,12 +345,13 @@ struct NFSLockRestartTests {
         }
     }
 
-    /// v4.0: the lease keeper's RENEWs keep the client id, and so its locks, through many
-    /// leases in which it sends nothing else.
-    @Test(.timeLimit(.minutes(10))) func aV40LockOutlivesManyLeasesOfAnIdleClient() async throws {
+    /// The lease keeper's RENEWs (v4.0) or bare SEQUENCEs (v4.1+) keep the client id, and so
+    /// its locks, through many leases in which it sends nothing else.
+    @Test(.timeLimit(.minutes(10)), arguments: [NFSTestVersion.v4_0, .v4_1, .v4_2])
+    func aLockOutlivesManyLeasesOfAnIdleClient(version: NFSTestVersion) async throws {
         let server = try NFSTestServer.shared()
         try await server.exclusive {
-            try twoClients(server, "locks40-lease", lease: 3, files: ["f"], version: .v4_0) { a, fa, b, fb in
+            try twoClients(server, "locks-lease-v\(version)", lease: 3, files: ["f"], version: version) { a, fa, b, fb in
                 try a.setlk(fa[0], owner: 1, RecordLock(start: 0, end: 9, type: F_WRLCK, pid: 1), flock: false, root)
                 let made = a.nfs4StatesMade
                 sleep(10)
