@@ -32,7 +32,8 @@ final class ReferenceVirtiofsd {
         let pid = process.processIdentifier, path = socketPath
         guard eventually(within: 60, { unixSocketIsListening(path, inNetworkNamespaceOf: pid) || !process.isRunning }),
               process.isRunning else {
-            throw ReferenceVirtiofsdError(socketPath: socketPath, running: process.isRunning)
+            throw HarnessError(process.isRunning ? "the reference virtiofsd did not listen on \(path) within 60 s"
+                                                 : "the reference virtiofsd exited before it listened on \(path)")
         }
     }
 
@@ -53,14 +54,5 @@ final class ReferenceVirtiofsd {
         let deadline = Date().addingTimeInterval(seconds)
         while process.isRunning && Date() < deadline { usleep(10_000) }
         return !process.isRunning
-    }
-}
-
-struct ReferenceVirtiofsdError: Error, CustomStringConvertible {
-    let socketPath: String
-    let running: Bool
-    var description: String {
-        running ? "the reference virtiofsd did not listen on \(socketPath) within 60 s"
-                : "the reference virtiofsd exited before it listened on \(socketPath)"
     }
 }

@@ -37,9 +37,7 @@ import Testing
 
         func connect() -> Int32 {
             let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-            var a = sockaddr_un(); a.sun_family = sa_family_t(AF_UNIX)
-            let bytes = Array(path.utf8)
-            withUnsafeMutableBytes(of: &a.sun_path) { $0.copyBytes(from: bytes); $0[bytes.count] = 0 }
+            var a = SocketTests.unixAddress(path)
             let rc = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
             precondition(rc == 0)
             var tv = timeval(tv_sec: 5, tv_usec: 0)
@@ -149,6 +147,13 @@ import Testing
         }
     }
 
+    static func unixAddress(_ path: String) -> sockaddr_un {
+        var a = sockaddr_un(); a.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        withUnsafeMutableBytes(of: &a.sun_path) { $0.copyBytes(from: bytes); $0[bytes.count] = 0 }
+        return a
+    }
+
     /// A front-end (or a test) that connects as soon as the socket file appears is refused
     /// until listen(): the backend's socket listens by the time its file can be seen with
     /// the group's access, and `unixSocketIsListening`, which the tests wait with, tells a
@@ -159,9 +164,7 @@ import Testing
         defer { _ = try? FileManager.default.removeItem(atPath: dir) }
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
-        var a = sockaddr_un(); a.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array((dir + "/bound").utf8)
-        withUnsafeMutableBytes(of: &a.sun_path) { $0.copyBytes(from: bytes); $0[bytes.count] = 0 }
+        var a = Self.unixAddress(dir + "/bound")
         #expect(VhostUserFSBackend.bindPrivately(fd, &a) == 0)
         #expect(!unixSocketIsListening(dir + "/bound", inNetworkNamespaceOf: getpid()))
         #expect(listen(fd, 1) == 0)
@@ -188,9 +191,7 @@ import Testing
         let dir = String(cString: mkdtemp(&template)!)
         defer { _ = try? FileManager.default.removeItem(atPath: dir) }
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        var a = sockaddr_un(); a.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array((dir + "/s.sock").utf8)
-        withUnsafeMutableBytes(of: &a.sun_path) { $0.copyBytes(from: bytes); $0[bytes.count] = 0 }
+        var a = Self.unixAddress(dir + "/s.sock")
         let rc = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
         #expect(rc == 0 && listen(fd, 1) == 0)
         let backend = try VhostUserFSBackend(listeningFD: fd, handler: handler, logger: logger)
