@@ -225,21 +225,24 @@ extension NFSDriver {
     /// this long keeps its directory, as with the kernel's own NFS client.
     static let hiddenNameWait: Duration = .seconds(2)
 
-    /// After the server refused to remove `name` in `directory` as not empty: true once the
-    /// hidden names this daemon keeps in it are gone (worth asking again), false if it has
-    /// none there or they outlast `hiddenNameWait`.
-    func waitForHiddenNames(in directory: FileHandle, _ name: UnsafePointer<CChar>, _ caller: Credentials) -> Bool {
-        guard openFiles.withLock({ !$0.hiddenIn.isEmpty }),
-              let victim = try? lookupHandle(directory, name, caller).0 else { return false }
-        let clock = ContinuousClock()
-        let deadline = clock.now.advanced(by: Self.hiddenNameWait)
+    /// After the server refused to remove `name` in `directory` as not empty, in a call sent
+    /// when `takeInClock` was at `asked`: true once the hidden names this daemon keeps in it
+    /// are gone and one of them may have been what the server found (worth asking again:
+    /// one went while this waited, or began or finished going since `asked`, so the server
+    /// may have answered before its REMOVE landed); false if none was there or they outlast
+    /// `hiddenNameWait`.
+    func waitForHiddenNames(in directory: FileHandle, _ name: UnsafePointer<CChar>, asked: UInt64, _ caller: Credentials) -> Bool {
         var waited = false
-        while openFiles.withLock({ $0.hiddenIn[victim] != nil }) {
-            if clock.now >= deadline { return false }
-            waited = true
-            usleep(1_000)
+        if openFiles.withLock({ !$0.hiddenIn.isEmpty }), let victim = try? lookupHandle(directory, name, caller).0 {
+            let clock = ContinuousClock()
+            let deadline = clock.now.advanced(by: Self.hiddenNameWait)
+            while openFiles.withLock({ $0.hiddenIn[victim] != nil }) {
+                if clock.now >= deadline { return false }
+                waited = true
+                usleep(1_000)
+            }
         }
-        return waited
+        return waited || lastHiddenChange.load(ordering: .sequentiallyConsistent) > asked
     }
 
     // MARK: - Data

@@ -466,9 +466,10 @@ public final class NFSDriver: FileSystemDriver, Sendable {
 
     public func rmdir(_ parent: NFSInode, _ name: FileName, _ caller: Credentials) throws(Errno) {
         try inDirectory(parent.handle, caller) { caller throws(Errno) -> Void in
+            let asked = takeInClock.load(ordering: .sequentiallyConsistent)
             do throws(Errno) { try removeDirectory(parent.handle, name.cString, caller) } catch {
                 // Not empty only because of files unlinked and closed whose release is on its way?
-                guard error == .notEmpty, waitForHiddenNames(in: parent.handle, name.cString, caller) else { throw error }
+                guard error == .notEmpty, waitForHiddenNames(in: parent.handle, name.cString, asked: asked, caller) else { throw error }
                 try removeDirectory(parent.handle, name.cString, caller)
             }
         }
@@ -496,10 +497,11 @@ public final class NFSDriver: FileSystemDriver, Sendable {
                         try self.rename(parent.handle, name.cString, newParent.handle, newName.cString, caller)
                     }
                 }
+                let asked = self.takeInClock.load(ordering: .sequentiallyConsistent)
                 do throws(Errno) { try renameOver() } catch {
                     // A directory replaced that holds only hidden names on their way out, as in rmdir.
                     guard error == .notEmpty || error == .exists,
-                          waitForHiddenNames(in: newParent.handle, newName.cString, caller) else { throw error }
+                          waitForHiddenNames(in: newParent.handle, newName.cString, asked: asked, caller) else { throw error }
                     try renameOver()
                 }
             }
